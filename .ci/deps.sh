@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# .ci/deps.sh check|install|line: the Debian packages adaspa needs to build and test.
+#   check    exit 0 when everything is present (silent), 1 otherwise (names what is missing)
+#   install  apt-get install what is missing (as root), or print the exact command to run
+#   line     print the apt-get line
+set -u
+PKGS="luajit libluajit-5.1-dev libpng-dev lua-busted pkg-config libedit-dev"
+LINE="apt-get install -y $PKGS"
+missing() {
+  local m=""
+  pkg-config --exists luajit 2>/dev/null || m="$m libluajit-5.1-dev"
+  pkg-config --exists libpng 2>/dev/null || m="$m libpng-dev"
+  pkg-config --exists libedit 2>/dev/null || [ -f /usr/include/editline/readline.h ] || [ -n "${PFX:-}" -a -f "${PFX:-/nonexistent}/usr/include/editline/readline.h" ] || m="$m libedit-dev"
+  command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
+  [ -n "${BUSTED:-}" ] || [ -f /usr/share/lua/5.1/busted/runner.lua ] || m="$m lua-busted"
+  echo "$m"
+}
+case "${1:-check}" in
+  check)
+    m=$(missing)
+    if [ -n "$m" ]; then echo "adaspa: missing Debian packages:$m" >&2; exit 1; fi ;;
+  install)
+    m=$(missing)
+    [ -z "$m" ] && { echo "adaspa: all dependencies present"; exit 0; }
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq && apt-get install -y -qq $PKGS
+    else
+      echo "adaspa: missing:$m" >&2
+      echo "adaspa: run as root:  $LINE" >&2
+      exit 1
+    fi ;;
+  line) echo "$LINE" ;;
+  *) echo "usage: $0 check|install|line" >&2; exit 2 ;;
+esac

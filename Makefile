@@ -1,0 +1,116 @@
+# adaspa build.  make | make test | make asan | make install PREFIX=... | make clean | make deps
+#   CUDA=1 forces the CUDA backend, CUDA=0 disables it; by default it is built when nvcc is found.
+#   WERROR=0 turns warnings back into warnings (CI and the default build use -Werror).
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+VERSION   := 0.1.0
+BUILD     ?= build
+PREFIX    ?= /usr/local
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda) /usr)
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard $(CUDA_HOME)/bin/nvcc))
+ifeq ($(origin CUDA),undefined)
+  CUDA := $(if $(NVCC),1,0)
+endif
+ifeq ($(CUDA),1)
+  ifeq ($(NVCC),)
+    $(error CUDA=1 but nvcc was not found (set NVCC=/path/to/nvcc or CUDA_HOME))
+  endif
+endif
+WERROR  ?= 1
+SANITIZE ?=
+
+PKG_CFLAGS := $(shell pkg-config --cflags luajit libpng libedit 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs luajit libpng libedit 2>/dev/null)
+ifeq ($(PKG_LIBS),)
+  PKG_LIBS := -lluajit-5.1 -lpng16 -ledit
+endif
+
+CC      ?= gcc
+OPT     ?= -O2
+CFLAGS  := -std=c11 $(OPT) -g -fopenmp -fPIC -Wall -Wextra -Wshadow -Wno-unused-parameter \
+           -D_POSIX_C_SOURCE=200809L -DADA_VERSION='"$(VERSION)"' $(if $(filter 1,$(WERROR)),-Werror)
+LDFLAGS := -fopenmp
+LIBS    := $(PKG_LIBS) -lm
+ifneq ($(SANITIZE),)
+  CFLAGS  += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+CUDA_ARCHS := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a
+NVFLAGS := -std=c++17 -O3 -g -lineinfo $(CUDA_ARCHS) -Xcompiler -fPIC,-Wall,-Wextra \
+           $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) -DADA_VERSION='"$(VERSION)"'
+
+RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c)
+LUA_SRC := $(wildcard runtime/lua/*.c)
+ifeq ($(CUDA),1)
+  CU_HOST := $(filter-out runtime/cuda/none.c,$(wildcard runtime/cuda/*.c))
+  CU_SRC  := $(wildcard kernels/*.cu)
+  CFLAGS_CUDA := -I$(CUDA_HOME)/include
+  LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
+else
+  CU_HOST := runtime/cuda/none.c
+  CU_SRC  :=
+endif
+C_SRC := $(RT_SRC) $(LUA_SRC) $(CU_HOST)
+OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
+DEP := $(OBJ:.o=.d)
+
+BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
+
+.PHONY: all deps deps-check test test-gpu asan install uninstall clean bench print-backends
+all: deps-check print-backends $(BUILD)/adaspa
+
+print-backends:
+	@echo "adaspa: backends: $(BACKENDS) $(if $(filter 1,$(CUDA)),(nvcc: $(NVCC)),$(if $(NVCC),(CUDA=0: CUDA backend disabled),(no nvcc found: CUDA backend not built)))"
+
+deps-check:
+	@.ci/deps.sh check 2>/dev/null || $(MAKE) --no-print-directory deps
+
+deps:
+	@.ci/deps.sh install
+
+$(BUILD)/adaspa: $(OBJ)
+	$(CC) $(LDFLAGS) -o $@ $(OBJ) $(LIBS)
+
+$(BUILD)/obj/runtime/cuda/%.o: runtime/cuda/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CFLAGS_CUDA) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
+
+-include $(DEP)
+
+# Specs run inside the real binary; the last line is "N passed, N failed, N skipped".
+SPEC_ARGS ?=
+test: all
+	@$(BUILD)/adaspa spec/busted.lua $(SPEC_ARGS)
+
+# AddressSanitizer + UBSan build (CPU backend) in build-asan/, and its specs.
+asan:
+	@$(MAKE) --no-print-directory BUILD=build-asan CUDA=0 SANITIZE=address,undefined OPT=-O1 all
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ADASPA_BIN=build-asan/adaspa build-asan/adaspa spec/busted.lua $(SPEC_ARGS)
+
+bench: all
+	@for f in recipes/bench/*.lua; do [ -f "$$f" ] && $(BUILD)/adaspa "$$f"; done; true
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/adaspa
+	install -m 755 $(BUILD)/adaspa $(DESTDIR)$(PREFIX)/bin/adaspa
+	cp -r lua $(DESTDIR)$(PREFIX)/share/adaspa/
+	cp -r recipes $(DESTDIR)$(PREFIX)/share/adaspa/
+	@echo "adaspa: installed to $(DESTDIR)$(PREFIX) (binary bin/adaspa, library share/adaspa/lua)"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/adaspa
+	rm -rf $(DESTDIR)$(PREFIX)/share/adaspa
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,338 @@
+/* lcore.c: the adaspa.core module: tensor creation, CUDA queries, threads. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../cuda/cuda.h"
+#include "lbind.h"
+
+#ifndef ADA_VERSION
+#define ADA_VERSION "0.1.0"
+#endif
+
+typedef struct create_opts {
+  ada_dtype dtype;
+  ada_device device;
+  uint64_t seed;
+  int has_seed;
+} create_opts;
+
+static uint64_t default_seed_counter = 0;
+
+/* Reads {dtype=, device=, seed=} at idx (may be nil). */
+static create_opts read_opts(lua_State *L, int idx, const char *fname, int allow_seed) {
+  static const char *const with_seed[] = {"dtype", "device", "seed", NULL};
+  static const char *const without_seed[] = {"dtype", "device", NULL};
+  lada_check_opts(L, idx, fname, allow_seed ? with_seed : without_seed);
+  create_opts o = {ADA_F32, {ADA_CPU, 0}, 0, 0};
+  if (lua_isnoneornil(L, idx)) return o;
+  lua_getfield(L, idx, "dtype");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lada_error(L, fname, "option dtype must be a string, got %s", lada_typename(L, -1));
+    if (!ada_dtype_parse(lua_tostring(L, -1), &o.dtype))
+      lada_error(L, fname, "unknown dtype '%s' (f32, bf16, f16, i32, i16, u8)", lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "device");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lada_error(L, fname, "option device must be a string, got %s", lada_typename(L, -1));
+    if (!ada_device_parse(lua_tostring(L, -1), &o.device))
+      lada_error(L, fname, "unknown device '%s' (cpu, cuda, cuda:N)", lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  if (allow_seed) {
+    lua_getfield(L, idx, "seed");
+    if (!lua_isnil(L, -1)) {
+      double s = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER || s < 0 || s != floor(s) || s > 9007199254740992.0)
+        lada_error(L, fname, "option seed must be a non-negative integer, got %s",
+                   lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : lada_typename(L, -1));
+      o.seed = (uint64_t)s;
+      o.has_seed = 1;
+    }
+    lua_pop(L, 1);
+  }
+  return o;
+}
+
+static int l_empty(lua_State *L) {
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 1, "adaspa.empty", "shape", shape);
+  create_opts o = read_opts(L, 2, "adaspa.empty", 0);
+  ada_tensor *t;
+  lada_check(L, ada_tensor_empty(&t, nd, shape, o.dtype, o.device), "adaspa.empty");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+static int l_full(lua_State *L) {
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 1, "adaspa.full", "shape", shape);
+  if (lua_type(L, 2) != LUA_TNUMBER)
+    return lada_error(L, "adaspa.full", "value must be a number, got %s", lada_typename(L, 2));
+  create_opts o = read_opts(L, 3, "adaspa.full", 0);
+  ada_tensor *t;
+  lada_check(L, ada_tensor_full(&t, nd, shape, lua_tonumber(L, 2), o.dtype, o.device), "adaspa.full");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+static int l_zeros(lua_State *L) {
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 1, "adaspa.zeros", "shape", shape);
+  create_opts o = read_opts(L, 2, "adaspa.zeros", 0);
+  ada_tensor *t;
+  lada_check(L, ada_tensor_full(&t, nd, shape, 0.0, o.dtype, o.device), "adaspa.zeros");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+static int l_ones(lua_State *L) {
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 1, "adaspa.ones", "shape", shape);
+  create_opts o = read_opts(L, 2, "adaspa.ones", 0);
+  ada_tensor *t;
+  lada_check(L, ada_tensor_full(&t, nd, shape, 1.0, o.dtype, o.device), "adaspa.ones");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+static int l_randn(lua_State *L) {
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 1, "adaspa.randn", "shape", shape);
+  create_opts o = read_opts(L, 2, "adaspa.randn", 1);
+  /* without a seed: a fixed sequence of seeds, so a script gives the same numbers every run */
+  uint64_t seed = o.has_seed ? o.seed : 0x5eed0000ull + default_seed_counter++;
+  ada_tensor *t;
+  lada_check(L, ada_tensor_randn(&t, nd, shape, seed, o.dtype, o.device), "adaspa.randn");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+/* adaspa.arange(n) | arange(start, stop [, step]) [, opts]: like Python's range, stop excluded. */
+static int l_arange(lua_State *L) {
+  int nnum = 0;
+  double a[3];
+  while (nnum < 3 && lua_type(L, nnum + 1) == LUA_TNUMBER) { a[nnum] = lua_tonumber(L, nnum + 1); nnum++; }
+  if (nnum == 0) return lada_error(L, "adaspa.arange", "expected arange(n) or arange(start, stop [, step]), got %s", lada_typename(L, 1));
+  double start = nnum == 1 ? 0 : a[0], stop = nnum == 1 ? a[0] : a[1], step = nnum == 3 ? a[2] : 1;
+  if (step == 0 || step != step) return lada_error(L, "adaspa.arange", "step must be non-zero");
+  double cnt = ceil((stop - start) / step);
+  if (!(cnt >= 1)) return lada_error(L, "adaspa.arange", "empty range [%g, %g) with step %g", start, stop, step);
+  if (cnt > 9.0e15) return lada_error(L, "adaspa.arange", "range too long");
+  create_opts o = read_opts(L, nnum + 1, "adaspa.arange", 0);
+  ada_tensor *t;
+  lada_check(L, ada_tensor_arange(&t, start, step, (int64_t)cnt, o.dtype, o.device), "adaspa.arange");
+  lada_push_tensor(L, t);
+  return 1;
+}
+
+/* Shape of a nested table of numbers; errors on ragged input. */
+static int32_t nested_shape(lua_State *L, int idx, int64_t *shape) {
+  int32_t nd = 0;
+  lua_pushvalue(L, idx);
+  while (lua_type(L, -1) == LUA_TTABLE) {
+    if (nd == ADA_MAX_DIMS) lada_error(L, "adaspa.tensor", "data nests deeper than %d levels", ADA_MAX_DIMS);
+    int64_t n = (int64_t)lua_objlen(L, -1);
+    if (n < 1) lada_error(L, "adaspa.tensor", "data has an empty table at depth %d", (int)nd + 1);
+    shape[nd++] = n;
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+  return nd;
+}
+
+static void fill_nested(lua_State *L, int idx, const int64_t *shape, int32_t nd, int32_t d,
+                        ada_tensor *t, int64_t *pos) {
+  if (d == nd) {
+    if (lua_type(L, idx) != LUA_TNUMBER && lua_type(L, idx) != LUA_TBOOLEAN)
+      lada_error(L, "adaspa.tensor", "data must hold numbers, got %s at element %lld", lada_typename(L, idx), (long long)*pos + 1);
+    double v = lua_type(L, idx) == LUA_TBOOLEAN ? lua_toboolean(L, idx) : lua_tonumber(L, idx);
+    ada_store((char *)ada_tensor_data(t) + *pos * ada_dtype_size(t->dtype), t->dtype, v);
+    (*pos)++;
+    return;
+  }
+  if (lua_type(L, idx) != LUA_TTABLE || (int64_t)lua_objlen(L, idx) != shape[d])
+    lada_error(L, "adaspa.tensor", "data is ragged: expected a table of %lld at depth %d, got %s",
+               (long long)shape[d], (int)d + 1, lada_typename(L, idx));
+  for (int64_t i = 0; i < shape[d]; i++) {
+    lua_rawgeti(L, idx, (int)i + 1);
+    fill_nested(L, lua_gettop(L), shape, nd, d + 1, t, pos);
+    lua_pop(L, 1);
+  }
+}
+
+static int l_tensor(lua_State *L) {
+  if (lua_type(L, 1) != LUA_TTABLE && lua_type(L, 1) != LUA_TNUMBER)
+    return lada_error(L, "adaspa.tensor", "data must be a (nested) table of numbers or a number, got %s", lada_typename(L, 1));
+  create_opts o = read_opts(L, 2, "adaspa.tensor", 0);
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = nested_shape(L, 1, shape);
+  ada_tensor *t;
+  ada_device cpu = {ADA_CPU, 0};
+  lada_check(L, ada_tensor_empty(&t, nd, shape, o.dtype, cpu), "adaspa.tensor");
+  lada_push_tensor(L, t); /* owned by Lua from here, so an error below leaks nothing */
+  int64_t pos = 0;
+  fill_nested(L, 1, shape, nd, 0, t, &pos);
+  if (o.device.type != ADA_CPU) {
+    ada_tensor *g;
+    lada_check(L, ada_tensor_to(&g, t, o.dtype, o.device), "adaspa.tensor");
+    lada_push_tensor(L, g);
+  }
+  return 1;
+}
+
+static int l_is_tensor(lua_State *L) {
+  lua_pushboolean(L, lada_test_tensor(L, 1) != NULL);
+  return 1;
+}
+
+static int l_threads(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    double n = lua_tonumber(L, 1);
+    if (lua_type(L, 1) != LUA_TNUMBER || n != floor(n) || n < 0 || n > 4096)
+      return lada_error(L, "adaspa.threads", "n must be a non-negative integer (0 restores the default), got %s",
+                        lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) : lada_typename(L, 1));
+    ada_set_num_threads((int32_t)n);
+  }
+  lua_pushinteger(L, ada_get_num_threads());
+  return 1;
+}
+
+static int l_backends(lua_State *L) {
+  lua_newtable(L);
+  lua_pushstring(L, "cpu");
+  lua_rawseti(L, -2, 1);
+  if (ada_cuda_built()) {
+    lua_pushstring(L, "cuda");
+    lua_rawseti(L, -2, 2);
+  }
+  return 1;
+}
+
+/* ---- adaspa.cuda ---------------------------------------------------------------------------- */
+
+static int l_cuda_available(lua_State *L) {
+  lua_pushboolean(L, ada_cuda_device_count() > 0);
+  return 1;
+}
+
+static int l_cuda_built(lua_State *L) {
+  lua_pushboolean(L, ada_cuda_built());
+  return 1;
+}
+
+static int l_cuda_reason(lua_State *L) {
+  lua_pushstring(L, ada_cuda_unavailable_reason());
+  return 1;
+}
+
+static void setnum(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static int l_cuda_devices(lua_State *L) {
+  int32_t n = ada_cuda_device_count();
+  lua_createtable(L, n, 0);
+  for (int32_t i = 0; i < n; i++) {
+    ada_cuda_device_info info;
+    lada_check(L, ada_cuda_device_info_get(i, &info), "adaspa.cuda.devices");
+    lua_newtable(L);
+    setnum(L, "index", info.index);
+    lua_pushstring(L, info.name);
+    lua_setfield(L, -2, "name");
+    setnum(L, "memory", (double)info.total_bytes);
+    setnum(L, "free", (double)info.free_bytes);
+    char cc[16];
+    snprintf(cc, sizeof cc, "%d.%d", (int)info.cc_major, (int)info.cc_minor);
+    lua_pushstring(L, cc);
+    lua_setfield(L, -2, "capability");
+    setnum(L, "sms", info.sm_count);
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int32_t opt_device_index(lua_State *L, int idx, const char *fname) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  if (lua_type(L, idx) == LUA_TNUMBER) return (int32_t)lua_tointeger(L, idx);
+  ada_device d;
+  if (lua_type(L, idx) == LUA_TSTRING && ada_device_parse(lua_tostring(L, idx), &d) && d.type == ADA_CUDA)
+    return d.index;
+  lada_error(L, fname, "device must be a GPU index or \"cuda:N\", got %s", lada_typename(L, idx));
+  return 0;
+}
+
+static int l_cuda_memory(lua_State *L) {
+  int32_t dev = opt_device_index(L, 1, "adaspa.cuda.memory");
+  ada_cuda_mem_stats st;
+  lada_check(L, ada_cuda_memory(dev, &st), "adaspa.cuda.memory");
+  lua_newtable(L);
+  setnum(L, "allocated", (double)st.allocated);
+  setnum(L, "cached", (double)st.cached);
+  setnum(L, "peak", (double)st.peak);
+  setnum(L, "reserved", (double)st.reserved);
+  setnum(L, "mallocs", (double)st.n_malloc);
+  setnum(L, "reuses", (double)st.n_reuse);
+  return 1;
+}
+
+static int l_cuda_synchronize(lua_State *L) {
+  int32_t dev = opt_device_index(L, 1, "adaspa.cuda.synchronize");
+  lada_check(L, ada_cuda_synchronize(dev), "adaspa.cuda.synchronize");
+  return 0;
+}
+
+static int l_cuda_empty_cache(lua_State *L) {
+  int32_t dev = opt_device_index(L, 1, "adaspa.cuda.empty_cache");
+  lada_check(L, ada_cuda_empty_cache(dev), "adaspa.cuda.empty_cache");
+  return 0;
+}
+
+static int l_cuda_reset_peak(lua_State *L) {
+  ada_cuda_reset_peak(opt_device_index(L, 1, "adaspa.cuda.reset_peak"));
+  return 0;
+}
+
+/* Out of GPU memory: collect Lua garbage (dropping unreachable tensors), then the allocator
+ * retries. */
+static void oom_hook(void *ud) {
+  lua_State *L = ud;
+  lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"empty", l_empty},   {"zeros", l_zeros},         {"ones", l_ones},
+    {"full", l_full},     {"randn", l_randn},         {"arange", l_arange},
+    {"tensor", l_tensor}, {"is_tensor", l_is_tensor}, {"threads", l_threads},
+    {"backends", l_backends}, {NULL, NULL}};
+
+static const luaL_Reg cuda_funcs[] = {
+    {"available", l_cuda_available}, {"built", l_cuda_built},
+    {"reason", l_cuda_reason},       {"devices", l_cuda_devices},
+    {"memory", l_cuda_memory},       {"synchronize", l_cuda_synchronize},
+    {"empty_cache", l_cuda_empty_cache}, {"reset_peak", l_cuda_reset_peak},
+    {NULL, NULL}};
+
+int luaopen_adaspa_core(lua_State *L) {
+  lada_open_tensor(L);
+  lua_newtable(L);
+  luaL_setfuncs(L, core_funcs, 0);
+  lua_pushstring(L, ADA_VERSION);
+  lua_setfield(L, -2, "version");
+  lua_newtable(L);
+  luaL_setfuncs(L, cuda_funcs, 0);
+  lua_setfield(L, -2, "cuda");
+  luaL_getmetatable(L, LADA_TENSOR_MT);
+  lua_setfield(L, -2, "Tensor");
+  lua_State *main_L = L;
+  lua_pushthread(L);
+  main_L = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  ada_cuda_set_oom_hook(oom_hook, main_L);
+  return 1;
+}

@@ -1,0 +1,65 @@
+-- Loaded by busted before the specs (spec/busted.lua passes --helper). Shared helpers, as globals
+-- prefixed with spec_ so specs read plainly.
+adaspa = adaspa or require "adaspa"
+
+local has_gpu = adaspa.cuda.available()
+
+-- it_gpu(name, fn): a spec that needs a GPU; without one it is reported as skipped.
+-- (busted's it and pending live in the calling spec file's environment, not in _G.)
+function it_gpu(name, fn)
+  local env = getfenv(2)
+  if has_gpu then
+    env.it(name .. " #gpu", fn)
+  else
+    env.pending(name .. " #gpu (no GPU: " .. adaspa.cuda.reason() .. ")")
+  end
+end
+
+-- The adaspa binary under test (the asan build sets ADASPA_BIN).
+spec_bin = os.getenv("ADASPA_BIN") or "build/adaspa"
+
+-- Runs the binary with a shell command line; returns stdout, stderr, exit status.
+function spec_run(cmdline, stdin)
+  local out, err = os.tmpname(), os.tmpname()
+  local inp
+  local cmd = spec_bin .. " " .. cmdline
+  if stdin then
+    inp = os.tmpname()
+    local f = assert(io.open(inp, "w")); f:write(stdin); f:close()
+    cmd = cmd .. " < " .. inp
+  else
+    cmd = cmd .. " < /dev/null"
+  end
+  local code = os.execute(cmd .. " > " .. out .. " 2> " .. err)
+  local function slurp(p) local f = io.open(p); local s = f:read("*a"); f:close(); os.remove(p); return s end
+  local so, se = slurp(out), slurp(err)
+  if inp then os.remove(inp) end
+  -- LuaJIT (5.1 semantics) returns the raw wait status
+  if type(code) == "number" and code > 255 then code = math.floor(code / 256) end
+  return so, se, code
+end
+
+-- Asserts that fn raises an error whose message contains every given plain substring.
+function spec_error(fn, ...)
+  local ok, msg = pcall(fn)
+  assert(not ok, "expected an error, but the call succeeded")
+  msg = tostring(msg)
+  for _, part in ipairs({...}) do
+    assert(msg:find(part, 1, true), string.format("error message %q lacks %q", msg, part))
+  end
+  return msg
+end
+
+-- Maximum absolute difference of two equally shaped tensors (any devices and dtypes).
+function spec_maxdiff(a, b)
+  local x = a:to("cpu"):to("f32"):contiguous():reshape({-1}):totable()
+  local y = b:to("cpu"):to("f32"):contiguous():reshape({-1}):totable()
+  assert(#x == #y, "element counts differ")
+  local m = 0
+  for i = 1, #x do
+    local d = math.abs(x[i] - y[i])
+    if d ~= d then return math.huge end
+    if d > m then m = d end
+  end
+  return m
+end
