@@ -41,7 +41,7 @@ CUDA_ARCHS := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code
 NVFLAGS := -std=c++17 -O3 -g -lineinfo $(CUDA_ARCHS) -Xcompiler -fPIC,-Wall,-Wextra \
            $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) -DADA_VERSION='"$(VERSION)"'
 
-RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c)
+RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c runtime/io/*.c)
 LUA_SRC := $(wildcard runtime/lua/*.c)
 ifeq ($(CUDA),1)
   CU_HOST := $(filter-out runtime/cuda/none.c,$(wildcard runtime/cuda/*.c))

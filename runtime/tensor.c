@@ -99,7 +99,8 @@ static ada_status storage_new(ada_storage **out, size_t nbytes, ada_device dev) 
 
 static void storage_release(ada_storage *st) {
   if (!st || --st->refcount > 0) return;
-  if (st->device.type == ADA_CPU) free(st->data);
+  if (st->release) st->release(st->release_ctx);
+  else if (st->device.type == ADA_CPU) free(st->data);
   else ada_cuda_free(st->data, st->device.index);
   free(st);
 }
@@ -156,6 +157,31 @@ ada_status ada_tensor_empty(ada_tensor **out, int32_t ndim, const int64_t *shape
   if (s) return s;
   s = handle_new(out, st, &tmp);
   storage_release(st); /* the handle holds the only reference now (or none on failure) */
+  return s;
+}
+
+ada_status ada_tensor_from_host_memory(ada_tensor **out, void *data, int32_t ndim, const int64_t *shape,
+                                       ada_dtype dt, void (*release)(void *ctx), void *ctx) {
+  ada_status s = check_shape(ndim, shape, "tensor");
+  if (s) return s;
+  if (dt < 0 || dt >= ADA_NDTYPES) return ada_fail(ADA_EINVAL, "tensor: unknown dtype %d", (int)dt);
+  if (!data) return ada_fail(ADA_EINVAL, "tensor: external memory is NULL");
+  ada_tensor tmp = {0};
+  tmp.dtype = dt;
+  tmp.ndim = ndim;
+  memcpy(tmp.shape, shape, sizeof(int64_t) * (size_t)ndim);
+  set_contiguous_strides(&tmp);
+  ada_storage *st = calloc(1, sizeof *st);
+  if (!st) return ada_fail(ADA_ENOMEM, "tensor: out of host memory");
+  st->data = data;
+  st->nbytes = (size_t)ada_tensor_numel(&tmp) * (size_t)ada_dtype_size(dt);
+  st->device.type = ADA_CPU;
+  st->refcount = 1;
+  st->release = release;
+  st->release_ctx = ctx;
+  s = handle_new(out, st, &tmp);
+  if (s) { st->release = NULL; st->data = NULL; }
+  storage_release(st);
   return s;
 }
 

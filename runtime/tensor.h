@@ -30,6 +30,10 @@ typedef struct ada_storage {
   size_t nbytes;
   ada_device device;
   int32_t refcount;
+  /* Memory not allocated by adaspa (a memory-mapped file): release(ctx) runs when the last
+   * reference goes, instead of freeing data. NULL for adaspa's own memory. */
+  void (*release)(void *ctx);
+  void *release_ctx;
 } ada_storage;
 
 typedef struct ada_tensor {
@@ -66,6 +70,12 @@ ada_status ada_tensor_arange(ada_tensor **out, double start, double step, int64_
  * every device and thread count. dt must be a float dtype. */
 ada_status ada_tensor_randn(ada_tensor **out, int32_t ndim, const int64_t *shape, uint64_t seed,
                             ada_dtype dt, ada_device dev);
+/* A tensor over host memory owned elsewhere (for example a memory-mapped safetensors file):
+ * contiguous, dtype dt, shape given; release(ctx) is called once when the last view of it is
+ * freed (release may be NULL). The memory must stay valid until then. On failure release is
+ * not called. */
+ada_status ada_tensor_from_host_memory(ada_tensor **out, void *data, int32_t ndim, const int64_t *shape,
+                                       ada_dtype dt, void (*release)(void *ctx), void *ctx);
 /* Releases the handle (and the storage when it was the last reference). NULL is ignored. */
 void ada_tensor_free(ada_tensor *t);
 

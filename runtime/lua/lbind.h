@@ -36,6 +36,26 @@ const char *lada_typename(lua_State *L, int idx);
 void lada_check_opts(lua_State *L, int idx, const char *fname, const char *const *allowed);
 
 int lada_open_tensor(lua_State *L); /* registers the metatable; pushes nothing */
+
+/* Each adds its functions to the module table on the stack top (and registers metatables):
+ *   runtime/lua/lnn.c       linear, matmul, norms, elementwise, rope3d, patchify, ...
+ *   runtime/lua/lattn.c     attention, sparse_attention, block_mass, attention_with_mass
+ *   runtime/lua/llayout.c   adaspa.layout.* and the adaspa.Layout userdata
+ *   runtime/lua/lio.c       adaspa.safetensors.* and adaspa.png.* */
+void lada_open_nn(lua_State *L);
+void lada_open_attention(lua_State *L);
+void lada_open_layout(lua_State *L);
+void lada_open_io(lua_State *L); /* runtime/lua/lio.c: adaspa.safetensors.*, adaspa.png.* */
+
+#define LADA_LAYOUT_MT "adaspa.Layout"
+struct ada_layout;
+/* The live layout at idx, or an error naming fname and argname. */
+struct ada_layout *lada_check_layout(lua_State *L, int idx, const char *fname, const char *argname);
+
+/* Output convention of the op bindings: opts.out (a tensor) when given, else a new contiguous
+ * tensor of the given shape with dtype and device of `like`. Pushes the tensor and returns it. */
+ada_tensor *lada_push_out(lua_State *L, int opts_idx, const char *fname, const ada_tensor *like,
+                          int32_t ndim, const int64_t *shape);
 int luaopen_adaspa_core(lua_State *L);
 
 #endif

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "../cuda/cuda.h"
 #include "lbind.h"
@@ -185,6 +186,28 @@ static int l_tensor(lua_State *L) {
   return 1;
 }
 
+ada_tensor *lada_push_out(lua_State *L, int opts_idx, const char *fname, const ada_tensor *like,
+                          int32_t ndim, const int64_t *shape) {
+  if (lua_istable(L, opts_idx) && !lada_test_tensor(L, opts_idx)) {
+    lua_getfield(L, opts_idx, "out");
+    if (!lua_isnil(L, -1)) {
+      ada_tensor *o = lada_check_tensor(L, lua_gettop(L), fname, "option out");
+      if (o->ndim != ndim || memcmp(o->shape, shape, sizeof(int64_t) * (size_t)ndim)) {
+        char a[96], b[96];
+        ada_shape_format(o->ndim, o->shape, a, sizeof a);
+        ada_shape_format(ndim, shape, b, sizeof b);
+        lada_error(L, fname, "option out has shape %s, expected %s", a, b);
+      }
+      return o;
+    }
+    lua_pop(L, 1);
+  }
+  ada_tensor *t;
+  lada_check(L, ada_tensor_empty(&t, ndim, shape, like->dtype, like->storage->device), fname);
+  lada_push_tensor(L, t);
+  return t;
+}
+
 static int l_is_tensor(lua_State *L) {
   lua_pushboolean(L, lada_test_tensor(L, 1) != NULL);
   return 1;
@@ -199,6 +222,14 @@ static int l_threads(lua_State *L) {
     ada_set_num_threads((int32_t)n);
   }
   lua_pushinteger(L, ada_get_num_threads());
+  return 1;
+}
+
+/* Wall-clock seconds from a monotonic clock (for timings; os.clock counts CPU time of all threads). */
+static int l_now(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
   return 1;
 }
 
@@ -309,7 +340,7 @@ static const luaL_Reg core_funcs[] = {
     {"empty", l_empty},   {"zeros", l_zeros},         {"ones", l_ones},
     {"full", l_full},     {"randn", l_randn},         {"arange", l_arange},
     {"tensor", l_tensor}, {"is_tensor", l_is_tensor}, {"threads", l_threads},
-    {"backends", l_backends}, {NULL, NULL}};
+    {"backends", l_backends}, {"now", l_now}, {NULL, NULL}};
 
 static const luaL_Reg cuda_funcs[] = {
     {"available", l_cuda_available}, {"built", l_cuda_built},
@@ -329,6 +360,10 @@ int luaopen_adaspa_core(lua_State *L) {
   lua_setfield(L, -2, "cuda");
   luaL_getmetatable(L, LADA_TENSOR_MT);
   lua_setfield(L, -2, "Tensor");
+  lada_open_nn(L);
+  lada_open_attention(L);
+  lada_open_layout(L);
+  lada_open_io(L);
   lua_State *main_L = L;
   lua_pushthread(L);
   main_L = lua_tothread(L, -1);

@@ -1,0 +1,75 @@
+/* layout.h: block-sparse attention layouts (prefix ada_layout_).
+ *
+ * A layout says, per head, which key blocks each query block attends to: CSR per head.
+ *   heads H, query blocks nqb = ceil(Sq / block), key blocks nkb = ceil(Skv / block).
+ *   offsets [H * (nqb + 1)] (int64): row r of head h spans indices[offsets[h*(nqb+1)+r] ..
+ *     offsets[h*(nqb+1)+r+1]), offsets are absolute into indices (head h's first offset is the
+ *     number of entries of heads before it).
+ *   indices [nnz] (int32): key-block numbers, strictly increasing within a row.
+ * Layouts live in host memory (the CUDA backend mirrors them when it needs them). The last
+ * query/key block may be partial (S not a multiple of block); it still counts as one block.
+ *
+ * Selection (topk, threshold) reads a block-mass tensor mass [H, nqb, nkb] (f32, contiguous,
+ * CPU): mass[h, qb, kb] = share of softmax mass of block (qb, kb), see ops.h.
+ */
+#ifndef ADA_LAYOUT_H
+#define ADA_LAYOUT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "status.h"
+#include "tensor.h"
+
+typedef struct ada_layout {
+  int32_t heads, nqb, nkb, block;
+  int64_t *offsets; /* [heads * (nqb + 1)] */
+  int32_t *indices; /* [nnz] */
+  int64_t nnz;
+} ada_layout;
+
+/* Blocks every selection keeps (inclusive-exclusive block ranges, 0-based):
+ *   cols: key-block ranges kept in every row (text sink as columns, first-frame sink);
+ *   rows: query-block ranges whose rows keep every key block (text queries attend to all);
+ *   diagonal: block (qb, qb) when qb < nkb. */
+typedef struct ada_layout_force {
+  int32_t n_cols;
+  const int32_t (*cols)[2];
+  int32_t n_rows;
+  const int32_t (*rows)[2];
+  bool diagonal;
+} ada_layout_force;
+
+void ada_layout_free(ada_layout *l);
+
+/* Every block of every head. block: 64 or 128. */
+ada_status ada_layout_full(ada_layout **out, int32_t heads, int32_t nqb, int32_t nkb, int32_t block);
+/* From a u8 mask [H, nqb, nkb] (nonzero = kept), CPU, any strides. */
+ada_status ada_layout_from_mask(ada_layout **out, const ada_tensor *mask, int32_t block);
+/* The u8 mask [H, nqb, nkb] (1 = kept) of a layout, on the CPU. */
+ada_status ada_layout_to_mask(ada_tensor **out, const ada_layout *l);
+
+/* Top-k selection per head. density[h] in [0, 1] is the kept fraction of blocks of head h.
+ *  row_wise: every query-block row keeps k = max(round(density * nkb), forced in the row) blocks
+ *    (forced first, then by descending mass), so rows that no `rows` range forces have equal
+ *    counts whenever their forced counts are at most k;
+ *  otherwise: the head keeps its forced blocks plus the top-mass blocks up to
+ *    max(round(density * nqb * nkb), forced) in all. Ties break toward the lower block index. */
+ada_status ada_layout_topk(ada_layout **out, const ada_tensor *mass, const double *density,
+                           bool row_wise, const ada_layout_force *force, int32_t block);
+/* Cumulative-mass selection per head and row: forced blocks, then blocks by descending mass
+ * until the kept mass of the row reaches recall[h] times the row's total mass, keeping at least
+ * min_blocks and at most max_blocks (<= 0: no maximum) per row. */
+ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const double *recall,
+                                int32_t min_blocks, int32_t max_blocks,
+                                const ada_layout_force *force, int32_t block);
+
+/* density[h] = kept blocks / (nqb * nkb). density has heads entries. */
+void ada_layout_density(const ada_layout *l, double *density);
+/* recall[h] = kept mass / total mass of head h (1 when the head's total is 0). The mass must be
+ * [heads, nqb, nkb] f32 on the CPU (checked). */
+ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
+/* Checks that l fits attention over Sq queries, Skv keys and H heads (names op in the error). */
+ada_status ada_layout_check(const ada_layout *l, const char *op, int32_t heads, int64_t sq, int64_t skv);
+
+#endif

@@ -1,0 +1,92 @@
+/* ops.h: the neural-network and attention ops of adaspa (prefix ada_op_).
+ *
+ * Destination passing: the caller creates every output (any float dtype, the device of the
+ * inputs, the documented shape; outputs must be contiguous) and the op fills it. The op
+ * validates dtypes, devices, shapes and options first and fails with a message naming the op,
+ * the argument and the shapes; nothing is written then. Inputs may be f32, bf16 or f16 and may
+ * be strided views unless said otherwise; computation is in f32 (CPU reference) and outputs are
+ * rounded to their dtype at the end. Shapes are token-major: [S, H, D] for q, k, v.
+ *
+ * Dispatch: CPU tensors run the reference in runtime/cpu/; CUDA tensors run the CUDA backend
+ * where it has the op, else the op fails with ADA_EUNSUPPORTED saying so.
+ *
+ * Validation lives in ops.c (nn ops) and attention.c (attention ops).
+ */
+#ifndef ADA_OPS_H
+#define ADA_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "layout.h"
+#include "status.h"
+#include "tensor.h"
+
+/* ---- GEMM ------------------------------------------------------------------------------ */
+/* out [N, O] = x [N, I] . w[O, I]^T (+ b [O]). */
+ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b);
+/* out [M, N] = a [M, K] . b [K, N]. */
+ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+
+/* ---- normalization over the last dimension C --------------------------------------------- */
+/* out = (x - mean) / sqrt(var + eps) (* weight [C]) (+ bias [C]); weight, bias may be NULL. */
+ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                            const ada_tensor *bias);
+/* out = x / sqrt(mean(x^2) + eps) * weight [C] (weight may be NULL). */
+ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
+
+/* ---- elementwise; x [N, C] (any rank: N = all leading dims); a vector operand is [C]
+ * (broadcast over rows) or the same shape as x. out may be the same tensor as x. --------- */
+ada_status ada_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift, const ada_tensor *scale);
+/* out = x + gate * y */
+ada_status ada_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate, const ada_tensor *y);
+ada_status ada_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+ada_status ada_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+ada_status ada_op_scale(ada_tensor *out, const ada_tensor *x, double s);
+ada_status ada_op_silu(ada_tensor *out, const ada_tensor *x);
+ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
+
+/* ---- video DiT pieces -------------------------------------------------------------------------- */
+/* 3D RoPE on x [S, H, D] for tokens s < n_tokens = T * Hh * Ww at grid position
+ * (s / (Hh*Ww), (s / Ww) % Hh, s % Ww); tokens past n_tokens are copied unchanged.
+ * axes[0..2] sum to D and are even; the pairs are t first, then h, then w; pair i of an axis of
+ * dim d has frequency theta^(-2i/d); pair j of the head rotates (x[2j], x[2j+1]). */
+ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
+                         double theta, int64_t n_tokens);
+/* x [C, T, H, W] (H, W even) -> out [T * H/2 * W/2, C * 4], token t-major then h then w,
+ * feature c*4 + kh*2 + kw. */
+ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x);
+/* The inverse: x [T * H/2 * W/2, C * 4] -> out [C, T, H, W]. */
+ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w);
+/* t [N] -> out [N, dim]: [cos(t f_k), sin(t f_k)], f_k = max_period^(-k / (dim/2)), dim even. */
+ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period);
+/* out [sum S_i, ...] = the n inputs [S_i, ...] stacked along dimension 1 (tokens). */
+ada_status ada_op_concat(ada_tensor *out, const ada_tensor *const *xs, int32_t n);
+
+/* ---- attention ------------------------------------------------------------------------------------
+ * q [Sq, H, D], k and v [Skv, H, D] (strided views allowed; the last dimension contiguous), D <= 256.
+ * scale: the softmax scale (pass 0 for 1/sqrt(D)). kv_valid: keys at index >= kv_valid are ignored
+ * (0 < kv_valid <= Skv). out [Sq, H, D]; lse [H, Sq] f32 (natural log; -inf for a row with no key).
+ * block: 64 or 128; nqb = ceil(Sq / block), nkb = ceil(Skv / block). */
+typedef struct ada_attn_opts {
+  double scale;     /* 0: 1/sqrt(D) */
+  int64_t kv_valid; /* 0: all keys */
+  int32_t block;    /* 64 or 128 (mass and sparse ops) */
+} ada_attn_opts;
+
+ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
+                            const ada_tensor *v, const ada_attn_opts *o);
+/* Dense attention restricted to the layout's blocks (equals attention with dropped blocks masked
+ * to -inf); the layout's block is used. */
+ada_status ada_op_sparse_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
+                                   const ada_tensor *v, const ada_layout *layout, const ada_attn_opts *o);
+/* mass [H, nqb, nkb] f32: mean over the valid query rows of the block of the sum over its valid
+ * keys of exp(q.k * scale - lse[h, row]), with lse [H, Sq] given (finite). */
+ada_status ada_op_block_mass(ada_tensor *mass, const ada_tensor *q, const ada_tensor *k, const ada_tensor *lse,
+                             const ada_attn_opts *o);
+/* One pass: dense out and its lse, and mass as block_mass with lse_cached. */
+ada_status ada_op_attention_with_mass(ada_tensor *out, ada_tensor *lse, ada_tensor *mass, const ada_tensor *q,
+                                      const ada_tensor *k, const ada_tensor *v, const ada_tensor *lse_cached,
+                                      const ada_attn_opts *o);
+
+#endif
