@@ -383,6 +383,25 @@ ada_status ada_tensor_permute(ada_tensor **out, const ada_tensor *t, const int32
   return ADA_OK;
 }
 
+ada_status ada_tensor_expand(ada_tensor **out, const ada_tensor *t, int32_t ndim, const int64_t *shape) {
+  ada_status s = check_shape(ndim, shape, "expand");
+  if (s) return s;
+  bool ok = ndim == t->ndim;
+  for (int32_t i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i] || t->shape[i] == 1;
+  if (!ok) {
+    char a[96], b[96];
+    ada_shape_format(t->ndim, t->shape, a, sizeof a);
+    ada_shape_format(ndim, shape, b, sizeof b);
+    return ada_fail(ADA_EINVAL, "expand: cannot expand %s to %s (only size-1 dimensions repeat)", a, b);
+  }
+  if ((s = handle_new(out, t->storage, t))) return s;
+  for (int32_t i = 0; i < ndim; i++) {
+    if (t->shape[i] != shape[i]) (*out)->stride[i] = 0;
+    (*out)->shape[i] = shape[i];
+  }
+  return ADA_OK;
+}
+
 ada_status ada_tensor_transpose(ada_tensor **out, const ada_tensor *t, int32_t a, int32_t b) {
   if (a < 0 || a >= t->ndim || b < 0 || b >= t->ndim)
     return ada_fail(ADA_EINVAL, "transpose: dimensions %d and %d out of range (tensor has %d)",

@@ -89,6 +89,9 @@ ada_status ada_tensor_reshape(ada_tensor **out, const ada_tensor *t, int32_t ndi
 ada_status ada_tensor_narrow(ada_tensor **out, const ada_tensor *t, int32_t dim, int64_t start,
                              int64_t len);
 ada_status ada_tensor_transpose(ada_tensor **out, const ada_tensor *t, int32_t a, int32_t b);
+/* A view where dimensions of size 1 are repeated to shape[i] (stride 0, as broadcasting); other
+ * sizes must match. Writes through such a view alias; use it as a source. */
+ada_status ada_tensor_expand(ada_tensor **out, const ada_tensor *t, int32_t ndim, const int64_t *shape);
 /* perm: a permutation of 0..ndim-1; out dim i is input dim perm[i]. */
 ada_status ada_tensor_permute(ada_tensor **out, const ada_tensor *t, const int32_t *perm);
 

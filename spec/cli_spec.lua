@@ -1,13 +1,5 @@
 -- The adaspa host: scripts, -e, subcommands, exit codes, error reports, the REPL through a pipe.
 
-local function tmpfile(content)
-  local p = os.tmpname() .. ".lua"
-  local f = assert(io.open(p, "w"))
-  f:write(content)
-  f:close()
-  return p
-end
-
 describe("the adaspa host", function()
   it("--version names the version and the backends", function()
     local out, err, code = spec_run("--version")
@@ -18,7 +10,7 @@ describe("the adaspa host", function()
   end)
 
   it("runs a script with arg set like the standalone interpreter", function()
-    local p = tmpfile([[
+    local p = spec_tmpfile([[
       local t = adaspa.randn({4, 4}, {seed = 1})
       print(#arg, arg[1], arg[2], arg[0] ~= nil, select("#", ...))
       print(require("adaspa") == adaspa, t:numel())
@@ -36,7 +28,7 @@ describe("the adaspa host", function()
   end)
 
   it("a runtime error reports file and line on stderr and exits 1", function()
-    local p = tmpfile("local x = 1\nlocal t = adaspa.zeros({2})\nt:narrow(1, 2, 5)\n")
+    local p = spec_tmpfile("local x = 1\nlocal t = adaspa.zeros({2})\nt:narrow(1, 2, 5)\n")
     local out, err, code = spec_run(p)
     os.remove(p)
     assert.equal(1, code)
@@ -45,7 +37,7 @@ describe("the adaspa host", function()
   end)
 
   it("a syntax error reports file and line and exits 1", function()
-    local p = tmpfile("local x = = 2\n")
+    local p = spec_tmpfile("local x = = 2\n")
     local _, err, code = spec_run(p)
     os.remove(p)
     assert.equal(1, code)

@@ -1,7 +1,9 @@
 -- CPU op benchmark: GFLOP/s of linear and of the attention primitives on this machine.
 --   build/adaspa recipes/bench/cpu_ops.lua [quick]
--- Prints one table; with numpy importable by python3, also OpenBLAS's float32 GEMM on the same
--- shapes and thread count (the reference the CPU GEMM is measured against).
+-- Prints one table; with numpy importable by python3 (or by $ADASPA_PYTHON), also OpenBLAS's
+-- float32 GEMM on the same shapes and thread count (the reference the CPU GEMM is measured
+-- against; e.g. python3 -m venv /tmp/venv && /tmp/venv/bin/pip install numpy, then
+-- ADASPA_PYTHON=/tmp/venv/bin/python build/adaspa recipes/bench/cpu_ops.lua).
 local quick = arg and arg[1] == "quick"
 local threads = adaspa.threads()
 
@@ -29,13 +31,14 @@ end
 
 -- numpy (OpenBLAS) matmul GFLOP/s for x [n, k] . w^T [k, m], or nil without numpy
 local function openblas(n, k, m, reps)
-  local cmd = string.format([[env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d python3 -c '
+  local cmd = string.format([[env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d %s -c '
 import time, numpy as np
 x = np.random.rand(%d, %d).astype(np.float32); w = np.random.rand(%d, %d).astype(np.float32)
 x @ w.T; ts = []
 for _ in range(%d):
     t = time.perf_counter(); x @ w.T; ts.append(time.perf_counter() - t)
-ts.sort(); print(2.0 * %d * %d * %d / ts[len(ts) // 2] / 1e9)' 2>/dev/null]], threads, threads, n, k, m, k, reps, n, k, m)
+ts.sort(); print(2.0 * %d * %d * %d / ts[len(ts) // 2] / 1e9)' 2>/dev/null]], threads, threads,
+    os.getenv("ADASPA_PYTHON") or "python3", n, k, m, k, reps, n, k, m)
   local f = io.popen(cmd)
   local out = f and f:read("*a") or ""
   if f then f:close() end

@@ -1,7 +1,374 @@
-/* scaffold, replaced by the real bindings */
+/* llayout.c: Lua bindings of block-sparse layouts (runtime/layout.h): the adaspa.Layout
+ * userdata and
+ *   adaspa.layout.full(H, nqb, nkb [, block=64])
+ *   adaspa.layout.from_mask(mask u8 [H, nqb, nkb] [, block=64])
+ *   adaspa.layout.topk(mass, {density=, row_wise=true, force=, block=64})
+ *   adaspa.layout.threshold(mass, {recall=, min_blocks=1, max_blocks=0, force=, block=64})
+ *   layout:heads() block() nqb() nkb() nnz() density() recall(mass) to_mask() row(h, qb) free()
+ * mass: float [H, nqb, nkb] on the CPU. density / recall: a number in [0, 1] or a table of H of
+ * them. force = {cols = {{kb_first, kb_last}, ...}, rows = {{qb_first, qb_last}, ...},
+ * diagonal = bool}. Block numbers and ranges are 1-based and inclusive here; the runtime's are
+ * 0-based and half-open. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "../layout.h"
 #include "lbind.h"
-void lada_open_layout(lua_State *L) { (void)L; }
-struct ada_layout *lada_check_layout(lua_State *L, int idx, const char *fname, const char *argname) {
-  lada_error(L, fname, "%s: layouts are not built yet", argname);
-  return NULL;
+
+typedef struct lada_layout {
+  ada_layout *l;      /* NULL after free() (or while being built) */
+  uint32_t id;        /* shown in messages: "layout #4" */
+  char freed_desc[96];
+} lada_layout;
+
+static uint32_t next_id = 1;
+
+/* A new userdata with no layout yet: the runtime call fills u->l (so a failing call, which
+ * raises, leaks nothing). */
+static lada_layout *push_new(lua_State *L) {
+  lada_layout *u = lua_newuserdata(L, sizeof *u);
+  u->l = NULL;
+  u->id = next_id++;
+  u->freed_desc[0] = '\0';
+  luaL_getmetatable(L, LADA_LAYOUT_MT);
+  lua_setmetatable(L, -2);
+  return u;
+}
+
+static void describe(const ada_layout *l, char *buf, size_t n) {
+  snprintf(buf, n, "heads %d, %d x %d blocks of %d", (int)l->heads, (int)l->nqb, (int)l->nkb, (int)l->block);
+}
+
+ada_layout *lada_check_layout(lua_State *L, int idx, const char *fname, const char *argname) {
+  lada_layout *u = luaL_testudata(L, idx, LADA_LAYOUT_MT);
+  if (!u) lada_error(L, fname, "%s must be a layout, got %s", argname, lada_typename(L, idx));
+  if (!u->l)
+    lada_error(L, fname, "%s is layout #%u (%s), which was freed; it cannot be used after free()", argname,
+               (unsigned)u->id, u->freed_desc[0] ? u->freed_desc : "never built");
+  return u->l;
+}
+
+static const char *value_str(lua_State *L, int idx) {
+  return lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : lada_typename(L, idx);
+}
+
+/* The value at idx as an integer in [lo, hi]. */
+static int32_t check_int(lua_State *L, int idx, const char *fname, const char *argname, int64_t lo, int64_t hi) {
+  double x = lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER || x != floor(x) || x < (double)lo || x > (double)hi)
+    lada_error(L, fname, "%s must be an integer in [%lld, %lld], got %s", argname, (long long)lo, (long long)hi,
+               value_str(L, idx));
+  return (int32_t)x;
+}
+
+static int32_t check_block(lua_State *L, int idx, const char *fname, const char *argname) {
+  if (lua_isnoneornil(L, idx)) return 64;
+  double x = lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER || (x != 64 && x != 128))
+    lada_error(L, fname, "%s must be 64 or 128, got %s", argname, value_str(L, idx));
+  return (int32_t)x;
+}
+
+/* ---- constructors ------------------------------------------------------------------------ */
+
+static int l_full(lua_State *L) {
+  const char *fname = "adaspa.layout.full";
+  int32_t h = check_int(L, 1, fname, "H", 1, INT32_MAX);
+  int32_t nqb = check_int(L, 2, fname, "nqb", 1, INT32_MAX);
+  int32_t nkb = check_int(L, 3, fname, "nkb", 1, INT32_MAX);
+  int32_t block = check_block(L, 4, fname, "block");
+  lada_layout *u = push_new(L);
+  lada_check(L, ada_layout_full(&u->l, h, nqb, nkb, block), fname);
+  return 1;
+}
+
+static int l_from_mask(lua_State *L) {
+  const char *fname = "adaspa.layout.from_mask";
+  ada_tensor *mask = lada_check_tensor(L, 1, fname, "mask");
+  int32_t block = check_block(L, 2, fname, "block");
+  lada_layout *u = push_new(L);
+  lada_check(L, ada_layout_from_mask(&u->l, mask, block), fname);
+  return 1;
+}
+
+/* The mass argument: a tensor with 3 dimensions (the runtime checks the rest). */
+static ada_tensor *check_mass(lua_State *L, int idx, const char *fname) {
+  ada_tensor *m = lada_check_tensor(L, idx, fname, "mass");
+  if (m->ndim != 3) {
+    char b[96];
+    ada_shape_format(m->ndim, m->shape, b, sizeof b);
+    lada_error(L, fname, "mass must have shape [H, nqb, nkb], got %s", b);
+  }
+  return m;
+}
+
+/* opts[key]: a number in [0, 1] for every head, or a table of exactly `heads` of them. Returns
+ * an array of heads doubles owned by a userdata left on the stack. */
+static const double *opt_fractions(lua_State *L, int opts, const char *fname, const char *key, int32_t heads) {
+  double *f = lua_newuserdata(L, sizeof(double) * (size_t)heads);
+  lua_getfield(L, opts, key);
+  int v = lua_gettop(L);
+  if (lua_type(L, v) == LUA_TNUMBER) {
+    double x = lua_tonumber(L, v);
+    if (!(x >= 0 && x <= 1)) lada_error(L, fname, "%s = %s is outside [0, 1]", key, lua_tostring(L, v));
+    for (int32_t h = 0; h < heads; h++) f[h] = x;
+  } else if (lua_istable(L, v) && !lada_test_tensor(L, v)) {
+    if ((int32_t)lua_objlen(L, v) != heads)
+      lada_error(L, fname, "%s must have %d entries (one per head), got %d", key, (int)heads, (int)lua_objlen(L, v));
+    for (int32_t h = 0; h < heads; h++) {
+      lua_rawgeti(L, v, h + 1);
+      double x = lua_tonumber(L, -1);
+      if (lua_type(L, -1) != LUA_TNUMBER)
+        lada_error(L, fname, "%s[%d] must be a number, got %s", key, (int)h + 1, lada_typename(L, -1));
+      if (!(x >= 0 && x <= 1)) lada_error(L, fname, "%s[%d] = %s is outside [0, 1]", key, (int)h + 1, lua_tostring(L, -1));
+      f[h] = x;
+      lua_pop(L, 1);
+    }
+  } else {
+    lada_error(L, fname, "%s must be a number in [0, 1] or a table of %d of them, got %s", key, (int)heads,
+               lada_typename(L, v));
+  }
+  lua_pop(L, 1);
+  return f;
+}
+
+/* force.<key>: a list of {first, last} (1-based, inclusive, within [1, n]) converted to 0-based
+ * half-open pairs in a userdata left on the stack; *count gets the list's length. */
+static const int32_t (*opt_ranges(lua_State *L, int force, const char *fname, const char *key, int32_t n,
+                                  int32_t *count))[2] {
+  lua_getfield(L, force, key);
+  int v = lua_gettop(L);
+  *count = 0;
+  if (lua_isnil(L, v)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (!lua_istable(L, v) || lada_test_tensor(L, v))
+    lada_error(L, fname, "force.%s must be a list of {first, last} ranges, got %s", key, lada_typename(L, v));
+  int32_t len = (int32_t)lua_objlen(L, v);
+  int32_t(*r)[2] = lua_newuserdata(L, sizeof(int32_t[2]) * (size_t)(len > 0 ? len : 1));
+  for (int32_t i = 0; i < len; i++) {
+    lua_rawgeti(L, v, i + 1);
+    int e = lua_gettop(L);
+    bool ok = lua_istable(L, e) && !lada_test_tensor(L, e) && lua_objlen(L, e) == 2;
+    double ab[2] = {0, 0};
+    for (int j = 0; ok && j < 2; j++) {
+      lua_rawgeti(L, e, j + 1);
+      ab[j] = lua_tonumber(L, -1);
+      ok = lua_type(L, -1) == LUA_TNUMBER && ab[j] == floor(ab[j]) && fabs(ab[j]) < 2.0e9;
+      lua_pop(L, 1);
+    }
+    if (!ok)
+      lada_error(L, fname, "force.%s[%d] must be {first, last} (two integers), got %s", key, (int)i + 1,
+                 lada_typename(L, e));
+    if (ab[0] < 1 || ab[0] > ab[1] || ab[1] > n)
+      lada_error(L, fname, "force.%s[%d] = {%d, %d} is not a range within [1, %d]", key, (int)i + 1, (int)ab[0],
+                 (int)ab[1], (int)n);
+    r[i][0] = (int32_t)ab[0] - 1;
+    r[i][1] = (int32_t)ab[1];
+    lua_pop(L, 1);
+  }
+  lua_remove(L, v); /* keep the userdata */
+  *count = len;
+  return (const int32_t(*)[2])r;
+}
+
+/* opts.force into *f (range arrays stay on the stack); returns f, or NULL when absent. */
+static const ada_layout_force *opt_force(lua_State *L, int opts, const char *fname, int32_t nqb, int32_t nkb,
+                                         ada_layout_force *f) {
+  static const char *const keys[] = {"cols", "rows", "diagonal", NULL};
+  lua_getfield(L, opts, "force");
+  int v = lua_gettop(L);
+  if (lua_isnil(L, v)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  char where[96];
+  snprintf(where, sizeof where, "%s: force", fname);
+  lada_check_opts(L, v, where, keys);
+  memset(f, 0, sizeof *f);
+  f->cols = opt_ranges(L, v, fname, "cols", nkb, &f->n_cols);
+  f->rows = opt_ranges(L, v, fname, "rows", nqb, &f->n_rows);
+  lua_getfield(L, v, "diagonal");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    lada_error(L, fname, "force.diagonal must be a boolean, got %s", lada_typename(L, -1));
+  f->diagonal = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return f;
+}
+
+static int32_t opt_block(lua_State *L, int opts, const char *fname) {
+  lua_getfield(L, opts, "block");
+  int32_t b = check_block(L, lua_gettop(L), fname, "option block");
+  lua_pop(L, 1);
+  return b;
+}
+
+static int32_t opt_count(lua_State *L, int opts, const char *fname, const char *key, int32_t dflt) {
+  lua_getfield(L, opts, key);
+  int32_t r = lua_isnil(L, -1) ? dflt : check_int(L, lua_gettop(L), fname, key, 0, INT32_MAX);
+  lua_pop(L, 1);
+  return r;
+}
+
+/* Checks the options table at 2 (required: `required` must be present). */
+static void check_select_opts(lua_State *L, const char *fname, const char *const *keys, const char *required) {
+  lada_check_opts(L, 2, fname, keys);
+  if (!lua_istable(L, 2)) lada_error(L, fname, "options must be a table with %s, got %s", required, lada_typename(L, 2));
+  lua_getfield(L, 2, required);
+  if (lua_isnil(L, -1))
+    lada_error(L, fname, "option %s is required (a number in [0, 1] or a table of one per head)", required);
+  lua_pop(L, 1);
+}
+
+static int l_topk(lua_State *L) {
+  const char *fname = "adaspa.layout.topk";
+  static const char *const keys[] = {"density", "row_wise", "force", "block", NULL};
+  ada_tensor *mass = check_mass(L, 1, fname);
+  check_select_opts(L, fname, keys, "density");
+  const double *density = opt_fractions(L, 2, fname, "density", (int32_t)mass->shape[0]);
+  lua_getfield(L, 2, "row_wise");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    lada_error(L, fname, "row_wise must be a boolean, got %s", lada_typename(L, -1));
+  bool row_wise = lua_isnil(L, -1) || lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  ada_layout_force fb;
+  const ada_layout_force *force = opt_force(L, 2, fname, (int32_t)mass->shape[1], (int32_t)mass->shape[2], &fb);
+  int32_t block = opt_block(L, 2, fname);
+  lada_layout *u = push_new(L);
+  lada_check(L, ada_layout_topk(&u->l, mass, density, row_wise, force, block), fname);
+  return 1;
+}
+
+static int l_threshold(lua_State *L) {
+  const char *fname = "adaspa.layout.threshold";
+  static const char *const keys[] = {"recall", "min_blocks", "max_blocks", "force", "block", NULL};
+  ada_tensor *mass = check_mass(L, 1, fname);
+  check_select_opts(L, fname, keys, "recall");
+  const double *recall = opt_fractions(L, 2, fname, "recall", (int32_t)mass->shape[0]);
+  int32_t min_blocks = opt_count(L, 2, fname, "min_blocks", 1);
+  int32_t max_blocks = opt_count(L, 2, fname, "max_blocks", 0);
+  if (max_blocks > 0 && max_blocks < min_blocks)
+    lada_error(L, fname, "max_blocks = %d is below min_blocks = %d", (int)max_blocks, (int)min_blocks);
+  ada_layout_force fb;
+  const ada_layout_force *force = opt_force(L, 2, fname, (int32_t)mass->shape[1], (int32_t)mass->shape[2], &fb);
+  int32_t block = opt_block(L, 2, fname);
+  lada_layout *u = push_new(L);
+  lada_check(L, ada_layout_threshold(&u->l, mass, recall, min_blocks, max_blocks, force, block), fname);
+  return 1;
+}
+
+/* ---- methods ------------------------------------------------------------------------------- */
+
+#define SELF(fname) ada_layout *l = lada_check_layout(L, 1, fname, "self")
+
+static int m_heads(lua_State *L) { SELF("layout:heads"); lua_pushinteger(L, l->heads); return 1; }
+static int m_block(lua_State *L) { SELF("layout:block"); lua_pushinteger(L, l->block); return 1; }
+static int m_nqb(lua_State *L) { SELF("layout:nqb"); lua_pushinteger(L, l->nqb); return 1; }
+static int m_nkb(lua_State *L) { SELF("layout:nkb"); lua_pushinteger(L, l->nkb); return 1; }
+static int m_nnz(lua_State *L) { SELF("layout:nnz"); lua_pushnumber(L, (lua_Number)l->nnz); return 1; }
+
+static void push_doubles(lua_State *L, const double *v, int32_t n) {
+  lua_createtable(L, n, 0);
+  for (int32_t i = 0; i < n; i++) {
+    lua_pushnumber(L, v[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+static int m_density(lua_State *L) {
+  SELF("layout:density");
+  double *d = lua_newuserdata(L, sizeof(double) * (size_t)l->heads);
+  ada_layout_density(l, d);
+  push_doubles(L, d, l->heads);
+  return 1;
+}
+
+static int m_recall(lua_State *L) {
+  SELF("layout:recall");
+  ada_tensor *mass = lada_check_tensor(L, 2, "layout:recall", "mass");
+  double *r = lua_newuserdata(L, sizeof(double) * (size_t)l->heads);
+  lada_check(L, ada_layout_recall(l, mass, r), "layout:recall");
+  push_doubles(L, r, l->heads);
+  return 1;
+}
+
+static int m_to_mask(lua_State *L) {
+  SELF("layout:to_mask");
+  ada_tensor *m;
+  lada_check(L, ada_layout_to_mask(&m, l), "layout:to_mask");
+  lada_push_tensor(L, m);
+  return 1;
+}
+
+static int m_row(lua_State *L) {
+  SELF("layout:row");
+  int32_t h = check_int(L, 2, "layout:row", "h", 1, l->heads) - 1;
+  int32_t qb = check_int(L, 3, "layout:row", "qb", 1, l->nqb) - 1;
+  const int64_t *o = l->offsets + (int64_t)h * (l->nqb + 1) + qb;
+  lua_createtable(L, (int)(o[1] - o[0]), 0);
+  for (int64_t i = o[0]; i < o[1]; i++) {
+    lua_pushinteger(L, l->indices[i] + 1);
+    lua_rawseti(L, -2, (int)(i - o[0]) + 1);
+  }
+  return 1;
+}
+
+static int m_free(lua_State *L) {
+  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
+  if (u->l) {
+    describe(u->l, u->freed_desc, sizeof u->freed_desc);
+    ada_layout_free(u->l);
+    u->l = NULL;
+  }
+  return 0;
+}
+
+static int m_gc(lua_State *L) {
+  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
+  ada_layout_free(u->l);
+  u->l = NULL;
+  return 0;
+}
+
+/* "layout #4: heads 2, 5 x 7 blocks of 64, density 0.4286" (mean density over the heads). */
+static int m_tostring(lua_State *L) {
+  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
+  if (!u->l) {
+    lua_pushfstring(L, "layout #%d (freed; was %s)", (int)u->id, u->freed_desc);
+    return 1;
+  }
+  char desc[96], buf[192];
+  describe(u->l, desc, sizeof desc);
+  double mean = (double)u->l->nnz / ((double)u->l->heads * u->l->nqb * u->l->nkb);
+  snprintf(buf, sizeof buf, "layout #%u: %s, density %.4g", (unsigned)u->id, desc, mean);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"heads", m_heads},     {"block", m_block},   {"nqb", m_nqb},         {"nkb", m_nkb},
+    {"nnz", m_nnz},         {"density", m_density}, {"recall", m_recall}, {"to_mask", m_to_mask},
+    {"row", m_row},         {"free", m_free},     {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {
+    {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {NULL, NULL}};
+
+void lada_open_layout(lua_State *L) {
+  if (luaL_newmetatable(L, LADA_LAYOUT_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, m_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, m_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushstring(L, LADA_LAYOUT_MT);
+    lua_setfield(L, -2, "__name");
+  }
+  lua_setfield(L, -2, "Layout");
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  lua_setfield(L, -2, "layout");
 }

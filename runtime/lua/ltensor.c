@@ -222,6 +222,16 @@ static int32_t check_dim(lua_State *L, int idx, const ada_tensor *t, const char 
   return (int32_t)d - 1;
 }
 
+static int m_expand(lua_State *L) {
+  SELF("t:expand");
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t nd = lada_check_shape(L, 2, "t:expand", "shape", shape);
+  ada_tensor *r;
+  lada_check(L, ada_tensor_expand(&r, t, nd, shape), "t:expand");
+  lada_push_tensor(L, r);
+  return 1;
+}
+
 static int m_narrow(lua_State *L) {
   SELF("t:narrow");
   int32_t d = check_dim(L, 2, t, "t:narrow", "dim");
@@ -459,7 +469,7 @@ static const luaL_Reg methods[] = {
     {"numel", m_numel},       {"dtype", m_dtype},       {"device", m_device},
     {"is_contiguous", m_is_contiguous}, {"shares_storage", m_shares_storage},
     {"to", m_to},             {"reshape", m_reshape},   {"narrow", m_narrow},
-    {"transpose", m_transpose}, {"permute", m_permute}, {"contiguous", m_contiguous},
+    {"transpose", m_transpose}, {"permute", m_permute}, {"expand", m_expand}, {"contiguous", m_contiguous},
     {"clone", m_clone},       {"copy", m_copy},         {"fill", m_fill},
     {"sum", m_sum},           {"max", m_max},           {"min", m_min},
     {"norm", m_norm},         {"get", m_get},           {"set", m_set},

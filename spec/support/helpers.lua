@@ -39,6 +39,15 @@ function spec_run(cmdline, stdin)
   return so, se, code
 end
 
+-- Writes content to a new temporary .lua file; returns its path (the caller removes it).
+function spec_tmpfile(content)
+  local p = os.tmpname() .. ".lua"
+  local f = assert(io.open(p, "w"))
+  f:write(content)
+  f:close()
+  return p
+end
+
 -- Asserts that fn raises an error whose message contains every given plain substring.
 function spec_error(fn, ...)
   local ok, msg = pcall(fn)
@@ -62,4 +71,25 @@ function spec_maxdiff(a, b)
     if d > m then m = d end
   end
   return m
+end
+
+-- Row-major values of a tensor as a flat Lua list (any dtype, device or view).
+function spec_flat(t) return t:to("cpu"):to("f32"):contiguous():reshape({-1}):totable() end
+
+-- Relative L2 error of a flat list against a reference list. Where the reference is -inf the
+-- value must be -inf too (those entries stay out of the norm); a NaN makes the error infinite.
+function spec_rel_l2(got, ref)
+  assert(#got == #ref, string.format("element counts differ: %d vs %d", #got, #ref))
+  local num, den = 0, 0
+  for i = 1, #ref do
+    if ref[i] == -math.huge then
+      assert(got[i] == -math.huge, string.format("element %d: expected -inf, got %s", i, tostring(got[i])))
+    else
+      local e = got[i] - ref[i]
+      if e ~= e then return math.huge end
+      num, den = num + e * e, den + ref[i] * ref[i]
+    end
+  end
+  if den == 0 then return math.sqrt(num) end
+  return math.sqrt(num / den)
 end

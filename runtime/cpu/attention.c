@@ -1,0 +1,372 @@
+/* attention.c: the CPU attention kernels (see cpu_attn.h). A task is one (head, query tile):
+ * its queries are scaled and stored transposed in panels of 16 rows, once; for each key block the
+ * key and value rows are copied to scratch, the scores come out transposed, st [key][query row],
+ * from a register-tiled loop over contiguous panel rows and broadcast key elements; the online
+ * softmax (running max m, running sum l) runs across query rows (contiguous), and acc [row][D]
+ * += P V from a register-tiled loop over contiguous value rows. Block mass reuses the score tiles. */
+#include "cpu_attn.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The micro-kernels work on 8-float vectors (GCC vector extensions) over register tiles of CB
+ * columns by KR keys (scores) or RB query rows (P V). On x86-64 the hot functions are compiled for
+ * AVX-512, AVX2+FMA and the baseline, chosen at load time; there a*b + c may contract to an FMA. */
+typedef float vf __attribute__((vector_size(32)));
+enum { VW = 8, RB = 4, KR = 6, CB = 2 * VW };
+#define VLOAD(v, p) memcpy(&(v), (p), sizeof(vf))
+#define VSTORE(p, v) memcpy((p), &(v), sizeof(vf))
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT __attribute__((optimize("fp-contract=fast"), target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
+/* Per-thread scratch for query tiles of BQ rows and key blocks of BK keys:
+ *   qt [BQ][D] the scaled queries in transposed panels (load_qt);
+ *   kb, vb [BK + KR][ldkv] the key and value rows of a block (copy_rows);
+ *   st [BK + KR][BQ] the scores of a block, st[j * BQ + r] for key j and query row r, then the
+ *     probabilities;
+ *   acc [BQ][D] output accumulators; per query row: m running max, l running sum, mn new max,
+ *     rs the block's row sums. */
+typedef struct scratch {
+  float *qt, *kb, *vb, *st, *acc, *m, *l, *mn, *rs;
+  int32_t ldkv;
+} scratch;
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static size_t pad16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Row stride of the copied key and value rows: D plus one line of 16 floats, so that the rows of a
+ * block spread over the sets of the L1 cache whatever the input's row stride. */
+static int32_t kv_stride(int32_t dim) { return (int32_t)pad16((size_t)dim) + 16; }
+
+static size_t scratch_floats(int32_t bq, int32_t bk, int32_t dim) {
+  return 2 * pad16((size_t)bq * (size_t)dim) + 2 * (size_t)(bk + KR) * (size_t)kv_stride(dim) +
+         pad16((size_t)(bk + KR) * (size_t)bq) + 4 * pad16((size_t)bq);
+}
+
+static scratch scratch_at(float *base, int32_t bq, int32_t bk, int32_t dim) {
+  const size_t qd = pad16((size_t)bq * (size_t)dim), q = pad16((size_t)bq);
+  scratch w;
+  w.ldkv = kv_stride(dim);
+  w.qt = base;
+  w.acc = w.qt + qd;
+  w.kb = w.acc + qd;
+  w.vb = w.kb + (size_t)(bk + KR) * (size_t)w.ldkv;
+  w.st = w.vb + (size_t)(bk + KR) * (size_t)w.ldkv;
+  w.m = w.st + pad16((size_t)(bk + KR) * (size_t)bq);
+  w.l = w.m + q;
+  w.mn = w.l + q;
+  w.rs = w.mn + q;
+  return w;
+}
+
+/* dst[j * ld + d] = src[j * rs + d] for rows j < n and d < D; rows n..(n rounded up to KR)-1 zero. */
+static void copy_rows(const float *src, int64_t rs, int32_t n, int32_t D, int32_t ld, float *dst) {
+  for (int32_t j = 0; j < n; j++) memcpy(dst + (size_t)j * ld, src + j * rs, sizeof(float) * (size_t)D);
+  for (int32_t j = n; j % KR; j++) memset(dst + (size_t)j * ld, 0, sizeof(float) * (size_t)D);
+}
+
+/* The scaled queries q[i0 + r, h] * scale, r < br, transposed into panels of CB rows:
+ * qt[(r / CB) * D * CB + d * CB + r % CB]; rows br..brp-1 are zero. */
+static void load_qt(const ada_cpu_qkv *a, int32_t h, int64_t i0, int32_t br, int32_t brp, float *qt) {
+  const int32_t D = a->dim;
+  memset(qt, 0, sizeof(float) * (size_t)brp * (size_t)D);
+  for (int32_t r = 0; r < br; r++) {
+    const float *src = a->q + (i0 + r) * a->q_rs + (int64_t)h * a->q_hs;
+    float *dst = qt + (size_t)(r / CB) * D * CB + r % CB;
+    for (int32_t d = 0; d < D; d++) dst[(size_t)d * CB] = src[d] * a->scale;
+  }
+}
+
+/* st[j * ld + r] = k[j * rs] . q_r for keys j < bc (rounded up to KR: the rows past bc are zero)
+ * and query rows r < brp (a multiple of CB), q_r from the panels of load_qt: tiles of KR keys by
+ * CB rows, each d step one contiguous piece of a panel times KR broadcast key elements; a panel
+ * stays in L1 while the keys go by. */
+HOT static void scores(const float *k, int64_t rs, int32_t bc, const float *qt, int32_t brp, int32_t D, int32_t ld,
+                       float *st) {
+  for (int32_t r = 0; r < brp; r += CB) {
+    const float *panel = qt + (size_t)r * D;
+    for (int32_t j = 0; j < bc; j += KR) {
+      const float *k0 = k + j * rs, *k1 = k0 + rs, *k2 = k1 + rs, *k3 = k2 + rs, *k4 = k3 + rs, *k5 = k4 + rs;
+      vf c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0},
+         c50 = {0}, c51 = {0}, q0, q1;
+      const float *qp = panel;
+      for (int32_t d = 0; d < D; d++, qp += CB) {
+        VLOAD(q0, qp);
+        VLOAD(q1, qp + VW);
+        c00 += k0[d] * q0;
+        c01 += k0[d] * q1;
+        c10 += k1[d] * q0;
+        c11 += k1[d] * q1;
+        c20 += k2[d] * q0;
+        c21 += k2[d] * q1;
+        c30 += k3[d] * q0;
+        c31 += k3[d] * q1;
+        c40 += k4[d] * q0;
+        c41 += k4[d] * q1;
+        c50 += k5[d] * q0;
+        c51 += k5[d] * q1;
+      }
+      float *o = st + (size_t)j * ld + r;
+      VSTORE(o, c00);
+      VSTORE(o + VW, c01);
+      VSTORE(o + ld, c10);
+      VSTORE(o + ld + VW, c11);
+      VSTORE(o + 2 * ld, c20);
+      VSTORE(o + 2 * ld + VW, c21);
+      VSTORE(o + 3 * ld, c30);
+      VSTORE(o + 3 * ld + VW, c31);
+      VSTORE(o + 4 * ld, c40);
+      VSTORE(o + 4 * ld + VW, c41);
+      VSTORE(o + 5 * ld, c50);
+      VSTORE(o + 5 * ld + VW, c51);
+    }
+  }
+}
+
+/* acc[r] += sum_j pt[j * ld + r] * v[j * rs] for query rows r < brp (a multiple of RB) and keys
+ * j < bc: tiles of RB rows by CB columns of acc, each j step one contiguous piece of a value row
+ * times RB broadcast probabilities; the CB columns of the value block stay in L1 while the rows
+ * of acc go by. A scalar loop takes the last D % CB columns. */
+HOT static void accumulate_pv(const float *pt, int32_t ld, const float *v, int64_t rs, int32_t brp, int32_t bc,
+                              int32_t D, float *acc) {
+  const int32_t dv = D / CB * CB;
+  for (int32_t d = 0; d < dv; d += CB) {
+    for (int32_t r = 0; r < brp; r += RB) {
+      float *a0 = acc + (size_t)r * D + d, *a1 = a0 + D, *a2 = a1 + D, *a3 = a2 + D;
+      vf c00, c01, c10, c11, c20, c21, c30, c31, v0, v1;
+      VLOAD(c00, a0);
+      VLOAD(c01, a0 + VW);
+      VLOAD(c10, a1);
+      VLOAD(c11, a1 + VW);
+      VLOAD(c20, a2);
+      VLOAD(c21, a2 + VW);
+      VLOAD(c30, a3);
+      VLOAD(c31, a3 + VW);
+      const float *vp = v + d, *p = pt + r;
+      for (int32_t j = 0; j < bc; j++, vp += rs, p += ld) {
+        VLOAD(v0, vp);
+        VLOAD(v1, vp + VW);
+        c00 += p[0] * v0;
+        c01 += p[0] * v1;
+        c10 += p[1] * v0;
+        c11 += p[1] * v1;
+        c20 += p[2] * v0;
+        c21 += p[2] * v1;
+        c30 += p[3] * v0;
+        c31 += p[3] * v1;
+      }
+      VSTORE(a0, c00);
+      VSTORE(a0 + VW, c01);
+      VSTORE(a1, c10);
+      VSTORE(a1 + VW, c11);
+      VSTORE(a2, c20);
+      VSTORE(a2 + VW, c21);
+      VSTORE(a3, c30);
+      VSTORE(a3 + VW, c31);
+    }
+  }
+  for (int32_t d = dv; d < D; d++) {
+    for (int32_t r = 0; r < brp; r++) {
+      float c = acc[(size_t)r * D + d];
+      for (int32_t j = 0; j < bc; j++) c += pt[(size_t)j * ld + r] * v[j * rs + d];
+      acc[(size_t)r * D + d] = c;
+    }
+  }
+}
+
+/* One online-softmax step for query rows r < br over the scores st of bc keys: mn = max(m, the
+ * block's max); st = exp(st - mn); rs = the block's row sums; l = l * exp(m - mn) + rs, acc rows
+ * scaled by exp(m - mn) (0 on the first block, where m = -inf); m = mn. */
+HOT static void softmax_step(float *st, int32_t ld, int32_t bc, int32_t br, int32_t D, float *m, float *l, float *mn,
+                             float *rs, float *acc) {
+  for (int32_t r = 0; r < br; r++) {
+    mn[r] = m[r];
+    rs[r] = 0;
+  }
+  for (int32_t j = 0; j < bc; j++) {
+    const float *s = st + (size_t)j * ld;
+    for (int32_t r = 0; r < br; r++) mn[r] = s[r] > mn[r] ? s[r] : mn[r];
+  }
+  for (int32_t j = 0; j < bc; j++) {
+    float *s = st + (size_t)j * ld;
+    for (int32_t r = 0; r < br; r++) {
+      s[r] = expf(s[r] - mn[r]);
+      rs[r] += s[r];
+    }
+  }
+  for (int32_t r = 0; r < br; r++) {
+    const float alpha = expf(m[r] - mn[r]);
+    l[r] = l[r] * alpha + rs[r];
+    m[r] = mn[r];
+    if (alpha != 1.0f) {
+      float *o = acc + (size_t)r * D;
+      for (int32_t d = 0; d < D; d++) o[d] *= alpha;
+    }
+  }
+}
+
+/* sum over query rows r < br and keys j < bc of exp(st[j * ld + r] - lse[r]); rs is scratch. */
+HOT static double block_sum(const float *st, int32_t ld, int32_t bc, int32_t br, const float *lse, float *rs) {
+  for (int32_t r = 0; r < br; r++) rs[r] = 0;
+  for (int32_t j = 0; j < bc; j++) {
+    const float *s = st + (size_t)j * ld;
+    for (int32_t r = 0; r < br; r++) rs[r] += expf(s[r] - lse[r]);
+  }
+  double sum = 0;
+  for (int32_t r = 0; r < br; r++) sum += rs[r];
+  return sum;
+}
+
+/* Rows, padded rows and block counts of a task. */
+typedef struct tile {
+  int64_t i0, nqb, nkb, nkv;
+  int32_t br, brp;
+} tile;
+
+static tile tile_of(const ada_cpu_qkv *a, int32_t bq, int32_t bk, int64_t qb) {
+  tile t;
+  t.i0 = qb * bq;
+  t.nqb = cdiv(a->sq, bq);
+  t.nkb = cdiv(a->skv, bk);
+  t.nkv = cdiv(a->kv_valid, bk);
+  t.br = (int32_t)(a->sq - t.i0 < bq ? a->sq - t.i0 : bq);
+  t.brp = (t.br + CB - 1) / CB * CB;
+  return t;
+}
+
+/* Keys of key block kb that are below kv_valid. */
+static int32_t keys_in(const ada_cpu_qkv *a, int32_t bk, int64_t kb) {
+  const int64_t left = a->kv_valid - kb * bk;
+  return (int32_t)(left < bk ? left : bk);
+}
+
+/* One (head h, query tile qb) task of ada_cpu_attention. */
+static void attention_task(const ada_cpu_qkv *a, int32_t bq, int32_t bk, const int64_t *offsets,
+                           const int32_t *indices, const float *lse_cached, float *out, float *lse, float *mass,
+                           int32_t h, int64_t qb, const scratch *w) {
+  const int32_t D = a->dim;
+  const tile t = tile_of(a, bq, bk, qb);
+  load_qt(a, h, t.i0, t.br, t.brp, w->qt);
+  memset(w->acc, 0, sizeof(float) * (size_t)t.brp * (size_t)D);
+  for (int32_t r = 0; r < t.br; r++) {
+    w->m[r] = -INFINITY;
+    w->l[r] = 0;
+  }
+  float *mrow = mass ? mass + ((int64_t)h * t.nqb + qb) * t.nkb : NULL;
+  if (mrow) memset(mrow, 0, sizeof(float) * (size_t)t.nkb);
+  const float *lc = lse_cached ? lse_cached + (int64_t)h * a->sq + t.i0 : NULL;
+
+  const int32_t *list = NULL;
+  int64_t n = t.nkv;
+  if (offsets) {
+    const int64_t *off = offsets + (int64_t)h * (t.nqb + 1) + qb;
+    list = indices + off[0];
+    n = off[1] - off[0];
+  }
+  for (int64_t i = 0; i < n; i++) {
+    const int64_t kb = list ? list[i] : i;
+    if (kb >= t.nkv) break; /* indices increase: the rest lies past kv_valid */
+    const int32_t bc = keys_in(a, bk, kb);
+    const int64_t j0 = kb * bk;
+    copy_rows(a->k + j0 * a->k_rs + (int64_t)h * a->k_hs, a->k_rs, bc, D, w->ldkv, w->kb);
+    copy_rows(a->v + j0 * a->v_rs + (int64_t)h * a->v_hs, a->v_rs, bc, D, w->ldkv, w->vb);
+    scores(w->kb, w->ldkv, bc, w->qt, t.brp, D, bq, w->st);
+    softmax_step(w->st, bq, bc, t.br, D, w->m, w->l, w->mn, w->rs, w->acc);
+    accumulate_pv(w->st, bq, w->vb, w->ldkv, t.brp, bc, D, w->acc);
+    if (mrow) {
+      /* sum_j exp(s_j - lse_cached) = rs * exp(m - lse_cached), in double against overflow */
+      double msum = 0;
+      for (int32_t r = 0; r < t.br; r++)
+        if (w->rs[r] > 0) msum += (double)w->rs[r] * exp((double)w->m[r] - (double)lc[r]);
+      mrow[kb] = (float)(msum / t.br);
+    }
+  }
+
+  for (int32_t r = 0; r < t.br; r++) {
+    const float l = w->l[r], inv = l > 0 ? 1.0f / l : 0.0f;
+    float *o = out + ((t.i0 + r) * a->heads + h) * D;
+    const float *c = w->acc + (size_t)r * D;
+    for (int32_t d = 0; d < D; d++) o[d] = c[d] * inv;
+    lse[(int64_t)h * a->sq + t.i0 + r] = l > 0 ? w->m[r] + logf(l) : -INFINITY;
+  }
+}
+
+/* One (head h, query block qb) task of ada_cpu_block_mass. */
+static void mass_task(const ada_cpu_qkv *a, int32_t B, const float *lse, float *mass, int32_t h, int64_t qb,
+                      const scratch *w) {
+  const tile t = tile_of(a, B, B, qb);
+  load_qt(a, h, t.i0, t.br, t.brp, w->qt);
+  float *mrow = mass + ((int64_t)h * t.nqb + qb) * t.nkb;
+  const float *lr = lse + (int64_t)h * a->sq + t.i0;
+  for (int64_t kb = 0; kb < t.nkb; kb++) {
+    if (kb >= t.nkv) {
+      mrow[kb] = 0;
+      continue;
+    }
+    const int32_t bc = keys_in(a, B, kb);
+    copy_rows(a->k + kb * B * a->k_rs + (int64_t)h * a->k_hs, a->k_rs, bc, a->dim, w->ldkv, w->kb);
+    scores(w->kb, w->ldkv, bc, w->qt, t.brp, a->dim, B, w->st);
+    mrow[kb] = (float)(block_sum(w->st, B, bc, t.br, lr, w->rs) / t.br);
+  }
+}
+
+static int32_t max_threads(void) {
+#ifdef _OPENMP
+  return (int32_t)omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+static int32_t thread_num(void) {
+#ifdef _OPENMP
+  return (int32_t)omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+/* Scratch for every thread of the next parallel region, or NULL (the error recorded). */
+static float *scratch_alloc(const char *op, size_t per) {
+  const size_t bytes = sizeof(float) * per * (size_t)max_threads();
+  float *ws = aligned_alloc(64, bytes);
+  if (!ws) ada_fail(ADA_ENOMEM, "%s: cannot allocate %zu bytes of CPU scratch", op, bytes);
+  return ws;
+}
+
+ada_status ada_cpu_attention(const ada_cpu_qkv *a, int32_t qblock, int32_t kblock, const int64_t *offsets,
+                             const int32_t *indices, const float *lse_cached, float *out, float *lse, float *mass) {
+  const size_t per = scratch_floats(qblock, kblock, a->dim);
+  float *ws = scratch_alloc("attention", per);
+  if (!ws) return ADA_ENOMEM;
+  const int64_t nqb = cdiv(a->sq, qblock), ntask = (int64_t)a->heads * nqb;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t t = 0; t < ntask; t++) {
+    const scratch w = scratch_at(ws + per * (size_t)thread_num(), qblock, kblock, a->dim);
+    attention_task(a, qblock, kblock, offsets, indices, lse_cached, out, lse, mass, (int32_t)(t / nqb), t % nqb, &w);
+  }
+  free(ws);
+  return ADA_OK;
+}
+
+ada_status ada_cpu_block_mass(const ada_cpu_qkv *a, int32_t block, const float *lse, float *mass) {
+  const size_t per = scratch_floats(block, block, a->dim);
+  float *ws = scratch_alloc("block_mass", per);
+  if (!ws) return ADA_ENOMEM;
+  const int64_t nqb = cdiv(a->sq, block), ntask = (int64_t)a->heads * nqb;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t t = 0; t < ntask; t++) {
+    const scratch w = scratch_at(ws + per * (size_t)thread_num(), block, block, a->dim);
+    mass_task(a, block, lse, mass, (int32_t)(t / nqb), t % nqb, &w);
+  }
+  free(ws);
+  return ADA_OK;
+}

@@ -1,0 +1,156 @@
+/* png.c: PNG read and write over libpng. libpng reports errors by longjmp: each setjmp lives
+ * in a small function whose state sits in a caller-owned job struct, so the caller frees
+ * whatever was allocated, whether libpng returned or jumped. */
+#include "png.h"
+
+#include <errno.h>
+#include <png.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct png_job {
+  const char *path;
+  FILE *fp;
+  png_structp png;
+  png_infop info;
+  png_bytep *rows;
+  ada_tensor *img;
+  char msg[200]; /* libpng's message after a jump */
+} png_job;
+
+static void on_error(png_structp png, png_const_charp msg) {
+  png_job *j = png_get_error_ptr(png);
+  snprintf(j->msg, sizeof j->msg, "%s", msg);
+  png_longjmp(png, 1);
+}
+
+static void on_warning(png_structp png, png_const_charp msg) {}
+
+static ada_status nomem(const char *path) { return ada_fail(ADA_ENOMEM, "png: %s: out of memory", path); }
+
+/* ---- read ------------------------------------------------------------------------------------ */
+
+static ada_status read_body(png_job *j) {
+  if (setjmp(png_jmpbuf(j->png))) return ada_fail(ADA_EIO, "png: %s: %s", j->path, j->msg);
+  png_init_io(j->png, j->fp);
+  png_set_sig_bytes(j->png, 8);
+  png_read_info(j->png, j->info);
+  int color = png_get_color_type(j->png, j->info);
+  int trns = png_get_valid(j->png, j->info, PNG_INFO_tRNS) != 0;
+  png_set_expand(j->png); /* palette -> RGB, 1/2/4-bit gray -> 8-bit, tRNS -> alpha */
+  png_set_scale_16(j->png); /* 16-bit -> 8-bit: v / 257, rounded */
+  if (color == PNG_COLOR_TYPE_GRAY_ALPHA || (color == PNG_COLOR_TYPE_GRAY && trns))
+    png_set_gray_to_rgb(j->png);
+  png_set_interlace_handling(j->png);
+  png_read_update_info(j->png, j->info);
+  int64_t shape[3] = {png_get_image_height(j->png, j->info), png_get_image_width(j->png, j->info),
+                      png_get_channels(j->png, j->info)};
+  if (shape[2] != 1 && shape[2] != 3 && shape[2] != 4)
+    return ada_fail(ADA_EUNSUPPORTED, "png: %s: %lld channels after expansion (expected 1, 3 or 4)",
+                    j->path, (long long)shape[2]);
+  ada_device cpu = {ADA_CPU, 0};
+  ada_status s = ada_tensor_empty(&j->img, 3, shape, ADA_U8, cpu);
+  if (s) return s;
+  if (!(j->rows = malloc((size_t)shape[0] * sizeof *j->rows))) return nomem(j->path);
+  png_bytep data = ada_tensor_data(j->img);
+  for (int64_t y = 0; y < shape[0]; y++) j->rows[y] = data + y * shape[1] * shape[2];
+  png_read_image(j->png, j->rows);
+  png_read_end(j->png, NULL);
+  return ADA_OK;
+}
+
+ada_status ada_png_read(const char *path, ada_tensor **out) {
+  png_job j = {0};
+  j.path = path;
+  unsigned char sig[8];
+  if (!(j.fp = fopen(path, "rb"))) return ada_fail(ADA_EIO, "png: %s: cannot open: %s", path, strerror(errno));
+  ada_status s = ADA_OK;
+  if (fread(sig, 1, 8, j.fp) != 8 || png_sig_cmp(sig, 0, 8) != 0)
+    s = ada_fail(ADA_EINVAL, "png: %s: not a PNG file (no PNG signature)", path);
+  else if (!(j.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
+           !(j.info = png_create_info_struct(j.png)))
+    s = nomem(path);
+  else
+    s = read_body(&j);
+  png_destroy_read_struct(j.png ? &j.png : NULL, j.info ? &j.info : NULL, NULL);
+  fclose(j.fp);
+  free(j.rows);
+  if (s) {
+    ada_tensor_free(j.img);
+    return s;
+  }
+  *out = j.img;
+  return ADA_OK;
+}
+
+/* ---- write ------------------------------------------------------------------------------------ */
+
+static ada_status write_body(png_job *j, const ada_tensor *img) {
+  if (setjmp(png_jmpbuf(j->png))) return ada_fail(ADA_EIO, "png: %s: %s", j->path, j->msg);
+  static const int types[5] = {0, PNG_COLOR_TYPE_GRAY, 0, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGBA};
+  int64_t h = img->shape[0], w = img->shape[1], c = img->ndim == 3 ? img->shape[2] : 1;
+  png_init_io(j->png, j->fp);
+  png_set_IHDR(j->png, j->info, (png_uint_32)w, (png_uint_32)h, 8, types[c], PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(j->png, j->info);
+  png_bytep data = ada_tensor_data(img);
+  for (int64_t y = 0; y < h; y++) j->rows[y] = data + y * w * c;
+  png_write_image(j->png, j->rows);
+  png_write_end(j->png, NULL);
+  return ADA_OK;
+}
+
+static ada_status check_image(const char *path, const ada_tensor *img) {
+  if (img->dtype != ADA_U8)
+    return ada_fail(ADA_EINVAL, "png: %s: image must be a u8 tensor, got %s", path, ada_dtype_name(img->dtype));
+  int64_t c = img->ndim == 3 ? img->shape[2] : 1;
+  if ((img->ndim != 2 && img->ndim != 3) || (c != 1 && c != 3 && c != 4)) {
+    char shp[96];
+    ada_shape_format(img->ndim, img->shape, shp, sizeof shp);
+    return ada_fail(ADA_EINVAL, "png: %s: image must have shape [H, W], [H, W, 1], [H, W, 3] or "
+                    "[H, W, 4], got %s", path, shp);
+  }
+  if (img->shape[0] > 0x7fffffff || img->shape[1] > 0x7fffffff)
+    return ada_fail(ADA_EINVAL, "png: %s: image of %lld x %lld pixels is larger than PNG allows", path,
+                    (long long)img->shape[1], (long long)img->shape[0]);
+  return ADA_OK;
+}
+
+ada_status ada_png_write(const char *path, const ada_tensor *img) {
+  ada_status s = check_image(path, img);
+  if (s) return s;
+  ada_tensor *staged = NULL;
+  ada_device cpu = {ADA_CPU, 0};
+  if (img->storage->device.type != ADA_CPU || !ada_tensor_is_contiguous(img)) {
+    if ((s = ada_tensor_to(&staged, img, ADA_U8, cpu))) return s;
+    img = staged;
+  }
+  png_job j = {0};
+  j.path = path;
+  size_t tl = strlen(path) + 5;
+  char *tmp = malloc(tl);
+  j.rows = malloc((size_t)img->shape[0] * sizeof *j.rows);
+  if (!tmp || !j.rows) {
+    s = nomem(path);
+  } else {
+    snprintf(tmp, tl, "%s.tmp", path);
+    if (!(j.fp = fopen(tmp, "wb")))
+      s = ada_fail(ADA_EIO, "png: %s: cannot create %s: %s", path, tmp, strerror(errno));
+    else if (!(j.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
+             !(j.info = png_create_info_struct(j.png)))
+      s = nomem(path);
+    else
+      s = write_body(&j, img);
+    png_destroy_write_struct(j.png ? &j.png : NULL, j.info ? &j.info : NULL);
+    if (j.fp && fclose(j.fp) != 0 && !s)
+      s = ada_fail(ADA_EIO, "png: %s: writing %s failed: %s", path, tmp, strerror(errno));
+    if (j.fp && !s && rename(tmp, path) != 0)
+      s = ada_fail(ADA_EIO, "png: %s: cannot rename %s to it: %s", path, tmp, strerror(errno));
+    if (j.fp && s) remove(tmp);
+  }
+  free(tmp);
+  free(j.rows);
+  ada_tensor_free(staged);
+  return s;
+}

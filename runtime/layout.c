@@ -1,0 +1,474 @@
+/* layout.c: block-sparse attention layouts (layout.h): construction (full, from a mask), the
+ * mask of a layout, selection from a block-mass tensor (top-k, cumulative-mass threshold),
+ * density, recall and the fit check used by the sparse attention op.
+ *
+ * Every selection first decides a keep flag per block (u8 [H, nqb, nkb]), then compacts the
+ * flags into CSR (build_csr). Rows (or heads) are decided independently, in parallel, each by
+ * a sequential computation, so results do not depend on the thread count. Blocks are ranked by
+ * a 64-bit key: descending mass in the high half, the block index in the low half (ties go to
+ * the lower index); the keys of a row are distinct, so partial selection is exact. */
+#include "layout.h"
+
+#include <float.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "opcheck.h"
+
+void ada_layout_free(ada_layout *l) {
+  if (!l) return;
+  free(l->offsets);
+  free(l->indices);
+  free(l);
+}
+
+/* Sizes every layout must have: at least one head and block, block 64 or 128, and block
+ * indices of one head (qb * nkb + kb) that fit 32 bits. */
+static ada_status check_dims(const char *op, int64_t heads, int64_t nqb, int64_t nkb, int64_t block) {
+  if (heads < 1 || nqb < 1 || nkb < 1 || heads > INT32_MAX || nqb > INT32_MAX || nkb > INT32_MAX)
+    return ada_fail(ADA_EINVAL, "%s: heads, nqb and nkb must be in [1, %d], got %lld, %lld, %lld", op, INT32_MAX,
+                    (long long)heads, (long long)nqb, (long long)nkb);
+  if (nqb * nkb > (int64_t)UINT32_MAX)
+    return ada_fail(ADA_EINVAL, "%s: %lld x %lld blocks per head is too many (fewer than 2^32 allowed)", op, (long long)nqb,
+                    (long long)nkb);
+  if (block != 64 && block != 128) return ada_fail(ADA_EINVAL, "%s: block must be 64 or 128, got %lld", op, (long long)block);
+  return ADA_OK;
+}
+
+/* A layout with offsets allocated (indices later, when nnz is known). */
+static ada_status new_layout(ada_layout **out, const char *op, int32_t heads, int32_t nqb, int32_t nkb, int32_t block) {
+  ada_layout *l = calloc(1, sizeof *l);
+  if (l) l->offsets = malloc(sizeof(int64_t) * (size_t)heads * ((size_t)nqb + 1));
+  if (!l || !l->offsets) {
+    free(l);
+    return ada_fail(ADA_ENOMEM, "%s: out of memory for a layout of %d heads x %d rows", op, heads, nqb);
+  }
+  l->heads = heads;
+  l->nqb = nqb;
+  l->nkb = nkb;
+  l->block = block;
+  *out = l;
+  return ADA_OK;
+}
+
+static ada_status alloc_indices(ada_layout *l, const char *op) {
+  l->indices = malloc(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
+  if (!l->indices) return ada_fail(ADA_ENOMEM, "%s: out of memory for %lld layout entries", op, (long long)l->nnz);
+  return ADA_OK;
+}
+
+/* The CSR layout of the keep flags keep[h * s0 + qb * s1 + kb * s2] (nonzero = kept). */
+static ada_status build_csr(ada_layout **out, const char *op, int32_t heads, int32_t nqb, int32_t nkb, int32_t block,
+                            const uint8_t *keep, int64_t s0, int64_t s1, int64_t s2) {
+  ada_layout *l;
+  ada_status s = new_layout(&l, op, heads, nqb, nkb, block);
+  if (s) return s;
+  const int64_t rows = (int64_t)heads * nqb;
+  /* row counts go to offsets[h * (nqb + 1) + qb + 1], then a running sum makes them absolute */
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint8_t *p = keep + (r / nqb) * s0 + (r % nqb) * s1;
+    int64_t c = 0;
+    for (int32_t kb = 0; kb < nkb; kb++) c += p[kb * s2] != 0;
+    l->offsets[(r / nqb) * (nqb + 1) + r % nqb + 1] = c;
+  }
+  int64_t run = 0;
+  for (int32_t h = 0; h < heads; h++) {
+    int64_t *o = l->offsets + (int64_t)h * (nqb + 1);
+    o[0] = run;
+    for (int32_t qb = 1; qb <= nqb; qb++) o[qb] = run += o[qb];
+  }
+  l->nnz = run;
+  if ((s = alloc_indices(l, op))) {
+    ada_layout_free(l);
+    return s;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const uint8_t *p = keep + (r / nqb) * s0 + (r % nqb) * s1;
+    int32_t *dst = l->indices + l->offsets[(r / nqb) * (nqb + 1) + r % nqb];
+    for (int32_t kb = 0; kb < nkb; kb++)
+      if (p[kb * s2]) *dst++ = kb;
+  }
+  *out = l;
+  return ADA_OK;
+}
+
+ada_status ada_layout_full(ada_layout **out, int32_t heads, int32_t nqb, int32_t nkb, int32_t block) {
+  ada_status s = check_dims("full", heads, nqb, nkb, block);
+  if (s) return s;
+  ada_layout *l;
+  if ((s = new_layout(&l, "full", heads, nqb, nkb, block))) return s;
+  for (int64_t h = 0; h < heads; h++)
+    for (int64_t qb = 0; qb <= nqb; qb++) l->offsets[h * (nqb + 1) + qb] = (h * nqb + qb) * nkb;
+  l->nnz = (int64_t)heads * nqb * nkb;
+  if ((s = alloc_indices(l, "full"))) {
+    ada_layout_free(l);
+    return s;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < l->nnz; i++) l->indices[i] = (int32_t)(i % nkb);
+  *out = l;
+  return ADA_OK;
+}
+
+ada_status ada_layout_from_mask(ada_layout **out, const ada_tensor *mask, int32_t block) {
+  const char *op = "from_mask";
+  if (!mask) return ada_fail(ADA_EINVAL, "%s: mask is missing", op);
+  if (mask->dtype != ADA_U8 || mask->ndim != 3)
+    return ada_fail(ADA_EINVAL, "%s: mask must be a u8 tensor [H, nqb, nkb], got %s %s", op, ada_dtype_name(mask->dtype),
+                    ada_chk_shape_str(mask));
+  ada_status s;
+  if ((s = ada_chk_cpu(op, mask)) || (s = check_dims(op, mask->shape[0], mask->shape[1], mask->shape[2], block)))
+    return s;
+  return build_csr(out, op, (int32_t)mask->shape[0], (int32_t)mask->shape[1], (int32_t)mask->shape[2], block,
+                   ada_tensor_data(mask), mask->stride[0], mask->stride[1], mask->stride[2]);
+}
+
+ada_status ada_layout_to_mask(ada_tensor **out, const ada_layout *l) {
+  if (!l) return ada_fail(ADA_EINVAL, "to_mask: layout is missing");
+  int64_t shape[3] = {l->heads, l->nqb, l->nkb};
+  ada_tensor *m;
+  ada_status s = ada_tensor_full(&m, 3, shape, 0, ADA_U8, (ada_device){ADA_CPU, 0});
+  if (s) return s;
+  uint8_t *p = ada_tensor_data(m);
+  const int64_t rows = (int64_t)l->heads * l->nqb;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t *o = l->offsets + (r / l->nqb) * (l->nqb + 1) + r % l->nqb;
+    for (int64_t i = o[0]; i < o[1]; i++) p[r * l->nkb + l->indices[i]] = 1;
+  }
+  *out = m;
+  return ADA_OK;
+}
+
+/* The first row of head h whose offsets do not continue the previous row (or head) and stay
+ * within nnz, or whose indices are not strictly increasing within [0, nkb); -1 when none. */
+static int64_t malformed_row(const ada_layout *l, int64_t h) {
+  const int64_t *o = l->offsets + h * (l->nqb + 1);
+  if (o[0] < 0 || o[0] != (h ? o[-1] : 0)) return 0;
+  for (int64_t qb = 0; qb < l->nqb; qb++) {
+    if (o[qb + 1] < o[qb] || o[qb + 1] > l->nnz || (h == l->heads - 1 && qb == l->nqb - 1 && o[qb + 1] != l->nnz))
+      return qb;
+    for (int64_t i = o[qb]; i < o[qb + 1]; i++)
+      if (l->indices[i] < 0 || l->indices[i] >= l->nkb || (i > o[qb] && l->indices[i] <= l->indices[i - 1])) return qb;
+  }
+  return -1;
+}
+
+ada_status ada_layout_check(const ada_layout *l, const char *op, int32_t heads, int64_t sq, int64_t skv) {
+  if (!l) return ada_fail(ADA_EINVAL, "%s: layout is missing", op);
+  if (l->heads != heads)
+    return ada_fail(ADA_EINVAL, "%s: layout has %d heads, the attention has %d", op, l->heads, heads);
+  if ((l->block != 64 && l->block != 128) || sq < 1 || skv < 1 || l->nqb != (sq + l->block - 1) / l->block ||
+      l->nkb != (skv + l->block - 1) / l->block)
+    return ada_fail(ADA_EINVAL,
+                    "%s: layout has %d x %d blocks of %d, attention over %lld queries and %lld keys needs %lld x %lld",
+                    op, l->nqb, l->nkb, l->block, (long long)sq, (long long)skv,
+                    (long long)((sq + l->block - 1) / l->block), (long long)((skv + l->block - 1) / l->block));
+  /* the structure itself (layouts built by hand are possible), heads in parallel */
+  int64_t bad = heads;
+#pragma omp parallel for schedule(static) reduction(min : bad)
+  for (int64_t h = 0; h < heads; h++)
+    if (malformed_row(l, h) >= 0 && h < bad) bad = h;
+  if (bad < heads)
+    return ada_fail(ADA_EINVAL,
+                    "%s: layout row %lld of head %lld is malformed (offsets must be contiguous and key blocks "
+                    "strictly increasing within [0, %d))",
+                    op, (long long)malformed_row(l, bad), (long long)bad, l->nkb);
+  return ADA_OK;
+}
+
+void ada_layout_density(const ada_layout *l, double *density) {
+  const double per = (double)l->nqb * l->nkb;
+  for (int64_t h = 0; h < l->heads; h++)
+    density[h] = (double)(l->offsets[h * (l->nqb + 1) + l->nqb] - l->offsets[h * (l->nqb + 1)]) / per;
+}
+
+/* ---- mass ------------------------------------------------------------------------------- */
+
+/* The mass as a contiguous f32 CPU view (*tmp owns a staged copy) after checking it: a float
+ * tensor [H, nqb, nkb] (want[i] >= 0 fixes a size) on the CPU whose values are finite and >= 0. */
+static ada_status stage_mass(const char *op, const ada_tensor *mass, const int64_t *want, int32_t block,
+                             const float **m, ada_tensor **tmp) {
+  ada_status s;
+  *tmp = NULL;
+  if ((s = ada_chk_float(op, "mass", mass)) || (s = ada_chk_shape(op, "mass", mass, 3, want)) ||
+      (s = ada_chk_cpu(op, mass)) || (s = check_dims(op, mass->shape[0], mass->shape[1], mass->shape[2], block)))
+    return s;
+  const ada_tensor *use;
+  if ((s = ada_chk_f32_in(mass, true, &use, tmp))) return s;
+  const float *p = ada_tensor_data(use);
+  const int64_t n = ada_tensor_numel(use);
+  int64_t bad = n;
+#pragma omp parallel for schedule(static) reduction(min : bad)
+  for (int64_t i = 0; i < n; i++)
+    if (!(p[i] >= 0 && p[i] <= FLT_MAX) && i < bad) bad = i;
+  if (bad < n) {
+    const int64_t nqb = mass->shape[1], nkb = mass->shape[2];
+    s = ada_fail(ADA_EINVAL,
+                 "%s: mass must be finite and >= 0, got %g at head %lld, query block %lld, key block %lld (counting from 1)",
+                 op, (double)p[bad], (long long)(bad / (nqb * nkb) + 1), (long long)(bad / nkb % nqb + 1),
+                 (long long)(bad % nkb + 1));
+    ada_tensor_free(*tmp);
+    *tmp = NULL;
+    return s;
+  }
+  *m = p;
+  return ADA_OK;
+}
+
+ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall) {
+  if (!l) return ada_fail(ADA_EINVAL, "recall: layout is missing");
+  const int64_t want[3] = {l->heads, l->nqb, l->nkb};
+  const float *m;
+  ada_tensor *tmp;
+  ada_status s = stage_mass("recall", mass, want, l->block, &m, &tmp);
+  if (s) return s;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t h = 0; h < l->heads; h++) {
+    double kept = 0, total = 0;
+    for (int64_t qb = 0; qb < l->nqb; qb++) {
+      const float *row = m + (h * l->nqb + qb) * l->nkb;
+      const int64_t *o = l->offsets + h * (l->nqb + 1) + qb;
+      for (int64_t kb = 0; kb < l->nkb; kb++) total += row[kb];
+      for (int64_t i = o[0]; i < o[1]; i++) kept += row[l->indices[i]];
+    }
+    recall[h] = total > 0 ? kept / total : 1.0;
+  }
+  ada_tensor_free(tmp);
+  return ADA_OK;
+}
+
+/* ---- selection ---------------------------------------------------------------------------- */
+
+static ada_status check_force(const char *op, const ada_layout_force *f, int32_t nqb, int32_t nkb) {
+  if (!f) return ADA_OK;
+  if (f->n_cols < 0 || f->n_rows < 0 || (f->n_cols > 0 && !f->cols) || (f->n_rows > 0 && !f->rows))
+    return ada_fail(ADA_EINVAL, "%s: force has %d column and %d row ranges but %s", op, f->n_cols, f->n_rows,
+                    "their arrays are missing or the counts are negative");
+  for (int32_t i = 0; i < f->n_cols; i++)
+    if (f->cols[i][0] < 0 || f->cols[i][0] > f->cols[i][1] || f->cols[i][1] > nkb)
+      return ada_fail(ADA_EINVAL, "%s: force.cols[%d] = [%d, %d) is not a range within [0, %d)", op, i, f->cols[i][0],
+                      f->cols[i][1], nkb);
+  for (int32_t i = 0; i < f->n_rows; i++)
+    if (f->rows[i][0] < 0 || f->rows[i][0] > f->rows[i][1] || f->rows[i][1] > nqb)
+      return ada_fail(ADA_EINVAL, "%s: force.rows[%d] = [%d, %d) is not a range within [0, %d)", op, i, f->rows[i][0],
+                      f->rows[i][1], nqb);
+  return ADA_OK;
+}
+
+/* Sets the forced flags of row qb (keep[0, nkb) zeroed first); returns how many. */
+static int64_t force_row(const ada_layout_force *f, int32_t qb, int32_t nkb, uint8_t *keep) {
+  memset(keep, 0, (size_t)nkb);
+  if (!f) return 0;
+  for (int32_t i = 0; i < f->n_rows; i++)
+    if (qb >= f->rows[i][0] && qb < f->rows[i][1]) {
+      memset(keep, 1, (size_t)nkb);
+      return nkb;
+    }
+  for (int32_t i = 0; i < f->n_cols; i++) memset(keep + f->cols[i][0], 1, (size_t)(f->cols[i][1] - f->cols[i][0]));
+  if (f->diagonal && qb < nkb) keep[qb] = 1;
+  int64_t n = 0;
+  for (int32_t kb = 0; kb < nkb; kb++) n += keep[kb];
+  return n;
+}
+
+/* Rank key of a block: smaller is better (more mass, then lower index). Mass is >= 0, so its
+ * bits order like its values (-0 is taken as 0). */
+static inline uint64_t rank_key(float mass, uint32_t index) {
+  uint32_t bits;
+  memcpy(&bits, &mass, 4);
+  if (mass == 0) bits = 0;
+  return ((uint64_t)(UINT32_MAX - bits) << 32) | index;
+}
+
+static inline void swap_key(uint64_t *a, int64_t i, int64_t j) {
+  uint64_t t = a[i];
+  a[i] = a[j];
+  a[j] = t;
+}
+
+static int cmp_key(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return (x > y) - (x < y);
+}
+
+/* Lomuto partition of a[lo, hi) around the median of three; returns the pivot's final place. */
+static int64_t partition(uint64_t *a, int64_t lo, int64_t hi) {
+  int64_t mid = lo + (hi - lo) / 2, last = hi - 1;
+  if (a[mid] < a[lo]) swap_key(a, lo, mid);
+  if (a[last] < a[lo]) swap_key(a, lo, last);
+  if (a[mid] < a[last]) swap_key(a, mid, last);
+  const uint64_t pv = a[last];
+  int64_t i = lo;
+  for (int64_t j = lo; j < last; j++)
+    if (a[j] < pv) swap_key(a, i++, j);
+  swap_key(a, i, last);
+  return i;
+}
+
+/* Reorders the distinct keys[0, n) so that keys[0, m) are the m best, and returns m: the
+ * smallest count whose weights reach need (weight of a key: w[low 32 bits], or 1 when w is
+ * NULL); 0 when need <= 0, n when the weights never reach it. Average O(n). */
+static int64_t select_best(uint64_t *keys, int64_t n, const float *w, double need) {
+  if (need <= 0) return 0;
+  int64_t lo = 0, hi = n; /* keys[0, lo) are taken; the answer lies in (lo, hi] */
+  double acc = 0;         /* weight of keys[0, lo) */
+  for (int depth = 0; hi - lo > 16 && depth < 64; depth++) {
+    const int64_t p = partition(keys, lo, hi);
+    double sum = (double)(p - lo);
+    if (w) {
+      sum = 0;
+      for (int64_t i = lo; i < p; i++) sum += w[(uint32_t)keys[i]];
+    }
+    if (acc + sum >= need) {
+      hi = p;
+    } else {
+      acc += sum + (w ? w[(uint32_t)keys[p]] : 1.0);
+      if (acc >= need) return p + 1;
+      lo = p + 1;
+    }
+  }
+  qsort(keys + lo, (size_t)(hi - lo), sizeof *keys, cmp_key);
+  for (int64_t i = lo; i < hi; i++) {
+    acc += w ? w[(uint32_t)keys[i]] : 1.0;
+    if (acc >= need) return i + 1;
+  }
+  return hi;
+}
+
+/* Keys of the blocks of m[0, n) not yet kept; returns their count. */
+static int64_t rank_free(const float *m, const uint8_t *keep, int64_t n, uint64_t *keys) {
+  int64_t c = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (!keep[i]) keys[c++] = rank_key(m[i], (uint32_t)i);
+  return c;
+}
+
+static void keep_best(const uint64_t *keys, int64_t m, uint8_t *keep) {
+  for (int64_t i = 0; i < m; i++) keep[(uint32_t)keys[i]] = 1;
+}
+
+/* Shared front of topk and threshold: checks, staged mass, per-thread key scratch of
+ * `scratch` keys and the zeroed keep flags [H, nqb, nkb]. */
+typedef struct select_ctx {
+  const float *m;
+  ada_tensor *tmp;
+  int32_t heads, nqb, nkb;
+  uint64_t *keys; /* [threads][scratch] */
+  int64_t scratch;
+  uint8_t *keep;
+} select_ctx;
+
+static void select_end(select_ctx *c) {
+  ada_tensor_free(c->tmp);
+  free(c->keys);
+  free(c->keep);
+}
+
+static ada_status select_begin(select_ctx *c, const char *op, const ada_tensor *mass, const double *frac,
+                               const char *frac_name, const ada_layout_force *force, int32_t block, bool per_head) {
+  const int64_t any[3] = {-1, -1, -1};
+  memset(c, 0, sizeof *c);
+  if (!frac) return ada_fail(ADA_EINVAL, "%s: %s is missing", op, frac_name);
+  ada_status s = stage_mass(op, mass, any, block, &c->m, &c->tmp);
+  if (s) return s;
+  c->heads = (int32_t)mass->shape[0];
+  c->nqb = (int32_t)mass->shape[1];
+  c->nkb = (int32_t)mass->shape[2];
+  for (int32_t h = 0; h < c->heads && !s; h++)
+    if (!(frac[h] >= 0 && frac[h] <= 1)) s = ada_fail(ADA_EINVAL, "%s: %s[%d] = %g is outside [0, 1]", op, frac_name, h, frac[h]);
+  if (s || (s = check_force(op, force, c->nqb, c->nkb))) {
+    select_end(c);
+    return s;
+  }
+  c->scratch = per_head ? (int64_t)c->nqb * c->nkb : c->nkb;
+  c->keys = malloc(sizeof(uint64_t) * (size_t)c->scratch * (size_t)omp_get_max_threads());
+  c->keep = malloc((size_t)c->heads * (size_t)c->nqb * (size_t)c->nkb);
+  if (!c->keys || !c->keep) {
+    select_end(c);
+    return ada_fail(ADA_ENOMEM, "%s: out of memory for the selection of %d x %d x %d blocks", op, c->heads, c->nqb, c->nkb);
+  }
+  return ADA_OK;
+}
+
+static ada_status select_finish(select_ctx *c, ada_layout **out, const char *op, int32_t block) {
+  const int64_t per = (int64_t)c->nqb * c->nkb;
+  ada_status s = build_csr(out, op, c->heads, c->nqb, c->nkb, block, c->keep, per, c->nkb, 1);
+  select_end(c);
+  return s;
+}
+
+ada_status ada_layout_topk(ada_layout **out, const ada_tensor *mass, const double *density, bool row_wise,
+                           const ada_layout_force *force, int32_t block) {
+  select_ctx c;
+  ada_status s = select_begin(&c, "topk", mass, density, "density", force, block, !row_wise);
+  if (s) return s;
+  const int32_t nqb = c.nqb, nkb = c.nkb;
+  if (row_wise) {
+    const int64_t rows = (int64_t)c.heads * nqb;
+#pragma omp parallel for schedule(dynamic, 16)
+    for (int64_t r = 0; r < rows; r++) {
+      uint64_t *keys = c.keys + c.scratch * omp_get_thread_num();
+      uint8_t *keep = c.keep + r * nkb;
+      const float *m = c.m + r * nkb;
+      const int64_t forced = force_row(force, (int32_t)(r % nqb), nkb, keep);
+      int64_t k = (int64_t)floor(density[r / nqb] * nkb + 0.5);
+      if (k < forced) k = forced;
+      const int64_t n = rank_free(m, keep, nkb, keys);
+      keep_best(keys, select_best(keys, n, NULL, (double)(k - forced)), keep);
+    }
+  } else {
+    const int64_t per = (int64_t)nqb * nkb;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int32_t h = 0; h < c.heads; h++) {
+      uint64_t *keys = c.keys + c.scratch * omp_get_thread_num();
+      uint8_t *keep = c.keep + h * per;
+      int64_t forced = 0;
+      for (int32_t qb = 0; qb < nqb; qb++) forced += force_row(force, qb, nkb, keep + (int64_t)qb * nkb);
+      int64_t k = (int64_t)floor(density[h] * (double)per + 0.5);
+      if (k < forced) k = forced;
+      const int64_t n = rank_free(c.m + h * per, keep, per, keys);
+      keep_best(keys, select_best(keys, n, NULL, (double)(k - forced)), keep);
+    }
+  }
+  return select_finish(&c, out, "topk", block);
+}
+
+/* min_blocks beyond nkb keep the whole row; forced blocks are kept even beyond max_blocks. */
+ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const double *recall, int32_t min_blocks,
+                                int32_t max_blocks, const ada_layout_force *force, int32_t block) {
+  const char *op = "threshold";
+  if (min_blocks < 0) return ada_fail(ADA_EINVAL, "%s: min_blocks must be >= 0, got %d", op, min_blocks);
+  if (max_blocks > 0 && max_blocks < min_blocks)
+    return ada_fail(ADA_EINVAL, "%s: max_blocks = %d is below min_blocks = %d", op, max_blocks, min_blocks);
+  select_ctx c;
+  ada_status s = select_begin(&c, op, mass, recall, "recall", force, block, false);
+  if (s) return s;
+  const int32_t nqb = c.nqb, nkb = c.nkb;
+  const int64_t rows = (int64_t)c.heads * nqb;
+#pragma omp parallel for schedule(dynamic, 16)
+  for (int64_t r = 0; r < rows; r++) {
+    uint64_t *keys = c.keys + c.scratch * omp_get_thread_num();
+    uint8_t *keep = c.keep + r * nkb;
+    const float *m = c.m + r * nkb;
+    const int64_t forced = force_row(force, (int32_t)(r % nqb), nkb, keep);
+    double total = 0, kept = 0;
+    for (int32_t kb = 0; kb < nkb; kb++) {
+      total += m[kb];
+      if (keep[kb]) kept += m[kb];
+    }
+    const int64_t n = rank_free(m, keep, nkb, keys);
+    const int64_t got = select_best(keys, n, m, recall[r / nqb] * total - kept);
+    int64_t want = got;
+    if (want < min_blocks - forced) want = min_blocks - forced < n ? min_blocks - forced : n;
+    if (max_blocks > 0 && want > max_blocks - forced) want = max_blocks > forced ? max_blocks - forced : 0;
+    if (want > got) select_best(keys + got, n - got, NULL, (double)(want - got));
+    else if (want < got) select_best(keys, got, NULL, (double)want);
+    keep_best(keys, want, keep);
+  }
+  return select_finish(&c, out, op, block);
+}

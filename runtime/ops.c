@@ -1,0 +1,430 @@
+/* ops.c: the neural-network ops of ops.h (linear, matmul, norms, elementwise, rope3d, patchify,
+ * unpatchify, timestep_embedding, concat): argument validation, f32 staging of inputs and
+ * outputs, and dispatch to the CPU kernels of runtime/cpu/cpu_nn.h. Every check runs before
+ * anything is written. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cpu/cpu_nn.h"
+#include "opcheck.h"
+#include "ops.h"
+
+/* ---- shared checks ------------------------------------------------------------------------- */
+
+/* An input: a float tensor on the CPU. */
+static ada_status chk_in(const char *op, const char *arg, const ada_tensor *t) {
+  ada_status s = ada_chk_float(op, arg, t);
+  return s ? s : ada_chk_cpu(op, t);
+}
+
+/* The output: a contiguous float tensor on the CPU. */
+static ada_status chk_out(const char *op, const ada_tensor *out) {
+  ada_status s = chk_in(op, "out", out);
+  return s ? s : ada_chk_contiguous(op, "out", out);
+}
+
+static bool same_view(const ada_tensor *a, const ada_tensor *b) {
+  if (a->storage != b->storage || a->offset != b->offset || a->dtype != b->dtype || a->ndim != b->ndim) return false;
+  for (int32_t d = 0; d < a->ndim; d++)
+    if (a->shape[d] != b->shape[d] || a->stride[d] != b->stride[d]) return false;
+  return true;
+}
+
+/* Fails when out shares memory with input t (t may be NULL). With may_alias, t may be exactly
+ * out's view: the op then runs in place (each element is read before it is written). */
+static ada_status chk_overlap(const char *op, const ada_tensor *out, const char *arg, const ada_tensor *t,
+                              bool may_alias) {
+  if (!t || !ada_tensor_same_storage(out, t) || (may_alias && same_view(out, t))) return ADA_OK;
+  const ada_tensor *v[2] = {out, t};
+  uintptr_t lo[2], hi[2];
+  for (int i = 0; i < 2; i++) {
+    int64_t span = 0;
+    for (int32_t d = 0; d < v[i]->ndim; d++) span += (v[i]->shape[d] - 1) * v[i]->stride[d];
+    lo[i] = (uintptr_t)ada_tensor_data(v[i]);
+    hi[i] = lo[i] + (uintptr_t)((span + 1) * ada_dtype_size(v[i]->dtype));
+  }
+  if (lo[0] >= hi[1] || lo[1] >= hi[0]) return ADA_OK;
+  return ada_fail(ADA_EINVAL, "%s: out %s overlaps %s %s in memory%s", op, ada_chk_shape_str(out), arg,
+                  ada_chk_shape_str(t), may_alias ? " (out may be that very tensor, not another view of it)" : "");
+}
+
+static ada_status chk_dims(const char *op, const char *arg, const ada_tensor *t) {
+  if (t->ndim >= 1) return ADA_OK;
+  return ada_fail(ADA_EINVAL, "%s: %s must have at least one dimension, got []", op, arg);
+}
+
+static void free3(ada_tensor *a, ada_tensor *b, ada_tensor *c) {
+  ada_tensor_free(a);
+  ada_tensor_free(b);
+  ada_tensor_free(c);
+}
+
+static const float *f32(const ada_tensor *t) { return t ? ada_tensor_data(t) : NULL; }
+
+/* ---- GEMM ------------------------------------------------------------------------------------- */
+
+/* f32 tensors are used in place with any strides (the GEMM packs them); others are converted. */
+static ada_status gemm_in(const ada_tensor *t, const ada_tensor **use, ada_tensor **tmp) {
+  *tmp = NULL;
+  *use = t;
+  return t->dtype == ADA_F32 ? ADA_OK : ada_chk_f32_in(t, true, use, tmp);
+}
+
+/* out [m, n] = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt. */
+static ada_status run_gemm(ada_tensor *out, const ada_tensor *a, const ada_tensor *b, bool bt,
+                           const ada_tensor *bias) {
+  const ada_tensor *ua, *ub, *ubias = NULL;
+  ada_tensor *ta = NULL, *tb = NULL, *tbias = NULL, *tout = NULL, *buf;
+  ada_status s = gemm_in(a, &ua, &ta);
+  if (!s) s = gemm_in(b, &ub, &tb);
+  if (!s && bias) s = ada_chk_f32_in(bias, true, &ubias, &tbias);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    const int64_t m = out->shape[0], n = out->shape[1], k = a->shape[1];
+    s = ada_cpu_gemm(ada_tensor_data(buf), n, f32(ua), ua->stride[0], ua->stride[1], f32(ub),
+                     ub->stride[bt ? 1 : 0], ub->stride[bt ? 0 : 1], f32(ubias), m, n, k);
+    if (!s) {
+      s = ada_chk_f32_out_done(out, tout);
+      tout = NULL;
+    }
+  }
+  ada_tensor_free(tout);
+  free3(ta, tb, tbias);
+  return s;
+}
+
+ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b) {
+  const char *op = "linear";
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_in(op, "w", w)) || (b && (s = chk_in(op, "b", b))) ||
+      (s = chk_out(op, out)) || (s = ada_chk_shape(op, "x", x, 2, (const int64_t[]){-1, -1})) ||
+      (s = ada_chk_shape(op, "w", w, 2, (const int64_t[]){-1, x->shape[1]})) ||
+      (b && (s = ada_chk_shape(op, "b", b, 1, (const int64_t[]){w->shape[0]}))) ||
+      (s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){x->shape[0], w->shape[0]})) ||
+      (s = chk_overlap(op, out, "x", x, false)) || (s = chk_overlap(op, out, "w", w, false)) ||
+      (s = chk_overlap(op, out, "b", b, false)))
+    return s;
+  return run_gemm(out, x, w, true, b);
+}
+
+ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
+  const char *op = "matmul";
+  ada_status s;
+  if ((s = chk_in(op, "a", a)) || (s = chk_in(op, "b", b)) || (s = chk_out(op, out)) ||
+      (s = ada_chk_shape(op, "a", a, 2, (const int64_t[]){-1, -1})) ||
+      (s = ada_chk_shape(op, "b", b, 2, (const int64_t[]){a->shape[1], -1})) ||
+      (s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){a->shape[0], b->shape[1]})) ||
+      (s = chk_overlap(op, out, "a", a, false)) || (s = chk_overlap(op, out, "b", b, false)))
+    return s;
+  return run_gemm(out, a, b, false, NULL);
+}
+
+/* ---- normalization ------------------------------------------------------------------------------ */
+
+static ada_status chk_eps(const char *op, double eps) {
+  if (eps >= 0 && isfinite(eps)) return ADA_OK;
+  return ada_fail(ADA_EINVAL, "%s: eps must be a finite number >= 0, got %g", op, eps);
+}
+
+/* Shared by layernorm (layer) and rmsnorm: x [.., C], weight and bias [C] or NULL. */
+static ada_status norm(const char *op, bool layer, ada_tensor *out, const ada_tensor *x, double eps,
+                       const ada_tensor *weight, const ada_tensor *bias) {
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (weight && (s = chk_in(op, "weight", weight))) ||
+      (bias && (s = chk_in(op, "bias", bias))) || (s = chk_out(op, out)) || (s = chk_dims(op, "x", x)))
+    return s;
+  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
+  if ((weight && (s = ada_chk_shape(op, "weight", weight, 1, &c))) ||
+      (bias && (s = ada_chk_shape(op, "bias", bias, 1, &c))) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
+      (s = chk_eps(op, eps)) || (s = chk_overlap(op, out, "x", x, true)) ||
+      (s = chk_overlap(op, out, "weight", weight, true)) || (s = chk_overlap(op, out, "bias", bias, true)))
+    return s;
+  const ada_tensor *ux, *uw = NULL, *ub = NULL;
+  ada_tensor *tx = NULL, *tw = NULL, *tb = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, true, &ux, &tx);
+  if (!s && weight) s = ada_chk_f32_in(weight, true, &uw, &tw);
+  if (!s && bias) s = ada_chk_f32_in(bias, true, &ub, &tb);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    if (layer)
+      ada_cpu_layernorm(ada_tensor_data(buf), f32(ux), rows, c, eps, f32(uw), f32(ub));
+    else
+      ada_cpu_rmsnorm(ada_tensor_data(buf), f32(ux), rows, c, eps, f32(uw));
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  free3(tx, tw, tb);
+  return s;
+}
+
+ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                            const ada_tensor *bias) {
+  return norm("layernorm", true, out, x, eps, weight, bias);
+}
+
+ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps) {
+  return norm("rmsnorm", false, out, x, eps, weight, NULL);
+}
+
+/* ---- elementwise ----------------------------------------------------------------------------------- */
+
+/* Operand v of x [.., C] (named xn): x's shape (*ld = C) or C elements in the last dimension
+ * with every other size 1 (*ld = 0: broadcast over the rows). */
+static ada_status chk_operand(const char *op, const char *arg, const ada_tensor *v, const char *xn,
+                              const ada_tensor *x, int64_t *ld) {
+  ada_status s = chk_in(op, arg, v);
+  if (s) return s;
+  const int64_t c = x->shape[x->ndim - 1];
+  if (v->ndim == x->ndim && !memcmp(v->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim)) {
+    *ld = c;
+    return ADA_OK;
+  }
+  if (v->ndim >= 1 && v->shape[v->ndim - 1] == c && ada_tensor_numel(v) == c) {
+    *ld = 0;
+    return ADA_OK;
+  }
+  return ada_fail(ADA_EINVAL, "%s: %s must have shape [%lld] or the shape of %s %s, got %s", op, arg, (long long)c,
+                  xn, ada_chk_shape_str(x), ada_chk_shape_str(v));
+}
+
+typedef enum { EW_MODULATE, EW_GATED_ADD, EW_ADD, EW_MUL } ew_kind;
+
+/* out = f(x, v1[, v2]) row by row; the operands are named n1 and n2 (n2 NULL: no second one). */
+static ada_status rowwise(const char *op, ew_kind kind, ada_tensor *out, const char *xn, const ada_tensor *x,
+                          const char *n1, const ada_tensor *v1, const char *n2, const ada_tensor *v2) {
+  ada_status s;
+  int64_t ld1 = 0, ld2 = 0;
+  if ((s = chk_in(op, xn, x)) || (s = chk_dims(op, xn, x)) || (s = chk_operand(op, n1, v1, xn, x, &ld1)) ||
+      (n2 && (s = chk_operand(op, n2, v2, xn, x, &ld2))) || (s = chk_out(op, out)) ||
+      (s = ada_chk_same_shape(op, "out", out, xn, x)) || (s = chk_overlap(op, out, xn, x, true)) ||
+      (s = chk_overlap(op, out, n1, v1, true)) || (s = chk_overlap(op, out, n2, v2, true)))
+    return s;
+  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
+  const ada_tensor *ux, *u1, *u2 = NULL;
+  ada_tensor *tx = NULL, *t1 = NULL, *t2 = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, true, &ux, &tx);
+  if (!s) s = ada_chk_f32_in(v1, true, &u1, &t1);
+  if (!s && n2) s = ada_chk_f32_in(v2, true, &u2, &t2);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    float *o = ada_tensor_data(buf);
+    switch (kind) {
+    case EW_MODULATE: ada_cpu_modulate(o, f32(ux), f32(u1), ld1, f32(u2), ld2, rows, c); break;
+    case EW_GATED_ADD: ada_cpu_gated_add(o, f32(ux), f32(u1), ld1, f32(u2), ld2, rows, c); break;
+    case EW_ADD: ada_cpu_add(o, f32(ux), f32(u1), ld1, rows, c); break;
+    case EW_MUL: ada_cpu_mul(o, f32(ux), f32(u1), ld1, rows, c); break;
+    }
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  free3(tx, t1, t2);
+  return s;
+}
+
+ada_status ada_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift, const ada_tensor *scale) {
+  return rowwise("modulate", EW_MODULATE, out, "x", x, "shift", shift, "scale", scale);
+}
+
+ada_status ada_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate, const ada_tensor *y) {
+  return rowwise("gated_add", EW_GATED_ADD, out, "x", x, "gate", gate, "y", y);
+}
+
+ada_status ada_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
+  return rowwise("add", EW_ADD, out, "a", a, "b", b, NULL, NULL);
+}
+
+ada_status ada_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
+  return rowwise("mul", EW_MUL, out, "a", a, "b", b, NULL, NULL);
+}
+
+typedef enum { UN_SCALE, UN_SILU, UN_GELU_TANH } un_kind;
+
+static ada_status unary(const char *op, un_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
+      (s = chk_overlap(op, out, "x", x, true)))
+    return s;
+  const ada_tensor *ux;
+  ada_tensor *tx = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, true, &ux, &tx);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    float *o = ada_tensor_data(buf);
+    const int64_t n = ada_tensor_numel(x);
+    switch (kind) {
+    case UN_SCALE: ada_cpu_scale(o, f32(ux), (float)sc, n); break;
+    case UN_SILU: ada_cpu_silu(o, f32(ux), n); break;
+    case UN_GELU_TANH: ada_cpu_gelu_tanh(o, f32(ux), n); break;
+    }
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  return s;
+}
+
+ada_status ada_op_scale(ada_tensor *out, const ada_tensor *x, double s) {
+  if (isnan(s)) return ada_fail(ADA_EINVAL, "scale: s must be a number, got nan");
+  return unary("scale", UN_SCALE, out, x, s);
+}
+
+ada_status ada_op_silu(ada_tensor *out, const ada_tensor *x) { return unary("silu", UN_SILU, out, x, 0); }
+
+ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x) {
+  return unary("gelu_tanh", UN_GELU_TANH, out, x, 0);
+}
+
+/* ---- video DiT pieces -------------------------------------------------------------------------------- */
+
+ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
+                         double theta, int64_t n_tokens) {
+  const char *op = "rope3d";
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) ||
+      (s = ada_chk_shape(op, "x", x, 3, (const int64_t[]){-1, -1, -1})) ||
+      (s = ada_chk_same_shape(op, "out", out, "x", x)) || (s = chk_overlap(op, out, "x", x, true)))
+    return s;
+  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
+  for (int a = 0; a < 3; a++)
+    if (grid[a] < 1)
+      return ada_fail(ADA_EINVAL, "rope3d: grid must be 3 positive sizes {T, H, W}, got {%d, %d, %d}", (int)grid[0],
+                      (int)grid[1], (int)grid[2]);
+  if (axes[0] < 0 || axes[1] < 0 || axes[2] < 0 || axes[0] % 2 || axes[1] % 2 || axes[2] % 2 ||
+      (int64_t)axes[0] + axes[1] + axes[2] != d)
+    return ada_fail(ADA_EINVAL, "rope3d: axes must be 3 even sizes summing to the head dim %lld of x %s, got {%d, %d, %d}",
+                    (long long)d, ada_chk_shape_str(x), (int)axes[0], (int)axes[1], (int)axes[2]);
+  if (!(theta > 0) || !isfinite(theta)) return ada_fail(ADA_EINVAL, "rope3d: theta must be a positive number, got %g", theta);
+  const double cells = (double)grid[0] * grid[1] * grid[2];
+  if (n_tokens < 1 || n_tokens > sl || (double)n_tokens != cells)
+    return ada_fail(ADA_EINVAL,
+                    "rope3d: n_tokens must equal T*H*W = %.0f of grid {%d, %d, %d} and be at most the %lld tokens of x %s, "
+                    "got %lld",
+                    cells, (int)grid[0], (int)grid[1], (int)grid[2], (long long)sl, ada_chk_shape_str(x),
+                    (long long)n_tokens);
+  const ada_tensor *ux;
+  ada_tensor *tx = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, false, &ux, &tx);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) s = ada_cpu_rope3d(ada_tensor_data(buf), f32(ux), ux->stride[0], ux->stride[1], sl, h, d, grid, axes,
+                             theta, n_tokens);
+  if (!s) {
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  return s;
+}
+
+ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x) {
+  const char *op = "patchify";
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out))) return s;
+  if (x->ndim != 4 || x->shape[2] % 2 || x->shape[3] % 2)
+    return ada_fail(ADA_EINVAL, "patchify: x must have shape [C, T, H, W] with H and W even, got %s", ada_chk_shape_str(x));
+  const int64_t c = x->shape[0], t = x->shape[1], h = x->shape[2], w = x->shape[3];
+  if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t * (h / 2) * (w / 2), c * 4})) ||
+      (s = chk_overlap(op, out, "x", x, false)))
+    return s;
+  const ada_tensor *ux;
+  ada_tensor *tx = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, false, &ux, &tx);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    ada_cpu_patchify(ada_tensor_data(buf), f32(ux), ux->stride, c, t, h, w);
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  return s;
+}
+
+ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w) {
+  const char *op = "unpatchify";
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out))) return s;
+  if (t < 1 || h < 2 || w < 2 || h % 2 || w % 2)
+    return ada_fail(ADA_EINVAL, "unpatchify: size must be {T, H, W} with T >= 1 and H, W even and >= 2, got {%d, %d, %d}",
+                    (int)t, (int)h, (int)w);
+  const int64_t ntok = (int64_t)t * (h / 2) * (w / 2);
+  if (x->ndim != 2 || x->shape[0] != ntok || x->shape[1] % 4)
+    return ada_fail(ADA_EINVAL, "unpatchify: x must have shape [T*H/2*W/2 = %lld, C*4] for size {%d, %d, %d}, got %s",
+                    (long long)ntok, (int)t, (int)h, (int)w, ada_chk_shape_str(x));
+  const int64_t c = x->shape[1] / 4;
+  if ((s = ada_chk_shape(op, "out", out, 4, (const int64_t[]){c, t, h, w})) || (s = chk_overlap(op, out, "x", x, false)))
+    return s;
+  const ada_tensor *ux;
+  ada_tensor *tx = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, false, &ux, &tx);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    ada_cpu_unpatchify(ada_tensor_data(buf), f32(ux), ux->stride[0], c, t, h, w);
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  return s;
+}
+
+ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period) {
+  const char *op = "timestep_embedding";
+  ada_status s;
+  if ((s = chk_in(op, "t", t)) || (s = chk_out(op, out)) || (s = ada_chk_shape(op, "t", t, 1, (const int64_t[]){-1})))
+    return s;
+  if (dim < 2 || dim % 2) return ada_fail(ADA_EINVAL, "timestep_embedding: dim must be even and >= 2, got %d", (int)dim);
+  if (!(max_period > 0) || !isfinite(max_period))
+    return ada_fail(ADA_EINVAL, "timestep_embedding: max_period must be a positive number, got %g", max_period);
+  if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t->shape[0], dim})) ||
+      (s = chk_overlap(op, out, "t", t, false)))
+    return s;
+  const ada_tensor *ut;
+  ada_tensor *tt = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(t, true, &ut, &tt);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    ada_cpu_timestep_embedding(ada_tensor_data(buf), f32(ut), t->shape[0], dim, max_period);
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tt);
+  return s;
+}
+
+ada_status ada_op_concat(ada_tensor *out, const ada_tensor *const *xs, int32_t n) {
+  const char *op = "concat";
+  ada_status s;
+  if (n < 1 || !xs) return ada_fail(ADA_EINVAL, "concat: needs at least one tensor, got %d", (int)n);
+  if ((s = chk_out(op, out)) || (s = chk_dims(op, "out", out))) return s;
+  int64_t rows = 0, want[ADA_MAX_DIMS];
+  memcpy(want, out->shape, sizeof want);
+  want[0] = -1;
+  for (int32_t i = 0; i < n; i++) {
+    char arg[32];
+    snprintf(arg, sizeof arg, "tensor %d", (int)i + 1);
+    if ((s = chk_in(op, arg, xs[i])) || (s = ada_chk_shape(op, arg, xs[i], out->ndim, want)) ||
+        (s = chk_overlap(op, out, arg, xs[i], false)))
+      return s;
+    rows += xs[i]->shape[0];
+  }
+  if (rows != out->shape[0])
+    return ada_fail(ADA_EINVAL, "concat: out %s must have %lld rows in dimension 1 (the sum over the inputs)",
+                    ada_chk_shape_str(out), (long long)rows);
+  /* each input goes to a narrowed view of out, built in place (it holds no reference) */
+  int64_t row0 = 0;
+  for (int32_t i = 0; i < n && !s; i++) {
+    ada_tensor dst = *out;
+    dst.offset += row0 * out->stride[0];
+    dst.shape[0] = xs[i]->shape[0];
+    s = ada_tensor_copy(&dst, xs[i]);
+    row0 += xs[i]->shape[0];
+  }
+  return s;
+}
