@@ -41,7 +41,7 @@ CUDA_ARCHS := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code
 NVFLAGS := -std=c++17 -O3 -g -lineinfo $(CUDA_ARCHS) -Xcompiler -fPIC,-Wall,-Wextra \
            $(if $(filter 1,$(WERROR)),-Werror all-warnings -Xcompiler -Werror) -DADA_VERSION='"$(VERSION)"'
 
-RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c runtime/io/*.c)
+RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c runtime/io/*.c runtime/adaspa/*.c)
 LUA_SRC := $(wildcard runtime/lua/*.c)
 ifeq ($(CUDA),1)
   CU_HOST := $(filter-out runtime/cuda/none.c,$(wildcard runtime/cuda/*.c))
@@ -58,7 +58,7 @@ DEP := $(OBJ:.o=.d)
 
 BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
 
-.PHONY: all deps deps-check test test-gpu asan install uninstall clean bench print-backends
+.PHONY: all deps deps-check test asan install uninstall clean bench run print-backends
 all: deps-check print-backends $(BUILD)/adaspa
 
 print-backends:
@@ -97,6 +97,11 @@ asan:
 	@$(MAKE) --no-print-directory BUILD=build-asan CUDA=0 SANITIZE=address,undefined OPT=-O1 all
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ADASPA_BIN=build-asan/adaspa build-asan/adaspa spec/busted.lua $(SPEC_ARGS)
+
+# The main job: build if needed, then the HunyuanVideo recipe (RECIPE_ARGS=field=value ...).
+RECIPE_ARGS ?=
+run: all
+	@$(BUILD)/adaspa recipe recipes/hunyuan.lua $(RECIPE_ARGS)
 
 bench: all
 	@for f in recipes/bench/*.lua; do [ -f "$$f" ] && $(BUILD)/adaspa "$$f"; done; true

@@ -18,10 +18,15 @@
 #include "opcheck.h"
 
 void ada_layout_free(ada_layout *l) {
-  if (!l) return;
+  if (!l || --l->refcount > 0) return;
   free(l->offsets);
   free(l->indices);
   free(l);
+}
+
+ada_layout *ada_layout_retain(ada_layout *l) {
+  l->refcount++;
+  return l;
 }
 
 /* Sizes every layout must have: at least one head and block, block 64 or 128, and block
@@ -40,6 +45,7 @@ static ada_status check_dims(const char *op, int64_t heads, int64_t nqb, int64_t
 /* A layout with offsets allocated (indices later, when nnz is known). */
 static ada_status new_layout(ada_layout **out, const char *op, int32_t heads, int32_t nqb, int32_t nkb, int32_t block) {
   ada_layout *l = calloc(1, sizeof *l);
+  if (l) l->refcount = 1;
   if (l) l->offsets = malloc(sizeof(int64_t) * (size_t)heads * ((size_t)nqb + 1));
   if (!l || !l->offsets) {
     free(l);

@@ -26,6 +26,7 @@ typedef struct ada_layout {
   int64_t *offsets; /* [heads * (nqb + 1)] */
   int32_t *indices; /* [nnz] */
   int64_t nnz;
+  int32_t refcount; /* owners: the creator, Lua userdata, the AdaSpa cache; see ada_layout_retain */
 } ada_layout;
 
 /* Blocks every selection keeps (inclusive-exclusive block ranges, 0-based):
@@ -40,7 +41,11 @@ typedef struct ada_layout_force {
   bool diagonal;
 } ada_layout_force;
 
+/* Drops one reference; the layout is freed with its last one. NULL is ignored. Layouts are
+ * created with one reference. */
 void ada_layout_free(ada_layout *l);
+/* Adds a reference (for a second owner); returns l. */
+ada_layout *ada_layout_retain(ada_layout *l);
 
 /* Every block of every head. block: 64 or 128. */
 ada_status ada_layout_full(ada_layout **out, int32_t heads, int32_t nqb, int32_t nkb, int32_t block);

@@ -99,8 +99,11 @@ static ada_status storage_new(ada_storage **out, size_t nbytes, ada_device dev) 
 
 static void storage_release(ada_storage *st) {
   if (!st || --st->refcount > 0) return;
-  if (st->release) st->release(st->release_ctx);
-  else if (st->device.type == ADA_CPU) free(st->data);
+  if (st->external) {
+    if (st->release) st->release(st->release_ctx);
+  } else if (st->device.type == ADA_CPU) {
+    free(st->data);
+  }
   else ada_cuda_free(st->data, st->device.index);
   free(st);
 }
@@ -177,10 +180,11 @@ ada_status ada_tensor_from_host_memory(ada_tensor **out, void *data, int32_t ndi
   st->nbytes = (size_t)ada_tensor_numel(&tmp) * (size_t)ada_dtype_size(dt);
   st->device.type = ADA_CPU;
   st->refcount = 1;
+  st->external = true;
   st->release = release;
   st->release_ctx = ctx;
   s = handle_new(out, st, &tmp);
-  if (s) { st->release = NULL; st->data = NULL; }
+  if (s) st->release = NULL; /* on failure the caller keeps its memory */
   storage_release(st);
   return s;
 }

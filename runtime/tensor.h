@@ -30,8 +30,9 @@ typedef struct ada_storage {
   size_t nbytes;
   ada_device device;
   int32_t refcount;
-  /* Memory not allocated by adaspa (a memory-mapped file): release(ctx) runs when the last
-   * reference goes, instead of freeing data. NULL for adaspa's own memory. */
+  /* Memory not allocated by adaspa (a memory-mapped file): external is set, and release(ctx)
+   * (if not NULL) runs when the last reference goes, instead of freeing data. */
+  bool external;
   void (*release)(void *ctx);
   void *release_ctx;
 } ada_storage;

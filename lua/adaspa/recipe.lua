@@ -108,6 +108,10 @@ function recipe.validate(cfg, schema, where, root, prefix)
         cfg[k] = d
       end
       local v = cfg[k]
+      if spec.type == "list" and v ~= nil and type(v) ~= "table" then
+        v = {v} -- a single value where a list is expected: search=10 means {10}
+        cfg[k] = v
+      end
       if v ~= nil and not type_ok(spec.type, v) then
         error(string.format("%s: field %s must be %s %s, got %s (%s)", where, path,
           spec.type == "integer" and "an" or "a", spec.type, show(v), type(v)), 0)

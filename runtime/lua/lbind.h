@@ -46,9 +46,12 @@ void lada_open_nn(lua_State *L);
 void lada_open_attention(lua_State *L);
 void lada_open_layout(lua_State *L);
 void lada_open_io(lua_State *L); /* runtime/lua/lio.c: adaspa.safetensors.*, adaspa.png.* */
+void lada_open_cache(lua_State *L); /* runtime/lua/lcache.c: adaspa.Cache (new, load) and its userdata */
 
 #define LADA_LAYOUT_MT "adaspa.Layout"
 struct ada_layout;
+/* Pushes a new Layout userdata owning one reference of l (takes that reference). */
+void lada_push_layout(lua_State *L, struct ada_layout *l);
 /* The live layout at idx, or an error naming fname and argname. */
 struct ada_layout *lada_check_layout(lua_State *L, int idx, const char *fname, const char *argname);
 

@@ -2,6 +2,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../cuda/cuda.h"
@@ -233,6 +235,28 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
+/* adaspa.mkdir(path): creates the folder and its parents (like mkdir -p); true, or an error
+ * naming the path. */
+static int l_mkdir(lua_State *L) {
+  size_t n;
+  const char *p = luaL_checklstring(L, 1, &n);
+  if (n == 0 || n >= 4096) return lada_error(L, "adaspa.mkdir", "path must be 1 to 4095 characters");
+  char buf[4096];
+  memcpy(buf, p, n + 1);
+  for (size_t i = 1; i <= n; i++) {
+    if (buf[i] != '/' && buf[i] != '\0') continue;
+    char c = buf[i];
+    buf[i] = '\0';
+    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+      return lada_error(L, "adaspa.mkdir", "cannot create %s: %s", buf, strerror(errno));
+    buf[i] = c;
+  }
+  struct stat st;
+  if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) return lada_error(L, "adaspa.mkdir", "%s exists and is not a folder", p);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_backends(lua_State *L) {
   lua_newtable(L);
   lua_pushstring(L, "cpu");
@@ -340,7 +364,7 @@ static const luaL_Reg core_funcs[] = {
     {"empty", l_empty},   {"zeros", l_zeros},         {"ones", l_ones},
     {"full", l_full},     {"randn", l_randn},         {"arange", l_arange},
     {"tensor", l_tensor}, {"is_tensor", l_is_tensor}, {"threads", l_threads},
-    {"backends", l_backends}, {"now", l_now}, {NULL, NULL}};
+    {"backends", l_backends}, {"now", l_now}, {"mkdir", l_mkdir}, {NULL, NULL}};
 
 static const luaL_Reg cuda_funcs[] = {
     {"available", l_cuda_available}, {"built", l_cuda_built},
@@ -364,6 +388,7 @@ int luaopen_adaspa_core(lua_State *L) {
   lada_open_attention(L);
   lada_open_layout(L);
   lada_open_io(L);
+  lada_open_cache(L);
   lua_State *main_L = L;
   lua_pushthread(L);
   main_L = lua_tothread(L, -1);

@@ -36,6 +36,10 @@ static lada_layout *push_new(lua_State *L) {
   return u;
 }
 
+void lada_push_layout(lua_State *L, ada_layout *l) {
+  push_new(L)->l = l;
+}
+
 static void describe(const ada_layout *l, char *buf, size_t n) {
   snprintf(buf, n, "heads %d, %d x %d blocks of %d", (int)l->heads, (int)l->nqb, (int)l->nkb, (int)l->block);
 }

@@ -1,0 +1,114 @@
+-- adaspa.attention: the attention context a model calls (ctx:attention(q, k, v, info)). It asks
+-- the policy what this (step, layer) runs and keeps the AdaSpa cache:
+--   dense   adaspa.attention; the LSE is stored when the next step searches;
+--   search  one fused pass, adaspa.attention_with_mass with the cached LSE (two passes, dense
+--           then block_mass with the fresh LSE, when nothing is cached or the policy asks for
+--           it); the dense output is kept; policy:select(mass) gives the layout; layout, fresh
+--           LSE and recall go to the cache;
+--   sparse  adaspa.sparse_attention with the cached layout.
+-- It also counts time and FLOPs per step and mode, for the reports.
+local adaspa = require "adaspa"
+
+local attention = {}
+local Ctx = {}
+Ctx.__index = Ctx
+
+-- policy: an object with mode(step, layer) and select(mass, layer, info) (see adaspa.policy.*);
+-- opts: {layers = n (model layers with attention), sync = bool (GPU timing)}.
+function attention.new(policy, opts)
+  opts = opts or {}
+  assert(type(policy) == "table" and type(policy.mode) == "function", "attention.new: policy needs a mode(step, layer) method")
+  local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture}, Ctx)
+  c.cache = adaspa.Cache.new(opts.layers)
+  return c
+end
+
+function Ctx:begin_step(step)
+  self.step = step
+  self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {}}
+end
+
+function Ctx:end_step()
+  local s = self.cur
+  self.steps[#self.steps + 1] = s
+  self.cur = nil
+  return s
+end
+
+local function count_mode(modes)
+  local best, n = nil, 0
+  for m, c in pairs(modes) do if c > n then best, n = m, c end end
+  return best
+end
+attention.main_mode = count_mode
+
+function Ctx:attention(q, k, v, info)
+  local p, layer, step = self.policy, info.layer, self.step
+  local mode = p:mode(step, layer)
+  if mode ~= "dense" and mode ~= "search" and mode ~= "sparse" then
+    error(string.format("attention: policy %s returned mode %s for step %d layer %d (dense, search or sparse)",
+      tostring(p.name), tostring(mode), step, layer), 2)
+  end
+  local S, H, D = unpack(q:shape())
+  local dense_flops = 4 * S * info.kv_valid * D * H
+  local t0 = adaspa.now()
+  local out, lse
+  local density = 1
+  if mode == "dense" then
+    out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
+    if p:mode(step + 1, layer) == "search" then self.cache:set(layer, {lse = lse, step = step}) end
+  elseif mode == "search" then
+    local cached = self.cache:lse(layer)
+    local block = p.block or 64
+    local mass
+    if cached == nil or (p.two_pass_first and self.cache:step(layer) == nil) then
+      out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
+      mass = adaspa.block_mass(q, k, lse, {block = block, kv_valid = info.kv_valid})
+    else
+      out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
+    end
+    local layout = p:select(mass, layer, info)
+    local recall = layout:recall(mass)
+    self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})
+    for h = 1, #recall do self.cur.recalls[#self.cur.recalls + 1] = recall[h] end
+    if self.capture then self.capture(self, "search", layer, info, mass, layout) end
+    mass:free()
+  else
+    local layout = self.cache:layout(layer)
+    if not layout then
+      error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
+        tostring(p.name), step, layer), 2)
+    end
+    out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    local d = layout:density()
+    local m = 0
+    for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
+    density = m
+  end
+  if self.sync and adaspa.cuda.available() and q:device() ~= "cpu" then adaspa.cuda.synchronize() end
+  local c = self.cur
+  c.seconds = c.seconds + (adaspa.now() - t0)
+  c.modes[mode] = (c.modes[mode] or 0) + 1
+  c.flops = c.flops + dense_flops * density
+  c.dense_flops = c.dense_flops + dense_flops
+  if self.on_output then self.on_output(self, layer, out) end
+  return out
+end
+
+-- {mode=, seconds=, density={mean,min,max} or nil, recall=mean or nil, flop_fraction=} of a step record.
+function attention.summarize(s)
+  local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1)}
+  if #s.densities > 0 then
+    local mn, mx, sum = math.huge, -math.huge, 0
+    for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end
+    r.density = {mean = sum / #s.densities, min = mn, max = mx}
+  end
+  if #s.recalls > 0 then
+    local sum = 0
+    for _, x in ipairs(s.recalls) do sum = sum + x end
+    r.recall = sum / #s.recalls
+  end
+  return r
+end
+
+return attention

@@ -1,0 +1,397 @@
+-- adaspa.jobs.video: the main job. Builds HunyuanVideo (weights from a file or synthetic),
+-- samples a latent video with flow-matching Euler, and writes the outputs: latents
+-- (safetensors), one preview PNG per latent frame, a contact sheet, and a report (text + JSON).
+local adaspa = require "adaspa"
+local hy = require "adaspa.models.hunyuan"
+local sampler = require "adaspa.sampler"
+local preview = require "adaspa.preview"
+local text = require "adaspa.text"
+local json = require "adaspa.json"
+local attention = require "adaspa.attention"
+local quality = require "adaspa.quality"
+local adaspa_policy = require "adaspa.policy.adaspa"
+local dense_policy = require "adaspa.policy.dense"
+
+local video = {}
+
+local function positive(v) if v <= 0 then return "must be positive" end end
+local function multiple16(v) if v <= 0 or v % 16 ~= 0 then return "must be a positive multiple of 16" end end
+
+video.schema = {
+  model = {
+    name = {type = "string", default = "hunyuan", check = function(v) if v ~= "hunyuan" then return "the only model is \"hunyuan\"" end end},
+    preset = {type = "string", default = "auto", check = function(v)
+      if v ~= "auto" and not hy.presets[v] then return "presets: auto, 720p, small" end end},
+    weights = {type = "string", doc = "a safetensors checkpoint (original or diffusers keys); none: synthetic"},
+    weights_seed = {type = "integer", default = 1},
+    device = {type = "string", default = "auto", check = function(v)
+      if v ~= "auto" and v ~= "cpu" and not v:match("^cuda") then return "auto, cpu or cuda[:N]" end end},
+    dtype = {type = "string", default = "auto", check = function(v)
+      if v ~= "auto" and v ~= "f32" and v ~= "bf16" then return "auto, f32 or bf16" end end},
+    hidden = {type = "integer", check = positive}, heads = {type = "integer", check = positive},
+    head_dim = {type = "integer", check = positive}, mlp_ratio = {type = "integer", check = positive},
+    text_len = {type = "integer", check = positive},
+    layers = {double = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
+              single = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
+              refiner = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end}},
+  },
+  video = {
+    width = {type = "integer", check = multiple16},
+    height = {type = "integer", check = multiple16},
+    frames = {type = "integer", check = function(v) if v < 1 or (v - 1) % 4 ~= 0 then return "must be 4k+1 (1, 5, 9, ..., 129)" end end},
+  },
+  text = {
+    prompt = {type = "string", default = "a red fox running through fresh snow at dawn"},
+    embeds = {type = "string", doc = "safetensors with text_states, text_mask, text_pooled"},
+  },
+  sampler = {
+    steps = {type = "integer", default = 50, check = positive},
+    shift = {type = "number", default = 7.0, check = positive},
+    guidance = {type = "number", default = 6.0},
+    seed = {type = "integer", default = 42, check = function(v) if v < 0 then return "must be >= 0" end end},
+  },
+  attention = {
+    policy = {type = "any", default = "adaspa", check = function(v)
+      if type(v) == "table" then
+        if type(v.mode) ~= "function" or type(v.select) ~= "function" then
+          return "a policy object needs mode(step, layer) and select(mass, layer, info) methods"
+        end
+      elseif v ~= "dense" and v ~= "adaspa" then
+        return "known policies: adaspa, dense (or a policy object defined in the recipe)"
+      end
+    end},
+    sparsity = {type = "number", default = 0.8, check = function(v) if v < 0 or v >= 1 then return "must be in [0, 1)" end end},
+    block = {type = "integer", default = 64, check = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
+    warmup = {type = "integer", default = 10, check = function(v) if v < 0 then return "must be >= 0" end end},
+    search = {type = "list", default = {10, 30}, check = function(v, root)
+      for i, s in ipairs(v) do
+        if type(s) ~= "number" or s % 1 ~= 0 or s < 0 then return string.format("entry %d is not a step number", i) end
+        if root.sampler.steps >= 1 and s >= root.sampler.steps then
+          return string.format("search step %d is beyond the schedule (steps 0..%d)", s, root.sampler.steps - 1)
+        end
+      end
+      if #v == 0 then return "must list at least one step" end
+    end},
+    head_adaptive = {type = "boolean", default = true},
+    text_sink = {type = "boolean", default = true},
+    first_frame_sink = {type = "boolean", default = false},
+    diagonal = {type = "boolean", default = true},
+    recall = {type = "number", check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end},
+    recall_cut = {type = "number", default = 0.8},
+    min_density = {type = "number", default = 0.02, check = function(v) if v < 0 or v > 1 then return "must be in [0, 1]" end end},
+    max_density = {type = "number", default = 1.0, check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end},
+    two_pass_first = {type = "boolean", default = false},
+  },
+  output = {
+    dir = {type = "string"},
+    previews = {type = "boolean", default = true},
+    upscale = {type = "integer", default = 8, check = positive},
+    quiet = {type = "boolean", default = false},
+    compare_dense = {type = "boolean", default = false},
+    error_steps = {type = "list", default = {}, doc = "steps (0-based) whose per-layer attention error against dense is reported"},
+    pictures = {type = "boolean", default = true},
+    picture_layers = {type = "list", default = {1}},
+    picture_heads = {type = "list", default = {1}},
+  },
+}
+
+-- Whether the CUDA backend can run the model's ops on this machine.
+local function gpu_runs_model()
+  if not adaspa.cuda.available() then return false, adaspa.cuda.reason() end
+  local ok, err = pcall(function()
+    local x = adaspa.ones({2, 2}, {device = "cuda"})
+    adaspa.linear(x, x, nil)
+    adaspa.attention(x:reshape({2, 1, 2}), x:reshape({2, 1, 2}), x:reshape({2, 1, 2}))
+  end)
+  return ok, not ok and tostring(err):gsub("^[^:]*:%d+: ", "") or nil
+end
+
+local function read_peak_rss()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  local kb = s:match("VmHWM:%s*(%d+)")
+  return kb and tonumber(kb) * 1024 or nil
+end
+
+-- Resolves device, dtype, preset and sizes; returns the model config and notes for the report.
+local function resolve(cfg)
+  local notes = {}
+  local device = cfg.model.device
+  if device == "auto" then
+    local ok, why = gpu_runs_model()
+    device = ok and "cuda" or "cpu"
+    if not ok then notes[#notes + 1] = "running on the CPU: " .. why end
+  end
+  local preset = cfg.model.preset
+  if preset == "auto" then
+    preset = device == "cpu" and "small" or "720p"
+    if device == "cpu" then notes[#notes + 1] = "preset auto -> small (the 720p model needs a GPU)" end
+  end
+  local over = {}
+  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len"}) do over[k] = cfg.model[k] end
+  over.layers = {}
+  for k, v in pairs(cfg.model.layers) do over.layers[k] = v end
+  if over.hidden == nil and (over.heads or over.head_dim) then
+    local p = hy.presets[preset]
+    over.hidden = (over.heads or p.heads) * (over.head_dim or p.head_dim)
+  end
+  local mcfg = hy.config(preset, over)
+  for _, k in ipairs({"width", "height", "frames"}) do
+    if cfg.video[k] == nil then cfg.video[k] = mcfg.video[k] end
+  end
+  local dtype = cfg.model.dtype
+  if dtype == "auto" then dtype = device == "cpu" and "f32" or "bf16" end
+  return mcfg, device, dtype, notes
+end
+
+local function timestamp() return os.date("%Y%m%d-%H%M%S") end
+
+-- The policy object of the recipe's attention table.
+local function make_policy(cfg)
+  local a = cfg.attention
+  if type(a.policy) == "table" then return a.policy end
+  if a.policy == "dense" then return dense_policy.new() end
+  local opts = {}
+  for _, k in ipairs(adaspa_policy.options) do opts[k] = a[k] end
+  return adaspa_policy.new(opts, cfg.sampler.steps)
+end
+
+-- One sampling run with a policy. keep_outputs: {[step] = {[layer] = tensor}} of a previous run
+-- whose attention outputs are compared (the dense reference run), or nil. Returns a table with
+-- x, steps (per-step records), timings by mode, FLOPs, outputs captured at error steps, pictures.
+local function run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, dir, keep_outputs)
+  local n_layers = mcfg.layers.double + mcfg.layers.single
+  local ctx = attention.new(policy, {layers = math.max(n_layers, 1), sync = device ~= "cpu"})
+  local error_steps = {}
+  for _, s in ipairs(cfg.output.error_steps) do error_steps[s] = true end
+  local outputs, errors = {}, {}
+  ctx.on_output = function(c, layer, out)
+    if not error_steps[c.step] then return end
+    if keep_outputs then
+      local sparse_out = keep_outputs[c.step] and keep_outputs[c.step][layer]
+      if sparse_out then
+        errors[c.step] = errors[c.step] or {}
+        errors[c.step][layer] = quality.rel_l2(sparse_out, out)
+      end
+    else
+      outputs[c.step] = outputs[c.step] or {}
+      outputs[c.step][layer] = out:clone()
+    end
+  end
+  local want_layer, want_head = {}, cfg.output.picture_heads
+  for _, l in ipairs(cfg.output.picture_layers) do want_layer[l] = true end
+  local pics = {}
+  if dir and cfg.output.pictures then
+    ctx.capture = function(c, kind, layer, info, mass, layout)
+      if not want_layer[layer] then return end
+      local pictures = require "adaspa.pictures"
+      local b = pictures.boundaries(info.grid, info.n_txt, layout:block())
+      for _, h in ipairs(want_head) do
+        if h >= 1 and h <= layout:heads() then
+          local base = string.format("%s/step%02d_layer%02d_head%02d", dir, c.step, layer, h)
+          adaspa.png.write(base .. "_mask.png", pictures.mask(layout, h, b))
+          adaspa.png.write(base .. "_mass.png", pictures.mass(mass, h, b))
+          pics[#pics + 1] = base .. "_mask.png"
+          pics[#pics + 1] = base .. "_mass.png"
+        end
+      end
+    end
+  end
+  local records = {}
+  local _, latent_shape = hy.grid(cfg.video)
+  local x = adaspa.randn(latent_shape, {seed = cfg.sampler.seed, dtype = "f32", device = device})
+  x = sampler.euler(x, function(xt, timestep, i)
+    ctx:begin_step(i - 1)
+    local v = model:forward(xt:to(dtype), timestep, cond, cfg.sampler.guidance, ctx)
+    return v:to("f32")
+  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true,
+        on_step = function(info)
+          local r = attention.summarize(ctx:end_step())
+          r.seconds_total, r.timestep = info.seconds, info.timestep
+          records[#records + 1] = r
+          local extra = ""
+          if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
+          if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
+          say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
+            sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
+        end})
+  local by_mode, att, flops, dflops = {}, 0, 0, 0
+  for i, st in ipairs(ctx.steps) do
+    local r = records[i]
+    local b = by_mode[r.mode] or {steps = 0, seconds = 0, attention = 0}
+    b.steps, b.seconds, b.attention = b.steps + 1, b.seconds + r.seconds_total, b.attention + r.seconds
+    by_mode[r.mode] = b
+    att, flops, dflops = att + st.seconds, flops + st.flops, dflops + st.dense_flops
+  end
+  if dir and cfg.output.pictures and policy.name ~= "dense" then
+    local pictures = require "adaspa.pictures"
+    local dens = {}
+    for l = 1, n_layers do dens[l] = ctx.cache:density(l) or {} end
+    local p = dir .. "/densities.png"
+    adaspa.png.write(p, pictures.density_grid(dens))
+    pics[#pics + 1] = p
+  end
+  local cache_stats = ctx.cache:stats()
+  if dir and policy.name ~= "dense" then ctx.cache:save(dir .. "/cache.safetensors") end
+  return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, flops = flops, dense_flops = dflops,
+          outputs = outputs, errors = errors, pictures = pics, cache_stats = cache_stats}
+end
+
+-- Quality of run against the dense reference ref (same seed).
+local function compare(run, ref)
+  local fa = preview.frames(run.x, 1)
+  local fb = preview.frames(ref.x, 1)
+  local pa, pb = {}, {}
+  for i = 1, #fa do pa[i], pb[i] = fa[i]:to("f32"):permute(3, 1, 2), fb[i]:to("f32"):permute(3, 1, 2) end
+  local a, b = adaspa.concat(pa), adaspa.concat(pb)                 -- [3T, h, w] u8 values as f32
+  local out = {
+    latents = {psnr = quality.psnr(run.x, ref.x), ssim = quality.ssim(run.x, ref.x), rel_l2 = quality.rel_l2(run.x, ref.x)},
+    previews = {psnr = quality.psnr(a, b, 255), ssim = quality.ssim(a, b, 255)},
+    attention_error = {},
+  }
+  local steps = {}
+  for s in pairs(ref.errors) do steps[#steps + 1] = s end
+  table.sort(steps)
+  for _, s in ipairs(steps) do
+    local per, sum, n, mx, ml = ref.errors[s], 0, 0, -1, 0
+    for l, e in pairs(per) do
+      sum, n = sum + e, n + 1
+      if e > mx then mx, ml = e, l end
+    end
+    out.attention_error[#out.attention_error + 1] = {step = s, mean = sum / n, max = mx, max_layer = ml, per_layer = per}
+  end
+  return out
+end
+
+function video.run(cfg, job)
+  local t_start = adaspa.now()
+  local mcfg, device, dtype, notes = resolve(cfg)
+  local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  for _, n in ipairs(notes) do say("adaspa: %s", n) end
+
+  local grid, latent_shape = hy.grid(cfg.video)
+  local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
+  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
+  adaspa.mkdir(dir)
+  say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
+    mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
+  say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps; output %s",
+    cfg.video.width, cfg.video.height, cfg.video.frames, table.concat(latent_shape, ", "), n_tokens,
+    mcfg.text_len, cfg.sampler.steps, dir)
+
+  local t0 = adaspa.now()
+  local weights, weights_source
+  if cfg.model.weights then
+    weights = require("adaspa.weights").load(cfg.model.weights, mcfg, {device = device, dtype = dtype})
+    weights_source = cfg.model.weights
+  else
+    weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = cfg.model.weights_seed, device = device, dtype = dtype})
+    weights_source = string.format("SYNTHETIC (seed %d): not trained weights; the pictures show attention structure, not content",
+      cfg.model.weights_seed)
+  end
+  local model = hy.new(mcfg, weights)
+  local t_weights = adaspa.now() - t0
+  say("adaspa: weights: %s (%.1f s)", weights_source, t_weights)
+
+  local cond = cfg.text.embeds and text.load(cfg.text.embeds, mcfg, {device = device, dtype = dtype})
+    or text.synthetic(cfg.text.prompt, mcfg, {device = device, dtype = dtype})
+  say("adaspa: text: %s", cond.source)
+
+  local policy = make_policy(cfg)
+  say("adaspa: attention: %s", policy.describe and policy:describe() or tostring(policy.name or "recipe policy"))
+  local run = run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, dir)
+  local x, steps = run.x, run.steps
+  local comparison
+  if cfg.output.compare_dense and policy.name ~= "dense" then
+    say("adaspa: compare_dense: the same run with dense attention")
+    local ref = run_schedule(cfg, mcfg, model, cond, device, dtype, dense_policy.new(), say, nil, run.outputs)
+    comparison = compare(run, ref)
+    say("adaspa: quality against dense: latents PSNR %.2f dB, SSIM %.4f; previews PSNR %.2f dB, SSIM %.4f",
+      comparison.latents.psnr, comparison.latents.ssim, comparison.previews.psnr, comparison.previews.ssim)
+  end
+
+  local files = {latents = dir .. "/latents.safetensors"}
+  adaspa.safetensors.save(files.latents, {latents = x}, {
+    model = "hunyuan-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
+    shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps)})
+  if cfg.output.previews then
+    local frames = preview.frames(x, cfg.output.upscale)
+    files.frames = {}
+    for i, f in ipairs(frames) do
+      local p = string.format("%s/frame_%03d.png", dir, i - 1)
+      adaspa.png.write(p, f)
+      files.frames[i] = p
+    end
+    files.contact_sheet = dir .. "/contact_sheet.png"
+    adaspa.png.write(files.contact_sheet, preview.contact_sheet(frames))
+  end
+
+  local total = adaspa.now() - t_start
+  local sampling = 0
+  for _, s in ipairs(steps) do sampling = sampling + s.seconds_total end
+  local memory = {host_peak_bytes = read_peak_rss()}
+  if device ~= "cpu" then memory.gpu = adaspa.cuda.memory() end
+  local report = {
+    adaspa = adaspa.version, recipe = job.recipe, created = os.date("%Y-%m-%d %H:%M:%S"),
+    device = device, dtype = dtype, threads = adaspa.threads(),
+    model = {preset = mcfg.preset, hidden = mcfg.hidden, heads = mcfg.heads, head_dim = mcfg.head_dim,
+             layers = mcfg.layers, weights = weights_source},
+    video = cfg.video, latent_shape = latent_shape, tokens = n_tokens, text = cond.source,
+    sampler = cfg.sampler, attention = cfg.attention, notes = notes,
+    timings = {total_seconds = total, weights_seconds = t_weights, sampling_seconds = sampling,
+               seconds_per_step = sampling / #steps, attention_seconds = run.attention_seconds,
+               by_mode = run.by_mode, steps = steps},
+    attention_flops = {done = run.flops, dense = run.dense_flops, fraction = run.flops / run.dense_flops},
+    cache = run.cache_stats, quality = comparison, pictures = run.pictures,
+    memory = memory, outputs = files,
+  }
+  local f = assert(io.open(dir .. "/report.json", "w"))
+  f:write(json.encode(report, "  "), "\n")
+  f:close()
+  local lines = {
+    string.format("adaspa %s: %s", adaspa.version, job.recipe),
+    string.format("model      HunyuanVideo %s, %d double + %d single blocks, %d heads x %d, %s on %s",
+      mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, dtype, device),
+    string.format("weights    %s", weights_source),
+    string.format("video      %dx%d, %d frames; latent [%s]; %d tokens", cfg.video.width, cfg.video.height,
+      cfg.video.frames, table.concat(latent_shape, ", "), n_tokens),
+    string.format("text       %s", cond.source),
+    string.format("sampler    flow-matching Euler, %d steps, shift %g, guidance %g, seed %d", cfg.sampler.steps,
+      cfg.sampler.shift, cfg.sampler.guidance, cfg.sampler.seed),
+    string.format("attention  %s", policy.describe and policy:describe() or tostring(policy.name)),
+    string.format("           FLOPs %.3g of dense %.3g (%.1f%%); attention time %s", run.flops, run.dense_flops,
+      100 * run.flops / run.dense_flops, sampler.duration(run.attention_seconds)),
+    string.format("time       %s total, %s sampling (%s per step), %s weights", sampler.duration(total),
+      sampler.duration(sampling), sampler.duration(sampling / #steps), sampler.duration(t_weights)),
+    string.format("memory     host peak %s%s", memory.host_peak_bytes and string.format("%.2f GiB", memory.host_peak_bytes / 2 ^ 30) or "?",
+      memory.gpu and string.format(", GPU peak %.2f GiB", memory.gpu.peak / 2 ^ 30) or ""),
+    string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
+      cfg.output.previews and string.format(", %d frame PNGs, contact_sheet.png", #files.frames) or ""),
+  }
+  for _, m in ipairs({"dense", "search", "sparse"}) do
+    local b = run.by_mode[m]
+    if b then
+      lines[#lines + 1] = string.format("steps      %-6s %3d steps, %s per step (attention %s)", m, b.steps,
+        sampler.duration(b.seconds / b.steps), sampler.duration(b.attention / b.steps))
+    end
+  end
+  if comparison then
+    lines[#lines + 1] = string.format("quality    vs dense, same seed: latents PSNR %.2f dB SSIM %.4f; previews PSNR %.2f dB SSIM %.4f",
+      comparison.latents.psnr, comparison.latents.ssim, comparison.previews.psnr, comparison.previews.ssim)
+    for _, e in ipairs(comparison.attention_error) do
+      lines[#lines + 1] = string.format("           step %d attention rel. error per layer: mean %.4f, max %.4f (layer %d)",
+        e.step, e.mean, e.max, e.max_layer)
+    end
+  end
+  lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
+  for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
+  f = assert(io.open(dir .. "/report.txt", "w"))
+  f:write(table.concat(lines, "\n"), "\n")
+  f:close()
+  say("%s", table.concat(lines, "\n"))
+  return 0
+end
+
+return video

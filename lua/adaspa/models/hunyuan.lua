@@ -1,0 +1,281 @@
+-- adaspa.models.hunyuan: HunyuanVideo's DiT (../shared/reference/hunyuan.md) built from core ops.
+--
+--   local hy = require "adaspa.models.hunyuan"
+--   local cfg = hy.config("small", {layers = {double = 1}})   -- a preset plus overrides
+--   local model = hy.new(cfg, weights)                          -- weights: name -> tensor
+--   local v = model:forward(x, t, text, guidance, ctx)          -- x [16, T, H, W] -> velocity
+--
+-- Weights use the original checkpoint's names (adaspa.weights converts diffusers' layout).
+-- Attention goes through ctx:attention(q, k, v, info), info = {layer=, kind=, kv_valid=,
+-- n_img=, n_txt=, grid=}, so a policy can make it sparse without touching the model.
+local adaspa = require "adaspa"
+
+local hy = {}
+
+hy.presets = {
+  ["720p"] = {
+    hidden = 3072, heads = 24, head_dim = 128, mlp_ratio = 4, layers = {double = 20, single = 40, refiner = 2},
+    in_channels = 16, text_dim = 4096, text_len = 256, pooled_dim = 768, rope_axes = {16, 56, 56},
+    rope_theta = 256, eps = 1e-6, video = {width = 1280, height = 720, frames = 129},
+  },
+  small = {
+    hidden = 256, heads = 2, head_dim = 128, mlp_ratio = 4, layers = {double = 2, single = 2, refiner = 1},
+    in_channels = 16, text_dim = 4096, text_len = 32, pooled_dim = 768, rope_axes = {16, 56, 56},
+    rope_theta = 256, eps = 1e-6, video = {width = 320, height = 256, frames = 17},
+  },
+}
+
+local function deep_copy(t)
+  if type(t) ~= "table" then return t end
+  local c = {}
+  for k, v in pairs(t) do c[k] = deep_copy(v) end
+  return c
+end
+
+local function merge(dst, src)
+  for k, v in pairs(src or {}) do
+    if type(v) == "table" and type(dst[k]) == "table" and #v == 0 then merge(dst[k], v) else dst[k] = deep_copy(v) end
+  end
+  return dst
+end
+
+-- A preset's configuration with overrides merged in (nested tables merge field by field).
+function hy.config(preset, overrides)
+  local p = hy.presets[preset]
+  if not p then
+    local names = {}
+    for k in pairs(hy.presets) do names[#names + 1] = k end
+    table.sort(names)
+    error(string.format("hunyuan: unknown preset %q (presets: %s)", tostring(preset), table.concat(names, ", ")), 2)
+  end
+  local cfg = merge(deep_copy(p), overrides)
+  cfg.preset = preset
+  if cfg.hidden ~= cfg.heads * cfg.head_dim then
+    error(string.format("hunyuan: hidden (%d) must equal heads (%d) x head_dim (%d)", cfg.hidden, cfg.heads, cfg.head_dim), 2)
+  end
+  local a = cfg.rope_axes
+  if a[1] + a[2] + a[3] ~= cfg.head_dim then
+    error(string.format("hunyuan: rope_axes {%d, %d, %d} must sum to head_dim %d", a[1], a[2], a[3], cfg.head_dim), 2)
+  end
+  return cfg
+end
+
+-- The latent grid and token counts of a video size: latent [16, T, H/8, W/8], tokens
+-- T x H/16 x W/16 (patch 1x2x2), with T = (frames - 1)/4 + 1.
+function hy.grid(video)
+  local T = (video.frames - 1) / 4 + 1
+  return {T, video.height / 16, video.width / 16}, {16, T, video.height / 8, video.width / 8}
+end
+
+-- Every weight of the model: name -> shape (original checkpoint layout; linears as
+-- name.weight [out, in] and name.bias [out]).
+function hy.weight_shapes(cfg)
+  local h, mlp, pd = cfg.hidden, cfg.hidden * cfg.mlp_ratio, cfg.head_dim
+  local shapes = {}
+  local function lin(name, out, inp)
+    shapes[name .. ".weight"] = {out, inp}
+    shapes[name .. ".bias"] = {out}
+  end
+  shapes["img_in.proj.weight"] = {h, cfg.in_channels, 1, 2, 2}
+  shapes["img_in.proj.bias"] = {h}
+  lin("time_in.mlp.0", h, 256); lin("time_in.mlp.2", h, h)
+  lin("guidance_in.mlp.0", h, 256); lin("guidance_in.mlp.2", h, h)
+  lin("vector_in.in_layer", h, cfg.pooled_dim); lin("vector_in.out_layer", h, h)
+  lin("txt_in.input_embedder", h, cfg.text_dim)
+  lin("txt_in.t_embedder.mlp.0", h, 256); lin("txt_in.t_embedder.mlp.2", h, h)
+  lin("txt_in.c_embedder.linear_1", h, cfg.text_dim); lin("txt_in.c_embedder.linear_2", h, h)
+  for i = 0, cfg.layers.refiner - 1 do
+    local p = "txt_in.individual_token_refiner.blocks." .. i
+    for _, n in ipairs({"norm1", "norm2"}) do
+      shapes[p .. "." .. n .. ".weight"] = {h}
+      shapes[p .. "." .. n .. ".bias"] = {h}
+    end
+    lin(p .. ".self_attn_qkv", 3 * h, h); lin(p .. ".self_attn_proj", h, h)
+    lin(p .. ".mlp.fc1", mlp, h); lin(p .. ".mlp.fc2", h, mlp)
+    lin(p .. ".adaLN_modulation.1", 2 * h, h)
+  end
+  for i = 0, cfg.layers.double - 1 do
+    local p = "double_blocks." .. i
+    for _, s in ipairs({"img", "txt"}) do
+      lin(p .. "." .. s .. "_mod.linear", 6 * h, h)
+      lin(p .. "." .. s .. "_attn_qkv", 3 * h, h)
+      shapes[p .. "." .. s .. "_attn_q_norm.weight"] = {pd}
+      shapes[p .. "." .. s .. "_attn_k_norm.weight"] = {pd}
+      lin(p .. "." .. s .. "_attn_proj", h, h)
+      lin(p .. "." .. s .. "_mlp.fc1", mlp, h); lin(p .. "." .. s .. "_mlp.fc2", h, mlp)
+    end
+  end
+  for i = 0, cfg.layers.single - 1 do
+    local p = "single_blocks." .. i
+    lin(p .. ".linear1", 3 * h + mlp, h); lin(p .. ".linear2", h, h + mlp)
+    shapes[p .. ".q_norm.weight"] = {pd}
+    shapes[p .. ".k_norm.weight"] = {pd}
+    lin(p .. ".modulation.linear", 3 * h, h)
+  end
+  lin("final_layer.linear", cfg.in_channels * 4, h)
+  lin("final_layer.adaLN_modulation.1", 2 * h, h)
+  return shapes
+end
+
+-- ---- the model ----------------------------------------------------------------------------------
+
+local Model = {}
+Model.__index = Model
+
+function hy.new(cfg, weights)
+  local shapes = hy.weight_shapes(cfg)
+  for name, shape in pairs(shapes) do
+    local w = weights[name]
+    if not w then error("hunyuan: missing weight " .. name, 2) end
+    local got = w:shape()
+    if table.concat(got, ",") ~= table.concat(shape, ",") then
+      error(string.format("hunyuan: weight %s has shape [%s], expected [%s]", name, table.concat(got, ", "),
+        table.concat(shape, ", ")), 2)
+    end
+  end
+  local m = setmetatable({cfg = cfg, w = weights}, Model)
+  -- the patch embedding is a linear over 64 inputs per token (input index c*4 + kh*2 + kw)
+  m.patch_w = weights["img_in.proj.weight"]:reshape({cfg.hidden, cfg.in_channels * 4})
+  return m
+end
+
+function Model:lin(x, name, opts)
+  return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"], opts)
+end
+
+-- Linear(SiLU(Linear(x))): the embedders of time, guidance, pooled text.
+function Model:mlp2(x, a, b)
+  return self:lin(adaspa.silu(self:lin(x, a)), b)
+end
+
+-- Modulation vectors: n chunks of Linear(SiLU(vec)), each [hidden].
+function Model:mod(vec_silu, name, n)
+  local all = self:lin(vec_silu, name):reshape({n * self.cfg.hidden})
+  local out = {}
+  for i = 1, n do out[i] = all:narrow(1, (i - 1) * self.cfg.hidden + 1, self.cfg.hidden) end
+  return out
+end
+
+function Model:ln(x)
+  return adaspa.layernorm(x, self.cfg.eps)
+end
+
+-- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given).
+function Model:split_qkv(qkv, qn, kn)
+  local S, H, D = qkv:shape()[1], self.cfg.heads, self.cfg.head_dim
+  local r = qkv:reshape({S, 3, H, D})
+  local q = r:narrow(2, 1, 1):reshape({S, H, D})
+  local k = r:narrow(2, 2, 1):reshape({S, H, D})
+  local v = r:narrow(2, 3, 1):reshape({S, H, D})
+  if qn then
+    q = adaspa.rmsnorm(q, self.w[qn], self.cfg.eps)
+    k = adaspa.rmsnorm(k, self.w[kn], self.cfg.eps)
+  end
+  return q, k, v
+end
+
+function Model:rope(x, grid, n)
+  return adaspa.rope3d(x, grid, self.cfg.rope_axes, self.cfg.rope_theta, n)
+end
+
+-- Text refiner: raw text states [L, text_dim] with `valid` leading tokens -> [L, hidden].
+function Model:refine(text, valid, temb)
+  local cfg = self.cfg
+  local mean = adaspa.matmul(adaspa.full({1, valid}, 1 / valid, {dtype = text:dtype(), device = text:device()}),
+    text:narrow(1, 1, valid))                                                   -- masked mean [1, text_dim]
+  local c = adaspa.add(self:mlp2(temb, "txt_in.t_embedder.mlp.0", "txt_in.t_embedder.mlp.2"),
+    self:mlp2(mean, "txt_in.c_embedder.linear_1", "txt_in.c_embedder.linear_2"))
+  local c_silu = adaspa.silu(c)
+  local x = self:lin(text, "txt_in.input_embedder")
+  local L = x:shape()[1]
+  for i = 0, cfg.layers.refiner - 1 do
+    local p = "txt_in.individual_token_refiner.blocks." .. i
+    local g = self:mod(c_silu, p .. ".adaLN_modulation.1", 2)
+    local n1 = adaspa.layernorm(x, cfg.eps, self.w[p .. ".norm1.weight"], self.w[p .. ".norm1.bias"])
+    local q, k, v = self:split_qkv(self:lin(n1, p .. ".self_attn_qkv"))
+    local a = adaspa.attention(q, k, v, {kv_valid = valid})
+    x = adaspa.gated_add(x, g[1], self:lin(a:reshape({L, cfg.hidden}), p .. ".self_attn_proj"), {out = x})
+    local n2 = adaspa.layernorm(x, cfg.eps, self.w[p .. ".norm2.weight"], self.w[p .. ".norm2.bias"])
+    local h = self:lin(adaspa.silu(self:lin(n2, p .. ".mlp.fc1")), p .. ".mlp.fc2")
+    x = adaspa.gated_add(x, g[2], h, {out = x})
+  end
+  return x
+end
+
+-- One velocity evaluation. x: latent [16, T, H/8, W/8]; t: timestep (0..1000);
+-- text = {states [L, text_dim], valid = n, pooled [1, pooled_dim]}; guidance: e.g. 6.0.
+-- ctx: {attention = function(ctx, q, k, v, info) -> out [S, H, D]} or nil for dense.
+function Model:forward(x, t, text, guidance, ctx)
+  local cfg = self.cfg
+  local C, T, Hl, Wl = unpack(x:shape())
+  local grid = {T, Hl / 2, Wl / 2}
+  local n_img = grid[1] * grid[2] * grid[3]
+  local L, valid = text.states:shape()[1], text.valid
+  local dev, dt = x:device(), x:dtype()
+  local function scalar(v) return adaspa.tensor({v}, {dtype = "f32", device = dev}) end
+  local temb = adaspa.timestep_embedding(scalar(t), 256, 10000):to(dt)
+  local gemb = adaspa.timestep_embedding(scalar(guidance * 1000), 256, 10000):to(dt)
+  local vec = adaspa.add(adaspa.add(self:mlp2(temb, "time_in.mlp.0", "time_in.mlp.2"),
+    self:mlp2(text.pooled, "vector_in.in_layer", "vector_in.out_layer")),
+    self:mlp2(gemb, "guidance_in.mlp.0", "guidance_in.mlp.2"))
+  local vs = adaspa.silu(vec)
+
+  local img = adaspa.linear(adaspa.patchify(x), self.patch_w, self.w["img_in.proj.bias"])   -- [n_img, hidden]
+  local txt = self:refine(text.states, valid, temb)                                          -- [L, hidden]
+  local kv_valid = n_img + valid
+  local attend = function(q, k, v, info)
+    info.kv_valid, info.n_img, info.n_txt, info.grid = kv_valid, n_img, L, grid
+    if ctx and ctx.attention then return ctx:attention(q, k, v, info) end
+    return (adaspa.attention(q, k, v, {kv_valid = kv_valid}))
+  end
+  local layer = 0
+  local h = cfg.hidden
+
+  for i = 0, cfg.layers.double - 1 do
+    local p = "double_blocks." .. i
+    local im = self:mod(vs, p .. ".img_mod.linear", 6)
+    local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
+    local iq, ik, iv = self:split_qkv(self:lin(adaspa.modulate(self:ln(img), im[1], im[2]), p .. ".img_attn_qkv"),
+      p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight")
+    local tq, tk, tv = self:split_qkv(self:lin(adaspa.modulate(self:ln(txt), tm[1], tm[2]), p .. ".txt_attn_qkv"),
+      p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
+    iq, ik = self:rope(iq, grid, n_img), self:rope(ik, grid, n_img)
+    layer = layer + 1
+    local a = attend(adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv}),
+      {layer = layer, kind = "double", index = i})
+    local S = n_img + L
+    a = a:reshape({S, h})
+    img = adaspa.gated_add(img, im[3], self:lin(a:narrow(1, 1, n_img), p .. ".img_attn_proj"), {out = img})
+    txt = adaspa.gated_add(txt, tm[3], self:lin(a:narrow(1, n_img + 1, L), p .. ".txt_attn_proj"), {out = txt})
+    local function mlp(x_, m, s)
+      local y = self:lin(adaspa.modulate(self:ln(x_), m[4], m[5]), p .. "." .. s .. "_mlp.fc1")
+      return self:lin(adaspa.gelu_tanh(y, {out = y}), p .. "." .. s .. "_mlp.fc2")
+    end
+    img = adaspa.gated_add(img, im[6], mlp(img, im, "img"), {out = img})
+    txt = adaspa.gated_add(txt, tm[6], mlp(txt, tm, "txt"), {out = txt})
+  end
+
+  local xs = adaspa.concat({img, txt})                                                       -- [S, hidden]
+  local S = n_img + L
+  local mlp_w = h * cfg.mlp_ratio
+  for i = 0, cfg.layers.single - 1 do
+    local p = "single_blocks." .. i
+    local m = self:mod(vs, p .. ".modulation.linear", 3)
+    local lin1 = self:lin(adaspa.modulate(self:ln(xs), m[1], m[2]), p .. ".linear1")       -- [S, 3h + mlp]
+    local q, k, v = self:split_qkv(lin1:narrow(2, 1, 3 * h):contiguous(), p .. ".q_norm.weight", p .. ".k_norm.weight")
+    q, k = self:rope(q, grid, n_img), self:rope(k, grid, n_img)
+    layer = layer + 1
+    local a = attend(q, k, v, {layer = layer, kind = "single", index = i}):reshape({S, h})
+    local act = adaspa.gelu_tanh(lin1:narrow(2, 3 * h + 1, mlp_w))
+    local w2 = self.w[p .. ".linear2.weight"]
+    local y = adaspa.linear(a, w2:narrow(2, 1, h), self.w[p .. ".linear2.bias"])
+    y = adaspa.add(y, adaspa.linear(act, w2:narrow(2, h + 1, mlp_w), nil), {out = y})
+    xs = adaspa.gated_add(xs, m[3], y, {out = xs})
+  end
+
+  local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
+  local out = self:lin(adaspa.modulate(self:ln(xs:narrow(1, 1, n_img)), fm[1], fm[2]), "final_layer.linear")
+  return adaspa.unpatchify(out, {T, Hl, Wl})
+end
+
+return hy

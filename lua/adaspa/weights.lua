@@ -1,0 +1,434 @@
+-- adaspa.weights: HunyuanVideo checkpoints in safetensors, in either key layout.
+--
+--   local weights = require "adaspa.weights"
+--   local w = weights.load(path, cfg, {device = "cuda", dtype = "bf16"})  -- name -> tensor
+--   local model = hy.new(cfg, w)
+--   weights.save(path, w, "diffusers")            -- or "original"
+--   local report = weights.describe(path)         -- layout, sizes, completeness per preset
+--   weights.to_diffusers(name) -> {parts = {diffusers names}, kind = "plain"|"qkv"|"qkv_mlp"|"swap"}
+--
+-- The model uses the original checkpoint's names (hy.weight_shapes). A diffusers file
+-- (HunyuanVideoTransformer3DModel, as written by diffusers' convert_hunyuan_video_to_diffusers.py)
+-- renames every key, splits the fused qkv projections into to_q/to_k/to_v (add_*_proj for the
+-- text stream), splits the single blocks' linear1 into to_q/to_k/to_v/proj_mlp, and stores the
+-- final layer's adaLN rows as (scale, shift) instead of (shift, scale). Loading undoes all of it;
+-- saving does it, so the two layouts round-trip exactly.
+local adaspa = require "adaspa"
+local hy = require "adaspa.models.hunyuan"
+
+local weights = {}
+
+local FLOAT = {f32 = true, bf16 = true, f16 = true}
+local SHOW = 5   -- problems listed per kind in describe()
+
+-- ---- the key mapping (original -> diffusers) ----------------------------------------------------
+
+-- Top-level stems. A string is a plain rename; {swap = name} stores the two row halves swapped.
+local TOP = {
+  ["img_in.proj"] = "x_embedder.proj",
+  ["time_in.mlp.0"] = "time_text_embed.timestep_embedder.linear_1",
+  ["time_in.mlp.2"] = "time_text_embed.timestep_embedder.linear_2",
+  ["guidance_in.mlp.0"] = "time_text_embed.guidance_embedder.linear_1",
+  ["guidance_in.mlp.2"] = "time_text_embed.guidance_embedder.linear_2",
+  ["vector_in.in_layer"] = "time_text_embed.text_embedder.linear_1",
+  ["vector_in.out_layer"] = "time_text_embed.text_embedder.linear_2",
+  ["txt_in.input_embedder"] = "context_embedder.proj_in",
+  ["txt_in.t_embedder.mlp.0"] = "context_embedder.time_text_embed.timestep_embedder.linear_1",
+  ["txt_in.t_embedder.mlp.2"] = "context_embedder.time_text_embed.timestep_embedder.linear_2",
+  ["txt_in.c_embedder.linear_1"] = "context_embedder.time_text_embed.text_embedder.linear_1",
+  ["txt_in.c_embedder.linear_2"] = "context_embedder.time_text_embed.text_embedder.linear_2",
+  ["final_layer.linear"] = "proj_out",
+  ["final_layer.adaLN_modulation.1"] = {swap = "norm_out.linear"},
+}
+
+-- Blocks: original prefix, diffusers prefix, and the stems inside a block. {qkv = {q, k, v}}
+-- splits rows in thirds; {qkv_mlp = {q, k, v, mlp}} splits rows hidden/hidden/hidden/rest.
+local QKV = {"attn.to_q", "attn.to_k", "attn.to_v"}
+local BLOCKS = {
+  {orig = "txt_in.individual_token_refiner.blocks", diff = "context_embedder.token_refiner.refiner_blocks",
+   count = "refiner", stems = {
+    norm1 = "norm1", norm2 = "norm2", self_attn_qkv = {qkv = QKV}, self_attn_proj = "attn.to_out.0",
+    ["mlp.fc1"] = "ff.net.0.proj", ["mlp.fc2"] = "ff.net.2", ["adaLN_modulation.1"] = "norm_out.linear"}},
+  {orig = "double_blocks", diff = "transformer_blocks", count = "double", stems = {
+    ["img_mod.linear"] = "norm1.linear", ["txt_mod.linear"] = "norm1_context.linear",
+    img_attn_qkv = {qkv = QKV}, txt_attn_qkv = {qkv = {"attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"}},
+    img_attn_q_norm = "attn.norm_q", img_attn_k_norm = "attn.norm_k",
+    txt_attn_q_norm = "attn.norm_added_q", txt_attn_k_norm = "attn.norm_added_k",
+    img_attn_proj = "attn.to_out.0", txt_attn_proj = "attn.to_add_out",
+    ["img_mlp.fc1"] = "ff.net.0.proj", ["img_mlp.fc2"] = "ff.net.2",
+    ["txt_mlp.fc1"] = "ff_context.net.0.proj", ["txt_mlp.fc2"] = "ff_context.net.2"}},
+  {orig = "single_blocks", diff = "single_transformer_blocks", count = "single", stems = {
+    linear1 = {qkv_mlp = {"attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"}}, linear2 = "proj_out",
+    q_norm = "attn.norm_q", k_norm = "attn.norm_k", ["modulation.linear"] = "norm.linear"}},
+}
+
+local ROOTS = {
+  original = {"img_in.", "time_in.", "guidance_in.", "vector_in.", "txt_in.", "double_blocks.", "single_blocks.",
+    "final_layer."},
+  diffusers = {"x_embedder.", "time_text_embed.", "context_embedder.", "transformer_blocks.",
+    "single_transformer_blocks.", "proj_out.", "norm_out."},
+}
+
+local function escape(s) return (s:gsub("%p", "%%%0")) end
+
+-- original name -> {parts = {diffusers names}, kind = "plain" | "qkv" | "qkv_mlp" | "swap"}, or nil.
+local function to_diffusers(name)
+  local stem, suffix = name:match("^(.+)%.(%w+)$")
+  if not stem then return nil end
+  local function with(kind, prefix, list)
+    local parts = {}
+    for i, p in ipairs(list) do parts[i] = prefix .. p .. "." .. suffix end
+    return {parts = parts, kind = kind}
+  end
+  local top = TOP[stem]
+  if type(top) == "string" then return with("plain", "", {top}) end
+  if top then return with("swap", "", {top.swap}) end
+  for _, b in ipairs(BLOCKS) do
+    local idx, inner = stem:match("^" .. escape(b.orig) .. "%.(%d+)%.(.+)$")
+    local m = inner and b.stems[inner]
+    if m then
+      local prefix = b.diff .. "." .. idx .. "."
+      if type(m) == "string" then return with("plain", prefix, {m}) end
+      if m.qkv then return with("qkv", prefix, m.qkv) end
+      return with("qkv_mlp", prefix, m.qkv_mlp)
+    end
+  end
+  return nil
+end
+
+-- Row sizes of the parts of an original tensor with `rows` rows (hidden: the model width).
+local function part_rows(kind, rows, hidden)
+  if kind == "plain" or kind == "swap" then return {rows} end
+  if kind == "qkv" then return {rows / 3, rows / 3, rows / 3} end
+  return {hidden, hidden, hidden, rows - 3 * hidden}
+end
+
+local function shape_str(s) return "[" .. table.concat(s, ", ") .. "]" end
+local function same_shape(a, b) return table.concat(a, ",") == table.concat(b, ",") end
+
+local function sorted_keys(t)
+  local k = {}
+  for name in pairs(t) do k[#k + 1] = name end
+  table.sort(k)
+  return k
+end
+
+local function cfg_str(cfg)
+  return string.format("config %s: hidden %d, heads %d x %d, double %d, single %d, refiner %d, text %d, pooled %d",
+    tostring(cfg.name or cfg.preset or "custom"), cfg.hidden, cfg.heads, cfg.head_dim, cfg.layers.double,
+    cfg.layers.single, cfg.layers.refiner, cfg.text_dim, cfg.pooled_dim)
+end
+
+-- The keys and shapes a complete file of cfg has in the given layout.
+local function expected_shapes(cfg, layout)
+  local shapes = hy.weight_shapes(cfg)
+  if layout == "original" then return shapes end
+  local out = {}
+  for name, shape in pairs(shapes) do
+    local m = assert(to_diffusers(name), name)
+    local rows = part_rows(m.kind, shape[1], cfg.hidden)
+    for i, p in ipairs(m.parts) do
+      local s = {unpack(shape)}
+      s[1] = rows[i]
+      out[p] = s
+    end
+  end
+  return out
+end
+
+-- The layout of a list of key names: "original" | "diffusers", or nil and the reason.
+local function detect(names)
+  local n = {original = 0, diffusers = 0}
+  for _, name in ipairs(names) do
+    for layout, roots in pairs(ROOTS) do
+      for _, r in ipairs(roots) do
+        if name:sub(1, #r) == r then n[layout] = n[layout] + 1; break end
+      end
+    end
+  end
+  if n.original > n.diffusers then return "original" end
+  if n.diffusers > n.original then return "diffusers" end
+  local first = {}
+  for i = 1, math.min(3, #names) do first[i] = "'" .. names[i] .. "'" end
+  return nil, string.format("cannot tell the key layout: %d of %d keys look original (double_blocks.N, " ..
+    "single_blocks.N, img_in.proj, ...) and %d diffusers (transformer_blocks.N, single_transformer_blocks.N, " ..
+    "x_embedder.proj, context_embedder, ...); first keys: %s", n.original, #names, n.diffusers,
+    #first > 0 and table.concat(first, ", ") or "none")
+end
+
+-- Compares a file's info against expected shapes: lists (sorted by key) of missing,
+-- unexpected, wrong shape and unsupported dtype entries.
+local function check(info, expected)
+  local r = {missing = {}, unexpected = {}, shape = {}, dtype = {}}
+  local found = {}
+  for _, e in ipairs(info) do
+    found[e.name] = e
+    local want = expected[e.name]
+    if not want then
+      r.unexpected[#r.unexpected + 1] = e
+    elseif not same_shape(want, e.shape) then
+      r.shape[#r.shape + 1] = {name = e.name, expected = want, found = e.shape}
+    end
+    if not FLOAT[e.dtype] then r.dtype[#r.dtype + 1] = e end
+  end
+  for _, name in ipairs(sorted_keys(expected)) do
+    if not found[name] then r.missing[#r.missing + 1] = {name = name, expected = expected[name]} end
+  end
+  local by = function(a, b) return a.name < b.name end
+  table.sort(r.unexpected, by); table.sort(r.shape, by); table.sort(r.dtype, by)
+  return r
+end
+
+local function info_names(info)
+  local names = {}
+  for i, e in ipairs(info) do names[i] = e.name end
+  return names
+end
+
+-- ---- load ----------------------------------------------------------------------------------------
+
+-- load(path, cfg [, {device=, dtype=}]) -> name -> tensor in the original layout of cfg.
+function weights.load(path, cfg, opts)
+  local fn = "weights.load"
+  if type(path) ~= "string" then error(fn .. ": path must be a string, got " .. type(path), 2) end
+  if type(cfg) ~= "table" or type(cfg.hidden) ~= "number" or type(cfg.layers) ~= "table" then
+    error(fn .. ": cfg must be a model config (hy.config(...)), got " .. type(cfg), 2)
+  end
+  opts = opts or {}
+  if type(opts) ~= "table" then error(fn .. ": opts must be a table, got " .. type(opts), 2) end
+  for k in pairs(opts) do
+    if k ~= "device" and k ~= "dtype" then
+      error(fn .. ": unknown option '" .. tostring(k) .. "' (options: device, dtype)", 2)
+    end
+  end
+  local device = opts.device or "cpu"
+  if type(device) ~= "string" then error(fn .. ": opts.device must be a string, got " .. type(device), 2) end
+  if opts.dtype ~= nil and not FLOAT[opts.dtype] then
+    error(string.format("%s: opts.dtype must be f32, bf16 or f16, got %s", fn, tostring(opts.dtype)), 2)
+  end
+
+  local info = adaspa.safetensors.info(path)
+  local layout, why = detect(info_names(info))
+  if not layout then error(string.format("%s: %s: %s", fn, path, why), 2) end
+  local r = check(info, expected_shapes(cfg, layout))
+  local n_bad = #r.shape + #r.missing + #r.unexpected + #r.dtype
+  if n_bad > 0 then   -- the first problem (wrong shapes first: they tell a file of other sizes)
+    local msg
+    if #r.shape > 0 then
+      local e = r.shape[1]
+      msg = string.format("key '%s' has shape %s, expected %s", e.name, shape_str(e.found), shape_str(e.expected))
+    elseif #r.missing > 0 then
+      local e = r.missing[1]
+      msg = string.format("missing key '%s' (expected shape %s)", e.name, shape_str(e.expected))
+    elseif #r.unexpected > 0 then
+      local e = r.unexpected[1]
+      msg = string.format("unexpected key '%s' (%s %s found, expected no such key)", e.name, e.dtype,
+        shape_str(e.shape))
+    else
+      local e = r.dtype[1]
+      msg = string.format("key '%s' has dtype %s, expected f32, bf16 or f16", e.name, e.dtype)
+    end
+    local all = n_bad > 1 and string.format(" (in all: %d wrong shape, %d missing, %d unexpected, %d not float)",
+      #r.shape, #r.missing, #r.unexpected, #r.dtype) or ""
+    error(string.format("%s: %s (%s layout): %s%s; expected the keys of %s", fn, path, layout, msg, all,
+      cfg_str(cfg)), 2)
+  end
+
+  local raw = adaspa.safetensors.load(path)
+  local out = {}
+  local function finish(t)   -- converted on the CPU, then moved; copies left behind are freed now
+    local u = opts.dtype and t:to(opts.dtype) or t
+    local v = u:to(device)
+    if u ~= t and u ~= v then u:free() end
+    if t ~= v then t:free() end
+    return v
+  end
+  for name, shape in pairs(hy.weight_shapes(cfg)) do
+    local t
+    if layout == "original" then
+      t = raw[name]
+    else
+      local m = to_diffusers(name)
+      local parts = {}
+      for i, p in ipairs(m.parts) do parts[i] = raw[p] end
+      if m.kind == "plain" then
+        t = parts[1]
+      elseif m.kind == "swap" then
+        local half = shape[1] / 2
+        t = adaspa.concat({parts[1]:narrow(1, half + 1, half), parts[1]:narrow(1, 1, half)})
+      else
+        local dt = parts[1]:dtype()
+        for i = 2, #parts do parts[i] = parts[i]:to(dt) end   -- a mixed-dtype file: the first part's dtype
+        t = adaspa.concat(parts)
+      end
+      if t ~= parts[1] then for _, p in ipairs(parts) do p:free() end end
+    end
+    out[name] = finish(t)
+  end
+  return out
+end
+
+-- ---- save ----------------------------------------------------------------------------------------
+
+-- save(path, w, layout): w is name -> tensor in the original layout; layout "original" | "diffusers".
+function weights.save(path, w, layout)
+  local fn = "weights.save"
+  if type(path) ~= "string" then error(fn .. ": path must be a string, got " .. type(path), 2) end
+  if type(w) ~= "table" then error(fn .. ": weights must be a table of name -> tensor, got " .. type(w), 2) end
+  if layout ~= "original" and layout ~= "diffusers" then
+    error(string.format("%s: layout must be \"original\" or \"diffusers\", got %s", fn, tostring(layout)), 2)
+  end
+  for _, name in ipairs(sorted_keys(w)) do
+    if not adaspa.is_tensor(w[name]) then
+      error(string.format("%s: weights['%s'] must be a tensor, got %s", fn, tostring(name), type(w[name])), 2)
+    end
+  end
+  if layout == "original" then return adaspa.safetensors.save(path, w) end
+  local out = {}
+  for _, name in ipairs(sorted_keys(w)) do
+    local t = w[name]
+    local m = to_diffusers(name)
+    if not m then error(string.format("%s: key '%s' is not a HunyuanVideo weight (no diffusers name)", fn, name), 2) end
+    local rows = t:shape()[1]
+    if m.kind == "plain" then
+      out[m.parts[1]] = t
+    elseif m.kind == "swap" then
+      if rows % 2 ~= 0 then
+        error(string.format("%s: key '%s' has %d rows, expected an even count", fn, name, rows), 2)
+      end
+      out[m.parts[1]] = adaspa.concat({t:narrow(1, rows / 2 + 1, rows / 2), t:narrow(1, 1, rows / 2)})
+    else
+      local hidden
+      if m.kind == "qkv_mlp" then
+        local wname = name:gsub("%.%w+$", ".weight")
+        if not w[wname] then
+          error(string.format("%s: key '%s' needs '%s' (its in-features give the split)", fn, name, wname), 2)
+        end
+        hidden = w[wname]:shape()[2]
+      elseif rows % 3 ~= 0 then
+        error(string.format("%s: key '%s' has %d rows, expected a multiple of 3 (q, k, v)", fn, name, rows), 2)
+      end
+      local sizes, start = part_rows(m.kind, rows, hidden), 1
+      if sizes[#sizes] < 1 then
+        error(string.format("%s: key '%s' has %d rows, expected more than 3 x hidden (%d)", fn, name, rows, hidden), 2)
+      end
+      for i, p in ipairs(m.parts) do
+        out[p] = t:narrow(1, start, sizes[i])
+        start = start + sizes[i]
+      end
+    end
+  end
+  return adaspa.safetensors.save(path, out)
+end
+
+-- ---- describe --------------------------------------------------------------------------------------
+
+-- The block counts of a file's keys (max index + 1 per kind).
+local function block_counts(names, layout)
+  local counts = {double = 0, single = 0, refiner = 0}
+  for _, b in ipairs(BLOCKS) do
+    local pat = "^" .. escape(layout == "original" and b.orig or b.diff) .. "%.(%d+)%."
+    for _, name in ipairs(names) do
+      local i = name:match(pat)
+      if i then counts[b.count] = math.max(counts[b.count], tonumber(i) + 1) end
+    end
+  end
+  return counts
+end
+
+-- Sizes implied by the keys: a config plus the fields that had to be assumed.
+local function infer(info, layout)
+  local shape = {}
+  for _, e in ipairs(info) do shape[e.name] = e.shape end
+  local function get(orig)   -- the shape of an original (plain) key in the file's layout
+    if layout == "original" then return shape[orig] end
+    return shape[to_diffusers(orig).parts[1]]
+  end
+  local base = hy.presets["720p"]
+  local inf, assumed = {layers = block_counts(info_names(info), layout)}, {}
+  local s = get("img_in.proj.weight")
+  if s then inf.hidden, inf.in_channels = s[1], s[2] end
+  if not inf.hidden then s = get("final_layer.linear.weight"); inf.hidden = s and s[2] end
+  s = get("double_blocks.0.img_attn_q_norm.weight") or get("single_blocks.0.q_norm.weight")
+  inf.head_dim = s and s[1]
+  s = get("double_blocks.0.img_mlp.fc1.weight") or get("txt_in.individual_token_refiner.blocks.0.mlp.fc1.weight")
+  if s and inf.hidden then inf.mlp_ratio = s[1] / inf.hidden end
+  s = get("single_blocks.0.linear2.weight")
+  if s and inf.hidden and not inf.mlp_ratio then inf.mlp_ratio = (s[2] - inf.hidden) / inf.hidden end
+  s = get("txt_in.input_embedder.weight") or get("txt_in.c_embedder.linear_1.weight")
+  inf.text_dim = s and s[2]
+  s = get("vector_in.in_layer.weight")
+  inf.pooled_dim = s and s[2]
+  for _, k in ipairs({"hidden", "in_channels", "head_dim", "mlp_ratio", "text_dim", "pooled_dim"}) do
+    if not inf[k] then inf[k] = base[k]; assumed[#assumed + 1] = k end
+  end
+  inf.heads = inf.hidden / inf.head_dim
+  -- the non-weight fields (text_len, video, rope) come from the preset of that width, else small
+  local preset = inf.hidden == base.hidden and "720p" or "small"
+  local ok, cfg
+  if inf.heads % 1 ~= 0 then
+    ok, cfg = false, string.format("hidden %d is not a multiple of head_dim %d", inf.hidden, inf.head_dim)
+  else
+    ok, cfg = pcall(hy.config, preset, inf)
+  end
+  local err
+  if not ok then   -- still describe the file against these sizes; the config is just not runnable
+    err = tostring(cfg)
+    cfg = {}
+    for k, v in pairs(hy.presets[preset]) do cfg[k] = v end
+    for k, v in pairs(inf) do cfg[k] = v end
+  end
+  cfg.name = "inferred"
+  return cfg, assumed, err
+end
+
+local function candidate(name, cfg, info, layout)
+  local r = check(info, expected_shapes(cfg, layout))
+  local c = {name = name, cfg = cfg, n_missing = #r.missing, n_unexpected = #r.unexpected,
+    n_shape = #r.shape, missing = {}, unexpected = {}, mismatched = {}}
+  for i = 1, math.min(SHOW, #r.missing) do
+    c.missing[i] = r.missing[i].name .. " " .. shape_str(r.missing[i].expected)
+  end
+  for i = 1, math.min(SHOW, #r.unexpected) do
+    c.unexpected[i] = r.unexpected[i].name .. " " .. shape_str(r.unexpected[i].shape)
+  end
+  for i = 1, math.min(SHOW, #r.shape) do
+    local s = r.shape[i]
+    c.mismatched[i] = string.format("%s: expected %s, found %s", s.name, shape_str(s.expected), shape_str(s.found))
+  end
+  c.complete = #r.missing == 0 and #r.unexpected == 0 and #r.shape == 0 and #r.dtype == 0
+  return c
+end
+
+-- describe(path) -> {path, layout, layout_error, tensors, bytes, dtypes = {dtype = count},
+-- bad_dtypes = {"name (dtype)"}, inferred = cfg, assumed = {fields}, inferred_error,
+-- candidates = {{name, cfg, complete, n_missing, missing, n_unexpected, unexpected, n_shape,
+-- mismatched}, ...} (presets by name, then "inferred"), complete = {names of complete candidates}}.
+function weights.describe(path)
+  if type(path) ~= "string" then error("weights.describe: path must be a string, got " .. type(path), 2) end
+  local info = adaspa.safetensors.info(path)
+  local rep = {path = path, tensors = #info, bytes = 0, dtypes = {}, bad_dtypes = {}, candidates = {}, complete = {}}
+  for _, e in ipairs(info) do
+    rep.bytes = rep.bytes + e.bytes
+    rep.dtypes[e.dtype] = (rep.dtypes[e.dtype] or 0) + 1
+    if not FLOAT[e.dtype] then rep.bad_dtypes[#rep.bad_dtypes + 1] = e.name .. " (" .. e.dtype .. ")" end
+  end
+  table.sort(rep.bad_dtypes)
+  rep.layout, rep.layout_error = detect(info_names(info))
+  if not rep.layout then return rep end
+  for _, name in ipairs(sorted_keys(hy.presets)) do
+    rep.candidates[#rep.candidates + 1] = candidate(name, hy.config(name), info, rep.layout)
+  end
+  rep.inferred, rep.assumed, rep.inferred_error = infer(info, rep.layout)
+  local c = candidate("inferred", rep.inferred, info, rep.layout)
+  if rep.inferred_error then c.complete = false; c.error = rep.inferred_error end
+  rep.candidates[#rep.candidates + 1] = c
+  for _, cand in ipairs(rep.candidates) do
+    if cand.complete then rep.complete[#rep.complete + 1] = cand.name end
+  end
+  return rep
+end
+
+weights.to_diffusers = to_diffusers     -- exposed for tools and specs
+
+return weights

@@ -1,0 +1,38 @@
+-- HunyuanVideo text-to-video: the main recipe.   adaspa recipe recipes/hunyuan.lua [field=value ...]
+-- On a GPU whose backend runs the model: the real 720p, 129-frame configuration. Elsewhere the
+-- `small` preset (same architecture, narrow, few layers) so the whole recipe runs on a CPU; the
+-- run says which it chose. Without model.weights the weights are synthetic (see the README).
+-- Every field can be overridden from the command line, e.g.
+--   adaspa recipe hunyuan sampler.steps=20 video.frames=9 model.layers.single=1
+return {
+  model = {
+    name = "hunyuan",
+    preset = "auto",          -- auto | 720p | small
+    -- weights = "hunyuan-video-t2v-720p.safetensors",   -- original or diffusers keys
+    device = "auto",          -- auto | cpu | cuda
+  },
+  video = {},                 -- defaults from the preset: 1280x720x129 (720p), 320x256x17 (small)
+  text = {
+    prompt = "a red fox running through fresh snow at dawn",
+    -- embeds = "fox.safetensors",   -- text_states [256, 4096], text_mask [256], text_pooled [768]
+  },
+  sampler = {steps = 50, shift = 7.0, guidance = 6.0, seed = 42},
+  attention = {
+    policy = "adaspa",        -- adaspa | dense | a policy object {mode = fn, select = fn} defined here
+    sparsity = 0.8,           -- mean fraction of blocks dropped per head
+    block = 64,               -- 64 or 128 tokens
+    warmup = 10,              -- steps 0..9 dense (steps count from 0, as in the paper)
+    search = {10, 30},        -- fused search passes; the steps between reuse the layouts
+    head_adaptive = true,     -- tiers (1+s)/2, s, (3s-1)/2 by each head's recall
+    text_sink = true,         -- text blocks always kept, as rows and columns
+    first_frame_sink = false,
+    -- recall = 0.95,         -- instead of tiers: keep blocks until each row's mass reaches it
+  },
+  output = {
+    previews = true,          -- frame PNGs and a contact sheet; dir defaults to out/hunyuan-<time>
+    pictures = true,          -- masks and mass heat maps at search steps, a layer x head density grid
+    picture_layers = {1}, picture_heads = {1},
+    compare_dense = false,    -- also run dense with the same seed and report PSNR/SSIM against it
+    error_steps = {},         -- steps whose per-layer attention error against dense is reported
+  },
+}

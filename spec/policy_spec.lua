@@ -1,0 +1,178 @@
+-- AdaSpa policies and the attention context: schedule, selection rules, the cache, recipe-defined
+-- policies, and validation of every policy field.
+local attention = require "adaspa.attention"
+local adaspa_policy = require "adaspa.policy.adaspa"
+local dense_policy = require "adaspa.policy.dense"
+
+-- q, k, v [S, H, D] with local structure (nearby tokens similar), so mass is far from uniform.
+local function qkv(S, H, D, seed)
+  local base = adaspa.randn({S, 3, H, D}, {seed = seed})
+  local smooth = adaspa.randn({math.ceil(S / 16), 1, H, D}, {seed = seed + 1})
+  local rows = {}
+  for i = 1, math.ceil(S / 16) do rows[i] = smooth:narrow(1, i, 1):expand({16, 3, H, D}) end
+  local x = adaspa.add(adaspa.scale(base, 0.5), adaspa.concat(rows):narrow(1, 1, S):contiguous())
+  local function part(i) return x:narrow(2, i, 1):reshape({S, H, D}) end
+  return part(1), part(2), part(3)
+end
+
+-- info as the model passes it: n_img image tokens then n_txt text tokens, all valid.
+local function info(layer, n_img, n_txt)
+  return {layer = layer, kind = "double", index = layer - 1, kv_valid = n_img + n_txt, n_img = n_img, n_txt = n_txt,
+          grid = {n_img / 64, 8, 8}}
+end
+
+local S_IMG, S_TXT, H, D = 1024, 40, 4, 64
+local q, k, v = qkv(S_IMG + S_TXT, H, D, 1)
+
+local function run_steps(p, steps, layers)
+  local ctx = attention.new(p, {layers = layers or 1})
+  local outs, modes = {}, {}
+  for step = 0, steps - 1 do
+    ctx:begin_step(step)
+    outs[step] = ctx:attention(q, k, v, info(1, S_IMG, S_TXT))
+    local s = ctx:end_step()
+    modes[step] = attention.summarize(s).mode
+  end
+  return ctx, outs, modes
+end
+
+describe("the adaspa policy schedule", function()
+  it("runs warm-up steps dense, searches at the search steps and reuses layouts between", function()
+    local p = adaspa_policy.new({warmup = 2, search = {2, 4}}, 6)
+    local ctx, _, modes = run_steps(p, 6)
+    assert.same({[0] = "dense", "dense", "search", "sparse", "search", "sparse"}, modes)
+    assert.equal(4, ctx.cache:step(1))
+    local dense = adaspa.attention(q, k, v)
+    -- a search step keeps the dense output of the fused pass
+    local ctx2 = attention.new(adaspa_policy.new({warmup = 1, search = {1}}, 2), {layers = 1})
+    ctx2:begin_step(0); ctx2:attention(q, k, v, info(1, S_IMG, S_TXT)); ctx2:end_step()
+    ctx2:begin_step(1)
+    local out = ctx2:attention(q, k, v, info(1, S_IMG, S_TXT))
+    assert.equal(0, spec_maxdiff(out, dense))
+  end)
+
+  it("stores the LSE of the dense step before a search, and the fresh LSE at the search", function()
+    local ctx = attention.new(adaspa_policy.new({warmup = 3, search = {3}}, 4), {layers = 1})
+    for step = 0, 1 do ctx:begin_step(step); ctx:attention(q, k, v, info(1, S_IMG, S_TXT)); ctx:end_step() end
+    assert.is_nil(ctx.cache:lse(1))
+    ctx:begin_step(2); ctx:attention(q, k, v, info(1, S_IMG, S_TXT)); ctx:end_step()
+    assert.equal(2, ctx.cache:lse_step(1))
+    ctx:begin_step(3); ctx:attention(q, k, v, info(1, S_IMG, S_TXT)); ctx:end_step()
+    assert.equal(3, ctx.cache:lse_step(1))
+    local _, lse = adaspa.attention(q, k, v)
+    assert.equal(0, spec_maxdiff(ctx.cache:lse(1), lse))
+  end)
+
+  it("sparsity 0 reproduces dense attention exactly", function()
+    local _, outs = run_steps(adaspa_policy.new({sparsity = 0, warmup = 1, search = {1}}, 4), 4)
+    local dense = adaspa.attention(q, k, v)
+    for step = 0, 3 do assert.equal(0, spec_maxdiff(outs[step], dense), "step " .. step) end
+  end)
+end)
+
+describe("adaspa selection", function()
+  local _, lse = adaspa.attention(q, k, v)
+  local mass = adaspa.block_mass(q, k, lse, {block = 64})
+  local nqb = mass:shape()[2]
+  local text_block = math.floor(S_IMG / 64) + 1
+
+  it("keeps the asked density with equal row counts and the text blocks always", function()
+    local p = adaspa_policy.new({sparsity = 0.75, head_adaptive = false, diagonal = false}, 50)
+    local l = p:select(mass, 1, info(1, S_IMG, S_TXT))
+    for h = 1, H do
+      local counts = {}
+      for qb = 1, text_block - 1 do
+        local row = l:row(h, qb)
+        counts[#counts + 1] = #row
+        local has_text = false
+        for _, kb in ipairs(row) do if kb == text_block then has_text = true end end
+        assert.is_true(has_text, "text block kept in row " .. qb)
+      end
+      for i = 2, #counts do assert.equal(counts[1], counts[i]) end
+      assert.equal(math.max(math.floor(0.25 * nqb + 0.5), 1), counts[1])
+      assert.equal(nqb, #l:row(h, text_block)) -- the text query row keeps every block
+    end
+  end)
+
+  it("head-adaptive tiers keep the mean sparsity and give the best heads the sparsest layouts", function()
+    local s = 0.75
+    local p = adaspa_policy.new({sparsity = s, recall_cut = 0.0}, 50)
+    local f = p:force(info(1, S_IMG, S_TXT), nqb, nqb)
+    local d = p:tiers(mass, f)
+    local sum = 0
+    for h = 1, H do sum = sum + d[h] end
+    assert.is_true(math.abs(sum / H - (1 - s)) < 1e-12, "mean density " .. sum / H)
+    local probe = adaspa.layout.topk(mass, {density = 1 - s, force = f}):recall(mass)
+    local best, worst = 1, 1
+    for h = 2, H do
+      if probe[h] > probe[best] then best = h end
+      if probe[h] < probe[worst] then worst = h end
+    end
+    assert.is_true(math.abs(d[best] - (1 - (1 + s) / 2)) < 1e-12)
+    assert.is_true(math.abs(d[worst] - (1 - (3 * s - 1) / 2)) < 1e-12)
+  end)
+
+  it("with a recall target each head reaches it", function()
+    local p = adaspa_policy.new({recall = 0.9, min_density = 0.0}, 50)
+    local l = p:select(mass, 1, info(1, S_IMG, S_TXT))
+    for h, r in ipairs(l:recall(mass)) do assert.is_true(r >= 0.9 - 1e-6, "head " .. h .. " recall " .. r) end
+  end)
+
+  it("the first-frame sink keeps the first frame's blocks in every row", function()
+    local p = adaspa_policy.new({sparsity = 0.9, first_frame_sink = true}, 50)
+    local inf = info(1, S_IMG, S_TXT)
+    inf.grid = {4, 16, 16} -- 256 tokens per frame: blocks 1..4
+    local l = p:select(mass, 1, inf)
+    for qb = 1, nqb do
+      local row = {}
+      for _, kb in ipairs(l:row(2, qb)) do row[kb] = true end
+      for kb = 1, 4 do assert.is_true(row[kb] == true, string.format("row %d block %d", qb, kb)) end
+    end
+  end)
+end)
+
+describe("policies", function()
+  it("dense is dense everywhere", function()
+    local _, outs, modes = run_steps(dense_policy.new(), 3)
+    for step = 0, 2 do assert.equal("dense", modes[step]) end
+    assert.equal(0, spec_maxdiff(outs[2], adaspa.attention(q, k, v)))
+  end)
+
+  it("a policy defined in Lua is called for its modes and selections", function()
+    local calls = {mode = 0, select = 0}
+    local mine = {name = "mine", block = 64}
+    function mine:mode(step) calls.mode = calls.mode + 1; return step == 0 and "search" or "sparse" end
+    function mine:select(mass_, layer, inf)
+      calls.select = calls.select + 1
+      assert.equal(1, layer)
+      assert.equal(S_IMG, inf.n_img)
+      local s = mass_:shape()
+      return adaspa.layout.full(s[1], s[2], s[3])
+    end
+    local _, outs = run_steps(mine, 3)
+    assert.is_true(calls.mode >= 3)
+    assert.equal(1, calls.select)
+    assert.is_true(spec_maxdiff(outs[2], adaspa.attention(q, k, v)) < 1e-6)
+  end)
+
+  it("a mode that is not dense, search or sparse is an error naming the policy", function()
+    local bad = {name = "bad", mode = function() return "fast" end, select = function() end}
+    spec_error(function() run_steps(bad, 1) end, "policy bad", "fast")
+  end)
+
+  it("sparse before any search is an error naming the step and layer", function()
+    local bad = {name = "eager", mode = function() return "sparse" end, select = function() end}
+    spec_error(function() run_steps(bad, 1) end, "eager", "step 0", "layer 1", "no layout")
+  end)
+
+  it("every bad field is an error naming it", function()
+    spec_error(function() adaspa_policy.new({sparsity = 1.0}, 50) end, "sparsity = 1", "[0, 1)")
+    spec_error(function() adaspa_policy.new({sparsity = -0.1}, 50) end, "sparsity")
+    spec_error(function() adaspa_policy.new({block = 96}, 50) end, "block = 96", "64 or 128")
+    spec_error(function() adaspa_policy.new({search = {10, 60}}, 50) end, "search step 60", "beyond the schedule")
+    spec_error(function() adaspa_policy.new({search = {5}, warmup = 10}, 50) end, "search step 5", "warm-up")
+    spec_error(function() adaspa_policy.new({search = {}}, 50) end, "search")
+    spec_error(function() adaspa_policy.new({recall = 1.5}, 50) end, "recall")
+    spec_error(function() adaspa_policy.new({speed = 2}, 50) end, "unknown option speed")
+  end)
+end)
