@@ -308,6 +308,13 @@ function video.run(cfg, job)
     say("adaspa: compare_dense: the same run with dense attention")
     local ref = run_schedule(cfg, mcfg, model, cond, device, dtype, dense_policy.new(), say, nil, run.outputs)
     comparison = compare(run, ref)
+    local function total_of(r)
+      local t = 0
+      for _, st in ipairs(r.steps) do t = t + st.seconds_total end
+      return t
+    end
+    comparison.timing = {sampling_seconds = total_of(run), dense_sampling_seconds = total_of(ref),
+                         attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds}
     say("adaspa: quality against dense: latents PSNR %.2f dB, SSIM %.4f; previews PSNR %.2f dB, SSIM %.4f",
       comparison.latents.psnr, comparison.latents.ssim, comparison.previews.psnr, comparison.previews.ssim)
   end
@@ -347,9 +354,6 @@ function video.run(cfg, job)
     cache = run.cache_stats, quality = comparison, pictures = run.pictures,
     memory = memory, outputs = files,
   }
-  local f = assert(io.open(dir .. "/report.json", "w"))
-  f:write(json.encode(report, "  "), "\n")
-  f:close()
   local lines = {
     string.format("adaspa %s: %s", adaspa.version, job.recipe),
     string.format("model      HunyuanVideo %s, %d double + %d single blocks, %d heads x %d, %s on %s",
@@ -370,6 +374,21 @@ function video.run(cfg, job)
     string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
       cfg.output.previews and string.format(", %d frame PNGs, contact_sheet.png", #files.frames) or ""),
   }
+  do
+    local dsum, dn, dmin, dmax, rsum, rn = 0, 0, math.huge, -math.huge, 0, 0
+    for _, r in ipairs(steps) do
+      if r.density then
+        dsum, dn = dsum + r.density.mean, dn + 1
+        dmin, dmax = math.min(dmin, r.density.min), math.max(dmax, r.density.max)
+      end
+      if r.recall then rsum, rn = rsum + r.recall, rn + 1 end
+    end
+    if dn > 0 then
+      lines[#lines + 1] = string.format("sparsity   sparse steps keep %.3f of the blocks (heads %.3f..%.3f); mean recall at the searches %.3f",
+        dsum / dn, dmin, dmax, rn > 0 and rsum / rn or 0 / 0)
+      report.sparsity = {density_mean = dsum / dn, density_min = dmin, density_max = dmax, recall_mean = rn > 0 and rsum / rn or nil}
+    end
+  end
   for _, m in ipairs({"dense", "search", "sparse"}) do
     local b = run.by_mode[m]
     if b then
@@ -378,6 +397,11 @@ function video.run(cfg, job)
     end
   end
   if comparison then
+    local tm = comparison.timing
+    lines[#lines + 1] = string.format("speed      vs dense: sampling %s vs %s (%.2fx), attention %s vs %s (%.2fx)",
+      sampler.duration(tm.sampling_seconds), sampler.duration(tm.dense_sampling_seconds),
+      tm.dense_sampling_seconds / tm.sampling_seconds, sampler.duration(tm.attention_seconds),
+      sampler.duration(tm.dense_attention_seconds), tm.dense_attention_seconds / tm.attention_seconds)
     lines[#lines + 1] = string.format("quality    vs dense, same seed: latents PSNR %.2f dB SSIM %.4f; previews PSNR %.2f dB SSIM %.4f",
       comparison.latents.psnr, comparison.latents.ssim, comparison.previews.psnr, comparison.previews.ssim)
     for _, e in ipairs(comparison.attention_error) do
@@ -387,11 +411,15 @@ function video.run(cfg, job)
   end
   lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
   for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
+  local f = assert(io.open(dir .. "/report.json", "w"))
+  f:write(json.encode(report, "  "), "\n")
+  f:close()
   f = assert(io.open(dir .. "/report.txt", "w"))
   f:write(table.concat(lines, "\n"), "\n")
   f:close()
   say("%s", table.concat(lines, "\n"))
-  return 0
+  report.lines = lines
+  return 0, report
 end
 
 return video
