@@ -75,6 +75,26 @@ describe("recipe sandbox", function()
     assert.is_false(r.has_exec)
   end)
 
+  it("lets recipes write files only into the run's output folder", function()
+    local p = spec_tmpfile("return {save = function(path) adaspa.png.write(path, adaspa.zeros({2, 2}, {dtype = 'u8'})) end, " ..
+      "st = function(path) adaspa.safetensors.save(path, {x = adaspa.zeros({1})}) end, cache = function() return adaspa.Cache end}")
+    local r = recipe.load(p, adaspa)
+    os.remove(p)
+    recipe.write_root = nil
+    spec_error(function() r.save("/tmp/x.png") end, "adaspa.png.write", "only into the run's output folder")
+    local dir = os.tmpname()
+    os.remove(dir)
+    adaspa.mkdir(dir)
+    recipe.write_root = dir
+    spec_error(function() r.st("/tmp/elsewhere.safetensors") end, "adaspa.safetensors.save", dir)
+    spec_error(function() r.save(dir .. "/../escape.png") end, "adaspa.png.write")
+    r.save(dir .. "/ok.png")
+    assert.same({2, 2, 1}, adaspa.png.read(dir .. "/ok.png"):shape())
+    spec_error(function() r.cache() end, "adaspa.Cache is not available")
+    recipe.write_root = nil
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("refuses require of non-adaspa modules and reports the recipe's own errors", function()
     local p = spec_tmpfile("local lfs = require 'lfs'\nreturn {}")
     spec_error(function() recipe.load(p, adaspa) end, "require of lfs is not allowed")

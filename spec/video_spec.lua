@@ -28,6 +28,9 @@ describe("adaspa recipe hunyuan (tiny)", function()
     assert.is_true(t.latents:norm() > 0)
     local f0 = adaspa.png.read(dir .. "/frame_000.png")
     assert.same({32, 64, 3}, f0:shape()) -- 4x8 latent pixels upscaled 8x
+    -- synthetic weights are said on the pictures too: a yellow "SYNTHETIC WEIGHTS" banner
+    assert.same({255, 221, 0}, {f0:get(1, 1, 1), f0:get(1, 1, 2), f0:get(1, 1, 3)})
+    assert.same({0, 0, 0}, {f0:get(4, 6, 1), f0:get(4, 6, 2), f0:get(4, 6, 3)}) -- top bar of the S
     assert.truthy(io.open(dir .. "/frame_001.png"))
     local sheet = adaspa.png.read(dir .. "/contact_sheet.png")
     assert.equal(3, sheet:shape()[3])

@@ -148,11 +148,49 @@ end
 
 -- ---- sandbox -------------------------------------------------------------------------------------
 
--- The environment a recipe runs in: the adaspa library and pure Lua libraries; no io, no
--- os.execute/remove/rename/exit, no loadfile/dofile; require only of adaspa modules.
+-- Where sandboxed code may write (the running job's output folder); nil: nowhere.
+recipe.write_root = nil
+
+-- Raises unless path lies inside recipe.write_root.
+function recipe.check_write(fname, path)
+  if type(path) ~= "string" then error(fname .. ": path must be a string", 3) end
+  local root = recipe.write_root
+  if not root then
+    error(string.format("%s: recipes may write only into the run's output folder (writing %s)", fname, path), 3)
+  end
+  local prefix = root:gsub("/+$", "") .. "/"
+  if path:sub(1, #prefix) ~= prefix or path:find("/../", 1, true) or path:sub(-3) == "/.." then
+    error(string.format("%s: recipes may write only into the run's output folder %s (writing %s)", fname, root, path), 3)
+  end
+end
+
+-- The adaspa library as recipes see it: the same, except that functions writing files check
+-- recipe.write_root, and the cache (whose save writes anywhere) is left out.
+local function sandboxed_adaspa(adaspa)
+  local st = setmetatable({save = function(path, ...)
+    recipe.check_write("adaspa.safetensors.save", path)
+    return adaspa.safetensors.save(path, ...)
+  end}, {__index = adaspa.safetensors})
+  local png = setmetatable({write = function(path, ...)
+    recipe.check_write("adaspa.png.write", path)
+    return adaspa.png.write(path, ...)
+  end}, {__index = adaspa.png})
+  local proxy = {safetensors = st, png = png, Cache = false,
+    mkdir = function(path) recipe.check_write("adaspa.mkdir", path .. "/x"); return adaspa.mkdir(path) end}
+  return setmetatable({}, {__index = function(_, k)
+    local v = proxy[k]
+    if v == false then error("recipe sandbox: adaspa." .. k .. " is not available to recipes", 2) end
+    if v ~= nil then return v end
+    return adaspa[k]
+  end})
+end
+
+-- The environment a recipe runs in: the adaspa library (file writes confined to the output
+-- folder) and pure Lua libraries; no io, no os.execute/remove/rename/exit, no loadfile/dofile;
+-- require only of adaspa modules.
 function recipe.sandbox(adaspa)
   local env = {
-    adaspa = adaspa, assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next,
+    adaspa = sandboxed_adaspa(adaspa), assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next,
     pcall = pcall, xpcall = xpcall, print = print, select = select, tonumber = tonumber,
     tostring = tostring, type = type, unpack = unpack, setmetatable = setmetatable,
     getmetatable = getmetatable, rawget = rawget, rawset = rawset, rawequal = rawequal,

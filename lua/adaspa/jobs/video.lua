@@ -66,7 +66,7 @@ video.schema = {
     search = {type = "list", default = {10, 30}, check = function(v, root)
       for i, s in ipairs(v) do
         if type(s) ~= "number" or s % 1 ~= 0 or s < 0 then return string.format("entry %d is not a step number", i) end
-        if root.sampler.steps >= 1 and s >= root.sampler.steps then
+        if root.attention.policy == "adaspa" and root.sampler.steps >= 1 and s >= root.sampler.steps then
           return string.format("search step %d is beyond the schedule (steps 0..%d)", s, root.sampler.steps - 1)
         end
       end
@@ -275,6 +275,7 @@ function video.run(cfg, job)
   local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
   local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
   adaspa.mkdir(dir)
+  require("adaspa.recipe").write_root = dir
   say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
     mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
   say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps; output %s",
@@ -325,6 +326,8 @@ function video.run(cfg, job)
     shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps)})
   if cfg.output.previews then
     local frames = preview.frames(x, cfg.output.upscale)
+    local synthetic = not cfg.model.weights
+    if synthetic then for _, f in ipairs(frames) do preview.label(f, "SYNTHETIC WEIGHTS") end end
     files.frames = {}
     for i, f in ipairs(frames) do
       local p = string.format("%s/frame_%03d.png", dir, i - 1)
