@@ -239,6 +239,23 @@ local function run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, 
           outputs = outputs, errors = errors, pictures = pics, cache_stats = cache_stats}
 end
 
+-- Median seconds of a step and of its attention, per mode: robust to a busy machine.
+local function median_steps(records)
+  local by = {}
+  for _, r in ipairs(records) do
+    by[r.mode] = by[r.mode] or {step = {}, attention = {}}
+    table.insert(by[r.mode].step, r.seconds_total)
+    table.insert(by[r.mode].attention, r.seconds)
+  end
+  local out = {}
+  for m, v in pairs(by) do
+    table.sort(v.step)
+    table.sort(v.attention)
+    out[m] = {steps = #v.step, step = v.step[math.floor((#v.step + 1) / 2)], attention = v.attention[math.floor((#v.attention + 1) / 2)]}
+  end
+  return out
+end
+
 -- Quality of run against the dense reference ref (same seed).
 local function compare(run, ref)
   local fa = preview.frames(run.x, 1)
@@ -315,7 +332,8 @@ function video.run(cfg, job)
       return t
     end
     comparison.timing = {sampling_seconds = total_of(run), dense_sampling_seconds = total_of(ref),
-                         attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds}
+                         attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds,
+                         median_step = median_steps(run.steps), dense_median_step = median_steps(ref.steps)}
     say("adaspa: quality against dense: latents PSNR %.2f dB, SSIM %.4f; previews PSNR %.2f dB, SSIM %.4f",
       comparison.latents.psnr, comparison.latents.ssim, comparison.previews.psnr, comparison.previews.ssim)
   end
