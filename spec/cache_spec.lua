@@ -15,18 +15,7 @@ local function cleanup()
   temps = {}
 end
 
--- Random block mass [H, nqb, nkb] (positive, rows summing to 1).
-local function rand_mass(h, nqb, nkb, seed)
-  local t = adaspa.randn({h, nqb, nkb}, {seed = seed}):totable()
-  for _, head in ipairs(t) do
-    for _, row in ipairs(head) do
-      local s = 0
-      for j = 1, nkb do row[j] = math.exp(row[j]); s = s + row[j] end
-      for j = 1, nkb do row[j] = row[j] / s end
-    end
-  end
-  return adaspa.tensor(t)
-end
+local rand_mass = spec_rand_mass
 
 -- A thresholded random layout over S tokens (block 64 unless given), its mass and per-head recall.
 local function rand_layout(h, s, seed, block)

@@ -1,20 +1,7 @@
 -- Block-sparse layouts: adaspa.layout.full / from_mask / topk / threshold and the Layout
 -- userdata, checked against plain Lua selections on random mass; forced blocks; bad input; free.
 
--- Random block mass [H, nqb, nkb] f32: exp(randn), each row normalized to sum 1 (never zero).
--- Returns the tensor and its values as stored (f32), m[h][qb][kb].
-local function rand_mass(h, nqb, nkb, seed)
-  local t = adaspa.randn({h, nqb, nkb}, {seed = seed}):totable()
-  for _, head in ipairs(t) do
-    for _, row in ipairs(head) do
-      local s = 0
-      for j = 1, nkb do row[j] = math.exp(row[j]); s = s + row[j] end
-      for j = 1, nkb do row[j] = row[j] / s end
-    end
-  end
-  local m = adaspa.tensor(t)
-  return m, m:totable()
-end
+local rand_mass = spec_rand_mass
 
 -- The layout's kept blocks as sets: kept[h][qb][kb] = true; checks each row is strictly increasing.
 local function kept_sets(l)

@@ -93,3 +93,18 @@ function spec_rel_l2(got, ref)
   if den == 0 then return math.sqrt(num) end
   return math.sqrt(num / den)
 end
+
+-- Random block mass [H, nqb, nkb] f32: exp(randn), each row normalized to sum 1 (never zero).
+-- Returns the tensor and its values as stored (f32), m[h][qb][kb].
+function spec_rand_mass(h, nqb, nkb, seed)
+  local t = adaspa.randn({h, nqb, nkb}, {seed = seed}):totable()
+  for _, head in ipairs(t) do
+    for _, row in ipairs(head) do
+      local s = 0
+      for j = 1, nkb do row[j] = math.exp(row[j]); s = s + row[j] end
+      for j = 1, nkb do row[j] = row[j] / s end
+    end
+  end
+  local m = adaspa.tensor(t)
+  return m, m:totable()
+end

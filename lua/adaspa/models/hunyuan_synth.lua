@@ -34,15 +34,8 @@ local hy = require "adaspa.models.hunyuan"
 
 local synth = {}
 
--- 32-bit FNV-1a of a string: the per-tensor seed, the same on every machine.
-function synth.hash(s)
-  local h = 2166136261
-  for i = 1, #s do
-    h = bit.bxor(h, s:byte(i))
-    h = bit.tobit(h * 16777619 % 2 ^ 32)
-  end
-  return h % 2 ^ 32
-end
+-- 32-bit FNV-1a of a string (adaspa.text's): the per-tensor seed, the same on every machine.
+synth.hash = require("adaspa.text").hash
 
 local function seed_of(seed, name) return synth.hash(string.format("hunyuan_synth/%d/%s", seed, name)) end
 
