@@ -28,6 +28,115 @@ int ada_launch_arange(void *dst, ada_dtype ddt, int64_t n, double start, double 
 /* kernels/randn.cu: contiguous dst[i] = ada_randn_at(seed, i) in ddt (f32, bf16 or f16). */
 int ada_launch_randn(void *dst, ada_dtype ddt, int64_t n, uint64_t seed, void *stream);
 
+/* ---- kernels/nn.cu: the non-GEMM neural-network ops (f32 math; inputs and outputs f32, bf16 or
+ * f16, each with its own dtype). Rows of an input [rows, c] have their last dimension contiguous
+ * and start at a 1- or 2-level stride: row r begins at element (r / n1) * s0 + (r % n1) * s1
+ * (n1 = 1: r * s0; n1 > 1 needs rows < 2^32). Outputs are contiguous [rows, c]. `vec` allows
+ * 16-byte loads and stores: every pointer 16-byte aligned and every row start a multiple of 8
+ * elements (the launcher does not check it; the host side does). ---------------------------- */
+typedef struct ada_nn_rows {
+  int64_t n1, s1, s0;
+} ada_nn_rows;
+
+/* An operand of a row-wise op: a full [rows, c] input (rows as above), or with bcast set one
+ * contiguous [c] vector used for every row. p NULL: absent. */
+typedef struct ada_nn_operand {
+  const void *p;
+  ada_dtype dt;
+  int32_t bcast;
+  ada_nn_rows rows;
+} ada_nn_operand;
+
+enum {
+  ADA_NN_MODULATE = 0, /* x * (1 + b) + a (a = shift, b = scale) */
+  ADA_NN_GATED_ADD,    /* x + a * b (a = gate, b = y) */
+  ADA_NN_ADD,          /* x + a */
+  ADA_NN_MUL,          /* x * a */
+  ADA_NN_SCALE,        /* x * s */
+  ADA_NN_SILU,         /* x / (1 + exp(-x)) */
+  ADA_NN_GELU_TANH     /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+};
+
+/* out [rows, c] = kind(x, a, b, s); out may be x (same elements) for in-place use. */
+int ada_launch_rowwise(int32_t kind, void *out, ada_dtype odt, int64_t rows, int64_t c, const ada_nn_operand *x,
+                       const ada_nn_operand *a, const ada_nn_operand *b, float s, int32_t vec, void *stream);
+
+/* Norms over the last dimension c of x [rows, c]: layernorm (rms = 0) or rmsnorm (rms = 1);
+ * w, bias: [c] vectors or NULL (bias only for layernorm). With shift and scale (broadcast [c]
+ * vectors, both or neither; layernorm only) the result is also modulated: y * (1 + scale) +
+ * shift, the fused layernorm + modulate. out may be x when x is contiguous. */
+typedef struct ada_nn_norm_args {
+  void *out;
+  ada_dtype odt;
+  ada_nn_operand x;
+  int64_t rows, c;
+  double eps;
+  int32_t rms, vec;
+  const void *w, *bias, *shift, *scale;
+  ada_dtype wdt, bdt, shdt, scdt;
+} ada_nn_norm_args;
+int ada_launch_norm(const ada_nn_norm_args *a, void *stream);
+
+/* 3D RoPE (see ada_op_rope3d): x [s, h, d] with strides (xs_s, xs_h, 1) -> out [s, h, d]
+ * contiguous (out may be x when x is contiguous). table: device scratch of
+ * ada_rope3d_table_len(grid, axes) floats, filled here (cos and sin per axis, position, pair,
+ * computed in double as the CPU does) before the rotation kernel runs. */
+int64_t ada_rope3d_table_len(const int32_t grid[3], const int32_t axes[3]);
+int ada_launch_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s, int64_t xs_h, int64_t s,
+                      int64_t h, int64_t d, const int32_t grid[3], const int32_t axes[3], double theta,
+                      int64_t n_tokens, float *table, void *stream);
+
+/* x [c, t, hgt, w] with strides xs[0..2] and 1 -> out [t * hgt/2 * w/2, 4c] contiguous. */
+int ada_launch_patchify(void *out, ada_dtype odt, const void *x, ada_dtype xdt, const int64_t xs[3], int64_t c,
+                        int64_t t, int64_t hgt, int64_t w, void *stream);
+/* x [t * hgt/2 * w/2, 4c] with row stride ldx (columns contiguous) -> out [c, t, hgt, w] contiguous. */
+int ada_launch_unpatchify(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t ldx, int64_t c, int64_t t,
+                          int64_t hgt, int64_t w, void *stream);
+/* t [n] (element stride ts) -> out [n, dim]: cos and sin of t * exp(-log_max_period * k / (dim/2)),
+ * in double as the CPU does. */
+int ada_launch_timestep_embedding(void *out, ada_dtype odt, const void *t, ada_dtype tdt, int64_t ts, int64_t n,
+                                  int64_t dim, double log_max_period, void *stream);
+
+/* kernels/attention.cu: dense and block-sparse attention, block mass and attention fused with
+ * block mass on tensor cores (mma.sync m16n8k16 bf16, f32 accumulation; sm_80 and later).
+ * One CTA of 4 warps per (query tile, head); key tiles of 64 keys. q, k, v are bf16 [S, H, dim]
+ * views: element (s, h, d) at s * rs + h * hs + d, base 16-byte aligned, rs and hs multiples of 8.
+ * Outputs are contiguous: out [sq, heads, out_dim] (out_dtype f32, bf16 or f16), lse and lse_in
+ * [heads, sq] f32, mass [heads, nmqb, nmkb] f32 (nmqb = ceil(sq / mass_block), nmkb = ceil(skv /
+ * mass_block)). Semantics are those of runtime/cpu/cpu_attn.h: keys >= kv_valid are ignored, a row
+ * without keys gets 0 and lse -inf, mass is the mean over the block's rows. */
+enum { ADA_ATTN_DENSE = 0, ADA_ATTN_SPARSE = 1, ADA_ATTN_FUSED = 2, ADA_ATTN_MASS = 3 };
+
+typedef struct ada_attn_params {
+  int32_t mode;                 /* ADA_ATTN_*: DENSE/SPARSE write out and lse, FUSED out, lse and
+                                   mass under lse_in, MASS only mass under lse_in */
+  const void *q, *k, *v;        /* bf16; v unused by MASS */
+  int64_t q_rs, q_hs, k_rs, k_hs, v_rs, v_hs;
+  int64_t sq, skv, kv_valid;    /* 0 < kv_valid <= skv */
+  int32_t heads, dim;           /* dim: 64 or 128 (inputs zero-padded to it) */
+  float scale;                  /* finite, nonzero; may be negative */
+  void *out;                    /* [sq, heads, out_dim], out_dim <= dim */
+  ada_dtype out_dtype;
+  int32_t out_dim;
+  float *lse;
+  const float *lse_in;          /* FUSED, MASS: finite */
+  float *mass;                  /* FUSED, MASS */
+  int32_t mass_block;           /* 64 or 128 */
+  /* SPARSE: CSR per head over blocks of layout_block (64: query tiles of 64 rows, 128: 128);
+   * order[i] = h * nqb + qb of the i-th CTA (NULL: natural order). */
+  const int64_t *offsets;
+  const int32_t *indices;
+  const int32_t *order;
+  int32_t layout_block;
+} ada_attn_params;
+
+/* Enqueues the kernel of p->mode; cudaErrorInvalidValue for parameters outside the above. */
+int ada_launch_attention(const ada_attn_params *p, void *stream);
+
+/* result[0] = number of non-finite values of x[0, n), result[1] = index of the first one
+ * (UINT64_MAX when none); result is device memory, written by the kernels (2 launches). */
+int ada_launch_count_nonfinite(const float *x, int64_t n, unsigned long long *result, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,12 +1,17 @@
 /* attention.c: the attention ops of ops.h (ada_op_attention, ada_op_sparse_attention,
- * ada_op_block_mass, ada_op_attention_with_mass): argument validation, f32 staging of strided or
- * low-precision inputs and outputs, and dispatch to the CPU kernels (runtime/cpu/attention.c). */
+ * ada_op_block_mass, ada_op_attention_with_mass): argument validation, then dispatch: tensors on
+ * the CPU go through f32 staging of strided or low-precision inputs and outputs to the CPU kernels
+ * (runtime/cpu/attention.c); tensors on one CUDA device go to the CUDA backend
+ * (runtime/cuda/cuda_attn.h), which stages them on the device. */
 #include <math.h>
 #include <stddef.h>
 
 #include "cpu/cpu_attn.h"
 #include "opcheck.h"
 #include "ops.h"
+/* the CUDA entry point is weak here: a build without the CUDA backend does not define it */
+#define ADA_CUDA_ATTN_WEAK 1
+#include "cuda/cuda_attn.h"
 
 /* Dense attention runs query tiles of 128 rows against key blocks of 64: the same row results as
  * sparse attention over a full layout of blocks of 64, with half the key and value traffic. */
@@ -42,8 +47,7 @@ static ada_status check_qkv(const char *op, const ada_tensor *q, const ada_tenso
                     b == k ? "k" : "v", ada_dtype_name(b->dtype), ada_chk_shape_str(b), ada_dtype_name(q->dtype),
                     ada_chk_shape_str(q));
   }
-  if ((s = ada_chk_same_device(op, "k", k, "q", q)) || (v && (s = ada_chk_same_device(op, "v", v, "q", q))) ||
-      (s = ada_chk_cpu(op, q)))
+  if ((s = ada_chk_same_device(op, "k", k, "q", q)) || (v && (s = ada_chk_same_device(op, "v", v, "q", q))))
     return s;
   if (!isfinite(o->scale))
     return ada_fail(ADA_EINVAL, "%s: scale must be finite, got %g", op, o->scale);
@@ -195,6 +199,33 @@ static ada_status run_attention(const char *op, ada_tensor *out, ada_tensor *lse
 
 static const ada_attn_opts no_opts = {0, 0, 0};
 
+static bool on_cuda(const ada_tensor *t) { return t->storage->device.type == ADA_CUDA; }
+
+/* The CUDA backend once everything is validated (all tensors on q's device). */
+static ada_status run_cuda(const char *op, ada_cuda_attn_mode mode, ada_tensor *out, ada_tensor *lse, ada_tensor *mass,
+                           const ada_tensor *q, const ada_tensor *k, const ada_tensor *v, const ada_tensor *lse_in,
+                           const ada_layout *layout, const attn_dims *dm) {
+  if (!ADA_CUDA_ATTN_PRESENT)
+    return ada_fail(ADA_EUNSUPPORTED, "%s: this build has no CUDA backend (move the tensors to the CPU)", op);
+  return ada_cuda_attn(op, mode, out, lse, mass, q, k, v, lse_in, layout, dm->kv_valid, dm->scale, dm->block);
+}
+
+/* ada_layout_check, or only its size checks for a layout whose device mirror exists on q's
+ * device: the mirror is uploaded only after a full check passed, and layouts are immutable, so
+ * the O(nnz) structure scan runs once per layout and device, not once per call. */
+static ada_status check_layout(const ada_layout *l, const char *op, const ada_tensor *q, const attn_dims *dm) {
+  if (!l || !on_cuda(q) || !l->dev_offsets || l->dev_index != q->storage->device.index)
+    return ada_layout_check(l, op, dm->heads, dm->sq, dm->skv);
+  if (l->heads != dm->heads)
+    return ada_fail(ADA_EINVAL, "%s: layout has %d heads, the attention has %d", op, l->heads, dm->heads);
+  if (l->nqb != cdiv(dm->sq, l->block) || l->nkb != cdiv(dm->skv, l->block))
+    return ada_fail(ADA_EINVAL,
+                    "%s: layout has %d x %d blocks of %d, attention over %lld queries and %lld keys needs %lld x %lld",
+                    op, l->nqb, l->nkb, l->block, (long long)dm->sq, (long long)dm->skv,
+                    (long long)cdiv(dm->sq, l->block), (long long)cdiv(dm->skv, l->block));
+  return ADA_OK;
+}
+
 ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
                             const ada_tensor *v, const ada_attn_opts *o) {
   static const char *op = "attention";
@@ -207,6 +238,7 @@ ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_no_alias(op, 2, 5, ts, names)))
     return s;
+  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_DENSE, out, lse, NULL, q, k, v, NULL, NULL, &dm);
   return run_attention(op, out, lse, NULL, q, k, v, NULL, NULL, &dm);
 }
 
@@ -217,13 +249,14 @@ ada_status ada_op_sparse_attention(ada_tensor *out, ada_tensor *lse, const ada_t
   attn_dims dm;
   ada_status s;
   if ((s = check_qkv(op, q, k, v, o ? o : &no_opts, &dm))) return s;
-  if ((s = ada_layout_check(layout, op, dm.heads, dm.sq, dm.skv))) return s;
+  if ((s = check_layout(layout, op, q, &dm))) return s;
   dm.qtile = dm.block = layout->block;
   const int64_t oshape[3] = {dm.sq, dm.heads, dm.dim}, lshape[2] = {dm.heads, dm.sq};
   const ada_tensor *ts[] = {out, lse, q, k, v};
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_no_alias(op, 2, 5, ts, names)))
     return s;
+  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_SPARSE, out, lse, NULL, q, k, v, NULL, layout, &dm);
   return run_attention(op, out, lse, NULL, q, k, v, NULL, layout, &dm);
 }
 
@@ -240,6 +273,7 @@ ada_status ada_op_block_mass(ada_tensor *mass, const ada_tensor *q, const ada_te
   const int64_t mshape[3] = {dm.heads, cdiv(dm.sq, dm.block), cdiv(dm.skv, dm.block)};
   const ada_tensor *ts[] = {mass, q, k, lse};
   if ((s = check_out(op, "mass", mass, 3, mshape, true, q)) || (s = check_no_alias(op, 1, 4, ts, names))) return s;
+  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_MASS, NULL, NULL, mass, q, k, NULL, lse, NULL, &dm);
   staged st;
   if ((s = stage(&st, q, k, NULL, lse))) return s;
   if (!(s = check_finite(op, "lse", lse, st.t[3]))) {
@@ -267,5 +301,6 @@ ada_status ada_op_attention_with_mass(ada_tensor *out, ada_tensor *lse, ada_tens
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_out(op, "mass", mass, 3, mshape, true, q)) || (s = check_no_alias(op, 3, 7, ts, names)))
     return s;
+  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_FUSED, out, lse, mass, q, k, v, lse_cached, NULL, &dm);
   return run_attention(op, out, lse, mass, q, k, v, lse_cached, NULL, &dm);
 }

@@ -15,10 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/cuda.h"
 #include "opcheck.h"
 
 void ada_layout_free(ada_layout *l) {
   if (!l || --l->refcount > 0) return;
+  if (l->dev_offsets) ada_cuda_free(l->dev_offsets, l->dev_index); /* the device mirror, if any */
   free(l->offsets);
   free(l->indices);
   free(l);

@@ -27,6 +27,16 @@ typedef struct ada_layout {
   int32_t *indices; /* [nnz] */
   int64_t nnz;
   int32_t refcount; /* owners: the creator, Lua userdata, the AdaSpa cache; see ada_layout_retain */
+  /* The device mirror for the CUDA kernels, uploaded on first use on a GPU by
+   * runtime/cuda/attention_cuda.c and returned to the allocator by ada_layout_free: one allocation
+   * on device dev_index that dev_offsets points to (NULL: none), holding offsets (int64, as
+   * above), indices (int32, at dev_indices) and the CTA order (int32 [heads * nqb], rows
+   * h * nqb + qb by descending length, at dev_order). A layout is immutable once built, so the
+   * mirror never goes stale. Zero-initialize new layouts (calloc). */
+  void *dev_offsets;
+  void *dev_indices;
+  void *dev_order;
+  int32_t dev_index;
 } ada_layout;
 
 /* Blocks every selection keeps (inclusive-exclusive block ranges, 0-based):

@@ -1,7 +1,8 @@
 /* ops.c: the neural-network ops of ops.h (linear, matmul, norms, elementwise, rope3d, patchify,
- * unpatchify, timestep_embedding, concat): argument validation, f32 staging of inputs and
- * outputs, and dispatch to the CPU kernels of runtime/cpu/cpu_nn.h. Every check runs before
- * anything is written. */
+ * unpatchify, timestep_embedding, concat): argument validation, then dispatch: tensors on the
+ * CPU go through f32 staging of inputs and outputs to the CPU kernels of runtime/cpu/cpu_nn.h;
+ * tensors on one CUDA device go to the CUDA backend (runtime/cuda/cuda_ops.h), which stages
+ * them on the device. Every check runs before anything is written. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,16 +11,16 @@
 #include "cpu/cpu_nn.h"
 #include "opcheck.h"
 #include "ops.h"
+/* the CUDA entry points are weak here: a build without the CUDA backend does not define them */
+#define ADA_CUDA_OPS_WEAK 1
+#include "cuda/cuda_ops.h"
 
 /* ---- shared checks ------------------------------------------------------------------------- */
 
-/* An input: a float tensor on the CPU. */
-static ada_status chk_in(const char *op, const char *arg, const ada_tensor *t) {
-  ada_status s = ada_chk_float(op, arg, t);
-  return s ? s : ada_chk_cpu(op, t);
-}
+/* An input: a float tensor (chk_devices checks where it lives). */
+static ada_status chk_in(const char *op, const char *arg, const ada_tensor *t) { return ada_chk_float(op, arg, t); }
 
-/* The output: a contiguous float tensor on the CPU. */
+/* The output: a contiguous float tensor. */
 static ada_status chk_out(const char *op, const ada_tensor *out) {
   ada_status s = chk_in(op, "out", out);
   return s ? s : ada_chk_contiguous(op, "out", out);
@@ -49,6 +50,37 @@ static ada_status chk_overlap(const char *op, const ada_tensor *out, const char 
   return ada_fail(ADA_EINVAL, "%s: out %s overlaps %s %s in memory%s", op, ada_chk_shape_str(out), arg,
                   ada_chk_shape_str(t), may_alias ? " (out may be that very tensor, not another view of it)" : "");
 }
+
+/* The n tensors ts (NULL entries skipped) on one device: each on the device of the first, the
+ * message naming both arguments. */
+static ada_status chk_devices(const char *op, int n, const char *const *names, const ada_tensor *const *ts) {
+  int first = -1;
+  for (int i = 0; i < n; i++) {
+    if (!ts[i]) continue;
+    if (first < 0) {
+      first = i;
+      continue;
+    }
+    ada_status s = ada_chk_same_device(op, names[i], ts[i], names[first], ts[first]);
+    if (s) return s;
+  }
+  return ADA_OK;
+}
+
+/* Up to four tensors (NULL: absent) on one device. */
+static ada_status devices(const char *op, const char *n0, const ada_tensor *t0, const char *n1, const ada_tensor *t1,
+                          const char *n2, const ada_tensor *t2, const char *n3, const ada_tensor *t3) {
+  return chk_devices(op, 4, (const char *const[]){n0, n1, n2, n3}, (const ada_tensor *const[]){t0, t1, t2, t3});
+}
+
+static bool on_cuda(const ada_tensor *t) { return t->storage->device.type == ADA_CUDA; }
+
+static ada_status no_cuda(const char *op) {
+  return ada_fail(ADA_EUNSUPPORTED, "%s: this build has no CUDA backend (move the tensors to the CPU)", op);
+}
+
+/* Calls the CUDA backend's fn with the arguments (op names the op in the error without it). */
+#define CUDA_OP(fn, ...) (ADA_CUDA_OP_PRESENT(fn) ? fn(__VA_ARGS__) : no_cuda(op))
 
 static ada_status chk_dims(const char *op, const char *arg, const ada_tensor *t) {
   if (t->ndim >= 1) return ADA_OK;
@@ -99,13 +131,15 @@ ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor 
   const char *op = "linear";
   ada_status s;
   if ((s = chk_in(op, "x", x)) || (s = chk_in(op, "w", w)) || (b && (s = chk_in(op, "b", b))) ||
-      (s = chk_out(op, out)) || (s = ada_chk_shape(op, "x", x, 2, (const int64_t[]){-1, -1})) ||
+      (s = chk_out(op, out)) || (s = devices(op, "x", x, "w", w, "b", b, "out", out)) ||
+      (s = ada_chk_shape(op, "x", x, 2, (const int64_t[]){-1, -1})) ||
       (s = ada_chk_shape(op, "w", w, 2, (const int64_t[]){-1, x->shape[1]})) ||
       (b && (s = ada_chk_shape(op, "b", b, 1, (const int64_t[]){w->shape[0]}))) ||
       (s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){x->shape[0], w->shape[0]})) ||
       (s = chk_overlap(op, out, "x", x, false)) || (s = chk_overlap(op, out, "w", w, false)) ||
       (s = chk_overlap(op, out, "b", b, false)))
     return s;
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_linear, out, x, w, b);
   return run_gemm(out, x, w, true, b);
 }
 
@@ -113,11 +147,13 @@ ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor 
   const char *op = "matmul";
   ada_status s;
   if ((s = chk_in(op, "a", a)) || (s = chk_in(op, "b", b)) || (s = chk_out(op, out)) ||
+      (s = devices(op, "a", a, "b", b, "out", out, NULL, NULL)) ||
       (s = ada_chk_shape(op, "a", a, 2, (const int64_t[]){-1, -1})) ||
       (s = ada_chk_shape(op, "b", b, 2, (const int64_t[]){a->shape[1], -1})) ||
       (s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){a->shape[0], b->shape[1]})) ||
       (s = chk_overlap(op, out, "a", a, false)) || (s = chk_overlap(op, out, "b", b, false)))
     return s;
+  if (on_cuda(a)) return CUDA_OP(ada_cuda_op_matmul, out, a, b);
   return run_gemm(out, a, b, false, NULL);
 }
 
@@ -128,12 +164,19 @@ static ada_status chk_eps(const char *op, double eps) {
   return ada_fail(ADA_EINVAL, "%s: eps must be a finite number >= 0, got %g", op, eps);
 }
 
-/* Shared by layernorm (layer) and rmsnorm: x [.., C], weight and bias [C] or NULL. */
+static ada_status chk_operand(const char *op, const char *arg, const ada_tensor *v, const char *xn,
+                              const ada_tensor *x, int64_t *ld);
+
+/* Shared by layernorm (layer) and rmsnorm: x [.., C], weight and bias [C] or NULL. With shift
+ * and scale (layernorm_modulate, layer only) the result is then modulated (see there); the
+ * caller checks that their shapes fit x and that they do not overlap out. */
 static ada_status norm(const char *op, bool layer, ada_tensor *out, const ada_tensor *x, double eps,
-                       const ada_tensor *weight, const ada_tensor *bias) {
+                       const ada_tensor *weight, const ada_tensor *bias, const ada_tensor *shift,
+                       const ada_tensor *scale) {
   ada_status s;
   if ((s = chk_in(op, "x", x)) || (weight && (s = chk_in(op, "weight", weight))) ||
-      (bias && (s = chk_in(op, "bias", bias))) || (s = chk_out(op, out)) || (s = chk_dims(op, "x", x)))
+      (bias && (s = chk_in(op, "bias", bias))) || (s = chk_out(op, out)) ||
+      (s = devices(op, "x", x, "weight", weight, "bias", bias, "out", out)) || (s = chk_dims(op, "x", x)))
     return s;
   const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
   if ((weight && (s = ada_chk_shape(op, "weight", weight, 1, &c))) ||
@@ -141,6 +184,16 @@ static ada_status norm(const char *op, bool layer, ada_tensor *out, const ada_te
       (s = chk_eps(op, eps)) || (s = chk_overlap(op, out, "x", x, true)) ||
       (s = chk_overlap(op, out, "weight", weight, true)) || (s = chk_overlap(op, out, "bias", bias, true)))
     return s;
+  if (shift) {
+    /* one pass on the GPU when shift and scale are [C] vectors; else layernorm, then modulate */
+    if (on_cuda(x) && ada_tensor_numel(shift) == c && ada_tensor_numel(scale) == c)
+      return CUDA_OP(ada_cuda_op_layernorm_modulate, out, x, eps, weight, bias, shift, scale);
+    s = norm("layernorm", true, out, x, eps, weight, bias, NULL, NULL);
+    return s ? s : ada_op_modulate(out, out, shift, scale);
+  }
+  if (on_cuda(x))
+    return layer ? CUDA_OP(ada_cuda_op_layernorm, out, x, eps, weight, bias)
+                 : CUDA_OP(ada_cuda_op_rmsnorm, out, x, weight, eps);
   const ada_tensor *ux, *uw = NULL, *ub = NULL;
   ada_tensor *tx = NULL, *tw = NULL, *tb = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, true, &ux, &tx);
@@ -162,11 +215,11 @@ static ada_status norm(const char *op, bool layer, ada_tensor *out, const ada_te
 
 ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                             const ada_tensor *bias) {
-  return norm("layernorm", true, out, x, eps, weight, bias);
+  return norm("layernorm", true, out, x, eps, weight, bias, NULL, NULL);
 }
 
 ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps) {
-  return norm("rmsnorm", false, out, x, eps, weight, NULL);
+  return norm("rmsnorm", false, out, x, eps, weight, NULL, NULL, NULL);
 }
 
 /* ---- elementwise ----------------------------------------------------------------------------------- */
@@ -199,9 +252,18 @@ static ada_status rowwise(const char *op, ew_kind kind, ada_tensor *out, const c
   int64_t ld1 = 0, ld2 = 0;
   if ((s = chk_in(op, xn, x)) || (s = chk_dims(op, xn, x)) || (s = chk_operand(op, n1, v1, xn, x, &ld1)) ||
       (n2 && (s = chk_operand(op, n2, v2, xn, x, &ld2))) || (s = chk_out(op, out)) ||
-      (s = ada_chk_same_shape(op, "out", out, xn, x)) || (s = chk_overlap(op, out, xn, x, true)) ||
-      (s = chk_overlap(op, out, n1, v1, true)) || (s = chk_overlap(op, out, n2, v2, true)))
+      (s = devices(op, xn, x, n1, v1, n2, v2, "out", out)) || (s = ada_chk_same_shape(op, "out", out, xn, x)) ||
+      (s = chk_overlap(op, out, xn, x, true)) || (s = chk_overlap(op, out, n1, v1, true)) ||
+      (s = chk_overlap(op, out, n2, v2, true)))
     return s;
+  if (on_cuda(x)) {
+    switch (kind) {
+    case EW_MODULATE: return CUDA_OP(ada_cuda_op_modulate, out, x, v1, v2);
+    case EW_GATED_ADD: return CUDA_OP(ada_cuda_op_gated_add, out, x, v1, v2);
+    case EW_ADD: return CUDA_OP(ada_cuda_op_add, out, x, v1);
+    case EW_MUL: return CUDA_OP(ada_cuda_op_mul, out, x, v1);
+    }
+  }
   const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
   const ada_tensor *ux, *u1, *u2 = NULL;
   ada_tensor *tx = NULL, *t1 = NULL, *t2 = NULL, *tout = NULL, *buf;
@@ -241,13 +303,37 @@ ada_status ada_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b)
   return rowwise("mul", EW_MUL, out, "a", a, "b", b, NULL, NULL);
 }
 
+/* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift; shift and scale [C] or x's shape.
+ * The input of attention and MLP in every DiT block: on a GPU with [C] shift and scale it is one
+ * pass over x (kernels/nn.cu), which also skips rounding the layernorm to out's dtype in between;
+ * otherwise layernorm into out, then modulate in place. out may be x. */
+ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                                     const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale) {
+  const char *op = "layernorm_modulate";
+  ada_status s;
+  int64_t l1, l2;
+  if ((s = chk_in(op, "x", x)) || (s = chk_dims(op, "x", x)) || (s = chk_operand(op, "shift", shift, "x", x, &l1)) ||
+      (s = chk_operand(op, "scale", scale, "x", x, &l2)) || (s = chk_out(op, out)) ||
+      (s = devices(op, "x", x, "shift", shift, "scale", scale, "out", out)) ||
+      (s = chk_overlap(op, out, "shift", shift, false)) || (s = chk_overlap(op, out, "scale", scale, false)))
+    return s;
+  return norm(op, true, out, x, eps, weight, bias, shift, scale);
+}
+
 typedef enum { UN_SCALE, UN_SILU, UN_GELU_TANH } un_kind;
 
 static ada_status unary(const char *op, un_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {
   ada_status s;
-  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
-      (s = chk_overlap(op, out, "x", x, true)))
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)) ||
+      (s = ada_chk_same_shape(op, "out", out, "x", x)) || (s = chk_overlap(op, out, "x", x, true)))
     return s;
+  if (on_cuda(x)) {
+    switch (kind) {
+    case UN_SCALE: return CUDA_OP(ada_cuda_op_scale, out, x, sc);
+    case UN_SILU: return CUDA_OP(ada_cuda_op_silu, out, x);
+    case UN_GELU_TANH: return CUDA_OP(ada_cuda_op_gelu_tanh, out, x);
+    }
+  }
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, true, &ux, &tx);
@@ -285,7 +371,7 @@ ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t gri
                          double theta, int64_t n_tokens) {
   const char *op = "rope3d";
   ada_status s;
-  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) ||
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)) ||
       (s = ada_chk_shape(op, "x", x, 3, (const int64_t[]){-1, -1, -1})) ||
       (s = ada_chk_same_shape(op, "out", out, "x", x)) || (s = chk_overlap(op, out, "x", x, true)))
     return s;
@@ -306,6 +392,7 @@ ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t gri
                     "got %lld",
                     cells, (int)grid[0], (int)grid[1], (int)grid[2], (long long)sl, ada_chk_shape_str(x),
                     (long long)n_tokens);
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_rope3d, out, x, grid, axes, theta, n_tokens);
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, false, &ux, &tx);
@@ -324,13 +411,15 @@ ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t gri
 ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x) {
   const char *op = "patchify";
   ada_status s;
-  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out))) return s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)))
+    return s;
   if (x->ndim != 4 || x->shape[2] % 2 || x->shape[3] % 2)
     return ada_fail(ADA_EINVAL, "patchify: x must have shape [C, T, H, W] with H and W even, got %s", ada_chk_shape_str(x));
   const int64_t c = x->shape[0], t = x->shape[1], h = x->shape[2], w = x->shape[3];
   if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t * (h / 2) * (w / 2), c * 4})) ||
       (s = chk_overlap(op, out, "x", x, false)))
     return s;
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_patchify, out, x);
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, false, &ux, &tx);
@@ -348,7 +437,8 @@ ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x) {
 ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w) {
   const char *op = "unpatchify";
   ada_status s;
-  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out))) return s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)))
+    return s;
   if (t < 1 || h < 2 || w < 2 || h % 2 || w % 2)
     return ada_fail(ADA_EINVAL, "unpatchify: size must be {T, H, W} with T >= 1 and H, W even and >= 2, got {%d, %d, %d}",
                     (int)t, (int)h, (int)w);
@@ -359,6 +449,7 @@ ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, in
   const int64_t c = x->shape[1] / 4;
   if ((s = ada_chk_shape(op, "out", out, 4, (const int64_t[]){c, t, h, w})) || (s = chk_overlap(op, out, "x", x, false)))
     return s;
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_unpatchify, out, x, t, h, w);
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, false, &ux, &tx);
@@ -376,7 +467,8 @@ ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, in
 ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period) {
   const char *op = "timestep_embedding";
   ada_status s;
-  if ((s = chk_in(op, "t", t)) || (s = chk_out(op, out)) || (s = ada_chk_shape(op, "t", t, 1, (const int64_t[]){-1})))
+  if ((s = chk_in(op, "t", t)) || (s = chk_out(op, out)) || (s = devices(op, "t", t, "out", out, NULL, NULL, NULL, NULL)) ||
+      (s = ada_chk_shape(op, "t", t, 1, (const int64_t[]){-1})))
     return s;
   if (dim < 2 || dim % 2) return ada_fail(ADA_EINVAL, "timestep_embedding: dim must be even and >= 2, got %d", (int)dim);
   if (!(max_period > 0) || !isfinite(max_period))
@@ -384,6 +476,7 @@ ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32
   if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t->shape[0], dim})) ||
       (s = chk_overlap(op, out, "t", t, false)))
     return s;
+  if (on_cuda(t)) return CUDA_OP(ada_cuda_op_timestep_embedding, out, t, dim, max_period);
   const ada_tensor *ut;
   ada_tensor *tt = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(t, true, &ut, &tt);
@@ -409,7 +502,9 @@ ada_status ada_op_concat(ada_tensor *out, const ada_tensor *const *xs, int32_t n
   for (int32_t i = 0; i < n; i++) {
     char arg[32];
     snprintf(arg, sizeof arg, "tensor %d", (int)i + 1);
-    if ((s = chk_in(op, arg, xs[i])) || (s = ada_chk_shape(op, arg, xs[i], out->ndim, want)) ||
+    if ((s = chk_in(op, arg, xs[i])) ||
+        (s = i == 0 ? ada_chk_same_device(op, "out", out, arg, xs[0]) : ada_chk_same_device(op, arg, xs[i], "tensor 1", xs[0])) ||
+        (s = ada_chk_shape(op, arg, xs[i], out->ndim, want)) ||
         (s = chk_overlap(op, out, arg, xs[i], false)))
       return s;
     rows += xs[i]->shape[0];

@@ -32,6 +32,10 @@ ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor 
 /* out = (x - mean) / sqrt(var + eps) (* weight [C]) (+ bias [C]); weight, bias may be NULL. */
 ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                             const ada_tensor *bias);
+/* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift (shift, scale [C] or x's shape):
+ * the input of attention and MLP in every DiT block, one pass on the GPU. out may be x. */
+ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                                     const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
 /* out = x / sqrt(mean(x^2) + eps) * weight [C] (weight may be NULL). */
 ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
 

@@ -587,11 +587,18 @@ describe("nn op errors", function()
     assert.equal(84, out:sum())
   end)
 
-  it_gpu("rejects CUDA tensors with a clear message", function()
-    local g = adaspa.randn({4, 8}, {seed = 810, device = "cuda"})
-    spec_error(function() adaspa.silu(g) end, "adaspa.silu", "CUDA backend of this op is not built yet")
-    spec_error(function() adaspa.linear(g, w:to("cuda")) end, "adaspa.linear", "CUDA backend of this op is not built yet")
-    spec_error(function() adaspa.linear(x, w:to("cuda")) end, "adaspa.linear", "CUDA backend of this op is not built yet")
+  it("layernorm_modulate equals layernorm then modulate", function()
+    local xx = adaspa.randn({7, 33}, {seed = 820})
+    local sh, sc = adaspa.randn({33}, {seed = 821}), adaspa.randn({33}, {seed = 822})
+    local want = adaspa.modulate(adaspa.layernorm(xx, 1e-6), sh, sc)
+    local got = adaspa.layernorm_modulate(xx, 1e-6, nil, nil, sh, sc, {out = adaspa.full({7, 33}, NaN)})
+    assert.equal(0, spec_maxdiff(got, want))
+    spec_error(function() adaspa.layernorm_modulate(xx, 1e-6, nil, nil, adaspa.zeros({5}), sc) end, "adaspa.layernorm_modulate", "shift")
+  end)
+
+  it_gpu("rejects tensors on different devices, naming both", function()
+    spec_error(function() adaspa.linear(x, w:to("cuda")) end, "adaspa.linear", "w is on cuda:0", "x is on cpu")
+    spec_error(function() adaspa.add(x:to("cuda"), x) end, "adaspa.add", "cuda:0", "cpu")
   end)
 
   if not adaspa.cuda.available() then

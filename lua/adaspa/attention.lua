@@ -67,6 +67,12 @@ function Ctx:attention(q, k, v, info)
     else
       out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
     end
+    if mass:device() ~= "cpu" then
+      -- selection runs on the CPU for now: one copy of the mass per layer at search steps only
+      local m = mass:to("cpu")
+      mass:free()
+      mass = m
+    end
     local layout = p:select(mass, layer, info)
     local recall = layout:recall(mass)
     self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})

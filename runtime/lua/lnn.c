@@ -122,6 +122,20 @@ static int l_layernorm(lua_State *L) {
   return 1;
 }
 
+/* adaspa.layernorm_modulate(x, eps, weight, bias, shift, scale [, opts]) =
+ * layernorm(x, eps, weight, bias) * (1 + scale) + shift; eps nil: 1e-6; weight, bias may be nil */
+static int l_layernorm_modulate(lua_State *L) {
+  const char *fn = "adaspa.layernorm_modulate";
+  ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
+  const double eps = opt_number(L, 2, fn, "eps", 1e-6);
+  ada_tensor *w = opt_tensor(L, 3, fn, "weight"), *b = opt_tensor(L, 4, fn, "bias");
+  ada_tensor *sh = lada_check_tensor(L, 5, fn, "shift"), *sc = lada_check_tensor(L, 6, fn, "scale");
+  lada_check_opts(L, 7, fn, OUT_OPT);
+  ada_tensor *out = lada_push_out(L, 7, fn, x, x->ndim, x->shape);
+  lada_check(L, ada_op_layernorm_modulate(out, x, eps, w, b, sh, sc), fn);
+  return 1;
+}
+
 /* adaspa.rmsnorm(x, weight, eps [, opts]); weight may be nil; eps nil: 1e-6 */
 static int l_rmsnorm(lua_State *L) {
   const char *fn = "adaspa.rmsnorm";
@@ -335,7 +349,7 @@ static int l_split(lua_State *L) {
 void lada_open_nn(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"linear", l_linear},       {"matmul", l_matmul},       {"layernorm", l_layernorm},
-      {"rmsnorm", l_rmsnorm},     {"modulate", l_modulate},   {"gated_add", l_gated_add},
+      {"rmsnorm", l_rmsnorm}, {"layernorm_modulate", l_layernorm_modulate},     {"modulate", l_modulate},   {"gated_add", l_gated_add},
       {"add", l_add},             {"mul", l_mul},             {"scale", l_scale},
       {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"rope3d", l_rope3d},
       {"patchify", l_patchify},   {"unpatchify", l_unpatchify}, {"timestep_embedding", l_timestep_embedding},

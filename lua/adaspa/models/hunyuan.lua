@@ -156,8 +156,9 @@ function Model:mod(vec_silu, name, n)
   return out
 end
 
-function Model:ln(x)
-  return adaspa.layernorm(x, self.cfg.eps)
+-- modulate(LayerNorm(x), shift, scale): one fused pass on the GPU.
+function Model:ln_mod(x, shift, scale)
+  return adaspa.layernorm_modulate(x, self.cfg.eps, nil, nil, shift, scale)
 end
 
 -- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given).
@@ -235,9 +236,9 @@ function Model:forward(x, t, text, guidance, ctx)
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    local iq, ik, iv = self:split_qkv(self:lin(adaspa.modulate(self:ln(img), im[1], im[2]), p .. ".img_attn_qkv"),
+    local iq, ik, iv = self:split_qkv(self:lin(self:ln_mod(img, im[1], im[2]), p .. ".img_attn_qkv"),
       p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight")
-    local tq, tk, tv = self:split_qkv(self:lin(adaspa.modulate(self:ln(txt), tm[1], tm[2]), p .. ".txt_attn_qkv"),
+    local tq, tk, tv = self:split_qkv(self:lin(self:ln_mod(txt, tm[1], tm[2]), p .. ".txt_attn_qkv"),
       p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
     iq, ik = self:rope(iq, grid, n_img), self:rope(ik, grid, n_img)
     layer = layer + 1
@@ -248,7 +249,7 @@ function Model:forward(x, t, text, guidance, ctx)
     img = adaspa.gated_add(img, im[3], self:lin(a:narrow(1, 1, n_img), p .. ".img_attn_proj"), {out = img})
     txt = adaspa.gated_add(txt, tm[3], self:lin(a:narrow(1, n_img + 1, L), p .. ".txt_attn_proj"), {out = txt})
     local function mlp(x_, m, s)
-      local y = self:lin(adaspa.modulate(self:ln(x_), m[4], m[5]), p .. "." .. s .. "_mlp.fc1")
+      local y = self:lin(self:ln_mod(x_, m[4], m[5]), p .. "." .. s .. "_mlp.fc1")
       return self:lin(adaspa.gelu_tanh(y, {out = y}), p .. "." .. s .. "_mlp.fc2")
     end
     img = adaspa.gated_add(img, im[6], mlp(img, im, "img"), {out = img})
@@ -261,7 +262,7 @@ function Model:forward(x, t, text, guidance, ctx)
   for i = 0, cfg.layers.single - 1 do
     local p = "single_blocks." .. i
     local m = self:mod(vs, p .. ".modulation.linear", 3)
-    local lin1 = self:lin(adaspa.modulate(self:ln(xs), m[1], m[2]), p .. ".linear1")       -- [S, 3h + mlp]
+    local lin1 = self:lin(self:ln_mod(xs, m[1], m[2]), p .. ".linear1")       -- [S, 3h + mlp]
     local q, k, v = self:split_qkv(lin1:narrow(2, 1, 3 * h):contiguous(), p .. ".q_norm.weight", p .. ".k_norm.weight")
     q, k = self:rope(q, grid, n_img), self:rope(k, grid, n_img)
     layer = layer + 1
@@ -274,7 +275,7 @@ function Model:forward(x, t, text, guidance, ctx)
   end
 
   local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
-  local out = self:lin(adaspa.modulate(self:ln(xs:narrow(1, 1, n_img)), fm[1], fm[2]), "final_layer.linear")
+  local out = self:lin(self:ln_mod(xs:narrow(1, 1, n_img), fm[1], fm[2]), "final_layer.linear")
   return adaspa.unpatchify(out, {T, Hl, Wl})
 end
 

@@ -1,0 +1,139 @@
+-- GPU attention benchmark: the CUDA attention primitives at HunyuanVideo's shapes (24 heads x 128,
+-- bf16, q, k, v as views of one [S, 3, H, D] QKV tensor), beside PyTorch's cuDNN SDPA and
+-- FlexAttention timed in the same run by recipes/bench/attention_peers.py when python3 with torch
+-- and a GPU is importable ($ADASPA_PYTHON overrides python3).
+--   build/adaspa recipes/bench/attention.lua [quick] [nopeers] [540p] [720p]
+-- Times: median of 5 runs after a warm-up, adaspa.cuda.synchronize around each. TFLOP/s counts
+-- 4 * Sq * Skv * D * H for the blocks computed (the kept blocks for sparse; Q K^T only, half of
+-- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
+-- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
+local args = {}
+for _, a in ipairs(arg or {}) do args[a] = true end
+if not adaspa.cuda.available() then
+  print("attention bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
+  return
+end
+
+local H, D, TEXT = 24, 128, 256
+local shapes = {}
+if args["540p"] or not args["720p"] then shapes[#shapes + 1] = {name = "540p-129f", S = 67576} end
+if args["720p"] or not args["540p"] then shapes[#shapes + 1] = {name = "720p-129f", S = 119056} end
+if args.quick then shapes = {{name = "quick", S = 8192 + TEXT}} end
+local densities = {0.1, 0.2, 0.4}
+local reps = 5
+
+local function median(xs)
+  table.sort(xs)
+  return xs[math.floor((#xs + 1) / 2)]
+end
+
+local function time(fn)
+  fn()
+  adaspa.cuda.synchronize()
+  local ts = {}
+  for i = 1, reps do
+    local t0 = adaspa.now()
+    fn()
+    adaspa.cuda.synchronize()
+    ts[i] = adaspa.now() - t0
+  end
+  return median(ts)
+end
+
+-- A row-wise top-k layout of random mass at density d with the text rows and columns kept.
+local function sink_layout(S, block, d, seed)
+  local nb = math.ceil(S / block)
+  local first_text = math.floor((S - TEXT) / block) + 1 -- 1-based block holding the first text token
+  local x = adaspa.randn({H, nb, nb}, {seed = seed})
+  local mass = adaspa.mul(x, x)
+  return adaspa.layout.topk(mass, {density = d, row_wise = true, block = block,
+    force = {cols = {{first_text, nb}}, rows = {{first_text, nb}}}})
+end
+
+local function mean(t)
+  local s = 0
+  for _, x in ipairs(t) do s = s + x end
+  return s / #t
+end
+
+-- Peers: {[shape name] = {[key] = {ms=, tflops=}}} from attention_peers.py, keys "sdpa_cudnn",
+-- "flex_0.1", ...; "ours Nx" below is the peer's time over ours (above 1: we are faster).
+local function peers(list)
+  if args.nopeers then return {}, "peers skipped (nopeers)" end
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+  local script = (debug.getinfo(1, "S").source:match("^@(.*/)") or "recipes/bench/") .. "attention_peers.py"
+  local spec = {}
+  for _, s in ipairs(list) do spec[#spec + 1] = string.format("%s:%d", s.name, s.S) end
+  local cmd = string.format("%s %s --heads %d --dim %d --text %d --densities %s --flex %s %s 2>&1", py, script, H, D, TEXT,
+    table.concat(densities, ","), args.flex720 and "all" or list[1].name, table.concat(spec, " "))
+  local f = io.popen(cmd)
+  local out = f and f:read("*a") or ""
+  if f then f:close() end
+  local res, notes = {}, {}
+  for line in out:gmatch("[^\n]+") do
+    local shape, key, ms, tf = line:match("^PEER (%S+) (%S+) ([%d%.]+) ([%d%.]+)")
+    if shape then
+      res[shape] = res[shape] or {}
+      res[shape][key] = {ms = tonumber(ms), tflops = tonumber(tf)}
+    elseif line:match("^NOTE") or line:match("Error") then
+      notes[#notes + 1] = line
+    end
+  end
+  return res, table.concat(notes, "\n")
+end
+
+local rows = {}
+local function row(shape, op, ms, flop, peer_key)
+  rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
+end
+
+for _, sh in ipairs(shapes) do
+  local S = sh.S
+  local qkv = adaspa.randn({S, 3, H, D}, {seed = 1, dtype = "bf16", device = "cuda"})
+  local q = qkv:narrow(2, 1, 1):reshape({S, H, D})
+  local k = qkv:narrow(2, 2, 1):reshape({S, H, D})
+  local v = qkv:narrow(2, 3, 1):reshape({S, H, D})
+  local out = adaspa.empty({S, H, D}, {dtype = "bf16", device = "cuda"})
+  local lse = adaspa.empty({H, S}, {device = "cuda"})
+  local dense = 4.0 * S * S * D * H
+  row(sh.name, "attention (dense)", time(function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end), dense,
+    "sdpa_cudnn")
+  local lse_c = lse:clone()
+  for _, b in ipairs({64, 128}) do
+    local nb = math.ceil(S / b)
+    local mass = adaspa.empty({H, nb, nb}, {device = "cuda"})
+    row(sh.name, "block_mass b" .. b, time(function() adaspa.block_mass(q, k, lse_c, {block = b, out = mass}) end),
+      dense / 2)
+    row(sh.name, "attention_with_mass b" .. b, time(function()
+      adaspa.attention_with_mass(q, k, v, lse_c, {block = b, out = out, lse_out = lse, mass_out = mass})
+    end), dense, "sdpa_cudnn")
+    mass:free()
+  end
+  for _, b in ipairs({128, 64}) do
+    for i, d in ipairs(densities) do
+      local layout = sink_layout(S, b, d, 10 + i)
+      local dens = mean(layout:density())
+      adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) -- uploads the layout
+      row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
+        time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
+        b == 128 and string.format("flex_%.1f", d) or nil)
+      layout:free()
+    end
+  end
+  qkv:free(); out:free(); lse:free(); lse_c:free()
+  collectgarbage()
+  adaspa.cuda.empty_cache()
+end
+
+local peer, notes = peers(shapes)
+local dev = adaspa.cuda.devices()[1]
+print(string.format("adaspa %s attention on %s: %d heads x %d, bf16; median of %d runs", adaspa.version, dev.name, H, D,
+  reps))
+if notes ~= "" then print(notes) end
+print(string.format("%-10s %-32s %9s %8s  %s", "shape", "op", "ms", "TFLOP/s", "peer (ms, TFLOP/s, ours vs peer)"))
+for _, r in ipairs(rows) do
+  local note = ""
+  local p = r.peer_key and peer[r.shape] and peer[r.shape][r.peer_key]
+  if p then note = string.format("%s %.2f ms %.0f TFLOP/s: ours %.2fx", r.peer_key, p.ms, p.tflops, p.ms / r.ms) end
+  print(string.format("%-10s %-32s %9.2f %8.1f  %s", r.shape, r.op, r.ms, r.tflops, note))
+end
