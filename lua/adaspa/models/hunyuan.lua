@@ -175,10 +175,6 @@ function Model:split_qkv(qkv, qn, kn)
   return q, k, v
 end
 
-function Model:rope(x, grid, n)
-  return adaspa.rope3d(x, grid, self.cfg.rope_axes, self.cfg.rope_theta, n)
-end
-
 -- Text refiner: raw text states [L, text_dim] with `valid` leading tokens -> [L, hidden].
 function Model:refine(text, valid, temb)
   local cfg = self.cfg
@@ -232,51 +228,96 @@ function Model:forward(x, t, text, guidance, ctx)
   local layer = 0
   local h = cfg.hidden
 
+  -- Intermediates are freed as soon as they are used (t:free()), so GPU memory holds about one
+  -- block's activations instead of waiting for Lua's collector.
+  local function drop(...)
+    for j = 1, select("#", ...) do
+      local t = select(j, ...)
+      if t then t:free() end
+    end
+  end
+  local function proj_qkv(x_, m, name, qn, kn)
+    local xm = self:ln_mod(x_, m[1], m[2])
+    local qkv = self:lin(xm, name)
+    drop(xm)
+    local q, k, v = self:split_qkv(qkv, qn, kn)
+    drop(qkv) -- v stays valid: a view keeps the storage
+    return q, k, v
+  end
+
   for i = 0, cfg.layers.double - 1 do
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    local iq, ik, iv = self:split_qkv(self:lin(self:ln_mod(img, im[1], im[2]), p .. ".img_attn_qkv"),
-      p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight")
-    local tq, tk, tv = self:split_qkv(self:lin(self:ln_mod(txt, tm[1], tm[2]), p .. ".txt_attn_qkv"),
-      p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
-    iq, ik = self:rope(iq, grid, n_img), self:rope(ik, grid, n_img)
+    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight")
+    local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
+    adaspa.rope3d(iq, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = iq})
+    adaspa.rope3d(ik, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = ik})
+    local q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
+    drop(iq, ik, iv, tq, tk, tv)
     layer = layer + 1
-    local a = attend(adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv}),
-      {layer = layer, kind = "double", index = i})
+    local a = attend(q, k, v, {layer = layer, kind = "double", index = i})
+    drop(q, k, v)
     local S = n_img + L
-    a = a:reshape({S, h})
-    img = adaspa.gated_add(img, im[3], self:lin(a:narrow(1, 1, n_img), p .. ".img_attn_proj"), {out = img})
-    txt = adaspa.gated_add(txt, tm[3], self:lin(a:narrow(1, n_img + 1, L), p .. ".txt_attn_proj"), {out = txt})
+    local a2 = a:reshape({S, h})
+    local pi = self:lin(a2:narrow(1, 1, n_img), p .. ".img_attn_proj")
+    local pt = self:lin(a2:narrow(1, n_img + 1, L), p .. ".txt_attn_proj")
+    drop(a, a2)
+    img = adaspa.gated_add(img, im[3], pi, {out = img})
+    txt = adaspa.gated_add(txt, tm[3], pt, {out = txt})
+    drop(pi, pt)
     local function mlp(x_, m, s)
-      local y = self:lin(self:ln_mod(x_, m[4], m[5]), p .. "." .. s .. "_mlp.fc1")
-      return self:lin(adaspa.gelu_tanh(y, {out = y}), p .. "." .. s .. "_mlp.fc2")
+      local xm = self:ln_mod(x_, m[4], m[5])
+      local y = self:lin(xm, p .. "." .. s .. "_mlp.fc1")
+      drop(xm)
+      local z = self:lin(adaspa.gelu_tanh(y, {out = y}), p .. "." .. s .. "_mlp.fc2")
+      drop(y)
+      adaspa.gated_add(x_, m[6], z, {out = x_})
+      drop(z)
     end
-    img = adaspa.gated_add(img, im[6], mlp(img, im, "img"), {out = img})
-    txt = adaspa.gated_add(txt, tm[6], mlp(txt, tm, "txt"), {out = txt})
+    mlp(img, im, "img")
+    mlp(txt, tm, "txt")
   end
 
   local xs = adaspa.concat({img, txt})                                                       -- [S, hidden]
+  drop(img, txt)
   local S = n_img + L
   local mlp_w = h * cfg.mlp_ratio
   for i = 0, cfg.layers.single - 1 do
     local p = "single_blocks." .. i
     local m = self:mod(vs, p .. ".modulation.linear", 3)
-    local lin1 = self:lin(self:ln_mod(xs, m[1], m[2]), p .. ".linear1")       -- [S, 3h + mlp]
-    local q, k, v = self:split_qkv(lin1:narrow(2, 1, 3 * h):contiguous(), p .. ".q_norm.weight", p .. ".k_norm.weight")
-    q, k = self:rope(q, grid, n_img), self:rope(k, grid, n_img)
+    local xm = self:ln_mod(xs, m[1], m[2])
+    local lin1 = self:lin(xm, p .. ".linear1")                                             -- [S, 3h + mlp]
+    drop(xm)
+    -- q, k, v read in place from the first 3h columns (strided rows): no copy
+    local q, k, v = self:split_qkv(lin1:narrow(2, 1, 3 * h), p .. ".q_norm.weight", p .. ".k_norm.weight")
+    adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
+    adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
     layer = layer + 1
-    local a = attend(q, k, v, {layer = layer, kind = "single", index = i}):reshape({S, h})
+    local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
+    drop(q, k, v)
+    local a2 = a:reshape({S, h})
     local act = adaspa.gelu_tanh(lin1:narrow(2, 3 * h + 1, mlp_w))
+    drop(lin1)
     local w2 = self.w[p .. ".linear2.weight"]
-    local y = adaspa.linear(a, w2:narrow(2, 1, h), self.w[p .. ".linear2.bias"])
-    y = adaspa.add(y, adaspa.linear(act, w2:narrow(2, h + 1, mlp_w), nil), {out = y})
+    local y = adaspa.linear(a2, w2:narrow(2, 1, h), self.w[p .. ".linear2.bias"])
+    drop(a, a2)
+    local y2 = adaspa.linear(act, w2:narrow(2, h + 1, mlp_w), nil)
+    drop(act)
+    adaspa.add(y, y2, {out = y})
+    drop(y2)
     xs = adaspa.gated_add(xs, m[3], y, {out = xs})
+    drop(y)
   end
 
   local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
-  local out = self:lin(self:ln_mod(xs:narrow(1, 1, n_img), fm[1], fm[2]), "final_layer.linear")
-  return adaspa.unpatchify(out, {T, Hl, Wl})
+  local xm = self:ln_mod(xs:narrow(1, 1, n_img), fm[1], fm[2])
+  drop(xs)
+  local out = self:lin(xm, "final_layer.linear")
+  drop(xm)
+  local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
+  drop(out)
+  return velocity
 end
 
 return hy
