@@ -137,6 +137,28 @@ int ada_launch_attention(const ada_attn_params *p, void *stream);
  * (UINT64_MAX when none); result is device memory, written by the kernels (2 launches). */
 int ada_launch_count_nonfinite(const float *x, int64_t n, unsigned long long *result, void *stream);
 
+/* ---- kernels/select.cu: layout selection from a block mass on the device (runtime/layout.c
+ * semantics; runtime/cuda/select_cuda.c). mass: contiguous f32 [heads, nqb, nkb], nkb <=
+ * ada_select_max_nkb(). mode 0: row-wise top-k (frac = density [heads]); mode 1: cumulative
+ * threshold (frac = recall [heads], min_blocks, max_blocks <= 0: none). force: int32 pairs, the
+ * n_cols column ranges then the n_rows row ranges ([first, end), 0-based). Writes count [heads *
+ * nqb] (int64, kept per row), bits [heads * nqb, ceil(nkb / 32)] (u32 bitmask of the kept blocks)
+ * and lowers *bad (init UINT64_MAX) to the flat index of a value not finite or negative. */
+int ada_select_max_nkb(void);
+int ada_launch_select_rows(const float *mass, int32_t heads, int32_t nqb, int32_t nkb, int32_t mode,
+                           const double *frac, int32_t min_blocks, int32_t max_blocks, const int32_t *force,
+                           int32_t n_cols, int32_t n_rows, int32_t diagonal, int64_t *count, uint32_t *bits,
+                           unsigned long long *bad, void *stream);
+/* CSR offsets [heads * (nqb + 1)] (layout.h) from the row counts (one CTA). */
+int ada_launch_select_offsets(const int64_t *count, int32_t heads, int32_t nqb, int64_t *offsets, void *stream);
+/* indices[offsets of row r ...] = the kept blocks of row r, ascending, from the bitmask. */
+int ada_launch_select_fill(const uint32_t *bits, int32_t heads, int32_t nqb, int32_t nkb, const int64_t *offsets,
+                           int32_t *indices, void *stream);
+/* recall [heads] (double, device) of a device CSR layout over the mass (ada_layout_recall);
+ * scratch: 2 * heads * nqb doubles. */
+int ada_launch_layout_recall(const float *mass, int32_t heads, int32_t nqb, int32_t nkb, const int64_t *offsets,
+                             const int32_t *indices, double *scratch, double *recall, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

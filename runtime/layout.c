@@ -18,6 +18,21 @@
 #include "cuda/cuda.h"
 #include "opcheck.h"
 
+/* The device path (runtime/cuda/select_cuda.c), weak: a build without the CUDA backend does not
+ * define it (no tensor can live on a GPU there). ada_cuda_layout_select: mode 0 row-wise top-k,
+ * 1 threshold; ADA_OK with *out NULL when it does not take the mass (too many key blocks). */
+#if defined(__GNUC__)
+#define ADA_LAYOUT_CUDA_DECL __attribute__((weak))
+#else
+#define ADA_LAYOUT_CUDA_DECL
+#endif
+ADA_LAYOUT_CUDA_DECL ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_tensor *mass,
+                                                       int32_t mode, const double *frac, int32_t min_blocks,
+                                                       int32_t max_blocks, const ada_layout_force *force, int32_t block);
+ADA_LAYOUT_CUDA_DECL ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
+
+static bool on_gpu(const ada_tensor *t) { return t && t->storage->device.type == ADA_CUDA; }
+
 void ada_layout_free(ada_layout *l) {
   if (!l || --l->refcount > 0) return;
   if (l->dev_offsets) ada_cuda_free(l->dev_offsets, l->dev_index); /* the device mirror, if any */
@@ -233,7 +248,18 @@ ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double
   const int64_t want[3] = {l->heads, l->nqb, l->nkb};
   const float *m;
   ada_tensor *tmp;
-  ada_status s = stage_mass("recall", mass, want, l->block, &m, &tmp);
+  ada_status s;
+  if (on_gpu(mass)) {
+    /* on the device (no finiteness check there), else through a host copy */
+    if ((s = ada_chk_float("recall", "mass", mass)) || (s = ada_chk_shape("recall", "mass", mass, 3, want))) return s;
+    if (ada_cuda_layout_recall) return ada_cuda_layout_recall(l, mass, recall);
+    ada_tensor *host;
+    if ((s = ada_tensor_to(&host, mass, ADA_F32, (ada_device){ADA_CPU, 0}))) return s;
+    s = ada_layout_recall(l, host, recall);
+    ada_tensor_free(host);
+    return s;
+  }
+  s = stage_mass("recall", mass, want, l->block, &m, &tmp);
   if (s) return s;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t h = 0; h < l->heads; h++) {
@@ -410,8 +436,41 @@ static ada_status select_finish(select_ctx *c, ada_layout **out, const char *op,
   return s;
 }
 
+/* A mass on a GPU: checks the arguments as the CPU path does, then selects on the device
+ * (mode 0: row-wise top-k, 1: threshold; per_head: the per-head top-k, which runs on the CPU),
+ * or on a host copy when the device path does not take it. *done says whether it answered. */
+static ada_status select_gpu(ada_layout **out, const char *op, const ada_tensor *mass, int32_t mode, bool per_head,
+                             const double *frac, const char *frac_name, int32_t min_blocks, int32_t max_blocks,
+                             const ada_layout_force *force, int32_t block, ada_tensor **host) {
+  const int64_t any[3] = {-1, -1, -1};
+  ada_status s;
+  *host = NULL;
+  if (!frac) return ada_fail(ADA_EINVAL, "%s: %s is missing", op, frac_name);
+  if ((s = ada_chk_float(op, "mass", mass)) || (s = ada_chk_shape(op, "mass", mass, 3, any)) ||
+      (s = check_dims(op, mass->shape[0], mass->shape[1], mass->shape[2], block)))
+    return s;
+  for (int64_t h = 0; h < mass->shape[0]; h++)
+    if (!(frac[h] >= 0 && frac[h] <= 1))
+      return ada_fail(ADA_EINVAL, "%s: %s[%d] = %g is outside [0, 1]", op, frac_name, (int)h, frac[h]);
+  if ((s = check_force(op, force, (int32_t)mass->shape[1], (int32_t)mass->shape[2]))) return s;
+  *out = NULL;
+  if (!per_head && ada_cuda_layout_select &&
+      (s = ada_cuda_layout_select(out, op, mass, mode, frac, min_blocks, max_blocks, force, block)))
+    return s;
+  if (*out) return ADA_OK;
+  return ada_tensor_to(host, mass, ADA_F32, (ada_device){ADA_CPU, 0}); /* the caller selects on it */
+}
+
 ada_status ada_layout_topk(ada_layout **out, const ada_tensor *mass, const double *density, bool row_wise,
                            const ada_layout_force *force, int32_t block) {
+  if (on_gpu(mass)) {
+    ada_tensor *host;
+    ada_status s = select_gpu(out, "topk", mass, 0, !row_wise, density, "density", 0, 0, force, block, &host);
+    if (s || !host) return s;
+    s = ada_layout_topk(out, host, density, row_wise, force, block);
+    ada_tensor_free(host);
+    return s;
+  }
   select_ctx c;
   ada_status s = select_begin(&c, "topk", mass, density, "density", force, block, !row_wise);
   if (s) return s;
@@ -453,6 +512,14 @@ ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const 
   if (min_blocks < 0) return ada_fail(ADA_EINVAL, "%s: min_blocks must be >= 0, got %d", op, min_blocks);
   if (max_blocks > 0 && max_blocks < min_blocks)
     return ada_fail(ADA_EINVAL, "%s: max_blocks = %d is below min_blocks = %d", op, max_blocks, min_blocks);
+  if (on_gpu(mass)) {
+    ada_tensor *host;
+    ada_status s = select_gpu(out, op, mass, 1, false, recall, "recall", min_blocks, max_blocks, force, block, &host);
+    if (s || !host) return s;
+    s = ada_layout_threshold(out, host, recall, min_blocks, max_blocks, force, block);
+    ada_tensor_free(host);
+    return s;
+  }
   select_ctx c;
   ada_status s = select_begin(&c, op, mass, recall, "recall", force, block, false);
   if (s) return s;

@@ -67,17 +67,17 @@ function Ctx:attention(q, k, v, info)
     else
       out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
     end
-    if mass:device() ~= "cpu" then
-      -- selection runs on the CPU for now: one copy of the mass per layer at search steps only
-      local m = mass:to("cpu")
-      mass:free()
-      mass = m
-    end
+    -- selection (row-wise topk, threshold) and recall run on the mass's device: no host copy
+    -- (per-head topk copies to the CPU inside adaspa.layout.topk)
     local layout = p:select(mass, layer, info)
     local recall = layout:recall(mass)
     self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})
     for h = 1, #recall do self.cur.recalls[#self.cur.recalls + 1] = recall[h] end
-    if self.capture then self.capture(self, "search", layer, info, mass, layout) end
+    if self.capture then
+      local m = mass:device() ~= "cpu" and mass:to("cpu") or mass -- pictures read the mass on the host
+      self.capture(self, "search", layer, info, m, layout)
+      if m ~= mass then m:free() end
+    end
     mass:free()
   else
     local layout = self.cache:layout(layer)
