@@ -10,7 +10,9 @@
  * query/key block may be partial (S not a multiple of block); it still counts as one block.
  *
  * Selection (topk, threshold) reads a block-mass tensor mass [H, nqb, nkb] (f32, contiguous,
- * CPU): mass[h, qb, kb] = share of softmax mass of block (qb, kb), see ops.h.
+ * CPU, or on a GPU: then row-wise top-k and threshold select on the device (nkb <= 4096) and
+ * fill the layout's device mirror too): mass[h, qb, kb] = share of softmax mass of block (qb, kb),
+ * see ops.h.
  */
 #ifndef ADA_LAYOUT_H
 #define ADA_LAYOUT_H
@@ -82,7 +84,7 @@ ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const 
 /* density[h] = kept blocks / (nqb * nkb). density has heads entries. */
 void ada_layout_density(const ada_layout *l, double *density);
 /* recall[h] = kept mass / total mass of head h (1 when the head's total is 0). The mass must be
- * [heads, nqb, nkb] f32 on the CPU (checked). */
+ * [heads, nqb, nkb] float, on the CPU or a GPU (checked). */
 ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
 /* Checks that l fits attention over Sq queries, Skv keys and H heads (names op in the error). */
 ada_status ada_layout_check(const ada_layout *l, const char *op, int32_t heads, int64_t sq, int64_t skv);

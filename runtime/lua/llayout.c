@@ -5,7 +5,7 @@
  *   adaspa.layout.topk(mass, {density=, row_wise=true, force=, block=64})
  *   adaspa.layout.threshold(mass, {recall=, min_blocks=1, max_blocks=0, force=, block=64})
  *   layout:heads() block() nqb() nkb() nnz() density() recall(mass) to_mask() row(h, qb) free()
- * mass: float [H, nqb, nkb] on the CPU. density / recall: a number in [0, 1] or a table of H of
+ * mass: float [H, nqb, nkb] on the CPU or a GPU (selected there). density / recall: a number in [0, 1] or a table of H of
  * them. force = {cols = {{kb_first, kb_last}, ...}, rows = {{qb_first, qb_last}, ...},
  * diagonal = bool}. Block numbers and ranges are 1-based and inclusive here; the runtime's are
  * 0-based and half-open. */
