@@ -160,6 +160,44 @@ describe("policies", function()
     spec_error(function() run_steps(bad, 1) end, "policy bad", "fast")
   end)
 
+  it("a plan step builds the layout from q, k, v, caches it, runs sparse and counts the planning", function()
+    local mine = {name = "planner", block = 64, plans = 0}
+    function mine:mode(step) return step == 0 and "plan" or "sparse" end
+    function mine:plan(q_, k_, v_, inf)
+      self.plans = self.plans + 1
+      local nqb = math.ceil(q_:shape()[1] / 64)
+      local nkb = math.ceil(inf.kv_valid / 64)
+      return adaspa.layout.full(q_:shape()[2], nqb, nkb), {flops = 1e6, recall = {1, 1, 1, 1}}
+    end
+    local ctx, outs, modes = run_steps(mine, 2)
+    assert.equal(1, mine.plans)
+    assert.equal("plan", modes[0])
+    assert.equal("sparse", modes[1])
+    local ref = adaspa.attention(q, k, v)
+    assert.is_true(spec_maxdiff(outs[0], ref) < 1e-5)
+    assert.is_true(spec_maxdiff(outs[1], ref) < 1e-5)
+    assert.same({1, 1, 1, 1}, ctx.cache:recall(1))
+    local r = attention.summarize(ctx.steps[1])
+    assert.is_true(r.flop_fraction > 1)   -- the full layout plus the planning FLOPs
+    assert.equal(1, r.recall)
+  end)
+
+  it("a plan mode without a plan method, or a plan that returns no layout, is an error", function()
+    local a = {name = "noplan", mode = function() return "plan" end, select = function() end}
+    spec_error(function() run_steps(a, 1) end, "noplan", "no plan")
+    local b = {name = "badplan", mode = function() return "plan" end, plan = function() return 42 end}
+    spec_error(function() run_steps(b, 1) end, "badplan", "not a layout")
+  end)
+
+  it("the registry builds built-in policies by name and rejects unknown names", function()
+    local policies = require "adaspa.policy"
+    assert.equal("dense", policies.new("dense").name)
+    assert.equal("adaspa", policies.new("adaspa", {sparsity = 0.5}, 50).name)
+    spec_error(function() policies.new("magic") end, "unknown policy magic", "adaspa")
+    assert.is_true(policies.is_policy(policies.new("dense")))
+    assert.is_false(policies.is_policy({mode = function() end}))
+  end)
+
   it("sparse before any search is an error naming the step and layer", function()
     local bad = {name = "eager", mode = function() return "sparse" end, select = function() end}
     spec_error(function() run_steps(bad, 1) end, "eager", "step 0", "layer 1", "no layout")

@@ -5,6 +5,9 @@
 --           then block_mass with the fresh LSE, when nothing is cached or the policy asks for
 --           it); the dense output is kept; policy:select(mass) gives the layout; layout, fresh
 --           LSE and recall go to the cache;
+--   plan    policy:plan(q, k, v, info, ctx) builds the layout from q, k, v (static windows,
+--           cheap estimates, sampled probes; see adaspa.policy); it is cached and used at once
+--           with adaspa.sparse_attention;
 --   sparse  adaspa.sparse_attention with the cached layout.
 -- It also counts time and FLOPs per step and mode, for the reports.
 local adaspa = require "adaspa"
@@ -13,7 +16,8 @@ local attention = {}
 local Ctx = {}
 Ctx.__index = Ctx
 
--- policy: an object with mode(step, layer) and select(mass, layer, info) (see adaspa.policy.*);
+-- policy: an object with mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx)
+-- (see adaspa.policy);
 -- opts: {layers = n (model layers with attention), sync = bool (GPU timing)}.
 function attention.new(policy, opts)
   opts = opts or {}
@@ -25,7 +29,8 @@ end
 
 function Ctx:begin_step(step)
   self.step = step
-  self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {}}
+  self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {},
+              plan_seconds = 0, plan_flops = 0}
 end
 
 function Ctx:end_step()
@@ -45,8 +50,8 @@ attention.main_mode = count_mode
 function Ctx:attention(q, k, v, info)
   local p, layer, step = self.policy, info.layer, self.step
   local mode = p:mode(step, layer)
-  if mode ~= "dense" and mode ~= "search" and mode ~= "sparse" then
-    error(string.format("attention: policy %s returned mode %s for step %d layer %d (dense, search or sparse)",
+  if mode ~= "dense" and mode ~= "search" and mode ~= "sparse" and mode ~= "plan" then
+    error(string.format("attention: policy %s returned mode %s for step %d layer %d (dense, search, plan or sparse)",
       tostring(p.name), tostring(mode), step, layer), 2)
   end
   local S, H, D = unpack(q:shape())
@@ -79,6 +84,33 @@ function Ctx:attention(q, k, v, info)
       if m ~= mass then m:free() end
     end
     mass:free()
+  elseif mode == "plan" then
+    if type(p.plan) ~= "function" then
+      error(string.format("attention: policy %s returned mode plan for step %d layer %d but has no plan(q, k, v, info, ctx) method",
+        tostring(p.name), step, layer), 2)
+    end
+    local tp = adaspa.now()
+    local layout, extra = p:plan(q, k, v, info, self)
+    if type(layout) ~= "userdata" then
+      error(string.format("attention: policy %s: plan at step %d layer %d returned %s, not a layout", tostring(p.name),
+        step, layer, type(layout)), 2)
+    end
+    extra = extra or {}
+    self.cur.plan_seconds = self.cur.plan_seconds + (adaspa.now() - tp)
+    self.cur.plan_flops = self.cur.plan_flops + (extra.flops or 0)
+    self.cur.flops = self.cur.flops + (extra.flops or 0)
+    local entry = {layout = layout, step = step}
+    if extra.recall then
+      entry.recall = extra.recall
+      for h = 1, #extra.recall do self.cur.recalls[#self.cur.recalls + 1] = extra.recall[h] end
+    end
+    self.cache:set(layer, entry)
+    if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
+    out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    local d = layout:density()
+    local m = 0
+    for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
+    density = m
   else
     local layout = self.cache:layout(layer)
     if not layout then
@@ -103,7 +135,8 @@ end
 
 -- {mode=, seconds=, density={mean,min,max} or nil, recall=mean or nil, flop_fraction=} of a step record.
 function attention.summarize(s)
-  local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1)}
+  local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1),
+             plan_seconds = s.plan_seconds}
   if #s.densities > 0 then
     local mn, mx, sum = math.huge, -math.huge, 0
     for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end

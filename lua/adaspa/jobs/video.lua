@@ -11,6 +11,7 @@ local attention = require "adaspa.attention"
 local quality = require "adaspa.quality"
 local adaspa_policy = require "adaspa.policy.adaspa"
 local dense_policy = require "adaspa.policy.dense"
+local policies = require "adaspa.policy"
 
 local video = {}
 
@@ -53,13 +54,15 @@ video.schema = {
   attention = {
     policy = {type = "any", default = "adaspa", check = function(v)
       if type(v) == "table" then
-        if type(v.mode) ~= "function" or type(v.select) ~= "function" then
-          return "a policy object needs mode(step, layer) and select(mass, layer, info) methods"
+        if not policies.is_policy(v) then
+          return "a policy object needs mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx) methods"
         end
-      elseif v ~= "dense" and v ~= "adaspa" then
-        return "known policies: adaspa, dense (or a policy object defined in the recipe)"
+      else
+        for _, n in ipairs(policies.names) do if v == n then return end end
+        return "known policies: " .. table.concat(policies.names, ", ") .. " (or a policy object defined in the recipe)"
       end
     end},
+    options = {type = "table", default = {}, doc = "options of the chosen policy beyond the shared fields below"},
     sparsity = {type = "number", default = 0.8, check = function(v) if v < 0 or v >= 1 then return "must be in [0, 1)" end end},
     block = {type = "integer", default = 64, check = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
     warmup = {type = "integer", default = 10, check = function(v) if v < 0 then return "must be >= 0" end end},
@@ -148,14 +151,23 @@ end
 
 local function timestamp() return os.date("%Y%m%d-%H%M%S") end
 
--- The policy object of the recipe's attention table.
+-- The policy object of the recipe's attention table: a recipe-defined object as it is, or a
+-- built-in policy from the shared fields it knows (sparsity, block, ...) and attention.options.
 local function make_policy(cfg)
   local a = cfg.attention
   if type(a.policy) == "table" then return a.policy end
-  if a.policy == "dense" then return dense_policy.new() end
+  return video.policy_of(a.policy, a, cfg.sampler.steps)
+end
+
+-- A built-in policy by name from an attention table a (shared fields and a.options).
+function video.policy_of(name, a, steps)
+  local m = policies.module(name)
   local opts = {}
-  for _, k in ipairs(adaspa_policy.options) do opts[k] = a[k] end
-  return adaspa_policy.new(opts, cfg.sampler.steps)
+  for _, k in ipairs(m.options or {}) do
+    if a[k] ~= nil and (m.shared == nil or m.shared[k]) then opts[k] = a[k] end
+  end
+  for k, v in pairs(a.options or {}) do opts[k] = v end
+  return m.new(opts, steps)
 end
 
 -- One sampling run with a policy. keep_outputs: {[step] = {[layer] = tensor}} of a previous run
