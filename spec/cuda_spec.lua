@@ -99,6 +99,23 @@ describe("cuda backend", function()
     assert.equal(0, adaspa.cuda.memory().cached)
   end)
 
+  it_gpu("garbage tensors are collected under allocation pressure, so the peak stays bounded", function()
+    collectgarbage()
+    adaspa.cuda.synchronize()
+    local step = adaspa.cuda.devices()[1].memory / 16 -- the allocator's pressure step
+    local base = adaspa.cuda.memory().allocated
+    adaspa.cuda.reset_peak()
+    local chunk = 256 * 2 ^ 20
+    local n = math.ceil(3 * step / chunk) -- three steps' worth of garbage, never freed by hand
+    for i = 1, n do
+      local t = adaspa.empty({chunk / 4}, {device = "cuda"})
+      t:fill(i)
+    end
+    local peak = adaspa.cuda.memory().peak - base
+    assert.is_true(peak <= step + 2 * chunk, string.format("peak %.2f GiB over the base, step %.2f GiB", peak / 2 ^ 30, step / 2 ^ 30))
+    assert.is_true(peak >= step * 0.5) -- and the collector did not run on every call
+  end)
+
   it_gpu("out of memory is an error naming the size and the memory free", function()
     local msg = spec_error(function() adaspa.empty({1024, 1024, 1024, 1024}, {device = "cuda", dtype = "u8"}) end,
       "adaspa.empty", "out of memory")

@@ -62,6 +62,7 @@ function Ctx:attention(q, k, v, info)
   if mode == "dense" then
     out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
     if p:mode(step + 1, layer) == "search" then self.cache:set(layer, {lse = lse, step = step}) end
+    lse:free() -- the cache keeps its own view
   elseif mode == "search" then
     local cached = self.cache:lse(layer)
     local block = p.block or 64
@@ -72,11 +73,13 @@ function Ctx:attention(q, k, v, info)
     else
       out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
     end
+    if cached then cached:free() end -- a view of the cache's lse, about to be replaced
     -- selection (row-wise topk, threshold) and recall run on the mass's device: no host copy
     -- (per-head topk copies to the CPU inside adaspa.layout.topk)
     local layout = p:select(mass, layer, info)
     local recall = layout:recall(mass)
     self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})
+    lse:free()
     for h = 1, #recall do self.cur.recalls[#self.cur.recalls + 1] = recall[h] end
     if self.capture then
       local m = mass:device() ~= "cpu" and mass:to("cpu") or mass -- pictures read the mass on the host
@@ -107,6 +110,7 @@ function Ctx:attention(q, k, v, info)
     self.cache:set(layer, entry)
     if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
     out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    lse:free()
     local d = layout:density()
     local m = 0
     for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
@@ -118,6 +122,7 @@ function Ctx:attention(q, k, v, info)
         tostring(p.name), step, layer), 2)
     end
     out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    lse:free()
     local d = layout:density()
     local m = 0
     for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end

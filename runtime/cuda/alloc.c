@@ -14,6 +14,13 @@
  *   OOM hook once (mutex released meanwhile: the hook frees tensors into the cache), take a
  *   fitting block from the cache or release it and retry cudaMalloc; then fail with ADA_ENOMEM
  *   and the numbers. (A full GC only when emptying the cache was not enough.)
+ * - Collector pressure: Lua's collector sees a tensor as a few bytes of userdata, so garbage
+ *   holding gigabytes of device memory (views, dropped results) would pile up until an
+ *   out-of-memory retry. Whenever a device's allocated bytes have grown by the pressure step
+ *   (1/16 of the device's memory, ADASPA_GC_STEP_MB overrides, 0 turns it off) since the last
+ *   collection (or since the lowest point after it), the same hook runs after the allocation;
+ *   the allocated bytes after it become the new mark. So the peak counts live tensors plus at
+ *   most one step of garbage.
  * - One mutex for everything. ada_cuda_free makes no CUDA call; ada_cuda_empty_cache treats
  *   cudaErrorCudartUnloading (process exit) as success.
  */
@@ -52,6 +59,9 @@ static size_t live_cap, live_n; /* live_cap: 0 or a power of two, at most half f
 static void (*oom_hook)(void *ud);
 static void *oom_ud;
 static _Thread_local int in_oom_hook;
+static size_t gc_mark[ADA_CUDA_MAX_DEVICES]; /* allocated bytes after the last collection */
+static size_t gc_step[ADA_CUDA_MAX_DEVICES]; /* 0: not yet computed */
+static int gc_off = -1;                      /* -1: not yet read from the environment */
 
 /* ---- live table ------------------------------------------------------------------------- */
 
@@ -222,7 +232,50 @@ static ada_status oom_fail(const pool *pl, size_t n, int32_t dev) {
                   want, (int)dev, (double)held / g);
 }
 
+static ada_status malloc_impl(void **out, size_t n, int32_t dev);
+
+/* The pressure step of dev (see the top): computed once from the device's memory. Under mu. */
+static size_t pressure_step(int32_t dev) {
+  if (gc_off < 0) {
+    const char *env = getenv("ADASPA_GC_STEP_MB");
+    gc_off = env && atof(env) <= 0.0 ? 1 : 0;
+    if (env && !gc_off)
+      for (int32_t d = 0; d < ADA_CUDA_MAX_DEVICES; d++) gc_step[d] = (size_t)(atof(env) * 1024.0 * 1024.0);
+  }
+  if (gc_off) return 0;
+  if (!gc_step[dev]) {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      (void)cudaGetLastError();
+      total_b = (size_t)16 << 30;
+    }
+    gc_step[dev] = total_b / 16;
+  }
+  return gc_step[dev];
+}
+
 ada_status ada_cuda_malloc(void **out, size_t n, int32_t dev) {
+  ada_status s = malloc_impl(out, n, dev);
+  if (s || in_oom_hook) return s;
+  pthread_mutex_lock(&mu);
+  const size_t step = oom_hook ? pressure_step(dev) : 0;
+  const bool collect = step && pools[dev].st.allocated > gc_mark[dev] + step;
+  void (*hook)(void *) = oom_hook;
+  void *ud = oom_ud;
+  if (collect) gc_mark[dev] = pools[dev].st.allocated; /* no second trigger while it runs */
+  pthread_mutex_unlock(&mu);
+  if (!collect) return ADA_OK;
+  in_oom_hook = 1;
+  hook(ud); /* *out is live and owned by the caller: the collector cannot free it */
+  in_oom_hook = 0;
+  (void)cudaSetDevice(dev);
+  pthread_mutex_lock(&mu);
+  gc_mark[dev] = pools[dev].st.allocated;
+  pthread_mutex_unlock(&mu);
+  return ADA_OK;
+}
+
+static ada_status malloc_impl(void **out, size_t n, int32_t dev) {
   const char *op = "cuda malloc";
   if (!out) return ada_fail(ADA_EINVAL, "%s: no output given", op);
   *out = NULL;
@@ -276,6 +329,7 @@ void ada_cuda_free(void *p, int32_t dev) {
   if (live_take(p, &e)) {
     pool *pl = &pools[e.dev];
     pl->st.allocated -= e.size;
+    if (pl->st.allocated < gc_mark[e.dev]) gc_mark[e.dev] = pl->st.allocated; /* growth counts from the low */
     if (!cache_put(pl, p, e.size)) { /* no host memory for the list: give it back now */
       int cur = -1;
       (void)cudaGetDevice(&cur);

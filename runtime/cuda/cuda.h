@@ -42,7 +42,9 @@ ada_status ada_cuda_device_info_get(int32_t dev, ada_cuda_device_info *out);
 /* Device memory of at least n bytes (n > 0), 256-byte aligned, from the cache when a freed
  * block of a fitting size class exists. On cudaMalloc failure: empties the cache, calls the
  * out-of-memory hook once (the Lua binding runs a full garbage collection there), retries,
- * and then fails with ADA_ENOMEM naming the size asked and the memory free. */
+ * and then fails with ADA_ENOMEM naming the size asked and the memory free. The same hook runs
+ * after an allocation when the allocated bytes grew by 1/16 of the device's memory
+ * (ADASPA_GC_STEP_MB) since the last collection: garbage tensors cannot pile up. */
 ada_status ada_cuda_malloc(void **out, size_t n, int32_t dev);
 /* Returns a block from ada_cuda_malloc to the cache. NULL is ignored. */
 void ada_cuda_free(void *p, int32_t dev);

@@ -164,13 +164,22 @@ end
 -- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given).
 function Model:split_qkv(qkv, qn, kn)
   local S, H, D = qkv:shape()[1], self.cfg.heads, self.cfg.head_dim
+  -- every view holds its storage until freed or collected: the temporary ones are freed here
   local r = qkv:reshape({S, 3, H, D})
-  local q = r:narrow(2, 1, 1):reshape({S, H, D})
-  local k = r:narrow(2, 2, 1):reshape({S, H, D})
-  local v = r:narrow(2, 3, 1):reshape({S, H, D})
+  local function part(i)
+    local n = r:narrow(2, i, 1)
+    local t = n:reshape({S, H, D})
+    n:free()
+    return t
+  end
+  local q, k, v = part(1), part(2), part(3)
+  r:free()
   if qn then
-    q = adaspa.rmsnorm(q, self.w[qn], self.cfg.eps)
-    k = adaspa.rmsnorm(k, self.w[kn], self.cfg.eps)
+    local qr, kr = q, k
+    q = adaspa.rmsnorm(qr, self.w[qn], self.cfg.eps)
+    k = adaspa.rmsnorm(kr, self.w[kn], self.cfg.eps)
+    qr:free()
+    kr:free()
   end
   return q, k, v
 end
@@ -260,9 +269,10 @@ function Model:forward(x, t, text, guidance, ctx)
     drop(q, k, v)
     local S = n_img + L
     local a2 = a:reshape({S, h})
-    local pi = self:lin(a2:narrow(1, 1, n_img), p .. ".img_attn_proj")
-    local pt = self:lin(a2:narrow(1, n_img + 1, L), p .. ".txt_attn_proj")
-    drop(a, a2)
+    local ai, at = a2:narrow(1, 1, n_img), a2:narrow(1, n_img + 1, L)
+    local pi = self:lin(ai, p .. ".img_attn_proj")
+    local pt = self:lin(at, p .. ".txt_attn_proj")
+    drop(a, a2, ai, at)
     img = adaspa.gated_add(img, im[3], pi, {out = img})
     txt = adaspa.gated_add(txt, tm[3], pt, {out = txt})
     drop(pi, pt)
@@ -290,20 +300,24 @@ function Model:forward(x, t, text, guidance, ctx)
     local lin1 = self:lin(xm, p .. ".linear1")                                             -- [S, 3h + mlp]
     drop(xm)
     -- q, k, v read in place from the first 3h columns (strided rows): no copy
-    local q, k, v = self:split_qkv(lin1:narrow(2, 1, 3 * h), p .. ".q_norm.weight", p .. ".k_norm.weight")
+    local l1qkv = lin1:narrow(2, 1, 3 * h)
+    local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight")
+    drop(l1qkv)
     adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
     adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
     drop(q, k, v)
     local a2 = a:reshape({S, h})
-    local act = adaspa.gelu_tanh(lin1:narrow(2, 3 * h + 1, mlp_w))
-    drop(lin1)
+    local l1mlp = lin1:narrow(2, 3 * h + 1, mlp_w)
+    local act = adaspa.gelu_tanh(l1mlp)
+    drop(lin1, l1mlp)
     local w2 = self.w[p .. ".linear2.weight"]
-    local y = adaspa.linear(a2, w2:narrow(2, 1, h), self.w[p .. ".linear2.bias"])
+    local w2a, w2m = w2:narrow(2, 1, h), w2:narrow(2, h + 1, mlp_w)
+    local y = adaspa.linear(a2, w2a, self.w[p .. ".linear2.bias"])
     drop(a, a2)
-    local y2 = adaspa.linear(act, w2:narrow(2, h + 1, mlp_w), nil)
-    drop(act)
+    local y2 = adaspa.linear(act, w2m, nil)
+    drop(act, w2a, w2m)
     adaspa.add(y, y2, {out = y})
     drop(y2)
     xs = adaspa.gated_add(xs, m[3], y, {out = xs})
@@ -311,8 +325,9 @@ function Model:forward(x, t, text, guidance, ctx)
   end
 
   local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
-  local xm = self:ln_mod(xs:narrow(1, 1, n_img), fm[1], fm[2])
-  drop(xs)
+  local xs_img = xs:narrow(1, 1, n_img)
+  local xm = self:ln_mod(xs_img, fm[1], fm[2])
+  drop(xs, xs_img)
   local out = self:lin(xm, "final_layer.linear")
   drop(xm)
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})

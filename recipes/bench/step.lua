@@ -1,0 +1,176 @@
+-- Denoising-step benchmark of the full HunyuanVideo (synthetic bf16 weights made on the GPU).
+--   build/adaspa recipes/bench/step.lua [steps] [schedule] [quick] [frames=N] [sched_frames=N] [sched_steps=N]
+-- steps (default when neither is named): one step of the 720p 129-frame model in each mode:
+--   dense, search (fused dense + block mass, AdaSpa's selection at sparsity 0.8 and 0.9 from the
+--   same mass), sparse at 0.8, sparse at 0.9; each split into attention (everything the attention
+--   context does: kernels, selection, recall), GEMMs (adaspa.linear and adaspa.matmul, timed with a
+--   device synchronize around each call) and the rest (norms, RoPE, modulation, residuals, glue);
+--   the peak GPU memory of each step, the weights and the AdaSpa cache at 720p.
+-- schedule: the whole 50-step sampling at 720p with 33 frames, dense and AdaSpa (the defaults:
+--   sparsity 0.8, head-adaptive, warm-up 10, searches at 10 and 30), end to end, and the latents'
+--   PSNR of AdaSpa against dense (synthetic weights: the PSNR describes these weights only).
+-- quick: a narrow 2+2-layer model at 256x256, for a smoke test of this script.
+local hy = require "adaspa.models.hunyuan"
+local synth = require "adaspa.models.hunyuan_synth"
+local text = require "adaspa.text"
+local sampler = require "adaspa.sampler"
+local attention = require "adaspa.attention"
+local adaspa_policy = require "adaspa.policy.adaspa"
+local dense_policy = require "adaspa.policy.dense"
+local quality = require "adaspa.quality"
+
+local args = {}
+for _, a in ipairs(arg or {}) do
+  local k, v = a:match("^([%w_]+)=(.*)$")
+  if k then args[k] = tonumber(v) or v else args[a] = true end
+end
+if not args.steps and not args.schedule then args.steps = true end
+if not adaspa.cuda.available() then
+  print("step bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
+  return
+end
+
+local GiB = 2 ^ 30
+local function gib(b) return string.format("%.2f GiB", b / GiB) end
+
+local mcfg = args.quick and hy.config("small", {layers = {double = 2, single = 2}}) or hy.config("720p")
+local t0 = adaspa.now()
+local weights = synth.weights(mcfg, {seed = 1, device = "cuda", dtype = "bf16"})
+local model = hy.new(mcfg, weights)
+adaspa.cuda.synchronize()
+collectgarbage()
+local mem_w = adaspa.cuda.memory().allocated
+local cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = "cuda", dtype = "bf16"})
+print(string.format("step bench: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d), weights %s on the GPU in %.1f s",
+  mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, gib(mem_w), adaspa.now() - t0))
+
+-- GEMM time: adaspa.linear / adaspa.matmul wrapped with a synchronize on each side.
+local gemm = {seconds = 0, on = false}
+local raw_linear, raw_matmul = adaspa.linear, adaspa.matmul
+local function timed(fn)
+  return function(...)
+    if not gemm.on then return fn(...) end
+    adaspa.cuda.synchronize()
+    local t = adaspa.now()
+    local r = fn(...)
+    adaspa.cuda.synchronize()
+    gemm.seconds = gemm.seconds + (adaspa.now() - t)
+    return r
+  end
+end
+adaspa.linear, adaspa.matmul = timed(raw_linear), timed(raw_matmul)
+
+local function video_of(frames, width, height)
+  return {frames = frames, width = width or mcfg.video.width, height = height or mcfg.video.height}
+end
+
+-- One model evaluation under ctx at schedule step `step`; returns {total=, attention=, gemm=, rest=, peak=}.
+local function one_step(ctx, x, step)
+  adaspa.cuda.synchronize()
+  collectgarbage()
+  adaspa.cuda.reset_peak()
+  gemm.seconds, gemm.on = 0, true
+  local t = adaspa.now()
+  ctx:begin_step(step)
+  local v = model:forward(x, 500, cond, 6.0, ctx)
+  adaspa.cuda.synchronize()
+  local total = adaspa.now() - t
+  local rec = attention.summarize(ctx:end_step())
+  gemm.on = false
+  v:free()
+  local r = {total = total, attention = rec.seconds, gemm = gemm.seconds, peak = adaspa.cuda.memory().peak,
+             density = rec.density, recall = rec.recall}
+  r.rest = total - r.attention - r.gemm
+  return r
+end
+
+local results = {}
+if args.steps then
+  local frames = args.frames or mcfg.video.frames
+  local grid, lshape = hy.grid(video_of(frames))
+  local S = grid[1] * grid[2] * grid[3] + mcfg.text_len
+  print(string.format("step bench: one step per mode at %dx%d, %d frames: %d tokens", mcfg.video.width,
+    mcfg.video.height, frames, S))
+  local x = adaspa.randn(lshape, {seed = 42, dtype = "bf16", device = "cuda"})
+  -- The schedule the bench drives: step 0 dense (keeps the LSE), 1 search, 2 sparse at 0.8; the
+  -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step).
+  local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}}, 4)
+  local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}}, 4)
+  local alt = {}
+  local bench_policy = {name = "bench", block = 64}
+  function bench_policy:mode(step) return ({"dense", "search", "sparse", "plan"})[step + 1] end
+  function bench_policy:select(mass, layer, info)
+    alt[layer] = p9:select(mass, layer, info)
+    return p8:select(mass, layer, info)
+  end
+  function bench_policy:plan(q, k, v, info) return alt[info.layer] end
+  local ctx = attention.new(bench_policy, {layers = mcfg.layers.double + mcfg.layers.single, sync = true})
+  local names = {"dense", "search", "sparse 0.8", "sparse 0.9"}
+  for i, name in ipairs(names) do
+    local r = one_step(ctx, x, i - 1)
+    r.name = name
+    results[#results + 1] = r
+    print(string.format("  %-10s %7.2f s  (attention %.2f s, GEMMs %.2f s, rest %.2f s)  peak %s%s", name, r.total,
+      r.attention, r.gemm, r.rest, gib(r.peak), r.density and string.format("  density %.3f", r.density.mean) or ""))
+    if i == 2 then
+      local cs = ctx.cache:stats()
+      results.cache = cs.memory
+      print(string.format("  AdaSpa cache after the search (layouts + LSE of %d layers): %s on the GPU, %s on the host",
+        cs.n_layers, gib(cs.memory.device), gib(cs.memory.host)))
+    end
+  end
+  for _, l in pairs(alt) do l:free() end
+  ctx.cache:free()
+  x:free()
+end
+
+if args.schedule then
+  local frames, steps = args.sched_frames or 33, args.sched_steps or 50
+  local _, lshape = hy.grid(video_of(frames))
+  print(string.format("step bench: full schedule, %d steps at %dx%d, %d frames", steps, mcfg.video.width, mcfg.video.height, frames))
+  local function run(policy)
+    local ctx = attention.new(policy, {layers = mcfg.layers.double + mcfg.layers.single, sync = true})
+    local x = adaspa.randn(lshape, {seed = 42, dtype = "f32", device = "cuda"})
+    adaspa.cuda.synchronize()
+    local t = adaspa.now()
+    x = sampler.euler(x, function(xt, timestep, i)
+      ctx:begin_step(i - 1)
+      local xb = xt:to("bf16")
+      local v = model:forward(xb, timestep, cond, 6.0, ctx)
+      xb:free()
+      ctx:end_step()
+      local vf = v:to("f32")
+      v:free()
+      return vf
+    end, {steps = steps, shift = 7.0, quiet = true})
+    adaspa.cuda.synchronize()
+    local total = adaspa.now() - t
+    local att = 0
+    for _, s in ipairs(ctx.steps) do att = att + s.seconds end
+    ctx.cache:free()
+    return x, total, att
+  end
+  local xd, td, ad = run(dense_policy.new())
+  print(string.format("  dense   %7.1f s  (attention %.1f s)", td, ad))
+  local xa, ta, aa = run(adaspa_policy.new({}, steps))
+  print(string.format("  adaspa  %7.1f s  (attention %.1f s)  %.2fx faster end to end, attention %.2fx; latent PSNR vs dense %.1f dB",
+    ta, aa, td / ta, ad / aa, quality.psnr(xa, xd)))
+  results.schedule = {frames = frames, steps = steps, dense = td, adaspa = ta, dense_attention = ad, adaspa_attention = aa}
+end
+
+adaspa.linear, adaspa.matmul = raw_linear, raw_matmul
+if #results > 0 then
+  print("")
+  print(string.format("| mode | step (s) | attention (s) | GEMMs (s) | rest (s) | peak GPU memory |"))
+  print("| --- | --- | --- | --- | --- | --- |")
+  for _, r in ipairs(results) do
+    print(string.format("| %s | %.2f | %.2f | %.2f | %.2f | %.1f GiB |", r.name, r.total, r.attention, r.gemm, r.rest, r.peak / GiB))
+  end
+  print(string.format("weights %s; AdaSpa cache %s (GPU) + %s (host)", gib(mem_w),
+    results.cache and gib(results.cache.device) or "?", results.cache and gib(results.cache.host) or "?"))
+end
+if results.schedule then
+  local s = results.schedule
+  print(string.format("| schedule %d steps, %d frames | dense %.1f s | adaspa %.1f s | %.2fx |", s.steps, s.frames, s.dense, s.adaspa,
+    s.dense / s.adaspa))
+end
