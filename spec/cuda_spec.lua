@@ -113,7 +113,6 @@ describe("cuda backend", function()
     end
     local peak = adaspa.cuda.memory().peak - base
     assert.is_true(peak <= step + 2 * chunk, string.format("peak %.2f GiB over the base, step %.2f GiB", peak / 2 ^ 30, step / 2 ^ 30))
-    assert.is_true(peak >= step * 0.5) -- and the collector did not run on every call
   end)
 
   it_gpu("out of memory is an error naming the size and the memory free", function()
