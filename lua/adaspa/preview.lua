@@ -3,6 +3,7 @@
 --   rgb = sum_c latent[c] * F[c] + bias, clamped to [-1, 1], mapped to 0..255;
 --   each latent pixel stands for 8x8 video pixels, so frames are upscaled (nearest) for viewing.
 local adaspa = require "adaspa"
+local font = require "adaspa.font"
 
 local preview = {}
 
@@ -55,37 +56,17 @@ function preview.contact_sheet(frames, cols)
   return sheet
 end
 
--- 5x7 glyphs (rows of 5 bits, left bit first) for the labels previews carry.
-local glyphs = {
-  S = {15, 16, 16, 14, 1, 1, 30}, Y = {17, 17, 10, 4, 4, 4, 4}, N = {17, 25, 21, 19, 17, 17, 17},
-  T = {31, 4, 4, 4, 4, 4, 4}, H = {17, 17, 17, 31, 17, 17, 17}, E = {31, 16, 16, 30, 16, 16, 31},
-  I = {14, 4, 4, 4, 4, 4, 14}, C = {14, 17, 16, 16, 16, 17, 14}, W = {17, 17, 17, 21, 21, 21, 10},
-  G = {14, 17, 16, 23, 17, 17, 15}, [" "] = {0, 0, 0, 0, 0, 0, 0},
-}
-
--- Draws `text` (letters of "SYNTHETIC WEIGHTS" and spaces) in black on a yellow banner at the
--- top-left of img (u8 [H, W, 3], in place), clipped to the image. scale: pixels per glyph dot.
+-- Draws `text` in black on a yellow banner at the top-left of img (u8 [H, W, 3], in place),
+-- clipped to the image, in adaspa.font's 5x7 glyphs with one dot of margin. scale: pixels per
+-- glyph dot (2).
 function preview.label(img, text, scale)
   scale = scale or 2
+  local ok, banner = pcall(font.render, text, {scale = scale, fg = {0, 0, 0}, bg = {255, 221, 0}, pad = 1, strict = true})
+  if not ok then error("preview.label: " .. tostring(banner):gsub("^.-adaspa%.font: ", ""), 2) end
   local H, W = img:shape()[1], img:shape()[2]
-  local bh, bw = math.min(H, 9 * scale), math.min(W, (#text * 6 + 1) * scale)
-  local px = {}
-  for y = 0, bh - 1 do
-    local gy = math.floor(y / scale) - 1
-    for x = 0, bw - 1 do
-      local gx = math.floor(x / scale) - 1
-      local ci, col = math.floor(gx / 6) + 1, gx % 6
-      local on = false
-      if gy >= 0 and gy < 7 and gx >= 0 and col < 5 and ci <= #text then
-        local g = glyphs[text:sub(ci, ci)]
-        if not g then error("preview.label: no glyph for " .. text:sub(ci, ci), 2) end
-        on = bit.band(g[gy + 1], bit.lshift(1, 4 - col)) ~= 0
-      end
-      local n = #px
-      if on then px[n + 1], px[n + 2], px[n + 3] = 0, 0, 0 else px[n + 1], px[n + 2], px[n + 3] = 255, 221, 0 end
-    end
-  end
-  img:narrow(1, 1, bh):narrow(2, 1, bw):copy(adaspa.tensor(px, {dtype = "u8"}):reshape({bh, bw, 3}))
+  local s = banner:shape()
+  local bh, bw = math.min(H, s[1]), math.min(W, s[2])
+  img:narrow(1, 1, bh):narrow(2, 1, bw):copy(banner:narrow(1, 1, bh):narrow(2, 1, bw))
   return img
 end
 

@@ -1,6 +1,13 @@
 -- adaspa.jobs.video: the main job. Builds HunyuanVideo (weights from a file or synthetic),
 -- samples a latent video with flow-matching Euler, and writes the outputs: latents
 -- (safetensors), one preview PNG per latent frame, a contact sheet, and a report (text + JSON).
+-- Its pieces serve other jobs (adaspa.jobs.compare):
+--   video.prepare(cfg [, opts]) -> prep: device, preset, model, text conditioning (once);
+--   video.policy_of(name, a, steps): a built-in policy from an attention-like table;
+--   video.run_schedule(cfg, prep, policy, say [, opts]) -> run: one sampling run with a policy;
+--   video.compare(run, ref) -> quality of run against ref (same seed): PSNR/SSIM of latents and
+--     previews, per-layer attention errors at the error steps;
+--   video.median_steps(records), video.total_seconds(run).
 local adaspa = require "adaspa"
 local hy = require "adaspa.models.hunyuan"
 local sampler = require "adaspa.sampler"
@@ -118,7 +125,8 @@ local function read_peak_rss()
   return kb and tonumber(kb) * 1024 or nil
 end
 
--- Resolves device, dtype, preset and sizes; returns the model config and notes for the report.
+-- Resolves device, dtype, preset and sizes (filling cfg.video from the preset); returns the model
+-- config, device, dtype and notes for the report.
 local function resolve(cfg)
   local notes = {}
   local device = cfg.model.device
@@ -149,7 +157,49 @@ local function resolve(cfg)
   return mcfg, device, dtype, notes
 end
 
+video.resolve = resolve
+
 local function timestamp() return os.date("%Y%m%d-%H%M%S") end
+video.timestamp = timestamp
+
+-- Resolves the configuration and builds what every run of it shares: the model with its weights
+-- and the text conditioning. opts: say (printf-like; nothing when absent), dir (named in the
+-- progress line). Returns prep = {mcfg, device, dtype, notes, model, cond, weights_source,
+-- weights_seconds, grid, latent_shape, n_tokens}.
+function video.prepare(cfg, opts)
+  opts = opts or {}
+  local say = opts.say or function() end
+  local mcfg, device, dtype, notes = resolve(cfg)
+  for _, n in ipairs(notes) do say("adaspa: %s", n) end
+  local grid, latent_shape = hy.grid(cfg.video)
+  local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
+  say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
+    mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
+  say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps%s",
+    cfg.video.width, cfg.video.height, cfg.video.frames, table.concat(latent_shape, ", "), n_tokens,
+    mcfg.text_len, cfg.sampler.steps, opts.dir and ("; output " .. opts.dir) or "")
+
+  local t0 = adaspa.now()
+  local weights, weights_source
+  if cfg.model.weights then
+    weights = require("adaspa.weights").load(cfg.model.weights, mcfg, {device = device, dtype = dtype})
+    weights_source = cfg.model.weights
+  else
+    weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = cfg.model.weights_seed, device = device, dtype = dtype})
+    weights_source = string.format("SYNTHETIC (seed %d): not trained weights; the pictures show attention structure, not content",
+      cfg.model.weights_seed)
+  end
+  local model = hy.new(mcfg, weights)
+  local t_weights = adaspa.now() - t0
+  say("adaspa: weights: %s (%.1f s)", weights_source, t_weights)
+
+  local cond = cfg.text.embeds and text.load(cfg.text.embeds, mcfg, {device = device, dtype = dtype})
+    or text.synthetic(cfg.text.prompt, mcfg, {device = device, dtype = dtype})
+  say("adaspa: text: %s", cond.source)
+  return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, model = model, cond = cond,
+          weights_source = weights_source, weights_seconds = t_weights, grid = grid, latent_shape = latent_shape,
+          n_tokens = n_tokens}
+end
 
 -- The policy object of the recipe's attention table: a recipe-defined object as it is, or a
 -- built-in policy from the shared fields it knows (sparsity, block, ...) and attention.options.
@@ -170,32 +220,63 @@ function video.policy_of(name, a, steps)
   return m.new(opts, steps)
 end
 
--- One sampling run with a policy. keep_outputs: {[step] = {[layer] = tensor}} of a previous run
--- whose attention outputs are compared (the dense reference run), or nil. Returns a table with
--- x, steps (per-step records), timings by mode, FLOPs, outputs captured at error steps, pictures.
-local function run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, dir, keep_outputs)
+-- One sampling run with a policy. opts:
+--   dir           write mask and mass pictures at search steps (output.pictures), the density
+--                 grid and the cache there;
+--   outputs       {[step] = {[layer] = tensor}}: attention outputs of another run at the error
+--                 steps (output.error_steps); each layer's relative error between the two is
+--                 computed (run.errors[step][layer]); outputs_are_reference: those outputs are the
+--                 reference (else this run is);
+--   keep_outputs  keep this run's outputs at the error steps even with opts.outputs (kept anyway
+--                 without it);
+--   on_attention  fn(ctx, info, mode, out): after every attention call (mode: dense, search,
+--                 plan or sparse);
+--   on_step       fn(info, record): after every step (the sampler's info, the step's summary);
+--   quiet_steps   no progress line per step.
+-- Returns {x, steps (per-step records), by_mode, attention_seconds, sampling_seconds, flops,
+-- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats}.
+function video.run_schedule(cfg, prep, policy, say, opts)
+  opts = opts or {}
+  local mcfg, model, cond, device, dtype = prep.mcfg, prep.model, prep.cond, prep.device, prep.dtype
+  local dir = opts.dir
   local n_layers = mcfg.layers.double + mcfg.layers.single
   local ctx = attention.new(policy, {layers = math.max(n_layers, 1), sync = device ~= "cpu"})
   local error_steps = {}
-  for _, s in ipairs(cfg.output.error_steps) do error_steps[s] = true end
+  for _, s in ipairs(cfg.output.error_steps or {}) do error_steps[s] = true end
   local outputs, errors = {}, {}
+  local other = opts.outputs
   ctx.on_output = function(c, layer, out)
     if not error_steps[c.step] then return end
-    if keep_outputs then
-      local sparse_out = keep_outputs[c.step] and keep_outputs[c.step][layer]
-      if sparse_out then
+    if other then
+      local o = other[c.step] and other[c.step][layer]
+      if o then
         errors[c.step] = errors[c.step] or {}
-        errors[c.step][layer] = quality.rel_l2(sparse_out, out)
+        errors[c.step][layer] = opts.outputs_are_reference and quality.rel_l2(out, o) or quality.rel_l2(o, out)
       end
-    else
+    end
+    if not other or opts.keep_outputs then
       outputs[c.step] = outputs[c.step] or {}
       outputs[c.step][layer] = out:clone()
     end
   end
-  local want_layer, want_head = {}, cfg.output.picture_heads
-  for _, l in ipairs(cfg.output.picture_layers) do want_layer[l] = true end
+  if opts.on_attention then
+    -- the mode of each call: the one whose count the call raised
+    local base = ctx.attention
+    ctx.attention = function(self, q, k, v, info)
+      local before = {}
+      for m, n in pairs(self.cur.modes) do before[m] = n end
+      local out = base(self, q, k, v, info)
+      local mode
+      for m, n in pairs(self.cur.modes) do if n ~= (before[m] or 0) then mode = m end end
+      opts.on_attention(self, info, mode, out)
+      return out
+    end
+  end
   local pics = {}
-  if dir and cfg.output.pictures then
+  local pictures_on = dir and cfg.output.pictures
+  if pictures_on then
+    local want_layer, want_head = {}, cfg.output.picture_heads
+    for _, l in ipairs(cfg.output.picture_layers) do want_layer[l] = true end
     ctx.capture = function(c, kind, layer, info, mass, layout)
       if not want_layer[layer] then return end
       local pictures = require "adaspa.pictures"
@@ -223,21 +304,25 @@ local function run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, 
           local r = attention.summarize(ctx:end_step())
           r.seconds_total, r.timestep = info.seconds, info.timestep
           records[#records + 1] = r
-          local extra = ""
-          if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
-          if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
-          say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
-            sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
+          if not opts.quiet_steps then
+            local extra = ""
+            if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
+            if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
+            say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
+              sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
+          end
+          if opts.on_step then opts.on_step(info, r) end
         end})
-  local by_mode, att, flops, dflops = {}, 0, 0, 0
+  local by_mode, att, flops, dflops, pflops, pseconds, sampling = {}, 0, 0, 0, 0, 0, 0
   for i, st in ipairs(ctx.steps) do
     local r = records[i]
     local b = by_mode[r.mode] or {steps = 0, seconds = 0, attention = 0}
     b.steps, b.seconds, b.attention = b.steps + 1, b.seconds + r.seconds_total, b.attention + r.seconds
     by_mode[r.mode] = b
     att, flops, dflops = att + st.seconds, flops + st.flops, dflops + st.dense_flops
+    pflops, pseconds, sampling = pflops + (st.plan_flops or 0), pseconds + (st.plan_seconds or 0), sampling + r.seconds_total
   end
-  if dir and cfg.output.pictures and policy.name ~= "dense" then
+  if pictures_on and policy.name ~= "dense" then
     local pictures = require "adaspa.pictures"
     local dens = {}
     for l = 1, n_layers do dens[l] = ctx.cache:density(l) or {} end
@@ -247,11 +332,13 @@ local function run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, 
   end
   local cache_stats = ctx.cache:stats()
   if dir and policy.name ~= "dense" then ctx.cache:save(dir .. "/cache.safetensors") end
-  return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, flops = flops, dense_flops = dflops,
-          outputs = outputs, errors = errors, pictures = pics, cache_stats = cache_stats}
+  return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
+          dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
+          pictures = pics, cache_stats = cache_stats}
 end
 
 -- Median seconds of a step and of its attention, per mode: robust to a busy machine.
+-- records: run.steps. Returns {[mode] = {steps = n, step = s, attention = s}}.
 local function median_steps(records)
   local by = {}
   for _, r in ipairs(records) do
@@ -268,7 +355,17 @@ local function median_steps(records)
   return out
 end
 
--- Quality of run against the dense reference ref (same seed).
+video.median_steps = median_steps
+
+-- Sampling seconds of a run (the sum of its steps).
+function video.total_seconds(run)
+  local t = 0
+  for _, st in ipairs(run.steps) do t = t + st.seconds_total end
+  return t
+end
+
+-- Quality of run against the dense reference ref (same seed). The per-layer attention errors are
+-- those computed by whichever of the two runs was given the other's outputs.
 local function compare(run, ref)
   local fa = preview.frames(run.x, 1)
   local fb = preview.frames(ref.x, 1)
@@ -280,11 +377,12 @@ local function compare(run, ref)
     previews = {psnr = quality.psnr(a, b, 255), ssim = quality.ssim(a, b, 255)},
     attention_error = {},
   }
+  local errs = (ref.errors and next(ref.errors)) and ref.errors or run.errors or {}
   local steps = {}
-  for s in pairs(ref.errors) do steps[#steps + 1] = s end
+  for s in pairs(errs) do steps[#steps + 1] = s end
   table.sort(steps)
   for _, s in ipairs(steps) do
-    local per, sum, n, mx, ml = ref.errors[s], 0, 0, -1, 0
+    local per, sum, n, mx, ml = errs[s], 0, 0, -1, 0
     for l, e in pairs(per) do
       sum, n = sum + e, n + 1
       if e > mx then mx, ml = e, l end
@@ -293,57 +391,29 @@ local function compare(run, ref)
   end
   return out
 end
+video.compare = compare
 
 function video.run(cfg, job)
   local t_start = adaspa.now()
-  local mcfg, device, dtype, notes = resolve(cfg)
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
-  for _, n in ipairs(notes) do say("adaspa: %s", n) end
-
-  local grid, latent_shape = hy.grid(cfg.video)
-  local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
   local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
   adaspa.mkdir(dir)
   require("adaspa.recipe").write_root = dir
-  say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
-    mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
-  say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps; output %s",
-    cfg.video.width, cfg.video.height, cfg.video.frames, table.concat(latent_shape, ", "), n_tokens,
-    mcfg.text_len, cfg.sampler.steps, dir)
-
-  local t0 = adaspa.now()
-  local weights, weights_source
-  if cfg.model.weights then
-    weights = require("adaspa.weights").load(cfg.model.weights, mcfg, {device = device, dtype = dtype})
-    weights_source = cfg.model.weights
-  else
-    weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = cfg.model.weights_seed, device = device, dtype = dtype})
-    weights_source = string.format("SYNTHETIC (seed %d): not trained weights; the pictures show attention structure, not content",
-      cfg.model.weights_seed)
-  end
-  local model = hy.new(mcfg, weights)
-  local t_weights = adaspa.now() - t0
-  say("adaspa: weights: %s (%.1f s)", weights_source, t_weights)
-
-  local cond = cfg.text.embeds and text.load(cfg.text.embeds, mcfg, {device = device, dtype = dtype})
-    or text.synthetic(cfg.text.prompt, mcfg, {device = device, dtype = dtype})
-  say("adaspa: text: %s", cond.source)
+  local prep = video.prepare(cfg, {say = say, dir = dir})
+  local mcfg, device, dtype, notes = prep.mcfg, prep.device, prep.dtype, prep.notes
+  local latent_shape, n_tokens = prep.latent_shape, prep.n_tokens
+  local weights_source, t_weights, cond = prep.weights_source, prep.weights_seconds, prep.cond
 
   local policy = make_policy(cfg)
   say("adaspa: attention: %s", policy.describe and policy:describe() or tostring(policy.name or "recipe policy"))
-  local run = run_schedule(cfg, mcfg, model, cond, device, dtype, policy, say, dir)
+  local run = video.run_schedule(cfg, prep, policy, say, {dir = dir})
   local x, steps = run.x, run.steps
   local comparison
   if cfg.output.compare_dense and policy.name ~= "dense" then
     say("adaspa: compare_dense: the same run with dense attention")
-    local ref = run_schedule(cfg, mcfg, model, cond, device, dtype, dense_policy.new(), say, nil, run.outputs)
+    local ref = video.run_schedule(cfg, prep, dense_policy.new(), say, {outputs = run.outputs})
     comparison = compare(run, ref)
-    local function total_of(r)
-      local t = 0
-      for _, st in ipairs(r.steps) do t = t + st.seconds_total end
-      return t
-    end
-    comparison.timing = {sampling_seconds = total_of(run), dense_sampling_seconds = total_of(ref),
+    comparison.timing = {sampling_seconds = video.total_seconds(run), dense_sampling_seconds = video.total_seconds(ref),
                          attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds,
                          median_step = median_steps(run.steps), dense_median_step = median_steps(ref.steps)}
     say("adaspa: quality against dense: latents PSNR %.2f dB, SSIM %.4f; previews PSNR %.2f dB, SSIM %.4f",

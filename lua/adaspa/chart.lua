@@ -1,0 +1,365 @@
+-- adaspa.chart: scatter and line charts drawn into a u8 [H, W, 3] tensor (for PNG reports such as
+-- the compare recipe's quality-against-speed chart), with axes, "nice" ticks, labelled points and
+-- a legend, in adaspa.font's 5x7 glyphs.
+--
+--   chart.draw(spec) -> img, frame
+-- spec = {
+--   width = 900, height = 560, title = "...", x_label = "...", y_label = "...",
+--   series = {{name = "adaspa", color = {r, g, b} (default: chart.palette[i]), line = true,
+--              points = {{x = 1.5, y = 40, label = "0.8"}, ...}}, ...},
+--   x_range = {lo, hi}, y_range = {lo, hi}   (default: the data with 5% margins, widened to ticks),
+--   legend = true, text_scale = 2 (axes, title, legend), label_scale = 1 (point labels),
+--   point_radius = 4,
+-- }
+-- A y of +inf (e.g. the PSNR of identical runs) is drawn in a band above the plot labelled "inf";
+-- -inf below it ("-inf"); NaN points are skipped. x must be finite.
+-- frame = {left, right, top, bottom (plot area, pixels, 1-based, inclusive), x_lo, x_hi, y_lo, y_hi,
+--          inf_y (the row of +inf points), px = fn(x), py = fn(y)}:
+--   px(x) = left + round((x - x_lo) / (x_hi - x_lo) * (right - left))
+--   py(y) = bottom - round((y - y_lo) / (y_hi - y_lo) * (bottom - top))
+-- Points are filled discs of point_radius around (px, py), drawn after lines and labels.
+--
+--   chart.canvas(w, h [, bg]) -> a canvas (pixels in a Lua table) with set, fill, line, disc,
+--   text, paste(u8 tensor, x, y) and tensor() -> u8 [h, w, 3].
+local adaspa = require "adaspa"
+local font = require "adaspa.font"
+
+local chart = {}
+
+-- Ten distinct series colors.
+chart.palette = {
+  {31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40}, {148, 103, 189},
+  {140, 86, 75}, {227, 119, 194}, {90, 90, 90}, {188, 189, 34}, {23, 190, 207},
+}
+chart.colors = {background = {255, 255, 255}, axis = {0, 0, 0}, grid = {225, 225, 225}, text = {20, 20, 20},
+                inf_band = {245, 245, 235}, outline = {0, 0, 0}}
+
+-- ---- canvas ----------------------------------------------------------------------------------------
+
+local Canvas = {}
+Canvas.__index = Canvas
+
+function chart.canvas(w, h, bg)
+  bg = bg or chart.colors.background
+  local px = {}
+  for i = 0, w * h - 1 do px[3 * i + 1], px[3 * i + 2], px[3 * i + 3] = bg[1], bg[2], bg[3] end
+  return setmetatable({w = w, h = h, px = px}, Canvas)
+end
+
+-- Pixel (x = column, y = row), 1-based; outside the canvas: ignored.
+function Canvas:set(x, y, c)
+  if x < 1 or y < 1 or x > self.w or y > self.h then return end
+  local j = ((y - 1) * self.w + (x - 1)) * 3
+  local px = self.px
+  px[j + 1], px[j + 2], px[j + 3] = c[1], c[2], c[3]
+end
+
+function Canvas:get(x, y)
+  local j = ((y - 1) * self.w + (x - 1)) * 3
+  return {self.px[j + 1], self.px[j + 2], self.px[j + 3]}
+end
+
+-- Filled rectangle, corners inclusive, clipped.
+function Canvas:fill(x0, y0, x1, y1, c)
+  if x0 > x1 then x0, x1 = x1, x0 end
+  if y0 > y1 then y0, y1 = y1, y0 end
+  x0, y0 = math.max(1, math.floor(x0)), math.max(1, math.floor(y0))
+  x1, y1 = math.min(self.w, math.floor(x1)), math.min(self.h, math.floor(y1))
+  local px, w = self.px, self.w
+  local r, g, b = c[1], c[2], c[3]
+  for y = y0, y1 do
+    local j = ((y - 1) * w + (x0 - 1)) * 3
+    for _ = x0, x1 do
+      px[j + 1], px[j + 2], px[j + 3] = r, g, b
+      j = j + 3
+    end
+  end
+end
+
+-- A line from (x0, y0) to (x1, y1) (Bresenham), `thick` pixels wide (1).
+function Canvas:line(x0, y0, x1, y1, c, thick)
+  thick = thick or 1
+  local lo, hi = -math.floor((thick - 1) / 2), math.floor(thick / 2)
+  x0, y0, x1, y1 = math.floor(x0 + 0.5), math.floor(y0 + 0.5), math.floor(x1 + 0.5), math.floor(y1 + 0.5)
+  local dx, dy = math.abs(x1 - x0), -math.abs(y1 - y0)
+  local sx, sy = x0 < x1 and 1 or -1, y0 < y1 and 1 or -1
+  local err = dx + dy
+  while true do
+    if thick == 1 then self:set(x0, y0, c) else self:fill(x0 + lo, y0 + lo, x0 + hi, y0 + hi, c) end
+    if x0 == x1 and y0 == y1 then break end
+    local e2 = 2 * err
+    if e2 >= dy then err = err + dy; x0 = x0 + sx end
+    if e2 <= dx then err = err + dx; y0 = y0 + sy end
+  end
+end
+
+-- A filled disc of radius r around (cx, cy), with an outline of color `edge` if given.
+function Canvas:disc(cx, cy, r, c, edge)
+  for y = -r, r do
+    for x = -r, r do
+      local d = x * x + y * y
+      if d <= r * r + r then
+        local on_edge = edge and d > (r - 1) * (r - 1) + (r - 1)
+        self:set(cx + x, cy + y, on_edge and edge or c)
+      end
+    end
+  end
+end
+
+function Canvas:text(x, y, s, c, scale) return font.draw(self, x, y, s, c or chart.colors.text, scale) end
+
+-- Copies a u8 [h, w, 3] tensor with its top-left at (x, y).
+function Canvas:paste(img, x, y)
+  local s = img:shape()
+  local v = img:to("cpu"):contiguous():reshape({-1}):totable()
+  for r = 0, s[1] - 1 do
+    for col = 0, s[2] - 1 do
+      local j = (r * s[2] + col) * 3
+      self:set(x + col, y + r, {v[j + 1], v[j + 2], v[j + 3]})
+    end
+  end
+end
+
+function Canvas:tensor()
+  return adaspa.tensor(self.px, {dtype = "u8"}):reshape({self.h, self.w, 3})
+end
+
+-- ---- ticks -----------------------------------------------------------------------------------------
+
+-- A step of 1, 2 or 5 times a power of ten, near span / n.
+function chart.nice_step(span, n)
+  if not (span > 0) then return 1 end
+  local raw = span / (n or 5)
+  local p = 10 ^ math.floor(math.log10(raw))
+  local f = raw / p
+  local m = f < 1.5 and 1 or f < 3.5 and 2 or f < 7.5 and 5 or 10
+  return m * p
+end
+
+-- Ticks of step over [lo, hi] (multiples of step within the range, with rounding slack).
+function chart.ticks(lo, hi, step)
+  local out = {}
+  local first = math.ceil(lo / step - 1e-9)
+  local last = math.floor(hi / step + 1e-9)
+  for i = first, last do out[#out + 1] = i * step end
+  return out
+end
+
+-- A tick label: as many decimals as the step needs.
+function chart.format_tick(v, step)
+  local d = -math.floor(math.log10(step) + 1e-9)
+  if d < 0 then d = 0 end
+  if math.abs(v) < step * 1e-6 then v = 0 end
+  return string.format(string.format("%%.%df", d), v)
+end
+
+-- ---- the chart ------------------------------------------------------------------------------------
+
+local function fail(msg, ...) error(string.format("adaspa.chart.draw: " .. msg, ...), 3) end
+
+local function finite(v) return type(v) == "number" and v == v and v ~= math.huge and v ~= -math.huge end
+
+local function data_range(series, key)
+  local lo, hi = math.huge, -math.huge
+  for _, s in ipairs(series) do
+    for _, p in ipairs(s.points) do
+      local v = p[key]
+      if finite(v) then lo, hi = math.min(lo, v), math.max(hi, v) end
+    end
+  end
+  if lo == math.huge then return 0, 1 end
+  if hi - lo < 1e-12 then
+    local d = math.max(math.abs(lo) * 0.1, 1e-3)
+    return lo - d, hi + d
+  end
+  local m = 0.05 * (hi - lo)
+  return lo - m, hi + m
+end
+
+local function check_spec(spec)
+  if type(spec) ~= "table" then fail("spec must be a table, got %s", type(spec)) end
+  if type(spec.series) ~= "table" then fail("spec.series must be a list of series, got %s", type(spec.series)) end
+  for i, s in ipairs(spec.series) do
+    if type(s) ~= "table" or type(s.points) ~= "table" then fail("series[%d] needs a list of points", i) end
+    if s.color ~= nil and (type(s.color) ~= "table" or #s.color ~= 3) then fail("series[%d].color must be {r, g, b}", i) end
+    for j, p in ipairs(s.points) do
+      if type(p) ~= "table" or not finite(p.x) or type(p.y) ~= "number" then
+        fail("series[%d].points[%d] needs a finite number x and a number y, got x = %s, y = %s", i, j,
+          tostring(type(p) == "table" and p.x), tostring(type(p) == "table" and p.y))
+      end
+    end
+  end
+  for _, k in ipairs({"x_range", "y_range"}) do
+    local r = spec[k]
+    if r ~= nil and (type(r) ~= "table" or not finite(r[1]) or not finite(r[2]) or not (r[1] < r[2])) then
+      fail("spec.%s must be {lo, hi} with lo < hi", k)
+    end
+  end
+  local w, h = spec.width or 900, spec.height or 560
+  if type(w) ~= "number" or w % 1 ~= 0 or w < 120 then fail("spec.width must be an integer >= 120, got %s", tostring(w)) end
+  if type(h) ~= "number" or h % 1 ~= 0 or h < 100 then fail("spec.height must be an integer >= 100, got %s", tostring(h)) end
+  return w, h
+end
+
+function chart.draw(spec)
+  local W, H = check_spec(spec)
+  local ts, ls = spec.text_scale or 2, spec.label_scale or 1
+  local radius = spec.point_radius or 4
+  local th = font.height(ts)
+  local cv = chart.canvas(W, H)
+  local C = chart.colors
+
+  local any_inf, any_ninf = false, false
+  for _, s in ipairs(spec.series) do
+    for _, p in ipairs(s.points) do
+      if p.y == math.huge then any_inf = true elseif p.y == -math.huge then any_ninf = true end
+    end
+  end
+
+  -- ranges and ticks
+  local x_lo, x_hi, y_lo, y_hi
+  if spec.x_range then x_lo, x_hi = spec.x_range[1], spec.x_range[2] else x_lo, x_hi = data_range(spec.series, "x") end
+  if spec.y_range then y_lo, y_hi = spec.y_range[1], spec.y_range[2] else y_lo, y_hi = data_range(spec.series, "y") end
+  local xs, ys = chart.nice_step(x_hi - x_lo, 6), chart.nice_step(y_hi - y_lo, 5)
+  if not spec.x_range then x_lo, x_hi = math.floor(x_lo / xs + 1e-9) * xs, math.ceil(x_hi / xs - 1e-9) * xs end
+  if not spec.y_range then y_lo, y_hi = math.floor(y_lo / ys + 1e-9) * ys, math.ceil(y_hi / ys - 1e-9) * ys end
+  local xticks, yticks = chart.ticks(x_lo, x_hi, xs), chart.ticks(y_lo, y_hi, ys)
+  local ylabels, ylw = {}, 0
+  for i, v in ipairs(yticks) do
+    ylabels[i] = chart.format_tick(v, ys)
+    ylw = math.max(ylw, font.width(ylabels[i], ts))
+  end
+  if any_inf then ylw = math.max(ylw, font.width("inf", ts)) end
+  if any_ninf then ylw = math.max(ylw, font.width("-inf", ts)) end
+
+  -- the plot area
+  local pad = 2 * ts + 4
+  local left = pad + ylw + 8
+  local top = pad + (spec.title and th + pad or 0) + (spec.y_label and th + pad or 0)
+  local bottom = H - (pad + th + 6 + (spec.x_label and th + pad or 0))
+  local xlw = 0
+  for _, v in ipairs(xticks) do xlw = math.max(xlw, font.width(chart.format_tick(v, xs), ts)) end
+  local right = W - pad - math.floor(xlw / 2) - 2
+  local inf_y, ninf_y
+  local band = math.max(radius + 3, math.ceil(th / 2) + 1)
+  if any_inf then inf_y = top + band; top = inf_y + band + 10 end
+  if any_ninf then ninf_y = bottom - band; bottom = ninf_y - band - 10 end
+  if right - left < 40 or bottom - top < 30 then fail("the chart is too small for its labels (%dx%d)", W, H) end
+  local function px(x) return left + math.floor((x - x_lo) / (x_hi - x_lo) * (right - left) + 0.5) end
+  local function py(y)
+    if y == math.huge then return inf_y end
+    if y == -math.huge then return ninf_y end
+    return bottom - math.floor((y - y_lo) / (y_hi - y_lo) * (bottom - top) + 0.5)
+  end
+
+  -- title, axis labels
+  local yy = pad
+  if spec.title then cv:text(math.max(pad, math.floor((W - font.width(spec.title, ts)) / 2)), yy, spec.title, C.text, ts); yy = yy + th + pad end
+  if spec.y_label then cv:text(pad, yy, spec.y_label, C.text, ts) end
+  if spec.x_label then
+    cv:text(math.max(pad, right - font.width(spec.x_label, ts)), H - pad - th + 1, spec.x_label, C.text, ts)
+  end
+
+  -- inf bands, grid, ticks
+  if inf_y then
+    cv:fill(left, inf_y - band, right, inf_y + band, C.inf_band)
+    cv:text(left - 6 - font.width("inf", ts), inf_y - math.floor(th / 2), "inf", C.text, ts)
+  end
+  if ninf_y then
+    cv:fill(left, ninf_y - band, right, ninf_y + band, C.inf_band)
+    cv:text(left - 6 - font.width("-inf", ts), ninf_y - math.floor(th / 2), "-inf", C.text, ts)
+  end
+  for i, v in ipairs(yticks) do
+    local y = py(v)
+    cv:fill(left + 1, y, right, y, C.grid)
+    cv:fill(left - 4, y, left, y, C.axis)
+    cv:text(left - 6 - font.width(ylabels[i], ts), y - math.floor(th / 2), ylabels[i], C.text, ts)
+  end
+  for _, v in ipairs(xticks) do
+    local x = px(v)
+    cv:fill(x, top, x, bottom - 1, C.grid)
+    cv:fill(x, bottom, x, bottom + 4, C.axis)
+    local s = chart.format_tick(v, xs)
+    cv:text(x - math.floor(font.width(s, ts) / 2), bottom + 7, s, C.text, ts)
+  end
+  cv:fill(left, top, left, bottom, C.axis)
+  cv:fill(left, bottom, right, bottom, C.axis)
+
+  -- lines, then labels, then points (points stay visible)
+  local function color_of(i, s) return s.color or chart.palette[(i - 1) % #chart.palette + 1] end
+  for i, s in ipairs(spec.series) do
+    if s.line and #s.points > 1 then
+      local prev
+      for _, p in ipairs(s.points) do
+        if p.y == p.y then
+          local cur = {px(p.x), py(p.y)}
+          if prev then cv:line(prev[1], prev[2], cur[1], cur[2], color_of(i, s), 2) end
+          prev = cur
+        end
+      end
+    end
+  end
+  local boxes = {}
+  local lh = font.height(ls)
+  local function free(b)
+    if b[1] < left + 1 or b[3] > W - 1 or b[2] < 1 or b[4] > H - 1 then return false end
+    for _, o in ipairs(boxes) do
+      if b[1] <= o[3] and o[1] <= b[3] and b[2] <= o[4] and o[2] <= b[4] then return false end
+    end
+    return true
+  end
+  for i, s in ipairs(spec.series) do
+    for _, p in ipairs(s.points) do
+      if p.label and p.label ~= "" and p.y == p.y then
+        local x, y = px(p.x), py(p.y)
+        local w = font.width(p.label, ls)
+        local d = radius + 3
+        local tries = {{x + d, y - math.floor(lh / 2)}, {x - d - w, y - math.floor(lh / 2)},
+                       {x - math.floor(w / 2), y - d - lh}, {x - math.floor(w / 2), y + d}}
+        local pick
+        for _, t in ipairs(tries) do
+          local b = {t[1] - 1, t[2] - 1, t[1] + w, t[2] + lh}
+          if free(b) then pick = t; boxes[#boxes + 1] = b; break end
+        end
+        pick = pick or tries[1]
+        local c = color_of(i, s)
+        cv:text(pick[1], pick[2], p.label, {math.floor(c[1] * 0.6), math.floor(c[2] * 0.6), math.floor(c[3] * 0.6)}, ls)
+      end
+    end
+  end
+  for i, s in ipairs(spec.series) do
+    for _, p in ipairs(s.points) do
+      if p.y == p.y then cv:disc(px(p.x), py(p.y), radius, color_of(i, s), C.outline) end
+    end
+  end
+
+  -- legend: top right inside the plot, one row per named series
+  local legend
+  if spec.legend ~= false then
+    local named = {}
+    for i, s in ipairs(spec.series) do if s.name then named[#named + 1] = {s.name, color_of(i, s)} end end
+    if #named > 0 then
+      local lw = 0
+      for _, n in ipairs(named) do lw = math.max(lw, font.width(n[1], ts)) end
+      local row = th + 6
+      local bw, bh = lw + th + 20, #named * row + 8
+      local bx, by = right - bw - 6, top + 6
+      cv:fill(bx, by, bx + bw, by + bh, C.background)
+      cv:fill(bx, by, bx + bw, by, C.axis); cv:fill(bx, by + bh, bx + bw, by + bh, C.axis)
+      cv:fill(bx, by, bx, by + bh, C.axis); cv:fill(bx + bw, by, bx + bw, by + bh, C.axis)
+      for k, n in ipairs(named) do
+        local y = by + 5 + (k - 1) * row
+        cv:fill(bx + 6, y, bx + 5 + th, y + th - 1, n[2])
+        cv:text(bx + 12 + th, y, n[1], C.text, ts)
+      end
+      legend = {x = bx, y = by, w = bw, h = bh, row = row, swatch = th}
+    end
+  end
+
+  local frame = {left = left, right = right, top = top, bottom = bottom, x_lo = x_lo, x_hi = x_hi, y_lo = y_lo,
+                 y_hi = y_hi, inf_y = inf_y, ninf_y = ninf_y, px = px, py = py, x_ticks = xticks, y_ticks = yticks,
+                 legend = legend}
+  return cv:tensor(), frame
+end
+
+return chart
