@@ -205,7 +205,12 @@ void ada_cache_memory(const ada_cache *c, int64_t *host_bytes, int64_t *device_b
       if (!seen_l && c->layers[j].layout == e->layout) seen_l = true;
       if (!seen_t && c->layers[j].lse && same_view(c->layers[j].lse, e->lse)) seen_t = true;
     }
-    if (!seen_l) host += (int64_t)e->layout->heads * (e->layout->nqb + 1) * 8 + e->layout->nnz * 4;
+    if (!seen_l) {
+      const ada_layout *l = e->layout;
+      const int64_t csr = (int64_t)l->heads * (l->nqb + 1) * 8 + l->nnz * 4;
+      host += csr;
+      if (l->dev_offsets) dev += csr + (int64_t)l->heads * l->nqb * 4; /* the device mirror and its CTA order */
+    }
     if (!seen_t) {
       int64_t b = ada_tensor_numel(e->lse) * 4;
       if (e->lse->storage->device.type == ADA_CPU) host += b;

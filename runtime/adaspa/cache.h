@@ -83,7 +83,8 @@ const double *ada_cache_density(const ada_cache *c, int32_t layer);
 const double *ada_cache_recall(const ada_cache *c, int32_t layer);
 
 /* Bytes the cached data takes: host = layouts (int64 offsets heads * (nqb + 1) * 8 plus int32
- * indices nnz * 4) + LSE views on the CPU (H * S * 4); device = LSE views on GPUs. A layout or
+ * indices nnz * 4) + LSE views on the CPU (H * S * 4); device = LSE views on GPUs + the layouts'
+ * device mirrors (the same CSR plus the CTA order, heads * nqb * 4). A layout or
  * LSE view cached in several layers counts once. Either pointer may be NULL. */
 void ada_cache_memory(const ada_cache *c, int64_t *host_bytes, int64_t *device_bytes);
 
