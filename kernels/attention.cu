@@ -42,6 +42,7 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "kernels.h"
 
@@ -157,11 +158,13 @@ template <int D, int MT, int MODE> constexpr int smem_bytes() {
   return 64 * MT * D * 2 + 2 * kBN * D * 2 * (MODE == MASS ? 1 : 2) + 2 * kWarps * 4;
 }
 
-template <int D, int MT, int MODE, typename OutT, int KS>
+template <int D, int MT, int MODE, typename OutT, int KS, int KH>
 __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params p) {
-  constexpr int ROWS = 64 * MT; /* query rows of the CTA */
+  static_assert(KH == 1 || (KH == 2 && KS == 1 && MODE == SPARSE), "key halves: sparse tiles in one softmax step only");
+  constexpr int WR = kWarps / KH; /* row groups: warp = wk * WR + wr */
+  constexpr int ROWS = 16 * MT * WR; /* query rows of the CTA */
   constexpr int WROWS = 16 * MT;
-  constexpr int NTH = kBN / 8 / KS; /* n8 tiles of a part of a key tile */
+  constexpr int NTH = kBN / 8 / KS / KH; /* n8 tiles of this warp's part of a key tile */
   constexpr int DT = D / 8;     /* n8 tiles of the head dimension */
   constexpr bool HAS_V = MODE != MASS;
   constexpr bool HAS_MASS = MODE == FUSED || MODE == MASS;
@@ -172,6 +175,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
   float(*red)[kWarps] = reinterpret_cast<float(*)[kWarps]>(smem + ROWS * D * 2 + 2 * STAGE);
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wr = warp % WR, wk = warp / WR; /* row group, key half (KH = 2) */
   const int g = lane >> 2, tig = lane & 3;
   const int64_t sq = p.sq, kv_valid = p.kv_valid;
   const int64_t nqt = (sq + ROWS - 1) / ROWS;
@@ -242,7 +246,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
   const int l7 = lane & 7;
   const int rowA = l7 + ((lane >> 3) & 1) * 8, hiA = lane >> 4;      /* Q (A) and V (trans B) */
   const int rowK = l7 + ((lane >> 4) & 1) * 8, hiK = (lane >> 3) & 1; /* K (B) */
-  const uint32_t qa_off = (uint32_t)((warp * WROWS + rowA) * D * 2 + ((hiA ^ l7) << 4));
+  const uint32_t qa_off = (uint32_t)((wr * WROWS + rowA) * D * 2 + ((hiA ^ l7) << 4));
   const uint32_t ka_off = (uint32_t)(rowK * D * 2 + ((hiK ^ l7) << 4));
   const uint32_t va_off = (uint32_t)(rowA * D * 2 + ((hiA ^ l7) << 4));
 
@@ -254,7 +258,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
     for (int rh = 0; rh < 2; rh++) {
       m[mt][rh] = -INFINITY;
       l[mt][rh] = 0.0f;
-      const int64_t row = q0 + warp * WROWS + mt * 16 + g + rh * 8;
+      const int64_t row = q0 + wr * WROWS + mt * 16 + g + rh * 8;
       lc2[mt][rh] = HAS_MASS ? (row < sq ? p.lse_in[(int64_t)h * sq + row] * kLog2e : INFINITY) : 0.0f;
     }
 #pragma unroll
@@ -300,7 +304,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
 
 #pragma unroll
     for (int hf = 0; hf < KS; hf++) { /* the tile in KS parts of kBN / KS keys, one softmax step each */
-      const int64_t jh = j0 + hf * (kBN / KS);
+      const int64_t jh = j0 + hf * (kBN / KS) + wk * (kBN / KH);
       /* S = Q K^T */
       float s[MT][NTH][4];
 #pragma unroll
@@ -314,7 +318,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; mt++) ldsm_x4(a[mt], sq_u + (qa_off ^ (uint32_t)(kk << 5)) + (uint32_t)(mt * 16 * D * 2));
-        const uint32_t kaddr = ks_u + (ka_off ^ (uint32_t)(kk << 5)) + (uint32_t)(hf * (kBN / KS) * D * 2);
+        const uint32_t kaddr = ks_u + (ka_off ^ (uint32_t)(kk << 5)) + (uint32_t)((hf * (kBN / KS) + wk * (kBN / KH)) * D * 2);
 #pragma unroll
         for (int np = 0; np < NTH / 2; np++) {
           uint32_t b[4];
@@ -326,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
           }
         }
       }
-      if (jh + kBN / KS > kv_valid) {
+      if (jh + kBN / KS / KH > kv_valid) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -403,7 +407,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
             pa[mt][kk][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
             pa[mt][kk][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
           }
-        const uint32_t vaddr = ks_u + TILE + (uint32_t)(hf * (kBN / KS) * D * 2);
+        const uint32_t vaddr = ks_u + TILE + (uint32_t)((hf * (kBN / KS) + wk * (kBN / KH)) * D * 2);
 #pragma unroll
         for (int kk = 0; kk < NTH / 2; kk++) {
 #pragma unroll
@@ -436,6 +440,60 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
   }
   if constexpr (HAS_V) {
 
+  if constexpr (KH == 2) {
+    /* The two key halves of each row group meet: warp (wr, 1) leaves its running max, row sums
+     * (quad-reduced) and accumulators in the stage buffers (rows padded to D + 8 floats: no bank
+     * conflicts), warp (wr, 0) rescales both to the common max and finishes the rows. */
+    constexpr int XS = D + 8;
+    __syncthreads(); /* every warp is done with the stage buffers; no copy is pending */
+    float *xacc = reinterpret_cast<float *>(smem + ROWS * D * 2) + wr * (WROWS * XS + 2 * WROWS);
+    float *xm = xacc + WROWS * XS, *xl = xm + WROWS;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int rh = 0; rh < 2; rh++) {
+        float ls = l[mt][rh];
+        ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+        l[mt][rh] = ls;
+      }
+    if (wk == 1) {
+#pragma unroll
+      for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++) {
+          const int r = mt * 16 + g + rh * 8;
+          if (tig == 0) {
+            xm[r] = m[mt][rh];
+            xl[r] = l[mt][rh];
+          }
+#pragma unroll
+          for (int dt = 0; dt < DT; dt++)
+            *reinterpret_cast<float2 *>(xacc + r * XS + dt * 8 + 2 * tig) = make_float2(acc[mt][dt][2 * rh], acc[mt][dt][2 * rh + 1]);
+        }
+    }
+    __syncthreads();
+    if (wk == 1) return;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+      for (int rh = 0; rh < 2; rh++) {
+        const int r = mt * 16 + g + rh * 8;
+        const float m1 = xm[r], l1 = xl[r], m0 = m[mt][rh];
+        const float mx = fmaxf(m0, m1);
+        const float a0 = mx == -INFINITY ? 0.0f : (m0 == mx ? 1.0f : ex2((m0 - mx) * sl2));
+        const float a1 = mx == -INFINITY ? 0.0f : (m1 == mx ? 1.0f : ex2((m1 - mx) * sl2));
+        m[mt][rh] = mx;
+        l[mt][rh] = tig == 0 ? fmaf(l[mt][rh], a0, l1 * a1) : 0.0f; /* the epilogue sums the quad */
+#pragma unroll
+        for (int dt = 0; dt < DT; dt++) {
+          const float2 o = *reinterpret_cast<const float2 *>(xacc + r * XS + dt * 8 + 2 * tig);
+          acc[mt][dt][2 * rh] = fmaf(acc[mt][dt][2 * rh], a0, o.x * a1);
+          acc[mt][dt][2 * rh + 1] = fmaf(acc[mt][dt][2 * rh + 1], a0, o.y * a1);
+        }
+      }
+  }
+
   /* epilogue: out = acc / l, lse = scale * m + log(l) */
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
@@ -447,7 +505,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
       float ls = l[mt][rh];
       ls += __shfl_xor_sync(0xffffffffu, ls, 1);
       ls += __shfl_xor_sync(0xffffffffu, ls, 2);
-      const int64_t row = q0 + warp * WROWS + mt * 16 + g + rh * 8;
+      const int64_t row = q0 + wr * WROWS + mt * 16 + g + rh * 8;
       if (row >= sq) continue;
       const float inv = ls > 0.0f ? 1.0f / ls : 0.0f;
       OutT *orow = out + row * o_rs + (int64_t)h * od;
@@ -469,29 +527,47 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
   }
 }
 
-template <int D, int MT, int MODE, typename OutT, int KS = kKSplit>
+template <int D, int MT, int MODE, typename OutT, int KH>
 int launch_one(const ada_attn_params &p, int64_t ctas, cudaStream_t st) {
-  constexpr int bytes = smem_bytes<D, MT, MODE>();
+  constexpr int KS = KH == 2 ? 1 : kKSplit;
+  constexpr int bytes = smem_bytes<D, MT / KH, MODE>(); /* Q: 64 * MT / KH rows */
+  static_assert(KH == 1 || 2 * (16 * MT * (D + 8) + 32 * MT) * 4 <= 2 * kBN * D * 2 * 2, "the merge fits the stages");
   cudaError_t e =
-      cudaFuncSetAttribute(attn_kernel<D, MT, MODE, OutT, KS>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      cudaFuncSetAttribute(attn_kernel<D, MT, MODE, OutT, KS, KH>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return (int)e;
-  attn_kernel<D, MT, MODE, OutT, KS><<<(unsigned)ctas, kThreads, bytes, st>>>(p);
+  attn_kernel<D, MT, MODE, OutT, KS, KH><<<(unsigned)ctas, kThreads, bytes, st>>>(p);
   return (int)cudaGetLastError();
 }
 
-template <int D, int MT, int MODE> int launch_out(const ada_attn_params &p, int64_t ctas, cudaStream_t st) {
-  if (MODE == MASS) return launch_one<D, MT, MODE, float>(p, ctas, st);
+/* KH = 2: the 4 warps are 2 row groups of 16 * MT rows x 2 halves of each key tile. */
+template <int D, int MT, int MODE, int KH = 1> int launch_out(const ada_attn_params &p, int64_t ctas, cudaStream_t st) {
+  if (MODE == MASS) return launch_one<D, MT, MODE, float, KH>(p, ctas, st);
   switch (p.out_dtype) {
-  case ADA_F32: return launch_one<D, MT, MODE, float>(p, ctas, st);
-  case ADA_BF16: return launch_one<D, MT, MODE, __nv_bfloat16>(p, ctas, st);
-  case ADA_F16: return launch_one<D, MT, MODE, __half>(p, ctas, st);
+  case ADA_F32: return launch_one<D, MT, MODE, float, KH>(p, ctas, st);
+  case ADA_BF16: return launch_one<D, MT, MODE, __nv_bfloat16, KH>(p, ctas, st);
+  case ADA_F16: return launch_one<D, MT, MODE, __half, KH>(p, ctas, st);
   default: return (int)cudaErrorInvalidValue;
   }
 }
 
+/* Query blocks of 64 (sparse layouts of 64): by default 2 row groups of 32 rows x 2 key halves
+ * (each warp reads half of every K and V tile: a third less shared-memory traffic per MMA than
+ * 4 warps of 16 rows reading all of it); ADA_ATTN_SPARSE64=rows selects the 4 x 16-row kernel. */
+static bool sparse64_rows() {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("ADA_ATTN_SPARSE64");
+    v = e && e[0] == 'r' ? 1 : 0;
+  }
+  return v == 1;
+}
+
 template <int D> int launch_dim(const ada_attn_params &p, cudaStream_t st) {
-  if (p.mode == ADA_ATTN_SPARSE && p.layout_block == 64)
-    return launch_out<D, 1, SPARSE>(p, (int64_t)p.heads * ((p.sq + 63) / 64), st);
+  if (p.mode == ADA_ATTN_SPARSE && p.layout_block == 64) {
+    const int64_t ctas64 = (int64_t)p.heads * ((p.sq + 63) / 64);
+    if (sparse64_rows()) return launch_out<D, 1, SPARSE>(p, ctas64, st);
+    return launch_out<D, 2, SPARSE, 2>(p, ctas64, st);
+  }
   const int64_t ctas = (int64_t)p.heads * ((p.sq + 127) / 128);
   switch (p.mode) {
   case ADA_ATTN_DENSE: return launch_out<D, 2, DENSE>(p, ctas, st);
