@@ -1,0 +1,616 @@
+-- adaspa.jobs.replay: every policy on a recorded attention trace (adaspa.trace).
+--
+--   adaspa recipe recipes/replay.lua trace=FILE [policies=dense,adaspa] [sparsity=0.9] ...
+--
+-- For each recorded step (in order) and layer, q, k, v are read (moved to the GPU when there is
+-- one), the exact reference is computed once (adaspa.attention: output and LSE; adaspa.block_mass
+-- under that LSE: the exact block mass), and every policy runs the record through its own
+-- attention context (adaspa.attention: ctx:begin_step(step), ctx:attention(q, k, v, info),
+-- ctx:end_step()), as the model would. Per policy and record: the mode, the output's relative
+-- L2 error against the dense output (valid query rows), the recall of what it computed against
+-- the exact mass (1 for dense and search, whose output is exact), the recall and density of the
+-- layout it holds, the fraction of dense FLOPs, the attention time. Then, policy independent,
+-- the stability across consecutive recorded steps (the AdaSpa paper's invariance claims), per
+-- layer: the LSE change, and for row-wise top-k layouts at density 1 - sparsity (no forced
+-- blocks): the layout searched at the earlier step applied to the later step's exact mass
+-- (Jaccard with the later step's own top-k, recall against its mass), and the layout found from
+-- the later step's q, k under the earlier step's LSE (what AdaSpa's LSE-cached search computes).
+--
+-- The schedule on a trace. Policies are asked mode(step, layer) with the recorded step numbers;
+-- the steps between recorded ones never run. So that the attention context behaves as in a full
+-- run, each policy is wrapped:
+--   * ctx asks mode(step + 1) after a dense step to know whether to keep its LSE for a search:
+--     the wrapper answers with the mode of the next recorded step; a search therefore uses the
+--     LSE of the last recorded step before it that ran dense or search, or, with none, its own
+--     step's LSE (two passes: dense, then block mass). results.json gives each search's lse_step;
+--   * "sparse" at a record whose layer holds no layout yet (its search step was not recorded)
+--     becomes "search" (or "plan" for a policy without select) at that record; counted in the
+--     report as substituted.
+-- By default (warmup = search = "auto") the first replayed step is where policies with a dense
+-- warm-up and search steps (adaspa) search, with that step's own LSE, and every later recorded
+-- step reuses those layouts: the error of reusing layouts is what the table shows, and the
+-- error of the cached LSE is measured separately (stability, cached-LSE columns). To replay a
+-- real schedule set warmup/search (e.g. warmup=10 search=10,30 on a trace of steps 9,10,20,30).
+local adaspa = require "adaspa"
+local trace = require "adaspa.trace"
+local attention = require "adaspa.attention"
+local policies = require "adaspa.policy"
+local json = require "adaspa.json"
+
+local replay = {}
+
+local function positive(v) if v <= 0 then return "must be positive" end end
+
+local function int_list(v)
+  for i, s in ipairs(v) do
+    if type(s) ~= "number" or s % 1 ~= 0 or s < 0 then return string.format("entry %d (%s) is not an integer >= 0", i, tostring(s)) end
+  end
+end
+
+replay.schema = {
+  trace = {type = "string", required = true, doc = "the trace file (safetensors, see adaspa.trace)"},
+  policies = {type = "list", doc = "policy names or policy objects; default: every built-in policy available", check = function(v)
+    for i, p in ipairs(v) do
+      if type(p) == "table" then
+        if not policies.is_policy(p) then
+          return string.format("entry %d: a policy object needs mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx)", i)
+        end
+      else
+        local known = false
+        for _, n in ipairs(policies.names) do if n == p then known = true end end
+        if not known then
+          return string.format("entry %d (%s): known policies: %s (or a policy object defined in the recipe)", i, tostring(p),
+            table.concat(policies.names, ", "))
+        end
+      end
+    end
+    if #v == 0 then return "must list at least one policy" end
+  end},
+  options = {type = "table", default = {}, doc = "per policy name, options beyond the shared fields: {adaspa = {recall = 0.95}}"},
+  sparsity = {type = "number", default = 0.8, check = function(v) if v < 0 or v >= 1 then return "must be in [0, 1)" end end},
+  block = {type = "integer", default = 64, check = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
+  warmup = {type = "any", default = "auto", check = function(v)
+    if v ~= "auto" and (type(v) ~= "number" or v % 1 ~= 0 or v < 0) then return "must be \"auto\" or an integer >= 0" end
+  end},
+  search = {type = "any", default = "auto", check = function(v)
+    if v == "auto" then return end
+    if type(v) == "number" then v = {v} end
+    if type(v) ~= "table" or #v == 0 then return "must be \"auto\" or a list of steps" end
+    return int_list(v)
+  end},
+  steps = {type = "list", check = int_list, doc = "replay only these recorded steps (default: all)"},
+  layers = {type = "list", check = int_list, doc = "replay only these recorded layers (default: all)"},
+  device = {type = "string", default = "auto", check = function(v)
+    if v ~= "auto" and v ~= "cpu" and not v:match("^cuda") then return "auto, cpu or cuda[:N]" end end},
+  dtype = {type = "string", default = "auto", check = function(v)
+    if v ~= "auto" and v ~= "f32" and v ~= "bf16" then return "auto (as stored), f32 or bf16" end end},
+  stability = {
+    enabled = {type = "boolean", default = true},
+    density = {type = "number", check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end,
+               doc = "density of the top-k layouts compared across steps (default 1 - sparsity)"},
+  },
+  output = {
+    dir = {type = "string"},
+    quiet = {type = "boolean", default = false},
+    pictures = {type = "boolean", default = true},
+    picture_steps = {type = "list", check = int_list, doc = "default: every replayed step"},
+    picture_layers = {type = "list", check = int_list, doc = "default: the first replayed layer"},
+    picture_heads = {type = "list", default = {1}, check = int_list},
+  },
+}
+
+-- ---- helpers ---------------------------------------------------------------------------------------
+
+local function mean(t)
+  if #t == 0 then return nil end
+  local s = 0
+  for _, x in ipairs(t) do s = s + x end
+  return s / #t
+end
+
+local function minmax(t)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(t) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return lo, hi
+end
+
+local function set_of(list)
+  local s = {}
+  for _, x in ipairs(list or {}) do s[x] = true end
+  return s
+end
+
+local function gpu_usable()
+  if not adaspa.cuda.available() then return false, adaspa.cuda.reason() end
+  local ok, err = pcall(function()
+    local x = adaspa.ones({2, 1, 2}, {device = "cuda"})
+    adaspa.attention(x, x, x)
+  end)
+  return ok, not ok and tostring(err) or nil
+end
+
+local function sync(device) if device ~= "cpu" then adaspa.cuda.synchronize() end end
+
+-- ||a - b|| / ||b|| over the first `rows` rows (f32 on the tensors' device).
+local function rel_error(a, b, rows)
+  local x = a:narrow(1, 1, rows):to("f32")
+  local y = b:narrow(1, 1, rows):to("f32")
+  local d = adaspa.add(x, adaspa.scale(y, -1))
+  local num, den = d:norm(), y:norm()
+  x:free(); y:free(); d:free()
+  if den == 0 then return num end
+  return num / den
+end
+
+-- Mean over heads of the Jaccard similarity of two layouts' kept blocks.
+local function jaccard(a, b, device)
+  local ma, mb = a:to_mask():to("f32"), b:to_mask():to("f32")
+  if device ~= "cpu" then ma, mb = ma:to(device), mb:to(device) end
+  local both = adaspa.mul(ma, mb)
+  local H, js = ma:shape()[1], {}
+  for h = 1, H do
+    local i = both:narrow(1, h, 1):sum()
+    local u = ma:narrow(1, h, 1):sum() + mb:narrow(1, h, 1):sum() - i
+    js[h] = u > 0 and i / u or 1
+  end
+  ma:free(); mb:free(); both:free()
+  return mean(js)
+end
+
+-- The proxy of a policy on a trace: mode(step, layer) answered for the recorded steps (see the
+-- header). ctx is set once the attention context exists.
+local function wrap(inner, order, entry)
+  local recorded, next_rec = {}, {}
+  for i, s in ipairs(order) do recorded[s] = i end
+  local proxy = setmetatable({substituted = {}}, {__index = inner})
+  local function fixed(self, step, layer)
+    local m = inner.mode(self, step, layer)
+    if m == "sparse" and self.ctx and self.ctx.cache:layout(layer) == nil then
+      if type(inner.select) == "function" then return "search", true end
+      if type(inner.plan) == "function" then return "plan", true end
+    end
+    return m, false
+  end
+  function proxy.mode(self, step, layer)
+    if recorded[step] then
+      local m, sub = fixed(self, step, layer)
+      if sub and self.ctx and self.ctx.step == step then
+        self.substituted[step .. ":" .. layer] = true
+      end
+      return m
+    end
+    -- a look-ahead (the context after a dense step): the next recorded step's mode
+    local nxt
+    for _, s in ipairs(order) do
+      if s >= step then nxt = s; break end
+    end
+    if nxt == nil then return inner.mode(self, step, layer) end
+    return (fixed(self, nxt, layer))
+  end
+  proxy.entry = entry
+  return proxy
+end
+
+-- The policy objects: {name=, policy= (wrapped), ctx=, describe=}.
+local function build_policies(cfg, tr, order, notes)
+  local list, explicit = cfg.policies, cfg.policies ~= nil
+  if not explicit then
+    list = {}
+    for _, n in ipairs(policies.names) do
+      local ok, err = pcall(policies.module, n)
+      if ok then list[#list + 1] = n
+      else
+        local msg = tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""):match("^[^\n]*"):gsub(":%s*$", "")
+        notes[#notes + 1] = string.format("policy %s not available (%s)", n, msg)
+      end
+    end
+  end
+  local warmup = cfg.warmup == "auto" and order[1] or cfg.warmup
+  local search = cfg.search
+  if search == "auto" then search = {warmup} elseif type(search) == "number" then search = {search} end
+  local num_steps = tr.num_steps or (tr.steps[#tr.steps] + 1)
+  local out, seen = {}, {}
+  for i, entry in ipairs(list) do
+    local p
+    if type(entry) == "table" then
+      p = entry
+    else
+      local m = policies.module(entry)
+      local known = set_of(m.options)
+      local shared = {sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
+      local own = cfg.options[entry] or {}
+      if type(own) ~= "table" then error(string.format("replay: options.%s must be a table, got %s", entry, type(own)), 0) end
+      if own.warmup ~= nil and own.search == nil then shared.search = {own.warmup} end
+      if own.search ~= nil and own.warmup == nil and cfg.warmup == "auto" then
+        local first = math.huge
+        for _, s in ipairs(own.search) do first = math.min(first, s) end
+        shared.warmup = first
+      end
+      local opts = {}
+      for k, v in pairs(shared) do
+        if known[k] and (m.shared == nil or m.shared[k]) then opts[k] = v end
+      end
+      for k, v in pairs(own) do opts[k] = v end
+      local ok, made = pcall(m.new, opts, num_steps)
+      if not ok then error(string.format("replay: policy %s: %s", entry, tostring(made):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
+      p = made
+    end
+    local name = tostring(p.name or ("policy" .. i))
+    if seen[name] then name = name .. "#" .. i end
+    seen[name] = true
+    local proxy = wrap(p, order, entry)
+    out[#out + 1] = {name = name, policy = proxy, inner = p,
+                     describe = p.describe and p:describe() or name}
+  end
+  for name in pairs(cfg.options) do
+    local used = false
+    for _, e in ipairs(list) do if e == name then used = true end end
+    if not used then notes[#notes + 1] = string.format("options.%s given but policy %s is not replayed", name, tostring(name)) end
+  end
+  return out
+end
+
+local function fmt_time(s)
+  if s == nil then return "-" end
+  if s < 1 then return string.format("%.1f ms", s * 1000) end
+  return string.format("%.2f s", s)
+end
+
+local function fmt(x, f)
+  if x == nil or x ~= x then return "-" end
+  return string.format(f or "%.4f", x)
+end
+
+-- ---- the job ---------------------------------------------------------------------------------------
+
+function replay.run(cfg, job)
+  local t_start = adaspa.now()
+  local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  local notes = {}
+  local tr = trace.open(cfg.trace)
+
+  -- steps and layers to replay
+  local function subset(want, have, what)
+    if not want then return have end
+    local hs = set_of(have)
+    local out = {}
+    for _, x in ipairs(want) do
+      if not hs[x] then
+        error(string.format("%s: %s = %s is not recorded in %s (recorded: %s)", job.recipe, what, tostring(x), tr.path,
+          table.concat(have, ", ")), 0)
+      end
+    end
+    local ws = set_of(want)
+    for _, x in ipairs(have) do if ws[x] then out[#out + 1] = x end end
+    return out
+  end
+  local steps = subset(cfg.steps, tr.steps, "steps")
+  local layers = subset(cfg.layers, tr.layers, "layers")
+
+  local device = cfg.device
+  if device == "auto" then
+    local ok, why = gpu_usable()
+    device = ok and "cuda" or "cpu"
+    if not ok then notes[#notes + 1] = "running on the CPU: " .. tostring(why) end
+  end
+  local dtype = cfg.dtype == "auto" and tr.dtype or cfg.dtype
+
+  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, os.date("%Y%m%d-%H%M%S"))
+  adaspa.mkdir(dir)
+  require("adaspa.recipe").write_root = dir
+
+  local runs = build_policies(cfg, tr, steps, notes)
+  local n_layers = layers[#layers]
+  for _, r in ipairs(runs) do
+    r.ctx = attention.new(r.policy, {layers = n_layers, sync = device ~= "cpu"})
+    r.policy.ctx = r.ctx
+    r.records = {}
+  end
+  local stab_density = cfg.stability.density or (1 - cfg.sparsity)
+  local stab_block = cfg.block
+
+  say("adaspa replay: %s", tr:describe())
+  say("adaspa replay: %d steps x %d layers on %s (%s); policies: %s", #steps, #layers, device, dtype,
+    (function() local n = {} for i, r in ipairs(runs) do n[i] = r.name end return table.concat(n, ", ") end)())
+  for _, r in ipairs(runs) do say("  %-18s %s", r.name, r.describe) end
+  for _, n in ipairs(notes) do say("adaspa replay: note: %s", n) end
+
+  -- pictures
+  local pictures = cfg.output.pictures and require "adaspa.pictures" or nil
+  local pic_steps = set_of(cfg.output.picture_steps or steps)
+  local pic_layers = set_of(cfg.output.picture_layers or {layers[1]})
+  local pic_files = {}
+
+  local dense_time, dense_records = 0, {}
+  local prev = {}           -- per layer: {step=, lse=, layout=}
+  local stability = {}
+  local n_rec, total_rec = 0, #steps * #layers
+
+  for si, s in ipairs(steps) do
+    for _, r in ipairs(runs) do r.ctx:begin_step(s) end
+    for li, l in ipairs(layers) do
+      n_rec = n_rec + 1
+      local q, k, v, info = tr:load(s, l, {device = device, dtype = dtype})
+      local kv = info.kv_valid
+      local H = q:shape()[2]
+      -- the exact reference
+      sync(device)
+      local t0 = adaspa.now()
+      local ref, lse = adaspa.attention(q, k, v, {kv_valid = kv})
+      sync(device)
+      local t_dense = adaspa.now() - t0
+      dense_time = dense_time + t_dense
+      dense_records[#dense_records + 1] = {step = s, layer = l, seconds = t_dense}
+      local masses = {}
+      local function mass_of(B)
+        if not masses[B] then masses[B] = adaspa.block_mass(q, k, lse, {block = B, kv_valid = kv}) end
+        return masses[B]
+      end
+      local want_pic = pictures and pic_steps[s] and pic_layers[l]
+      local pic_imgs = {}   -- per head: list of images (mass first)
+      local line = {}
+      for _, r in ipairs(runs) do
+        local c = r.ctx
+        local cur = c.cur
+        local before = {}
+        for m, n in pairs(cur.modes) do before[m] = n end
+        local f0, d0, p0 = cur.flops, cur.dense_flops, cur.plan_seconds
+        local cached_lse = c.cache:lse(l) ~= nil and c.cache:lse_step(l) or nil
+        local cached_step = c.cache:step(l)
+        sync(device)
+        local t1 = adaspa.now()
+        local out = c:attention(q, k, v, info)
+        sync(device)
+        local secs = adaspa.now() - t1
+        local mode
+        for m, n in pairs(cur.modes) do if n ~= (before[m] or 0) then mode = m end end
+        local rec = {step = s, layer = l, mode = mode, seconds = secs, plan_seconds = cur.plan_seconds - p0,
+                     flop_fraction = (cur.flops - f0) / math.max(cur.dense_flops - d0, 1),
+                     rel_error = rel_error(out, ref, kv)}
+        if r.policy.substituted[s .. ":" .. l] then rec.substituted = true end
+        local layout = mode ~= "dense" and c.cache:layout(l) or nil
+        if mode == "search" then
+          -- as adaspa.attention decides: the cached LSE, else (or when the policy asks for two passes
+          -- at its first search) this step's own
+          local two_pass = cached_lse == nil or (r.policy.two_pass_first and cached_step == nil)
+          rec.lse_step = two_pass and s or cached_lse
+        end
+        if layout then
+          local mass = mass_of(layout:block())
+          rec.layout_recall = mean(layout:recall(mass))
+          rec.layout_density = mean(layout:density())
+          rec.layout_step = c.cache:step(l)
+        end
+        if mode == "dense" or mode == "search" then
+          rec.recall, rec.density = 1, 1
+        else
+          rec.recall, rec.density = rec.layout_recall, rec.layout_density
+        end
+        r.records[#r.records + 1] = rec
+        if out ~= ref then out:free() end
+        line[#line + 1] = string.format("%s %s err %.4f recall %.3f d %.2f", r.name, mode, rec.rel_error, rec.recall, rec.density)
+        if want_pic and layout then
+          local b = pictures.boundaries(info.grid, info.n_txt, layout:block())
+          for _, h in ipairs(cfg.output.picture_heads) do
+            if h <= H then
+              local img = pictures.mask(layout, h, b)
+              local p = string.format("%s/step%02d_layer%02d_head%02d_%s_%s.png", dir, s, l, h, r.name:gsub("[^%w_%-]", "_"), mode)
+              adaspa.png.write(p, img)
+              pic_files[#pic_files + 1] = p
+              pic_imgs[h] = pic_imgs[h] or {}
+              table.insert(pic_imgs[h], {name = r.name, mode = mode, img = img})
+            end
+          end
+        end
+      end
+      if want_pic then
+        local mass = mass_of(stab_block)
+        local mcpu = mass:device() ~= "cpu" and mass:to("cpu") or mass
+        local b = pictures.boundaries(info.grid, info.n_txt, stab_block)
+        for _, h in ipairs(cfg.output.picture_heads) do
+          if h <= H then
+            local img = pictures.mass(mcpu, h, b)
+            local p = string.format("%s/step%02d_layer%02d_head%02d_mass.png", dir, s, l, h)
+            adaspa.png.write(p, img)
+            pic_files[#pic_files + 1] = p
+            local row = {img}
+            local names = {"exact mass"}
+            for _, e in ipairs(pic_imgs[h] or {}) do
+              -- galleries put pictures of one size side by side: the mass's block size
+              if e.img:shape()[1] == img:shape()[1] then row[#row + 1] = e.img; names[#names + 1] = e.name .. " (" .. e.mode .. ")" end
+            end
+            local g = string.format("%s/step%02d_layer%02d_head%02d_gallery.png", dir, s, l, h)
+            adaspa.png.write(g, pictures.side_by_side(row))
+            pic_files[#pic_files + 1] = g
+            pic_files.galleries = pic_files.galleries or {}
+            pic_files.galleries[#pic_files.galleries + 1] = {file = g, columns = names}
+          end
+        end
+        if mcpu ~= mass then mcpu:free() end
+      end
+      -- stability against the previous replayed step of this layer
+      if cfg.stability.enabled then
+        local mass = mass_of(stab_block)
+        local opts = {density = stab_density, row_wise = true, block = stab_block}
+        local L = adaspa.layout.topk(mass, opts)
+        local p = prev[l]
+        if p then
+          local e = {from = p.step, to = s, layer = l}
+          local a = lse:narrow(2, 1, kv):contiguous()
+          local b = p.lse:narrow(2, 1, kv):contiguous()
+          local d = adaspa.add(a, adaspa.scale(b, -1))
+          local dn, bn = d:norm(), b:norm()
+          e.lse_rel_change = bn > 0 and dn / bn or dn
+          e.lse_rms_change = dn / math.sqrt(H * kv)
+          e.lse_max_change = math.max(d:max(), -d:min())
+          a:free(); b:free(); d:free()
+          e.exact_recall = mean(L:recall(mass))
+          e.reuse_recall = mean(p.layout:recall(mass))
+          e.reuse_jaccard = jaccard(p.layout, L, device)
+          local stale = adaspa.block_mass(q, k, p.lse, {block = stab_block, kv_valid = kv})
+          local Lc = adaspa.layout.topk(stale, opts)
+          e.cached_lse_recall = mean(Lc:recall(mass))
+          e.cached_lse_jaccard = jaccard(Lc, L, device)
+          Lc:free(); stale:free()
+          stability[#stability + 1] = e
+          p.lse:free()
+          p.layout:free()
+        end
+        prev[l] = {step = s, lse = lse, layout = L}
+      else
+        lse:free()
+      end
+      for _, m in pairs(masses) do m:free() end
+      ref:free()
+      if device ~= "cpu" then q:free(); k:free(); v:free() end
+      say("replay  step %d (%d/%d) layer %d (%d/%d) [%d/%d]: dense %s | %s", s, si, #steps, l, li, #layers, n_rec, total_rec,
+        fmt_time(t_dense), table.concat(line, " | "))
+    end
+    for _, r in ipairs(runs) do r.ctx:end_step() end
+  end
+  for _, p in pairs(prev) do p.lse:free(); p.layout:free() end
+
+  -- summaries
+  local results = {
+    adaspa = adaspa.version, recipe = job.recipe, created = os.date("%Y-%m-%d %H:%M:%S"), device = device, dtype = dtype,
+    threads = adaspa.threads(),
+    trace = {path = tr.path, model = tr.model, grid = tr.grid, n_img = tr.n_img, text_len = tr.text_len, tokens = tr.S,
+             kv_valid = tr.kv_valid, heads = tr.heads, head_dim = tr.head_dim, dtype = tr.dtype, steps = tr.steps,
+             layers = tr.layers, num_steps = tr.num_steps, source = tr.meta.source},
+    replayed = {steps = steps, layers = layers},
+    config = {sparsity = cfg.sparsity, block = cfg.block, warmup = cfg.warmup, search = cfg.search, options = cfg.options,
+              stability_density = stab_density},
+    dense_seconds = dense_time, policies = {}, notes = notes,
+  }
+  for _, r in ipairs(runs) do
+    local errs, recs, dens, flops, sparse_recall, sparse_err, modes = {}, {}, {}, {}, {}, {}, {}
+    local secs, subs = 0, 0
+    for _, rec in ipairs(r.records) do
+      errs[#errs + 1], recs[#recs + 1], dens[#dens + 1], flops[#flops + 1] = rec.rel_error, rec.recall, rec.density, rec.flop_fraction
+      modes[rec.mode] = (modes[rec.mode] or 0) + 1
+      secs = secs + rec.seconds
+      if rec.substituted then subs = subs + 1 end
+      if rec.mode == "sparse" or rec.mode == "plan" then
+        sparse_recall[#sparse_recall + 1], sparse_err[#sparse_err + 1] = rec.recall, rec.rel_error
+      end
+    end
+    local _, emax = minmax(errs)
+    local rmin = minmax(recs)
+    local sum = {records = #r.records, modes = modes, rel_error_mean = mean(errs), rel_error_max = emax,
+                 recall_mean = mean(recs), recall_min = rmin, density_mean = mean(dens), flop_fraction = mean(flops),
+                 seconds = secs, speedup = secs > 0 and dense_time / secs or nil, substituted = subs,
+                 sparse_records = #sparse_recall, sparse_recall_mean = mean(sparse_recall), sparse_rel_error_mean = mean(sparse_err)}
+    if subs > 0 then
+      notes[#notes + 1] = string.format("%s: %d records asked for sparse attention with no layout (search step not recorded) and searched instead",
+        r.name, subs)
+    end
+    results.policies[#results.policies + 1] = {name = r.name, describe = r.describe, summary = sum, records = r.records}
+  end
+  if cfg.stability.enabled then
+    local keys = {"lse_rel_change", "lse_rms_change", "lse_max_change", "exact_recall", "reuse_recall", "reuse_jaccard",
+                  "cached_lse_recall", "cached_lse_jaccard"}
+    local summary = {pairs = #stability}
+    for _, key in ipairs(keys) do
+      local vals = {}
+      for _, e in ipairs(stability) do vals[#vals + 1] = e[key] end
+      if #vals > 0 then
+        local lo, hi = minmax(vals)
+        summary[key] = {mean = mean(vals), min = lo, max = hi}
+      end
+    end
+    results.stability = {density = stab_density, block = stab_block, pairs = stability, summary = summary}
+  end
+  results.pictures = pic_files
+
+  -- table.txt
+  local L = {}
+  local function add(...) L[#L + 1] = string.format(...) end
+  add("adaspa %s replay: %s", adaspa.version, job.recipe)
+  add("trace      %s", tr:describe())
+  if tr.meta.source then add("source     %s", tr.meta.source) end
+  add("replayed   steps {%s} x layers {%s} = %d records on %s (%s)", table.concat(steps, ","), table.concat(layers, ","),
+    total_rec, device, dtype)
+  add("schedule   shared fields: sparsity %g, block %d, warmup %s, search %s (auto: the first replayed step searches with its own LSE)",
+    cfg.sparsity, cfg.block, tostring(cfg.warmup), type(cfg.search) == "table" and "{" .. table.concat(cfg.search, ",") .. "}" or tostring(cfg.search))
+  add("dense      %s for all records (reference: adaspa.attention)", fmt_time(dense_time))
+  add("")
+  add("%-18s %-28s %7s %7s %7s %7s %8s %8s %10s %7s", "policy", "modes", "density", "FLOPs", "recall", "sparse", "err mean",
+    "err max", "time", "speedup")
+  add("%-18s %-28s %7s %7s %7s %7s %8s %8s %10s %7s", "", "", "", "% dense", "", "recall", "", "", "", "")
+  for _, p in ipairs(results.policies) do
+    local sm = p.summary
+    local ms = {}
+    for _, m in ipairs({"dense", "search", "plan", "sparse"}) do
+      if sm.modes[m] then ms[#ms + 1] = m .. " " .. sm.modes[m] end
+    end
+    add("%-18s %-28s %7s %6.1f%% %7s %7s %8s %8s %10s %6.2fx", p.name, table.concat(ms, ", "), fmt(sm.density_mean, "%.3f"),
+      100 * sm.flop_fraction, fmt(sm.recall_mean, "%.3f"), fmt(sm.sparse_recall_mean, "%.3f"), fmt(sm.rel_error_mean),
+      fmt(sm.rel_error_max), fmt_time(sm.seconds), sm.speedup or 0)
+  end
+  add("")
+  add("(means over records; density: fraction of blocks computed (dense and search steps compute all); recall: of the")
+  add(" computed blocks against the exact block mass; sparse recall: over the sparse/plan records only; err: relative L2")
+  add(" error of the attention output against dense over the valid query rows; time: attention of all records)")
+  add("")
+  add("per step (means over layers):")
+  add("%-18s %6s %-8s %7s %7s %8s %10s", "policy", "step", "mode", "density", "recall", "err", "time")
+  for _, p in ipairs(results.policies) do
+    for _, s in ipairs(steps) do
+      local d, rc, e, t, mode = {}, {}, {}, 0, {}
+      for _, rec in ipairs(p.records) do
+        if rec.step == s then
+          d[#d + 1], rc[#rc + 1], e[#e + 1], t = rec.density, rec.recall, rec.rel_error, t + rec.seconds
+          mode[rec.mode] = true
+        end
+      end
+      local ml = {}
+      for m in pairs(mode) do ml[#ml + 1] = m end
+      table.sort(ml)
+      add("%-18s %6d %-8s %7s %7s %8s %10s", p.name, s, table.concat(ml, "/"), fmt(mean(d), "%.3f"), fmt(mean(rc), "%.3f"),
+        fmt(mean(e)), fmt_time(t))
+    end
+  end
+  if results.stability then
+    add("")
+    add("stability across consecutive replayed steps (row-wise top-k at density %.3g, block %d, no forced blocks):", stab_density, stab_block)
+    add("%-10s %5s %8s %8s %8s | %8s %8s | %8s %8s | %8s", "steps", "layer", "LSE rel", "LSE rms", "LSE max", "reuse J",
+      "reuse R", "cached J", "cached R", "exact R")
+    for _, e in ipairs(stability) do
+      add("%-10s %5d %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f %8.4f | %8.4f", e.from .. "->" .. e.to, e.layer, e.lse_rel_change,
+        e.lse_rms_change, e.lse_max_change, e.reuse_jaccard, e.reuse_recall, e.cached_lse_jaccard, e.cached_lse_recall, e.exact_recall)
+    end
+    local sm = results.stability.summary
+    if sm.pairs > 0 then
+      add("%-16s %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f %8.4f | %8.4f", "mean", sm.lse_rel_change.mean, sm.lse_rms_change.mean,
+        sm.lse_max_change.mean, sm.reuse_jaccard.mean, sm.reuse_recall.mean, sm.cached_lse_jaccard.mean,
+        sm.cached_lse_recall.mean, sm.exact_recall.mean)
+    else
+      add("(one replayed step: nothing to compare)")
+    end
+    add("(LSE rel: ||lse_b - lse_a|| / ||lse_a|| over valid rows; rms and max in nats. reuse: the top-k layout of the earlier")
+    add(" step against the later step's own top-k (Jaccard J) and exact mass (recall R). cached: the top-k of the later step's")
+    add(" block mass under the earlier step's LSE, as AdaSpa's LSE-cached search finds it. exact R: the later step's own top-k.)")
+  end
+  if #pic_files > 0 then
+    add("")
+    add("pictures   %d files in %s: stepSS_layerLL_headHH_mass.png (exact block mass), _<policy>_<mode>.png (masks),", #pic_files, dir)
+    add("           _gallery.png (mass, then each policy holding a layout, left to right; columns in results.json)")
+  end
+  for _, n in ipairs(notes) do add("note       %s", n) end
+  add("time       %s total", fmt_time(adaspa.now() - t_start))
+  results.seconds = adaspa.now() - t_start
+
+  local f = assert(io.open(dir .. "/results.json", "w"))
+  f:write(json.encode(results, "  "), "\n")
+  f:close()
+  f = assert(io.open(dir .. "/table.txt", "w"))
+  f:write(table.concat(L, "\n"), "\n")
+  f:close()
+  say("%s", table.concat(L, "\n"))
+  say("adaspa replay: wrote %s/table.txt, %s/results.json", dir, dir)
+  results.lines = L
+  results.dir = dir
+  return 0, results
+end
+
+return replay
