@@ -77,6 +77,12 @@ typedef struct ada_nn_norm_args {
 } ada_nn_norm_args;
 int ada_launch_norm(const ada_nn_norm_args *a, void *stream);
 
+/* Softmax over the last dimension c of scale * x [rows, c] (see ada_op_softmax; scale > 0): out
+ * [rows, c] contiguous; -inf entries give 0, a row of -inf gives zeros, a NaN makes its row NaN.
+ * out may be x when x is contiguous. */
+int ada_launch_softmax(void *out, ada_dtype odt, const ada_nn_operand *x, int64_t rows, int64_t c, float scale,
+                       void *stream);
+
 /* 3D RoPE (see ada_op_rope3d): x [s, h, d] with strides (xs_s, xs_h, 1) -> out [s, h, d]
  * contiguous (out may be x when x is contiguous). table: device scratch of
  * ada_rope3d_table_len(grid, axes) floats, filled here (cos and sin per axis, position, pair,

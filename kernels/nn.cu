@@ -1,5 +1,5 @@
 /* nn.cu: the non-GEMM neural-network ops: row-wise elementwise ops (modulate, gated_add, add,
- * mul, scale, silu, gelu_tanh), layernorm / rmsnorm (and the fused layernorm + modulate), 3D
+ * mul, scale, silu, gelu_tanh), layernorm / rmsnorm (and the fused layernorm + modulate), softmax, 3D
  * RoPE, patchify / unpatchify and the sinusoidal timestep embedding.
  *
  * Math is f32 (the CPU reference's order of operations); RoPE and timestep angles are computed
@@ -15,6 +15,8 @@
  * registers (one group of 8, 16, 32 or 128 threads per row, f32 sums reduced by shuffles and,
  * for 128, shared memory; a warp per row up to 2048 wide, a block of 128 above), two passes over
  * the registers (mean, then squared deviations); rows wider than 8192 are read again in each pass.
+ * Softmax runs a warp per row: an online pass (maximum and sum of exponentials, merged by
+ * shuffles), then a writing pass that reads the row again.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -384,6 +386,57 @@ template <int DT> int launch_norm_dt(const NormParams &P, int mode, cudaStream_t
   }
 }
 
+/* ---- softmax ---------------------------------------------------------------------------------- */
+
+struct SoftmaxParams {
+  void *out;
+  int odt;
+  const void *x;
+  int xdt;
+  ada_nn_rows xr;
+  int64_t rows, c;
+  float scale;
+};
+
+/* Merges (m2, s2) into the online-softmax state (m, s): m the maximum so far, s the sum of
+ * exp(v - m). -inf values add nothing; a NaN makes the state NaN (the row's outputs become NaN,
+ * as on the CPU). */
+__device__ __forceinline__ void softmax_merge(float &m, float &s, float m2, float s2) {
+  if (m != m || m2 != m2) {
+    m = s = NAN;
+  } else if (m2 == -INFINITY) {
+  } else if (m == -INFINITY) {
+    m = m2;
+    s = s2;
+  } else if (m2 > m) {
+    s = s * expf(m - m2) + s2;
+    m = m2;
+  } else {
+    s += s2 * expf(m2 - m);
+  }
+}
+
+/* A warp per row: one pass for the row's maximum and sum of exponentials (online, merged by
+ * shuffles), one pass to write exp(v - m) / s. Reads each element in its own dtype. */
+__global__ void __launch_bounds__(kThreads) softmax_kernel(const SoftmaxParams P) {
+  const int lane = threadIdx.x % 32, warps = kThreads / 32;
+  for (int64_t r = (int64_t)blockIdx.x * warps + threadIdx.x / 32; r < P.rows; r += (int64_t)gridDim.x * warps) {
+    const int64_t xo = row_start(P.xr, r), oo = r * P.c;
+    float m = -INFINITY, s = 0.0f;
+    for (int64_t j = lane; j < P.c; j += 32) softmax_merge(m, s, P.scale * ld1(P.x, P.xdt, xo + j), 1.0f);
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+      softmax_merge(m, s, m2, s2);
+    }
+    const float inv = 1.0f / s;
+    for (int64_t j = lane; j < P.c; j += 32) {
+      const float v = P.scale * ld1(P.x, P.xdt, xo + j);
+      st1(P.out, P.odt, oo + j, m == -INFINITY ? 0.0f : expf(v - m) * inv);
+    }
+  }
+}
+
 /* ---- 3D RoPE ------------------------------------------------------------------------------- */
 
 struct RopeParams {
@@ -602,6 +655,26 @@ extern "C" int ada_launch_norm(const ada_nn_norm_args *a, void *stream) {
   case ADA_BF16: return launch_norm_dt<ADA_BF16>(P, mode, st);
   default: return launch_norm_dt<DT_ANY>(P, mode, st);
   }
+}
+
+extern "C" int ada_launch_softmax(void *out, ada_dtype odt, const ada_nn_operand *x, int64_t rows, int64_t c,
+                                  float scale, void *stream) {
+  if (!out || !x || !x->p || rows < 1 || c < 1 || !float_dt(odt) || !float_dt(x->dt) || !(scale > 0.0f))
+    return (int)cudaErrorInvalidValue;
+  SoftmaxParams P;
+  P.out = out;
+  P.odt = odt;
+  P.x = x->p;
+  P.xdt = x->dt;
+  P.xr = x->rows;
+  P.rows = rows;
+  P.c = c;
+  P.scale = scale;
+  const int warps = kThreads / 32;
+  int64_t blocks = (rows + warps - 1) / warps;
+  if (blocks > ((int64_t)1 << 31) - 1) blocks = ((int64_t)1 << 31) - 1;
+  softmax_kernel<<<(unsigned)blocks, kThreads, 0, (cudaStream_t)stream>>>(P);
+  return (int)cudaGetLastError();
 }
 
 extern "C" int64_t ada_rope3d_table_len(const int32_t grid[3], const int32_t axes[3]) {

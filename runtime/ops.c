@@ -222,6 +222,31 @@ ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor
   return norm("rmsnorm", false, out, x, eps, weight, NULL, NULL, NULL);
 }
 
+ada_status ada_op_softmax(ada_tensor *out, const ada_tensor *x, double scale) {
+  const char *op = "softmax";
+  ada_status s;
+  if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)) ||
+      (s = chk_dims(op, "x", x)) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
+      (s = chk_overlap(op, out, "x", x, true)))
+    return s;
+  if (!(scale > 0) || !isfinite(scale))
+    return ada_fail(ADA_EINVAL, "softmax: scale must be a finite number > 0, got %g", scale);
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_softmax, out, x, scale);
+  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
+  const ada_tensor *ux;
+  ada_tensor *tx = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, true, &ux, &tx);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    ada_cpu_softmax(ada_tensor_data(buf), f32(ux), rows, c, (float)scale);
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  return s;
+}
+
 /* ---- elementwise ----------------------------------------------------------------------------------- */
 
 /* Operand v of x [.., C] (named xn): x's shape (*ld = C) or C elements in the last dimension

@@ -38,6 +38,10 @@ ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, doubl
                                      const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
 /* out = x / sqrt(mean(x^2) + eps) * weight [C] (weight may be NULL). */
 ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
+/* Softmax over the last dimension C of scale * x: out [.., C] (x's shape) =
+ * exp(scale * x - m) / sum_C exp(scale * x - m), m the row's maximum of scale * x; scale finite
+ * and > 0. -inf entries give 0; a row of only -inf entries gives zeros. out may be x. */
+ada_status ada_op_softmax(ada_tensor *out, const ada_tensor *x, double scale);
 
 /* ---- elementwise; x [N, C] (any rank: N = all leading dims); a vector operand is [C]
  * (broadcast over rows) or the same shape as x. out may be the same tensor as x. --------- */

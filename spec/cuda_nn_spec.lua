@@ -1,4 +1,4 @@
--- The CUDA backend of the neural-network ops (linear, matmul, norms, elementwise, rope3d,
+-- The CUDA backend of the neural-network ops (linear, matmul, norms, softmax, elementwise, rope3d,
 -- patchify, unpatchify, timestep_embedding, concat) against the CPU reference on the same
 -- inputs: random values, odd sizes, strided views (narrowed, transposed, QKV-style), f32 and bf16,
 -- outputs poisoned with NaN, in-place use. Tolerances: relative L2 error 1e-5 (f32), 1e-2 (bf16).
@@ -413,6 +413,45 @@ describe("cuda nn ops: video DiT pieces", function()
   end)
 end)
 
+describe("cuda nn ops: softmax", function()
+  it_gpu("softmax matches the CPU at odd and wide rows, scales, strided and 3-D inputs, -inf, in place", function()
+    for _, dt in ipairs({"f32", "bf16"}) do
+      for _, n in ipairs(NS) do
+        for _, c in ipairs({1, 3, 33, 130, 1861, 4100}) do
+          local x = adaspa.scale(rnd({n, c}, dt), 3)
+          local xg = x:to("cuda")
+          for _, sc in ipairs({1, 0.088}) do
+            local out = poisoned({n, c}, dt)
+            adaspa.softmax(xg, {scale = sc, out = out})
+            near(out, adaspa.softmax(x, {scale = sc}), dt, fmt("softmax", dt, n, c, sc))
+          end
+          local out32 = poisoned({n, c})
+          adaspa.softmax(xg, {scale = 0.5, out = out32})
+          near(out32, adaspa.softmax(x, {scale = 0.5, out = adaspa.empty({n, c})}), "f32", fmt("softmax f32 out", dt, n, c))
+        end
+      end
+      local xc, xgc = narrowed(65, 301, dt)
+      near(adaspa.softmax(xgc, {scale = 2}), adaspa.softmax(xc, {scale = 2}), dt, fmt("softmax narrowed", dt))
+      local xp, xgp = gapped(7, 40, dt)
+      near(adaspa.softmax(xgp), adaspa.softmax(xp), dt, fmt("softmax gapped", dt))
+      local x3 = rnd({3, 24, 77}, dt)
+      near(adaspa.softmax(x3:to("cuda"), {scale = 0.3}), adaspa.softmax(x3, {scale = 0.3}), dt, fmt("softmax 3-D", dt))
+      local inf = math.huge
+      local xi = adaspa.tensor({{-inf, 1, -inf, 2, 1000}, {-inf, -inf, -inf, -inf, -inf}, {5, 4, 3, 2, 1}}, {dtype = dt})
+      local gi = adaspa.softmax(xi:to("cuda"))
+      near(gi, adaspa.softmax(xi), dt, fmt("softmax -inf", dt))
+      local g = spec_flat(gi)
+      assert.same({0, 0, 0, 0, 0}, {g[6], g[7], g[8], g[9], g[10]})
+      assert.equal(0, g[1])
+      local xr = rnd({9, 70}, dt)
+      local ref = adaspa.softmax(xr, {scale = 1.5})
+      local gr = xr:to("cuda")
+      assert.is_true(rawequal(gr, adaspa.softmax(gr, {scale = 1.5, out = gr})))
+      near(gr, ref, dt, fmt("softmax in place", dt))
+    end
+  end)
+end)
+
 describe("cuda nn ops: errors", function()
   it_gpu("mixed devices name both arguments", function()
     local x, w = rnd({4, 8}), rnd({5, 8})
@@ -424,6 +463,8 @@ describe("cuda nn ops: errors", function()
     spec_error(function() adaspa.layernorm(xg, 1e-6, rnd({8})) end, "adaspa.layernorm",
       "weight is on cpu but x is on cuda:0")
     spec_error(function() adaspa.rmsnorm(xg, rnd({8}), 1e-6) end, "adaspa.rmsnorm", "weight is on cpu but x is on cuda:0")
+    spec_error(function() adaspa.softmax(xg, {out = adaspa.empty({4, 8})}) end, "adaspa.softmax",
+      "out is on cpu but x is on cuda:0")
     spec_error(function() adaspa.modulate(xg, rnd({8}), rnd({8}):to("cuda")) end, "adaspa.modulate",
       "shift is on cpu but x is on cuda:0")
     spec_error(function() adaspa.gated_add(xg, rnd({8}):to("cuda"), x) end, "adaspa.gated_add",

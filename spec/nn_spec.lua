@@ -1,4 +1,4 @@
--- Neural-network ops (linear, matmul, norms, elementwise, rope3d, patchify, timestep embedding,
+-- Neural-network ops (linear, matmul, norms, softmax, elementwise, rope3d, patchify, timestep embedding,
 -- concat/split) against float64 references written plainly in Lua, plus their error paths.
 
 local NaN = 0 / 0
@@ -311,6 +311,79 @@ describe("layernorm and rmsnorm", function()
   end)
 end)
 
+-- ---- softmax ------------------------------------------------------------------------------------------
+
+-- Softmax of scale * x over the last dimension in double: -inf entries give 0, a row of -inf zeros.
+local function softmax_ref(x, scale)
+  local X = flat(x)
+  local shape = x:shape()
+  local c = shape[#shape]
+  local out = {}
+  for r = 0, #X / c - 1 do
+    local m = -math.huge
+    for j = 1, c do m = math.max(m, scale * X[r * c + j]) end
+    local sum = 0
+    for j = 1, c do
+      local e = m == -math.huge and 0 or math.exp(scale * X[r * c + j] - m)
+      out[r * c + j] = e
+      sum = sum + e
+    end
+    for j = 1, c do out[r * c + j] = sum > 0 and out[r * c + j] / sum or 0 end
+  end
+  return out
+end
+
+describe("softmax", function()
+  it("matches the float64 reference at odd widths and scales; rows sum to 1", function()
+    local seed = 360
+    for _, c in ipairs({1, 7, 33, 301, 1861}) do
+      seed = seed + 1
+      local x = adaspa.scale(adaspa.randn({5, c}, {seed = seed}), 4)
+      for _, sc in ipairs({1, 0.088, 3.5}) do
+        local y = adaspa.softmax(x, {scale = sc, out = poisoned({5, c})})
+        check(y, softmax_ref(x, sc), 1e-5, string.format("width %d scale %g", c, sc))
+        local Y = flat(y)
+        for r = 0, 4 do
+          local sum = 0
+          for j = 1, c do sum = sum + Y[r * c + j] end
+          assert(math.abs(sum - 1) < 1e-5, string.format("width %d row %d sums to %.8f", c, r + 1, sum))
+        end
+      end
+    end
+    local x = adaspa.randn({3, 9}, {seed = 370})
+    check(adaspa.softmax(x), softmax_ref(x, 1), 1e-5, "default scale 1")
+  end)
+
+  it("is stable for large values; -inf entries give 0 and a row of -inf gives zeros", function()
+    local inf = math.huge
+    local x = adaspa.tensor({{1000, 999, -1000, 1001}, {-inf, 2, -inf, 0}, {-inf, -inf, -inf, -inf}})
+    local y = adaspa.softmax(x, {out = poisoned({3, 4})})
+    check(y, softmax_ref(x, 1), 1e-6, "large and -inf")
+    local Y = flat(y)
+    assert.equal(0, Y[5])
+    assert.equal(0, Y[7])
+    for j = 9, 12 do assert.equal(0, Y[j]) end
+    assert.is_true(Y[4] > Y[1] and Y[1] > Y[2])
+    local n = flat(adaspa.softmax(adaspa.tensor({{1, NaN, 2}, {1, 2, 3}})))
+    for j = 1, 3 do assert.is_true(n[j] ~= n[j], "a NaN makes its row NaN") end
+    check(adaspa.tensor({n[4], n[5], n[6]}), softmax_ref(adaspa.tensor({{1, 2, 3}}), 1), 1e-6, "the other row")
+  end)
+
+  it("reads strided, 3-D and bf16 inputs, writes bf16 or f32, and runs in place", function()
+    local xt = adaspa.randn({37, 6}, {seed = 371}):transpose(1, 2)
+    check(adaspa.softmax(xt, {scale = 2, out = poisoned({6, 37})}), softmax_ref(xt, 2), 1e-5, "transposed")
+    local x3 = adaspa.randn({2, 3, 45}, {seed = 372, dtype = "bf16"})
+    local y = adaspa.softmax(x3, {scale = 0.5})
+    assert.equal("bf16", y:dtype())
+    check(y, softmax_ref(x3, 0.5), 1e-2, "bf16")
+    check(adaspa.softmax(x3, {scale = 0.5, out = poisoned({2, 3, 45})}), softmax_ref(x3, 0.5), 1e-5, "bf16 in, f32 out")
+    local x = adaspa.randn({4, 29}, {seed = 373})
+    local ref = softmax_ref(x, 1.5)
+    assert.equal(x, adaspa.softmax(x, {scale = 1.5, out = x}))
+    check(x, ref, 1e-5, "in place")
+  end)
+end)
+
 -- ---- elementwise --------------------------------------------------------------------------------------
 
 describe("elementwise ops", function()
@@ -534,6 +607,17 @@ describe("nn op errors", function()
     spec_error(function() adaspa.layernorm(adaspa.tensor(1.5), 1e-6) end, "adaspa.layernorm: x must have at least one dimension")
     spec_error(function() adaspa.rmsnorm(x, adaspa.randn({4}), 1e-6) end, "adaspa.rmsnorm: weight must have shape [8], got [4]")
     spec_error(function() adaspa.rmsnorm(x, 3) end, "adaspa.rmsnorm: weight must be a tensor or nil, got number")
+    spec_error(function() adaspa.softmax(x, {scale = 0}) end, "adaspa.softmax: scale must be a finite number > 0, got 0")
+    spec_error(function() adaspa.softmax(x, {scale = -2}) end, "adaspa.softmax: scale must be a finite number > 0, got -2")
+    spec_error(function() adaspa.softmax(x, {scale = math.huge}) end, "adaspa.softmax: scale", "got inf")
+    spec_error(function() adaspa.softmax(x, {scale = "1"}) end, "adaspa.softmax: option scale must be a number, got string")
+    spec_error(function() adaspa.softmax(x, {temperature = 1}) end, "adaspa.softmax", "unknown option 'temperature'")
+    spec_error(function() adaspa.softmax(i32) end, "adaspa.softmax: x must be f32, bf16 or f16, got i32")
+    spec_error(function() adaspa.softmax(adaspa.tensor(1.5)) end, "adaspa.softmax: x must have at least one dimension")
+    spec_error(function() adaspa.softmax(x, {out = adaspa.empty({8, 4})}) end, "adaspa.softmax: option out has shape [8, 4], expected [4, 8]")
+    local sbig = adaspa.randn({5, 8}, {seed = 809})
+    spec_error(function() adaspa.softmax(sbig:narrow(1, 1, 4), {out = sbig:narrow(1, 2, 4)}) end,
+      "adaspa.softmax: out [4, 8] overlaps x [4, 8] in memory")
     spec_error(function() adaspa.modulate(x, adaspa.randn({4}), v8) end, "adaspa.modulate: shift must have shape [8] or the shape of x [4, 8], got [4]")
     spec_error(function() adaspa.modulate(x, v8, adaspa.randn({2, 8})) end, "adaspa.modulate: scale must have shape [8]", "got [2, 8]")
     spec_error(function() adaspa.modulate(x, v8) end, "adaspa.modulate: scale must be a tensor, got no value")

@@ -24,6 +24,8 @@ ada_status ada_cpu_gemm(float *c, int64_t ldc, const float *a, int64_t rsa, int6
 void ada_cpu_layernorm(float *out, const float *x, int64_t rows, int64_t n, double eps, const float *weight,
                        const float *bias);
 void ada_cpu_rmsnorm(float *out, const float *x, int64_t rows, int64_t n, double eps, const float *weight);
+/* Softmax of scale * x over each row (see ada_op_softmax); the sum is accumulated in double. */
+void ada_cpu_softmax(float *out, const float *x, int64_t rows, int64_t n, float scale);
 
 /* Row-wise ops on x [rows, n] (contiguous; out may be x); each operand has row stride 0 (a
  * broadcast [n] vector) or n. */

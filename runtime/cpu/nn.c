@@ -1,4 +1,4 @@
-/* nn.c: CPU kernels of the non-GEMM neural-network ops: layernorm, rmsnorm, the row-wise
+/* nn.c: CPU kernels of the non-GEMM neural-network ops: layernorm, rmsnorm, softmax, the row-wise
  * elementwise ops (modulate, gated_add, add, mul) and the unary ones (scale, silu, gelu_tanh),
  * 3D RoPE, patchify / unpatchify and the sinusoidal timestep embedding. f32 in and out; every
  * output element is computed by one thread in a fixed order, whatever the thread count. */
@@ -52,6 +52,32 @@ void ada_cpu_rmsnorm(float *out, const float *x, int64_t rows, int64_t n, double
     float *o = out + r * n;
     const float rr = (float)(1.0 / sqrt(row_sum(xr, n, 1, 0.0) / (double)n + eps));
     for (int64_t j = 0; j < n; j++) o[j] = weight ? xr[j] * rr * weight[j] : xr[j] * rr;
+  }
+}
+
+void ada_cpu_softmax(float *out, const float *x, int64_t rows, int64_t n, float scale) {
+#pragma omp parallel for schedule(static) if (rows * n > PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *xr = x + r * n;
+    float *o = out + r * n;
+    float m = -INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+      const float v = scale * xr[j];
+      if (v > m || v != v) m = v; /* a NaN stays the maximum: the row becomes NaN */
+      if (m != m) break;
+    }
+    if (m == -INFINITY) {
+      for (int64_t j = 0; j < n; j++) o[j] = 0.0f;
+      continue;
+    }
+    double sum = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+      const float e = expf(scale * xr[j] - m);
+      o[j] = e;
+      sum += (double)e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t j = 0; j < n; j++) o[j] *= inv;
   }
 }
 

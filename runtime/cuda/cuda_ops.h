@@ -41,6 +41,7 @@ ADA_CUDA_OP_DECL ada_status ada_cuda_op_layernorm(ada_tensor *out, const ada_ten
                                                   const ada_tensor *weight, const ada_tensor *bias);
 ADA_CUDA_OP_DECL ada_status ada_cuda_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight,
                                                 double eps);
+ADA_CUDA_OP_DECL ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scale);
 /* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift in one pass (shift and scale: [C]). */
 ADA_CUDA_OP_DECL ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps,
                                                            const ada_tensor *weight, const ada_tensor *bias,

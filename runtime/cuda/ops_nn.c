@@ -239,6 +239,24 @@ ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, 
   return norm("layernorm_modulate", false, out, x, eps, weight, bias, shift, scale);
 }
 
+/* ---- softmax ----------------------------------------------------------------------------------- */
+
+ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scale) {
+  const char *op = "softmax";
+  cudaStream_t st;
+  ada_status s = begin(out, op, &st);
+  if (s) return s;
+  ada_nn_operand xo;
+  ada_tensor *tmp = NULL;
+  if ((s = stage_rows(x, &xo, &tmp))) return s;
+  const int64_t c = x->shape[x->ndim - 1];
+  s = launched(ada_launch_softmax(ada_tensor_data(out), out->dtype, &xo, ada_tensor_numel(x) / c, c, (float)scale,
+                                  (void *)st),
+               op);
+  ada_tensor_free(tmp);
+  return s;
+}
+
 /* ---- video DiT pieces ----------------------------------------------------------------------------- */
 
 ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],

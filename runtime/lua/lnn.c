@@ -1,4 +1,4 @@
-/* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm,
+/* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm, softmax,
  * modulate, gated_add, add, mul, scale, silu, gelu_tanh, rope3d, patchify, unpatchify,
  * timestep_embedding, concat and split. Each takes an optional final table {out = tensor};
  * without it the result is a new tensor with the dtype and device of the first tensor input. */
@@ -145,6 +145,28 @@ static int l_rmsnorm(lua_State *L) {
   lada_check_opts(L, 4, fn, OUT_OPT);
   ada_tensor *out = lada_push_out(L, 4, fn, x, x->ndim, x->shape);
   lada_check(L, ada_op_rmsnorm(out, x, w, eps), fn);
+  return 1;
+}
+
+/* adaspa.softmax(x [, opts]): softmax over the last dimension of scale * x; opts {scale = s (1),
+ * out = tensor} */
+static int l_softmax(lua_State *L) {
+  const char *fn = "adaspa.softmax";
+  static const char *const keys[] = {"scale", "out", NULL};
+  ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
+  lada_check_opts(L, 2, fn, keys);
+  double scale = 1.0;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "scale");
+    if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TNUMBER)
+        return lada_error(L, fn, "option scale must be a number, got %s", lada_typename(L, -1));
+      scale = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 1);
+  }
+  ada_tensor *out = lada_push_out(L, 2, fn, x, x->ndim, x->shape);
+  lada_check(L, ada_op_softmax(out, x, scale), fn);
   return 1;
 }
 
@@ -349,7 +371,8 @@ static int l_split(lua_State *L) {
 void lada_open_nn(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"linear", l_linear},       {"matmul", l_matmul},       {"layernorm", l_layernorm},
-      {"rmsnorm", l_rmsnorm}, {"layernorm_modulate", l_layernorm_modulate},     {"modulate", l_modulate},   {"gated_add", l_gated_add},
+      {"rmsnorm", l_rmsnorm},     {"softmax", l_softmax},     {"layernorm_modulate", l_layernorm_modulate},
+      {"modulate", l_modulate},   {"gated_add", l_gated_add},
       {"add", l_add},             {"mul", l_mul},             {"scale", l_scale},
       {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"rope3d", l_rope3d},
       {"patchify", l_patchify},   {"unpatchify", l_unpatchify}, {"timestep_embedding", l_timestep_embedding},
