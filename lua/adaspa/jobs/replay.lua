@@ -131,21 +131,38 @@ end
 
 local function sync(device) if device ~= "cpu" then adaspa.cuda.synchronize() end end
 
--- ||a - b|| / ||b|| over the first `rows` rows (f32 on the tensors' device).
+-- Sum of squares of a contiguous f32 tensor. Tensor reductions of GPU tensors copy them to the
+-- host; here the squares are summed per row on the GPU (a product with a ones vector) and only
+-- the row sums travel.
+local function sumsq(t)
+  if t:device() == "cpu" then
+    local n = t:norm()
+    return n * n
+  end
+  local rows = t:shape()[1]
+  local x = t:reshape({rows, t:numel() / rows})
+  local sq = adaspa.mul(x, x)
+  local ones = adaspa.ones({x:shape()[2], 1}, {device = t:device()})
+  local r = adaspa.matmul(sq, ones)
+  local total = r:sum()
+  sq:free(); ones:free(); r:free()
+  return total
+end
+
+-- ||a - b|| / ||b|| over the first `rows` rows, in f32 on the tensors' device.
 local function rel_error(a, b, rows)
-  local x = a:narrow(1, 1, rows):to("f32")
+  local x = a:narrow(1, 1, rows):to("f32")  -- a view when a is f32 already: never freed here
   local y = b:narrow(1, 1, rows):to("f32")
   local d = adaspa.add(x, adaspa.scale(y, -1))
-  local num, den = d:norm(), y:norm()
-  x:free(); y:free(); d:free()
+  local num, den = math.sqrt(sumsq(d)), math.sqrt(sumsq(y))
+  d:free()
   if den == 0 then return num end
   return num / den
 end
 
--- Mean over heads of the Jaccard similarity of two layouts' kept blocks.
-local function jaccard(a, b, device)
+-- Mean over heads of the Jaccard similarity of two layouts' kept blocks (masks on the host).
+local function jaccard(a, b)
   local ma, mb = a:to_mask():to("f32"), b:to_mask():to("f32")
-  if device ~= "cpu" then ma, mb = ma:to(device), mb:to(device) end
   local both = adaspa.mul(ma, mb)
   local H, js = ma:shape()[1], {}
   for h = 1, H do
@@ -263,7 +280,19 @@ end
 
 -- ---- the job ---------------------------------------------------------------------------------------
 
+local run_inner
+
+-- Runs the replay; returns 0 and the results (also written to table.txt and results.json).
 function replay.run(cfg, job)
+  local recipe = require "adaspa.recipe"
+  local root = recipe.write_root
+  local ok, code, results = pcall(run_inner, cfg, job)
+  recipe.write_root = root
+  if not ok then error(code, 0) end
+  return code, results
+end
+
+function run_inner(cfg, job)
   local t_start = adaspa.now()
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
   local notes = {}
@@ -321,6 +350,13 @@ function replay.run(cfg, job)
   local pic_layers = set_of(cfg.output.picture_layers or {layers[1]})
   local pic_files = {}
 
+  do -- one untimed call first, so that the first timed record does not pay for warming up
+    local q, k, v, info = tr:load(steps[1], layers[1], {device = device, dtype = dtype})
+    local o, l = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
+    sync(device)
+    o:free(); l:free()
+    if device ~= "cpu" then q:free(); k:free(); v:free() end
+  end
   local dense_time, dense_records = 0, {}
   local prev = {}           -- per layer: {step=, lse=, layout=}
   local stability = {}
@@ -436,21 +472,22 @@ function replay.run(cfg, job)
         local p = prev[l]
         if p then
           local e = {from = p.step, to = s, layer = l}
-          local a = lse:narrow(2, 1, kv):contiguous()
-          local b = p.lse:narrow(2, 1, kv):contiguous()
+          -- LSE [H, S] of the valid query rows, compared on the host (H x kv values)
+          local a = lse:to("cpu"):narrow(2, 1, kv):contiguous()
+          local b = p.lse:to("cpu"):narrow(2, 1, kv):contiguous()
           local d = adaspa.add(a, adaspa.scale(b, -1))
           local dn, bn = d:norm(), b:norm()
           e.lse_rel_change = bn > 0 and dn / bn or dn
           e.lse_rms_change = dn / math.sqrt(H * kv)
           e.lse_max_change = math.max(d:max(), -d:min())
-          a:free(); b:free(); d:free()
+          d:free()
           e.exact_recall = mean(L:recall(mass))
           e.reuse_recall = mean(p.layout:recall(mass))
-          e.reuse_jaccard = jaccard(p.layout, L, device)
+          e.reuse_jaccard = jaccard(p.layout, L)
           local stale = adaspa.block_mass(q, k, p.lse, {block = stab_block, kv_valid = kv})
           local Lc = adaspa.layout.topk(stale, opts)
           e.cached_lse_recall = mean(Lc:recall(mass))
-          e.cached_lse_jaccard = jaccard(Lc, L, device)
+          e.cached_lse_jaccard = jaccard(Lc, L)
           Lc:free(); stale:free()
           stability[#stability + 1] = e
           p.lse:free()
