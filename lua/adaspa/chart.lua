@@ -17,7 +17,8 @@
 --          inf_y (the row of +inf points), px = fn(x), py = fn(y)}:
 --   px(x) = left + round((x - x_lo) / (x_hi - x_lo) * (right - left))
 --   py(y) = bottom - round((y - y_lo) / (y_hi - y_lo) * (bottom - top))
--- Points are filled discs of point_radius around (px, py), drawn after lines and labels.
+-- Points are filled discs of point_radius around (px, py), drawn after lines and labels. The
+-- legend lies under the x label (frame.legend.items[i] = {x, y, name, color}: its swatch's top-left).
 --
 --   chart.canvas(w, h [, bg]) -> a canvas (pixels in a Lua table) with set, fill, line, disc,
 --   text, paste(u8 tensor, x, y) and tensor() -> u8 [h, w, 3].
@@ -236,7 +237,22 @@ function chart.draw(spec)
   local pad = 2 * ts + 4
   local left = pad + ylw + 8
   local top = pad + (spec.title and th + pad or 0) + (spec.y_label and th + pad or 0)
-  local bottom = H - (pad + th + 6 + (spec.x_label and th + pad or 0))
+  -- the legend: a band under the x label, entries left to right, wrapping
+  local function color_of(i, s) return s.color or chart.palette[(i - 1) % #chart.palette + 1] end
+  local legend_items, legend_h = {}, 0
+  if spec.legend ~= false then
+    local x, row, gapx = pad, 0, 3 * ts + 8
+    for i, s in ipairs(spec.series) do
+      if s.name then
+        local w = th + 4 + font.width(s.name, ts)
+        if x > pad and x + w > W - pad then x, row = pad, row + 1 end
+        legend_items[#legend_items + 1] = {x = x, row = row, name = s.name, color = color_of(i, s)}
+        x = x + w + gapx
+      end
+    end
+    if #legend_items > 0 then legend_h = (row + 1) * (th + 6) + pad end
+  end
+  local bottom = H - (pad + th + 6 + (spec.x_label and th + pad or 0)) - legend_h
   local xlw = 0
   for _, v in ipairs(xticks) do xlw = math.max(xlw, font.width(chart.format_tick(v, xs), ts)) end
   local right = W - pad - math.floor(xlw / 2) - 2
@@ -257,7 +273,7 @@ function chart.draw(spec)
   if spec.title then cv:text(math.max(pad, math.floor((W - font.width(spec.title, ts)) / 2)), yy, spec.title, C.text, ts); yy = yy + th + pad end
   if spec.y_label then cv:text(pad, yy, spec.y_label, C.text, ts) end
   if spec.x_label then
-    cv:text(math.max(pad, right - font.width(spec.x_label, ts)), H - pad - th + 1, spec.x_label, C.text, ts)
+    cv:text(math.max(pad, right - font.width(spec.x_label, ts)), H - legend_h - pad - th + 1, spec.x_label, C.text, ts)
   end
 
   -- inf bands, grid, ticks
@@ -286,7 +302,6 @@ function chart.draw(spec)
   cv:fill(left, bottom, right, bottom, C.axis)
 
   -- lines, then labels, then points (points stay visible)
-  local function color_of(i, s) return s.color or chart.palette[(i - 1) % #chart.palette + 1] end
   for i, s in ipairs(spec.series) do
     if s.line and #s.points > 1 then
       local prev
@@ -333,26 +348,15 @@ function chart.draw(spec)
     end
   end
 
-  -- legend: top right inside the plot, one row per named series
   local legend
-  if spec.legend ~= false then
-    local named = {}
-    for i, s in ipairs(spec.series) do if s.name then named[#named + 1] = {s.name, color_of(i, s)} end end
-    if #named > 0 then
-      local lw = 0
-      for _, n in ipairs(named) do lw = math.max(lw, font.width(n[1], ts)) end
-      local row = th + 6
-      local bw, bh = lw + th + 20, #named * row + 8
-      local bx, by = right - bw - 6, top + 6
-      cv:fill(bx, by, bx + bw, by + bh, C.background)
-      cv:fill(bx, by, bx + bw, by, C.axis); cv:fill(bx, by + bh, bx + bw, by + bh, C.axis)
-      cv:fill(bx, by, bx, by + bh, C.axis); cv:fill(bx + bw, by, bx + bw, by + bh, C.axis)
-      for k, n in ipairs(named) do
-        local y = by + 5 + (k - 1) * row
-        cv:fill(bx + 6, y, bx + 5 + th, y + th - 1, n[2])
-        cv:text(bx + 12 + th, y, n[1], C.text, ts)
-      end
-      legend = {x = bx, y = by, w = bw, h = bh, row = row, swatch = th}
+  if #legend_items > 0 then
+    local y0 = H - legend_h + 1
+    legend = {y = y0, row = th + 6, swatch = th, items = legend_items}
+    for _, it in ipairs(legend_items) do
+      local y = y0 + it.row * (th + 6)
+      it.y = y
+      cv:fill(it.x, y, it.x + th - 1, y + th - 1, it.color)
+      cv:text(it.x + th + 4, y, it.name, C.text, ts)
     end
   end
 
