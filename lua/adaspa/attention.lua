@@ -56,6 +56,8 @@ function Ctx:attention(q, k, v, info)
   end
   local S, H, D = unpack(q:shape())
   local dense_flops = 4 * S * info.kv_valid * D * H
+  local gpu_sync = self.sync and q:device() ~= "cpu" and adaspa.cuda.available()
+  if gpu_sync then adaspa.cuda.synchronize() end -- the model's queued work is not attention's time
   local t0 = adaspa.now()
   local out, lse
   local density = 1
@@ -128,7 +130,7 @@ function Ctx:attention(q, k, v, info)
     for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
     density = m
   end
-  if self.sync and adaspa.cuda.available() and q:device() ~= "cpu" then adaspa.cuda.synchronize() end
+  if gpu_sync then adaspa.cuda.synchronize() end
   local c = self.cur
   c.seconds = c.seconds + (adaspa.now() - t0)
   c.modes[mode] = (c.modes[mode] or 0) + 1
