@@ -116,7 +116,7 @@ for _, sh in ipairs(shapes) do
       adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) -- uploads the layout
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
-        b == 128 and string.format("flex_%.1f", d) or nil)
+        string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
       layout:free()
     end
   end

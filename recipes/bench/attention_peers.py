@@ -1,7 +1,7 @@
 """Peers of recipes/bench/attention.lua, timed on the same GPU in the same run.
 
 For each SHAPE (name:tokens): PyTorch SDPA with the cuDNN backend (dense), and, for the shapes
-named by --flex (a name, or "all"), FlexAttention with 128x128 block masks at each density: a
+named by --flex (a name, or "all"), FlexAttention with 128x128 (flex_d) and 64x64 (flex64_d) block masks at each density: a
 row-wise top-k of random mass with the text sink forced (text rows and columns kept), like the
 Lua bench's layouts. q, k, v are views of one [S, 3, H, D] bf16 tensor, as in adaspa.
 Prints one line per measurement: PEER <shape> <key> <ms> <TFLOP/s> (median of 5 after warm-up,
@@ -63,27 +63,28 @@ def main():
         try:
             from torch.nn.attention.flex_attention import BlockMask, flex_attention
             flex = torch.compile(flex_attention, dynamic=False)
-            B = 128
-            nb = (S + B - 1) // B
-            first_text = (S - a.text) // B
-            for i, d in enumerate(float(x) for x in a.densities.split(",")):
-                g = torch.Generator(device="cuda").manual_seed(10 + i)
-                mass = torch.rand(H, nb, nb, device="cuda", generator=g)
-                mass[:, :, first_text:] = 2.0  # text columns first
-                keep_n = max(int(round(d * nb)), nb - first_text)
-                idx = torch.argsort(mass, dim=-1, descending=True)[..., :keep_n]
-                keep = torch.zeros(H, nb, nb, dtype=torch.bool, device="cuda")
-                keep.scatter_(-1, idx, True)
-                keep[:, first_text:, :] = True  # text rows keep everything
-                density = keep.float().mean().item()
-                counts = keep.sum(-1).to(torch.int32)
-                order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True).to(torch.int32)
-                zeros = torch.zeros_like(counts)
-                bm = BlockMask.from_kv_blocks(zeros[None], order[None], counts[None], order[None], BLOCK_SIZE=B,
-                                              seq_lengths=(S, S))
-                ms = bench(lambda: flex(q, k, v, block_mask=bm))
-                print(f"PEER {name} flex_{d:.1f} {ms:.3f} {dense * density / ms / 1e9:.1f} density {density:.3f}",
-                      flush=True)
+            for B in (128, 64):
+                nb = (S + B - 1) // B
+                first_text = (S - a.text) // B
+                for i, d in enumerate(float(x) for x in a.densities.split(",")):
+                    g = torch.Generator(device="cuda").manual_seed(10 + i)
+                    mass = torch.rand(H, nb, nb, device="cuda", generator=g)
+                    mass[:, :, first_text:] = 2.0  # text columns first
+                    keep_n = max(int(round(d * nb)), nb - first_text)
+                    idx = torch.argsort(mass, dim=-1, descending=True)[..., :keep_n]
+                    keep = torch.zeros(H, nb, nb, dtype=torch.bool, device="cuda")
+                    keep.scatter_(-1, idx, True)
+                    keep[:, first_text:, :] = True  # text rows keep everything
+                    density = keep.float().mean().item()
+                    counts = keep.sum(-1).to(torch.int32)
+                    order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+                    zeros = torch.zeros_like(counts)
+                    bm = BlockMask.from_kv_blocks(zeros[None], order[None], counts[None], order[None], BLOCK_SIZE=B,
+                                                  seq_lengths=(S, S))
+                    ms = bench(lambda: flex(q, k, v, block_mask=bm))
+                    key = "flex" if B == 128 else "flex64"
+                    print(f"PEER {name} {key}_{d:.1f} {ms:.3f} {dense * density / ms / 1e9:.1f} density {density:.3f}",
+                          flush=True)
         except Exception as e:  # noqa: BLE001
             print(f"NOTE {name} FlexAttention failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
         del qkv, q, k, v
