@@ -177,8 +177,8 @@ end
 -- The proxy of a policy on a trace: mode(step, layer) answered for the recorded steps (see the
 -- header). ctx is set once the attention context exists.
 local function wrap(inner, order, entry)
-  local recorded, next_rec = {}, {}
-  for i, s in ipairs(order) do recorded[s] = i end
+  local recorded = {}
+  for _, s in ipairs(order) do recorded[s] = true end
   local proxy = setmetatable({substituted = {}}, {__index = inner})
   local function fixed(self, step, layer)
     local m = inner.mode(self, step, layer)
@@ -237,6 +237,7 @@ local function build_policies(cfg, tr, order, notes)
       local shared = {sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
       local own = cfg.options[entry] or {}
       if type(own) ~= "table" then error(string.format("replay: options.%s must be a table, got %s", entry, type(own)), 0) end
+      if type(own.search) == "number" then own.search = {own.search} end
       if own.warmup ~= nil and own.search == nil then shared.search = {own.warmup} end
       if own.search ~= nil and own.warmup == nil and cfg.warmup == "auto" then
         local first = math.huge
@@ -348,7 +349,7 @@ function run_inner(cfg, job)
   local pictures = cfg.output.pictures and require "adaspa.pictures" or nil
   local pic_steps = set_of(cfg.output.picture_steps or steps)
   local pic_layers = set_of(cfg.output.picture_layers or {layers[1]})
-  local pic_files = {}
+  local pic_files, galleries = {}, {}
 
   do -- one untimed call first, so that the first timed record does not pay for warming up
     local q, k, v, info = tr:load(steps[1], layers[1], {device = device, dtype = dtype})
@@ -458,8 +459,7 @@ function run_inner(cfg, job)
             local g = string.format("%s/step%02d_layer%02d_head%02d_gallery.png", dir, s, l, h)
             adaspa.png.write(g, pictures.side_by_side(row))
             pic_files[#pic_files + 1] = g
-            pic_files.galleries = pic_files.galleries or {}
-            pic_files.galleries[#pic_files.galleries + 1] = {file = g, columns = names}
+            galleries[#galleries + 1] = {file = g, columns = names}
           end
         end
         if mcpu ~= mass then mcpu:free() end
@@ -557,7 +557,7 @@ function run_inner(cfg, job)
     end
     results.stability = {density = stab_density, block = stab_block, pairs = stability, summary = summary}
   end
-  results.pictures = pic_files
+  results.pictures = {files = pic_files, galleries = galleries}
 
   -- table.txt
   local L = {}
