@@ -17,6 +17,9 @@ return {
     "dense",
     "adaspa",                                        -- paper tiers, swept over sparsity below
     {"adaspa", recall = 0.9, sweep = false},          -- a recall target instead of tiers (not swept)
+    "window",                                        -- STA: static 3D window, planned once
+    "spatial_temporal",                              -- Sparse VideoGen: spatial or temporal per head, probed
+    "estimate",                                      -- SpargeAttn / XAttention: pooled estimate, threshold 0.9
   },
   sweep = {sparsity = {0.5, 0.8, 0.9}},              -- every entry with a sparsity option it does not set
   attention = {},                                    -- options for every policy that has them (block = 128, ...)
