@@ -230,6 +230,26 @@ return {job = "compare", policies = {{p, sparsity = 0.5}}}]])
     assert.truthy(err2:find("gallery.heads", 1, true) and err2:find("beyond the model's 2 heads", 1, true), err2)
   end)
 
+  it("a run that fails is marked FAILED with its error; the others finish and the exit status is 1", function()
+    local eager = spec_tmpfile([[
+local eager = {name = "eager", label = "eager", mode = function() return "sparse" end, select = function() end}
+return {job = "compare", policies = {"dense", eager, "adaspa"}, gallery = {layers = {}}, output = {previews = false}}]])
+    local d = tmpdir()
+    local cfg = configure(eager, with(TINY, {"output.dir=" .. d}))
+    local c, rep = compare.run(cfg, {recipe = eager, name = "compare"})
+    recipe.write_root = nil
+    assert.equal(1, c)
+    assert.equal("eager", rep.rows[2].label)
+    assert.truthy(rep.rows[2].error:find("no layout has been searched", 1, true), rep.rows[2].error)
+    assert.is_nil(rep.rows[3].error)
+    assert.is_true(rep.rows[3].latent_psnr > 0)
+    assert.truthy(slurp(d .. "/table.txt"):find("\neager%s+FAILED"))
+    assert.truthy(io.open(d .. "/chart.png"))
+    assert.is_nil(io.open(d .. "/gallery.png"))
+    os.remove(eager)
+    os.execute("rm -rf " .. d)
+  end)
+
   it("plans runs from entries, the sweep grid and command-line entry fields", function()
     local cfg = configure(file, with(TINY, {"sweep.block=64,128", "policies.2.recall=0.95"}))
     local runs = compare.plan(cfg)

@@ -892,7 +892,7 @@ function compare.run(cfg, job)
   report.lines = lines
   report.rows = rows
   if failed > 0 then
-    io.stderr:write(string.format("adaspa compare: %d of %d runs failed (see %s)\n", failed, #runs, files.table))
+    if not cfg.output.quiet then io.stderr:write(string.format("adaspa compare: %d of %d runs failed (see %s)\n", failed, #runs, files.table)) end
     return 1, report
   end
   return 0, report
