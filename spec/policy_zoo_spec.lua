@@ -86,6 +86,34 @@ local function exact_mass(q, k, v, kv_valid, B)
   return adaspa.block_mass(q, k, lse, {block = B, kv_valid = kv_valid})
 end
 
+-- Heads built to be spatial (q and k encode the frame) and temporal (they encode the position).
+local function built_heads(grid, n_txt, D)
+  local HW, T = grid[2] * grid[3], grid[1]
+  local n_img = T * HW
+  local S = n_img + n_txt
+  local pos = adaspa.randn({HW, D}, {seed = 71}):totable()
+  for p = 1, HW do
+    local s = 0
+    for d = 1, D do s = s + pos[p][d] ^ 2 end
+    for d = 1, D do pos[p][d] = pos[p][d] / math.sqrt(s) end
+  end
+  local noise = adaspa.randn({S, 2, D}, {seed = 72}):totable()
+  local q, k = {}, {}
+  for s = 1, S do
+    q[s], k[s] = {{}, {}}, {{}, {}}
+    local t, p = math.floor((s - 1) / HW), (s - 1) % HW + 1
+    for d = 1, D do
+      local img = s <= n_img
+      local frame = (img and d == t + 1) and 1 or 0
+      q[s][1][d] = 40 * frame + 0.05 * noise[s][1][d]
+      k[s][1][d] = frame + 0.05 * noise[s][2][d]
+      q[s][2][d] = img and 60 * pos[p][d] or 0
+      k[s][2][d] = img and pos[p][d] or 0
+    end
+  end
+  return adaspa.tensor(q), adaspa.tensor(k), adaspa.randn({S, 2, D}, {seed = 73}), S
+end
+
 -- ---- window ----------------------------------------------------------------------------------------
 
 describe("policy window (Sliding Tile Attention)", function()
@@ -243,8 +271,8 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
       local S = n_img + c.n_txt
       local p = st.new({warmup = 0, block = c.B, frames_spatial = c.fs, temporal_width = c.tw}, 3)
       local g = common.geometry(adaspa.zeros({S, 1, 4}), adaspa.zeros({S, 1, 4}), info_of(1, grid, c.n_txt), c.B)
-      local pats = p:patterns(g)
-      local layout = common.layout_of(pats, {1, 2}, 2, c.B)
+      local _, inds = p:patterns(g)
+      local layout = common.layout_of(inds, {1, 2}, 2, c.B)
       local F, P = {}, {}
       for t = 0, n_img - 1 do F[t], P[t] = math.floor(t / HW), t % HW end
       local spatial = function(_, i, j) return math.abs(F[i] - F[j]) <= c.fs end
@@ -267,34 +295,6 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
     assert.is_true(math.abs(n[1] - n[2]) / n[1] < 0.1, string.format("spatial %d vs temporal %d blocks", n[1], n[2]))
   end)
 
-  -- Heads built to be spatial (q and k encode the frame) and temporal (they encode the position).
-  local function built_heads(grid, n_txt, D)
-    local HW, T = grid[2] * grid[3], grid[1]
-    local n_img = T * HW
-    local S = n_img + n_txt
-    local pos = adaspa.randn({HW, D}, {seed = 71}):totable()
-    for p = 1, HW do
-      local s = 0
-      for d = 1, D do s = s + pos[p][d] ^ 2 end
-      for d = 1, D do pos[p][d] = pos[p][d] / math.sqrt(s) end
-    end
-    local noise = adaspa.randn({S, 2, D}, {seed = 72}):totable()
-    local q, k = {}, {}
-    for s = 1, S do
-      q[s], k[s] = {{}, {}}, {{}, {}}
-      local t, p = math.floor((s - 1) / HW), (s - 1) % HW + 1
-      for d = 1, D do
-        local img = s <= n_img
-        local frame = (img and d == t + 1) and 1 or 0
-        q[s][1][d] = 40 * frame + 0.05 * noise[s][1][d]
-        k[s][1][d] = frame + 0.05 * noise[s][2][d]
-        q[s][2][d] = img and 60 * pos[p][d] or 0
-        k[s][2][d] = img and pos[p][d] or 0
-      end
-    end
-    return adaspa.tensor(q), adaspa.tensor(k), adaspa.randn({S, 2, D}, {seed = 73}), S
-  end
-
   it("picks the spatial pattern for a head built spatial and the temporal one for a head built temporal", function()
     local grid = {6, 8, 16}
     local q, k, v, S = built_heads(grid, 24, 64)
@@ -307,8 +307,8 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
     local picks = p:pick(common.geometry(q, k, info_of(3, grid, 24), 64), 5, 3)
     assert.equal(3, #picks)
     local g = common.geometry(q, k, info_of(3, grid, 24), 64)
-    local pats = p:patterns(g)
-    local full = common.layout_of(pats, {1, 1}, 2, 64)
+    local _, inds = p:patterns(g)
+    local full = common.layout_of(inds, {1, 1}, 2, 64)
     local dense = adaspa.attention(q, k, v)
     local sparse = adaspa.sparse_attention(q, k, v, full)
     local num, n = 0, 0
@@ -533,6 +533,49 @@ describe("policy estimate (SpargeAttn / XAttention)", function()
     spec_error(function() estimate.new({text_sink = 1}, 50) end, "policy estimate", "text_sink = 1")
     spec_error(function() estimate.new({recall = 0.9}, 50) end, "policy estimate", "unknown option recall")
     spec_error(function() estimate.new(5, 50) end, "policy estimate", "options must be a table")
+  end)
+end)
+
+-- ---- on a GPU --------------------------------------------------------------------------------------------
+
+describe("the policy zoo on a GPU", function()
+  local function same_layout(a, b, what)
+    assert.same({a:heads(), a:nqb(), a:nkb(), a:nnz()}, {b:heads(), b:nqb(), b:nkb(), b:nnz()}, what)
+    for h = 1, a:heads() do
+      for qb = 1, a:nqb() do assert.same(a:row(h, qb), b:row(h, qb), string.format("%s head %d row %d", what, h, qb)) end
+    end
+  end
+
+  it_gpu("window, spatial_temporal and estimate plan on the GPU as on the CPU (f32 and bf16 inputs)", function()
+    local grid = {4, 9, 13}
+    local inf = info_of(1, grid, 23, 480)
+    local q, k, v = smooth_qkv(491, 2, 64, 110)
+    for _, dt in ipairs({"f32", "bf16"}) do
+      local qc, kc, vc = q:to(dt), k:to(dt), v:to(dt)
+      local qg, kg, vg = qc:to("cuda"), kc:to("cuda"), vc:to("cuda")
+      local lw = window.new({warmup = 0, windows = {{3, 3, 5}, {1, 5, 9}}}, 2)
+      local a, ea = lw:plan(qc, kc, vc, inf)
+      local b, eb = window.new({warmup = 0, windows = {{3, 3, 5}, {1, 5, 9}}}, 2):plan(qg, kg, vg, inf)
+      same_layout(a, b, "window " .. dt)
+      for h = 1, 2 do assert.is_true(math.abs(ea.recall[h] - eb.recall[h]) < 1e-3, "window recall " .. dt) end
+      local qs, ks, vs, S = built_heads({6, 8, 16}, 24, 64)
+      local si = info_of(1, {6, 8, 16}, 24)
+      local sa, xa = st.new({warmup = 0, frames_spatial = 0, temporal_width = 0}, 2):plan(qs:to(dt), ks:to(dt), vs:to(dt), si)
+      local sb, xb = st.new({warmup = 0, frames_spatial = 0, temporal_width = 0}, 2):plan(
+        qs:to(dt):to("cuda"), ks:to(dt):to("cuda"), vs:to(dt):to("cuda"), si)
+      assert.same({"spatial", "temporal"}, xb.choice)
+      same_layout(sa, sb, "spatial_temporal " .. dt)
+      assert.is_true(math.abs(xa.flops - xb.flops) < 1e-6 * xa.flops + 1)
+      local pe = estimate.new({warmup = 0, threshold = 0.8}, 2)
+      local g = common.geometry(qc, kc, inf, 64)
+      local ec, eg = pe:estimate(qc, kc, g), pe:estimate(qg, kg, common.geometry(qg, kg, inf, 64))
+      assert.equal("cuda:0", eg:device())
+      assert.is_true(spec_maxdiff(ec, eg) < (dt == "f32" and 1e-5 or 1e-3), "estimated mass " .. dt)
+      local la, ra = pe:plan(qc, kc, vc, inf)
+      local lb, rb = pe:plan(qg, kg, vg, inf)
+      assert.is_true(math.abs(la:nnz() - lb:nnz()) <= 0.02 * la:nnz(), string.format("estimate nnz %d vs %d", la:nnz(), lb:nnz()))
+      for h = 1, 2 do assert.is_true(math.abs(ra.recall[h] - rb.recall[h]) < 0.02, "estimate recall " .. dt) end
+    end
   end)
 end)
 

@@ -117,18 +117,29 @@ function common.pattern_tensor(rows, g)
   return adaspa.tensor(data, {dtype = "u8"})
 end
 
--- The layout of H heads where head h follows patterns[choice[h]] (u8 [nqb, nkb] tensors).
-function common.layout_of(patterns, choice, H, block)
-  local first, same = choice[1], true
-  for h = 2, H do if choice[h] ~= first then same = false end end
-  local nqb, nkb = unpack(patterns[first]:shape())
-  if same then
-    return adaspa.layout.from_mask(patterns[first]:reshape({1, nqb, nkb}):expand({H, nqb, nkb}), block)
+-- The f32 copies (1 kept, 0 dropped) of u8 [nqb, nkb] pattern masks on a device.
+function common.indicators(patterns, device)
+  local out = {}
+  for i, p in ipairs(patterns) do
+    local f = p:to("f32")
+    out[i] = device ~= "cpu" and f:to(device) or f
+    if out[i] ~= f then f:free() end
   end
-  local mask = adaspa.zeros({H, nqb, nkb}, {dtype = "u8"})
-  for h = 1, H do mask:narrow(1, h, 1):copy(patterns[choice[h]]:reshape({1, nqb, nkb})) end
-  local l = adaspa.layout.from_mask(mask, block)
-  mask:free()
+  return out
+end
+
+-- The layout of H heads where head h keeps the blocks that inds[choice[h]] (f32 [nqb, nkb]
+-- indicators, on the device of the layer) marks with 1. Built where the indicators live:
+-- the per-head scores [H, nqb, nkb] are assembled by device copies and adaspa.layout.threshold
+-- at recall 1 keeps exactly the blocks scored 1 (each row's total is its count of ones, reached
+-- only once every one is kept; counts are exact in f32). On a GPU this is the device selection
+-- (a u8 mask and from_mask would go through host memory: about 1 s per layer at 720p).
+function common.layout_of(inds, choice, H, block)
+  local nqb, nkb = unpack(inds[choice[1]]:shape())
+  local scores = adaspa.empty({H, nqb, nkb}, {device = inds[choice[1]]:device()})
+  for h = 1, H do scores:narrow(1, h, 1):copy(inds[choice[h]]:reshape({1, nqb, nkb})) end
+  local l = adaspa.layout.threshold(scores, {recall = 1, min_blocks = 1, block = block})
+  scores:free()
   return l
 end
 

@@ -112,15 +112,19 @@ function policy:block_rows(g, which)
   return rows
 end
 
--- The two pattern masks (u8 [nqb, nkb]: spatial, temporal) of a geometry, memoized.
-function policy:patterns(g)
+-- The two pattern masks (u8 [nqb, nkb] on the CPU: spatial, temporal) of a geometry and their
+-- f32 indicators on `device` (for common.layout_of), memoized.
+function policy:patterns(g, device)
+  device = device or "cpu"
   local key = common.shape_key(g, self.frames_spatial .. ":" .. self:width(g.grid))
-  local pats = self.memo[key]
-  if not pats then
-    pats = {common.pattern_tensor(self:block_rows(g, 1), g), common.pattern_tensor(self:block_rows(g, 2), g)}
-    self.memo[key] = pats
+  local m = self.memo[key]
+  if not m then
+    m = {pats = {common.pattern_tensor(self:block_rows(g, 1), g), common.pattern_tensor(self:block_rows(g, 2), g)},
+         inds = {}}
+    self.memo[key] = m
   end
-  return pats
+  if not m.inds[device] then m.inds[device] = common.indicators(m.pats, device) end
+  return m.pats, m.inds[device]
 end
 
 -- The sampled query blocks (sorted) among the blocks made only of image tokens.
@@ -185,10 +189,10 @@ end
 function policy:plan(q, k, v, info, ctx)
   local g = common.geometry(q, k, info, self.block)
   if not g.grid then error("policy spatial_temporal: the layer has no grid (info.grid = {T, H, W} of latent tokens)", 2) end
-  local pats = self:patterns(g)
+  local pats, inds = self:patterns(g, q:device())
   local step = ctx and ctx.step or 0
   local choice, errs, flops = self:profile(q, k, v, g, pats, step, info.layer)
-  local layout = common.layout_of(pats, choice, g.H, g.block)
+  local layout = common.layout_of(inds, choice, g.H, g.block)
   local names = {}
   for h = 1, g.H do names[h] = policy.PATTERNS[choice[h]] end
   self.choices[info.layer or 0] = names

@@ -190,8 +190,9 @@ function policy:plan(q, k, v, info, ctx)
       local c = choice[h]
       if not patterns[c] then patterns[c] = common.pattern_tensor(policy.block_rows(g, sizes[h]), g) end
     end
-    layout = common.layout_of(patterns, choice, g.H, g.block)
-    for _, t in pairs(patterns) do t:free() end
+    local inds = common.indicators(patterns, q:device())
+    layout = common.layout_of(inds, choice, g.H, g.block)
+    for i = 1, #patterns do patterns[i]:free(); inds[i]:free() end
     self.memo[key] = layout
   end
   local td = {}
