@@ -9,6 +9,8 @@
 --           cheap estimates, sampled probes; see adaspa.policy); it is cached and used at once
 --           with adaspa.sparse_attention;
 --   sparse  adaspa.sparse_attention with the cached layout.
+-- A layout that keeps every block runs the dense kernel (same result, and on a GPU the same bits
+-- as a dense step: sparsity 0 reproduces the dense run exactly).
 -- It also counts time and FLOPs per step and mode, for the reports.
 local adaspa = require "adaspa"
 
@@ -25,6 +27,14 @@ function attention.new(policy, opts)
   local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture}, Ctx)
   c.cache = adaspa.Cache.new(opts.layers)
   return c
+end
+
+-- Sparse attention over layout, or dense attention when the layout keeps every block.
+function attention.sparse(q, k, v, layout, kv_valid)
+  if layout:nnz() == layout:heads() * layout:nqb() * layout:nkb() then
+    return adaspa.attention(q, k, v, {kv_valid = kv_valid})
+  end
+  return adaspa.sparse_attention(q, k, v, layout, {kv_valid = kv_valid})
 end
 
 function Ctx:begin_step(step)
@@ -111,7 +121,7 @@ function Ctx:attention(q, k, v, info)
     end
     self.cache:set(layer, entry)
     if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
-    out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    out, lse = attention.sparse(q, k, v, layout, info.kv_valid)
     lse:free()
     local d = layout:density()
     local m = 0
@@ -123,7 +133,7 @@ function Ctx:attention(q, k, v, info)
       error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
         tostring(p.name), step, layer), 2)
     end
-    out, lse = adaspa.sparse_attention(q, k, v, layout, {kv_valid = info.kv_valid})
+    out, lse = attention.sparse(q, k, v, layout, info.kv_valid)
     lse:free()
     local d = layout:density()
     local m = 0
