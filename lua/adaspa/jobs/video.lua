@@ -487,12 +487,12 @@ function video.run(cfg, job)
       if r.recall then rsum, rn = rsum + r.recall, rn + 1 end
     end
     if dn > 0 then
-      lines[#lines + 1] = string.format("sparsity   sparse steps keep %.3f of the blocks (heads %.3f..%.3f); mean recall at the searches %.3f",
+      lines[#lines + 1] = string.format("sparsity   sparse and plan steps keep %.3f of the blocks (heads %.3f..%.3f); mean recall against the exact mass %.3f",
         dsum / dn, dmin, dmax, rn > 0 and rsum / rn or 0 / 0)
       report.sparsity = {density_mean = dsum / dn, density_min = dmin, density_max = dmax, recall_mean = rn > 0 and rsum / rn or nil}
     end
   end
-  for _, m in ipairs({"dense", "search", "sparse"}) do
+  for _, m in ipairs({"dense", "search", "plan", "sparse"}) do
     local b = run.by_mode[m]
     if b then
       lines[#lines + 1] = string.format("steps      %-6s %3d steps, %s per step (attention %s)", m, b.steps,
