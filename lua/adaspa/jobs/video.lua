@@ -487,8 +487,8 @@ function video.run(cfg, job)
       if r.recall then rsum, rn = rsum + r.recall, rn + 1 end
     end
     if dn > 0 then
-      lines[#lines + 1] = string.format("sparsity   sparse and plan steps keep %.3f of the blocks (heads %.3f..%.3f); mean recall against the exact mass %.3f",
-        dsum / dn, dmin, dmax, rn > 0 and rsum / rn or 0 / 0)
+      lines[#lines + 1] = string.format("sparsity   sparse and plan steps keep %.3f of the blocks (heads %.3f..%.3f); mean recall against the exact mass %s",
+        dsum / dn, dmin, dmax, rn > 0 and string.format("%.3f", rsum / rn) or "not measured")
       report.sparsity = {density_mean = dsum / dn, density_min = dmin, density_max = dmax, recall_mean = rn > 0 and rsum / rn or nil}
     end
   end
