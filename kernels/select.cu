@@ -7,7 +7,9 @@
  * bitonic sort orders them. The row keeps the first count keys:
  *   topk (mode 0):      count = max(round(density[h] * nkb), forced);
  *   threshold (mode 1): forced + want, with want computed as layout.c does (the row total and
- *                       the cumulative mass in rank order summed in double by one thread).
+ *                       the cumulative mass in rank order summed in double by one thread, in
+ *                       the CPU's order, from copies of the row in shared memory by index and
+ *                       by rank, so that its loads are short).
  * It writes count[r] and the kept blocks as a bitmask bits[r * W + w] (W = ceil(nkb / 32)); a
  * value that is not finite or negative lowers *bad to its flat index (atomicMin).
  * ada_launch_select_offsets: one CTA scans the counts into CSR offsets [H * (nqb + 1)] (layout.h).
@@ -41,8 +43,10 @@ select_rows(const float *__restrict__ mass, int32_t nqb, int32_t nkb, int32_t po
             const double *__restrict__ frac, int32_t min_blocks, int32_t max_blocks, const int32_t *__restrict__ force,
             int32_t n_cols, int32_t n_rows, int32_t diagonal, int64_t *__restrict__ count, uint32_t *__restrict__ bits,
             unsigned long long *__restrict__ bad) {
-  extern __shared__ unsigned long long keys[]; /* [pow2], then the bitmask words */
+  extern __shared__ unsigned long long keys[]; /* [pow2], the bitmask words, (threshold) 2 rows */
   uint32_t *words = (uint32_t *)(keys + pow2);
+  float *by_index = (float *)(words + ((nkb + 31) / 32 + 1) / 2 * 2); /* threshold: the row, by index */
+  float *by_rank = by_index + pow2;                                    /* threshold: the row, by rank */
   __shared__ int32_t s_forced, s_count;
   const int64_t r = blockIdx.x;
   const int32_t qb = (int32_t)(r % nqb), h = (int32_t)(r / nqb);
@@ -60,6 +64,7 @@ select_rows(const float *__restrict__ mass, int32_t nqb, int32_t nkb, int32_t po
     unsigned long long key = ~0ull;
     if (i < nkb) {
       const float v = m[i];
+      if (mode == 1) by_index[i] = v;
       if (!(v >= 0.0f && v <= FLT_MAX)) atomicMin(bad, (unsigned long long)(r * nkb + i));
       if (all || forced_col(cols, n_cols, diagonal, qb, i)) {
         key = (unsigned long long)i;
@@ -87,6 +92,10 @@ select_rows(const float *__restrict__ mass, int32_t nqb, int32_t nkb, int32_t po
     }
   }
   const int64_t forced = s_forced;
+  if (mode == 1) { /* the row in rank order, so that one thread's sums below read shared memory */
+    for (int32_t i = threadIdx.x; i < nkb; i += blockDim.x) by_rank[i] = by_index[(uint32_t)keys[i]];
+    __syncthreads();
+  }
   if (mode == 0) {
     if (threadIdx.x == 0) {
       const int64_t k = (int64_t)floor(frac[h] * nkb + 0.5);
@@ -97,15 +106,16 @@ select_rows(const float *__restrict__ mass, int32_t nqb, int32_t nkb, int32_t po
      * cumulative mass of the free blocks in rank order */
     const int64_t n = nkb - forced;
     double total = 0, kept = 0;
-    for (int32_t kb = 0; kb < nkb; kb++) total += m[kb];
-    for (int64_t i = 0; i < forced; i++) kept += m[(uint32_t)keys[i]];
+#pragma unroll 8
+    for (int32_t kb = 0; kb < nkb; kb++) total += by_index[kb];
+    for (int64_t i = 0; i < forced; i++) kept += by_rank[i];
     const double need = frac[h] * total - kept;
     int64_t got = 0;
     if (need > 0) {
       double acc = 0;
       got = n;
       for (int64_t i = 0; i < n; i++) {
-        acc += m[(uint32_t)keys[forced + i]];
+        acc += by_rank[forced + i];
         if (acc >= need) {
           got = i + 1;
           break;
@@ -233,7 +243,13 @@ extern "C" int ada_launch_select_rows(const float *mass, int32_t heads, int32_t 
     return (int)cudaErrorInvalidValue;
   int32_t pow2 = 32;
   while (pow2 < nkb) pow2 <<= 1;
-  const size_t shm = sizeof(unsigned long long) * (size_t)pow2 + sizeof(uint32_t) * (size_t)((nkb + 31) / 32);
+  const size_t words = (size_t)((nkb + 31) / 32 + 1) / 2 * 2; /* even: the float rows stay 8-byte aligned */
+  const size_t shm = sizeof(unsigned long long) * (size_t)pow2 + sizeof(uint32_t) * words +
+                     (mode == 1 ? 2 * sizeof(float) * (size_t)pow2 : 0);
+  if (shm > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(select_rows, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+    if (e != cudaSuccess) return (int)e;
+  }
   const int threads = pow2 / 2 < kSortThreads ? pow2 / 2 : kSortThreads;
   select_rows<<<(unsigned)((int64_t)heads * nqb), threads, shm, (cudaStream_t)stream>>>(
       mass, nqb, nkb, pow2, mode, frac, min_blocks, max_blocks, force, n_cols, n_rows, diagonal, count, bits, bad);

@@ -5,11 +5,13 @@
  *   CUDA runtime prints nothing on its own, so a machine without a driver stays silent.
  * - One non-blocking stream per device, created lazily under a mutex and never destroyed (the
  *   driver reclaims it at exit). All work of the backend is ordered on it; device->host copies
- *   and ada_cuda_synchronize() wait for it.
+ *   and ada_cuda_synchronize() wait for it. Large device->host copies are staged through two
+ *   pinned buffers (see staged_d2h).
  * - The op entry points validate their arguments (ADA_EINVAL), make the device current,
  *   launch the kernel from kernels/ and turn its status into ADA_EDEVICE "cuda <op>: ...".
  */
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -151,6 +153,55 @@ ada_status ada_cuda_synchronize(int32_t dev) {
 
 /* ---- copies ----------------------------------------------------------------------------- */
 
+/* Device->host copies of STAGE_MIN bytes or more go through two pinned buffers of STAGE_CHUNK
+ * bytes (allocated once, on first use): the DMA of chunk i+1 overlaps the host memcpy of chunk
+ * i out of the other buffer, instead of the driver's slower pageable path. One copy at a time
+ * (a mutex). Returns false (nothing done) when the pinned buffers cannot be had; else *s is
+ * the status. The stream is synchronized when it returns true. */
+#define STAGE_MIN ((size_t)1 << 20)
+#define STAGE_CHUNK ((size_t)8 << 20)
+static pthread_mutex_t stage_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned char *stage_buf[2];
+static cudaEvent_t stage_ev[2];
+static int stage_state; /* 0: not tried, 1: ready, -1: unavailable */
+
+static bool staged_d2h(void *dst, const void *src, size_t n, cudaStream_t st, ada_status *s) {
+  const char *op = "cuda memcpy device->host";
+  pthread_mutex_lock(&stage_mu);
+  if (stage_state == 0) {
+    stage_state = -1;
+    if (cudaHostAlloc((void **)&stage_buf[0], 2 * STAGE_CHUNK, cudaHostAllocPortable) == cudaSuccess) {
+      stage_buf[1] = stage_buf[0] + STAGE_CHUNK;
+      if (cudaEventCreateWithFlags(&stage_ev[0], cudaEventDisableTiming) == cudaSuccess &&
+          cudaEventCreateWithFlags(&stage_ev[1], cudaEventDisableTiming) == cudaSuccess)
+        stage_state = 1;
+    }
+    (void)cudaGetLastError(); /* unavailable: the direct copy below */
+  }
+  if (stage_state != 1) {
+    pthread_mutex_unlock(&stage_mu);
+    return false;
+  }
+  const size_t chunks = (n + STAGE_CHUNK - 1) / STAGE_CHUNK;
+  cudaError_t e = cudaSuccess;
+  for (size_t i = 0; i <= chunks && e == cudaSuccess; i++) {
+    if (i < chunks) { /* start chunk i into buffer i & 1 (its previous chunk was copied out) */
+      const size_t off = i * STAGE_CHUNK, len = n - off < STAGE_CHUNK ? n - off : STAGE_CHUNK;
+      e = cudaMemcpyAsync(stage_buf[i & 1], (const unsigned char *)src + off, len, cudaMemcpyDeviceToHost, st);
+      if (e == cudaSuccess) e = cudaEventRecord(stage_ev[i & 1], st);
+    }
+    if (i > 0 && e == cudaSuccess) { /* finish chunk i - 1 */
+      const size_t j = i - 1, off = j * STAGE_CHUNK, len = n - off < STAGE_CHUNK ? n - off : STAGE_CHUNK;
+      e = cudaEventSynchronize(stage_ev[j & 1]);
+      if (e == cudaSuccess) memcpy((unsigned char *)dst + off, stage_buf[j & 1], len);
+    }
+  }
+  if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+  pthread_mutex_unlock(&stage_mu);
+  *s = e == cudaSuccess ? ADA_OK : ada_cuda_error(e, op, "staged copy");
+  return true;
+}
+
 ada_status ada_cuda_memcpy(void *dst, const void *src, size_t n, int32_t kind, int32_t dev) {
   static const char *const ops[3] = {"cuda memcpy host->device", "cuda memcpy device->host",
                                      "cuda memcpy device->device"};
@@ -163,6 +214,7 @@ ada_status ada_cuda_memcpy(void *dst, const void *src, size_t n, int32_t kind, i
   cudaStream_t st;
   ada_status s = begin(dev, op, &st);
   if (s) return s;
+  if (kind == 1 && n >= STAGE_MIN && staged_d2h(dst, src, n, st, &s)) return s;
   ADA_CUDA_CHECK(op, cudaMemcpyAsync(dst, src, n, kinds[kind], st));
   if (kind == 1) ADA_CUDA_CHECK(op, cudaStreamSynchronize(st));
   return ADA_OK;
