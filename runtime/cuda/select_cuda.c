@@ -10,10 +10,12 @@
  * The host CSR is filled by two synchronizing copies (the offsets with the error flag, then the
  * indices); the CTA order is computed on the host from the offsets and uploaded.
  */
+#define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "../../kernels/kernels.h"
 #include "../layout.h"
@@ -26,6 +28,20 @@ ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_te
 ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
 
 static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* Host memory for a layout's indices (freed with free()): above 2 MiB, 2 MiB-aligned and
+ * marked for transparent huge pages where the kernel offers them, so that the copy from the
+ * device does not take a page fault every 4 KiB (the copy ran at 1.6 GB/s before). */
+static void *host_indices(size_t n) {
+  const size_t huge = (size_t)2 << 20;
+  if (n < huge) return malloc(n);
+  const size_t a = (n + huge - 1) & ~(huge - 1);
+  void *p = aligned_alloc(huge, a);
+#ifdef MADV_HUGEPAGE
+  if (p) (void)madvise(p, a, MADV_HUGEPAGE);
+#endif
+  return p;
+}
 
 /* The mass as contiguous f32 on its device (*tmp owns a device copy when one is needed). */
 static ada_status stage(const ada_tensor *mass, const float **m, ada_tensor **tmp) {
@@ -137,7 +153,7 @@ ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_te
   }
   l->offsets = malloc(sizeof(int64_t) * noff);
   l->nnz = head[noff - 1];
-  l->indices = malloc(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
+  l->indices = host_indices(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
   if (!l->offsets || !l->indices) {
     s = ada_fail(ADA_ENOMEM, "%s: out of memory for %lld layout entries", op, (long long)l->nnz);
     goto done;
