@@ -37,6 +37,16 @@ function attention.sparse(q, k, v, layout, kv_valid)
   return adaspa.sparse_attention(q, k, v, layout, {kv_valid = kv_valid})
 end
 
+-- Attention over a layout; records its per-head densities in the step. Returns out, mean density.
+function Ctx:run_layout(q, k, v, layout, info)
+  local out, lse = attention.sparse(q, k, v, layout, info.kv_valid)
+  lse:free()
+  local d = layout:density()
+  local m = 0
+  for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
+  return out, m
+end
+
 function Ctx:begin_step(step)
   self.step = step
   self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {},
@@ -121,24 +131,14 @@ function Ctx:attention(q, k, v, info)
     end
     self.cache:set(layer, entry)
     if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
-    out, lse = attention.sparse(q, k, v, layout, info.kv_valid)
-    lse:free()
-    local d = layout:density()
-    local m = 0
-    for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
-    density = m
+    out, density = self:run_layout(q, k, v, layout, info)
   else
     local layout = self.cache:layout(layer)
     if not layout then
       error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
         tostring(p.name), step, layer), 2)
     end
-    out, lse = attention.sparse(q, k, v, layout, info.kv_valid)
-    lse:free()
-    local d = layout:density()
-    local m = 0
-    for h = 1, #d do m = m + d[h] / #d; self.cur.densities[#self.cur.densities + 1] = d[h] end
-    density = m
+    out, density = self:run_layout(q, k, v, layout, info)
   end
   if gpu_sync then adaspa.cuda.synchronize() end
   local c = self.cur
