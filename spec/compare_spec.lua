@@ -200,12 +200,21 @@ describe("compare recipe fields", function()
     fails({"policies.2.speed=2"}, "entry 2", "no option speed")
     fails({"policies.2.label=5"}, "entry 2", "label must be a string")
     fails({"policies.2.sweep=maybe"}, "entry 2", "sweep must be true or false")
-    fails({"sweep.speed=1,2"}, "field sweep", "no listed policy has the option speed")
-    fails({"attention.bogus=1"}, "field attention", "no listed policy has the option bogus")
+    fails({"sweep.speed=1,2"}, "field sweep", "no policy has the option speed")
+    fails({"attention.bogus=1"}, "field attention", "no policy has the option bogus")
     fails({"gallery.step=3"}, "gallery.step = 3", "0..2")
     fails({"gallery.heads=0"}, "gallery.heads", "not a head number")
     fails({"chart.x=time"}, "chart.x", "one of")
     fails({"output.verbose=true"}, "unknown field output.verbose")
+  end)
+
+  it("a sweep over an option no listed policy has applies to nothing, and measures recall by default", function()
+    local cfg = configure(file, with(TINY, {"policies=dense,estimate"}))
+    local runs = compare.plan(cfg)
+    local names = {}
+    for _, r in ipairs(runs) do names[#names + 1] = r.name end
+    assert.same({"estimate"}, names)
+    assert.is_true(runs[1].opts.exact_recall)
   end)
 
   it("rejects entries that are not policies, and options on policy objects", function()

@@ -202,7 +202,7 @@ describe("policy window (Sliding Tile Attention)", function()
   it("plans once at the first sparse step, shares the layout across layers and reports the recall", function()
     local grid = {4, 9, 13}
     local q, k, v = smooth_qkv(491, 2, 32, 40)
-    local p = window.new({warmup = 2, windows = {3, 3, 5}}, 6)
+    local p = window.new({warmup = 2, windows = {3, 3, 5}, exact_recall = true}, 6)
     assert.same({"dense", "dense", "plan", "sparse", "sparse"}, {p:mode(0), p:mode(1), p:mode(2), p:mode(3), p:mode(9)})
     local ctx = attention.new(p, {layers = 2})
     local outs = {}
@@ -298,7 +298,7 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
   it("picks the spatial pattern for a head built spatial and the temporal one for a head built temporal", function()
     local grid = {6, 8, 16}
     local q, k, v, S = built_heads(grid, 24, 64)
-    local p = st.new({warmup = 0, frames_spatial = 0, temporal_width = 0, samples = 3}, 4)
+    local p = st.new({warmup = 0, frames_spatial = 0, temporal_width = 0, samples = 3, exact_recall = true}, 4)
     local l, extra = p:plan(q, k, v, info_of(3, grid, 24), {step = 5})
     assert.same({"spatial", "temporal"}, extra.choice)
     assert.same({"spatial", "temporal"}, p.choices[3])
@@ -452,13 +452,16 @@ describe("policy estimate (SpargeAttn / XAttention)", function()
     -- threshold 1 alone keeps all the estimated mass
     local _, extra = estimate.new({warmup = 0, threshold = 1}, 2):plan(q, k, v, info_of(1, grid, N_TXT))
     for h = 1, 2 do assert.is_true(extra.estimated_recall[h] >= 1 - 1e-6) end
+    -- measuring the exact recall (two dense passes) is off by default
+    assert.is_nil(extra.recall)
+    assert.is_nil(extra.recall_flops)
   end)
 
   it("reports its recall against the exact mass, and a lower threshold keeps fewer blocks", function()
     local inf = info_of(1, grid, N_TXT)
     local dens = {}
     for i, th in ipairs({0.5, 0.8, 0.95}) do
-      local l, extra = estimate.new({warmup = 0, threshold = th}, 2):plan(q, k, v, inf)
+      local l, extra = estimate.new({warmup = 0, threshold = th, exact_recall = true}, 2):plan(q, k, v, inf)
       local ref = l:recall(exact_mass(q, k, v, S, 64))
       for h = 1, 2 do
         assert.is_true(extra.recall[h] > 0 and extra.recall[h] <= 1 + 1e-9, "recall " .. extra.recall[h])
@@ -625,7 +628,7 @@ describe("the policy zoo in the registry and the video job", function()
     {"estimate", "attention.options.threshold=0.8", "2502.18137"},
   }) do
     it("a tiny video run with " .. c[1] .. " completes and reports its density and recall", function()
-      local code, err, js, txt, lat = run("attention.policy=" .. c[1] .. " " .. c[2])
+      local code, err, js, txt, lat = run("attention.policy=" .. c[1] .. " attention.options.exact_recall=true " .. c[2])
       assert.equal(0, code, err)
       assert.truthy(txt:find(c[3], 1, true), txt)
       local dm = tonumber(js:match('"density_mean": *([%d%.e%-]+)'))

@@ -15,6 +15,12 @@ local function show(v)
   if type(v) == "table" then
     local parts = {}
     for i, x in ipairs(v) do parts[i] = show(x) end
+    local keys = {}
+    for k in pairs(v) do if type(k) ~= "number" or k < 1 or k > #v or k % 1 ~= 0 then keys[#keys + 1] = k end end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+      parts[#parts + 1] = (type(k) == "string" and k:match("^[%a_][%w_]*$") and k or "[" .. show(k) .. "]") .. " = " .. show(v[k])
+    end
     return "{" .. table.concat(parts, ", ") .. "}"
   end
   return tostring(v)

@@ -168,9 +168,15 @@ local function check_options_table(t, entries, what)
     if type(k) ~= "string" then return string.format("%s keys are option names, got %s", what, tostring(k)) end
     local any = false
     for _, e in ipairs(entries) do if e.module and has_option(e.module, k) then any = true end end
+    -- an option of some built-in policy that no listed one has applies to nothing (the recipe's
+    -- default sweep over sparsity with policies=dense,estimate); one that no policy has is a typo
+    for _, name in ipairs(policies.names) do
+      local m = module_of(name)
+      if m and has_option(m, k) then any = true end
+    end
     if not any then
       local opts = all_options(entries)
-      return string.format("no listed policy has the option %s (their options: %s)", k, #opts > 0 and table.concat(opts, ", ") or "none")
+      return string.format("no policy has the option %s (the listed ones have: %s)", k, #opts > 0 and table.concat(opts, ", ") or "none")
     end
   end
 end
@@ -222,6 +228,8 @@ function compare.plan(cfg)
         if e.module then
           for k, v in pairs(cfg.attention or {}) do if has_option(e.module, k) then opts[k] = option_value(e.module, k, v) end end
           for k, v in pairs(e.opts) do opts[k] = option_value(e.module, k, v) end
+          -- the table has a recall column: policies that can measure it do, unless told not to
+          if has_option(e.module, "exact_recall") and opts.exact_recall == nil then opts.exact_recall = true end
         end
         local tags = {}
         for _, kv in ipairs(c) do

@@ -46,7 +46,7 @@ policy.source = {
 
 policy.options = {"block", "warmup", "every", "samples", "seed", "frames_spatial", "temporal_width", "exact_recall"}
 policy.shared = {block = true, warmup = true}
-policy.defaults = {block = 64, warmup = 10, every = 1, samples = 4, seed = 0, frames_spatial = 1, exact_recall = true}
+policy.defaults = {block = 64, warmup = 10, every = 1, samples = 4, seed = 0, frames_spatial = 1, exact_recall = false}
 
 policy.PATTERNS = {"spatial", "temporal"}
 

@@ -46,10 +46,10 @@ policy.source = {
 -- window_fraction: with windows nil, the window is this fraction of the grid per axis:
 --   {0.6, 0.5, 0.3} is STA's 3x3x3-tile window on HunyuanVideo (18x24x24 tokens of 30x48x80).
 -- exact_recall: measure each layer's recall against the exact block mass at the plan step (a
---   dense pass and a mass pass per layer, once per run).
+--   dense pass and a mass pass per layer, once per run); default false, compare turns it on.
 policy.options = {"block", "warmup", "windows", "window_fraction", "exact_recall"}
 policy.shared = {block = true, warmup = true}
-policy.defaults = {block = 64, warmup = 10, window_fraction = {0.6, 0.5, 0.3}, exact_recall = true}
+policy.defaults = {block = 64, warmup = 10, window_fraction = {0.6, 0.5, 0.3}, exact_recall = false}
 
 local function size3(v)
   if type(v) ~= "table" or #v ~= 3 then return false end
