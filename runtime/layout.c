@@ -18,18 +18,8 @@
 #include "cuda/cuda.h"
 #include "opcheck.h"
 
-/* The device path (runtime/cuda/select_cuda.c), weak: a build without the CUDA backend does not
- * define it (no tensor can live on a GPU there). ada_cuda_layout_select: mode 0 row-wise top-k,
- * 1 threshold; ADA_OK with *out NULL when it does not take the mass (too many key blocks). */
-#if defined(__GNUC__)
-#define ADA_LAYOUT_CUDA_DECL __attribute__((weak))
-#else
-#define ADA_LAYOUT_CUDA_DECL
-#endif
-ADA_LAYOUT_CUDA_DECL ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_tensor *mass,
-                                                       int32_t mode, const double *frac, int32_t min_blocks,
-                                                       int32_t max_blocks, const ada_layout_force *force, int32_t block);
-ADA_LAYOUT_CUDA_DECL ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
+/* The device path: runtime/cuda/cuda_attn.h (ada_cuda_layout_select, ada_cuda_layout_recall). */
+#include "cuda/cuda_attn.h"
 
 static bool on_gpu(const ada_tensor *t) { return t && t->storage->device.type == ADA_CUDA; }
 
@@ -250,14 +240,9 @@ ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double
   ada_tensor *tmp;
   ada_status s;
   if (on_gpu(mass)) {
-    /* on the device (no finiteness check there), else through a host copy */
+    /* on the device (no finiteness check there) */
     if ((s = ada_chk_float("recall", "mass", mass)) || (s = ada_chk_shape("recall", "mass", mass, 3, want))) return s;
-    if (ada_cuda_layout_recall) return ada_cuda_layout_recall(l, mass, recall);
-    ada_tensor *host;
-    if ((s = ada_tensor_to(&host, mass, ADA_F32, (ada_device){ADA_CPU, 0}))) return s;
-    s = ada_layout_recall(l, host, recall);
-    ada_tensor_free(host);
-    return s;
+    return ada_cuda_layout_recall(l, mass, recall);
   }
   s = stage_mass("recall", mass, want, l->block, &m, &tmp);
   if (s) return s;
@@ -454,8 +439,7 @@ static ada_status select_gpu(ada_layout **out, const char *op, const ada_tensor 
       return ada_fail(ADA_EINVAL, "%s: %s[%d] = %g is outside [0, 1]", op, frac_name, (int)h, frac[h]);
   if ((s = check_force(op, force, (int32_t)mass->shape[1], (int32_t)mass->shape[2]))) return s;
   *out = NULL;
-  if (!per_head && ada_cuda_layout_select &&
-      (s = ada_cuda_layout_select(out, op, mass, mode, frac, min_blocks, max_blocks, force, block)))
+  if (!per_head && (s = ada_cuda_layout_select(out, op, mass, mode, frac, min_blocks, max_blocks, force, block)))
     return s;
   if (*out) return ADA_OK;
   return ada_tensor_to(host, mass, ADA_F32, (ada_device){ADA_CPU, 0}); /* the caller selects on it */

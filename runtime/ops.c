@@ -11,8 +11,6 @@
 #include "cpu/cpu_nn.h"
 #include "opcheck.h"
 #include "ops.h"
-/* the CUDA entry points are weak here: a build without the CUDA backend does not define them */
-#define ADA_CUDA_OPS_WEAK 1
 #include "cuda/cuda_ops.h"
 
 /* ---- shared checks ------------------------------------------------------------------------- */
@@ -75,12 +73,8 @@ static ada_status devices(const char *op, const char *n0, const ada_tensor *t0, 
 
 static bool on_cuda(const ada_tensor *t) { return t->storage->device.type == ADA_CUDA; }
 
-static ada_status no_cuda(const char *op) {
-  return ada_fail(ADA_EUNSUPPORTED, "%s: this build has no CUDA backend (move the tensors to the CPU)", op);
-}
-
-/* Calls the CUDA backend's fn with the arguments (op names the op in the error without it). */
-#define CUDA_OP(fn, ...) (ADA_CUDA_OP_PRESENT(fn) ? fn(__VA_ARGS__) : no_cuda(op))
+/* Calls the CUDA backend's fn with the arguments (runtime/cuda/none.c without the backend). */
+#define CUDA_OP(fn, ...) fn(__VA_ARGS__)
 
 static ada_status chk_dims(const char *op, const char *arg, const ada_tensor *t) {
   if (t->ndim >= 1) return ADA_OK;

@@ -12,9 +12,9 @@
  * lse_in (block mass, attention_with_mass) is checked finite on the device (one small copy to
  * the host, which synchronizes); a sparse layout is mirrored on the device once (layout.h).
  *
- * Defined in runtime/cuda/attention_cuda.c, which is built only with the CUDA backend: a build
- * without it does not define ada_cuda_attn, so attention.c declares it weak (ADA_CUDA_ATTN_WEAK)
- * and checks ADA_CUDA_ATTN_PRESENT before calling (no tensor can live on a GPU there).
+ * Defined in runtime/cuda/attention_cuda.c and (layout selection) runtime/cuda/select_cuda.c,
+ * built only with the CUDA backend; a build without it links runtime/cuda/none.c, whose versions
+ * fail with ADA_EUNSUPPORTED (never reached: no tensor can live on a GPU there).
  */
 #ifndef ADA_CUDA_ATTN_H
 #define ADA_CUDA_ATTN_H
@@ -24,14 +24,6 @@
 #include "../layout.h"
 #include "../status.h"
 #include "../tensor.h"
-
-#if defined(ADA_CUDA_ATTN_WEAK) && defined(__GNUC__)
-#define ADA_CUDA_ATTN_DECL __attribute__((weak))
-#define ADA_CUDA_ATTN_PRESENT (ada_cuda_attn != NULL)
-#else
-#define ADA_CUDA_ATTN_DECL
-#define ADA_CUDA_ATTN_PRESENT 1
-#endif
 
 /* What ada_cuda_attn computes (the ops of ops.h). */
 typedef enum ada_cuda_attn_mode {
@@ -43,9 +35,18 @@ typedef enum ada_cuda_attn_mode {
 
 /* op names the op in messages. kv_valid: 1..Skv; scale: the effective scale (finite, nonzero);
  * block: the mass block (FUSED, MASS). NULL for what the mode does not use. */
-ADA_CUDA_ATTN_DECL ada_status ada_cuda_attn(const char *op, ada_cuda_attn_mode mode, ada_tensor *out, ada_tensor *lse,
+ada_status ada_cuda_attn(const char *op, ada_cuda_attn_mode mode, ada_tensor *out, ada_tensor *lse,
                                             ada_tensor *mass, const ada_tensor *q, const ada_tensor *k,
                                             const ada_tensor *v, const ada_tensor *lse_in, const ada_layout *layout,
                                             int64_t kv_valid, double scale, int32_t block);
+
+/* Layout selection and recall for a block mass on a CUDA device (runtime/layout.c checks every
+ * argument first). ada_cuda_layout_select: mode 0 row-wise top-k (frac = density per head), 1
+ * cumulative threshold (frac = recall per head); ADA_OK with *out NULL when it does not take the
+ * mass (more key blocks than the kernels sort), and the caller selects on the CPU. */
+ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_tensor *mass, int32_t mode,
+                                  const double *frac, int32_t min_blocks, int32_t max_blocks,
+                                  const ada_layout_force *force, int32_t block);
+ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
 
 #endif

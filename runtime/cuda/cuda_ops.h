@@ -9,10 +9,8 @@
  * (ada_tensor_contiguous / ada_tensor_to). Math is f32 (GEMMs: f32 accumulation, no TF32).
  *
  * Defined in runtime/cuda/blas.c (linear, matmul) and runtime/cuda/ops_nn.c (the rest), which
- * are built only with the CUDA backend. A build without it links runtime/cuda/none.c, which
- * does not define them: ops.c declares them weak (it defines ADA_CUDA_OPS_WEAK before including
- * this header) and checks ADA_CUDA_OP_PRESENT(fn) before calling, so that build still links and
- * never reaches them (no tensor can live on a GPU there).
+ * are built only with the CUDA backend; a build without it links runtime/cuda/none.c, whose
+ * versions fail with ADA_EUNSUPPORTED (never reached: no tensor can live on a GPU there).
  */
 #ifndef ADA_CUDA_OPS_H
 #define ADA_CUDA_OPS_H
@@ -23,44 +21,29 @@
 #include "../status.h"
 #include "../tensor.h"
 
-#if defined(ADA_CUDA_OPS_WEAK) && defined(__GNUC__)
-#define ADA_CUDA_OP_DECL __attribute__((weak))
-#define ADA_CUDA_OP_PRESENT(fn) ((fn) != NULL)
-#else
-#define ADA_CUDA_OP_DECL
-#define ADA_CUDA_OP_PRESENT(fn) true
-#endif
-
 /* blas.c (cuBLASLt, cuBLAS as a fallback) */
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w,
-                                               const ada_tensor *b);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b);
+ada_status ada_cuda_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
 
 /* ops_nn.c (kernels/nn.cu) */
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps,
-                                                  const ada_tensor *weight, const ada_tensor *bias);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight,
-                                                double eps);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scale);
+ada_status ada_cuda_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                                 const ada_tensor *bias);
+ada_status ada_cuda_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
+ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scale);
 /* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift in one pass (shift and scale: [C]). */
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps,
-                                                           const ada_tensor *weight, const ada_tensor *bias,
-                                                           const ada_tensor *shift, const ada_tensor *scale);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift,
-                                                 const ada_tensor *scale);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate,
-                                                  const ada_tensor *y);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_scale(ada_tensor *out, const ada_tensor *x, double s);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_silu(ada_tensor *out, const ada_tensor *x);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3],
-                                               const int32_t axes[3], double theta, int64_t n_tokens);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_patchify(ada_tensor *out, const ada_tensor *x);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h,
-                                                   int32_t w);
-ADA_CUDA_OP_DECL ada_status ada_cuda_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim,
-                                                           double max_period);
+ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
+                                          const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
+ada_status ada_cuda_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift, const ada_tensor *scale);
+ada_status ada_cuda_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate, const ada_tensor *y);
+ada_status ada_cuda_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+ada_status ada_cuda_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
+ada_status ada_cuda_op_scale(ada_tensor *out, const ada_tensor *x, double s);
+ada_status ada_cuda_op_silu(ada_tensor *out, const ada_tensor *x);
+ada_status ada_cuda_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
+ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
+                              double theta, int64_t n_tokens);
+ada_status ada_cuda_op_patchify(ada_tensor *out, const ada_tensor *x);
+ada_status ada_cuda_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w);
+ada_status ada_cuda_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period);
 
 #endif

@@ -1,7 +1,6 @@
 /* select_cuda.c: layout selection (row-wise top-k, cumulative threshold) and recall on the GPU,
- * for a block mass that lives on a CUDA device (kernels/select.cu). runtime/layout.c checks
- * every argument and calls these through weak declarations (a build without the CUDA backend
- * does not define them), so the mass never goes to the host.
+ * for a block mass that lives on a CUDA device (kernels/select.cu), declared in cuda_attn.h.
+ * runtime/layout.c checks every argument and calls these, so the mass never goes to the host.
  *
  * Selection: the kernels rank each row in shared memory (the CPU's rank keys and tie rule),
  * write per-row counts and a bitmask, scan the counts into CSR offsets and fill the indices
@@ -22,10 +21,6 @@
 #include "../opcheck.h"
 #include "internal.h"
 
-ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_tensor *mass, int32_t mode,
-                                  const double *frac, int32_t min_blocks, int32_t max_blocks,
-                                  const ada_layout_force *force, int32_t block);
-ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
 
 static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
 
