@@ -26,6 +26,54 @@ enum { VW = 8, RB = 4, KR = 6, CB = 2 * VW };
 #define HOT
 #endif
 
+/* exp of 8 floats: n = round(x log2 e), r = x - n ln 2 (two-part ln 2), e^r by its degree-6
+ * Taylor polynomial (|r| <= ln 2 / 2: relative error about 1.2e-7), times 2^n through the
+ * exponent bits. x < -87.33 gives 0 (expf's denormals there, below 1.2e-38, flush to 0), x >
+ * 88.72 gives +inf, NaN stays NaN; so exp(-inf) = 0 as the online softmax needs. Written with
+ * vector extensions so that each target_clones variant vectorizes it (glibc's expf is scalar). */
+typedef int32_t vi __attribute__((vector_size(32)));
+#define VSEL(mask, a, b) ((vf)(((mask) & (vi)(a)) | (~(mask) & (vi)(b))))
+/* yp[0..8) = exp(xp[0..8)); inlined into the HOT functions, so compiled for each of their targets
+ * (pointers, not vector values, cross the call: no vector ABI on the baseline target). */
+static inline __attribute__((always_inline)) void vexp8(float *yp, const float *xp) {
+  vf x;
+  VLOAD(x, xp);
+  const vf zero = {0}, inf = zero + INFINITY;
+  const vf lo = zero - 87.33654f, hi = zero + 88.72283f;
+  vf xc = VSEL(x < lo, lo, x);
+  xc = VSEL(xc > hi, hi, xc);
+  const vf shift = zero + 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+  const vf n = (xc * 1.44269504088896341f + shift) - shift;
+  const vf r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  vf p = zero + (1.0f / 720.0f);
+  p = p * r + (1.0f / 120.0f);
+  p = p * r + (1.0f / 24.0f);
+  p = p * r + (1.0f / 6.0f);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const vi ni = __builtin_convertvector(n, vi); /* -126 .. 128 */
+  const vi h1 = ni >> 1, h2 = ni - h1;            /* 2^n as 2^h1 * 2^h2, both normal */
+  const vf s1 = (vf)((h1 + 127) << 23), s2 = (vf)((h2 + 127) << 23);
+  vf y = p * s1 * s2;
+  y = VSEL(x < lo, zero, y);
+  y = VSEL(x > hi, inf, y);
+  y = VSEL(x != x, x, y);
+  VSTORE(yp, y);
+}
+
+/* exp of n floats of p in place (a partial last vector through a padded copy). */
+static inline __attribute__((always_inline)) void vexp_n(float *p, int32_t n) {
+  int32_t i = 0;
+  for (; i + VW <= n; i += VW) vexp8(p + i, p + i);
+  if (i < n) {
+    float t[VW] = {0};
+    memcpy(t, p + i, sizeof(float) * (size_t)(n - i));
+    vexp8(t, t);
+    memcpy(p + i, t, sizeof(float) * (size_t)(n - i));
+  }
+}
+
 /* Per-thread scratch for query tiles of BQ rows and key blocks of BK keys:
  *   qt [BQ][D] the scaled queries in transposed panels (load_qt);
  *   kb, vb [BK + KR][ldkv] the key and value rows of a block (copy_rows);
@@ -197,10 +245,9 @@ HOT static void softmax_step(float *st, int32_t ld, int32_t bc, int32_t br, int3
   }
   for (int32_t j = 0; j < bc; j++) {
     float *s = st + (size_t)j * ld;
-    for (int32_t r = 0; r < br; r++) {
-      s[r] = expf(s[r] - mn[r]);
-      rs[r] += s[r];
-    }
+    for (int32_t r = 0; r < br; r++) s[r] -= mn[r];
+    vexp_n(s, br);
+    for (int32_t r = 0; r < br; r++) rs[r] += s[r];
   }
   for (int32_t r = 0; r < br; r++) {
     const float alpha = expf(m[r] - mn[r]);
@@ -216,9 +263,28 @@ HOT static void softmax_step(float *st, int32_t ld, int32_t bc, int32_t br, int3
 /* sum over query rows r < br and keys j < bc of exp(st[j * ld + r] - lse[r]); rs is scratch. */
 HOT static double block_sum(const float *st, int32_t ld, int32_t bc, int32_t br, const float *lse, float *rs) {
   for (int32_t r = 0; r < br; r++) rs[r] = 0;
+  float t[VW];
   for (int32_t j = 0; j < bc; j++) {
     const float *s = st + (size_t)j * ld;
-    for (int32_t r = 0; r < br; r++) rs[r] += expf(s[r] - lse[r]);
+    int32_t r0 = 0;
+    for (; r0 + VW <= br; r0 += VW) {
+      vf a, b, c;
+      VLOAD(a, s + r0);
+      VLOAD(b, lse + r0);
+      a -= b;
+      VSTORE(t, a);
+      vexp8(t, t);
+      VLOAD(a, t);
+      VLOAD(c, rs + r0);
+      c += a;
+      VSTORE(rs + r0, c);
+    }
+    if (r0 < br) {
+      const int32_t n = br - r0;
+      for (int32_t i = 0; i < VW; i++) t[i] = i < n ? s[r0 + i] - lse[r0 + i] : -INFINITY;
+      vexp8(t, t);
+      for (int32_t i = 0; i < n; i++) rs[r0 + i] += t[i];
+    }
   }
   double sum = 0;
   for (int32_t r = 0; r < br; r++) sum += rs[r];
