@@ -18,7 +18,9 @@ return {
   },
   sampler = {steps = 50, shift = 7.0, guidance = 6.0, seed = 42},
   attention = {
-    policy = "adaspa",        -- adaspa | dense | a policy object {mode = fn, select = fn} defined here
+    policy = "adaspa",        -- adaspa | dense | window | spatial_temporal | estimate | a policy object
+                              -- {mode = fn, select = fn or plan = fn} defined here (see the README)
+    -- options = {},          -- the chosen policy's own options, e.g. {threshold = 0.8} for estimate
     sparsity = 0.8,           -- mean fraction of blocks dropped per head
     block = 64,               -- 64 or 128 tokens
     warmup = 10,              -- steps 0..9 dense (steps count from 0, as in the paper)
