@@ -4,7 +4,7 @@
 #   install  apt-get install what is missing (as root), or print the exact command to run
 #   line     print the apt-get line
 set -u
-PKGS="luajit libluajit-5.1-dev libpng-dev lua-busted pkg-config libedit-dev"
+PKGS="luajit libluajit-5.1-dev libpng-dev lua-busted pkg-config libedit-dev python3"
 LINE="apt-get install -y $PKGS"
 missing() {
   local m=""
@@ -13,6 +13,7 @@ missing() {
   pkg-config --exists libedit 2>/dev/null || [ -f /usr/include/editline/readline.h ] || [ -n "${PFX:-}" -a -f "${PFX:-/nonexistent}/usr/include/editline/readline.h" ] || m="$m libedit-dev"
   command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
   [ -n "${BUSTED:-}" ] || [ -f /usr/share/lua/5.1/busted/runner.lua ] || m="$m lua-busted"
+  command -v python3 >/dev/null 2>&1 || m="$m python3" # specs: recipes/tools/dump_trace.py --selftest
   echo "$m"
 }
 case "${1:-check}" in
