@@ -154,7 +154,7 @@ describe("layout selection on the GPU", function()
     assert.matches("outside", err)
   end)
 
-  it_gpu("times row-wise topk and threshold at 24 heads x 1861 x 1861", function()
+  it_gpu("selects at full size (24 heads x 1861 x 1861) exactly as the CPU", function()
     local H, n = 24, 1861
     local x = adaspa.randn({H, n, n}, {seed = 11, device = "cuda"})
     local gm = adaspa.mul(x, x)
@@ -162,32 +162,9 @@ describe("layout selection on the GPU", function()
     local force = {cols = {{1, 4}}, rows = {{1, 4}}, diagonal = true}
     local o = {density = 0.1, row_wise = true, force = force}
     local th = {recall = 0.9, min_blocks = 20, max_blocks = 600, force = force}
-    local function time(f, reps)
-      f():free()
-      adaspa.cuda.synchronize()
-      local t0 = adaspa.now()
-      for _ = 1, reps do f():free() end
-      adaspa.cuda.synchronize()
-      return (adaspa.now() - t0) / reps
-    end
-    local t_topk = time(function() return adaspa.layout.topk(gm, o) end, 5)
-    local t_th = time(function() return adaspa.layout.threshold(gm, th) end, 3)
-    local l = adaspa.layout.topk(gm, o)
-    local t_rec = time(function() l:recall(gm); return {free = function() end} end, 5)
-    local t_small = time(function() return adaspa.layout.topk(gm, {density = 0.01, row_wise = true}) end, 5)
-    local buf = adaspa.zeros({l:nnz()}, {dtype = "i32", device = "cuda"})
-    local t_d2h = time(function() return buf:to("cpu") end, 5)
-    buf:free()
-    local t0 = adaspa.now()
     local cm = gm:to("cpu")
-    local t_copy = adaspa.now() - t0
-    t0 = adaspa.now()
-    local lc = adaspa.layout.topk(cm, o)
-    local t_cpu = adaspa.now() - t0
-    same_mask(lc, l)
+    same_mask(adaspa.layout.topk(cm, o), adaspa.layout.topk(gm, o))
     same_mask(adaspa.layout.threshold(cm, th), adaspa.layout.threshold(gm, th))
-    io.stderr:write(string.format(
-      "\nSELECT 24x1861x1861: gpu topk(0.1, nnz %d) %.2f ms, topk(0.01) %.2f ms, d2h of nnz i32 %.2f ms, gpu threshold %.2f ms, gpu recall %.2f ms | host copy %.1f ms + cpu topk %.1f ms\n",
-      l:nnz(), t_topk * 1e3, t_small * 1e3, t_d2h * 1e3, t_th * 1e3, t_rec * 1e3, t_copy * 1e3, t_cpu * 1e3))
+    gm:free()
   end)
 end)
