@@ -7,7 +7,8 @@
 --           LSE and recall go to the cache;
 --   plan    policy:plan(q, k, v, info, ctx) builds the layout from q, k, v (static windows,
 --           cheap estimates, sampled probes; see adaspa.policy); it is cached and used at once
---           with adaspa.sparse_attention;
+--           with adaspa.sparse_attention; time the plan reports as measurement
+--           (extra.recall_seconds) is kept apart (measure_seconds), not counted as attention;
 --   sparse  adaspa.sparse_attention with the cached layout.
 -- A layout that keeps every block runs the dense kernel (same result, and on a GPU the same bits
 -- as a dense step: sparsity 0 reproduces the dense run exactly).
@@ -50,7 +51,7 @@ end
 function Ctx:begin_step(step)
   self.step = step
   self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {},
-              plan_seconds = 0, plan_flops = 0}
+              plan_seconds = 0, plan_flops = 0, measure_seconds = 0}
 end
 
 function Ctx:end_step()
@@ -81,6 +82,7 @@ function Ctx:attention(q, k, v, info)
   local t0 = adaspa.now()
   local out, lse
   local density = 1
+  local measured = 0 -- seconds a plan spent measuring itself (extra.recall_seconds): not attention
   if mode == "dense" then
     out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
     if p:mode(step + 1, layer) == "search" then self.cache:set(layer, {lse = lse, step = step}) end
@@ -121,7 +123,9 @@ function Ctx:attention(q, k, v, info)
         step, layer, type(layout)), 2)
     end
     extra = extra or {}
-    self.cur.plan_seconds = self.cur.plan_seconds + (adaspa.now() - tp)
+    if type(extra.recall_seconds) == "number" then measured = extra.recall_seconds end
+    self.cur.measure_seconds = self.cur.measure_seconds + measured
+    self.cur.plan_seconds = self.cur.plan_seconds + (adaspa.now() - tp) - measured
     self.cur.plan_flops = self.cur.plan_flops + (extra.flops or 0)
     self.cur.flops = self.cur.flops + (extra.flops or 0)
     local entry = {layout = layout, step = step}
@@ -142,7 +146,7 @@ function Ctx:attention(q, k, v, info)
   end
   if gpu_sync then adaspa.cuda.synchronize() end
   local c = self.cur
-  c.seconds = c.seconds + (adaspa.now() - t0)
+  c.seconds = c.seconds + (adaspa.now() - t0) - measured
   c.modes[mode] = (c.modes[mode] or 0) + 1
   c.flops = c.flops + dense_flops * density
   c.dense_flops = c.dense_flops + dense_flops
@@ -153,7 +157,7 @@ end
 -- {mode=, seconds=, density={mean,min,max} or nil, recall=mean or nil, flop_fraction=} of a step record.
 function attention.summarize(s)
   local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1),
-             plan_seconds = s.plan_seconds}
+             plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds}
   if #s.densities > 0 then
     local mn, mx, sum = math.huge, -math.huge, 0
     for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end

@@ -751,32 +751,20 @@ function compare.run(cfg, job)
     say("[%d/%d] %s ...", i + 1, n, r.label)
     local cells = {}
     r.cells = cells
-    -- time a plan spends measuring recall against the exact mass (extra.recall_seconds) is
-    -- measurement, not the method: it comes off the step's attention and step times
-    local p, recall_step, recall_total = r.policy, 0, 0
-    local own_plan = rawget(p, "plan")
-    local base_plan = p.plan
-    if type(base_plan) == "function" then
-      p.plan = function(self, ...)
-        local layout, extra = base_plan(self, ...)
-        if type(extra) == "table" and type(extra.recall_seconds) == "number" then recall_step = recall_step + extra.recall_seconds end
-        return layout, extra
-      end
-    end
+    -- time a plan spends measuring recall against the exact mass is kept apart by the attention
+    -- context (measure_seconds): it is off the step's attention and step times already
+    local p, recall_total = r.policy, 0
     local ok, res = pcall(video.run_schedule, cfg, prep, p, step_say, {quiet_steps = opts_base.quiet_steps,
       outputs = ref.outputs, outputs_are_reference = true,
       on_attention = gallery_hook(cfg, gallery_step, cells, function() return p.block or 64 end),
       on_step = function(_, rec)
-        if recall_step > 0 then
-          rec.seconds, rec.seconds_total, rec.recall_seconds = rec.seconds - recall_step, rec.seconds_total - recall_step, recall_step
-          recall_total, recall_step = recall_total + recall_step, 0
+        if (rec.measure_seconds or 0) > 0 then
+          rec.recall_seconds = rec.measure_seconds
+          recall_total = recall_total + rec.measure_seconds
         end
       end})
-    p.plan = own_plan
     local row
     if ok then
-      res.attention_seconds = res.attention_seconds - recall_total
-      res.plan_seconds = res.plan_seconds - recall_total
       row = summarize(r.label, res, ref, video.compare(res, ref), ref_times)
       row.recall_seconds = recall_total
       xs[#xs + 1] = {label = r.label, x = res.x}

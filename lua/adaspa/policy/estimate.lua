@@ -21,8 +21,8 @@
 -- are reported. exact_recall (default false; recipes/compare.lua turns it on) also runs a dense
 -- pass and a block-mass pass (about two dense passes) at every plan step to report the recall of
 -- the selection against the exact mass; it is measurement, not part of the method: its FLOPs
--- and seconds are returned apart (recall_flops, recall_seconds) but its time falls inside the
--- plan step's time.
+-- and seconds are returned apart (recall_flops, recall_seconds; the attention context keeps
+-- those seconds out of attention time).
 --
 -- Deviations: XAttention scores blocks by strided antidiagonal sums of q k^T inside each block
 -- and SpargeAttn adds a second, in-kernel stage (skipping warps whose running maximum stays far
