@@ -4,19 +4,7 @@
 local recipe = require "adaspa.recipe"
 local compare = require "adaspa.jobs.compare"
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  return d
-end
-
-local function slurp(p)
-  local f = io.open(p)
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local tmpdir, slurp = spec_tmpdir, spec_slurp
 
 -- 256x128, 9 frames: latent [16, 3, 16, 32], patches 3 x 8 x 16 = 384 image tokens + 32 text = 416
 -- tokens, 7 blocks of 64

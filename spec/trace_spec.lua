@@ -46,17 +46,7 @@ local RECORDS = synthetic_records()
 local PATH = os.tmpname() .. ".safetensors"
 trace.write(PATH, RECORDS, META)
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  return d
-end
-
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() return true end
-  return false
-end
+local tmpdir, exists = spec_tmpdir, spec_exists
 
 -- Runs the replay job in this process on cfg (validated like a recipe); returns the results.
 local function run_replay(cfg)

@@ -7,11 +7,7 @@ local function run_tiny(dir, extra)
   return spec_run("recipe " .. tiny .. " output.dir=" .. dir .. " " .. (extra or ""))
 end
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  return d
-end
+local tmpdir = spec_tmpdir
 
 describe("adaspa recipe hunyuan (tiny)", function()
   local dir, err, code

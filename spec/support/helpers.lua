@@ -40,6 +40,29 @@ function spec_run(cmdline, stdin)
 end
 
 -- Writes content to a new temporary .lua file; returns its path (the caller removes it).
+-- A fresh path for a directory (nothing there yet; jobs create it).
+function spec_tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  return d
+end
+
+-- The contents of file p, or nil when it cannot be opened.
+function spec_slurp(p)
+  local f = io.open(p, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Whether file p can be opened.
+function spec_exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
 function spec_tmpfile(content)
   local p = os.tmpname() .. ".lua"
   local f = assert(io.open(p, "w"))
