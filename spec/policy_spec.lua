@@ -191,11 +191,16 @@ describe("policies", function()
       local nqb, nkb = math.ceil(q_:shape()[1] / 64), math.ceil(inf.kv_valid / 64)
       return adaspa.layout.full(q_:shape()[2], nqb, nkb), {recall_seconds = adaspa.now() - t0}
     end
+    local t0 = adaspa.now()
     local ctx = run_steps(mine, 1)
+    local wall = adaspa.now() - t0
     local r = attention.summarize(ctx.steps[1])
     assert.is_true(r.measure_seconds >= 0.2, tostring(r.measure_seconds))
-    assert.is_true(r.seconds < 0.15, tostring(r.seconds))
-    assert.is_true(r.plan_seconds < 0.15, tostring(r.plan_seconds))
+    -- no absolute bound (machine load and sanitizers vary): counted time plus the measurement
+    -- must fit in the wall time, which fails if the 0.2 s were counted twice
+    local counted = r.seconds + r.measure_seconds
+    assert.is_true(counted <= wall + 1e-3, string.format("%.3f + %.3f > wall %.3f", r.seconds, r.measure_seconds, wall))
+    assert.is_true(r.plan_seconds + r.measure_seconds <= wall + 1e-3, tostring(r.plan_seconds))
   end)
 
   it("a plan mode without a plan method, or a plan that returns no layout, is an error", function()
