@@ -92,6 +92,13 @@ int ada_launch_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, in
                       int64_t h, int64_t d, const int32_t grid[3], const int32_t axes[3], double theta,
                       int64_t n_tokens, float *table, void *stream);
 
+/* rope3d(rmsnorm(x, w, eps)) (see ada_op_rmsnorm_rope3d) in one pass, arguments as rope3d's;
+ * d <= 256; w: [d] (16-byte aligned) of dtype wdt, or NULL. */
+int ada_launch_rmsnorm_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s, int64_t xs_h,
+                              int64_t s, int64_t h, int64_t d, const void *w, ada_dtype wdt, double eps,
+                              const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens,
+                              float *table, void *stream);
+
 /* x [c, t, hgt, w] with strides xs[0..2] and 1 -> out [t * hgt/2 * w/2, 4c] contiguous. */
 int ada_launch_patchify(void *out, ada_dtype odt, const void *x, ada_dtype xdt, const int64_t xs[3], int64_t c,
                         int64_t t, int64_t hgt, int64_t w, void *stream);

@@ -449,6 +449,10 @@ struct RopeParams {
   int32_t grid[3], half[3];
   const float *cs[3], *sn[3]; /* per axis: [grid[a], half[a]] */
   bool vec;
+  /* rmsnorm_rope3d only: weight [d] (NULL: none; 16-byte aligned) and eps */
+  const void *w;
+  int wdt;
+  float eps;
 };
 
 /* cos and sin of pos * theta^(-2k / dim) for every axis, position and pair, in double. */
@@ -471,52 +475,111 @@ __global__ void rope_table_kernel(const RopeTable T) {
   T.sn[a][i] = (float)sin(ang);
 }
 
+/* Rotates the chunk of n (1..8) elements from c0 (even) of a head at grid position (p0, p1, p2). */
+__device__ __forceinline__ void rope_rotate(const RopeParams &P, int32_t p0, int32_t p1, int32_t p2, int64_t c0, int n,
+                                            const float v[8], float y[8]) {
+  const int h01 = P.half[0] + P.half[1];
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    const int pj = (int)(c0 / 2) + q; /* pair index in the head */
+    const int a = pj < P.half[0] ? 0 : pj < h01 ? 1 : 2;
+    const int k = pj - (a == 0 ? 0 : a == 1 ? P.half[0] : h01);
+    float c = 1.0f, s = 0.0f;
+    if (2 * q < n) {
+      const int32_t ti = (a == 0 ? p0 * P.half[0] : a == 1 ? p1 * P.half[1] : p2 * P.half[2]) + k;
+      c = (a == 0 ? P.cs[0] : a == 1 ? P.cs[1] : P.cs[2])[ti];
+      s = (a == 0 ? P.sn[0] : a == 1 ? P.sn[1] : P.sn[2])[ti];
+    }
+    const float x0 = v[2 * q], x1 = v[2 * q + 1];
+    y[2 * q] = x0 * c - x1 * s;
+    y[2 * q + 1] = x0 * s + x1 * c;
+  }
+}
+
+/* Grid position of token tok (32-bit arithmetic: rows = s * h < 2^32, checked by the launcher;
+ * 64-bit divisions would cost more than the memory traffic). */
+__device__ __forceinline__ void rope_pos(const RopeParams &P, uint32_t tok, int32_t &p0, int32_t &p1, int32_t &p2) {
+  const uint32_t g1 = (uint32_t)P.grid[1], g2 = (uint32_t)P.grid[2], q = tok / g2;
+  p0 = (int32_t)(tok / (g1 * g2));
+  p1 = (int32_t)(q - (q / g1) * g1);
+  p2 = (int32_t)(tok - q * g2);
+}
+
+/* rows (token, head) over blockDim.y and gridDim.x; a row's d/8 chunks over blockDim.x and gridDim.y. */
 template <int DT>
 __global__ void __launch_bounds__(kThreads) rope_kernel(const RopeParams P) {
-  /* 32-bit index arithmetic: rows = s * h < 2^32 (the launcher checks), so tokens and grid
-   * cells fit too; 64-bit divisions would cost more than the memory traffic */
   const int64_t chunks = (P.d + 7) / 8;
   const int xdt = dt_of<DT>(P.xdt), odt = dt_of<DT>(P.odt);
-  const uint32_t h = (uint32_t)P.h, g1 = (uint32_t)P.grid[1], g2 = (uint32_t)P.grid[2], hw = g1 * g2;
-  const int h01 = P.half[0] + P.half[1];
+  const uint32_t h = (uint32_t)P.h;
   for (int64_t r = (int64_t)blockIdx.x * blockDim.y + threadIdx.y; r < P.rows; r += (int64_t)gridDim.x * blockDim.y) {
     const uint32_t r32 = (uint32_t)r, tok = r32 / h;
     const int64_t xo = (int64_t)tok * P.xr.s0 + (int64_t)(r32 - tok * h) * P.xr.s1, oo = r * P.d;
     const bool rot = tok < (uint64_t)P.n_tokens;
-    int32_t p0 = 0, p1 = 0, p2 = 0; /* grid position (scalars: no local-memory array) */
-    if (rot) {
-      const uint32_t q = tok / g2;
-      p0 = (int32_t)(tok / hw);
-      p1 = (int32_t)(q - (q / g1) * g1);
-      p2 = (int32_t)(tok - q * g2);
-    }
+    int32_t p0 = 0, p1 = 0, p2 = 0; /* scalars: no local-memory array */
+    if (rot) rope_pos(P, tok, p0, p1, p2);
     for (int64_t j = (int64_t)blockIdx.y * blockDim.x + threadIdx.x; j < chunks; j += (int64_t)gridDim.y * blockDim.x) {
       const int64_t c0 = j * 8;
       const int n = P.d - c0 < 8 ? (int)(P.d - c0) : 8;
       float v[8], y[8];
       ldc(P.x, xdt, xo + c0, n, P.vec, v);
       if (rot) {
-#pragma unroll
-        for (int q = 0; q < 4; q++) {
-          const int pj = (int)(c0 / 2) + q; /* pair index in the head */
-          const int a = pj < P.half[0] ? 0 : pj < h01 ? 1 : 2;
-          const int k = pj - (a == 0 ? 0 : a == 1 ? P.half[0] : h01);
-          float c = 1.0f, s = 0.0f;
-          if (2 * q < n) {
-            const int32_t ti = (a == 0 ? p0 * P.half[0] : a == 1 ? p1 * P.half[1] : p2 * P.half[2]) + k;
-            c = (a == 0 ? P.cs[0] : a == 1 ? P.cs[1] : P.cs[2])[ti];
-            s = (a == 0 ? P.sn[0] : a == 1 ? P.sn[1] : P.sn[2])[ti];
-          }
-          const float x0 = v[2 * q], x1 = v[2 * q + 1];
-          y[2 * q] = x0 * c - x1 * s;
-          y[2 * q + 1] = x0 * s + x1 * c;
-        }
+        rope_rotate(P, p0, p1, p2, c0, n, v, y);
       } else {
 #pragma unroll
         for (int k = 0; k < 8; k++) y[k] = v[k];
       }
       stc(P.out, odt, oo + c0, n, P.vec, y);
     }
+  }
+}
+
+/* rmsnorm + RoPE: a row's chunks are the blockDim.x (a power of two <= 32, >= d/8) lanes of one
+ * warp, which reduce the sum of squares by shuffles; gridDim.y is 1. One read and one write of x. */
+template <int DT>
+__global__ void __launch_bounds__(kThreads) rmsnorm_rope_kernel(const RopeParams P) {
+  const int xdt = dt_of<DT>(P.xdt), odt = dt_of<DT>(P.odt);
+  const uint32_t h = (uint32_t)P.h, tx = blockDim.x;
+  const uint32_t lane = (threadIdx.y * tx + threadIdx.x) % 32;
+  const unsigned mask = tx >= 32 ? 0xffffffffu : ((1u << tx) - 1u) << (lane & ~(tx - 1u));
+  const int64_t c0 = (int64_t)threadIdx.x * 8;
+  const int n = c0 >= P.d ? 0 : P.d - c0 < 8 ? (int)(P.d - c0) : 8;
+  const bool wvec = P.vec && (P.wdt == ADA_F32 || P.wdt == ADA_BF16 || P.wdt == ADA_F16);
+  float w[8];
+  if (P.w && n > 0) {
+    ldc(P.w, P.wdt, c0, n, wvec, w);
+  } else {
+#pragma unroll
+    for (int k = 0; k < 8; k++) w[k] = 1.0f;
+  }
+  const float inv_d = 1.0f / (float)P.d;
+  /* every lane of a row's group takes the same trips (same threadIdx.y): the shuffles are safe */
+  for (int64_t r = (int64_t)blockIdx.x * blockDim.y + threadIdx.y; r < P.rows; r += (int64_t)gridDim.x * blockDim.y) {
+    const uint32_t r32 = (uint32_t)r, tok = r32 / h;
+    const int64_t xo = (int64_t)tok * P.xr.s0 + (int64_t)(r32 - tok * h) * P.xr.s1, oo = r * P.d;
+    float v[8], y[8];
+    if (n > 0) {
+      ldc(P.x, xdt, xo + c0, n, P.vec, v);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; k++) v[k] = 0.0f;
+    }
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 8; k++) ss += v[k] * v[k];
+    for (uint32_t o = tx / 2; o > 0; o /= 2) ss += __shfl_xor_sync(mask, ss, (int)o);
+    const float rr = rsqrtf(ss * inv_d + P.eps);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] = v[k] * rr * w[k];
+    if (n == 0) continue;
+    if (tok < (uint64_t)P.n_tokens) {
+      int32_t p0, p1, p2;
+      rope_pos(P, tok, p0, p1, p2);
+      rope_rotate(P, p0, p1, p2, c0, n, v, y);
+    } else {
+#pragma unroll
+      for (int k = 0; k < 8; k++) y[k] = v[k];
+    }
+    stc(P.out, odt, oo + c0, n, P.vec, y);
   }
 }
 
@@ -683,15 +746,17 @@ extern "C" int64_t ada_rope3d_table_len(const int32_t grid[3], const int32_t axe
   return n;
 }
 
-extern "C" int ada_launch_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s, int64_t xs_h,
-                                 int64_t s, int64_t h, int64_t d, const int32_t grid[3], const int32_t axes[3],
-                                 double theta, int64_t n_tokens, float *table, void *stream) {
+/* rope3d (norm false) or rmsnorm + rope3d (norm true: d <= 256, w NULL or 16-byte aligned). */
+static int launch_rope(bool norm, void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s, int64_t xs_h,
+                       int64_t s, int64_t h, int64_t d, const void *w, ada_dtype wdt, double eps,
+                       const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens, float *table,
+                       cudaStream_t st) {
   if (!out || !x || !grid || !axes || s < 1 || h < 1 || d < 2 || d % 2 || !float_dt(odt) || !float_dt(xdt) ||
-      (int64_t)axes[0] + axes[1] + axes[2] != d || s * h >= ((int64_t)1 << 32))
+      (int64_t)axes[0] + axes[1] + axes[2] != d || s * h >= ((int64_t)1 << 32) ||
+      (norm && (d > 256 || !(eps > 0.0) || (w && (!float_dt(wdt) || (uintptr_t)w % 16 != 0)))))
     return (int)cudaErrorInvalidValue;
   const int64_t len = ada_rope3d_table_len(grid, axes);
   if (len > 0 && !table) return (int)cudaErrorInvalidValue;
-  cudaStream_t st = (cudaStream_t)stream;
   RopeTable T;
   RopeParams P;
   int64_t off = 0;
@@ -728,12 +793,37 @@ extern "C" int ada_launch_rope3d(void *out, ada_dtype odt, const void *x, ada_dt
   P.n_tokens = n_tokens;
   const uintptr_t al = (uintptr_t)out | (uintptr_t)x;
   P.vec = al % 16 == 0 && d % 8 == 0 && xs_s % 8 == 0 && (h == 1 || xs_h % 8 == 0);
+  P.w = norm ? w : NULL;
+  P.wdt = norm && w ? (int)wdt : -1;
+  P.eps = (float)eps;
   dim3 gr, bl;
-  shape_2d(P.rows, (d + 7) / 8, &gr, &bl);
-  if (odt == ADA_F32 && xdt == ADA_F32) rope_kernel<ADA_F32><<<gr, bl, 0, st>>>(P);
-  else if (odt == ADA_BF16 && xdt == ADA_BF16) rope_kernel<ADA_BF16><<<gr, bl, 0, st>>>(P);
-  else rope_kernel<DT_ANY><<<gr, bl, 0, st>>>(P);
+  shape_2d(P.rows, (d + 7) / 8, &gr, &bl); /* d <= 256: blockDim.x <= 32 and gridDim.y == 1 */
+  const int dt = odt == ADA_F32 && xdt == ADA_F32 ? ADA_F32 : odt == ADA_BF16 && xdt == ADA_BF16 ? ADA_BF16 : DT_ANY;
+  if (norm) {
+    if (dt == ADA_F32) rmsnorm_rope_kernel<ADA_F32><<<gr, bl, 0, st>>>(P);
+    else if (dt == ADA_BF16) rmsnorm_rope_kernel<ADA_BF16><<<gr, bl, 0, st>>>(P);
+    else rmsnorm_rope_kernel<DT_ANY><<<gr, bl, 0, st>>>(P);
+  } else {
+    if (dt == ADA_F32) rope_kernel<ADA_F32><<<gr, bl, 0, st>>>(P);
+    else if (dt == ADA_BF16) rope_kernel<ADA_BF16><<<gr, bl, 0, st>>>(P);
+    else rope_kernel<DT_ANY><<<gr, bl, 0, st>>>(P);
+  }
   return (int)cudaGetLastError();
+}
+
+extern "C" int ada_launch_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s, int64_t xs_h,
+                                 int64_t s, int64_t h, int64_t d, const int32_t grid[3], const int32_t axes[3],
+                                 double theta, int64_t n_tokens, float *table, void *stream) {
+  return launch_rope(false, out, odt, x, xdt, xs_s, xs_h, s, h, d, NULL, ADA_F32, 1.0, grid, axes, theta, n_tokens,
+                     table, (cudaStream_t)stream);
+}
+
+extern "C" int ada_launch_rmsnorm_rope3d(void *out, ada_dtype odt, const void *x, ada_dtype xdt, int64_t xs_s,
+                                         int64_t xs_h, int64_t s, int64_t h, int64_t d, const void *w, ada_dtype wdt,
+                                         double eps, const int32_t grid[3], const int32_t axes[3], double theta,
+                                         int64_t n_tokens, float *table, void *stream) {
+  return launch_rope(true, out, odt, x, xdt, xs_s, xs_h, s, h, d, w, wdt, eps, grid, axes, theta, n_tokens, table,
+                     (cudaStream_t)stream);
 }
 
 extern "C" int ada_launch_patchify(void *out, ada_dtype odt, const void *x, ada_dtype xdt, const int64_t xs[3],

@@ -386,32 +386,41 @@ ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x) {
 
 /* ---- video DiT pieces -------------------------------------------------------------------------------- */
 
-ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
-                         double theta, int64_t n_tokens) {
-  const char *op = "rope3d";
+/* Checks shared by rope3d and rmsnorm_rope3d: x [S, H, D], out x's shape, the grid, axes, theta
+ * and n_tokens (see ada_op_rope3d). */
+static ada_status rope_check(const char *op, ada_tensor *out, const ada_tensor *x, const int32_t grid[3],
+                             const int32_t axes[3], double theta, int64_t n_tokens) {
   ada_status s;
   if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)) ||
       (s = ada_chk_shape(op, "x", x, 3, (const int64_t[]){-1, -1, -1})) ||
       (s = ada_chk_same_shape(op, "out", out, "x", x)) || (s = chk_overlap(op, out, "x", x, true)))
     return s;
-  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
+  const int64_t sl = x->shape[0], d = x->shape[2];
   for (int a = 0; a < 3; a++)
     if (grid[a] < 1)
-      return ada_fail(ADA_EINVAL, "rope3d: grid must be 3 positive sizes {T, H, W}, got {%d, %d, %d}", (int)grid[0],
+      return ada_fail(ADA_EINVAL, "%s: grid must be 3 positive sizes {T, H, W}, got {%d, %d, %d}", op, (int)grid[0],
                       (int)grid[1], (int)grid[2]);
   if (axes[0] < 0 || axes[1] < 0 || axes[2] < 0 || axes[0] % 2 || axes[1] % 2 || axes[2] % 2 ||
       (int64_t)axes[0] + axes[1] + axes[2] != d)
-    return ada_fail(ADA_EINVAL, "rope3d: axes must be 3 even sizes summing to the head dim %lld of x %s, got {%d, %d, %d}",
-                    (long long)d, ada_chk_shape_str(x), (int)axes[0], (int)axes[1], (int)axes[2]);
-  if (!(theta > 0) || !isfinite(theta)) return ada_fail(ADA_EINVAL, "rope3d: theta must be a positive number, got %g", theta);
+    return ada_fail(ADA_EINVAL, "%s: axes must be 3 even sizes summing to the head dim %lld of x %s, got {%d, %d, %d}",
+                    op, (long long)d, ada_chk_shape_str(x), (int)axes[0], (int)axes[1], (int)axes[2]);
+  if (!(theta > 0) || !isfinite(theta)) return ada_fail(ADA_EINVAL, "%s: theta must be a positive number, got %g", op, theta);
   const double cells = (double)grid[0] * grid[1] * grid[2];
   if (n_tokens < 1 || n_tokens > sl || (double)n_tokens != cells)
     return ada_fail(ADA_EINVAL,
-                    "rope3d: n_tokens must equal T*H*W = %.0f of grid {%d, %d, %d} and be at most the %lld tokens of x %s, "
+                    "%s: n_tokens must equal T*H*W = %.0f of grid {%d, %d, %d} and be at most the %lld tokens of x %s, "
                     "got %lld",
-                    cells, (int)grid[0], (int)grid[1], (int)grid[2], (long long)sl, ada_chk_shape_str(x),
+                    op, cells, (int)grid[0], (int)grid[1], (int)grid[2], (long long)sl, ada_chk_shape_str(x),
                     (long long)n_tokens);
+  return ADA_OK;
+}
+
+ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
+                         double theta, int64_t n_tokens) {
+  ada_status s = rope_check("rope3d", out, x, grid, axes, theta, n_tokens);
+  if (s) return s;
   if (on_cuda(x)) return CUDA_OP(ada_cuda_op_rope3d, out, x, grid, axes, theta, n_tokens);
+  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
   s = ada_chk_f32_in(x, false, &ux, &tx);
@@ -424,6 +433,38 @@ ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t gri
   }
   ada_tensor_free(tout);
   ada_tensor_free(tx);
+  return s;
+}
+
+ada_status ada_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
+                                 const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens) {
+  const char *op = "rmsnorm_rope3d";
+  ada_status s = rope_check(op, out, x, grid, axes, theta, n_tokens);
+  if (s) return s;
+  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
+  if (weight && ((s = chk_in(op, "weight", weight)) ||
+                 (s = devices(op, "x", x, "weight", weight, NULL, NULL, NULL, NULL)) ||
+                 (s = ada_chk_shape(op, "weight", weight, 1, &d)) || (s = chk_overlap(op, out, "weight", weight, true))))
+    return s;
+  if ((s = chk_eps(op, eps))) return s;
+  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_rmsnorm_rope3d, out, x, weight, eps, grid, axes, theta, n_tokens);
+  /* the CPU reference: rmsnorm, then rope3d in place, both in f32 */
+  const ada_tensor *ux, *uw = NULL;
+  ada_tensor *tx = NULL, *tw = NULL, *tout = NULL, *buf;
+  s = ada_chk_f32_in(x, true, &ux, &tx);
+  if (!s && weight) s = ada_chk_f32_in(weight, true, &uw, &tw);
+  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
+  if (!s) {
+    ada_cpu_rmsnorm(ada_tensor_data(buf), f32(ux), sl * h, d, eps, f32(uw));
+    s = ada_cpu_rope3d(ada_tensor_data(buf), ada_tensor_data(buf), h * d, d, sl, h, d, grid, axes, theta, n_tokens);
+  }
+  if (!s) {
+    s = ada_chk_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(tout);
+  ada_tensor_free(tx);
+  ada_tensor_free(tw);
   return s;
 }
 

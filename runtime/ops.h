@@ -61,6 +61,12 @@ ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
  * dim d has frequency theta^(-2i/d); pair j of the head rotates (x[2j], x[2j+1]). */
 ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
                          double theta, int64_t n_tokens);
+/* rope3d(rmsnorm(x, weight, eps), grid, axes, theta, n_tokens) in one pass: x [S, H, D] (RMS over
+ * each head's D), weight [D] or NULL; tokens past n_tokens are normalized, not rotated. The q and
+ * k of every DiT block; on the GPU one read and one write of x (D <= 256), on the CPU the two
+ * ops in f32. out may be x. */
+ada_status ada_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
+                                 const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens);
 /* x [C, T, H, W] (H, W even) -> out [T * H/2 * W/2, C * 4], token t-major then h then w,
  * feature c*4 + kh*2 + kw. */
 ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x);

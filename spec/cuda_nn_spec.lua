@@ -1,4 +1,4 @@
--- The CUDA backend of the neural-network ops (linear, matmul, norms, softmax, elementwise, rope3d,
+-- The CUDA backend of the neural-network ops (linear, matmul, norms, softmax, elementwise, rope3d, rmsnorm_rope3d,
 -- patchify, unpatchify, timestep_embedding, concat) against the CPU reference on the same
 -- inputs: random values, odd sizes, strided views (narrowed, transposed, QKV-style), f32 and bf16,
 -- outputs poisoned with NaN, in-place use. Tolerances: relative L2 error 1e-5 (f32), 1e-2 (bf16).
@@ -320,6 +320,38 @@ describe("cuda nn ops: elementwise", function()
 end)
 
 describe("cuda nn ops: video DiT pieces", function()
+  it_gpu("rmsnorm_rope3d matches the CPU: odd sizes, text tokens, QKV views, weight dtypes, in place", function()
+    local cases = {
+      {grid = {3, 4, 5}, s = 67, h = 3, axes = {4, 6, 6}},     -- D 16: 2 lanes per row
+      {grid = {2, 3, 4}, s = 30, h = 5, axes = {16, 56, 56}},  -- D 128 as in HunyuanVideo
+      {grid = {1, 2, 3}, s = 6, h = 1, axes = {2, 4, 4}},      -- D 10: a partial chunk
+      {grid = {5, 1, 1}, s = 9, h = 4, axes = {8, 0, 2}},      -- D 10, an empty axis
+      {grid = {2, 2, 2}, s = 11, h = 2, axes = {64, 96, 96}},  -- D 256: a full warp per row
+      {grid = {2, 1, 2}, s = 5, h = 2, axes = {100, 100, 100}}, -- D 300: rmsnorm, then rope3d
+    }
+    for _, dt in ipairs({"f32", "bf16"}) do
+      for i, cs in ipairs(cases) do
+        local d = cs.axes[1] + cs.axes[2] + cs.axes[3]
+        local n = cs.grid[1] * cs.grid[2] * cs.grid[3]
+        local x = rnd({cs.s, cs.h, d}, dt)
+        local w = i % 3 ~= 0 and rnd({d}, i % 2 == 0 and "f32" or dt) or nil
+        local wg = w and w:to("cuda")
+        local what = fmt("rmsnorm_rope3d", dt, cs.s, cs.h, d, w and w:dtype() or "no weight")
+        local ref = adaspa.rmsnorm_rope3d(x, w, 1e-6, cs.grid, cs.axes, 256, n)
+        local out = poisoned({cs.s, cs.h, d}, dt)
+        adaspa.rmsnorm_rope3d(x:to("cuda"), wg, 1e-6, cs.grid, cs.axes, 256, n, {out = out})
+        near(out, ref, dt, what)
+        local qkv = rnd({cs.s, 3, cs.h, d}, dt)
+        local function k(t) return t:narrow(2, 2, 1):reshape({cs.s, cs.h, d}) end
+        near(adaspa.rmsnorm_rope3d(k(qkv:to("cuda")), wg, 1e-6, cs.grid, cs.axes, 256, n),
+          adaspa.rmsnorm_rope3d(k(qkv), w, 1e-6, cs.grid, cs.axes, 256, n), dt, what .. " QKV view")
+        local xg = x:to("cuda")
+        adaspa.rmsnorm_rope3d(xg, wg, 1e-6, cs.grid, cs.axes, 256, n, {out = xg})
+        near(xg, ref, dt, what .. " in place")
+      end
+    end
+  end)
+
   it_gpu("rope3d matches the CPU with text tokens past the grid, strided and in place", function()
     local cases = {
       {grid = {3, 4, 5}, s = 67, h = 3, axes = {4, 6, 6}, theta = 256},

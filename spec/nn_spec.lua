@@ -89,8 +89,9 @@ local function gelu_ref(v)
   return 0.5 * v * (1 + th)
 end
 
-local function rope_ref(x, grid, axes, theta, n_tokens)
-  local X = flat(x)
+-- X: x's values as a flat list (default flat(x)), e.g. a float64 reference's output
+local function rope_ref(x, grid, axes, theta, n_tokens, X)
+  X = X or flat(x)
   local s, h, d = unpack(x:shape())
   local out = {}
   for i = 0, s - 1 do
@@ -500,6 +501,52 @@ describe("rope3d", function()
   it("defaults to axes {16, 56, 56}, theta 256 and n_tokens T*H*W", function()
     local x = adaspa.randn({13, 1, 128}, {seed = 510})
     check(adaspa.rope3d(x, {2, 2, 3}), rope_ref(x, {2, 2, 3}, {16, 56, 56}, 256, 12))
+  end)
+end)
+
+describe("rmsnorm_rope3d", function()
+  local grid, axes = {2, 3, 4}, {4, 6, 6}
+  local function ref(x, w, eps) return rope_ref(x, grid, axes, 256, 24, norm_ref(x, eps, w, nil, true)) end
+
+  it("is rope3d of rmsnorm per head (float64 reference): text tokens normalized, not rotated", function()
+    local x = adaspa.randn({27, 3, 16}, {seed = 520})
+    local w = adaspa.randn({16}, {seed = 521})
+    local y = adaspa.rmsnorm_rope3d(x, w, 1e-6, grid, axes, 256, 24, {out = poisoned({27, 3, 16})})
+    check(y, ref(x, w, 1e-6), 1e-5, "weight")
+    check(adaspa.rmsnorm_rope3d(x, nil, 1e-2, grid, axes, 256, 24), ref(x, nil, 1e-2), 1e-5, "no weight")
+    -- the same as the two ops one after the other
+    local two = adaspa.rope3d(adaspa.rmsnorm(x, w, 1e-6), grid, axes, 256, 24)
+    assert.is_true(spec_maxdiff(y, two) < 1e-6)
+    -- a text token (past n_tokens) has unit RMS times the weight, unrotated
+    local Y, X, W = flat(y), flat(x), flat(w)
+    local base, ss = 25 * 3 * 16, 0
+    for e = 1, 16 do ss = ss + X[base + e] ^ 2 end
+    local inv = 1 / math.sqrt(ss / 16 + 1e-6)
+    for e = 1, 16 do assert.is_true(math.abs(Y[base + e] - X[base + e] * inv * W[e]) < 1e-5) end
+  end)
+
+  it("takes strided q of a QKV tensor, bf16, and runs in place", function()
+    local qkv = adaspa.randn({27, 3, 2, 16}, {seed = 522})
+    local q = qkv:narrow(2, 1, 1):reshape({27, 2, 16})
+    local w = adaspa.randn({16}, {seed = 523})
+    check(adaspa.rmsnorm_rope3d(q, w, 1e-6, grid, axes, 256, 24, {out = poisoned({27, 2, 16})}), ref(q, w, 1e-6), 1e-5,
+      "strided")
+    local xb = adaspa.randn({27, 2, 16}, {seed = 524, dtype = "bf16"})
+    check(adaspa.rmsnorm_rope3d(xb, w, 1e-6, grid, axes, 256, 24), ref(xb, w, 1e-6), 1e-2, "bf16")
+    local x = adaspa.randn({27, 2, 16}, {seed = 525})
+    local expect = ref(x, w, 1e-6)
+    assert.equal(x, adaspa.rmsnorm_rope3d(x, w, 1e-6, grid, axes, 256, 24, {out = x}))
+    check(x, expect, 1e-5, "in place")
+  end)
+
+  it("names the op and the argument in its errors", function()
+    local x = adaspa.randn({27, 2, 16}, {seed = 526})
+    spec_error(function() adaspa.rmsnorm_rope3d(x, adaspa.randn({8}), 1e-6, grid, axes, 256, 24) end,
+      "adaspa.rmsnorm_rope3d: weight must have shape [16], got [8]")
+    spec_error(function() adaspa.rmsnorm_rope3d(x, nil, -1, grid, axes, 256, 24) end, "adaspa.rmsnorm_rope3d", "eps")
+    spec_error(function() adaspa.rmsnorm_rope3d(x, nil, 1e-6, grid, {4, 6, 4}, 256, 24) end,
+      "adaspa.rmsnorm_rope3d: axes must be 3 even sizes summing to the head dim 16")
+    spec_error(function() adaspa.rmsnorm_rope3d(x, nil, 1e-6, grid, axes, 256, 25) end, "n_tokens must equal T*H*W = 24")
   end)
 end)
 

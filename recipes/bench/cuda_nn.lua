@@ -96,7 +96,7 @@ local t_silu = time(function() adaspa.silu(big, {out = big}) end, 10)
 row("silu in place", "[119056, 12288] bf16", t_silu, gbs(t_silu, 8 * B))
 big:free()
 
--- q of the QKV projection [S, 3, 24, 128]: rmsnorm (strided rows) then rope3d in place
+-- q of the QKV projection [S, 3, 24, 128]: rmsnorm (strided rows) then rope3d in place, and the fused op
 local qkv = adaspa.randn({S, 3, 24, 128}, {seed = 12, dtype = "bf16", device = "cuda"})
 local q = qkv:narrow(2, 1, 1):reshape({S, 24, 128})
 local qw = adaspa.randn({128}, {seed = 13, dtype = "bf16", device = "cuda"})
@@ -107,6 +107,12 @@ local t_rope = time(function() adaspa.rope3d(qo, {33, 45, 80}, {16, 56, 56}, 256
 row("rope3d in place", "[119056, 24, 128] bf16", t_rope, gbs(t_rope, 2 * B))
 local t_rope2 = time(function() adaspa.rope3d(q, {33, 45, 80}, {16, 56, 56}, 256, 118800, {out = qo}) end, 20)
 row("rope3d of the q view", "[119056, 24, 128] bf16", t_rope2, gbs(t_rope2, 2 * B))
+local t_fused = time(function()
+  adaspa.rmsnorm_rope3d(q, qw, 1e-6, {33, 45, 80}, {16, 56, 56}, 256, 118800, {out = qo})
+end, 20)
+row("rmsnorm_rope3d of the q view (fused)", "[119056, 24, 128] bf16", t_fused, gbs(t_fused, 2 * B))
+print(string.format("rmsnorm + rope3d: %.3f ms as two ops, %.3f ms fused (%.2fx)", t_rms + t_rope, t_fused,
+  (t_rms + t_rope) / t_fused))
 
 print("| op | shape | ms | rate |")
 print("| --- | --- | --- | --- |")

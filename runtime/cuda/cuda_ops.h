@@ -42,6 +42,8 @@ ada_status ada_cuda_op_silu(ada_tensor *out, const ada_tensor *x);
 ada_status ada_cuda_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
 ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
                               double theta, int64_t n_tokens);
+ada_status ada_cuda_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
+                                      const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens);
 ada_status ada_cuda_op_patchify(ada_tensor *out, const ada_tensor *x);
 ada_status ada_cuda_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w);
 ada_status ada_cuda_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period);

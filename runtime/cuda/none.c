@@ -148,6 +148,12 @@ ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_
   return UNSUPPORTED("rope3d");
 }
 
+ada_status ada_cuda_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
+                                      const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens) {
+  (void)out, (void)x, (void)weight, (void)eps, (void)grid, (void)axes, (void)theta, (void)n_tokens;
+  return UNSUPPORTED("rmsnorm_rope3d");
+}
+
 ada_status ada_cuda_op_patchify(ada_tensor *out, const ada_tensor *x) {
   (void)out, (void)x;
   return UNSUPPORTED("patchify");

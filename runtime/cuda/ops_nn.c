@@ -259,31 +259,58 @@ ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scal
 
 /* ---- video DiT pieces ----------------------------------------------------------------------------- */
 
-ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
-                              double theta, int64_t n_tokens) {
-  const char *op = "rope3d";
+/* rope3d (weight and eps unused) or, with norm, rmsnorm_rope3d; D > 256 (one warp per head row
+ * no longer fits) runs rmsnorm, then rope3d in place. */
+static ada_status rope(const char *op, bool norm, ada_tensor *out, const ada_tensor *x, const ada_tensor *weight,
+                       double eps, const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens) {
   cudaStream_t st;
   ada_status s = begin(out, op, &st);
   if (s) return s;
   const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
-  ada_tensor *tx = NULL;
+  if (norm && d > 256) {
+    s = ada_cuda_op_rmsnorm(out, x, weight, eps);
+    return s ? s : rope("rope3d", false, out, out, NULL, 0.0, grid, axes, theta, n_tokens);
+  }
+  ada_tensor *tx = NULL, *tw = NULL;
   const ada_tensor *ux = x;
+  const void *w = NULL;
+  ada_dtype wdt = ADA_F32;
   if (x->stride[2] != 1 || sl * h >= ((int64_t)1 << 32)) {
     if ((s = ada_tensor_contiguous(&tx, x))) return s;
     ux = tx;
+  }
+  if (norm && weight && (s = stage_vec(weight, &w, &wdt, &tw))) {
+    ada_tensor_free(tx);
+    return s;
   }
   const int64_t len = ada_rope3d_table_len(grid, axes);
   void *table = NULL;
   if (len > 0 && (s = ada_cuda_malloc(&table, sizeof(float) * (size_t)len, dev_of(out)))) {
     ada_tensor_free(tx);
+    ada_tensor_free(tw);
     return s;
   }
-  s = launched(ada_launch_rope3d(ada_tensor_data(out), out->dtype, ada_tensor_data(ux), ux->dtype, ux->stride[0],
-                                 ux->stride[1], sl, h, d, grid, axes, theta, n_tokens, table, (void *)st),
+  void *o = ada_tensor_data(out);
+  const void *xp = ada_tensor_data(ux);
+  s = launched(norm ? ada_launch_rmsnorm_rope3d(o, out->dtype, xp, ux->dtype, ux->stride[0], ux->stride[1], sl, h, d, w,
+                                                wdt, eps, grid, axes, theta, n_tokens, table, (void *)st)
+                    : ada_launch_rope3d(o, out->dtype, xp, ux->dtype, ux->stride[0], ux->stride[1], sl, h, d, grid,
+                                        axes, theta, n_tokens, table, (void *)st),
                op);
   ada_cuda_free(table, dev_of(out));
   ada_tensor_free(tx);
+  ada_tensor_free(tw);
   return s;
+}
+
+ada_status ada_cuda_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t grid[3], const int32_t axes[3],
+                              double theta, int64_t n_tokens) {
+  return rope("rope3d", false, out, x, NULL, 0.0, grid, axes, theta, n_tokens);
+}
+
+ada_status ada_cuda_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
+                                      const int32_t grid[3], const int32_t axes[3], double theta, int64_t n_tokens) {
+  return rope("rmsnorm_rope3d", true, out, x, weight, eps, grid, axes, theta, n_tokens);
 }
 
 ada_status ada_cuda_op_patchify(ada_tensor *out, const ada_tensor *x) {

@@ -1,5 +1,5 @@
 /* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm, softmax,
- * modulate, gated_add, add, mul, scale, silu, gelu_tanh, rope3d, patchify, unpatchify,
+ * modulate, gated_add, add, mul, scale, silu, gelu_tanh, rope3d, rmsnorm_rope3d, patchify, unpatchify,
  * timestep_embedding, concat and split. Each takes an optional final table {out = tensor};
  * without it the result is a new tensor with the dtype and device of the first tensor input. */
 #include <math.h>
@@ -238,6 +238,25 @@ static int l_rope3d(lua_State *L) {
   return 1;
 }
 
+/* adaspa.rmsnorm_rope3d(x [S, H, D], weight [D] or nil, eps, {T, H, W}, axes, theta, n_tokens [, opts]):
+ * rope3d(rmsnorm(x, weight, eps), ...) in one pass; eps nil: 1e-6, the rest as rope3d's */
+static int l_rmsnorm_rope3d(lua_State *L) {
+  const char *fn = "adaspa.rmsnorm_rope3d";
+  ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
+  ada_tensor *w = opt_tensor(L, 2, fn, "weight");
+  const double eps = opt_number(L, 3, fn, "eps", 1e-6);
+  int32_t grid[3], axes[3] = {16, 56, 56};
+  check_int3(L, 4, fn, "grid", 1, grid);
+  if (!lua_isnoneornil(L, 5)) check_int3(L, 5, fn, "axes", 0, axes);
+  const double theta = opt_number(L, 6, fn, "theta", 256.0);
+  const double cells = (double)grid[0] * grid[1] * grid[2];
+  const int64_t n_tokens = check_int(L, 7, fn, "n_tokens", 1, INT64_C(1) << 53, cells < 9.0e15 ? (int64_t)cells : INT64_MAX);
+  lada_check_opts(L, 8, fn, OUT_OPT);
+  ada_tensor *out = lada_push_out(L, 8, fn, x, x->ndim, x->shape);
+  lada_check(L, ada_op_rmsnorm_rope3d(out, x, w, eps, grid, axes, theta, n_tokens), fn);
+  return 1;
+}
+
 /* adaspa.patchify(x [C, T, H, W] [, opts]) -> [T * H/2 * W/2, C * 4] */
 static int l_patchify(lua_State *L) {
   const char *fn = "adaspa.patchify";
@@ -374,7 +393,7 @@ void lada_open_nn(lua_State *L) {
       {"rmsnorm", l_rmsnorm},     {"softmax", l_softmax},     {"layernorm_modulate", l_layernorm_modulate},
       {"modulate", l_modulate},   {"gated_add", l_gated_add},
       {"add", l_add},             {"mul", l_mul},             {"scale", l_scale},
-      {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"rope3d", l_rope3d},
+      {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"rope3d", l_rope3d},  {"rmsnorm_rope3d", l_rmsnorm_rope3d},
       {"patchify", l_patchify},   {"unpatchify", l_unpatchify}, {"timestep_embedding", l_timestep_embedding},
       {"concat", l_concat},       {"split", l_split},         {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);

@@ -161,8 +161,10 @@ function Model:ln_mod(x, shift, scale)
   return adaspa.layernorm_modulate(x, self.cfg.eps, nil, nil, shift, scale)
 end
 
--- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given).
-function Model:split_qkv(qkv, qn, kn)
+-- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given;
+-- with rope = {grid = {T, H, W}, n = T*H*W}, the first n tokens of q and k also get the 3D RoPE, in
+-- the same pass: adaspa.rmsnorm_rope3d).
+function Model:split_qkv(qkv, qn, kn, rope)
   local S, H, D = qkv:shape()[1], self.cfg.heads, self.cfg.head_dim
   -- every view holds its storage until freed or collected: the temporary ones are freed here
   local r = qkv:reshape({S, 3, H, D})
@@ -176,8 +178,14 @@ function Model:split_qkv(qkv, qn, kn)
   r:free()
   if qn then
     local qr, kr = q, k
-    q = adaspa.rmsnorm(qr, self.w[qn], self.cfg.eps)
-    k = adaspa.rmsnorm(kr, self.w[kn], self.cfg.eps)
+    local c = self.cfg
+    if rope then
+      q = adaspa.rmsnorm_rope3d(qr, self.w[qn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n)
+      k = adaspa.rmsnorm_rope3d(kr, self.w[kn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n)
+    else
+      q = adaspa.rmsnorm(qr, self.w[qn], c.eps)
+      k = adaspa.rmsnorm(kr, self.w[kn], c.eps)
+    end
     qr:free()
     kr:free()
   end
@@ -245,11 +253,12 @@ function Model:forward(x, t, text, guidance, ctx)
       if t then t:free() end
     end
   end
-  local function proj_qkv(x_, m, name, qn, kn)
+  local rope = {grid = grid, n = n_img}
+  local function proj_qkv(x_, m, name, qn, kn, rope_)
     local xm = self:ln_mod(x_, m[1], m[2])
     local qkv = self:lin(xm, name)
     drop(xm)
-    local q, k, v = self:split_qkv(qkv, qn, kn)
+    local q, k, v = self:split_qkv(qkv, qn, kn, rope_)
     drop(qkv) -- v stays valid: a view keeps the storage
     return q, k, v
   end
@@ -258,10 +267,9 @@ function Model:forward(x, t, text, guidance, ctx)
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight")
+    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight",
+      rope)
     local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
-    adaspa.rope3d(iq, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = iq})
-    adaspa.rope3d(ik, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = ik})
     local q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
     drop(iq, ik, iv, tq, tk, tv)
     layer = layer + 1
@@ -301,10 +309,8 @@ function Model:forward(x, t, text, guidance, ctx)
     drop(xm)
     -- q, k, v read in place from the first 3h columns (strided rows): no copy
     local l1qkv = lin1:narrow(2, 1, 3 * h)
-    local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight")
+    local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight", rope)
     drop(l1qkv)
-    adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
-    adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
     drop(q, k, v)
