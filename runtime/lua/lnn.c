@@ -221,39 +221,46 @@ static int l_gelu_tanh(lua_State *L) { return unary(L, "adaspa.gelu_tanh", ada_o
 
 /* ---- video DiT pieces ----------------------------------------------------------------------------- */
 
-/* adaspa.rope3d(x [S, H, D], {T, H, W}, axes, theta, n_tokens [, opts]); axes nil: {16, 56, 56},
- * theta nil: 256, n_tokens nil: T * H * W */
+/* The RoPE arguments from stack index i: {T, H, W}, axes (nil: {16, 56, 56}), theta (nil: 256),
+ * n_tokens (nil: T * H * W). */
+typedef struct rope_args {
+  int32_t grid[3], axes[3];
+  double theta;
+  int64_t n_tokens;
+} rope_args;
+
+static rope_args check_rope_args(lua_State *L, int i, const char *fn) {
+  rope_args r = {.axes = {16, 56, 56}};
+  check_int3(L, i, fn, "grid", 1, r.grid);
+  if (!lua_isnoneornil(L, i + 1)) check_int3(L, i + 1, fn, "axes", 0, r.axes);
+  r.theta = opt_number(L, i + 2, fn, "theta", 256.0);
+  const double cells = (double)r.grid[0] * r.grid[1] * r.grid[2];
+  r.n_tokens = check_int(L, i + 3, fn, "n_tokens", 1, INT64_C(1) << 53, cells < 9.0e15 ? (int64_t)cells : INT64_MAX);
+  return r;
+}
+
+/* adaspa.rope3d(x [S, H, D], {T, H, W}, axes, theta, n_tokens [, opts]) */
 static int l_rope3d(lua_State *L) {
   const char *fn = "adaspa.rope3d";
   ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
-  int32_t grid[3], axes[3] = {16, 56, 56};
-  check_int3(L, 2, fn, "grid", 1, grid);
-  if (!lua_isnoneornil(L, 3)) check_int3(L, 3, fn, "axes", 0, axes);
-  const double theta = opt_number(L, 4, fn, "theta", 256.0);
-  const double cells = (double)grid[0] * grid[1] * grid[2];
-  const int64_t n_tokens = check_int(L, 5, fn, "n_tokens", 1, INT64_C(1) << 53, cells < 9.0e15 ? (int64_t)cells : INT64_MAX);
+  const rope_args r = check_rope_args(L, 2, fn);
   lada_check_opts(L, 6, fn, OUT_OPT);
   ada_tensor *out = lada_push_out(L, 6, fn, x, x->ndim, x->shape);
-  lada_check(L, ada_op_rope3d(out, x, grid, axes, theta, n_tokens), fn);
+  lada_check(L, ada_op_rope3d(out, x, r.grid, r.axes, r.theta, r.n_tokens), fn);
   return 1;
 }
 
 /* adaspa.rmsnorm_rope3d(x [S, H, D], weight [D] or nil, eps, {T, H, W}, axes, theta, n_tokens [, opts]):
- * rope3d(rmsnorm(x, weight, eps), ...) in one pass; eps nil: 1e-6, the rest as rope3d's */
+ * rope3d(rmsnorm(x, weight, eps), ...) in one pass; eps nil: 1e-6 */
 static int l_rmsnorm_rope3d(lua_State *L) {
   const char *fn = "adaspa.rmsnorm_rope3d";
   ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
   ada_tensor *w = opt_tensor(L, 2, fn, "weight");
   const double eps = opt_number(L, 3, fn, "eps", 1e-6);
-  int32_t grid[3], axes[3] = {16, 56, 56};
-  check_int3(L, 4, fn, "grid", 1, grid);
-  if (!lua_isnoneornil(L, 5)) check_int3(L, 5, fn, "axes", 0, axes);
-  const double theta = opt_number(L, 6, fn, "theta", 256.0);
-  const double cells = (double)grid[0] * grid[1] * grid[2];
-  const int64_t n_tokens = check_int(L, 7, fn, "n_tokens", 1, INT64_C(1) << 53, cells < 9.0e15 ? (int64_t)cells : INT64_MAX);
+  const rope_args r = check_rope_args(L, 4, fn);
   lada_check_opts(L, 8, fn, OUT_OPT);
   ada_tensor *out = lada_push_out(L, 8, fn, x, x->ndim, x->shape);
-  lada_check(L, ada_op_rmsnorm_rope3d(out, x, w, eps, grid, axes, theta, n_tokens), fn);
+  lada_check(L, ada_op_rmsnorm_rope3d(out, x, w, eps, r.grid, r.axes, r.theta, r.n_tokens), fn);
   return 1;
 }
 
