@@ -40,4 +40,20 @@ describe("the model on the GPU", function()
     local dc, dg = ctxc.cache:density(1), ctxg.cache:density(1)
     for h = 1, #dc do assert.is_true(math.abs(dc[h] - dg[h]) < 0.05, "density of head " .. h) end
   end)
+
+  it_gpu("with fused_norm_rope (adaspa.rmsnorm_rope3d), a bf16 GPU step still matches the f32 CPU step", function()
+    local cfg = hy.config("small", {layers = {double = 1, single = 1, refiner = 1}})
+    local w = synth.weights(cfg, {seed = 5})
+    local wg = {}
+    for k, t in pairs(w) do wg[k] = t:to("bf16"):to("cuda") end
+    local fused = hy.config("small", {layers = {double = 1, single = 1, refiner = 1}, fused_norm_rope = true})
+    local _, shape = hy.grid({width = 320, height = 256, frames = 9})
+    local x = adaspa.randn(shape, {seed = 6})
+    local c = text.synthetic("a heron", cfg)
+    local cg = {states = c.states:to("bf16"):to("cuda"), pooled = c.pooled:to("bf16"):to("cuda"), valid = c.valid}
+    local vc = hy.new(cfg, w):forward(x, 700, c, 6.0)
+    local vg = hy.new(fused, wg):forward(x:to("bf16"):to("cuda"), 700, cg, 6.0)
+    local err = spec_rel_l2(spec_flat(vg), spec_flat(vc))
+    assert.is_true(err < 3e-2, "fused step: relative L2 " .. err)
+  end)
 end)

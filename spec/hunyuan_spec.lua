@@ -396,6 +396,14 @@ describe("hunyuan model against a float64 reference", function()
     assert(math.sqrt(m / #ref) > 0.1, "reference velocity is nearly zero")
   end)
 
+  it("gives the same velocity with q and k normalized and rotated in one pass (fused_norm_rope)", function()
+    local cfg = {}
+    for k, v in pairs(CFG) do cfg[k] = v end
+    cfg.fused_norm_rope = true
+    local fused = hy.new(cfg, WEIGHTS):forward(X, TSTEP, TEXT, GUIDANCE)
+    assert.equal(0, spec_maxdiff(fused, got))
+  end)
+
   it("is deterministic", function()
     local again = MODEL:forward(X, TSTEP, TEXT, GUIDANCE)
     assert.are.equal(0, spec_maxdiff(got, again))

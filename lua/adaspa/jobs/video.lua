@@ -39,6 +39,8 @@ video.schema = {
     hidden = {type = "integer", check = positive}, heads = {type = "integer", check = positive},
     head_dim = {type = "integer", check = positive}, mlp_ratio = {type = "integer", check = positive},
     text_len = {type = "integer", check = positive},
+    fused_norm_rope = {type = "boolean", default = false,
+                       doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d); GPU spec not yet run"},
     layers = {double = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
               single = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
               refiner = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end}},
@@ -141,7 +143,7 @@ local function resolve(cfg)
     if device == "cpu" then notes[#notes + 1] = "preset auto -> small (the 720p model needs a GPU)" end
   end
   local over = {}
-  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len"}) do over[k] = cfg.model[k] end
+  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len", "fused_norm_rope"}) do over[k] = cfg.model[k] end
   over.layers = {}
   for k, v in pairs(cfg.model.layers) do over.layers[k] = v end
   if over.hidden == nil and (over.heads or over.head_dim) then

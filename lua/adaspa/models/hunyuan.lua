@@ -17,11 +17,13 @@ hy.presets = {
     hidden = 3072, heads = 24, head_dim = 128, mlp_ratio = 4, layers = {double = 20, single = 40, refiner = 2},
     in_channels = 16, text_dim = 4096, text_len = 256, pooled_dim = 768, rope_axes = {16, 56, 56},
     rope_theta = 256, eps = 1e-6, video = {width = 1280, height = 720, frames = 129},
+    fused_norm_rope = false,
   },
   small = {
     hidden = 256, heads = 2, head_dim = 128, mlp_ratio = 4, layers = {double = 2, single = 2, refiner = 1},
     in_channels = 16, text_dim = 4096, text_len = 32, pooled_dim = 768, rope_axes = {16, 56, 56},
     rope_theta = 256, eps = 1e-6, video = {width = 320, height = 256, frames = 17},
+    fused_norm_rope = false,
   },
 }
 
@@ -253,7 +255,14 @@ function Model:forward(x, t, text, guidance, ctx)
       if t then t:free() end
     end
   end
-  local rope = {grid = grid, n = n_img}
+  -- fused_norm_rope: q and k normalized and rotated in one pass (adaspa.rmsnorm_rope3d); off
+  -- until its GPU parity spec has run on a GPU (the CPU results are the same either way)
+  local rope = cfg.fused_norm_rope and {grid = grid, n = n_img} or nil
+  local function rotate(q, k) -- the separate RoPE pass, when not fused
+    if rope then return end
+    adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
+    adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
+  end
   local function proj_qkv(x_, m, name, qn, kn, rope_)
     local xm = self:ln_mod(x_, m[1], m[2])
     local qkv = self:lin(xm, name)
@@ -270,6 +279,7 @@ function Model:forward(x, t, text, guidance, ctx)
     local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight",
       rope)
     local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
+    rotate(iq, ik)
     local q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
     drop(iq, ik, iv, tq, tk, tv)
     layer = layer + 1
@@ -311,6 +321,7 @@ function Model:forward(x, t, text, guidance, ctx)
     local l1qkv = lin1:narrow(2, 1, 3 * h)
     local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight", rope)
     drop(l1qkv)
+    rotate(q, k)
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
     drop(q, k, v)
