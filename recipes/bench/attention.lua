@@ -7,8 +7,8 @@
 -- 4 * Sq * Skv * D * H for the blocks computed (the kept blocks for sparse; Q K^T only, half of
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
 -- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
-local args = {}
-for _, a in ipairs(arg or {}) do args[a] = true end
+local bench = require "adaspa.bench"
+local args = bench.args(arg)
 if not adaspa.cuda.available() then
   print("attention bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
   return
@@ -22,23 +22,7 @@ if args.quick then shapes = {{name = "quick", S = 8192 + TEXT}} end
 local densities = {0.1, 0.2, 0.4}
 local reps = 5
 
-local function median(xs)
-  table.sort(xs)
-  return xs[math.floor((#xs + 1) / 2)]
-end
-
-local function time(fn)
-  fn()
-  adaspa.cuda.synchronize()
-  local ts = {}
-  for i = 1, reps do
-    local t0 = adaspa.now()
-    fn()
-    adaspa.cuda.synchronize()
-    ts[i] = adaspa.now() - t0
-  end
-  return median(ts)
-end
+local function time(fn) return bench.time(fn, reps) end
 
 -- A row-wise top-k layout of random mass at density d with the text rows and columns kept.
 local function sink_layout(S, block, d, seed)

@@ -7,22 +7,8 @@
 local quick = arg and arg[1] == "quick"
 local threads = adaspa.threads()
 
-local function median(xs)
-  table.sort(xs)
-  return xs[math.floor((#xs + 1) / 2)]
-end
-
 -- Runs fn once to warm up, then `reps` times; returns the median seconds.
-local function time(fn, reps)
-  fn()
-  local ts = {}
-  for i = 1, reps do
-    local t0 = adaspa.now()
-    fn()
-    ts[i] = adaspa.now() - t0
-  end
-  return median(ts)
-end
+local time = require("adaspa.bench").time
 
 local rows = {}
 local function row(op, shape, flop, sec, note)

@@ -2,21 +2,14 @@
 --   build/adaspa recipes/bench/cuda_nn.lua
 -- Median of wall-clock runs, each followed by cuda.synchronize(); TFLOP/s counts 2*S*in*out,
 -- GB/s counts the bytes the op must move (inputs read once, outputs written once).
+if not adaspa.cuda.available() then
+  print("cuda_nn bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
+  return
+end
 local S, H = 119056, 3072
 local o = {dtype = "bf16", device = "cuda"}
-local function sync() adaspa.cuda.synchronize() end
-local function time(fn, reps)
-  fn(); fn(); sync()
-  local ts = {}
-  for i = 1, reps do
-    local t0 = adaspa.now()
-    fn()
-    sync()
-    ts[i] = adaspa.now() - t0
-  end
-  table.sort(ts)
-  return ts[math.floor((#ts + 1) / 2)]
-end
+local bench = require "adaspa.bench"
+local function time(fn, reps) return bench.time(fn, reps, 2) end
 local rows = {}
 local function row(op, shape, sec, metric)
   rows[#rows + 1] = string.format("| %-34s | %-28s | %8.3f | %s |", op, shape, sec * 1e3, metric)

@@ -9,11 +9,8 @@
 local policies = require "adaspa.policy"
 local attention = require "adaspa.attention"
 
-local args = {}
-for _, a in ipairs(arg or {}) do
-  local k, v = a:match("^([%w_]+)=(.*)$")
-  if k then args[k] = tonumber(v) else args[a] = true end
-end
+local bench = require "adaspa.bench"
+local args = bench.args(arg)
 local device = adaspa.cuda.available() and "cuda" or "cpu"
 if device == "cpu" and not args.quick then
   print("policies bench: no GPU (" .. adaspa.cuda.reason() .. "); `quick` runs a small size on the CPU")
@@ -25,20 +22,7 @@ local grid = args.quick and {2, 8, 16} or {(frames - 1) / 4 + 1, 45, 80}
 if args.quick then H = 2 end
 local n_img = grid[1] * grid[2] * grid[3]
 local S = n_img + TEXT
-local function sync() if device ~= "cpu" then adaspa.cuda.synchronize() end end
-local function median3(fn)
-  fn()
-  sync()
-  local ts = {}
-  for i = 1, 3 do
-    local t0 = adaspa.now()
-    fn()
-    sync()
-    ts[i] = adaspa.now() - t0
-  end
-  table.sort(ts)
-  return ts[2]
-end
+local function median3(fn) return bench.time(fn, 3) end
 
 local qkv = adaspa.randn({S, 3, H, D}, {seed = 1, dtype = device == "cpu" and "f32" or "bf16", device = device})
 local q = qkv:narrow(2, 1, 1):reshape({S, H, D})

@@ -4,7 +4,7 @@
 -- the 0.1 layout holds, and, for comparison, copying the mass to the host plus top-k on the CPU.
 -- Each selection includes building the host CSR and the device mirror.
 --   build/adaspa recipes/bench/select.lua
--- Times: mean of several runs after a warm-up, with a device synchronize at both ends.
+-- Times: median of several runs after a warm-up, with a device synchronize around each.
 if not adaspa.cuda.available() then
   print("select bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
   return
@@ -16,14 +16,8 @@ x:free()
 local force = {cols = {{1, 4}}, rows = {{1, 4}}, diagonal = true}
 local o = {density = 0.1, row_wise = true, force = force}
 local th = {recall = 0.9, min_blocks = 20, max_blocks = 600, force = force}
-local function time(f, reps)
-  f():free()
-  adaspa.cuda.synchronize()
-  local t0 = adaspa.now()
-  for _ = 1, reps do f():free() end
-  adaspa.cuda.synchronize()
-  return (adaspa.now() - t0) / reps * 1e3
-end
+-- milliseconds of f(), its result freed
+local function time(f, reps) return require("adaspa.bench").time(function() f():free() end, reps) * 1e3 end
 local l = adaspa.layout.topk(gm, o)
 local rows = {
   {"row-wise top-k, density 0.1 (nnz " .. l:nnz() .. ")", time(function() return adaspa.layout.topk(gm, o) end, 5)},

@@ -19,11 +19,7 @@ local adaspa_policy = require "adaspa.policy.adaspa"
 local dense_policy = require "adaspa.policy.dense"
 local quality = require "adaspa.quality"
 
-local args = {}
-for _, a in ipairs(arg or {}) do
-  local k, v = a:match("^([%w_]+)=(.*)$")
-  if k then args[k] = tonumber(v) or v else args[a] = true end
-end
+local args = require("adaspa.bench").args(arg)
 if not args.steps and not args.schedule then args.steps = true end
 if not adaspa.cuda.available() then
   print("step bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")

@@ -1,0 +1,41 @@
+-- adaspa.bench: the benchmark scripts' argument parser and timer.
+local bench = require "adaspa.bench"
+
+describe("adaspa.bench", function()
+  it("parses key=value (numbers or strings) and bare flags", function()
+    assert.same({frames = 33, policy = "window", quick = true, ["720p"] = true},
+      bench.args({"frames=33", "policy=window", "quick", "720p"}))
+    assert.same({}, bench.args(nil))
+  end)
+
+  it("times the median of reps runs after the warm-up runs", function()
+    local calls, waits = 0, {0.2, 0.001, 0.1, 0.03, 0.002}
+    local function fn()
+      calls = calls + 1
+      local t0 = adaspa.now()
+      while adaspa.now() - t0 < (waits[calls - 2] or 0) do end -- the first two calls are the warm-up
+    end
+    local t = bench.time(fn, 5, 2)
+    assert.equal(7, calls)
+    -- the sorted waits are 0.001 0.002 0.03 0.1 0.2: the median run waited 0.03 s; busy waits
+    -- only overshoot, so the median is at least 0.03 (a mean would be 0.067) and below 0.1
+    assert.is_true(t >= 0.03 and t < 0.1, tostring(t))
+  end)
+end)
+
+describe("the bench scripts", function()
+  it("run at quick CPU sizes, or say that they need a GPU", function()
+    for b, row in pairs({cpu_ops = "sparse_attention 0.1", policies = "| window plan |"}) do
+      local out, err, code = spec_run("recipes/bench/" .. b .. ".lua quick")
+      assert.equal(0, code, b .. ": " .. err)
+      assert.matches(row, out, 1, true)
+    end
+    if not adaspa.cuda.available() then
+      for _, b in ipairs({"attention", "cuda_nn", "select", "step"}) do
+        local out, err, code = spec_run("recipes/bench/" .. b .. ".lua quick")
+        assert.equal(0, code, b .. ": " .. err)
+        assert.matches(b .. " bench: no GPU", out, 1, true)
+      end
+    end
+  end)
+end)
