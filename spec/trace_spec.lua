@@ -129,6 +129,14 @@ describe("adaspa.trace", function()
     return p
   end
 
+  it("reads a record's kv_valid whatever the zeros in its metadata key", function()
+    local p = malformed(function(_, m) m["step04.layer02.kv_valid"] = tostring(G.S) end)
+    local tr = trace.open(p)
+    assert.equal(G.S, tr:info(4, 2).kv_valid)
+    assert.equal(G.kv, tr:info(4, 1).kv_valid)
+    os.remove(p)
+  end)
+
   local cases = {
     {"a missing tensor", function(t) t["step4.layer2.k"] = nil end,
       {"step 4 layer 2", "missing tensor step4.layer2.k", "field k"}},

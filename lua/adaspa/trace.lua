@@ -76,10 +76,17 @@ local function parse_int(s)
   return tonumber(s)
 end
 
+-- The items of a comma-separated list (empty items included).
+local function split(s)
+  local out = {}
+  for item in (s .. ","):gmatch("([^,]*),") do out[#out + 1] = item end
+  return out
+end
+
 -- A comma-separated list of integers (strictly increasing when `increasing`).
 local function parse_ints(path, key, s, increasing)
   local out = {}
-  for item in (s .. ","):gmatch("([^,]*),") do
+  for _, item in ipairs(split(s)) do
     local n = parse_int(item)
     if not n then fail(path, "metadata %s = %q: %q is not a non-negative integer", key, s, item) end
     if increasing and #out > 0 and n <= out[#out] then
@@ -134,30 +141,28 @@ local function parse_meta(path, meta)
   end
   d.timesteps = {}
   if meta.timesteps ~= nil then
-    local i = 0
-    for item in (meta.timesteps .. ","):gmatch("([^,]*),") do
-      i = i + 1
+    local items = split(meta.timesteps)
+    for i, item in ipairs(items) do
       local t = tonumber(item)
       if not t then fail(path, "metadata timesteps = %q: entry %d (%q) is not a number", meta.timesteps, i, item) end
       if d.steps[i] then d.timesteps[d.steps[i]] = t end
     end
-    if i ~= #d.steps then
-      fail(path, "metadata timesteps has %d entries but steps has %d", i, #d.steps)
+    if #items ~= #d.steps then
+      fail(path, "metadata timesteps has %d entries but steps has %d", #items, #d.steps)
     end
   end
   d.kinds = {}
   if meta.layer_kinds ~= nil then
-    local i = 0
-    for item in (meta.layer_kinds .. ","):gmatch("([^,]*),") do
-      i = i + 1
+    local items = split(meta.layer_kinds)
+    for i, item in ipairs(items) do
       if item == "" then fail(path, "metadata layer_kinds = %q: entry %d is empty", meta.layer_kinds, i) end
       if d.layers[i] then d.kinds[d.layers[i]] = item end
     end
-    if i ~= #d.layers then
-      fail(path, "metadata layer_kinds has %d entries but layers has %d", i, #d.layers)
+    if #items ~= #d.layers then
+      fail(path, "metadata layer_kinds has %d entries but layers has %d", #items, #d.layers)
     end
   end
-  -- per-record kv_valid
+  -- per-record kv_valid, keyed "step:layer" (numbers, so "step01" is step 1)
   d.record_kv = {}
   for k, v in pairs(meta) do
     local s, l = k:match("^step(%d+)%.layer(%d+)%.kv_valid$")
@@ -166,7 +171,7 @@ local function parse_meta(path, meta)
       if not n or n > d.S or n < d.n_img then
         fail(path, "metadata %s = %q: must be an integer in [%d, %d]", k, tostring(v), d.n_img, d.S)
       end
-      d.record_kv[k:sub(1, -10)] = n
+      d.record_kv[tonumber(s) .. ":" .. tonumber(l)] = {n = n, key = k}
     end
   end
   return d
@@ -190,10 +195,10 @@ local function check_tensors(d, entries)
     if not step_set[s] then fail(path, "tensor %s: step %d is not among the recorded steps (metadata steps = %q)", name, s, d.meta.steps) end
     if not layer_set[l] then fail(path, "tensor %s: layer %d is not among the recorded layers (metadata layers = %q)", name, l, d.meta.layers) end
   end
-  for key in pairs(d.record_kv) do
-    local s, l = key:match("^step(%d+)%.layer(%d+)$")
+  for key, r in pairs(d.record_kv) do
+    local s, l = key:match("^(%d+):(%d+)$")
     if not (step_set[tonumber(s)] and layer_set[tonumber(l)]) then
-      fail(path, "metadata %s.kv_valid names a record that is not in the trace", key)
+      fail(path, "metadata %s names a record that is not in the trace", r.key)
     end
   end
   d.shapes = {}
@@ -275,7 +280,8 @@ end
 -- info for ctx:attention: {layer=, kind=, index=, n_img=, n_txt=, kv_valid=, grid=}.
 function Trace:info(step, layer)
   check_record(self, "info", step, layer)
-  local kv = self.record_kv[string.format("step%d.layer%d", step, layer)] or self.kv_valid
+  local r = self.record_kv[step .. ":" .. layer]
+  local kv = r and r.n or self.kv_valid
   local index = 0
   for i, l in ipairs(self.layers) do if l == layer then index = i - 1 end end
   return {layer = layer, kind = self.kinds[layer] or "trace", index = index, n_img = self.n_img, n_txt = self.text_len,
@@ -292,9 +298,9 @@ function Trace:load(step, layer, opts)
   local out = {}
   for i, n in ipairs(names) do
     local x = t[n]
-    if opts.dtype and x:dtype() ~= opts.dtype then x = x:to(opts.dtype) end
-    if opts.device and opts.device ~= "cpu" and x:device() ~= opts.device then x = x:to(opts.device) end
-    out[i] = x
+    local y = x:to(opts.dtype or x:dtype(), opts.device or x:device()) -- one conversion, x itself when none
+    if y ~= x then x:free() end
+    out[i] = y
   end
   return out[1], out[2], out[3], self:info(step, layer)
 end
@@ -368,9 +374,9 @@ function trace.encode(records, meta, path)
     for i, s in ipairs(steps) do
       local t = meta.timesteps[s]
       if type(t) ~= "number" then fail(path, "meta.timesteps[%d] (step %d) must be a number, got %s", s, s, tostring(t)) end
-      ts[i] = string.format("%.9g", t)
+      ts[i] = t
     end
-    md.timesteps = table.concat(ts, ",")
+    md.timesteps = join(ts, "%.9g")
   end
   if meta.kinds ~= nil then
     local ks = {}
