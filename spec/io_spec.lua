@@ -13,18 +13,8 @@ local function tmp(suffix)
   return p
 end
 
-local function exists(p)
-  local f = io.open(p, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
-local function slurp(p)
-  local f = assert(io.open(p, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local exists = spec_exists
+local function slurp(p) return assert(spec_slurp(p)) end
 
 local function spit(p, s)
   local f = assert(io.open(p, "wb"))

@@ -5,7 +5,7 @@
 --   font.glyph(ch) -> {7 numbers, 5 bits each, left dot = bit 4} or nil
 --   font.width(text [, scale]) / font.height([scale]) -> pixels
 --   font.draw(target, x, y, text, color [, scale [, opts]]) on anything with
---       fill(x0, y0, x1, y1, color) (1-based, inclusive; e.g. an adaspa.chart canvas)
+--       fill(x0, y0, x1, y1, color) (1-based, inclusive; e.g. an adaspa.canvas)
 --   font.render(text [, opts]) -> u8 tensor [h, w, 3]: text on a background, to paste into
 --       pictures with narrow():copy(); opts: scale (1), fg ({0, 0, 0}), bg ({255, 255, 255}),
 --       pad (dots of background around the text, 0).
@@ -179,7 +179,6 @@ end
 function font.render(text, opts)
   opts = opts or {}
   if type(text) ~= "string" then error("adaspa.font.render: text must be a string, got " .. type(text), 2) end
-  local adaspa = require "adaspa"
   local scale, pad = opts.scale or 1, opts.pad or 0
   if type(scale) ~= "number" or scale < 1 or scale % 1 ~= 0 then
     error("adaspa.font.render: scale must be a positive integer, got " .. tostring(scale), 2)
@@ -188,19 +187,9 @@ function font.render(text, opts)
   local bg = check_color("bg", opts.bg or {255, 255, 255})
   local h = (font.H + 2 * pad) * scale
   local w = math.max(1, (#text * font.ADVANCE - 1 + 2 * pad) * scale)
-  local px = {}
-  local r0, g0, b0 = bg[1], bg[2], bg[3]
-  for i = 0, w * h - 1 do px[3 * i + 1], px[3 * i + 2], px[3 * i + 3] = r0, g0, b0 end
-  local target = {fill = function(_, x0, y0, x1, y1, c)
-    for yy = math.max(1, y0), math.min(h, y1) do
-      for xx = math.max(1, x0), math.min(w, x1) do
-        local j = ((yy - 1) * w + (xx - 1)) * 3
-        px[j + 1], px[j + 2], px[j + 3] = c[1], c[2], c[3]
-      end
-    end
-  end}
-  font.draw(target, pad * scale + 1, pad * scale + 1, text, fg, scale, opts)
-  return adaspa.tensor(px, {dtype = "u8"}):reshape({h, w, 3})
+  local cv = require("adaspa.canvas").new(w, h, bg)
+  font.draw(cv, pad * scale + 1, pad * scale + 1, text, fg, scale, opts)
+  return cv:tensor()
 end
 
 return font

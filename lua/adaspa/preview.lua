@@ -61,8 +61,11 @@ end
 -- glyph dot (2).
 function preview.label(img, text, scale)
   scale = scale or 2
-  local ok, banner = pcall(font.render, text, {scale = scale, fg = {0, 0, 0}, bg = {255, 221, 0}, pad = 1, strict = true})
-  if not ok then error("preview.label: " .. tostring(banner):gsub("^.-adaspa%.font: ", ""), 2) end
+  for i = 1, #text do
+    local ch = text:sub(i, i)
+    if not font.glyph(ch) then error(string.format("preview.label: no glyph for %q (byte %d)", ch, ch:byte()), 2) end
+  end
+  local banner = font.render(text, {scale = scale, fg = {0, 0, 0}, bg = {255, 221, 0}, pad = 1})
   local H, W = img:shape()[1], img:shape()[2]
   local s = banner:shape()
   local bh, bw = math.min(H, s[1]), math.min(W, s[2])

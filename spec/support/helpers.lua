@@ -39,7 +39,6 @@ function spec_run(cmdline, stdin)
   return so, se, code
 end
 
--- Writes content to a new temporary .lua file; returns its path (the caller removes it).
 -- A fresh path for a directory (nothing there yet; jobs create it).
 function spec_tmpdir()
   local d = os.tmpname()
@@ -63,6 +62,7 @@ function spec_exists(p)
   return f ~= nil
 end
 
+-- Writes content to a new temporary .lua file; returns its path (the caller removes it).
 function spec_tmpfile(content)
   local p = os.tmpname() .. ".lua"
   local f = assert(io.open(p, "w"))
