@@ -40,7 +40,7 @@ Tensors go to a temporary file beside the output as they are captured (host memo
 record); the output is assembled when the recorder closes.
 
 Without torch: `python3 dump_trace.py --selftest OUT.safetensors` writes a small synthetic trace
-(pure Python, or numpy when present) through the same writer; the adaspa specs read it back.
+(pure Python) through the same writer; the adaspa specs read it back.
 `python3 dump_trace.py --info FILE` prints a trace's metadata and tensors. With torch and
 diffusers installed, `--selftest-model DIR` runs tiny randomly initialised HunyuanVideo and Wan
 transformers under the recorder and checks that the recorded q, k, v reproduce each layer's
@@ -78,20 +78,7 @@ def _bf16_bits(x):
 
 
 def floats_to_bytes(values, dtype):
-    """Little-endian bytes of a flat sequence of floats as bf16 or f32 (numpy when present)."""
-    try:
-        import numpy as np
-    except ImportError:
-        np = None
-    if np is not None:
-        a = np.asarray(values, dtype="<f4")
-        if dtype == "BF16":
-            u = a.view("<u4").astype(np.uint64)
-            nan = np.isnan(a)
-            u = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype("<u2")
-            u[nan] = 0x7FC0
-            return u.tobytes()
-        return a.tobytes()
+    """Little-endian bytes of a flat sequence of floats as bf16 or f32."""
     if dtype == "BF16":
         return struct.pack("<%dH" % len(values), *[_bf16_bits(v) for v in values])
     return struct.pack("<%df" % len(values), *values)
@@ -510,7 +497,8 @@ class TraceRecorder:
         tdtype = torch.bfloat16 if self.dtype == "BF16" else torch.float32
         for f, x in zip(("q", "k", "v"), (q, k, v)):
             y = x.detach().to(dtype=tdtype).contiguous().cpu()
-            raw = (y.view(torch.int16) if tdtype == torch.bfloat16 else y).numpy().tobytes()
+            # the tensor's own bytes (no second host copy): a byte view of its numpy alias
+            raw = memoryview((y.view(torch.int16) if tdtype == torch.bfloat16 else y).numpy()).cast("B")
             tensors[f] = (self.dtype, [S, H, D], raw)
         w.add(self.step, layer, tensors, kv_valid=kv, timestep=self.timestep, kind=kind)
         self.bytes += 3 * len(tensors["q"][2])
