@@ -146,7 +146,8 @@ end
 -- The exact block mass [H, nqb, nkb] (f32, on q's device) of a layer: a dense pass for the
 -- LSE, then the mass pass. Returns mass and the FLOPs spent (about two dense passes).
 function common.exact_mass(q, k, v, g)
-  local _, lse = adaspa.attention(q, k, v, {kv_valid = g.kv_valid})
+  local out, lse = adaspa.attention(q, k, v, {kv_valid = g.kv_valid})
+  out:free()
   local mass = adaspa.block_mass(q, k, lse, {block = g.block, kv_valid = g.kv_valid})
   lse:free()
   return mass, 2 * 4 * g.S * g.kv_valid * g.D * g.H

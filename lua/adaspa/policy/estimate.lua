@@ -79,6 +79,37 @@ end
 
 function policy:mode(step) return common.mode(self, step) end
 
+-- The block-diagonal averaging matrix [nbc, rows] (f32, on the CPU) of nbc blocks of `block`
+-- rows, the last one over the rows left.
+local function averaging(nbc, rows, block)
+  local avg = adaspa.zeros({nbc, rows})
+  for i = 1, nbc do
+    local a = (i - 1) * block
+    local n = math.min(block, rows - a)
+    avg:narrow(1, i, 1):narrow(2, a + 1, n):fill(1 / n)
+  end
+  return avg
+end
+
+-- The averaging matrices [CHUNK, CHUNK * block] of full chunks, by block, device, dtype and
+-- chunk size: built and uploaded once (pool runs at every plan step), kept for the process.
+local full_avgs = {}
+
+local function full_averaging(block, dev)
+  local key = table.concat({block, dev, "f32", CHUNK}, ":")
+  local avg = full_avgs[key]
+  if not avg then
+    avg = averaging(CHUNK, CHUNK * block, block)
+    if dev ~= "cpu" then
+      local d = avg:to(dev)
+      avg:free()
+      avg = d
+    end
+    full_avgs[key] = avg
+  end
+  return avg
+end
+
 -- The mean over each block of `len` rows of x [n, H, D] (its first len rows): f32 [nb, H, D]
 -- with nb = ceil(len / block), on x's device; the last block is averaged over its own rows.
 -- Returns the tensor and the FLOPs spent.
@@ -88,32 +119,27 @@ function policy.pool(x, len, block)
   local dev = x:device()
   local out = adaspa.empty({nb, H * D}, {device = dev})
   local flops = 0
-  local full_avg
   local b0 = 1
   while b0 <= nb do
     local nbc = math.min(CHUNK, nb - b0 + 1)
     local r0 = (b0 - 1) * block
     local rows = math.min(nbc * block, len - r0)
-    local avg
-    if rows == CHUNK * block and full_avg then
-      avg = full_avg
-    else
-      -- the block-diagonal averaging matrix [nbc, rows]
-      avg = adaspa.zeros({nbc, rows})
-      for i = 1, nbc do
-        local a = (i - 1) * block
-        local n = math.min(block, rows - a)
-        avg:narrow(1, i, 1):narrow(2, a + 1, n):fill(1 / n)
+    local avg, shared = nil, rows == CHUNK * block
+    if shared then
+      avg = full_averaging(block, dev)
+    else -- the partial tail chunk
+      avg = averaging(nbc, rows, block)
+      if dev ~= "cpu" then
+        local d = avg:to(dev)
+        avg:free()
+        avg = d
       end
-      if dev ~= "cpu" then avg = avg:to(dev) end
-      if rows == CHUNK * block then full_avg = avg end
     end
     adaspa.matmul(avg, x:narrow(1, r0 + 1, rows):reshape({rows, H * D}), {out = out:narrow(1, b0, nbc)})
     flops = flops + 2 * nbc * rows * H * D
-    if avg ~= full_avg then avg:free() end
+    if not shared then avg:free() end
     b0 = b0 + nbc
   end
-  if full_avg then full_avg:free() end
   return out:reshape({nb, H, D}), flops
 end
 

@@ -60,6 +60,7 @@ function policy.new(opts, steps)
     bad("temporal_width", "must be an integer >= 0 (positions in a frame on each side) or nil (matched to the spatial pattern)")
   end
   p.memo = {}
+  p.layouts = {}
   p.choices = {}
   return p
 end
@@ -113,7 +114,7 @@ function policy:block_rows(g, which)
 end
 
 -- The two pattern masks (u8 [nqb, nkb] on the CPU: spatial, temporal) of a geometry and their
--- f32 indicators on `device` (for common.layout_of), memoized.
+-- f32 indicators on `device` (for common.layout_of), memoized; and the memo key.
 function policy:patterns(g, device)
   device = device or "cpu"
   local key = common.shape_key(g, self.frames_spatial .. ":" .. self:width(g.grid))
@@ -124,7 +125,25 @@ function policy:patterns(g, device)
     self.memo[key] = m
   end
   if not m.inds[device] then m.inds[device] = common.indicators(m.pats, device) end
-  return m.pats, m.inds[device]
+  return m.pats, m.inds[device], key
+end
+
+-- The layout of a per-head choice (common.layout_of of the indicators inds on `device`, whose
+-- patterns have memo key pkey), memoized: layouts are immutable and, re-planned every step, a
+-- layer's choice mostly repeats. One layout is kept per layer (the one it planned last, which the
+-- attention cache holds anyway, so the memo costs no memory beyond it); a choice is looked up
+-- among all layers' layouts, so layers with the same choice share one (as window's layers do).
+function policy:choice_layout(g, inds, choice, pkey, device, layer)
+  local key = table.concat({pkey, device, g.H, table.concat(choice, ",")}, ";")
+  local mine = self.layouts[layer]
+  if mine and mine.key == key then return mine.layout end
+  local layout
+  for _, e in pairs(self.layouts) do
+    if e.key == key then layout = e.layout; break end
+  end
+  layout = layout or common.layout_of(inds, choice, g.H, g.block)
+  self.layouts[layer] = {key = key, layout = layout}
+  return layout
 end
 
 -- The sampled query blocks (sorted) among the blocks made only of image tokens.
@@ -147,12 +166,21 @@ end
 -- Per-head mean squared difference of two [n, H, D] tensors (any device), as a Lua list.
 local function mse_per_head(a, b)
   local n, H, D = unpack(a:shape())
-  local d = adaspa.add(a:to("f32"), adaspa.scale(b:to("f32"), -1))
+  local af, bf = a:to("f32"), b:to("f32") -- a and b themselves when already f32
+  local nb = adaspa.scale(bf, -1)
+  local d = adaspa.add(af, nb)
+  if af ~= a then af:free() end
+  if bf ~= b then bf:free() end
+  nb:free()
   adaspa.mul(d, d, {out = d})
-  local rows = d:permute(2, 1, 3):contiguous():reshape({H, n * D})
+  local dt = d:permute(2, 1, 3):contiguous()
+  local rows = dt:reshape({H, n * D})
   local ones = adaspa.full({n * D, 1}, 1 / (n * D), {device = d:device()})
-  local s = adaspa.matmul(rows, ones):to("cpu"):reshape({H}):totable()
-  d:free(); rows:free(); ones:free()
+  local m = adaspa.matmul(rows, ones)
+  local mc = m:to("cpu") -- m itself on the CPU
+  local s = mc:reshape({H}):totable()
+  if mc ~= m then mc:free() end
+  d:free(); dt:free(); rows:free(); ones:free(); m:free()
   return s
 end
 policy.mse_per_head = mse_per_head
@@ -170,16 +198,17 @@ function policy:profile(q, k, v, g, pats, step, layer)
   local parts = {}
   for i, qb in ipairs(picks) do parts[i] = q:narrow(1, (qb - 1) * B + 1, B) end
   local qs = adaspa.concat(parts)
-  local dense = adaspa.attention(qs, k, v, {kv_valid = g.kv_valid})
+  local dense, dense_lse = adaspa.attention(qs, k, v, {kv_valid = g.kv_valid})
+  dense_lse:free()
   flops = flops + 4 * n * B * g.kv_valid * g.D * g.H
   for c, pat in ipairs(pats) do
     local mask = adaspa.zeros({n, g.nkb}, {dtype = "u8"})
     for i, qb in ipairs(picks) do mask:narrow(1, i, 1):copy(pat:narrow(1, qb, 1)) end
     local l = adaspa.layout.from_mask(mask:reshape({1, n, g.nkb}):expand({g.H, n, g.nkb}), B)
-    local out = adaspa.sparse_attention(qs, k, v, l, {kv_valid = g.kv_valid})
+    local out, lse = adaspa.sparse_attention(qs, k, v, l, {kv_valid = g.kv_valid})
     errs[c] = mse_per_head(out, dense)
     flops = flops + 4 * g.D * B * B * l:nnz()
-    out:free(); l:free(); mask:free()
+    out:free(); lse:free(); l:free(); mask:free()
   end
   qs:free(); dense:free()
   for h = 1, g.H do choice[h] = errs[2][h] < errs[1][h] and 2 or 1 end
@@ -189,10 +218,11 @@ end
 function policy:plan(q, k, v, info, ctx)
   local g = common.geometry(q, k, info, self.block)
   if not g.grid then error("policy spatial_temporal: the layer has no grid (info.grid = {T, H, W} of latent tokens)", 2) end
-  local pats, inds = self:patterns(g, q:device())
+  local device = q:device()
+  local pats, inds, pkey = self:patterns(g, device)
   local step = ctx and ctx.step or 0
   local choice, errs, flops = self:profile(q, k, v, g, pats, step, info.layer)
-  local layout = common.layout_of(inds, choice, g.H, g.block)
+  local layout = self:choice_layout(g, inds, choice, pkey, device, info.layer or 0)
   local names = {}
   for h = 1, g.H do names[h] = policy.PATTERNS[choice[h]] end
   self.choices[info.layer or 0] = names
