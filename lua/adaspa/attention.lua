@@ -12,7 +12,8 @@
 --   sparse  adaspa.sparse_attention with the cached layout.
 -- A layout that keeps every block runs the dense kernel (same result, and on a GPU the same bits
 -- as a dense step: sparsity 0 reproduces the dense run exactly).
--- It also counts time and FLOPs per step and mode, for the reports.
+-- It also counts time and FLOPs per step and mode, for the reports. After each call,
+-- ctx.last_mode is the mode that call ran (dense, search, plan or sparse).
 local adaspa = require "adaspa"
 
 local attention = {}
@@ -150,6 +151,7 @@ function Ctx:attention(q, k, v, info)
   c.modes[mode] = (c.modes[mode] or 0) + 1
   c.flops = c.flops + dense_flops * density
   c.dense_flops = c.dense_flops + dense_flops
+  self.last_mode = mode
   if self.on_output then self.on_output(self, layer, out) end
   return out
 end

@@ -2,8 +2,12 @@
 --   psnr(a, b [, range])      10 log10(range^2 / MSE); range defaults to the span of b (the reference)
 --   ssim(a, b [, range])      mean SSIM over 8x8 windows (stride 4) of the last two dimensions,
 --                             averaged over the leading ones (channels, frames); K1 = 0.01, K2 = 0.03
---   rel_l2(a, b)              ||a - b|| / ||b||
+--   rel_l2(a, b [, absolute]) ||a - b|| / ||b||, in f32 on b's device (only row sums travel
+--                             to the host); when ||b|| is 0: ||a - b|| with absolute, else
+--                             ||a - b|| / 1e-150
 -- a, b: tensors of one shape (any dtype or device); b is the reference.
+local adaspa = require "adaspa"
+
 local quality = {}
 
 local function values(t) return t:to("cpu"):to("f32"):contiguous():reshape({-1}):totable() end
@@ -62,13 +66,38 @@ function quality.ssim(a, b, range)
   return total / count
 end
 
-function quality.rel_l2(a, b)
-  local x, y = values(a), values(b)
-  local num, den = 0, 0
-  for i = 1, #y do
-    local d = x[i] - y[i]
-    num, den = num + d * d, den + y[i] * y[i]
+-- Sum of squares of a tensor, reduced on its device. On the host: t:norm() (accumulated in
+-- double). On a GPU, where tensor reductions would copy the whole tensor to the host, the squares
+-- are summed per row there (a product with a ones vector) and only the row sums travel.
+local function sumsq(t)
+  if t:device() == "cpu" then
+    local n = t:norm()
+    return n * n
   end
+  local c = t:is_contiguous() and t or t:contiguous()
+  local shape = c:shape()
+  local rows = #shape >= 2 and shape[1] or 1
+  local x = c:reshape({rows, c:numel() / rows})
+  local sq = adaspa.mul(x, x)
+  local ones = adaspa.ones({x:shape()[2], 1}, {device = c:device()})
+  local r = adaspa.matmul(sq, ones)
+  local total = r:sum()
+  x:free(); sq:free(); ones:free(); r:free()
+  if c ~= t then c:free() end
+  return total
+end
+
+function quality.rel_l2(a, b, absolute)
+  assert(a:numel() == b:numel(), "quality.rel_l2: shapes differ")
+  local x = a:to("f32", b:device())   -- a itself when it is f32 on b's device already
+  local y = b:to("f32")               -- b itself when it is f32
+  local neg = adaspa.scale(y, -1)
+  local d = adaspa.add(x, neg)
+  local num, den = sumsq(d), sumsq(y)
+  neg:free(); d:free()
+  if x ~= a then x:free() end
+  if y ~= b then y:free() end
+  if absolute and den == 0 then return math.sqrt(num) end
   return math.sqrt(num / math.max(den, 1e-300))
 end
 

@@ -36,6 +36,8 @@ local trace = require "adaspa.trace"
 local attention = require "adaspa.attention"
 local policies = require "adaspa.policy"
 local json = require "adaspa.json"
+local quality = require "adaspa.quality"
+local video = require "adaspa.jobs.video"
 
 local replay = {}
 
@@ -120,44 +122,15 @@ local function set_of(list)
   return s
 end
 
-local function gpu_usable()
-  if not adaspa.cuda.available() then return false, adaspa.cuda.reason() end
-  local ok, err = pcall(function()
-    local x = adaspa.ones({2, 1, 2}, {device = "cuda"})
-    adaspa.attention(x, x, x)
-  end)
-  return ok, not ok and tostring(err) or nil
-end
-
 local function sync(device) if device ~= "cpu" then adaspa.cuda.synchronize() end end
 
--- Sum of squares of a contiguous f32 tensor. Tensor reductions of GPU tensors copy them to the
--- host; here the squares are summed per row on the GPU (a product with a ones vector) and only
--- the row sums travel.
-local function sumsq(t)
-  if t:device() == "cpu" then
-    local n = t:norm()
-    return n * n
-  end
-  local rows = t:shape()[1]
-  local x = t:reshape({rows, t:numel() / rows})
-  local sq = adaspa.mul(x, x)
-  local ones = adaspa.ones({x:shape()[2], 1}, {device = t:device()})
-  local r = adaspa.matmul(sq, ones)
-  local total = r:sum()
-  sq:free(); ones:free(); r:free()
-  return total
-end
-
--- ||a - b|| / ||b|| over the first `rows` rows, in f32 on the tensors' device.
+-- ||a - b|| / ||b|| over the first `rows` rows (||a - b|| when ||b|| is 0), in f32 on the
+-- tensors' device (adaspa.quality.rel_l2).
 local function rel_error(a, b, rows)
-  local x = a:narrow(1, 1, rows):to("f32")  -- a view when a is f32 already: never freed here
-  local y = b:narrow(1, 1, rows):to("f32")
-  local d = adaspa.add(x, adaspa.scale(y, -1))
-  local num, den = math.sqrt(sumsq(d)), math.sqrt(sumsq(y))
-  d:free()
-  if den == 0 then return num end
-  return num / den
+  local x, y = a:narrow(1, 1, rows), b:narrow(1, 1, rows)
+  local e = quality.rel_l2(x, y, true)
+  x:free(); y:free()
+  return e
 end
 
 -- Mean over heads of the Jaccard similarity of two layouts' kept blocks (masks on the host).
@@ -232,8 +205,7 @@ local function build_policies(cfg, tr, order, notes)
     if type(entry) == "table" then
       p = entry
     else
-      local m = policies.module(entry)
-      local known = set_of(m.options)
+      -- the shared fields and the policy's own options, as the video job gives them (video.policy_of)
       local shared = {sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
       local own = cfg.options[entry] or {}
       if type(own) ~= "table" then error(string.format("replay: options.%s must be a table, got %s", entry, type(own)), 0) end
@@ -244,12 +216,8 @@ local function build_policies(cfg, tr, order, notes)
         for _, s in ipairs(own.search) do first = math.min(first, s) end
         shared.warmup = first
       end
-      local opts = {}
-      for k, v in pairs(shared) do
-        if known[k] and (m.shared == nil or m.shared[k]) then opts[k] = v end
-      end
-      for k, v in pairs(own) do opts[k] = v end
-      local ok, made = pcall(m.new, opts, num_steps)
+      shared.options = own
+      local ok, made = pcall(video.policy_of, entry, shared, num_steps)
       if not ok then error(string.format("replay: policy %s: %s", entry, tostring(made):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
       p = made
     end
@@ -319,7 +287,7 @@ function run_inner(cfg, job)
 
   local device = cfg.device
   if device == "auto" then
-    local ok, why = gpu_usable()
+    local ok, why = video.gpu_runs_model()
     device = ok and "cuda" or "cpu"
     if not ok then notes[#notes + 1] = "running on the CPU: " .. tostring(why) end
   end
@@ -389,8 +357,6 @@ function run_inner(cfg, job)
       for _, r in ipairs(runs) do
         local c = r.ctx
         local cur = c.cur
-        local before = {}
-        for m, n in pairs(cur.modes) do before[m] = n end
         local f0, d0, p0 = cur.flops, cur.dense_flops, cur.plan_seconds
         local cached_lse = c.cache:lse(l) ~= nil and c.cache:lse_step(l) or nil
         local cached_step = c.cache:step(l)
@@ -399,8 +365,7 @@ function run_inner(cfg, job)
         local out = c:attention(q, k, v, info)
         sync(device)
         local secs = adaspa.now() - t1
-        local mode
-        for m, n in pairs(cur.modes) do if n ~= (before[m] or 0) then mode = m end end
+        local mode = c.last_mode
         local rec = {step = s, layer = l, mode = mode, seconds = secs, plan_seconds = cur.plan_seconds - p0,
                      flop_fraction = (cur.flops - f0) / math.max(cur.dense_flops - d0, 1),
                      rel_error = rel_error(out, ref, kv)}
@@ -470,17 +435,20 @@ function run_inner(cfg, job)
         local opts = {density = stab_density, row_wise = true, block = stab_block}
         local L = adaspa.layout.topk(mass, opts)
         local p = prev[l]
+        -- this step's LSE on the host (lse itself on the CPU), kept for the next replayed step
+        local lse_host = lse:to("cpu")
         if p then
           local e = {from = p.step, to = s, layer = l}
           -- LSE [H, S] of the valid query rows, compared on the host (H x kv values)
-          local a = lse:to("cpu"):narrow(2, 1, kv):contiguous()
-          local b = p.lse:to("cpu"):narrow(2, 1, kv):contiguous()
-          local d = adaspa.add(a, adaspa.scale(b, -1))
+          local a = lse_host:narrow(2, 1, kv):contiguous()
+          local b = p.lse_host:narrow(2, 1, kv):contiguous()
+          local nb = adaspa.scale(b, -1)
+          local d = adaspa.add(a, nb)
           local dn, bn = d:norm(), b:norm()
           e.lse_rel_change = bn > 0 and dn / bn or dn
           e.lse_rms_change = dn / math.sqrt(H * kv)
           e.lse_max_change = math.max(d:max(), -d:min())
-          d:free()
+          d:free(); nb:free(); a:free(); b:free()
           e.exact_recall = mean(L:recall(mass))
           e.reuse_recall = mean(p.layout:recall(mass))
           e.reuse_jaccard = jaccard(p.layout, L)
@@ -490,10 +458,11 @@ function run_inner(cfg, job)
           e.cached_lse_jaccard = jaccard(Lc, L)
           Lc:free(); stale:free()
           stability[#stability + 1] = e
+          if p.lse_host ~= p.lse then p.lse_host:free() end
           p.lse:free()
           p.layout:free()
         end
-        prev[l] = {step = s, lse = lse, layout = L}
+        prev[l] = {step = s, lse = lse, lse_host = lse_host, layout = L}
       else
         lse:free()
       end
@@ -505,7 +474,10 @@ function run_inner(cfg, job)
     end
     for _, r in ipairs(runs) do r.ctx:end_step() end
   end
-  for _, p in pairs(prev) do p.lse:free(); p.layout:free() end
+  for _, p in pairs(prev) do
+    if p.lse_host ~= p.lse then p.lse_host:free() end
+    p.lse:free(); p.layout:free()
+  end
 
   -- summaries
   local results = {

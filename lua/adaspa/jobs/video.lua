@@ -7,7 +7,8 @@
 --   video.run_schedule(cfg, prep, policy, say [, opts]) -> run: one sampling run with a policy;
 --   video.compare(run, ref) -> quality of run against ref (same seed): PSNR/SSIM of latents and
 --     previews, per-layer attention errors at the error steps;
---   video.median_steps(records), video.total_seconds(run).
+--   video.median_steps(records);
+--   video.gpu_runs_model() -> ok, why: whether the CUDA backend runs the model's ops here.
 local adaspa = require "adaspa"
 local hy = require "adaspa.models.hunyuan"
 local sampler = require "adaspa.sampler"
@@ -107,7 +108,7 @@ video.schema = {
   },
 }
 
--- Whether the CUDA backend can run the model's ops on this machine.
+-- Whether the CUDA backend can run the model's ops on this machine: true, or false and why.
 local function gpu_runs_model()
   if not adaspa.cuda.available() then return false, adaspa.cuda.reason() end
   local ok, err = pcall(function()
@@ -117,6 +118,7 @@ local function gpu_runs_model()
   end)
   return ok, not ok and tostring(err):gsub("^[^:]*:%d+: ", "") or nil
 end
+video.gpu_runs_model = gpu_runs_model
 
 local function read_peak_rss()
   local f = io.open("/proc/self/status")
@@ -228,12 +230,10 @@ end
 --   outputs       {[step] = {[layer] = tensor}}: attention outputs of another run at the error
 --                 steps (output.error_steps); each layer's relative error between the two is
 --                 computed (run.errors[step][layer]); outputs_are_reference: those outputs are the
---                 reference (else this run is);
---   keep_outputs  keep this run's outputs at the error steps even with opts.outputs (kept anyway
---                 without it);
+--                 reference (else this run is); without opts.outputs, this run's outputs at the
+--                 error steps are kept (run.outputs);
 --   on_attention  fn(ctx, info, mode, out): after every attention call (mode: dense, search,
 --                 plan or sparse);
---   on_step       fn(info, record): after every step (the sampler's info, the step's summary);
 --   quiet_steps   no progress line per step.
 -- Returns {x, steps (per-step records), by_mode, attention_seconds, sampling_seconds, flops,
 -- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats}.
@@ -256,21 +256,16 @@ function video.run_schedule(cfg, prep, policy, say, opts)
         errors[c.step][layer] = opts.outputs_are_reference and quality.rel_l2(out, o) or quality.rel_l2(o, out)
       end
     end
-    if not other or opts.keep_outputs then
+    if not other then
       outputs[c.step] = outputs[c.step] or {}
       outputs[c.step][layer] = out:clone()
     end
   end
   if opts.on_attention then
-    -- the mode of each call: the one whose count the call raised
     local base = ctx.attention
     ctx.attention = function(self, q, k, v, info)
-      local before = {}
-      for m, n in pairs(self.cur.modes) do before[m] = n end
       local out = base(self, q, k, v, info)
-      local mode
-      for m, n in pairs(self.cur.modes) do if n ~= (before[m] or 0) then mode = m end end
-      opts.on_attention(self, info, mode, out)
+      opts.on_attention(self, info, self.last_mode, out)
       return out
     end
   end
@@ -314,7 +309,6 @@ function video.run_schedule(cfg, prep, policy, say, opts)
             say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
               sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
           end
-          if opts.on_step then opts.on_step(info, r) end
         end})
   local by_mode, att, flops, dflops, pflops, pseconds, sampling = {}, 0, 0, 0, 0, 0, 0
   for i, st in ipairs(ctx.steps) do
@@ -359,13 +353,6 @@ local function median_steps(records)
 end
 
 video.median_steps = median_steps
-
--- Sampling seconds of a run (the sum of its steps).
-function video.total_seconds(run)
-  local t = 0
-  for _, st in ipairs(run.steps) do t = t + st.seconds_total end
-  return t
-end
 
 -- Quality of run against the dense reference ref (same seed). The per-layer attention errors are
 -- those computed by whichever of the two runs was given the other's outputs.
@@ -416,7 +403,7 @@ function video.run(cfg, job)
     say("adaspa: compare_dense: the same run with dense attention")
     local ref = video.run_schedule(cfg, prep, dense_policy.new(), say, {outputs = run.outputs})
     comparison = compare(run, ref)
-    comparison.timing = {sampling_seconds = video.total_seconds(run), dense_sampling_seconds = video.total_seconds(ref),
+    comparison.timing = {sampling_seconds = run.sampling_seconds, dense_sampling_seconds = ref.sampling_seconds,
                          attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds,
                          median_step = median_steps(run.steps), dense_median_step = median_steps(ref.steps)}
     say("adaspa: quality against dense: latents PSNR %.2f dB, SSIM %.4f; previews PSNR %.2f dB, SSIM %.4f",
@@ -442,8 +429,7 @@ function video.run(cfg, job)
   end
 
   local total = adaspa.now() - t_start
-  local sampling = 0
-  for _, s in ipairs(steps) do sampling = sampling + s.seconds_total end
+  local sampling = run.sampling_seconds
   local memory = {host_peak_bytes = read_peak_rss()}
   if device ~= "cpu" then memory.gpu = adaspa.cuda.memory() end
   local report = {
