@@ -58,7 +58,7 @@ DEP := $(OBJ:.o=.d)
 
 BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
 
-.PHONY: all deps deps-check test asan install uninstall clean bench run print-backends
+.PHONY: all deps deps-check test asan install uninstall clean bench run print-backends testbed
 all: deps-check print-backends $(BUILD)/adaspa
 
 print-backends:
@@ -119,3 +119,9 @@ uninstall:
 
 clean:
 	rm -rf build build-asan
+
+# The attention kernel test bed (kernels/testbed/): validates every kernel family against a float64
+# reference and each other, then times them; needs a GPU to run (build/attn_testbed [quick]).
+testbed: $(BUILD)/attn_testbed
+$(BUILD)/attn_testbed: kernels/testbed/attn_testbed.cu $(BUILD)/obj/kernels/attention.o $(BUILD)/obj/kernels/attention_sm90.o
+	$(NVCC) $(NVFLAGS) -o $@ $^

@@ -1,0 +1,450 @@
+/* attention_sm90.cu: the Hopper family of the attention kernels (sm_90a): dense and block-sparse
+ * attention with wgmma, TMA and warp specialization. Launcher: ada_launch_attention_sm90; what it
+ * takes: ada_attention_sm90_supports (the attention plan asks it before choosing this family).
+ *
+ * One persistent CTA per SM, 3 warpgroups (384 threads):
+ *   - warpgroup 0 is the producer: it gives up registers (setmaxnreg.dec to 24) and one thread
+ *     issues the TMA loads: the work item's Q tile (128 rows x 128 dims), then for each key tile
+ *     K and V (128 keys x 128 dims each) into a ring of STAGES shared-memory stages, each load
+ *     completing on its stage's "full" mbarrier (expect_tx bytes), each stage reused only after
+ *     the consumers arrive on its "empty" mbarrier;
+ *   - warpgroups 1 and 2 are consumers (setmaxnreg.inc to 240), each owning 64 of the tile's 128
+ *     query rows: S = Q K^T as 8 wgmma m64n128k16 from shared memory (f32 accumulators in
+ *     registers), the online softmax on the accumulator fragments (exp2 with scale*log2(e) folded
+ *     into one FFMA), P rounded to bf16 in registers, O += P V as 8 wgmma with A from registers
+ *     and V read transposed (MN-major) from shared memory.
+ * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
+ * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
+ * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
+ * for V (8-key groups 1024 bytes apart, the two 64-dim halves 16 KiB apart).
+ * Work items are (head, 128-row query tile), walked by the persistent CTAs in a fixed stride
+ * (item = blockIdx.x + i * gridDim.x, head-major so concurrent CTAs share a head's K and V in L2);
+ * sparse items follow p->order (longest rows first) when given.
+ * Keys at or past kv_valid: the K and V tensor maps end at kv_valid, so TMA fills zeros past it,
+ * and their scores are set to -inf in the tile that holds kv_valid. Query rows past sq are
+ * zero-filled and never written.
+ * Supported: bf16 q/k/v of head dim 128 with 16-byte aligned rows (TMA strides), scale > 0,
+ * out_dim == 128, DENSE and SPARSE with layout blocks of 128. Everything else goes to the sm80
+ * family (kernels/attention.cu).
+ */
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+namespace {
+
+constexpr int kD = 128;       /* head dimension */
+constexpr int kBM = 128;      /* query rows per work item (2 consumer warpgroups x 64) */
+constexpr int kStages = 2;    /* K/V ring depth */
+constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
+
+constexpr uint32_t kHalf = 128 * 128;        /* one 64-dim half of a 128-row tile: 16 KiB */
+constexpr uint32_t kTile = 2 * kHalf;        /* a 128 x 128 bf16 tile: 32 KiB */
+constexpr uint32_t kKOff = kTile;            /* stage s: K at kKOff + s * 2 kTile, V after it */
+constexpr uint32_t kBarOff = kKOff + kStages * 2 * kTile;
+/* barriers (8 bytes each): q_full, q_empty, k_full[S], v_full[S], kv_empty[S] */
+constexpr uint32_t kSmemBytes = kBarOff + 8 * (2 + 3 * kStages) + 1024; /* + alignment slack */
+
+struct Sm90Params {
+  CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid) */
+  ada_attn_params p;
+};
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define ADA_SM90_DEVICE 1
+#endif
+
+#ifdef ADA_SM90_DEVICE
+constexpr int kBN = 128; /* keys per tile */
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr uint32_t kQOff = 0;
+
+__device__ __forceinline__ uint32_t smem_u32(const void *ptr) { return (uint32_t)__cvta_generic_to_shared(ptr); }
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+  } while (!done);
+}
+
+/* TMA: box {64 dims, 1 head, 128 rows} at coordinates (c0 dim, c1 head, c2 row) into dst. */
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, uint32_t bar) {
+  asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+                   dst),
+               "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+               : "memory");
+}
+
+/* wgmma shared-memory descriptor, 128-byte swizzle: start, leading and stride byte offsets. */
+__device__ __forceinline__ uint64_t desc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* keeps the compiler from moving accumulator accesses across the asynchronous wgmma */
+__device__ __forceinline__ void fence_regs(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+/* d[64] (+)= A(smem desc) * B(smem desc), K-major A and B; scale_d 0 overwrites d. */
+__device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+               "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
+               "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+               "%62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),
+                 "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
+                 "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+                 "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]),
+                 "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]),
+                 "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "l"(da), "l"(db), "r"(scale_d));
+}
+
+/* d[64] += A(registers a[4], the m16n8k16 A-fragment layout per warp) * B(smem desc), B MN-major. */
+__device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+               "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
+               "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+               "%62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                 "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                 "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]),
+                 "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),
+                 "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
+                 "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),
+                 "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]),
+                 "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]),
+                 "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+
+template <typename T> __device__ __forceinline__ void store2(T *ptr, float a, float b);
+template <> __device__ __forceinline__ void store2<float>(float *ptr, float a, float b) {
+  *reinterpret_cast<float2 *>(ptr) = make_float2(a, b);
+}
+template <> __device__ __forceinline__ void store2<__nv_bfloat16>(__nv_bfloat16 *ptr, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162 *>(ptr) = __floats2bfloat162_rn(a, b);
+}
+template <> __device__ __forceinline__ void store2<__half>(__half *ptr, float a, float b) {
+  *reinterpret_cast<__half2 *>(ptr) = __floats2half2_rn(a, b);
+}
+/* The key tiles of work item (h, qt): n tiles, tile t starting at key j0(t). */
+struct Tiles {
+  const int32_t *list; /* SPARSE: the layout row's key blocks (of 128) */
+  int n;
+  __device__ __forceinline__ int64_t j0(int t) const { return list ? (int64_t)list[t] * kBN : (int64_t)t * kBN; }
+};
+
+__device__ __forceinline__ Tiles item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt) {
+  Tiles r;
+  if (p.mode == ADA_ATTN_SPARSE) {
+    const int64_t *o = p.offsets + (int64_t)h * (nqt + 1) + qt;
+    r.list = p.indices + o[0];
+    r.n = (int)(o[1] - o[0]);
+    while (r.n > 0 && r.j0(r.n - 1) >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
+  } else {
+    r.list = nullptr;
+    r.n = (int)((p.kv_valid + kBN - 1) / kBN);
+  }
+  return r;
+}
+
+#endif
+
+template <typename OutT>
+__global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_constant__ Sm90Params P) {
+#ifdef ADA_SM90_DEVICE
+  const ada_attn_params &p = P.p;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char *smem = reinterpret_cast<unsigned char *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+  const uint32_t base = smem_u32(smem);
+  const uint32_t bar_q_full = base + kBarOff, bar_q_empty = bar_q_full + 8;
+  const uint32_t bar_k_full = bar_q_full + 16, bar_v_full = bar_k_full + 8 * kStages,
+                 bar_kv_empty = bar_v_full + 8 * kStages;
+
+  const int tid = threadIdx.x, wg = tid / 128;
+  const int64_t nqt = (p.sq + kBM - 1) / kBM;
+  const int64_t items = (int64_t)p.heads * nqt;
+
+  if (tid == 0) {
+    mbar_init(bar_q_full, 1);
+    mbar_init(bar_q_empty, 8); /* one arrival per consumer warp */
+    for (int s = 0; s < kStages; s++) {
+      mbar_init(bar_k_full + 8 * s, 1);
+      mbar_init(bar_v_full + 8 * s, 1);
+      mbar_init(bar_kv_empty + 8 * s, 8);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) { /* ---- producer ---- */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+    if (tid != 0) return;
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tq)) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tk)) : "memory");
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tv)) : "memory");
+    uint32_t it = 0, qi = 0;
+    for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+      const int64_t item = p.order ? (int64_t)p.order[w] : w;
+      const int h = (int)(item / nqt);
+      const int64_t qt = item - (int64_t)h * nqt;
+      const Tiles tl = item_tiles(p, h, qt, nqt);
+      if (tl.n == 0) continue;
+      mbar_wait(bar_q_empty, (qi & 1) ^ 1);
+      mbar_expect_tx(bar_q_full, kTile);
+      for (int hf = 0; hf < 2; hf++) tma_load(base + kQOff + hf * kHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full);
+      qi++;
+      for (int t = 0; t < tl.n; t++, it++) {
+        const uint32_t s = it % kStages, ph = (it / kStages) & 1;
+        mbar_wait(bar_kv_empty + 8 * s, ph ^ 1);
+        const int j0 = (int)tl.j0(t);
+        const uint32_t kd = base + kKOff + s * 2 * kTile, vd = kd + kTile;
+        mbar_expect_tx(bar_k_full + 8 * s, kTile);
+        for (int hf = 0; hf < 2; hf++) tma_load(kd + hf * kHalf, &P.tk, hf * 64, h, j0, bar_k_full + 8 * s);
+        mbar_expect_tx(bar_v_full + 8 * s, kTile);
+        for (int hf = 0; hf < 2; hf++) tma_load(vd + hf * kHalf, &P.tv, hf * 64, h, j0, bar_v_full + 8 * s);
+      }
+    }
+    return;
+  }
+
+  /* ---- consumers: warpgroup c = wg - 1 owns rows 64 c .. 64 c + 63 of the tile ---- */
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+  const int c = wg - 1, lt = tid - 128 * wg, warp = lt / 32, lane = lt & 31;
+  const int g = lane >> 2, tig = lane & 3;
+  const float sl2 = p.scale * kLog2e;
+  OutT *out = static_cast<OutT *>(p.out);
+  const int64_t o_rs = (int64_t)p.heads * p.out_dim;
+  uint32_t it = 0, qi = 0;
+
+  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    const int64_t item = p.order ? (int64_t)p.order[w] : w;
+    const int h = (int)(item / nqt);
+    const int64_t qt = item - (int64_t)h * nqt;
+    const Tiles tl = item_tiles(p, h, qt, nqt);
+    const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
+
+    float o[64];
+#pragma unroll
+    for (int i = 0; i < 64; i++) o[i] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+    if (tl.n > 0) mbar_wait(bar_q_full, qi & 1);
+    for (int t = 0; t < tl.n; t++, it++) {
+      const uint32_t s = it % kStages, ph = (it / kStages) & 1;
+      const uint32_t kb = base + kKOff + s * 2 * kTile, vb = kb + kTile;
+      float sc[64];
+      mbar_wait(bar_k_full + 8 * s, ph);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kD / 16; kk++) {
+        const uint32_t off = (uint32_t)(kk >> 2) * kHalf + (uint32_t)(kk & 3) * 32;
+        wgmma_ss(sc, desc128(base + kQOff + off + (uint32_t)c * 8192, 16, 1024), desc128(kb + off, 16, 1024), kk > 0);
+      }
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(sc);
+      if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
+
+      const int64_t j0 = tl.j0(t);
+      if (j0 + kBN > p.kv_valid) {
+#pragma unroll
+        for (int i = 0; i < 64; i++)
+          if (j0 + (i >> 2) * 8 + 2 * tig + (i & 1) >= p.kv_valid) sc[i] = -INFINITY;
+      }
+      /* online softmax: rows rh = 0 (r0), 1 (r0 + 8); this thread holds columns 8 j + 2 tig + {0, 1} */
+      float alpha[2], ms[2];
+#pragma unroll
+      for (int rh = 0; rh < 2; rh++) {
+        float mx = m[rh];
+#pragma unroll
+        for (int j = 0; j < 16; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        ms[rh] = mx == -INFINITY ? 0.0f : mx * sl2;
+        alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
+        m[rh] = mx;
+      }
+      uint32_t pa[8][4];
+#pragma unroll
+      for (int rh = 0; rh < 2; rh++) {
+        float rs = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+#pragma unroll
+          for (int e = 0; e < 2; e++) {
+            const float pv = ex2(fmaf(sc[4 * j + 2 * rh + e], sl2, -ms[rh]));
+            sc[4 * j + 2 * rh + e] = pv;
+            rs += pv;
+          }
+        }
+        l[rh] = fmaf(l[rh], alpha[rh], rs);
+      }
+#pragma unroll
+      for (int j = 0; j < 16; j++) {
+        o[4 * j] *= alpha[0];
+        o[4 * j + 1] *= alpha[0];
+        o[4 * j + 2] *= alpha[1];
+        o[4 * j + 3] *= alpha[1];
+      }
+#pragma unroll
+      for (int kk = 0; kk < 8; kk++) {
+        pa[kk][0] = pack_bf16(sc[8 * kk], sc[8 * kk + 1]);
+        pa[kk][1] = pack_bf16(sc[8 * kk + 2], sc[8 * kk + 3]);
+        pa[kk][2] = pack_bf16(sc[8 * kk + 4], sc[8 * kk + 5]);
+        pa[kk][3] = pack_bf16(sc[8 * kk + 6], sc[8 * kk + 7]);
+      }
+      mbar_wait(bar_v_full + 8 * s, ph);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, kHalf, 1024));
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(o);
+      if (lane == 0) mbar_arrive(bar_kv_empty + 8 * s);
+    }
+    if (tl.n > 0) qi++;
+
+    /* epilogue: out = o / l, lse = scale * m + log(l) (natural log) */
+#pragma unroll
+    for (int rh = 0; rh < 2; rh++) {
+      float ls = l[rh];
+      ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+      ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+      const int64_t row = r0 + rh * 8;
+      if (row >= p.sq) continue;
+      const float inv = ls > 0.0f ? 1.0f / ls : 0.0f;
+      OutT *orow = out + row * o_rs + (int64_t)h * p.out_dim;
+#pragma unroll
+      for (int j = 0; j < 16; j++) store2<OutT>(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
+      if (tig == 0) p.lse[(int64_t)h * p.sq + row] = ls > 0.0f ? fmaf(m[rh], p.scale, logf(ls)) : -INFINITY;
+    }
+  }
+#endif
+}
+
+/* cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda). */
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  if (!fn) {
+    void *f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }
+  return fn;
+}
+
+/* A 3D map {dim 128, heads, rows} over a bf16 [rows, heads, 128] view with strides rs, hs. */
+int make_map(CUtensorMap *m, const void *ptr, int64_t rows, int64_t heads, int64_t rs, int64_t hs) {
+  PFN_cuTensorMapEncodeTiled_v12000 fn = encode_fn();
+  if (!fn) return (int)cudaErrorNotSupported;
+  const cuuint64_t dims[3] = {(cuuint64_t)kD, (cuuint64_t)heads, (cuuint64_t)rows};
+  const cuuint64_t strides[2] = {(cuuint64_t)(heads > 1 ? hs : kD) * 2, (cuuint64_t)(rows > 1 ? rs : heads * kD) * 2};
+  const cuuint32_t box[3] = {64, 1, (cuuint32_t)kBM};
+  const cuuint32_t estr[3] = {1, 1, 1};
+  CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void *>(ptr), dims, strides, box, estr,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? 0 : (int)cudaErrorInvalidValue;
+}
+
+template <typename OutT> int launch_t(const Sm90Params &P, cudaStream_t st) {
+  static int sms = 0;
+  if (!sms) {
+    int dev = 0;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e != cudaSuccess) return (int)e;
+  }
+  cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemBytes);
+  if (e != cudaSuccess) return (int)e;
+  const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM);
+  const int grid = (int)(items < sms ? items : sms);
+  attn_sm90_kernel<OutT><<<grid, kThreads, kSmemBytes, st>>>(P);
+  return (int)cudaGetLastError();
+}
+
+bool strides_ok(const void *ptr, int64_t rs, int64_t hs) {
+  return ptr && ((uintptr_t)ptr & 15u) == 0 && rs % 8 == 0 && hs % 8 == 0 && rs > 0 && hs >= 0;
+}
+
+} // namespace
+
+extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
+  if (!p || p->dim != kD || p->out_dim != kD || !(p->scale > 0.0f) || !isfinite(p->scale)) return 0;
+  if (p->mode != ADA_ATTN_DENSE && !(p->mode == ADA_ATTN_SPARSE && p->layout_block == 128)) return 0;
+  if (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16) return 0;
+  if (!strides_ok(p->q, p->q_rs, p->q_hs) || !strides_ok(p->k, p->k_rs, p->k_hs) || !strides_ok(p->v, p->v_rs, p->v_hs))
+    return 0;
+  if (p->sq > INT32_MAX || p->skv > INT32_MAX || p->heads > 65535) return 0;
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+    return 0;
+  return major == 9;
+}
+
+extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream) {
+  if (!ada_attention_sm90_supports(p) || !p->out || !p->lse || p->sq < 1 || p->kv_valid < 1 || p->kv_valid > p->skv ||
+      (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)))
+    return (int)cudaErrorInvalidValue;
+  Sm90Params P;
+  P.p = *p;
+  int e;
+  if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs)) ||
+      (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs)) ||
+      (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs)))
+    return e;
+  cudaStream_t st = (cudaStream_t)stream;
+  switch (p->out_dtype) {
+  case ADA_F32: return launch_t<float>(P, st);
+  case ADA_BF16: return launch_t<__nv_bfloat16>(P, st);
+  case ADA_F16: return launch_t<__half>(P, st);
+  default: return (int)cudaErrorInvalidValue;
+  }
+}

@@ -1,0 +1,342 @@
+/* attn_testbed.cu: the attention kernel test bed (make testbed; build/attn_testbed [quick]).
+ * One GPU call validates every kernel family against a float64 reference and against each other,
+ * then times them: for each case it poisons the outputs (NaN), runs the launcher, checks that
+ * every element was written and finite, compares out and lse, and reports the median of timed
+ * runs (CUDA events) with TFLOP/s counted as 4 * D * (computed query-key pairs).
+ * Families: sm80 (kernels/attention.cu, mma.sync) and sm90 (kernels/attention_sm90.cu, wgmma +
+ * TMA + warp specialization), through their C-ABI launchers, so it needs no runtime or Lua.
+ */
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../kernels.h"
+
+extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream);
+extern "C" int ada_attention_sm90_supports(const ada_attn_params *p);
+
+#define CK(x)                                                                                                           \
+  do {                                                                                                                  \
+    cudaError_t e_ = (x);                                                                                               \
+    if (e_ != cudaSuccess) {                                                                                            \
+      fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));                               \
+      exit(1);                                                                                                          \
+    }                                                                                                                   \
+  } while (0)
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdull;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ull;
+  x ^= x >> 33;
+  return x;
+}
+
+__global__ void fill_normal(__nv_bfloat16 *x, int64_t n, uint64_t seed, float sd) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    uint64_t h = (uint64_t)i * 0x9e3779b97f4a7c15ull + seed;
+    h ^= h >> 31;
+    h *= 0xbf58476d1ce4e5b9ull;
+    h ^= h >> 29;
+    const float u1 = ((h >> 40) + 1) * (1.0f / 16777217.0f), u2 = ((h & 0xffffff) + 0.5f) * (1.0f / 16777216.0f);
+    x[i] = __float2bfloat16(sd * sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2));
+  }
+}
+
+__global__ void fill_u32(uint32_t *x, int64_t n, uint32_t v) {
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) x[i] = v;
+}
+
+struct Case {
+  const char *name;
+  int64_t s, kv_valid;
+  int heads;
+  double density; /* 0: dense */
+  int block;
+  int check; /* 1: float64 reference on all rows; 2: on sampled rows; 0: cross-family only */
+  int time;
+};
+
+struct Layout {
+  std::vector<int64_t> off;
+  std::vector<int32_t> idx;
+  std::vector<int32_t> order;
+  int64_t pairs = 0; /* computed (query, key) pairs, clipped to sq and kv_valid */
+};
+
+/* Random row-wise layout, densities per head spread 10x around the mean (0.25 d .. 2.5 d, capped),
+ * the diagonal and the last block column kept, plus a few empty and full rows. */
+static Layout make_layout(int heads, int64_t s, int64_t kvv, int block, double d, uint64_t seed) {
+  Layout L;
+  const int64_t nqb = (s + block - 1) / block, nkb = (s + block - 1) / block;
+  L.off.push_back(0);
+  std::vector<int32_t> row;
+  std::vector<std::pair<int64_t, int32_t>> len;
+  for (int h = 0; h < heads; h++) {
+    const double dh = std::min(1.0, d * (0.25 + 2.25 * (double)h / std::max(1, heads - 1)));
+    for (int64_t qb = 0; qb < nqb; qb++) {
+      row.clear();
+      const uint64_t r = mix(seed ^ ((uint64_t)h << 40) ^ (uint64_t)qb);
+      if (r % 97 == 0) { /* empty row */
+      } else if (r % 89 == 0) {
+        for (int64_t kb = 0; kb < nkb; kb++) row.push_back((int32_t)kb);
+      } else {
+        for (int64_t kb = 0; kb < nkb; kb++) {
+          const double u = (double)(mix(r + (uint64_t)kb) >> 11) * (1.0 / 9007199254740992.0);
+          if (u < dh || kb == qb || kb == nkb - 1) row.push_back((int32_t)kb);
+        }
+      }
+      for (int32_t kb : row) {
+        const int64_t q0 = qb * block, k0 = (int64_t)kb * block;
+        const int64_t nq = std::min<int64_t>(block, s - q0), nk = std::max<int64_t>(0, std::min<int64_t>(block, kvv - k0));
+        L.pairs += nq * nk;
+      }
+      L.idx.insert(L.idx.end(), row.begin(), row.end());
+      L.off.push_back((int64_t)L.idx.size());
+      len.push_back({(int64_t)row.size(), (int32_t)(h * nqb + qb)});
+    }
+  }
+  /* per head the offsets restart: the kernels index offsets[h * (nqb + 1) + qb] */
+  std::vector<int64_t> off2;
+  for (int h = 0; h < heads; h++) {
+    off2.push_back(L.off[h * nqb]);
+    for (int64_t qb = 0; qb < nqb; qb++) off2.push_back(L.off[h * nqb + qb + 1]);
+  }
+  L.off = off2;
+  std::stable_sort(len.begin(), len.end(), [](const std::pair<int64_t, int32_t> &a, const std::pair<int64_t, int32_t> &b) {
+    return a.first > b.first;
+  });
+  for (auto &x : len) L.order.push_back(x.second);
+  return L;
+}
+
+static float bf2f(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+/* float64 reference of rows [r, r + 1) of head h: out[128], lse */
+static void ref_row(const std::vector<__nv_bfloat16> &qkv, int64_t s, int heads, int64_t kvv, float scale, int h,
+                    int64_t r, const Layout *L, int block, double *out, double *lse) {
+  const int64_t rs = 3 * (int64_t)heads * 128;
+  std::vector<double> sc;
+  std::vector<int64_t> keys;
+  if (L) {
+    const int64_t nqb = (s + block - 1) / block, qb = r / block;
+    for (int64_t i = L->off[h * (nqb + 1) + qb]; i < L->off[h * (nqb + 1) + qb + 1]; i++)
+      for (int64_t j = (int64_t)L->idx[i] * block; j < std::min<int64_t>(((int64_t)L->idx[i] + 1) * block, kvv); j++) keys.push_back(j);
+  } else {
+    for (int64_t j = 0; j < kvv; j++) keys.push_back(j);
+  }
+  double mx = -INFINITY;
+  for (int64_t j : keys) {
+    double acc = 0;
+    for (int d = 0; d < 128; d++) acc += (double)bf2f(qkv[r * rs + h * 128 + d]) * bf2f(qkv[j * rs + heads * 128 + h * 128 + d]);
+    sc.push_back(acc * scale);
+    mx = std::max(mx, acc * scale);
+  }
+  double l = 0;
+  for (double &x : sc) l += (x = exp(x - mx));
+  for (int d = 0; d < 128; d++) out[d] = 0;
+  for (size_t i = 0; i < keys.size(); i++)
+    for (int d = 0; d < 128; d++) out[d] += sc[i] * bf2f(qkv[keys[i] * rs + 2 * heads * 128 + h * 128 + d]);
+  for (int d = 0; d < 128; d++) out[d] = l > 0 ? out[d] / l : 0;
+  *lse = l > 0 ? mx + log(l) : -INFINITY;
+}
+
+typedef int (*launch_fn)(const ada_attn_params *, void *);
+static int launch_sm80(const ada_attn_params *p, void *st) { return ada_launch_attention(p, st); }
+
+int main(int argc, char **argv) {
+  const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+  std::vector<Case> cases = {
+      {"odd dense", 1000, 1000, 3, 0, 128, 1, 0},
+      {"odd dense kv_valid", 777, 700, 2, 0, 128, 1, 0},
+      {"tiny", 37, 37, 1, 0, 128, 1, 0},
+      {"odd sparse128", 1500, 1431, 4, 0.3, 128, 1, 0},
+      {"sparse128 empty/full rows", 4000, 4000, 5, 0.2, 128, 2, 0},
+      {"540p dense", 67576, 67576, 24, 0, 128, 2, 1},
+      {"720p dense", 119056, 119056, 24, 0, 128, 2, 1},
+      {"720p dense text 200/256", 119056, 119000, 24, 0, 128, 0, 1},
+      {"720p sparse128 d0.1", 119056, 119056, 24, 0.1, 128, 2, 1},
+      {"720p sparse128 d0.2", 119056, 119056, 24, 0.2, 128, 0, 1},
+      {"720p sparse128 d0.4", 119056, 119056, 24, 0.4, 128, 0, 1},
+  };
+  struct Fam {
+    const char *name;
+    launch_fn fn;
+  } fams[] = {{"sm80", launch_sm80}, {"sm90", ada_launch_attention_sm90}};
+  cudaStream_t st;
+  CK(cudaStreamCreate(&st));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  int failures = 0;
+  std::vector<std::string> table;
+  for (const Case &c : cases) {
+    if (quick && c.time) continue;
+    const int H = c.heads;
+    const int64_t S = c.s, n = S * 3 * H * 128;
+    __nv_bfloat16 *qkv;
+    CK(cudaMalloc(&qkv, n * 2));
+    fill_normal<<<1024, 256, 0, st>>>(qkv, n, 1234 + (uint64_t)S, 1.0f);
+    CK(cudaGetLastError());
+    Layout L;
+    int64_t *doff = nullptr;
+    int32_t *didx = nullptr, *dord = nullptr;
+    int64_t pairs = S * c.kv_valid * H;
+    if (c.density > 0) {
+      L = make_layout(H, S, c.kv_valid, c.block, c.density, 77 + (uint64_t)S);
+      pairs = L.pairs;
+      CK(cudaMalloc(&doff, L.off.size() * 8));
+      CK(cudaMalloc(&didx, std::max<size_t>(1, L.idx.size()) * 4));
+      CK(cudaMalloc(&dord, L.order.size() * 4));
+      CK(cudaMemcpy(doff, L.off.data(), L.off.size() * 8, cudaMemcpyHostToDevice));
+      if (!L.idx.empty()) CK(cudaMemcpy(didx, L.idx.data(), L.idx.size() * 4, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dord, L.order.data(), L.order.size() * 4, cudaMemcpyHostToDevice));
+    }
+    __nv_bfloat16 *out[2];
+    float *lse[2];
+    for (int f = 0; f < 2; f++) {
+      CK(cudaMalloc(&out[f], S * H * 128 * 2));
+      CK(cudaMalloc(&lse[f], S * H * 4));
+    }
+    ada_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.mode = c.density > 0 ? ADA_ATTN_SPARSE : ADA_ATTN_DENSE;
+    p.q = qkv;
+    p.k = qkv + H * 128;
+    p.v = qkv + 2 * H * 128;
+    p.q_rs = p.k_rs = p.v_rs = 3 * H * 128;
+    p.q_hs = p.k_hs = p.v_hs = 128;
+    p.sq = S;
+    p.skv = S;
+    p.kv_valid = c.kv_valid;
+    p.heads = H;
+    p.dim = 128;
+    p.scale = 1.0f / sqrtf(128.0f);
+    p.out_dtype = ADA_BF16;
+    p.out_dim = 128;
+    p.offsets = doff;
+    p.indices = didx;
+    p.order = dord;
+    p.layout_block = c.block;
+    double ms[2] = {0, 0};
+    std::vector<__nv_bfloat16> hout[2];
+    std::vector<float> hlse[2];
+    for (int f = 0; f < 2; f++) {
+      p.out = out[f];
+      p.lse = lse[f];
+      if (f == 1 && !ada_attention_sm90_supports(&p)) {
+        printf("%-28s %s: not supported on this device\n", c.name, fams[f].name);
+        continue;
+      }
+      fill_u32<<<1024, 256, 0, st>>>((uint32_t *)out[f], S * H * 64, 0x7fc07fc0u); /* NaN bf16 pairs */
+      fill_u32<<<1024, 256, 0, st>>>((uint32_t *)lse[f], S * H, 0x7fc00000u);
+      int e = fams[f].fn(&p, st);
+      if (e) {
+        printf("%-28s %s: launch failed: %s\n", c.name, fams[f].name, cudaGetErrorString((cudaError_t)e));
+        failures++;
+        continue;
+      }
+      CK(cudaStreamSynchronize(st));
+      hout[f].resize(S * H * 128);
+      hlse[f].resize(S * H);
+      CK(cudaMemcpy(hout[f].data(), out[f], S * H * 128 * 2, cudaMemcpyDeviceToHost));
+      CK(cudaMemcpy(hlse[f].data(), lse[f], S * H * 4, cudaMemcpyDeviceToHost));
+      int64_t bad = 0;
+      for (size_t i = 0; i < hout[f].size(); i++) bad += !isfinite(bf2f(hout[f][i]));
+      int64_t badl = 0;
+      for (size_t i = 0; i < hlse[f].size(); i++) badl += isnan(hlse[f][i]);
+      if (bad || badl) {
+        printf("%-28s %s: %lld outputs and %lld lse not written or not finite\n", c.name, fams[f].name, (long long)bad,
+               (long long)badl);
+        failures++;
+      }
+      if (c.check) {
+        std::vector<__nv_bfloat16> hq(n);
+        CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
+        double num = 0, den = 0, lerr = 0;
+        const int64_t nrows = S * H;
+        const int64_t step = c.check == 1 ? 1 : std::max<int64_t>(1, nrows / 384);
+        for (int64_t i = 0; i < nrows; i += step) {
+          const int64_t ii = c.check == 1 ? i : (int64_t)(mix((uint64_t)i) % (uint64_t)nrows);
+          const int h = (int)(ii % H);
+          const int64_t r = ii / H;
+          double ro[128], rl;
+          ref_row(hq, S, H, c.kv_valid, p.scale, h, r, c.density > 0 ? &L : nullptr, c.block, ro, &rl);
+          for (int d = 0; d < 128; d++) {
+            const double x = bf2f(hout[f][(r * H + h) * 128 + d]);
+            num += (x - ro[d]) * (x - ro[d]);
+            den += ro[d] * ro[d];
+          }
+          const double gl = hlse[f][(int64_t)h * S + r];
+          if (!(isinf(rl) && isinf(gl) && rl < 0 && gl < 0)) lerr = std::max(lerr, fabs(gl - rl));
+        }
+        const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+        const bool ok = rel < 1e-2 && lerr < 1e-3;
+        printf("%-28s %s: vs float64: rel L2 %.2e, max |lse err| %.2e %s\n", c.name, fams[f].name, rel, lerr,
+               ok ? "ok" : "FAIL");
+        failures += !ok;
+      }
+      if (c.time) {
+        std::vector<float> ts;
+        for (int rep = 0; rep < 7; rep++) {
+          CK(cudaEventRecord(e0, st));
+          if (fams[f].fn(&p, st)) failures++;
+          CK(cudaEventRecord(e1, st));
+          CK(cudaEventSynchronize(e1));
+          float t;
+          CK(cudaEventElapsedTime(&t, e0, e1));
+          if (rep > 0) ts.push_back(t);
+        }
+        std::sort(ts.begin(), ts.end());
+        ms[f] = ts[ts.size() / 2];
+      }
+    }
+    if (!hout[0].empty() && !hout[1].empty()) {
+      double num = 0, den = 0, lerr = 0;
+      for (size_t i = 0; i < hout[0].size(); i++) {
+        const double a = bf2f(hout[0][i]), b = bf2f(hout[1][i]);
+        num += (a - b) * (a - b);
+        den += a * a;
+      }
+      for (size_t i = 0; i < hlse[0].size(); i++)
+        if (!(isinf(hlse[0][i]) && isinf(hlse[1][i]))) lerr = std::max(lerr, (double)fabsf(hlse[0][i] - hlse[1][i]));
+      const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+      const bool ok = rel < 1e-2 && lerr < 1e-3;
+      printf("%-28s sm90 vs sm80: rel L2 %.2e, max |lse diff| %.2e %s\n", c.name, rel, lerr, ok ? "ok" : "FAIL");
+      failures += !ok;
+    }
+    if (c.time) {
+      char line[256];
+      const double fl = 4.0 * 128 * (double)pairs;
+      snprintf(line, sizeof line, "| %-26s | %8.2f | %5.0f | %8.2f | %5.0f | %5.2fx |", c.name, ms[0], fl / ms[0] / 1e9, ms[1],
+               ms[1] > 0 ? fl / ms[1] / 1e9 : 0.0, ms[1] > 0 ? ms[0] / ms[1] : 0.0);
+      table.push_back(line);
+    }
+    for (int f = 0; f < 2; f++) {
+      CK(cudaFree(out[f]));
+      CK(cudaFree(lse[f]));
+    }
+    CK(cudaFree(qkv));
+    if (doff) {
+      CK(cudaFree(doff));
+      CK(cudaFree(didx));
+      CK(cudaFree(dord));
+    }
+  }
+  printf("\n| case | sm80 ms | TFLOP/s | sm90 ms | TFLOP/s | speedup |\n| --- | --- | --- | --- | --- | --- |\n");
+  for (auto &l : table) printf("%s\n", l.c_str());
+  printf("\n%d failures\n", failures);
+  return failures ? 1 : 0;
+}
