@@ -124,4 +124,4 @@ clean:
 # reference and each other, then times them; needs a GPU to run (build/attn_testbed [quick]).
 testbed: $(BUILD)/attn_testbed
 $(BUILD)/attn_testbed: kernels/testbed/attn_testbed.cu $(BUILD)/obj/kernels/attention.o $(BUILD)/obj/kernels/attention_sm90.o
-	$(NVCC) $(NVFLAGS) -o $@ $^
+	$(NVCC) $(NVFLAGS) -Xcompiler -fopenmp -o $@ $^

@@ -41,15 +41,15 @@ namespace {
 
 constexpr int kD = 128;       /* head dimension */
 constexpr int kBM = 128;      /* query rows per work item (2 consumer warpgroups x 64) */
-constexpr int kStages = 2;    /* K/V ring depth */
 constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
 
 constexpr uint32_t kHalf = 128 * 128;        /* one 64-dim half of a 128-row tile: 16 KiB */
 constexpr uint32_t kTile = 2 * kHalf;        /* a 128 x 128 bf16 tile: 32 KiB */
 constexpr uint32_t kKOff = kTile;            /* stage s: K at kKOff + s * 2 kTile, V after it */
-constexpr uint32_t kBarOff = kKOff + kStages * 2 * kTile;
-/* barriers (8 bytes each): q_full, q_empty, k_full[S], v_full[S], kv_empty[S] */
-constexpr uint32_t kSmemBytes = kBarOff + 8 * (2 + 3 * kStages) + 1024; /* + alignment slack */
+/* K/V ring of ST stages, then the barriers (8 bytes each): q_full, q_empty, k_full[ST], v_full[ST],
+ * kv_empty[ST] */
+__host__ __device__ constexpr uint32_t bar_off(int st) { return kKOff + (uint32_t)st * 2 * kTile; }
+__host__ __device__ constexpr uint32_t smem_bytes(int st) { return bar_off(st) + 8 * (2 + 3 * st) + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
   CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid) */
@@ -192,18 +192,27 @@ __device__ __forceinline__ Tiles item_tiles(const ada_attn_params &p, int h, int
   return r;
 }
 
-#endif
 
-template <typename OutT>
+/* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
+ * on barrier 1 + c, issues, then lets the other one go, so one warpgroup's softmax overlaps the
+ * other's GEMMs. */
+__device__ __forceinline__ void pp_sync(int c) { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory"); }
+__device__ __forceinline__ void pp_arrive(int c) { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory"); }
+__device__ __forceinline__ void fence_a(uint32_t (&a)[8][4]) {
+#pragma unroll
+  for (int i = 0; i < 8; i++)
+#pragma unroll
+    for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[i][j])::"memory");
+}
+
+template <typename OutT, int ST, bool PP>
 __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_constant__ Sm90Params P) {
-#ifdef ADA_SM90_DEVICE
   const ada_attn_params &p = P.p;
   extern __shared__ unsigned char smem_raw[];
   unsigned char *smem = reinterpret_cast<unsigned char *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   const uint32_t base = smem_u32(smem);
-  const uint32_t bar_q_full = base + kBarOff, bar_q_empty = bar_q_full + 8;
-  const uint32_t bar_k_full = bar_q_full + 16, bar_v_full = bar_k_full + 8 * kStages,
-                 bar_kv_empty = bar_v_full + 8 * kStages;
+  const uint32_t bar_q_full = base + bar_off(ST), bar_q_empty = bar_q_full + 8;
+  const uint32_t bar_k_full = bar_q_full + 16, bar_v_full = bar_k_full + 8 * ST, bar_kv_empty = bar_v_full + 8 * ST;
 
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nqt = (p.sq + kBM - 1) / kBM;
@@ -212,7 +221,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   if (tid == 0) {
     mbar_init(bar_q_full, 1);
     mbar_init(bar_q_empty, 8); /* one arrival per consumer warp */
-    for (int s = 0; s < kStages; s++) {
+    for (int s = 0; s < ST; s++) {
       mbar_init(bar_k_full + 8 * s, 1);
       mbar_init(bar_v_full + 8 * s, 1);
       mbar_init(bar_kv_empty + 8 * s, 8);
@@ -239,7 +248,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       for (int hf = 0; hf < 2; hf++) tma_load(base + kQOff + hf * kHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full);
       qi++;
       for (int t = 0; t < tl.n; t++, it++) {
-        const uint32_t s = it % kStages, ph = (it / kStages) & 1;
+        const uint32_t s = it % ST, ph = (it / ST) & 1;
         mbar_wait(bar_kv_empty + 8 * s, ph ^ 1);
         const int j0 = (int)tl.j0(t);
         const uint32_t kd = base + kKOff + s * 2 * kTile, vd = kd + kTile;
@@ -252,7 +261,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     return;
   }
 
-  /* ---- consumers: warpgroup c = wg - 1 owns rows 64 c .. 64 c + 63 of the tile ---- */
+  /* ---- consumers: warpgroup c = wg - 1 owns rows 64 c .. 64 c + 63 of the tile ----
+   * Software pipeline per item (intra-warpgroup overlap): S_0 = Q K_0^T, softmax; then for each
+   * t >= 1 issue S_t = Q K_t^T and O += P_{t-1} V_{t-1} together, run the softmax of S_t while the
+   * PV product runs, wait for it, rescale O to the new max and round P_t to bf16; finally O +=
+   * P_{n-1} V_{n-1}. */
   asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
   const int c = wg - 1, lt = tid - 128 * wg, warp = lt / 32, lane = lt & 31;
   const int g = lane >> 2, tig = lane & 3;
@@ -260,6 +273,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
   uint32_t it = 0, qi = 0;
+  if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
     const int64_t item = p.order ? (int64_t)p.order[w] : w;
@@ -268,36 +282,33 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     const Tiles tl = item_tiles(p, h, qt, nqt);
     const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
 
-    float o[64];
+    float o[64], sc[64];
+    uint32_t pa[8][4];
 #pragma unroll
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
 
-    if (tl.n > 0) mbar_wait(bar_q_full, qi & 1);
-    for (int t = 0; t < tl.n; t++, it++) {
-      const uint32_t s = it % kStages, ph = (it / kStages) & 1;
-      const uint32_t kb = base + kKOff + s * 2 * kTile, vb = kb + kTile;
-      float sc[64];
-      mbar_wait(bar_k_full + 8 * s, ph);
-      wgmma_fence();
+    auto issue_s = [&](uint32_t s) {
+      const uint32_t kb = base + kKOff + s * 2 * kTile;
 #pragma unroll
       for (int kk = 0; kk < kD / 16; kk++) {
         const uint32_t off = (uint32_t)(kk >> 2) * kHalf + (uint32_t)(kk & 3) * 32;
         wgmma_ss(sc, desc128(base + kQOff + off + (uint32_t)c * 8192, 16, 1024), desc128(kb + off, 16, 1024), kk > 0);
       }
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_regs(sc);
-      if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
-
-      const int64_t j0 = tl.j0(t);
+    };
+    auto issue_pv = [&](uint32_t s) {
+      const uint32_t vb = base + kKOff + s * 2 * kTile + kTile;
+#pragma unroll
+      for (int kk = 0; kk < kBN / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, kHalf, 1024));
+    };
+    /* masks keys past kv_valid, updates m and l, leaves exp2 of the scores in sc and the O
+     * rescale factors in alpha */
+    auto softmax = [&](int64_t j0) {
       if (j0 + kBN > p.kv_valid) {
 #pragma unroll
         for (int i = 0; i < 64; i++)
           if (j0 + (i >> 2) * 8 + 2 * tig + (i & 1) >= p.kv_valid) sc[i] = -INFINITY;
       }
-      /* online softmax: rows rh = 0 (r0), 1 (r0 + 8); this thread holds columns 8 j + 2 tig + {0, 1} */
-      float alpha[2], ms[2];
 #pragma unroll
       for (int rh = 0; rh < 2; rh++) {
         float mx = m[rh];
@@ -305,32 +316,23 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         for (int j = 0; j < 16; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        ms[rh] = mx == -INFINITY ? 0.0f : mx * sl2;
+        const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
         alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
         m[rh] = mx;
-      }
-      uint32_t pa[8][4];
-#pragma unroll
-      for (int rh = 0; rh < 2; rh++) {
         float rs = 0.0f;
 #pragma unroll
         for (int j = 0; j < 16; j++) {
 #pragma unroll
           for (int e = 0; e < 2; e++) {
-            const float pv = ex2(fmaf(sc[4 * j + 2 * rh + e], sl2, -ms[rh]));
+            const float pv = ex2(fmaf(sc[4 * j + 2 * rh + e], sl2, -ms));
             sc[4 * j + 2 * rh + e] = pv;
             rs += pv;
           }
         }
         l[rh] = fmaf(l[rh], alpha[rh], rs);
       }
-#pragma unroll
-      for (int j = 0; j < 16; j++) {
-        o[4 * j] *= alpha[0];
-        o[4 * j + 1] *= alpha[0];
-        o[4 * j + 2] *= alpha[1];
-        o[4 * j + 3] *= alpha[1];
-      }
+    };
+    auto to_p = [&]() {
 #pragma unroll
       for (int kk = 0; kk < 8; kk++) {
         pa[kk][0] = pack_bf16(sc[8 * kk], sc[8 * kk + 1]);
@@ -338,16 +340,65 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         pa[kk][2] = pack_bf16(sc[8 * kk + 4], sc[8 * kk + 5]);
         pa[kk][3] = pack_bf16(sc[8 * kk + 6], sc[8 * kk + 7]);
       }
-      mbar_wait(bar_v_full + 8 * s, ph);
+    };
+
+    if (tl.n > 0) {
+      mbar_wait(bar_q_full, qi & 1);
+      qi++;
+      uint32_t s = it % ST;
+      mbar_wait(bar_k_full + 8 * s, (it / ST) & 1);
+      if (PP) pp_sync(c);
       wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kBN / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, kHalf, 1024));
+      issue_s(s);
       wgmma_commit();
+      if (PP) pp_arrive(c);
+      wgmma_wait<0>();
+      fence_regs(sc);
+      if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
+      softmax(tl.j0(0));
+      to_p();
+      for (int t = 1; t < tl.n; t++) {
+        const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
+        it++;
+        s = it % ST;
+        mbar_wait(bar_k_full + 8 * s, (it / ST) & 1);
+        mbar_wait(bar_v_full + 8 * sp, php);
+        if (PP) pp_sync(c);
+        wgmma_fence();
+        issue_s(s);
+        wgmma_commit();
+        issue_pv(sp);
+        wgmma_commit();
+        if (PP) pp_arrive(c);
+        wgmma_wait<1>();
+        fence_regs(sc);
+        if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
+        softmax(tl.j0(t));
+        wgmma_wait<0>();
+        fence_regs(o);
+        fence_a(pa);
+        if (lane == 0) mbar_arrive(bar_kv_empty + 8 * sp);
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+          o[4 * j] *= alpha[0];
+          o[4 * j + 1] *= alpha[0];
+          o[4 * j + 2] *= alpha[1];
+          o[4 * j + 3] *= alpha[1];
+        }
+        to_p();
+      }
+      mbar_wait(bar_v_full + 8 * (it % ST), (it / ST) & 1);
+      if (PP) pp_sync(c);
+      wgmma_fence();
+      issue_pv(it % ST);
+      wgmma_commit();
+      if (PP) pp_arrive(c);
       wgmma_wait<0>();
       fence_regs(o);
-      if (lane == 0) mbar_arrive(bar_kv_empty + 8 * s);
+      fence_a(pa);
+      if (lane == 0) mbar_arrive(bar_kv_empty + 8 * (it % ST));
+      it++;
     }
-    if (tl.n > 0) qi++;
 
     /* epilogue: out = o / l, lse = scale * m + log(l) (natural log) */
 #pragma unroll
@@ -364,8 +415,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       if (tig == 0) p.lse[(int64_t)h * p.sq + row] = ls > 0.0f ? fmaf(m[rh], p.scale, logf(ls)) : -INFINITY;
     }
   }
-#endif
+  if (PP && c == 0) pp_sync(c); /* consume warpgroup 1's last arrival */
 }
+#else
+template <typename OutT, int ST, bool PP> __global__ void attn_sm90_kernel(const __grid_constant__ Sm90Params P) {}
+#endif
 
 /* cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda). */
 PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
@@ -394,7 +448,7 @@ int make_map(CUtensorMap *m, const void *ptr, int64_t rows, int64_t heads, int64
   return r == CUDA_SUCCESS ? 0 : (int)cudaErrorInvalidValue;
 }
 
-template <typename OutT> int launch_t(const Sm90Params &P, cudaStream_t st) {
+template <typename OutT, int ST, bool PP> int launch_t(const Sm90Params &P, cudaStream_t st) {
   static int sms = 0;
   if (!sms) {
     int dev = 0;
@@ -402,12 +456,24 @@ template <typename OutT> int launch_t(const Sm90Params &P, cudaStream_t st) {
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     if (e != cudaSuccess) return (int)e;
   }
-  cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)kSmemBytes);
+  constexpr int bytes = (int)smem_bytes(ST);
+  cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT, ST, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return (int)e;
   const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM);
   const int grid = (int)(items < sms ? items : sms);
-  attn_sm90_kernel<OutT><<<grid, kThreads, kSmemBytes, st>>>(P);
+  attn_sm90_kernel<OutT, ST, PP><<<grid, kThreads, bytes, st>>>(P);
   return (int)cudaGetLastError();
+}
+
+template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
+  switch (variant) {
+  case 1: return launch_t<OutT, 2, false>(P, st);
+  case 2: return launch_t<OutT, 2, true>(P, st);
+  case 3: return launch_t<OutT, 3, false>(P, st);
+  case 0:
+  case 4: return launch_t<OutT, 3, true>(P, st);
+  default: return (int)cudaErrorInvalidValue;
+  }
 }
 
 bool strides_ok(const void *ptr, int64_t rs, int64_t hs) {
@@ -429,7 +495,7 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
   return major == 9;
 }
 
-extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream) {
+extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t variant, void *stream) {
   if (!ada_attention_sm90_supports(p) || !p->out || !p->lse || p->sq < 1 || p->kv_valid < 1 || p->kv_valid > p->skv ||
       (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)))
     return (int)cudaErrorInvalidValue;
@@ -442,9 +508,9 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
     return e;
   cudaStream_t st = (cudaStream_t)stream;
   switch (p->out_dtype) {
-  case ADA_F32: return launch_t<float>(P, st);
-  case ADA_BF16: return launch_t<__nv_bfloat16>(P, st);
-  case ADA_F16: return launch_t<__half>(P, st);
+  case ADA_F32: return launch_v<float>(P, variant, st);
+  case ADA_BF16: return launch_v<__nv_bfloat16>(P, variant, st);
+  case ADA_F16: return launch_v<__half>(P, variant, st);
   default: return (int)cudaErrorInvalidValue;
   }
 }

@@ -20,7 +20,7 @@
 
 #include "../kernels.h"
 
-extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream);
+extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t variant, void *stream);
 extern "C" int ada_attention_sm90_supports(const ada_attn_params *p);
 
 #define CK(x)                                                                                                           \
@@ -152,6 +152,10 @@ static void ref_row(const std::vector<__nv_bfloat16> &qkv, int64_t s, int heads,
 
 typedef int (*launch_fn)(const ada_attn_params *, void *);
 static int launch_sm80(const ada_attn_params *p, void *st) { return ada_launch_attention(p, st); }
+static int sm90_v1(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 1, st); }
+static int sm90_v2(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 2, st); }
+static int sm90_v3(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 3, st); }
+static int sm90_v4(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 4, st); }
 
 int main(int argc, char **argv) {
   const bool quick = argc > 1 && !strcmp(argv[1], "quick");
@@ -174,7 +178,12 @@ int main(int argc, char **argv) {
   struct Fam {
     const char *name;
     launch_fn fn;
-  } fams[] = {{"sm80", launch_sm80}, {"sm90", ada_launch_attention_sm90}};
+  } fams[] = {{"sm80", launch_sm80},
+              {"sm90 st2", sm90_v1},
+              {"sm90 st2 pp", sm90_v2},
+              {"sm90 st3", sm90_v3},
+              {"sm90 st3 pp", sm90_v4}};
+  const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
   cudaEvent_t e0, e1;
@@ -204,9 +213,9 @@ int main(int argc, char **argv) {
       if (!L.idx.empty()) CK(cudaMemcpy(didx, L.idx.data(), L.idx.size() * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dord, L.order.data(), L.order.size() * 4, cudaMemcpyHostToDevice));
     }
-    __nv_bfloat16 *out[2];
-    float *lse[2];
-    for (int f = 0; f < 2; f++) {
+    std::vector<__nv_bfloat16 *> out(NF);
+    std::vector<float *> lse(NF);
+    for (int f = 0; f < NF; f++) {
       CK(cudaMalloc(&out[f], S * H * 128 * 2));
       CK(cudaMalloc(&lse[f], S * H * 4));
     }
@@ -230,13 +239,18 @@ int main(int argc, char **argv) {
     p.indices = didx;
     p.order = dord;
     p.layout_block = c.block;
-    double ms[2] = {0, 0};
-    std::vector<__nv_bfloat16> hout[2];
-    std::vector<float> hlse[2];
-    for (int f = 0; f < 2; f++) {
+    std::vector<double> ms(NF, 0.0);
+    std::vector<std::vector<__nv_bfloat16>> hout(NF);
+    std::vector<std::vector<float>> hlse(NF);
+    std::vector<__nv_bfloat16> hq;
+    if (c.check) {
+      hq.resize(n);
+      CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
+    }
+    for (int f = 0; f < NF; f++) {
       p.out = out[f];
       p.lse = lse[f];
-      if (f == 1 && !ada_attention_sm90_supports(&p)) {
+      if (f >= 1 && !ada_attention_sm90_supports(&p)) {
         printf("%-28s %s: not supported on this device\n", c.name, fams[f].name);
         continue;
       }
@@ -263,11 +277,10 @@ int main(int argc, char **argv) {
         failures++;
       }
       if (c.check) {
-        std::vector<__nv_bfloat16> hq(n);
-        CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
         double num = 0, den = 0, lerr = 0;
         const int64_t nrows = S * H;
-        const int64_t step = c.check == 1 ? 1 : std::max<int64_t>(1, nrows / 384);
+        const int64_t step = c.check == 1 ? 1 : std::max<int64_t>(1, nrows / 256);
+#pragma omp parallel for schedule(dynamic) reduction(+ : num, den) reduction(max : lerr)
         for (int64_t i = 0; i < nrows; i += step) {
           const int64_t ii = c.check == 1 ? i : (int64_t)(mix((uint64_t)i) % (uint64_t)nrows);
           const int h = (int)(ii % H);
@@ -303,28 +316,32 @@ int main(int argc, char **argv) {
         ms[f] = ts[ts.size() / 2];
       }
     }
-    if (!hout[0].empty() && !hout[1].empty()) {
+    for (int f = 1; f < NF; f++) {
+      if (hout[0].empty() || hout[f].empty()) continue;
       double num = 0, den = 0, lerr = 0;
       for (size_t i = 0; i < hout[0].size(); i++) {
-        const double a = bf2f(hout[0][i]), b = bf2f(hout[1][i]);
+        const double a = bf2f(hout[0][i]), b = bf2f(hout[f][i]);
         num += (a - b) * (a - b);
         den += a * a;
       }
       for (size_t i = 0; i < hlse[0].size(); i++)
-        if (!(isinf(hlse[0][i]) && isinf(hlse[1][i]))) lerr = std::max(lerr, (double)fabsf(hlse[0][i] - hlse[1][i]));
+        if (!(isinf(hlse[0][i]) && isinf(hlse[f][i]))) lerr = std::max(lerr, (double)fabsf(hlse[0][i] - hlse[f][i]));
       const double rel = den > 0 ? sqrt(num / den) : sqrt(num);
       const bool ok = rel < 1e-2 && lerr < 1e-3;
-      printf("%-28s sm90 vs sm80: rel L2 %.2e, max |lse diff| %.2e %s\n", c.name, rel, lerr, ok ? "ok" : "FAIL");
+      printf("%-28s %s vs sm80: rel L2 %.2e, max |lse diff| %.2e %s\n", c.name, fams[f].name, rel, lerr, ok ? "ok" : "FAIL");
       failures += !ok;
     }
     if (c.time) {
-      char line[256];
       const double fl = 4.0 * 128 * (double)pairs;
-      snprintf(line, sizeof line, "| %-26s | %8.2f | %5.0f | %8.2f | %5.0f | %5.2fx |", c.name, ms[0], fl / ms[0] / 1e9, ms[1],
-               ms[1] > 0 ? fl / ms[1] / 1e9 : 0.0, ms[1] > 0 ? ms[0] / ms[1] : 0.0);
-      table.push_back(line);
+      std::string line = "| " + std::string(c.name);
+      for (int f = 0; f < NF; f++) {
+        char cell[64];
+        snprintf(cell, sizeof cell, " | %.1f ms %.0f", ms[f], ms[f] > 0 ? fl / ms[f] / 1e9 : 0.0);
+        line += cell;
+      }
+      table.push_back(line + " |");
     }
-    for (int f = 0; f < 2; f++) {
+    for (int f = 0; f < NF; f++) {
       CK(cudaFree(out[f]));
       CK(cudaFree(lse[f]));
     }
@@ -335,7 +352,11 @@ int main(int argc, char **argv) {
       CK(cudaFree(dord));
     }
   }
-  printf("\n| case | sm80 ms | TFLOP/s | sm90 ms | TFLOP/s | speedup |\n| --- | --- | --- | --- | --- | --- |\n");
+  printf("\n| case (ms, TFLOP/s)");
+  for (int f = 0; f < NF; f++) printf(" | %s", fams[f].name);
+  printf(" |\n|---");
+  for (int f = 0; f < NF; f++) printf("|---");
+  printf("|\n");
   for (auto &l : table) printf("%s\n", l.c_str());
   printf("\n%d failures\n", failures);
   return failures ? 1 : 0;
