@@ -43,16 +43,28 @@ constexpr int kD = 128;       /* head dimension */
 constexpr int kBM = 128;      /* query rows per work item (2 consumer warpgroups x 64) */
 constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
 
-constexpr uint32_t kHalf = 128 * 128;        /* one 64-dim half of a 128-row tile: 16 KiB */
-constexpr uint32_t kTile = 2 * kHalf;        /* a 128 x 128 bf16 tile: 32 KiB */
-constexpr uint32_t kKOff = kTile;            /* stage s: K at kKOff + s * 2 kTile, V after it */
-/* K/V ring of ST stages, then the barriers (8 bytes each): q_full, q_empty, k_full[ST], v_full[ST],
- * kv_empty[ST] */
-__host__ __device__ constexpr uint32_t bar_off(int st) { return kKOff + (uint32_t)st * 2 * kTile; }
-__host__ __device__ constexpr uint32_t smem_bytes(int st) { return bar_off(st) + 8 * (2 + 3 * st) + 1024; /* + alignment slack */ }
+/* Kernel kinds: DENSE128 walks 128-key tiles, all of them (DENSE) or the layout row's blocks of
+ * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED is DENSE plus the block mass under
+ * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
+ * 64-key blocks and its own K/V ring (filled by its own producer thread). */
+enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2 };
+
+__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : 128; }
+__host__ __device__ constexpr int rings(int kind) { return kind == SPARSE64 ? 2 : 1; }
+/* bytes of one 64-dim half of a key tile and of one ring stage (K and V) */
+__host__ __device__ constexpr uint32_t khalf(int kind) { return (uint32_t)key_tile(kind) * 128; }
+__host__ __device__ constexpr uint32_t stage_bytes(int kind) { return 4 * khalf(kind); }
+constexpr uint32_t kQHalf = 128 * 128; /* a 64-dim half of the 128-row Q tile: 16 KiB */
+constexpr uint32_t kQBytes = 2 * kQHalf;
+/* smem: Q, the rings (ring r stage s at kQBytes + (r * ST + s) * stage_bytes, K then V), then the
+ * barriers (8 bytes each): q_full, q_empty, then per ring k_full[ST], v_full[ST], kv_empty[ST],
+ * then the mass partials (FUSED: 2 tiles x 8 warps x 2 key halves, f32) */
+__host__ __device__ constexpr uint32_t bar_off(int kind, int st) { return kQBytes + (uint32_t)(rings(kind) * st) * stage_bytes(kind); }
+__host__ __device__ constexpr uint32_t red_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
+__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + 2 * 8 * 2 * 4 + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
-  CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid) */
+  CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid; boxes of key_tile rows) */
   ada_attn_params p;
 };
 
@@ -61,9 +73,7 @@ struct Sm90Params {
 #endif
 
 #ifdef ADA_SM90_DEVICE
-constexpr int kBN = 128; /* keys per tile */
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr uint32_t kQOff = 0;
 
 __device__ __forceinline__ uint32_t smem_u32(const void *ptr) { return (uint32_t)__cvta_generic_to_shared(ptr); }
 
@@ -105,9 +115,9 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 /* keeps the compiler from moving accumulator accesses across the asynchronous wgmma */
-__device__ __forceinline__ void fence_regs(float (&d)[64]) {
+template <int N> __device__ __forceinline__ void fence_regs(float (&d)[N]) {
 #pragma unroll
-  for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+  for (int i = 0; i < N; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 /* d[64] (+)= A(smem desc) * B(smem desc), K-major A and B; scale_d 0 overwrites d. */
@@ -130,6 +140,14 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t d
                : "l"(da), "l"(db), "r"(scale_d));
 }
 
+/* d[32] (+)= A(smem desc) * B(smem desc), m64n64k16, K-major A and B; scale_d 0 overwrites d. */
+__device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+               : "l"(da), "l"(db), "r"(scale_d));
+}
 /* d[64] += A(registers a[4], the m16n8k16 A-fragment layout per warp) * B(smem desc), B MN-major. */
 __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t db) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
@@ -171,48 +189,65 @@ template <> __device__ __forceinline__ void store2<__nv_bfloat16>(__nv_bfloat16 
 template <> __device__ __forceinline__ void store2<__half>(__half *ptr, float a, float b) {
   *reinterpret_cast<__half2 *>(ptr) = __floats2half2_rn(a, b);
 }
-/* The key tiles of work item (h, qt): n tiles, tile t starting at key j0(t). */
-struct Tiles {
-  const int32_t *list; /* SPARSE: the layout row's key blocks (of 128) */
+/* The key blocks a consumer warpgroup walks for work item (h, qt): n blocks of key_tile keys,
+ * block t starting at key j0(t). */
+template <int KT> struct Tiles {
+  const int32_t *list; /* SPARSE: the layout row's key blocks; NULL: all blocks in order */
   int n;
-  __device__ __forceinline__ int64_t j0(int t) const { return list ? (int64_t)list[t] * kBN : (int64_t)t * kBN; }
+  __device__ __forceinline__ int64_t j0(int t) const { return list ? (int64_t)list[t] * KT : (int64_t)t * KT; }
 };
 
-__device__ __forceinline__ Tiles item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt) {
-  Tiles r;
+/* the tiles of warpgroup c (SPARSE64: query block 2 qt + c; otherwise the whole 128-row tile) */
+template <int KIND>
+__device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt, int c) {
+  constexpr int KT = key_tile(KIND);
+  Tiles<KT> r;
+  r.list = nullptr;
   if (p.mode == ADA_ATTN_SPARSE) {
-    const int64_t *o = p.offsets + (int64_t)h * (nqt + 1) + qt;
+    const int64_t nqb = KIND == SPARSE64 ? (p.sq + 63) / 64 : nqt, qb = KIND == SPARSE64 ? 2 * qt + c : qt;
+    if (qb >= nqb) {
+      r.n = 0;
+      return r;
+    }
+    const int64_t *o = p.offsets + (int64_t)h * (nqb + 1) + qb;
     r.list = p.indices + o[0];
     r.n = (int)(o[1] - o[0]);
     while (r.n > 0 && r.j0(r.n - 1) >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
   } else {
-    r.list = nullptr;
-    r.n = (int)((p.kv_valid + kBN - 1) / kBN);
+    r.n = (int)((p.kv_valid + KT - 1) / KT);
   }
   return r;
 }
 
-
 /* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
  * on barrier 1 + c, issues, then lets the other one go, so one warpgroup's softmax overlaps the
- * other's GEMMs. */
+ * other's GEMMs. Barriers 3 + c (one warpgroup) and 5 (both) order the mass partials. */
 __device__ __forceinline__ void pp_sync(int c) { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory"); }
 __device__ __forceinline__ void pp_arrive(int c) { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory"); }
-__device__ __forceinline__ void fence_a(uint32_t (&a)[8][4]) {
+__device__ __forceinline__ void bar_wg(int c) { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + c) : "memory"); }
+__device__ __forceinline__ void bar_consumers() { asm volatile("bar.sync 5, 256;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void fence_a(uint32_t (&a)[N][4]) {
 #pragma unroll
-  for (int i = 0; i < 8; i++)
+  for (int i = 0; i < N; i++)
 #pragma unroll
     for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[i][j])::"memory");
 }
 
-template <typename OutT, int ST, bool PP>
+template <typename OutT, int KIND, int ST, bool PP>
 __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_constant__ Sm90Params P) {
+  constexpr int KT = key_tile(KIND), NJ = KT / 8, NR = rings(KIND);
+  constexpr uint32_t KH = khalf(KIND), TILE = 2 * KH, STAGE = stage_bytes(KIND);
+  static_assert(!(PP && KIND == SPARSE64), "ping-pong needs equal tile counts in both warpgroups");
   const ada_attn_params &p = P.p;
   extern __shared__ unsigned char smem_raw[];
   unsigned char *smem = reinterpret_cast<unsigned char *>(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
   const uint32_t base = smem_u32(smem);
-  const uint32_t bar_q_full = base + bar_off(ST), bar_q_empty = bar_q_full + 8;
-  const uint32_t bar_k_full = bar_q_full + 16, bar_v_full = bar_k_full + 8 * ST, bar_kv_empty = bar_v_full + 8 * ST;
+  const uint32_t bar_q_full = base + bar_off(KIND, ST), bar_q_empty = bar_q_full + 8;
+  /* ring r's barriers */
+  auto k_full = [&](int r, uint32_t s) { return bar_q_full + 16 + 8 * (3 * ST * r + s); };
+  auto v_full = [&](int r, uint32_t s) { return bar_q_full + 16 + 8 * (3 * ST * r + ST + s); };
+  auto kv_empty = [&](int r, uint32_t s) { return bar_q_full + 16 + 8 * (3 * ST * r + 2 * ST + s); };
+  auto k_smem = [&](int r, uint32_t s) { return base + kQBytes + ((uint32_t)r * ST + s) * STAGE; };
 
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nqt = (p.sq + kBM - 1) / kBM;
@@ -221,41 +256,49 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   if (tid == 0) {
     mbar_init(bar_q_full, 1);
     mbar_init(bar_q_empty, 8); /* one arrival per consumer warp */
-    for (int s = 0; s < ST; s++) {
-      mbar_init(bar_k_full + 8 * s, 1);
-      mbar_init(bar_v_full + 8 * s, 1);
-      mbar_init(bar_kv_empty + 8 * s, 8);
-    }
+    for (int r = 0; r < NR; r++)
+      for (int s = 0; s < ST; s++) {
+        mbar_init(k_full(r, s), 1);
+        mbar_init(v_full(r, s), 1);
+        mbar_init(kv_empty(r, s), 8 / NR); /* the warps that read the ring */
+      }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
 
-  if (wg == 0) { /* ---- producer ---- */
+  if (wg == 0) { /* ---- producer: thread 32 r fills ring r (thread 0 also loads Q) ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-    if (tid != 0) return;
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tq)) : "memory");
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tk)) : "memory");
-    asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tv)) : "memory");
+    const int ring = tid / 32;
+    if ((tid & 31) != 0 || ring >= NR) return;
+    if (ring == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tq)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tk)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tv)) : "memory");
+    }
     uint32_t it = 0, qi = 0;
     for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-      const int64_t item = p.order ? (int64_t)p.order[w] : w;
+      const int64_t item = p.order && KIND != SPARSE64 ? (int64_t)p.order[w] : w; /* SPARSE64: p.order counts 64-row blocks */
       const int h = (int)(item / nqt);
       const int64_t qt = item - (int64_t)h * nqt;
-      const Tiles tl = item_tiles(p, h, qt, nqt);
-      if (tl.n == 0) continue;
-      mbar_wait(bar_q_empty, (qi & 1) ^ 1);
-      mbar_expect_tx(bar_q_full, kTile);
-      for (int hf = 0; hf < 2; hf++) tma_load(base + kQOff + hf * kHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full);
-      qi++;
+      const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, ring);
+      if (ring == 0) {
+        const Tiles<KT> t1 = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1) : tl;
+        if (tl.n + t1.n > 0) { /* the consumers read Q only when some warpgroup has tiles */
+          mbar_wait(bar_q_empty, (qi & 1) ^ 1);
+          mbar_expect_tx(bar_q_full, kQBytes);
+          for (int hf = 0; hf < 2; hf++) tma_load(base + hf * kQHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full);
+          qi++;
+        }
+      }
       for (int t = 0; t < tl.n; t++, it++) {
         const uint32_t s = it % ST, ph = (it / ST) & 1;
-        mbar_wait(bar_kv_empty + 8 * s, ph ^ 1);
+        mbar_wait(kv_empty(ring, s), ph ^ 1);
         const int j0 = (int)tl.j0(t);
-        const uint32_t kd = base + kKOff + s * 2 * kTile, vd = kd + kTile;
-        mbar_expect_tx(bar_k_full + 8 * s, kTile);
-        for (int hf = 0; hf < 2; hf++) tma_load(kd + hf * kHalf, &P.tk, hf * 64, h, j0, bar_k_full + 8 * s);
-        mbar_expect_tx(bar_v_full + 8 * s, kTile);
-        for (int hf = 0; hf < 2; hf++) tma_load(vd + hf * kHalf, &P.tv, hf * 64, h, j0, bar_v_full + 8 * s);
+        const uint32_t kd = k_smem(ring, s), vd = kd + TILE;
+        mbar_expect_tx(k_full(ring, s), TILE);
+        for (int hf = 0; hf < 2; hf++) tma_load(kd + hf * KH, &P.tk, hf * 64, h, j0, k_full(ring, s));
+        mbar_expect_tx(v_full(ring, s), TILE);
+        for (int hf = 0; hf < 2; hf++) tma_load(vd + hf * KH, &P.tv, hf * 64, h, j0, v_full(ring, s));
       }
     }
     return;
@@ -268,73 +311,136 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
    * P_{n-1} V_{n-1}. */
   asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
   const int c = wg - 1, lt = tid - 128 * wg, warp = lt / 32, lane = lt & 31;
+  const int ring = NR == 2 ? c : 0;
   const int g = lane >> 2, tig = lane & 3;
   const float sl2 = p.scale * kLog2e;
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
+  float *red = reinterpret_cast<float *>(smem + red_off(KIND, ST)); /* [2][8 warps][2] */
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const int64_t item = p.order ? (int64_t)p.order[w] : w;
+    const int64_t item = p.order && KIND != SPARSE64 ? (int64_t)p.order[w] : w; /* SPARSE64: p.order counts 64-row blocks */
     const int h = (int)(item / nqt);
     const int64_t qt = item - (int64_t)h * nqt;
-    const Tiles tl = item_tiles(p, h, qt, nqt);
+    const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c);
+    const int other_n = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1 - c).n : tl.n;
     const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
 
-    float o[64], sc[64];
-    uint32_t pa[8][4];
+    float o[64], sc[KT / 2];
+    uint32_t pa[KT / 16][4];
 #pragma unroll
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
 
+    /* FUSED: lse_in of the rows (log2 units), the mass rows this warpgroup (mb 64) or the CTA
+     * (mb 128) writes, 1 / their valid rows */
+    float lc2[2] = {0.0f, 0.0f}, minv = 0.0f;
+    float *mrow = nullptr;
+    int mb = 64;
+    if (KIND == FUSED) {
+      mb = p.mass_block;
+      for (int rh = 0; rh < 2; rh++) {
+        const int64_t row = r0 + 8 * rh;
+        lc2[rh] = row < p.sq ? p.lse_in[(int64_t)h * p.sq + row] * kLog2e : INFINITY;
+      }
+      const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
+      const int64_t mq = mb == 64 ? 2 * qt + c : qt;
+      if (mq < nmqb && (mb == 64 || c == 0)) {
+        float *row = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
+        for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) row[kb] = 0.0f; /* blocks past kv_valid */
+        if (lt == 0) {
+          mrow = row;
+          minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
+        }
+      }
+    }
+
     auto issue_s = [&](uint32_t s) {
-      const uint32_t kb = base + kKOff + s * 2 * kTile;
+      const uint32_t kb = k_smem(ring, s);
 #pragma unroll
       for (int kk = 0; kk < kD / 16; kk++) {
-        const uint32_t off = (uint32_t)(kk >> 2) * kHalf + (uint32_t)(kk & 3) * 32;
-        wgmma_ss(sc, desc128(base + kQOff + off + (uint32_t)c * 8192, 16, 1024), desc128(kb + off, 16, 1024), kk > 0);
+        const uint32_t qo = (uint32_t)(kk >> 2) * kQHalf + (uint32_t)(kk & 3) * 32;
+        const uint32_t ko = (uint32_t)(kk >> 2) * KH + (uint32_t)(kk & 3) * 32;
+        wgmma_ss(sc, desc128(base + qo + (uint32_t)c * 8192, 16, 1024), desc128(kb + ko, 16, 1024), kk > 0);
       }
     };
     auto issue_pv = [&](uint32_t s) {
-      const uint32_t vb = base + kKOff + s * 2 * kTile + kTile;
+      const uint32_t vb = k_smem(ring, s) + TILE;
 #pragma unroll
-      for (int kk = 0; kk < kBN / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, kHalf, 1024));
+      for (int kk = 0; kk < KT / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, KH, 1024));
     };
     /* masks keys past kv_valid, updates m and l, leaves exp2 of the scores in sc and the O
-     * rescale factors in alpha */
-    auto softmax = [&](int64_t j0) {
-      if (j0 + kBN > p.kv_valid) {
+     * rescale factors in alpha; FUSED: the tile's mass partials of the two 64-key halves */
+    auto softmax = [&](int64_t j0, float &mlo, float &mhi) {
+      if (j0 + KT > p.kv_valid) {
 #pragma unroll
-        for (int i = 0; i < 64; i++)
+        for (int i = 0; i < KT / 2; i++)
           if (j0 + (i >> 2) * 8 + 2 * tig + (i & 1) >= p.kv_valid) sc[i] = -INFINITY;
       }
+      mlo = mhi = 0.0f;
 #pragma unroll
       for (int rh = 0; rh < 2; rh++) {
         float mx = m[rh];
 #pragma unroll
-        for (int j = 0; j < 16; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
+        for (int j = 0; j < NJ; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
         alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
         m[rh] = mx;
-        float rs = 0.0f;
+        float rs[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int j = 0; j < 16; j++) {
+        for (int j = 0; j < NJ; j++) {
 #pragma unroll
           for (int e = 0; e < 2; e++) {
             const float pv = ex2(fmaf(sc[4 * j + 2 * rh + e], sl2, -ms));
             sc[4 * j + 2 * rh + e] = pv;
-            rs += pv;
+            rs[j >= NJ / 2] += pv;
           }
         }
-        l[rh] = fmaf(l[rh], alpha[rh], rs);
+        l[rh] = fmaf(l[rh], alpha[rh], rs[0] + rs[1]);
+        if (KIND == FUSED) {
+          const float f = ex2(ms - lc2[rh]);
+          mlo += rs[0] > 0.0f ? rs[0] * f : 0.0f;
+          mhi += rs[1] > 0.0f ? rs[1] * f : 0.0f;
+        }
+      }
+    };
+    /* FUSED: reduces this tile's partials (key block kb of 128 keys) and writes the mass rows;
+     * the partials alternate between two buffers by tile parity */
+    auto write_mass = [&](int t, int64_t kb, float mlo, float mhi) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1) {
+        mlo += __shfl_xor_sync(0xffffffffu, mlo, off);
+        mhi += __shfl_xor_sync(0xffffffffu, mhi, off);
+      }
+      float *rb = red + (t & 1) * 32;
+      if (lane == 0) {
+        rb[(4 * c + warp) * 2] = mlo;
+        rb[(4 * c + warp) * 2 + 1] = mhi;
+      }
+      if (mb == 64) {
+        bar_wg(c);
+        if (mrow) {
+          const float *q = rb + 8 * c;
+          mrow[2 * kb] = ((q[0] + q[2]) + (q[4] + q[6])) * minv;
+          if (2 * kb + 1 < (p.kv_valid + 63) / 64) mrow[2 * kb + 1] = ((q[1] + q[3]) + (q[5] + q[7])) * minv;
+        }
+      } else {
+        bar_consumers();
+        if (mrow) {
+          float acc = 0.0f;
+#pragma unroll
+          for (int i = 0; i < 16; i++) acc += rb[i];
+          mrow[kb] = acc * minv;
+        }
       }
     };
     auto to_p = [&]() {
 #pragma unroll
-      for (int kk = 0; kk < 8; kk++) {
+      for (int kk = 0; kk < KT / 16; kk++) {
         pa[kk][0] = pack_bf16(sc[8 * kk], sc[8 * kk + 1]);
         pa[kk][1] = pack_bf16(sc[8 * kk + 2], sc[8 * kk + 3]);
         pa[kk][2] = pack_bf16(sc[8 * kk + 4], sc[8 * kk + 5]);
@@ -342,11 +448,15 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       }
     };
 
-    if (tl.n > 0) {
+    if (tl.n + other_n > 0) {
       mbar_wait(bar_q_full, qi & 1);
       qi++;
+    }
+    if (tl.n == 0 && other_n > 0 && lane == 0) mbar_arrive(bar_q_empty); /* this warpgroup reads no Q */
+    if (tl.n > 0) {
+      float mlo, mhi;
       uint32_t s = it % ST;
-      mbar_wait(bar_k_full + 8 * s, (it / ST) & 1);
+      mbar_wait(k_full(ring, s), (it / ST) & 1);
       if (PP) pp_sync(c);
       wgmma_fence();
       issue_s(s);
@@ -355,14 +465,15 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       wgmma_wait<0>();
       fence_regs(sc);
       if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
-      softmax(tl.j0(0));
+      softmax(tl.j0(0), mlo, mhi);
+      if (KIND == FUSED) write_mass(0, 0, mlo, mhi);
       to_p();
       for (int t = 1; t < tl.n; t++) {
         const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
         it++;
         s = it % ST;
-        mbar_wait(bar_k_full + 8 * s, (it / ST) & 1);
-        mbar_wait(bar_v_full + 8 * sp, php);
+        mbar_wait(k_full(ring, s), (it / ST) & 1);
+        mbar_wait(v_full(ring, sp), php);
         if (PP) pp_sync(c);
         wgmma_fence();
         issue_s(s);
@@ -373,11 +484,12 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         wgmma_wait<1>();
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
-        softmax(tl.j0(t));
+        softmax(tl.j0(t), mlo, mhi);
         wgmma_wait<0>();
         fence_regs(o);
         fence_a(pa);
-        if (lane == 0) mbar_arrive(bar_kv_empty + 8 * sp);
+        if (lane == 0) mbar_arrive(kv_empty(ring, sp));
+        if (KIND == FUSED) write_mass(t, t, mlo, mhi);
 #pragma unroll
         for (int j = 0; j < 16; j++) {
           o[4 * j] *= alpha[0];
@@ -387,7 +499,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         }
         to_p();
       }
-      mbar_wait(bar_v_full + 8 * (it % ST), (it / ST) & 1);
+      mbar_wait(v_full(ring, it % ST), (it / ST) & 1);
       if (PP) pp_sync(c);
       wgmma_fence();
       issue_pv(it % ST);
@@ -396,7 +508,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       wgmma_wait<0>();
       fence_regs(o);
       fence_a(pa);
-      if (lane == 0) mbar_arrive(bar_kv_empty + 8 * (it % ST));
+      if (lane == 0) mbar_arrive(kv_empty(ring, it % ST));
       it++;
     }
 
@@ -418,7 +530,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   if (PP && c == 0) pp_sync(c); /* consume warpgroup 1's last arrival */
 }
 #else
-template <typename OutT, int ST, bool PP> __global__ void attn_sm90_kernel(const __grid_constant__ Sm90Params P) {}
+template <typename OutT, int KIND, int ST, bool PP> __global__ void attn_sm90_kernel(const __grid_constant__ Sm90Params P) {}
 #endif
 
 /* cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda). */
@@ -435,12 +547,12 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
 }
 
 /* A 3D map {dim 128, heads, rows} over a bf16 [rows, heads, 128] view with strides rs, hs. */
-int make_map(CUtensorMap *m, const void *ptr, int64_t rows, int64_t heads, int64_t rs, int64_t hs) {
+int make_map(CUtensorMap *m, const void *ptr, int64_t rows, int64_t heads, int64_t rs, int64_t hs, int box_rows) {
   PFN_cuTensorMapEncodeTiled_v12000 fn = encode_fn();
   if (!fn) return (int)cudaErrorNotSupported;
   const cuuint64_t dims[3] = {(cuuint64_t)kD, (cuuint64_t)heads, (cuuint64_t)rows};
   const cuuint64_t strides[2] = {(cuuint64_t)(heads > 1 ? hs : kD) * 2, (cuuint64_t)(rows > 1 ? rs : heads * kD) * 2};
-  const cuuint32_t box[3] = {64, 1, (cuuint32_t)kBM};
+  const cuuint32_t box[3] = {64, 1, (cuuint32_t)box_rows};
   const cuuint32_t estr[3] = {1, 1, 1};
   CUresult r = fn(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void *>(ptr), dims, strides, box, estr,
                   CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -448,7 +560,7 @@ int make_map(CUtensorMap *m, const void *ptr, int64_t rows, int64_t heads, int64
   return r == CUDA_SUCCESS ? 0 : (int)cudaErrorInvalidValue;
 }
 
-template <typename OutT, int ST, bool PP> int launch_t(const Sm90Params &P, cudaStream_t st) {
+template <typename OutT, int KIND, int ST, bool PP> int launch_t(const Sm90Params &P, cudaStream_t st) {
   static int sms = 0;
   if (!sms) {
     int dev = 0;
@@ -456,22 +568,36 @@ template <typename OutT, int ST, bool PP> int launch_t(const Sm90Params &P, cuda
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
     if (e != cudaSuccess) return (int)e;
   }
-  constexpr int bytes = (int)smem_bytes(ST);
-  cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT, ST, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  constexpr int bytes = (int)smem_bytes(KIND, ST);
+  static_assert(bytes <= 227 * 1024, "shared memory per block");
+  cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT, KIND, ST, PP>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return (int)e;
   const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM);
   const int grid = (int)(items < sms ? items : sms);
-  attn_sm90_kernel<OutT, ST, PP><<<grid, kThreads, bytes, st>>>(P);
+  attn_sm90_kernel<OutT, KIND, ST, PP><<<grid, kThreads, bytes, st>>>(P);
   return (int)cudaGetLastError();
 }
 
+/* variant: 0 the default (measured best), 1 two stages, 2 two stages + ping-pong, 3 three stages,
+ * 4 three stages + ping-pong (block-64 sparse: 3 stages per ring, no ping-pong, any variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
+  if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
+  if (P.p.mode == ADA_ATTN_FUSED) {
+    switch (variant) {
+    case 1: return launch_t<OutT, FUSED, 2, false>(P, st);
+    case 2: return launch_t<OutT, FUSED, 2, true>(P, st);
+    case 0:
+    case 3: return launch_t<OutT, FUSED, 3, false>(P, st);
+    case 4: return launch_t<OutT, FUSED, 3, true>(P, st);
+    default: return (int)cudaErrorInvalidValue;
+    }
+  }
   switch (variant) {
-  case 1: return launch_t<OutT, 2, false>(P, st);
-  case 2: return launch_t<OutT, 2, true>(P, st);
-  case 3: return launch_t<OutT, 3, false>(P, st);
+  case 1: return launch_t<OutT, DENSE128, 2, false>(P, st);
+  case 2: return launch_t<OutT, DENSE128, 2, true>(P, st);
   case 0:
-  case 4: return launch_t<OutT, 3, true>(P, st);
+  case 3: return launch_t<OutT, DENSE128, 3, false>(P, st);
+  case 4: return launch_t<OutT, DENSE128, 3, true>(P, st);
   default: return (int)cudaErrorInvalidValue;
   }
 }
@@ -484,7 +610,10 @@ bool strides_ok(const void *ptr, int64_t rs, int64_t hs) {
 
 extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
   if (!p || p->dim != kD || p->out_dim != kD || !(p->scale > 0.0f) || !isfinite(p->scale)) return 0;
-  if (p->mode != ADA_ATTN_DENSE && !(p->mode == ADA_ATTN_SPARSE && p->layout_block == 128)) return 0;
+  const bool fused = p->mode == ADA_ATTN_FUSED && p->lse_in && p->mass && (p->mass_block == 64 || p->mass_block == 128);
+  if (p->mode != ADA_ATTN_DENSE && !fused &&
+      !(p->mode == ADA_ATTN_SPARSE && (p->layout_block == 64 || p->layout_block == 128)))
+    return 0;
   if (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16) return 0;
   if (!strides_ok(p->q, p->q_rs, p->q_hs) || !strides_ok(p->k, p->k_rs, p->k_hs) || !strides_ok(p->v, p->v_rs, p->v_hs))
     return 0;
@@ -502,9 +631,10 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t varia
   Sm90Params P;
   P.p = *p;
   int e;
-  if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs)) ||
-      (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs)) ||
-      (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs)))
+  const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : 128;
+  if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs, kBM)) ||
+      (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs, kt)) ||
+      (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))
     return e;
   cudaStream_t st = (cudaStream_t)stream;
   switch (p->out_dtype) {

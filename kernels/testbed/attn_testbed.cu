@@ -60,7 +60,7 @@ struct Case {
   const char *name;
   int64_t s, kv_valid;
   int heads;
-  double density; /* 0: dense */
+  double density; /* 0: dense; > 0: sparse with layout blocks of `block`; < 0: fused dense + mass of blocks of `block` */
   int block;
   int check; /* 1: float64 reference on all rows; 2: on sampled rows; 0: cross-family only */
   int time;
@@ -159,6 +159,7 @@ static int sm90_v4(const ada_attn_params *p, void *st) { return ada_launch_atten
 
 int main(int argc, char **argv) {
   const bool quick = argc > 1 && !strcmp(argv[1], "quick");
+  setvbuf(stdout, nullptr, _IOLBF, 0);
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
@@ -174,6 +175,16 @@ int main(int argc, char **argv) {
       {"720p sparse128 d0.1", 119056, 119056, 24, 0.1, 128, 2, 1},
       {"720p sparse128 d0.2", 119056, 119056, 24, 0.2, 128, 0, 1},
       {"720p sparse128 d0.4", 119056, 119056, 24, 0.4, 128, 0, 1},
+      {"odd sparse64", 1500, 1431, 4, 0.3, 64, 1, 0},
+      {"sparse64 odd block count", 1060, 1060, 3, 0.25, 64, 1, 0},
+      {"sparse64 empty/full rows", 4000, 4000, 5, 0.2, 64, 2, 0},
+      {"720p sparse64 d0.1", 119056, 119056, 24, 0.1, 64, 2, 1},
+      {"720p sparse64 d0.2", 119056, 119056, 24, 0.2, 64, 0, 1},
+      {"720p sparse64 d0.4", 119056, 119056, 24, 0.4, 64, 0, 1},
+      {"odd fused mass64", 1000, 950, 3, -1, 64, 1, 0},
+      {"odd fused mass128", 777, 777, 2, -1, 128, 1, 0},
+      {"720p fused mass64", 119056, 119056, 24, -1, 64, 0, 1},
+      {"720p fused mass128 text", 119056, 119000, 24, -1, 128, 0, 1},
   };
   struct Fam {
     const char *name;
@@ -221,7 +232,7 @@ int main(int argc, char **argv) {
     }
     ada_attn_params p;
     memset(&p, 0, sizeof p);
-    p.mode = c.density > 0 ? ADA_ATTN_SPARSE : ADA_ATTN_DENSE;
+    p.mode = c.density > 0 ? ADA_ATTN_SPARSE : c.density < 0 ? ADA_ATTN_FUSED : ADA_ATTN_DENSE;
     p.q = qkv;
     p.k = qkv + H * 128;
     p.v = qkv + 2 * H * 128;
@@ -239,6 +250,28 @@ int main(int argc, char **argv) {
     p.indices = didx;
     p.order = dord;
     p.layout_block = c.block;
+    /* FUSED: lse_in is a dense pass's lse shifted by up to +-0.15 (a cached lse of an earlier step) */
+    float *lse_in = nullptr;
+    std::vector<float *> mass(NF, nullptr);
+    std::vector<float> hlin;
+    const int64_t mb = c.block, nmqb = (S + mb - 1) / mb, nmkb = (S + mb - 1) / mb, nmass = (int64_t)H * nmqb * nmkb;
+    std::vector<std::vector<float>> hmass(NF);
+    if (c.density < 0) {
+      ada_attn_params d = p;
+      d.mode = ADA_ATTN_DENSE;
+      d.out = out[0];
+      d.lse = lse[0];
+      if (ada_launch_attention(&d, st)) failures++;
+      CK(cudaStreamSynchronize(st));
+      hlin.resize(S * H);
+      CK(cudaMemcpy(hlin.data(), lse[0], S * H * 4, cudaMemcpyDeviceToHost));
+      for (int64_t i = 0; i < S * H; i++) hlin[i] += 0.05f * (float)((i % 7) - 3);
+      CK(cudaMalloc(&lse_in, S * H * 4));
+      CK(cudaMemcpy(lse_in, hlin.data(), S * H * 4, cudaMemcpyHostToDevice));
+      for (int f = 0; f < NF; f++) CK(cudaMalloc(&mass[f], nmass * 4));
+      p.lse_in = lse_in;
+      p.mass_block = (int32_t)mb;
+    }
     std::vector<double> ms(NF, 0.0);
     std::vector<std::vector<__nv_bfloat16>> hout(NF);
     std::vector<std::vector<float>> hlse(NF);
@@ -256,6 +289,8 @@ int main(int argc, char **argv) {
       }
       fill_u32<<<1024, 256, 0, st>>>((uint32_t *)out[f], S * H * 64, 0x7fc07fc0u); /* NaN bf16 pairs */
       fill_u32<<<1024, 256, 0, st>>>((uint32_t *)lse[f], S * H, 0x7fc00000u);
+      p.mass = mass[f];
+      if (mass[f]) fill_u32<<<1024, 256, 0, st>>>((uint32_t *)mass[f], nmass, 0x7fc00000u);
       int e = fams[f].fn(&p, st);
       if (e) {
         printf("%-28s %s: launch failed: %s\n", c.name, fams[f].name, cudaGetErrorString((cudaError_t)e));
@@ -269,6 +304,44 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(hlse[f].data(), lse[f], S * H * 4, cudaMemcpyDeviceToHost));
       int64_t bad = 0;
       for (size_t i = 0; i < hout[f].size(); i++) bad += !isfinite(bf2f(hout[f][i]));
+      if (mass[f]) {
+        hmass[f].resize(nmass);
+        CK(cudaMemcpy(hmass[f].data(), mass[f], nmass * 4, cudaMemcpyDeviceToHost));
+        int64_t badm = 0;
+        for (float x : hmass[f]) badm += !isfinite(x);
+        if (badm) {
+          printf("%-28s %s: %lld mass entries not written or not finite\n", c.name, fams[f].name, (long long)badm);
+          failures++;
+        }
+        if (c.check == 1) { /* float64 mass of every block */
+          std::vector<double> ref(nmass, 0.0);
+          const int64_t rs = 3 * (int64_t)H * 128;
+#pragma omp parallel for schedule(dynamic)
+          for (int64_t hr = 0; hr < (int64_t)H * S; hr++) {
+            const int h = (int)(hr / S);
+            const int64_t r = hr % S;
+            std::vector<double> rowm(nmkb, 0.0);
+            for (int64_t j = 0; j < c.kv_valid; j++) {
+              double acc = 0;
+              for (int d = 0; d < 128; d++) acc += (double)bf2f(hq[r * rs + h * 128 + d]) * bf2f(hq[j * rs + H * 128 + h * 128 + d]);
+              rowm[j / mb] += exp(acc * p.scale - hlin[(int64_t)h * S + r]);
+            }
+            const double inv = 1.0 / (double)std::min<int64_t>(mb, S - (r / mb) * mb);
+            for (int64_t kb = 0; kb < nmkb; kb++) {
+#pragma omp atomic
+              ref[((int64_t)h * nmqb + r / mb) * nmkb + kb] += rowm[kb] * inv;
+            }
+          }
+          double num = 0, den = 0;
+          for (int64_t i = 0; i < nmass; i++) {
+            num += (hmass[f][i] - ref[i]) * (hmass[f][i] - ref[i]);
+            den += ref[i] * ref[i];
+          }
+          const double rel = sqrt(num / den);
+          printf("%-28s %s: mass vs float64: rel L2 %.2e %s\n", c.name, fams[f].name, rel, rel < 1e-2 ? "ok" : "FAIL");
+          failures += rel >= 1e-2;
+        }
+      }
       int64_t badl = 0;
       for (size_t i = 0; i < hlse[f].size(); i++) badl += isnan(hlse[f][i]);
       if (bad || badl) {
@@ -330,6 +403,16 @@ int main(int argc, char **argv) {
       const bool ok = rel < 1e-2 && lerr < 1e-3;
       printf("%-28s %s vs sm80: rel L2 %.2e, max |lse diff| %.2e %s\n", c.name, fams[f].name, rel, lerr, ok ? "ok" : "FAIL");
       failures += !ok;
+      if (!hmass[0].empty() && !hmass[f].empty()) {
+        double mn = 0, md = 0;
+        for (int64_t i = 0; i < nmass; i++) {
+          mn += (hmass[0][i] - hmass[f][i]) * (hmass[0][i] - hmass[f][i]);
+          md += (double)hmass[0][i] * hmass[0][i];
+        }
+        const double mrel = sqrt(mn / md);
+        printf("%-28s %s vs sm80: mass rel L2 %.2e %s\n", c.name, fams[f].name, mrel, mrel < 1e-2 ? "ok" : "FAIL");
+        failures += mrel >= 1e-2;
+      }
     }
     if (c.time) {
       const double fl = 4.0 * 128 * (double)pairs;
@@ -341,7 +424,9 @@ int main(int argc, char **argv) {
       }
       table.push_back(line + " |");
     }
+    if (lse_in) CK(cudaFree(lse_in));
     for (int f = 0; f < NF; f++) {
+      if (mass[f]) CK(cudaFree(mass[f]));
       CK(cudaFree(out[f]));
       CK(cudaFree(lse[f]));
     }
