@@ -221,11 +221,10 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
 
 /* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
  * on barrier 1 + c, issues, then lets the other one go, so one warpgroup's softmax overlaps the
- * other's GEMMs. Barriers 3 + c (one warpgroup) and 5 (both) order the mass partials. */
+ * other's GEMMs. Barrier 3 + c (one warpgroup) orders the mass partials. */
 __device__ __forceinline__ void pp_sync(int c) { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory"); }
 __device__ __forceinline__ void pp_arrive(int c) { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory"); }
 __device__ __forceinline__ void bar_wg(int c) { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + c) : "memory"); }
-__device__ __forceinline__ void bar_consumers() { asm volatile("bar.sync 5, 256;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void fence_a(uint32_t (&a)[N][4]) {
 #pragma unroll
   for (int i = 0; i < N; i++)
@@ -347,9 +346,10 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       }
       const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
       const int64_t mq = mb == 64 ? 2 * qt + c : qt;
-      if (mq < nmqb && (mb == 64 || c == 0)) {
+      if (mq < nmqb) {
         float *row = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
-        for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) row[kb] = 0.0f; /* blocks past kv_valid */
+        if (mb == 64) /* blocks past kv_valid (mb 128: the launcher zeroes the whole mass) */
+          for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) row[kb] = 0.0f;
         if (lt == 0) {
           mrow = row;
           minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
@@ -429,12 +429,12 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           if (2 * kb + 1 < (p.kv_valid + 63) / 64) mrow[2 * kb + 1] = ((q[1] + q[3]) + (q[5] + q[7])) * minv;
         }
       } else {
-        bar_consumers();
+        /* mass blocks of 128 rows span both warpgroups: each adds its 64 rows' share to the
+         * zeroed entry, two addends onto 0, so the bits do not depend on their order */
+        bar_wg(c);
         if (mrow) {
-          float acc = 0.0f;
-#pragma unroll
-          for (int i = 0; i < 16; i++) acc += rb[i];
-          mrow[kb] = acc * minv;
+          const float *q = rb + 8 * c;
+          atomicAdd(mrow + kb, (((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))) * minv);
         }
       }
     };
@@ -637,6 +637,11 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t varia
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))
     return e;
   cudaStream_t st = (cudaStream_t)stream;
+  if (p->mode == ADA_ATTN_FUSED && p->mass_block == 128) { /* the kernel adds two shares per entry */
+    const int64_t nb = (p->sq + 127) / 128, nk = (p->skv + 127) / 128;
+    cudaError_t me = cudaMemsetAsync(p->mass, 0, sizeof(float) * (size_t)p->heads * (size_t)nb * (size_t)nk, st);
+    if (me != cudaSuccess) return (int)me;
+  }
   switch (p->out_dtype) {
   case ADA_F32: return launch_v<float>(P, variant, st);
   case ADA_BF16: return launch_v<__nv_bfloat16>(P, variant, st);
