@@ -1,5 +1,6 @@
 -- Denoising-step benchmark of the full HunyuanVideo (synthetic bf16 weights made on the GPU).
---   build/adaspa recipes/bench/step.lua [steps] [schedule] [quick] [frames=N] [sched_frames=N] [sched_steps=N]
+--   build/adaspa recipes/bench/step.lua [steps] [schedule] [quick] [nopeers] [frames=N] [sched_frames=N]
+--                                       [sched_steps=N] [block=64|128] [text_valid=N]
 -- steps (default when neither is named): one step of the 720p 129-frame model in each mode:
 --   dense, search (fused dense + block mass, AdaSpa's selection at sparsity 0.8 and 0.9 from the
 --   same mass), sparse at 0.8, sparse at 0.9; each split into attention (everything the attention
@@ -10,6 +11,11 @@
 --   sparsity 0.8, head-adaptive, warm-up 10, searches at 10 and 30), end to end, and the latents'
 --   PSNR of AdaSpa against dense (synthetic weights: the PSNR describes these weights only).
 -- quick: a narrow 2+2-layer model at 256x256, for a smoke test of this script.
+-- block: the layout block of the search and sparse steps (default: AdaSpa's, 64); text_valid: valid
+--   text tokens of the 256 (default 200, as a real prompt pads; keys past them are ignored).
+-- Peers (steps, unless nopeers): recipes/bench/step_peers.py times one double and one single block
+--   written in plain PyTorch (cuDNN SDPA, with and without the text-padding mask) in the same run,
+--   composed into a step of 20 + 40 blocks ($ADASPA_PYTHON overrides python3).
 local hy = require "adaspa.models.hunyuan"
 local synth = require "adaspa.models.hunyuan_synth"
 local text = require "adaspa.text"
@@ -37,6 +43,7 @@ adaspa.cuda.synchronize()
 collectgarbage()
 local mem_w = adaspa.cuda.memory().allocated
 local cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = "cuda", dtype = "bf16"})
+cond.valid = math.min(mcfg.text_len, args.text_valid or 200)
 print(string.format("step bench: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d), weights %s on the GPU in %.1f s",
   mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, gib(mem_w), adaspa.now() - t0))
 
@@ -90,10 +97,12 @@ if args.steps then
   local x = adaspa.randn(lshape, {seed = 42, dtype = "bf16", device = "cuda"})
   -- The schedule the bench drives: step 0 dense (keeps the LSE), 1 search, 2 sparse at 0.8; the
   -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step).
-  local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}}, 4)
-  local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}}, 4)
+  local block = args.block or 64
+  local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}, block = block}, 4)
+  local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}, block = block}, 4)
   local alt = {}
-  local bench_policy = {name = "bench", block = 64}
+  local bench_policy = {name = "bench", block = block}
+  print(string.format("step bench: layout blocks of %d, %d of %d text tokens valid", block, cond.valid, mcfg.text_len))
   function bench_policy:mode(step) return ({"dense", "search", "sparse", "plan"})[step + 1] end
   function bench_policy:select(mass, layer, info)
     alt[layer] = p9:select(mass, layer, info)
@@ -164,6 +173,29 @@ if #results > 0 then
   end
   print(string.format("weights %s; AdaSpa cache %s (GPU) + %s (host)", gib(mem_w),
     results.cache and gib(results.cache.device) or "?", results.cache and gib(results.cache.host) or "?"))
+end
+if args.steps and not args.nopeers and not args.quick then
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+  local script = (debug.getinfo(1, "S").source:match("^@(.*/)") or "recipes/bench/") .. "step_peers.py"
+  local f = io.popen(string.format("%s %s --valid_text %d 2>&1", py, script, cond.valid))
+  local out = f and f:read("*a") or ""
+  if f then f:close() end
+  local peer = {}
+  for line in out:gmatch("[^\n]+") do
+    local key, v = line:match("^PEER (%S+) ([%d%.]+)")
+    if key then peer[key] = tonumber(v) elseif line:match("^NOTE") or line:match("Error") then print(line) end
+  end
+  if next(peer) then
+    print("")
+    print("| PyTorch blocks (same GPU, same run) | double (ms) | single (ms) | step of 20 + 40 (s) |")
+    print("| --- | --- | --- | --- |")
+    for _, k in ipairs({"cudnn_nomask", "default_nomask", "cudnn_masked", "default_masked"}) do
+      if peer["step_" .. k] then
+        print(string.format("| %s | %.1f | %.1f | %.2f |", k:gsub("_", ", "), peer["double_" .. k], peer["single_" .. k],
+          peer["step_" .. k]))
+      end
+    end
+  end
 end
 if results.schedule then
   local s = results.schedule
