@@ -183,7 +183,9 @@ end
 -- A value of a policy option: a single value where the default is a list becomes a list
 -- (search = 10 means {10}, as in the video recipe).
 local function option_value(m, k, v)
-  if m.defaults and type(m.defaults[k]) == "table" and type(v) ~= "table" then return {v} end
+  if type(v) ~= "table" and ((m.defaults and type(m.defaults[k]) == "table") or (m.list_options and m.list_options[k])) then
+    return {v}
+  end
   return v
 end
 
