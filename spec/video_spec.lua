@@ -148,7 +148,7 @@ describe("the video job's schedule and estimate (issue 11)", function()
     local txt = io.open(d .. "/report.txt"):read("*a")
     assert.truthy(txt:find("dense    4 steps", 1, true), txt)
     assert.truthy(txt:find("search   2 steps", 1, true), txt)
-    assert.truthy(txt:find("sparse    14 steps", 1, true), txt)
+    assert.truthy(txt:find("sparse  14 steps", 1, true), txt)
     os.execute("rm -rf " .. d)
   end)
 
