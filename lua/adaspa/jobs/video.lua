@@ -323,8 +323,10 @@ end
 --   on_attention  fn(ctx, info, mode, out): after every attention call (mode: dense, search,
 --                 plan or sparse);
 --   quiet_steps   no progress line per step.
+--   interruptible Ctrl-C stops the sampling at the next op boundary (run.interrupted: the step
+--                 that did not complete; x and the records hold the steps done).
 -- Returns {x, steps (per-step records), by_mode, attention_seconds, sampling_seconds, flops,
--- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats}.
+-- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats, interrupted}.
 function video.run_schedule(cfg, prep, policy, say, opts)
   opts = opts or {}
   local mcfg, model, cond, device, dtype = prep.mcfg, prep.model, prep.cond, prep.device, prep.dtype
@@ -380,11 +382,11 @@ function video.run_schedule(cfg, prep, policy, say, opts)
   local records = {}
   local _, latent_shape = hy.grid(cfg.video)
   local x = adaspa.randn(latent_shape, {seed = cfg.sampler.seed, dtype = "f32", device = device})
-  x = sampler.euler(x, function(xt, timestep, i)
-    ctx:begin_step(i - 1)
+  local _, _, interrupted = sampler.euler(x, function(xt, timestep, i)
+    ctx:begin_step(i)
     local v = model:forward(xt:to(dtype), timestep, cond, cfg.sampler.guidance, ctx)
     return v:to("f32")
-  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true,
+  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true, interruptible = opts.interruptible,
         on_step = function(info)
           local r = attention.summarize(ctx:end_step())
           -- a plan's self-measurement (exact recall) is not the method's time
@@ -394,13 +396,13 @@ function video.run_schedule(cfg, prep, policy, say, opts)
             local extra = ""
             if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
             if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
-            say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
+            say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps - 1, info.timestep,
               sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
           end
         end})
   local by_mode, att, flops, dflops, pflops, pseconds, sampling = {}, 0, 0, 0, 0, 0, 0
-  for i, st in ipairs(ctx.steps) do
-    local r = records[i]
+  for i, r in ipairs(records) do
+    local st = ctx.steps[i]
     local b = by_mode[r.mode] or {steps = 0, seconds = 0, attention = 0}
     b.steps, b.seconds, b.attention = b.steps + 1, b.seconds + r.seconds_total, b.attention + r.seconds
     by_mode[r.mode] = b
@@ -410,16 +412,22 @@ function video.run_schedule(cfg, prep, policy, say, opts)
   if pictures_on and policy.name ~= "dense" then
     local pictures = require "adaspa.pictures"
     local dens = {}
-    for l = 1, n_layers do dens[l] = ctx.cache:density(l) or {} end
-    local p = dir .. "/densities.png"
-    adaspa.png.write(p, pictures.density_grid(dens))
-    pics[#pics + 1] = p
+    local any = false
+    for l = 1, n_layers do
+      dens[l] = ctx.cache:density(l) or {}
+      any = any or #dens[l] > 0
+    end
+    if any then -- (none when the run was interrupted before its first search)
+      local p = dir .. "/densities.png"
+      adaspa.png.write(p, pictures.density_grid(dens))
+      pics[#pics + 1] = p
+    end
   end
   local cache_stats = ctx.cache:stats()
   if dir and policy.name ~= "dense" then ctx.cache:save(dir .. "/cache.safetensors") end
   return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
-          pictures = pics, cache_stats = cache_stats}
+          pictures = pics, cache_stats = cache_stats, interrupted = interrupted}
 end
 
 -- Median seconds of a step and of its attention, per mode: robust to a busy machine.
@@ -491,10 +499,11 @@ function video.run(cfg, job)
   local weights_source, t_weights, cond = prep.weights_source, prep.weights_seconds, prep.cond
 
   say("adaspa: attention: %s", policy.describe and policy:describe() or tostring(policy.name or "recipe policy"))
-  local run = video.run_schedule(cfg, prep, policy, say, {dir = dir})
+  local run = video.run_schedule(cfg, prep, policy, say, {dir = dir, interruptible = true})
   local x, steps = run.x, run.steps
+  if run.interrupted then say("adaspa: interrupted at step %d: writing the outputs of the %d steps done", run.interrupted, run.interrupted) end
   local comparison
-  if cfg.output.compare_dense and policy.name ~= "dense" then
+  if cfg.output.compare_dense and policy.name ~= "dense" and not run.interrupted then
     say("adaspa: compare_dense: the same run with dense attention")
     local ref = video.run_schedule(cfg, prep, dense_policy.new(), say, {outputs = run.outputs})
     comparison = compare(run, ref)
@@ -508,7 +517,8 @@ function video.run(cfg, job)
   local files = {latents = dir .. "/latents.safetensors"}
   adaspa.safetensors.save(files.latents, {latents = x}, {
     model = "hunyuan-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
-    shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps)})
+    shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps),
+    steps_done = tostring(run.interrupted or cfg.sampler.steps)})
   if cfg.output.previews then
     local frames = preview.frames(x, cfg.output.upscale)
     local synthetic = not cfg.model.weights
@@ -535,12 +545,18 @@ function video.run(cfg, job)
     video = cfg.video, latent_shape = latent_shape, tokens = n_tokens, text = cond.source,
     sampler = cfg.sampler, attention = cfg.attention, notes = notes,
     timings = {total_seconds = total, weights_seconds = t_weights, sampling_seconds = sampling,
-               seconds_per_step = sampling / #steps, attention_seconds = run.attention_seconds,
+               seconds_per_step = #steps > 0 and sampling / #steps or nil, attention_seconds = run.attention_seconds,
                by_mode = run.by_mode, steps = steps},
-    attention_flops = {done = run.flops, dense = run.dense_flops, fraction = run.flops / run.dense_flops},
+    attention_flops = {done = run.flops, dense = run.dense_flops, fraction = run.dense_flops > 0 and run.flops / run.dense_flops or nil},
+    estimate = prep.estimate and {host_bytes = prep.estimate.host.bytes, gpu_bytes = prep.estimate.gpu and prep.estimate.gpu.bytes,
+      host_available = prep.estimate.host_available, gpu_available = prep.estimate.gpu_available,
+      seconds_dense_step = prep.estimate.seconds.dense_step, seconds_sparse_step = prep.estimate.seconds.sparse_step,
+      flops_dense_step = prep.estimate.flops.dense_step},
+    interrupted = run.interrupted and {step = run.interrupted, steps_done = run.interrupted} or nil,
     cache = run.cache_stats, quality = comparison, pictures = run.pictures,
     memory = memory, outputs = files,
   }
+  local per_step = #steps > 0 and sampling / #steps or 0
   local lines = {
     string.format("adaspa %s: %s", adaspa.version, job.recipe),
     string.format("model      HunyuanVideo %s, %d double + %d single blocks, %d heads x %d, %s on %s",
@@ -553,9 +569,9 @@ function video.run(cfg, job)
       cfg.sampler.shift, cfg.sampler.guidance, cfg.sampler.seed),
     string.format("attention  %s", policy.describe and policy:describe() or tostring(policy.name)),
     string.format("           FLOPs %.3g of dense %.3g (%.1f%%); attention time %s", run.flops, run.dense_flops,
-      100 * run.flops / run.dense_flops, sampler.duration(run.attention_seconds)),
+      run.dense_flops > 0 and 100 * run.flops / run.dense_flops or 0, sampler.duration(run.attention_seconds)),
     string.format("time       %s total, %s sampling (%s per step), %s weights", sampler.duration(total),
-      sampler.duration(sampling), sampler.duration(sampling / #steps), sampler.duration(t_weights)),
+      sampler.duration(sampling), sampler.duration(per_step), sampler.duration(t_weights)),
     string.format("memory     host peak %s%s", memory.host_peak_bytes and string.format("%.2f GiB", memory.host_peak_bytes / 2 ^ 30) or "?",
       memory.gpu and string.format(", GPU peak %.2f GiB", memory.gpu.peak / 2 ^ 30) or ""),
     string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
@@ -598,6 +614,10 @@ function video.run(cfg, job)
   end
   lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
   for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
+  if run.interrupted then
+    table.insert(lines, 2, string.format("status     interrupted at step %d (Ctrl-C): steps 0..%d of 0..%d done; the outputs hold "
+      .. "the latent after them", run.interrupted, run.interrupted - 1, cfg.sampler.steps - 1))
+  end
   local f = assert(io.open(dir .. "/report.json", "w"))
   f:write(json.encode(report, "  "), "\n")
   f:close()
@@ -606,7 +626,7 @@ function video.run(cfg, job)
   f:close()
   say("%s", table.concat(lines, "\n"))
   report.lines = lines
-  return 0, report
+  return run.interrupted and 130 or 0, report
 end
 
 return video
