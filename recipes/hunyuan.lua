@@ -2,7 +2,7 @@
 -- On a GPU whose backend runs the model: the real 720p, 129-frame configuration. Elsewhere the
 -- `small` preset (same architecture, narrow, few layers) so the whole recipe runs on a CPU; the
 -- run says which it chose. Without model.weights the weights are synthetic (see the README).
--- Every field can be overridden from the command line, e.g.
+-- Every field can be overridden from the command line (adaspa recipe hunyuan --help lists them), e.g.
 --   adaspa recipe hunyuan sampler.steps=20 video.frames=9 model.layers.single=1
 return {
   model = {
@@ -23,8 +23,10 @@ return {
     -- options = {},          -- the chosen policy's own options, e.g. {threshold = 0.8} for estimate
     sparsity = 0.8,           -- mean fraction of blocks dropped per head
     block = 64,               -- 64 or 128 tokens
-    warmup = 10,              -- steps 0..9 dense (steps count from 0, as in the paper)
-    search = {10, 30},        -- fused search passes; the steps between reuse the layouts
+    -- warmup = 10,           -- dense steps 0..warmup-1 (steps count from 0, as in the paper);
+                              -- default 20% of sampler.steps (10 of 50, 4 of 20)
+    -- search = {10, 30},     -- fused search passes, the steps between reuse the layouts;
+                              -- default at 20% and 60% of sampler.steps ({10, 30} of 50)
     head_adaptive = true,     -- tiers (1+s)/2, s, (3s-1)/2 by each head's recall
     text_sink = true,         -- text blocks always kept, as rows and columns
     first_frame_sink = false,

@@ -4,14 +4,15 @@
  *   adaspa FILE.lua [args]     run a script (arg as the standalone lua sets it)
  *   adaspa -e CODE [args]      run a chunk
  *   adaspa -                   run standard input as a script
- *   adaspa SUBCOMMAND [args]   devices | recipe | help ...
+ *   adaspa SUBCOMMAND [args]   devices | recipe | weights | help ...
  *   adaspa                     REPL (prompts and line editing on a terminal; quiet when piped)
- *   adaspa --version | --help
+ *   adaspa --version | --help  (--help: adaspa help)
  */
 #define _DEFAULT_SOURCE
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,98 @@
 #endif
 
 static const char *progname = "adaspa";
+
+/* ---- Ctrl-C ------------------------------------------------------------------------------------
+ * SIGINT sets a flag and arms a Lua hook; the hook raises the error "interrupted" at the next Lua
+ * instruction, call or return (so at an op boundary: a running C op finishes first). The flag stays
+ * pending until Lua acknowledges it (adaspa.interrupt.clear(), which the REPL and the jobs call),
+ * and adaspa.interrupt.check() raises again while it is pending, so a pcall that swallowed the
+ * error does not lose it. A second Ctrl-C while one is still pending (code that never reaches a
+ * boundary, e.g. a JIT-compiled endless loop) exits at once with status 130. */
+static volatile sig_atomic_t interrupt_pending = 0;
+static lua_State *hooked_state = NULL;
+
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  lua_pushstring(L, "interrupted");
+  lua_error(L);
+}
+
+static void on_sigint(int sig) {
+  (void)sig;
+  if (interrupt_pending) {
+    static const char msg[] = "\nadaspa: interrupted again: exiting\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+    _exit(130);
+  }
+  interrupt_pending = 1;
+  /* as luajit.c's laction: lua_sethook is the one Lua call safe in a signal handler */
+  if (hooked_state) lua_sethook(hooked_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+/* Installs the handler (no SA_RESTART: a blocking read at the REPL's prompt returns). Returns 0,
+ * or -1 with errno set. */
+static int install_sigint(lua_State *L) {
+  hooked_state = L;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  if (sigemptyset(&sa.sa_mask) != 0) return -1;
+  sa.sa_flags = 0;
+  return sigaction(SIGINT, &sa, NULL);
+}
+
+/* Clears a pending interrupt and its hook; returns whether one was pending. */
+static int interrupt_clear(lua_State *L) {
+  int was = interrupt_pending != 0;
+  interrupt_pending = 0;
+  lua_sethook(L, NULL, 0, 0);
+  return was;
+}
+
+static int l_interrupt_pending(lua_State *L) {
+  lua_pushboolean(L, interrupt_pending != 0);
+  return 1;
+}
+
+static int l_interrupt_check(lua_State *L) {
+  if (interrupt_pending) {
+    lua_pushstring(L, "interrupted");
+    return lua_error(L);
+  }
+  return 0;
+}
+
+static int l_interrupt_clear(lua_State *L) {
+  lua_pushboolean(L, interrupt_clear(L));
+  return 1;
+}
+
+/* adaspa.interrupt: pending() -> bool; check() raises "interrupted" while one is pending;
+ * clear() -> whether one was pending (and forgets it); is(err) -> whether an error value is an
+ * interrupt; installed() -> whether this host handles SIGINT (false in other embeddings). */
+static int l_interrupt_is(lua_State *L) {
+  size_t n;
+  const char *s = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &n) : NULL;
+  lua_pushboolean(L, s && n >= 11 && !strcmp(s + n - 11, "interrupted"));
+  return 1;
+}
+
+static int l_interrupt_installed(lua_State *L) {
+  lua_pushboolean(L, hooked_state != NULL);
+  return 1;
+}
+
+static int luaopen_interrupt(lua_State *L) {
+  static const luaL_Reg fns[] = {{"pending", l_interrupt_pending}, {"check", l_interrupt_check},
+                                 {"clear", l_interrupt_clear},     {"is", l_interrupt_is},
+                                 {"installed", l_interrupt_installed}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_register(L, NULL, fns);
+  return 1;
+}
 
 static int file_exists(const char *p) {
   struct stat st;
@@ -149,6 +242,7 @@ static char *read_line(int tty, const char *prompt) {
   if (!buf) return NULL;
   int c;
   while ((c = getchar()) != EOF && c != '\n') {
+    if (interrupt_pending) break;
     if (n + 2 > cap) {
       char *nb = realloc(buf, cap *= 2);
       if (!nb) { free(buf); return NULL; }
@@ -156,7 +250,7 @@ static char *read_line(int tty, const char *prompt) {
     }
     buf[n++] = (char)c;
   }
-  if (c == EOF && n == 0) { free(buf); return NULL; }
+  if ((c == EOF && n == 0) || interrupt_pending) { free(buf); return NULL; }
   buf[n] = '\0';
   return buf;
 }
@@ -175,6 +269,30 @@ static void print_results(lua_State *L, int base) {
   report(L, docall(L, n, 0));
 }
 
+/* Adds a line to the history and saves the history file at once (a crash or kill keeps it). */
+static void remember(const char *histfile, const char *line) {
+  if (!*line) return;
+  add_history(line);
+  if (*histfile && write_history(histfile) != 0 && errno) {
+    static int warned = 0;
+    if (!warned) fprintf(stderr, "%s: cannot save the history to %s: %s\n", progname, histfile, strerror(errno));
+    warned = 1;
+  }
+}
+
+/* Reads a line at the prompt; Ctrl-C there drops the line and prompts again. NULL at the end. */
+static char *prompt_line(int tty, const char *prompt) {
+  for (;;) {
+    errno = 0;
+    char *l = read_line(tty, prompt);
+    if (l || !interrupt_pending) return l;
+    interrupt_pending = 0; /* Ctrl-C at the prompt: a fresh prompt, as a shell does */
+    if (tty) fputs("\n", stdout);
+    fflush(stdout);
+    clearerr(stdin);
+  }
+}
+
 static int repl(lua_State *L) {
   int tty = isatty(0);
   int errors = 0;
@@ -185,11 +303,14 @@ static int repl(lua_State *L) {
       snprintf(histfile, sizeof histfile, "%s/.adaspa_history", h);
       read_history(histfile);
     }
-    printf("adaspa %s (%s) -- Lua REPL; expressions print their values; Ctrl-D exits\n", ADA_VERSION, LUAJIT_VERSION);
+    stifle_history(1000);
+    printf("adaspa %s (%s) -- Lua REPL; expressions print their values; Ctrl-C interrupts; Ctrl-D exits\n",
+           ADA_VERSION, LUAJIT_VERSION);
   }
+  rl_catch_signals = 0; /* our SIGINT handler, not editline's */
   char *line;
-  while ((line = read_line(tty, "adaspa> ")) != NULL) {
-    if (tty && *line) add_history(line);
+  while ((line = prompt_line(tty, "adaspa> ")) != NULL) {
+    if (tty) remember(histfile, line);
     /* accumulate until the chunk is complete */
     luaL_Buffer b;
     int base = lua_gettop(L);
@@ -207,8 +328,15 @@ static int repl(lua_State *L) {
       st = luaL_loadbuffer(L, chunk, strlen(chunk), "=stdin");
       if (!incomplete(L, st)) break;
       char *more = read_line(tty, ">> ");
+      if (!more && interrupt_pending) { /* Ctrl-C in a continuation: drop the chunk */
+        interrupt_pending = 0;
+        clearerr(stdin);
+        if (tty) fputs("\n", stdout);
+        st = -2;
+        break;
+      }
       if (!more) { st = -1; break; }
-      if (tty && *more) add_history(more);
+      if (tty) remember(histfile, more);
       luaL_buffinit(L, &b);
       lua_pushvalue(L, base + 1);
       luaL_addvalue(&b);
@@ -219,32 +347,40 @@ static int repl(lua_State *L) {
       lua_replace(L, base + 1);
     }
     if (st == -1) { lua_settop(L, base); break; }
+    if (st == -2) { lua_settop(L, base); continue; }
     lua_remove(L, base + 1); /* the source */
+    interrupt_clear(L);
     if (st == 0) st = docall(L, 0, LUA_MULTRET);
     if (st == 0) print_results(L, base);
     else { errors++; report(L, st); }
+    interrupt_clear(L); /* an interrupted chunk returns to the prompt with the state kept */
     lua_settop(L, base);
   }
-  if (tty) {
-    putchar('\n');
-    if (*histfile) write_history(histfile);
-  }
+  if (tty) putchar('\n');
   return tty ? 0 : errors > 0;
 }
 
 /* ---- main ------------------------------------------------------------------------------------- */
 
+/* The usage when the Lua library cannot give it (adaspa help prints the full text). */
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: %s [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]\n"
-          "  FILE.lua         run a Lua script with the adaspa runtime loaded\n"
-          "  -e CODE          run a Lua chunk\n"
-          "  -                run a script read from standard input\n"
-          "  devices          list the CPU and each GPU\n"
-          "  recipe FILE [path.to.field=value ...]   run a recipe\n"
-          "  --version        print the version and the backends built\n"
-          "  (no argument)    start the REPL\n",
+  fprintf(f, "usage: %s [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]; %s help lists the commands\n", progname,
           progname);
+}
+
+/* require("adaspa.cli").main(name, args...) returns an exit status. */
+static int run_subcommand(lua_State *L, const char *name, char **argv, int argc, int first) {
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "adaspa.cli");
+  int st = docall(L, 1, 1);
+  if (!st) {
+    lua_getfield(L, -1, "main");
+    lua_remove(L, -2);
+    lua_pushstring(L, name);
+    st = docall(L, 1 + push_args(L, argv, argc, first), 1);
+  }
+  if (report(L, st)) return 1;
+  return (int)lua_tointeger(L, -1);
 }
 
 static int pmain_status = 0;
@@ -261,7 +397,11 @@ int main(int argc, char **argv) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_adaspa_core);
   lua_setfield(L, -2, "adaspa.core");
+  lua_pushcfunction(L, luaopen_interrupt);
+  lua_setfield(L, -2, "adaspa.interrupt");
   lua_pop(L, 1);
+  if (install_sigint(L) != 0)
+    fprintf(stderr, "%s: cannot install the Ctrl-C handler (%s): Ctrl-C will end the process\n", progname, strerror(errno));
   char dir[PATH_MAX + 128], home[PATH_MAX + 128];
   if (!find_lua_dir(dir, sizeof dir, home, sizeof home)) {
     fprintf(stderr,
@@ -300,7 +440,8 @@ int main(int argc, char **argv) {
     if (!report(L, st)) printf("%s\n", lua_tostring(L, -1));
     pmain_status = st != 0;
   } else if (!strcmp(a1, "--help") || !strcmp(a1, "-h")) {
-    usage(stdout);
+    set_arg(L, argv, argc, 1);
+    pmain_status = run_subcommand(L, "help", argv, argc, 2);
   } else if (!strcmp(a1, "-e")) {
     if (argc < 3) {
       fprintf(stderr, "%s: -e needs a chunk of Lua\n", progname);
@@ -334,20 +475,12 @@ int main(int argc, char **argv) {
         pmain_status = report(L, st) != 0;
       }
     } else {
-      /* a subcommand: require("adaspa.cli").main(name, args...) returns an exit status */
+      /* a subcommand */
       set_arg(L, argv, argc, 1);
-      lua_getglobal(L, "require");
-      lua_pushstring(L, "adaspa.cli");
-      st = docall(L, 1, 1);
-      if (!st) {
-        lua_getfield(L, -1, "main");
-        lua_remove(L, -2);
-        st = docall(L, push_args(L, argv, argc, 1), 1);
-      }
-      if (report(L, st)) pmain_status = 1;
-      else pmain_status = (int)lua_tointeger(L, -1);
+      pmain_status = run_subcommand(L, a1, argv, argc, 2);
     }
   }
+  if (pmain_status == 1 && interrupt_pending) pmain_status = 130; /* ended by an unhandled Ctrl-C */
   fflush(stdout);
   lua_close(L);
   return pmain_status;

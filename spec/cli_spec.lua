@@ -126,3 +126,122 @@ describe("the REPL through a pipe", function()
     assert.equal('{1, 2, a = "x"}\n1\ttwo\n', out)
   end)
 end)
+
+describe("the adaspa host: help, Ctrl-C and history (issue 11)", function()
+  it("--help and help list every command; help COMMAND explains one; an unknown topic fails", function()
+    for _, a in ipairs({"--help", "help"}) do
+      local out, err, code = spec_run(a)
+      assert.equal(0, code, err)
+      for _, c in ipairs({"devices", "recipe FILE", "weights FILE", "help [COMMAND]", "--version", "Ctrl-C"}) do
+        assert.truthy(out:find(c, 1, true), a .. ": " .. c .. "\n" .. out)
+      end
+    end
+    local out, _, code = spec_run("help weights")
+    assert.equal(0, code)
+    assert.truthy(out:find("usage: adaspa weights FILE.safetensors", 1, true), out)
+    local _, err, code2 = spec_run("help frobnicate")
+    assert.equal(1, code2)
+    assert.truthy(err:find("no help on frobnicate", 1, true), err)
+  end)
+
+  it("recipe NAME --help lists every field of the job with its value, default and meaning", function()
+    local out, err, code = spec_run("recipe hunyuan --help")
+    assert.equal(0, code, err)
+    local video = require "adaspa.jobs.video"
+    local n = 0
+    local function walk(schema, prefix)
+      for k, spec in pairs(schema) do
+        if type(spec.type) == "string" then
+          n = n + 1
+          assert.truthy(out:find("\n  " .. prefix .. k .. " = ", 1, true), prefix .. k)
+          assert.truthy(spec.doc and #spec.doc > 5, prefix .. k .. " has a doc string")
+        else
+          walk(spec, prefix .. k .. ".")
+        end
+      end
+    end
+    walk(video.schema, "")
+    assert.is_true(n > 40)
+    assert.truthy(out:find("sampler.steps = 50  [integer; default 50; set by the recipe]", 1, true), out)
+    assert.truthy(out:find("sampler.guidance = 6", 1, true), out)
+    assert.truthy(out:find("embedded guidance scale", 1, true), out)
+    -- the other jobs' schemas are documented too
+    for _, job in ipairs({"compare", "replay"}) do
+      local o2, e2, c2 = spec_run("recipe " .. job .. " --help")
+      assert.equal(0, c2, e2)
+      assert.truthy(o2:find("output.dir = ", 1, true), o2)
+      assert.falsy(o2:find("(no description)", 1, true), job .. ":\n" .. o2)
+    end
+  end)
+
+  it("Ctrl-C stops a recipe run at the next op boundary and writes the report and the outputs so far", function()
+    local d = spec_tmpdir()
+    local log = d .. ".log"
+    -- start the run, wait for its first progress line, then send SIGINT as Ctrl-C would
+    local sh = string.format([[
+      %s recipe hunyuan sampler.steps=500 video.width=64 video.height=32 video.frames=5 model.layers.double=1 \
+        model.layers.single=1 output.dir=%s > %s 2>&1 &
+      pid=$!
+      i=0; while [ $i -lt 1200 ] && ! grep -q '^step ' %s; do sleep 0.1; i=$((i+1)); done
+      kill -INT $pid; wait $pid; echo "rc=$?"]], spec_bin, d, log, log)
+    local f = io.popen(sh)
+    local res = f:read("*a")
+    f:close()
+    local out = io.open(log):read("*a")
+    assert.truthy(res:find("rc=130", 1, true), res .. out)
+    local txt = io.open(d .. "/report.txt"):read("*a")
+    local n = tonumber(txt:match("interrupted at step (%d+)"))
+    assert.truthy(n, txt)
+    assert.is_true(n >= 1 and n < 500, txt)
+    assert.truthy(txt:find("steps 0.." .. (n - 1) .. " of 0..499 done", 1, true), txt)
+    local js = io.open(d .. "/report.json"):read("*a")
+    assert.truthy(js:find('"interrupted"', 1, true), js)
+    local lat = adaspa.safetensors.load(d .. "/latents.safetensors")
+    assert.same({16, 2, 4, 8}, lat.latents:shape())
+    assert.truthy(io.open(d .. "/frame_000.png"))
+    assert.truthy(out:find("interrupted at step " .. n, 1, true), out)
+    os.execute("rm -rf " .. d .. " " .. log)
+  end)
+
+  it("Ctrl-C in the REPL interrupts the running chunk and returns to the prompt with the state kept", function()
+    local d = spec_tmpdir()
+    assert.is_true(adaspa.mkdir(d) ~= false)
+    -- through a pipe (no terminal): SIGINT while a loop of ops runs
+    local sh = string.format([[
+      ( echo 'x = 5'; echo 'for i = 1, 1e9 do adaspa.zeros({1}) end'; sleep 4; echo 'print(x + 1)' ) | %s > %s/out 2> %s/err &
+      pid=$!
+      sleep 2; kill -INT $pid; wait $pid; echo "rc=$?"]], spec_bin, d, d)
+    local f = io.popen(sh)
+    local res = f:read("*a")
+    f:close()
+    local out, err = io.open(d .. "/out"):read("*a"), io.open(d .. "/err"):read("*a")
+    assert.truthy(err:find("adaspa: interrupted", 1, true), err)
+    assert.equal("6\n", out)
+    assert.truthy(res:find("rc=1", 1, true), res) -- the pipe REPL's status counts the error
+    os.execute("rm -rf " .. d)
+  end)
+
+  it("on a terminal: Ctrl-C at the prompt drops the line, in a chunk returns to the prompt; history is saved as lines are entered", function()
+    if os.execute("command -v script > /dev/null 2>&1") ~= 0 then return pending("needs script(1) for a terminal") end
+    local d = spec_tmpdir()
+    assert.is_true(adaspa.mkdir(d) ~= false)
+    -- script(1) gives the REPL a terminal; \003 is Ctrl-C on it
+    local sh = string.format([[
+      ( printf 'x = 5\n'; sleep 1; printf 'abc'; sleep 0.5; printf '\003'; sleep 0.5
+        printf 'for i = 1, 1e9 do adaspa.zeros({1}) end\n'; sleep 2; printf '\003'; sleep 1
+        printf 'print(x + 1)\n'; sleep 1; cp %s/.adaspa_history %s/during; printf '\004'; sleep 0.5 ) |
+      HOME=%s timeout 30 script -qec %s /dev/null > %s/out 2>&1; echo "rc=$?"]], d, d, d, spec_bin, d)
+    local f = io.popen(sh)
+    local res = f:read("*a")
+    f:close()
+    local out = io.open(d .. "/out"):read("*a")
+    assert.truthy(res:find("rc=0", 1, true), res .. out)
+    assert.truthy(out:find("adaspa: interrupted", 1, true), out)
+    assert.truthy(out:find("\n6\r?\n"), out)
+    local during = io.open(d .. "/during"):read("*a")
+    assert.truthy(during:find("x\\040=\\0405", 1, true), during)
+    assert.truthy(during:find("print(x\\040+\\0401)", 1, true), during)
+    assert.falsy(during:find("abc", 1, true), during) -- the dropped line is not history
+    os.execute("rm -rf " .. d)
+  end)
+end)

@@ -556,9 +556,12 @@ describe("the policy zoo on a GPU", function()
     for _, dt in ipairs({"f32", "bf16"}) do
       local qc, kc, vc = q:to(dt), k:to(dt), v:to(dt)
       local qg, kg, vg = qc:to("cuda"), kc:to("cuda"), vc:to("cuda")
-      local lw = window.new({warmup = 0, windows = {{3, 3, 5}, {1, 5, 9}}}, 2)
+      -- exact_recall is off by default: asked for here so that the recalls exist to compare
+      local wopts = {warmup = 0, windows = {{3, 3, 5}, {1, 5, 9}}, exact_recall = true}
+      local lw = window.new(wopts, 2)
       local a, ea = lw:plan(qc, kc, vc, inf)
-      local b, eb = window.new({warmup = 0, windows = {{3, 3, 5}, {1, 5, 9}}}, 2):plan(qg, kg, vg, inf)
+      local b, eb = window.new(wopts, 2):plan(qg, kg, vg, inf)
+      assert.equal(2, #ea.recall, "window recall " .. dt)
       same_layout(a, b, "window " .. dt)
       for h = 1, 2 do assert.is_true(math.abs(ea.recall[h] - eb.recall[h]) < 1e-3, "window recall " .. dt) end
       local qs, ks, vs, S = built_heads({6, 8, 16}, 24, 64)
@@ -569,7 +572,7 @@ describe("the policy zoo on a GPU", function()
       assert.same({"spatial", "temporal"}, xb.choice)
       same_layout(sa, sb, "spatial_temporal " .. dt)
       assert.is_true(math.abs(xa.flops - xb.flops) < 1e-6 * xa.flops + 1)
-      local pe = estimate.new({warmup = 0, threshold = 0.8}, 2)
+      local pe = estimate.new({warmup = 0, threshold = 0.8, exact_recall = true}, 2)
       local g = common.geometry(qc, kc, inf, 64)
       local ec, eg = pe:estimate(qc, kc, g), pe:estimate(qg, kg, common.geometry(qg, kg, inf, 64))
       assert.equal("cuda:0", eg:device())

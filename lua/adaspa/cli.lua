@@ -19,11 +19,94 @@ function cli.devices()
   return 0
 end
 
+-- A value as a recipe writes it (strings quoted, lists in braces, policy objects named).
+local function show(v, depth)
+  depth = depth or 0
+  if type(v) == "string" then return string.format("%q", v) end
+  if type(v) ~= "table" then return tostring(v) end
+  if type(v.mode) == "function" then return "(a policy object" .. (v.name and (" " .. tostring(v.name)) or "") .. ")" end
+  if depth > 2 then return "{...}" end
+  local parts = {}
+  for i = 1, #v do parts[i] = show(v[i], depth + 1) end
+  local keys = {}
+  for k in pairs(v) do if type(k) ~= "number" or k < 1 or k > #v or k % 1 ~= 0 then keys[#keys + 1] = k end end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. " = " .. show(v[k], depth + 1) end
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
+-- The fields of a schema as lines: path = value [type; default] and the doc string below.
+-- values: the recipe's own table (what it sets), or nil.
+function cli.describe_schema(schema, values, prefix, out)
+  out = out or {}
+  prefix = prefix or ""
+  local keys = {}
+  for k in pairs(schema) do keys[#keys + 1] = k end
+  table.sort(keys)
+  -- plain fields first, then nested groups
+  local function is_field(spec) return type(spec) == "table" and type(spec.type) == "string" end
+  table.sort(keys, function(a, b)
+    local fa, fb = is_field(schema[a]), is_field(schema[b])
+    if fa ~= fb then return fa end
+    return a < b
+  end)
+  for _, k in ipairs(keys) do
+    local spec, path = schema[k], prefix .. k
+    local v = type(values) == "table" and values[k] or nil
+    if is_field(spec) then
+      local set = v ~= nil
+      local shown = set and show(v) or (spec.default ~= nil and show(spec.default) or "(none)")
+      local meta = spec.type .. (spec.required and "; required" or (not set and spec.default ~= nil and "; the default" or ""))
+      if set then meta = meta .. "; default " .. (spec.default ~= nil and show(spec.default) or "none") .. "; set by the recipe" end
+      out[#out + 1] = string.format("  %s = %s  [%s]", path, shown, meta)
+      out[#out + 1] = "      " .. (spec.doc or "(no description)")
+    else
+      cli.describe_schema(spec, v, path .. ".", out)
+    end
+  end
+  return out
+end
+
+-- adaspa recipe FILE --help: every field of the recipe's job with its value, default and meaning.
+function cli.recipe_help(file)
+  local adaspa_ = require "adaspa"
+  local recipe = require "adaspa.recipe"
+  local path, err = recipe.find(file, adaspa_.home)
+  if not path then
+    io.stderr:write("adaspa recipe: ", err, "\n")
+    return 1
+  end
+  local ok, res = pcall(function()
+    local cfg = recipe.load(path, adaspa_)
+    local job = cfg.job or "video"
+    local okj, runner = pcall(require, "adaspa.jobs." .. tostring(job))
+    if not okj then error(string.format("%s: unknown job %s (%s)", path, show(job), tostring(runner)), 0) end
+    return {cfg = cfg, job = job, runner = runner}
+  end)
+  if not ok then
+    io.stderr:write("adaspa recipe: ", tostring(res), "\n")
+    return 1
+  end
+  print(string.format("usage: adaspa recipe %s [path.to.field=value ...]", file))
+  print(string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, res.job))
+  print("Steps count from 0 (a schedule of N steps runs steps 0..N-1); layers and heads from 1.")
+  for _, l in ipairs(cli.describe_schema(res.runner.schema, res.cfg)) do print(l) end
+  return 0
+end
+
 function cli.recipe(file, ...)
   local ok, recipe = pcall(require, "adaspa.recipe")
   if not ok then
     io.stderr:write("adaspa recipe: the recipe runner is not part of this build yet (", tostring(recipe), ")\n")
     return 1
+  end
+  if file == "--help" or file == "-h" or file == nil then
+    cli.help("recipe")
+    return file == nil and 1 or 0
+  end
+  for i = 1, select("#", ...) do
+    local a = select(i, ...)
+    if a == "--help" or a == "-h" then return cli.recipe_help(file) end
   end
   return recipe.main(file, ...)
 end
@@ -83,7 +166,56 @@ function cli.weights(file, ...)
   return 1
 end
 
-local commands = {devices = cli.devices, recipe = cli.recipe, weights = cli.weights}
+cli.usage = [==[
+usage: adaspa [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]
+  FILE.lua [args]      run a Lua script with the adaspa runtime loaded
+  -e CODE [args]       run a Lua chunk
+  -                    run a script read from standard input
+  devices              list the CPU and each GPU
+  recipe FILE [path.to.field=value ...]
+                       run a recipe (FILE: a path, or a name under recipes/: hunyuan, compare, replay)
+  recipe FILE --help   list the recipe's fields with their values, defaults and meanings
+  weights FILE         what a safetensors checkpoint holds and whether it is a complete HunyuanVideo
+  help [COMMAND]       this text, or a command's
+  --version            print the version and the backends built
+  (no argument)        start the REPL (Ctrl-C interrupts the running chunk; Ctrl-D exits)
+Ctrl-C during a recipe run stops it at the next op boundary and writes the outputs so far and
+the report ("interrupted at step N"); exit status 130. A second Ctrl-C exits at once.]==]
+
+cli.topics = {
+  devices = "usage: adaspa devices\n  the CPU's threads and each GPU: name, memory (free), compute capability, SMs",
+  recipe = "usage: adaspa recipe FILE [path.to.field=value ...]\n" ..
+    "       adaspa recipe FILE --help     (every field of the recipe: value, default, meaning)\n" ..
+    "  FILE: a recipe path, or a name under ./recipes or the installed recipes (hunyuan, compare, replay).\n" ..
+    "  Values: numbers, true/false, nil, strings (quoted or plain), lists (1,2 or {1,2}).\n" ..
+    "  Every value is checked before any work; the run prints its memory and time estimate first\n" ..
+    "  and refuses one that does not fit (model.memory_check=false runs anyway).\n" ..
+    "  Ctrl-C stops at the next op boundary and writes the outputs so far (exit status 130).",
+  weights = "usage: adaspa weights FILE.safetensors\n" ..
+    "  the file's tensors, sizes and dtypes, the layout its keys imply and whether it is a complete\n" ..
+    "  HunyuanVideo checkpoint of a preset or of the sizes its keys imply (exit status 0 if so, else 1)",
+  help = "usage: adaspa help [COMMAND]",
+}
+
+-- adaspa help [COMMAND] (also adaspa --help).
+function cli.help(topic, ...)
+  if topic == nil then
+    print(cli.usage)
+    return 0
+  end
+  local t = cli.topics[topic]
+  if not t or select("#", ...) > 0 then
+    local names = {}
+    for k in pairs(cli.topics) do names[#names + 1] = k end
+    table.sort(names)
+    io.stderr:write(string.format("adaspa help: no help on %s (commands: %s)\n", tostring(topic), table.concat(names, ", ")))
+    return 1
+  end
+  print(t)
+  return 0
+end
+
+local commands = {devices = cli.devices, recipe = cli.recipe, weights = cli.weights, help = cli.help}
 
 function cli.main(name, ...)
   local fn = commands[name]
@@ -91,8 +223,8 @@ function cli.main(name, ...)
     local names = {}
     for k in pairs(commands) do names[#names + 1] = k end
     table.sort(names)
-    io.stderr:write(string.format("adaspa: unknown command or missing file '%s' (commands: %s; scripts end in .lua)\n",
-      name, table.concat(names, ", ")))
+    io.stderr:write(string.format("adaspa: unknown command or missing file '%s' (commands: %s; scripts end in .lua; " ..
+      "adaspa help lists them)\n", tostring(name), table.concat(names, ", ")))
     return 1
   end
   return fn(...) or 0

@@ -22,30 +22,54 @@ function sampler.duration(sec)
   return string.format("%d h %02d min", math.floor(sec / 3600), math.floor(sec % 3600 / 60))
 end
 
--- Runs the Euler loop. velocity(x, timestep, step) returns v (same shape as x). Calls
--- on_step(info) after each step with {step=, steps=, timestep=, seconds=, eta=} and prints a
--- progress line unless quiet. Returns the final x and the per-step seconds.
+-- The Ctrl-C handling of the adaspa host (nil where adaspa is embedded elsewhere).
+local function interrupt_module()
+  local ok, m = pcall(require, "adaspa.interrupt")
+  return ok and m or nil
+end
+
+-- Runs the Euler loop over steps numbered 0..steps-1 (the numbers the policies' schedules,
+-- progress lines and reports use). velocity(x, timestep, step) returns v (same shape as x).
+-- Calls on_step(info) after each step with {step=, steps=, timestep=, seconds=, eta=} and prints
+-- a progress line "step  k/last" unless quiet. With opts.interruptible, Ctrl-C (the host's
+-- "interrupted" error, see adaspa.interrupt) stops the loop at the next op boundary instead of
+-- raising: x then holds the result of the steps completed. Returns the final x, the per-step
+-- seconds and, when interrupted, the number of the step that did not complete (= steps done).
 function sampler.euler(x, velocity, opts)
   local adaspa = require "adaspa"
   local sig = sampler.sigmas(opts.steps, opts.shift)
+  local intr = interrupt_module()
   local times = {}
   local total = 0
-  for i = 1, opts.steps do
+  local function step(i)
+    if intr then intr.check() end
     local t0 = adaspa.now()
-    local v = velocity(x, 1000 * sig[i], i)
-    adaspa.add(x, adaspa.scale(v, sig[i + 1] - sig[i]), {out = x})
+    local v = velocity(x, 1000 * sig[i + 1], i)
+    adaspa.add(x, adaspa.scale(v, sig[i + 2] - sig[i + 1]), {out = x})
     if adaspa.cuda.available() and x:device() ~= "cpu" then adaspa.cuda.synchronize() end
     local dt = adaspa.now() - t0
-    times[i] = dt
+    times[i + 1] = dt
     total = total + dt
-    local info = {step = i, steps = opts.steps, timestep = 1000 * sig[i], seconds = dt,
-      eta = total / i * (opts.steps - i)}
+    local info = {step = i, steps = opts.steps, timestep = 1000 * sig[i + 1], seconds = dt,
+      eta = total / (i + 1) * (opts.steps - i - 1)}
     if not opts.quiet then
-      io.write(string.format("step %3d/%d  t=%7.2f  %s  eta %s\n", i, opts.steps, info.timestep,
+      io.write(string.format("step %3d/%d  t=%7.2f  %s  eta %s\n", i, opts.steps - 1, info.timestep,
         sampler.duration(dt), sampler.duration(info.eta)))
       io.flush()
     end
     if opts.on_step then opts.on_step(info) end
+  end
+  for i = 0, opts.steps - 1 do
+    if opts.interruptible and intr then
+      local ok, err = pcall(step, i)
+      if not ok then
+        if not intr.is(err) then error(err, 0) end
+        intr.clear()
+        return x, times, #times
+      end
+    else
+      step(i)
+    end
   end
   return x, times
 end

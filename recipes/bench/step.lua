@@ -139,7 +139,7 @@ if args.schedule then
     adaspa.cuda.synchronize()
     local t = adaspa.now()
     x = sampler.euler(x, function(xt, timestep, i)
-      ctx:begin_step(i - 1)
+      ctx:begin_step(i)
       local xb = xt:to("bf16")
       local v = model:forward(xb, timestep, cond, 6.0, ctx)
       xb:free()

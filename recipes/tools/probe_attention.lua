@@ -223,7 +223,7 @@ if opt.euler > 0 then
   sampler.euler(x, function(xi, t, step)
     local v = model:forward(xi, t, text, 6.0)
     local rms = v:norm() / math.sqrt(v:numel())
-    if step == 1 then first = rms end
+    if step == 0 then first = rms end
     last = rms
     return v
   end, {steps = opt.euler, shift = 7.0, quiet = true})

@@ -63,7 +63,7 @@ end}
 local _, latent_shape = hy.grid(video)
 local x = adaspa.randn(latent_shape, {seed = tonumber(opt.seed), dtype = "f32", device = device})
 sampler.euler(x, function(xt, timestep, i)
-  step = i - 1
+  step = i
   ts[step] = timestep
   return model:forward(xt:to(dtype), timestep, cond, 6.0, ctx):to("f32")
 end, {steps = nsteps, shift = 7.0, quiet = false})

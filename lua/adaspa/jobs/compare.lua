@@ -183,7 +183,9 @@ end
 -- A value of a policy option: a single value where the default is a list becomes a list
 -- (search = 10 means {10}, as in the video recipe).
 local function option_value(m, k, v)
-  if m.defaults and type(m.defaults[k]) == "table" and type(v) ~= "table" then return {v} end
+  if type(v) ~= "table" and ((m.defaults and type(m.defaults[k]) == "table") or (m.list_options and m.list_options[k])) then
+    return {v}
+  end
   return v
 end
 
@@ -258,7 +260,7 @@ end
 
 -- ---- schema ----------------------------------------------------------------------------------------
 
-local function positive(v) if v <= 0 then return "must be positive" end end
+local C = require "adaspa.check"
 
 compare.metrics = {
   x = {attention_speedup = "attention speedup vs dense (x)", speedup = "sampling speedup vs dense (x)",
@@ -305,37 +307,46 @@ compare.schema = {
       return check_options_table(v, entries, "attention")
     end},
   gallery = {
-    layers = {type = "list", default = {1}, check = function(v)
+    layers = {type = "list", default = {1}, doc = "layers (1-based) shown in the gallery", check = function(v)
       for i, l in ipairs(v) do
         if type(l) ~= "number" or l % 1 ~= 0 or l < 1 then return string.format("entry %d is not a layer number (1, 2, ...)", i) end
       end
     end},
-    heads = {type = "list", default = {1}, check = function(v)
+    heads = {type = "list", default = {1}, doc = "heads (1-based) shown in the gallery", check = function(v)
       for i, h in ipairs(v) do
         if type(h) ~= "number" or h % 1 ~= 0 or h < 1 then return string.format("entry %d is not a head number (1, 2, ...)", i) end
       end
       if #v == 0 then return "must list at least one head" end
     end},
     step = {type = "integer", doc = "the step (0-based) whose masks are shown; default the last", check = function(v, root)
+      if not C.finite(v) then return "must be a finite step number" end
       if v < 0 or v >= root.sampler.steps then
         return string.format("must be a step of the schedule (0..%d)", root.sampler.steps - 1)
       end
     end},
-    size = {type = "integer", default = 208, check = function(v) if v < 16 then return "must be >= 16 pixels" end end},
+    size = C.integer{default = 208, min = 16, max = 4096, doc = "pixels of each mask picture in the gallery"},
   },
   chart = {
-    x = {type = "string", default = "attention_speedup", check = one_of(compare.metrics.x)},
-    y = {type = "string", default = "latent_psnr", check = one_of(compare.metrics.y)},
-    width = {type = "integer", default = 900, check = function(v) if v < 200 then return "must be >= 200" end end},
-    height = {type = "integer", default = 560, check = function(v) if v < 160 then return "must be >= 160" end end},
+    x = {type = "string", default = "attention_speedup", check = one_of(compare.metrics.x),
+         doc = "the chart's x axis: attention_speedup, speedup or flops"},
+    y = {type = "string", default = "latent_psnr", check = one_of(compare.metrics.y),
+         doc = "the chart's y axis: latent_psnr, preview_psnr, latent_ssim or preview_ssim"},
+    width = C.integer{default = 900, min = 200, max = 8192, doc = "chart pixels"},
+    height = C.integer{default = 560, min = 160, max = 8192, doc = "chart pixels"},
   },
   output = {
-    dir = {type = "string"},
-    quiet = {type = "boolean", default = false},
+    dir = C.dir{doc = "the output folder (default out/<recipe>-<time>)"},
+    quiet = C.boolean{default = false, doc = "no progress lines"},
     step_lines = {type = "boolean", default = false, doc = "a progress line per step of every run"},
     previews = {type = "boolean", default = true, doc = "previews.png: every run's preview frames"},
-    upscale = {type = "integer", default = 2, check = positive},
-    error_steps = {type = "list", default = {}, doc = "steps (0-based) whose per-layer attention error against dense is reported"},
+    upscale = C.integer{default = 2, min = 1, max = 64, doc = "preview pixels per latent pixel"},
+    error_steps = C.list{default = {}, item = "integer", min = 0, max = 100000,
+      doc = "steps (0-based) whose per-layer attention error against dense is reported", extra = function(v, root)
+        local n = root.sampler.steps
+        for i, s in ipairs(v) do
+          if C.finite(n) and s >= n then return string.format("step %d (entry %d) is beyond the schedule (steps 0..%d)", s, i, n - 1) end
+        end
+      end},
   },
 }
 

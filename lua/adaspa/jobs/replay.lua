@@ -40,8 +40,8 @@ local quality = require "adaspa.quality"
 local video = require "adaspa.jobs.video"
 
 local replay = {}
+local C = require "adaspa.check"
 
-local function positive(v) if v <= 0 then return "must be positive" end end
 
 local function int_list(v)
   for i, s in ipairs(v) do
@@ -50,7 +50,7 @@ local function int_list(v)
 end
 
 replay.schema = {
-  trace = {type = "string", required = true, doc = "the trace file (safetensors, see adaspa.trace)"},
+  trace = C.file{required = true, doc = "the trace file (safetensors, see adaspa.trace)"},
   policies = {type = "list", doc = "policy names or policy objects; default: every built-in policy available", check = function(v)
     for i, p in ipairs(v) do
       if type(p) == "table" then
@@ -68,36 +68,36 @@ replay.schema = {
     end
     if #v == 0 then return "must list at least one policy" end
   end},
-  options = {type = "table", default = {}, doc = "per policy name, options beyond the shared fields: {adaspa = {recall = 0.95}}"},
-  sparsity = {type = "number", default = 0.8, check = function(v) if v < 0 or v >= 1 then return "must be in [0, 1)" end end},
-  block = {type = "integer", default = 64, check = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
-  warmup = {type = "any", default = "auto", check = function(v)
-    if v ~= "auto" and (type(v) ~= "number" or v % 1 ~= 0 or v < 0) then return "must be \"auto\" or an integer >= 0" end
+  options = C.table{default = {}, doc = "per policy name, options beyond the shared fields: {adaspa = {recall = 0.95}}"},
+  sparsity = C.number{default = 0.8, min = 0, below = 1, doc = "mean fraction of blocks dropped per head (policies that have it)"},
+  block = C.integer{default = 64, min = 64, max = 128, doc = "block size in tokens: 64 or 128",
+    extra = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
+  warmup = {type = "any", default = "auto", doc = "\"auto\" (the first replayed step searches) or the dense warm-up (0-based steps)",
+    check = function(v)
+    if v ~= "auto" and (not C.finite(v) or v % 1 ~= 0 or v < 0 or v > 100000) then return "must be \"auto\" or an integer in [0, 100000]" end
   end},
-  search = {type = "any", default = "auto", check = function(v)
+  search = {type = "any", default = "auto", doc = "\"auto\" (the first replayed step) or adaspa's search steps (0-based)", check = function(v)
     if v == "auto" then return end
     if type(v) == "number" then v = {v} end
     if type(v) ~= "table" or #v == 0 then return "must be \"auto\" or a list of steps" end
     return int_list(v)
   end},
-  steps = {type = "list", check = int_list, doc = "replay only these recorded steps (default: all)"},
-  layers = {type = "list", check = int_list, doc = "replay only these recorded layers (default: all)"},
-  device = {type = "string", default = "auto", check = function(v)
-    if v ~= "auto" and v ~= "cpu" and not v:match("^cuda") then return "auto, cpu or cuda[:N]" end end},
-  dtype = {type = "string", default = "auto", check = function(v)
-    if v ~= "auto" and v ~= "f32" and v ~= "bf16" then return "auto (as stored), f32 or bf16" end end},
+  steps = C.list{item = "integer", min = 0, max = 100000, doc = "replay only these recorded steps (0-based; default: all)"},
+  layers = C.list{item = "integer", min = 1, max = 100000, doc = "replay only these recorded layers (1-based; default: all)"},
+  device = C.string{default = "auto", one_of = {"auto", "cpu", "cuda"}, pattern = "^cuda:%d+$", pattern_doc = "cuda:N",
+    doc = "where the replay runs: auto (a GPU when there is one), cpu, cuda or cuda:N"},
+  dtype = C.string{default = "auto", one_of = {"auto", "f32", "bf16"}, doc = "auto (as stored), f32 or bf16"},
   stability = {
-    enabled = {type = "boolean", default = true},
-    density = {type = "number", check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end,
-               doc = "density of the top-k layouts compared across steps (default 1 - sparsity)"},
+    enabled = C.boolean{default = true, doc = "the stability of layouts and LSEs across consecutive recorded steps"},
+    density = C.number{above = 0, max = 1, doc = "density of the top-k layouts compared across steps (default 1 - sparsity)"},
   },
   output = {
-    dir = {type = "string"},
-    quiet = {type = "boolean", default = false},
-    pictures = {type = "boolean", default = true},
-    picture_steps = {type = "list", check = int_list, doc = "default: every replayed step"},
-    picture_layers = {type = "list", check = int_list, doc = "default: the first replayed layer"},
-    picture_heads = {type = "list", default = {1}, check = int_list},
+    dir = C.dir{doc = "the output folder (default out/<recipe>-<time>)"},
+    quiet = C.boolean{default = false, doc = "no progress lines"},
+    pictures = C.boolean{default = true, doc = "masks of every policy at the pictured records"},
+    picture_steps = C.list{item = "integer", min = 0, max = 100000, doc = "steps pictured (0-based; default: every replayed step)"},
+    picture_layers = C.list{item = "integer", min = 1, max = 100000, doc = "layers pictured (1-based; default: the first replayed layer)"},
+    picture_heads = C.list{default = {1}, item = "integer", min = 1, max = 1024, doc = "heads pictured (1-based)"},
   },
 }
 

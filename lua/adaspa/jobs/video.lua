@@ -23,46 +23,78 @@ local policies = require "adaspa.policy"
 
 local video = {}
 
-local function positive(v) if v <= 0 then return "must be positive" end end
-local function multiple16(v) if v <= 0 or v % 16 ~= 0 then return "must be a positive multiple of 16" end end
+local C = require "adaspa.check"
+
+-- Limits of the schedule and of the sizes: beyond them a run could not finish (the memory and
+-- time estimate refuses what does not fit the machine; these bound what is sane at all).
+video.MAX_STEPS = 1000
+
+local function steps_of(root)
+  local n = root.sampler and root.sampler.steps
+  if C.finite(n) and n % 1 == 0 and n >= 1 and n <= video.MAX_STEPS then return n end
+end
+
+-- "entry i: step s beyond the schedule" for a list of 0-based steps, or nil.
+local function steps_in_schedule(v, root, what)
+  local n = steps_of(root)
+  if not n then return end
+  for i, s in ipairs(v) do
+    if s >= n then return string.format("%s %d (entry %d) is beyond the schedule (steps 0..%d)", what, s, i, n - 1) end
+  end
+end
+
+local builtin_warmup = {adaspa = true, window = true, spatial_temporal = true, estimate = true}
 
 video.schema = {
   model = {
-    name = {type = "string", default = "hunyuan", check = function(v) if v ~= "hunyuan" then return "the only model is \"hunyuan\"" end end},
-    preset = {type = "string", default = "auto", check = function(v)
-      if v ~= "auto" and not hy.presets[v] then return "presets: auto, 720p, small" end end},
-    weights = {type = "string", doc = "a safetensors checkpoint (original or diffusers keys); none: synthetic"},
-    weights_seed = {type = "integer", default = 1},
-    device = {type = "string", default = "auto", check = function(v)
-      if v ~= "auto" and v ~= "cpu" and not v:match("^cuda") then return "auto, cpu or cuda[:N]" end end},
-    dtype = {type = "string", default = "auto", check = function(v)
-      if v ~= "auto" and v ~= "f32" and v ~= "bf16" then return "auto, f32 or bf16" end end},
-    hidden = {type = "integer", check = positive}, heads = {type = "integer", check = positive},
-    head_dim = {type = "integer", check = positive}, mlp_ratio = {type = "integer", check = positive},
-    text_len = {type = "integer", check = positive},
-    fused_norm_rope = {type = "boolean", default = false,
-                       doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d); GPU spec not yet run"},
-    layers = {double = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
-              single = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end},
-              refiner = {type = "integer", check = function(v) if v < 0 then return "must be >= 0" end end}},
+    name = C.string{default = "hunyuan", one_of = {"hunyuan"}, doc = "the model (HunyuanVideo is the only one)"},
+    preset = C.string{default = "auto", one_of = {"auto", "720p", "small"},
+      doc = "sizes: 720p (the real model), small (narrow, few layers: runs on a CPU), auto: 720p on a GPU, small on the CPU"},
+    weights = C.file{doc = "a safetensors checkpoint (original or diffusers keys); none: synthetic weights"},
+    weights_seed = C.integer{default = 1, min = 0, max = 2 ^ 31 - 1, doc = "seed of the synthetic weights"},
+    device = C.string{default = "auto", one_of = {"auto", "cpu", "cuda"}, pattern = "^cuda:%d+$", pattern_doc = "cuda:N",
+      doc = "where the model runs: auto (the GPU when its backend runs the model), cpu, cuda or cuda:N"},
+    dtype = C.string{default = "auto", one_of = {"auto", "f32", "bf16"}, doc = "weights and activations: auto (f32 on the CPU, bf16 on a GPU), f32, bf16"},
+    hidden = C.integer{min = 1, max = 65536, doc = "model width (default: the preset's; heads x head_dim)", extra = function(v, root)
+      local m = root.model
+      if C.finite(m.heads) and C.finite(m.head_dim) and v ~= m.heads * m.head_dim then
+        return string.format("must equal model.heads x model.head_dim (%d x %d = %d)", m.heads, m.head_dim, m.heads * m.head_dim)
+      end
+    end},
+    heads = C.integer{min = 1, max = 1024, doc = "attention heads (default: the preset's)"},
+    head_dim = C.integer{min = 128, max = 128, doc = "channels per head: 128, the sum of the 3D RoPE axes 16 + 56 + 56"},
+    mlp_ratio = C.integer{min = 1, max = 64, doc = "MLP width / model width (default: the preset's, 4)"},
+    text_len = C.integer{min = 1, max = 4096, doc = "text tokens (default: the preset's; with text.embeds, the file's)"},
+    fused_norm_rope = C.boolean{default = true,
+      doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d; same results as the two passes)"},
+    layers = {double = C.integer{min = 0, max = 1000, doc = "double-stream blocks (default: the preset's)"},
+              single = C.integer{min = 0, max = 1000, doc = "single-stream blocks (default: the preset's)"},
+              refiner = C.integer{min = 0, max = 1000, doc = "text refiner blocks (default: the preset's)"}},
+    memory_check = C.boolean{default = true,
+      doc = "refuse a run whose estimated memory exceeds what the host or GPU has free (false: warn only)"},
   },
   video = {
-    width = {type = "integer", check = multiple16},
-    height = {type = "integer", check = multiple16},
-    frames = {type = "integer", check = function(v) if v < 1 or (v - 1) % 4 ~= 0 then return "must be 4k+1 (1, 5, 9, ..., 129)" end end},
+    width = C.integer{min = 16, max = 16384, doc = "pixels, a multiple of 16 (default: the preset's: 1280, small 320)",
+      extra = function(v) if v % 16 ~= 0 then return "must be a multiple of 16" end end},
+    height = C.integer{min = 16, max = 16384, doc = "pixels, a multiple of 16 (default: the preset's: 720, small 256)",
+      extra = function(v) if v % 16 ~= 0 then return "must be a multiple of 16" end end},
+    frames = C.integer{min = 1, max = 100001, doc = "frames, 4k+1 (default: the preset's: 129, small 17)",
+      extra = function(v) if (v - 1) % 4 ~= 0 then return "must be 4k+1 (1, 5, 9, ..., 129)" end end},
   },
   text = {
-    prompt = {type = "string", default = "a red fox running through fresh snow at dawn"},
-    embeds = {type = "string", doc = "safetensors with text_states, text_mask, text_pooled"},
+    prompt = C.string{default = "a red fox running through fresh snow at dawn", empty = true,
+      doc = "the prompt (without text.embeds it seeds synthetic text states; it names the run)"},
+    embeds = C.file{doc = "safetensors with text_states, text_mask, text_pooled (the text encoders' outputs)"},
   },
   sampler = {
-    steps = {type = "integer", default = 50, check = positive},
-    shift = {type = "number", default = 7.0, check = positive},
-    guidance = {type = "number", default = 6.0},
-    seed = {type = "integer", default = 42, check = function(v) if v < 0 then return "must be >= 0" end end},
+    steps = C.integer{default = 50, min = 1, max = video.MAX_STEPS, doc = "flow-matching Euler steps, numbered 0..steps-1"},
+    shift = C.number{default = 7.0, above = 0, max = 1000, doc = "the schedule's shift (HunyuanVideo: 7)"},
+    guidance = C.number{default = 6.0, min = 0, max = 100, doc = "embedded guidance scale (HunyuanVideo: 6)"},
+    seed = C.integer{default = 42, min = 0, max = 2 ^ 53, doc = "seed of the initial noise"},
   },
   attention = {
-    policy = {type = "any", default = "adaspa", check = function(v)
+    policy = C.any{default = "adaspa", doc = "adaspa | dense | window | spatial_temporal | estimate, or a policy object defined in the recipe",
+      check = function(v)
       if type(v) == "table" then
         if not policies.is_policy(v) then
           return "a policy object needs mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx) methods"
@@ -72,39 +104,44 @@ video.schema = {
         return "known policies: " .. table.concat(policies.names, ", ") .. " (or a policy object defined in the recipe)"
       end
     end},
-    options = {type = "table", default = {}, doc = "options of the chosen policy beyond the shared fields below"},
-    sparsity = {type = "number", default = 0.8, check = function(v) if v < 0 or v >= 1 then return "must be in [0, 1)" end end},
-    block = {type = "integer", default = 64, check = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
-    warmup = {type = "integer", default = 10, check = function(v) if v < 0 then return "must be >= 0" end end},
-    search = {type = "list", default = {10, 30}, check = function(v, root)
-      for i, s in ipairs(v) do
-        if type(s) ~= "number" or s % 1 ~= 0 or s < 0 then return string.format("entry %d is not a step number", i) end
-        if root.attention.policy == "adaspa" and root.sampler.steps >= 1 and s >= root.sampler.steps then
-          return string.format("search step %d is beyond the schedule (steps 0..%d)", s, root.sampler.steps - 1)
+    options = C.table{default = {}, doc = "options of the chosen policy beyond the shared fields below (checked by the policy)"},
+    sparsity = C.number{default = 0.8, min = 0, below = 1, doc = "mean fraction of blocks dropped per head"},
+    block = C.integer{default = 64, min = 64, max = 128, doc = "block size in tokens: 64 or 128",
+      extra = function(v) if v ~= 64 and v ~= 128 then return "must be 64 or 128" end end},
+    warmup = C.integer{min = 0, max = video.MAX_STEPS,
+      doc = "dense warm-up steps (steps 0..warmup-1 dense); default 20% of the steps (10 of 50)",
+      extra = function(v, root)
+        local n = steps_of(root)
+        local pol = root.attention.policy
+        if n and v >= n and (type(pol) ~= "string" or builtin_warmup[pol]) then
+          return string.format("the schedule has %d steps (0..%d): the warm-up must end before the last step", n, n - 1)
         end
-      end
-      if #v == 0 then return "must list at least one step" end
-    end},
-    head_adaptive = {type = "boolean", default = true},
-    text_sink = {type = "boolean", default = true},
-    first_frame_sink = {type = "boolean", default = false},
-    diagonal = {type = "boolean", default = true},
-    recall = {type = "number", check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end},
-    recall_cut = {type = "number", default = 0.8},
-    min_density = {type = "number", default = 0.02, check = function(v) if v < 0 or v > 1 then return "must be in [0, 1]" end end},
-    max_density = {type = "number", default = 1.0, check = function(v) if v <= 0 or v > 1 then return "must be in (0, 1]" end end},
-    two_pass_first = {type = "boolean", default = false},
+      end},
+    search = C.list{item = "integer", min = 0, max = video.MAX_STEPS, nonempty = true,
+      doc = "adaspa's search steps (0-based); default 20% and 60% of the steps ({10, 30} of 50)",
+      extra = function(v, root) return steps_in_schedule(v, root, "search step") end},
+    head_adaptive = C.boolean{default = true, doc = "tiers (1+s)/2, s, (3s-1)/2 by each head's recall"},
+    text_sink = C.boolean{default = true, doc = "text blocks always kept, as rows and columns"},
+    first_frame_sink = C.boolean{default = false, doc = "the first latent frame's blocks always kept as columns"},
+    diagonal = C.boolean{default = true, doc = "diagonal blocks always kept"},
+    recall = C.number{above = 0, max = 1, doc = "instead of tiers: keep blocks until each row's mass reaches it"},
+    recall_cut = C.number{default = 0.8, min = 0, max = 1, doc = "recall above which a head counts as easy (tiers)"},
+    min_density = C.number{default = 0.02, min = 0, max = 1, doc = "with recall: the least share of blocks kept per row"},
+    max_density = C.number{default = 1.0, above = 0, max = 1, doc = "with recall: the largest share of blocks kept per row"},
+    two_pass_first = C.boolean{default = false, doc = "the first search runs dense then block mass (no cached LSE)"},
   },
   output = {
-    dir = {type = "string"},
-    previews = {type = "boolean", default = true},
-    upscale = {type = "integer", default = 8, check = positive},
-    quiet = {type = "boolean", default = false},
-    compare_dense = {type = "boolean", default = false},
-    error_steps = {type = "list", default = {}, doc = "steps (0-based) whose per-layer attention error against dense is reported"},
-    pictures = {type = "boolean", default = true},
-    picture_layers = {type = "list", default = {1}},
-    picture_heads = {type = "list", default = {1}},
+    dir = C.dir{doc = "the output folder (default out/<recipe>-<time>)"},
+    previews = C.boolean{default = true, doc = "frame PNGs and a contact sheet"},
+    upscale = C.integer{default = 8, min = 1, max = 64, doc = "preview pixels per latent pixel"},
+    quiet = C.boolean{default = false, doc = "no progress lines"},
+    compare_dense = C.boolean{default = false, doc = "also run dense with the same seed and report PSNR/SSIM against it"},
+    error_steps = C.list{default = {}, item = "integer", min = 0, max = video.MAX_STEPS,
+      doc = "steps (0-based) whose per-layer attention error against dense is reported",
+      extra = function(v, root) return steps_in_schedule(v, root, "step") end},
+    pictures = C.boolean{default = true, doc = "masks and mass heat maps at search steps, a layer x head density grid"},
+    picture_layers = C.list{default = {1}, item = "integer", min = 1, max = 2000, doc = "layers (1-based) pictured"},
+    picture_heads = C.list{default = {1}, item = "integer", min = 1, max = 1024, doc = "heads (1-based) pictured"},
   },
 }
 
@@ -166,22 +203,66 @@ video.resolve = resolve
 local function timestamp() return os.date("%Y%m%d-%H%M%S") end
 video.timestamp = timestamp
 
--- Resolves the configuration and builds what every run of it shares: the model with its weights
--- and the text conditioning. opts: say (printf-like; nothing when absent), dir (named in the
--- progress line). Returns prep = {mcfg, device, dtype, notes, model, cond, weights_source,
--- weights_seconds, grid, latent_shape, n_tokens}.
-function video.prepare(cfg, opts)
+-- The estimate of a resolved run (adaspa.footprint) with the memory available to it.
+function video.estimate(cfg, mcfg, device, dtype, policy)
+  local fp = require "adaspa.footprint"
+  local file_bytes
+  if cfg.model.weights then
+    local f = io.open(cfg.model.weights, "rb")
+    if f then file_bytes = f:seek("end"); f:close() end
+  end
+  local pname = type(policy) == "table" and policy.name or cfg.attention.policy
+  local e = fp.estimate{mcfg = mcfg, video = cfg.video, device = device, dtype = dtype, steps = cfg.sampler.steps,
+    sparsity = pname == "dense" and 0 or cfg.attention.sparsity, policy = pname,
+    warmup = type(policy) == "table" and tonumber(policy.warmup) or cfg.attention.warmup,
+    error_steps = cfg.output.compare_dense and #cfg.output.error_steps or 0, weights_file_bytes = file_bytes}
+  e.host_available = fp.host_available()
+  e.gpu_available = device ~= "cpu" and fp.gpu_available(device) or nil
+  return e
+end
+
+-- Resolves the configuration (device, preset, sizes), estimates the run's memory and time and
+-- prints them; refuses (an error naming the sizes and what to change) when the memory does not
+-- fit, unless model.memory_check is false. Nothing is allocated for the model yet. opts: say,
+-- policy (the run's policy object, for its schedule). Returns plan = {mcfg, device, dtype, notes,
+-- estimate}.
+function video.plan(cfg, opts)
   opts = opts or {}
   local say = opts.say or function() end
+  local fp = require "adaspa.footprint"
   local mcfg, device, dtype, notes = resolve(cfg)
   for _, n in ipairs(notes) do say("adaspa: %s", n) end
   local grid, latent_shape = hy.grid(cfg.video)
   local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
   say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
     mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
-  say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps%s",
+  say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps (0..%d)",
     cfg.video.width, cfg.video.height, cfg.video.frames, table.concat(latent_shape, ", "), n_tokens,
-    mcfg.text_len, cfg.sampler.steps, opts.dir and ("; output " .. opts.dir) or "")
+    mcfg.text_len, cfg.sampler.steps, cfg.sampler.steps - 1)
+  local e = video.estimate(cfg, mcfg, device, dtype, opts.policy)
+  for _, l in ipairs(fp.describe(e, e.host_available, e.gpu_available)) do say("adaspa: %s", l) end
+  local ok, why = fp.fits(e, e.host_available, e.gpu_available)
+  if not ok then
+    if cfg.model.memory_check then error(why, 0) end
+    say("adaspa: warning: %s", why)
+    notes[#notes + 1] = "memory check off: " .. why
+  end
+  return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, estimate = e, grid = grid,
+          latent_shape = latent_shape, n_tokens = n_tokens}
+end
+
+-- Resolves the configuration and builds what every run of it shares: the model with its weights
+-- and the text conditioning. opts: say (printf-like; nothing when absent), dir (named in the
+-- progress line), plan (video.plan's result; made here when absent), policy (for video.plan).
+-- Returns prep = {mcfg, device, dtype, notes, estimate, model, cond, weights_source,
+-- weights_seconds, grid, latent_shape, n_tokens}.
+function video.prepare(cfg, opts)
+  opts = opts or {}
+  local say = opts.say or function() end
+  local plan = opts.plan or video.plan(cfg, {say = say, policy = opts.policy})
+  local mcfg, device, dtype, notes = plan.mcfg, plan.device, plan.dtype, plan.notes
+  local grid, latent_shape, n_tokens = plan.grid, plan.latent_shape, plan.n_tokens
+  if opts.dir then say("adaspa: output %s", opts.dir) end
 
   local t0 = adaspa.now()
   local weights, weights_source
@@ -200,7 +281,7 @@ function video.prepare(cfg, opts)
   local cond = cfg.text.embeds and text.load(cfg.text.embeds, mcfg, {device = device, dtype = dtype})
     or text.synthetic(cfg.text.prompt, mcfg, {device = device, dtype = dtype})
   say("adaspa: text: %s", cond.source)
-  return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, model = model, cond = cond,
+  return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, estimate = plan.estimate, model = model, cond = cond,
           weights_source = weights_source, weights_seconds = t_weights, grid = grid, latent_shape = latent_shape,
           n_tokens = n_tokens}
 end
@@ -221,6 +302,13 @@ function video.policy_of(name, a, steps)
     if a[k] ~= nil and (m.shared == nil or m.shared[k]) then opts[k] = a[k] end
   end
   for k, v in pairs(a.options or {}) do opts[k] = v end
+  -- a dense warm-up left out follows the step count (20% of the steps) for every policy that has
+  -- one; adaspa also places its searches from it (adaspa.policy.adaspa.schedule)
+  if opts.warmup == nil and steps and name ~= "adaspa" then
+    for _, k in ipairs(m.options or {}) do
+      if k == "warmup" then opts.warmup = adaspa_policy.schedule(steps) end
+    end
+  end
   return m.new(opts, steps)
 end
 
@@ -235,8 +323,10 @@ end
 --   on_attention  fn(ctx, info, mode, out): after every attention call (mode: dense, search,
 --                 plan or sparse);
 --   quiet_steps   no progress line per step.
+--   interruptible Ctrl-C stops the sampling at the next op boundary (run.interrupted: the step
+--                 that did not complete; x and the records hold the steps done).
 -- Returns {x, steps (per-step records), by_mode, attention_seconds, sampling_seconds, flops,
--- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats}.
+-- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats, interrupted}.
 function video.run_schedule(cfg, prep, policy, say, opts)
   opts = opts or {}
   local mcfg, model, cond, device, dtype = prep.mcfg, prep.model, prep.cond, prep.device, prep.dtype
@@ -292,11 +382,11 @@ function video.run_schedule(cfg, prep, policy, say, opts)
   local records = {}
   local _, latent_shape = hy.grid(cfg.video)
   local x = adaspa.randn(latent_shape, {seed = cfg.sampler.seed, dtype = "f32", device = device})
-  x = sampler.euler(x, function(xt, timestep, i)
-    ctx:begin_step(i - 1)
+  local _, _, interrupted = sampler.euler(x, function(xt, timestep, i)
+    ctx:begin_step(i)
     local v = model:forward(xt:to(dtype), timestep, cond, cfg.sampler.guidance, ctx)
     return v:to("f32")
-  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true,
+  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true, interruptible = opts.interruptible,
         on_step = function(info)
           local r = attention.summarize(ctx:end_step())
           -- a plan's self-measurement (exact recall) is not the method's time
@@ -306,13 +396,13 @@ function video.run_schedule(cfg, prep, policy, say, opts)
             local extra = ""
             if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
             if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
-            say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps, info.timestep,
+            say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps - 1, info.timestep,
               sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
           end
         end})
   local by_mode, att, flops, dflops, pflops, pseconds, sampling = {}, 0, 0, 0, 0, 0, 0
-  for i, st in ipairs(ctx.steps) do
-    local r = records[i]
+  for i, r in ipairs(records) do
+    local st = ctx.steps[i]
     local b = by_mode[r.mode] or {steps = 0, seconds = 0, attention = 0}
     b.steps, b.seconds, b.attention = b.steps + 1, b.seconds + r.seconds_total, b.attention + r.seconds
     by_mode[r.mode] = b
@@ -322,16 +412,22 @@ function video.run_schedule(cfg, prep, policy, say, opts)
   if pictures_on and policy.name ~= "dense" then
     local pictures = require "adaspa.pictures"
     local dens = {}
-    for l = 1, n_layers do dens[l] = ctx.cache:density(l) or {} end
-    local p = dir .. "/densities.png"
-    adaspa.png.write(p, pictures.density_grid(dens))
-    pics[#pics + 1] = p
+    local any = false
+    for l = 1, n_layers do
+      dens[l] = ctx.cache:density(l) or {}
+      any = any or #dens[l] > 0
+    end
+    if any then -- (none when the run was interrupted before its first search)
+      local p = dir .. "/densities.png"
+      adaspa.png.write(p, pictures.density_grid(dens))
+      pics[#pics + 1] = p
+    end
   end
   local cache_stats = ctx.cache:stats()
   if dir and policy.name ~= "dense" then ctx.cache:save(dir .. "/cache.safetensors") end
   return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
-          pictures = pics, cache_stats = cache_stats}
+          pictures = pics, cache_stats = cache_stats, interrupted = interrupted}
 end
 
 -- Median seconds of a step and of its attention, per mode: robust to a busy machine.
@@ -386,20 +482,28 @@ video.compare = compare
 function video.run(cfg, job)
   local t_start = adaspa.now()
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  -- the policy (its options checked) and the memory and time estimate come before any folder
+  -- or allocation: a run that cannot start leaves nothing behind
+  local okp, policy = pcall(make_policy, cfg)
+  if not okp then
+    error(string.format("%s: attention: %s", job.recipe or "recipe", (tostring(policy):gsub("^[^\n]-%.lua:%d+: ", ""))), 0)
+  end
+  local plan = video.plan(cfg, {say = say, policy = policy})
+
   local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
   adaspa.mkdir(dir)
   require("adaspa.recipe").write_root = dir
-  local prep = video.prepare(cfg, {say = say, dir = dir})
+  local prep = video.prepare(cfg, {say = say, dir = dir, plan = plan})
   local mcfg, device, dtype, notes = prep.mcfg, prep.device, prep.dtype, prep.notes
   local latent_shape, n_tokens = prep.latent_shape, prep.n_tokens
   local weights_source, t_weights, cond = prep.weights_source, prep.weights_seconds, prep.cond
 
-  local policy = make_policy(cfg)
   say("adaspa: attention: %s", policy.describe and policy:describe() or tostring(policy.name or "recipe policy"))
-  local run = video.run_schedule(cfg, prep, policy, say, {dir = dir})
+  local run = video.run_schedule(cfg, prep, policy, say, {dir = dir, interruptible = true})
   local x, steps = run.x, run.steps
+  if run.interrupted then say("adaspa: interrupted at step %d: writing the outputs of the %d steps done", run.interrupted, run.interrupted) end
   local comparison
-  if cfg.output.compare_dense and policy.name ~= "dense" then
+  if cfg.output.compare_dense and policy.name ~= "dense" and not run.interrupted then
     say("adaspa: compare_dense: the same run with dense attention")
     local ref = video.run_schedule(cfg, prep, dense_policy.new(), say, {outputs = run.outputs})
     comparison = compare(run, ref)
@@ -413,7 +517,8 @@ function video.run(cfg, job)
   local files = {latents = dir .. "/latents.safetensors"}
   adaspa.safetensors.save(files.latents, {latents = x}, {
     model = "hunyuan-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
-    shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps)})
+    shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps),
+    steps_done = tostring(run.interrupted or cfg.sampler.steps)})
   if cfg.output.previews then
     local frames = preview.frames(x, cfg.output.upscale)
     local synthetic = not cfg.model.weights
@@ -440,12 +545,18 @@ function video.run(cfg, job)
     video = cfg.video, latent_shape = latent_shape, tokens = n_tokens, text = cond.source,
     sampler = cfg.sampler, attention = cfg.attention, notes = notes,
     timings = {total_seconds = total, weights_seconds = t_weights, sampling_seconds = sampling,
-               seconds_per_step = sampling / #steps, attention_seconds = run.attention_seconds,
+               seconds_per_step = #steps > 0 and sampling / #steps or nil, attention_seconds = run.attention_seconds,
                by_mode = run.by_mode, steps = steps},
-    attention_flops = {done = run.flops, dense = run.dense_flops, fraction = run.flops / run.dense_flops},
+    attention_flops = {done = run.flops, dense = run.dense_flops, fraction = run.dense_flops > 0 and run.flops / run.dense_flops or nil},
+    estimate = prep.estimate and {host_bytes = prep.estimate.host.bytes, gpu_bytes = prep.estimate.gpu and prep.estimate.gpu.bytes,
+      host_available = prep.estimate.host_available, gpu_available = prep.estimate.gpu_available,
+      seconds_dense_step = prep.estimate.seconds.dense_step, seconds_sparse_step = prep.estimate.seconds.sparse_step,
+      flops_dense_step = prep.estimate.flops.dense_step},
+    interrupted = run.interrupted and {step = run.interrupted, steps_done = run.interrupted} or nil,
     cache = run.cache_stats, quality = comparison, pictures = run.pictures,
     memory = memory, outputs = files,
   }
+  local per_step = #steps > 0 and sampling / #steps or 0
   local lines = {
     string.format("adaspa %s: %s", adaspa.version, job.recipe),
     string.format("model      HunyuanVideo %s, %d double + %d single blocks, %d heads x %d, %s on %s",
@@ -458,9 +569,9 @@ function video.run(cfg, job)
       cfg.sampler.shift, cfg.sampler.guidance, cfg.sampler.seed),
     string.format("attention  %s", policy.describe and policy:describe() or tostring(policy.name)),
     string.format("           FLOPs %.3g of dense %.3g (%.1f%%); attention time %s", run.flops, run.dense_flops,
-      100 * run.flops / run.dense_flops, sampler.duration(run.attention_seconds)),
+      run.dense_flops > 0 and 100 * run.flops / run.dense_flops or 0, sampler.duration(run.attention_seconds)),
     string.format("time       %s total, %s sampling (%s per step), %s weights", sampler.duration(total),
-      sampler.duration(sampling), sampler.duration(sampling / #steps), sampler.duration(t_weights)),
+      sampler.duration(sampling), sampler.duration(per_step), sampler.duration(t_weights)),
     string.format("memory     host peak %s%s", memory.host_peak_bytes and string.format("%.2f GiB", memory.host_peak_bytes / 2 ^ 30) or "?",
       memory.gpu and string.format(", GPU peak %.2f GiB", memory.gpu.peak / 2 ^ 30) or ""),
     string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
@@ -503,6 +614,10 @@ function video.run(cfg, job)
   end
   lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
   for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
+  if run.interrupted then
+    table.insert(lines, 2, string.format("status     interrupted at step %d (Ctrl-C): steps 0..%d of 0..%d done; the outputs hold "
+      .. "the latent after them", run.interrupted, run.interrupted - 1, cfg.sampler.steps - 1))
+  end
   local f = assert(io.open(dir .. "/report.json", "w"))
   f:write(json.encode(report, "  "), "\n")
   f:close()
@@ -511,7 +626,7 @@ function video.run(cfg, job)
   f:close()
   say("%s", table.concat(lines, "\n"))
   report.lines = lines
-  return 0, report
+  return run.interrupted and 130 or 0, report
 end
 
 return video

@@ -1,8 +1,12 @@
 -- adaspa.policy.adaspa: AdaSpa (arXiv 2502.21079) as a policy.
 --
--- Schedule (steps count from 0, as in the paper): steps before `warmup` are dense; the steps
--- in `search` run the fused search pass (dense output kept, block mass from the LSE cached by
--- the previous dense step, fresh LSE stored); the others reuse the last searched layouts.
+-- Schedule (steps count from 0, as in the paper; progress lines and reports use the same numbers):
+-- steps before `warmup` are dense; the steps in `search` run the fused search pass (dense output
+-- kept, block mass from the LSE cached by the previous dense step, fresh LSE stored); the others
+-- reuse the last searched layouts. Left out, warmup and search follow the step count: the paper's
+-- 50-step schedule (warm-up 10, searches at 10 and 30) as fractions, warm-up 20% of the steps and
+-- searches at 20% and 60% (policy.schedule); given, they are absolute step numbers and checked
+-- against the schedule.
 -- Selection per layer and head:
 --   tiers (default): row-wise top-k at density 1 - s per head; with head_adaptive, heads are
 --     ranked by recall at s and, with n = #heads whose recall exceeds `recall_cut` (0.8, at most
@@ -18,34 +22,76 @@ local adaspa = require "adaspa"
 local policy = {}
 policy.__index = policy
 
--- (recall has no default: nil selects the tiers)
+-- (recall has no default: nil selects the tiers; warmup and search default to policy.schedule)
 policy.options = {"sparsity", "block", "warmup", "search", "head_adaptive", "text_sink", "first_frame_sink",
   "diagonal", "recall", "recall_cut", "min_density", "max_density", "two_pass_first"}
 
 policy.defaults = {
-  sparsity = 0.8, block = 64, warmup = 10, search = {10, 30}, head_adaptive = true,
+  sparsity = 0.8, block = 64, warmup = nil, search = nil, head_adaptive = true,
   text_sink = true, first_frame_sink = false, diagonal = true, recall = nil, recall_cut = 0.8,
   min_density = 0.02, max_density = 1.0, two_pass_first = false,
 }
 
--- opts: fields of policy.defaults; steps: the schedule's length (to check search steps).
+-- Options whose value is a list (a single number given for one means a list of it).
+policy.list_options = {search = true}
+
+-- The paper's schedule as fractions of the step count (its 50 steps: warm-up 10, searches at
+-- 10 and 30).
+policy.WARMUP_FRACTION, policy.SEARCH_FRACTIONS = 0.2, {0.2, 0.6}
+
+-- The default warm-up and search steps of a schedule of `steps` steps (nil: the paper's 50);
+-- warmup: an explicit warm-up the searches start from. Returns warmup, search (a list).
+function policy.schedule(steps, warmup)
+  steps = steps or 50
+  local function at(f) return math.floor(f * steps + 0.5) end
+  warmup = warmup or math.min(at(policy.WARMUP_FRACTION), steps - 1)
+  local search = {warmup}
+  for i = 2, #policy.SEARCH_FRACTIONS do
+    local s = math.min(at(policy.SEARCH_FRACTIONS[i]), steps - 1)
+    if s > search[#search] then search[#search + 1] = s end
+  end
+  return warmup, search
+end
+
+local function check_int(v, lo) return type(v) == "number" and v == v and v % 1 == 0 and v >= lo and v < 2 ^ 31 end
+
+-- opts: fields of policy.defaults; steps: the schedule's length (to fill and check the schedule).
 function policy.new(opts, steps)
   local p = setmetatable({name = "adaspa"}, policy)
   for k, v in pairs(policy.defaults) do p[k] = v end
   local known = {}
   for _, k in ipairs(policy.options) do known[k] = true end
+  if opts ~= nil and type(opts) ~= "table" then error("policy adaspa: options must be a table, got " .. type(opts), 2) end
   for k, v in pairs(opts or {}) do
-    if not known[k] then error(string.format("policy adaspa: unknown option %s", tostring(k)), 2) end
+    if not known[k] then
+      error(string.format("policy adaspa: unknown option %s (options: %s)", tostring(k), table.concat(policy.options, ", ")), 2)
+    end
     p[k] = v
   end
+  if steps ~= nil and not check_int(steps, 1) then
+    error(string.format("policy adaspa: the schedule's step count must be an integer >= 1, got %s", tostring(steps)), 2)
+  end
   local function bad(field, why) error(string.format("policy adaspa: %s = %s: %s", field, tostring(p[field]), why), 3) end
-  if type(p.sparsity) ~= "number" or p.sparsity < 0 or p.sparsity >= 1 then bad("sparsity", "must be in [0, 1)") end
+  if type(p.search) == "number" then p.search = {p.search} end
+  if p.warmup ~= nil and not check_int(p.warmup, 0) then bad("warmup", "must be an integer >= 0") end
+  if p.search == nil then
+    local _, search = policy.schedule(steps, p.warmup)
+    p.search = search
+  elseif p.warmup == nil and type(p.search) == "table" then
+    local first = math.huge
+    for _, s in ipairs(p.search) do if type(s) == "number" then first = math.min(first, s) end end
+    if first ~= math.huge then p.warmup = first end
+  end
+  if p.warmup == nil then p.warmup = policy.schedule(steps) end
+  if type(p.sparsity) ~= "number" or not (p.sparsity >= 0 and p.sparsity < 1) then bad("sparsity", "must be in [0, 1)") end
   if p.block ~= 64 and p.block ~= 128 then bad("block", "must be 64 or 128") end
-  if type(p.warmup) ~= "number" or p.warmup < 0 or p.warmup % 1 ~= 0 then bad("warmup", "must be an integer >= 0") end
+  if steps and p.warmup >= steps then
+    bad("warmup", string.format("the schedule has %d steps (0..%d), so no step would search", steps, steps - 1))
+  end
   if type(p.search) ~= "table" or #p.search == 0 then bad("search", "must be a non-empty list of steps") end
   local seen = {}
   for i, s in ipairs(p.search) do
-    if type(s) ~= "number" or s % 1 ~= 0 or s < 0 then
+    if not check_int(s, 0) then
       error(string.format("policy adaspa: search[%d] = %s: must be a step number >= 0", i, tostring(s)), 2)
     end
     if steps and s >= steps then
@@ -67,7 +113,14 @@ function policy.new(opts, steps)
     for _, s in ipairs(p.search) do first = math.min(first, s) end
     if first ~= 0 then bad("search", "with warmup 0 the first search must be step 0") end
   end
-  if p.recall ~= nil and (type(p.recall) ~= "number" or p.recall <= 0 or p.recall > 1) then bad("recall", "must be in (0, 1]") end
+  for _, f in ipairs({"head_adaptive", "text_sink", "first_frame_sink", "diagonal", "two_pass_first"}) do
+    if type(p[f]) ~= "boolean" then bad(f, "must be true or false") end
+  end
+  if p.recall ~= nil and (type(p.recall) ~= "number" or not (p.recall > 0 and p.recall <= 1)) then bad("recall", "must be in (0, 1]") end
+  if type(p.recall_cut) ~= "number" or not (p.recall_cut >= 0 and p.recall_cut <= 1) then bad("recall_cut", "must be in [0, 1]") end
+  if type(p.min_density) ~= "number" or not (p.min_density >= 0 and p.min_density <= 1) then bad("min_density", "must be in [0, 1]") end
+  if type(p.max_density) ~= "number" or not (p.max_density > 0 and p.max_density <= 1) then bad("max_density", "must be in (0, 1]") end
+  if p.max_density < p.min_density then bad("max_density", "must be >= min_density (" .. p.min_density .. ")") end
   p.search_set = seen
   return p
 end
