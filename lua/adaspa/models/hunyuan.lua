@@ -17,13 +17,13 @@ hy.presets = {
     hidden = 3072, heads = 24, head_dim = 128, mlp_ratio = 4, layers = {double = 20, single = 40, refiner = 2},
     in_channels = 16, text_dim = 4096, text_len = 256, pooled_dim = 768, rope_axes = {16, 56, 56},
     rope_theta = 256, eps = 1e-6, video = {width = 1280, height = 720, frames = 129},
-    fused_norm_rope = false,
+    fused_norm_rope = true,
   },
   small = {
     hidden = 256, heads = 2, head_dim = 128, mlp_ratio = 4, layers = {double = 2, single = 2, refiner = 1},
     in_channels = 16, text_dim = 4096, text_len = 32, pooled_dim = 768, rope_axes = {16, 56, 56},
     rope_theta = 256, eps = 1e-6, video = {width = 320, height = 256, frames = 17},
-    fused_norm_rope = false,
+    fused_norm_rope = true,
   },
 }
 
@@ -255,8 +255,8 @@ function Model:forward(x, t, text, guidance, ctx)
       if t then t:free() end
     end
   end
-  -- fused_norm_rope: q and k normalized and rotated in one pass (adaspa.rmsnorm_rope3d); off
-  -- until its GPU parity spec has run on a GPU (the CPU results are the same either way)
+  -- fused_norm_rope (default on; its GPU parity specs passed on an H200): q and k normalized and
+  -- rotated in one pass (adaspa.rmsnorm_rope3d); the CPU results are the same either way
   local rope = cfg.fused_norm_rope and {grid = grid, n = n_img} or nil
   local function rotate(q, k) -- the separate RoPE pass, when not fused
     if rope then return end
