@@ -39,7 +39,7 @@ int lada_open_tensor(lua_State *L); /* registers the metatable; pushes nothing *
 
 /* Each adds its functions to the module table on the stack top (and registers metatables):
  *   runtime/lua/lnn.c       linear, matmul, norms, elementwise, rope3d, patchify, ...
- *   runtime/lua/lattn.c     attention, sparse_attention, block_mass, attention_with_mass
+ *   runtime/lua/lattention.c attention, sparse_attention, block_mass, attention_with_mass, attention_plan
  *   runtime/lua/llayout.c   adaspa.layout.* and the adaspa.Layout userdata
  *   runtime/lua/lio.c       adaspa.safetensors.* and adaspa.png.* */
 void lada_open_nn(lua_State *L);

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../attn.h"
 #include "../layout.h"
 #include "lbind.h"
 
@@ -69,7 +70,7 @@ static int32_t check_int(lua_State *L, int idx, const char *fname, const char *a
 static int32_t check_block(lua_State *L, int idx, const char *fname, const char *argname) {
   if (lua_isnoneornil(L, idx)) return 64;
   double x = lua_tonumber(L, idx);
-  if (lua_type(L, idx) != LUA_TNUMBER || (x != 64 && x != 128))
+  if (lua_type(L, idx) != LUA_TNUMBER || !ada_attn_block_ok((int64_t)x) || x != floor(x))
     lada_error(L, fname, "%s must be 64 or 128, got %s", argname, value_str(L, idx));
   return (int32_t)x;
 }
