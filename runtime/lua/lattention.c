@@ -183,18 +183,15 @@ static int l_attention_plan(lua_State *L) {
   ada_attn_plan p;
   lada_check(L, ada_op_attention_plan(&p, mode, q, k, layout, &o), fname);
   lua_newtable(L);
-  lua_pushstring(L, p.family);
-  lua_setfield(L, -2, "family");
-  lua_pushstring(L, p.variant);
-  lua_setfield(L, -2, "variant");
-  lua_pushinteger(L, p.tile_rows);
-  lua_setfield(L, -2, "tile_rows");
-  lua_pushinteger(L, p.tile_keys);
-  lua_setfield(L, -2, "tile_keys");
-  lua_pushinteger(L, p.dim);
-  lua_setfield(L, -2, "dim");
-  lua_pushstring(L, p.schedule);
-  lua_setfield(L, -2, "schedule");
+  const char *const sk[] = {"family", "variant", "schedule"}, *const sv[] = {p.family, p.variant, p.schedule};
+  const char *const ik[] = {"tile_rows", "tile_keys", "dim"};
+  const int32_t iv[] = {p.tile_rows, p.tile_keys, p.dim};
+  for (int i = 0; i < 3; i++) {
+    lua_pushstring(L, sv[i]);
+    lua_setfield(L, -2, sk[i]);
+    lua_pushinteger(L, iv[i]);
+    lua_setfield(L, -2, ik[i]);
+  }
   return 1;
 }
 
