@@ -43,13 +43,17 @@ NVFLAGS := -std=c++17 -O3 -g -lineinfo $(CUDA_ARCHS) -Xcompiler -fPIC,-Wall,-Wex
 
 RT_SRC  := $(wildcard runtime/*.c runtime/cpu/*.c runtime/io/*.c runtime/adaspa/*.c)
 LUA_SRC := $(wildcard runtime/lua/*.c)
+# The CUDA backend (runtime/cuda/ and kernels/) registers itself at start-up; without it nothing
+# of it is compiled or linked. A kernel family file kernels/attention_smNN.cu that exists is
+# built and listed in the attention plan (runtime/cuda/attention_plan.c) through -DADA_HAVE_SMNN.
 ifeq ($(CUDA),1)
-  CU_HOST := $(filter-out runtime/cuda/none.c,$(wildcard runtime/cuda/*.c))
+  CU_HOST := $(wildcard runtime/cuda/*.c)
   CU_SRC  := $(wildcard kernels/*.cu)
-  CFLAGS_CUDA := -I$(CUDA_HOME)/include
+  CU_FAMILIES := $(patsubst kernels/attention_%.cu,%,$(wildcard kernels/attention_sm*.cu))
+  CFLAGS_CUDA := -I$(CUDA_HOME)/include $(foreach f,$(CU_FAMILIES),-DADA_HAVE_$(shell echo $(f) | tr a-z A-Z))
   LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
 else
-  CU_HOST := runtime/cuda/none.c
+  CU_HOST :=
   CU_SRC  :=
 endif
 C_SRC := $(RT_SRC) $(LUA_SRC) $(CU_HOST)
@@ -76,6 +80,9 @@ $(BUILD)/adaspa: $(OBJ)
 $(BUILD)/obj/runtime/cuda/%.o: runtime/cuda/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CFLAGS_CUDA) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+# the plan lists the families whose files exist: rebuilt when one comes or goes
+$(BUILD)/obj/runtime/cuda/attention_plan.o: $(wildcard kernels/attention_sm*.cu)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -123,5 +130,5 @@ clean:
 # The attention kernel test bed (kernels/testbed/): validates every kernel family against a float64
 # reference and each other, then times them; needs a GPU to run (build/attn_testbed [quick]).
 testbed: $(BUILD)/attn_testbed
-$(BUILD)/attn_testbed: kernels/testbed/attn_testbed.cu $(BUILD)/obj/kernels/attention.o $(BUILD)/obj/kernels/attention_sm90.o
+$(BUILD)/attn_testbed: kernels/testbed/attn_testbed.cu $(BUILD)/obj/kernels/attention_sm80.o $(BUILD)/obj/kernels/attention_sm90.o
 	$(NVCC) $(NVFLAGS) -Xcompiler -fopenmp -o $@ $^

@@ -578,15 +578,14 @@ template <typename OutT, int KIND, int ST, bool PP> int launch_t(const Sm90Param
   return (int)cudaGetLastError();
 }
 
-/* variant: 0 the default (measured best), 1 two stages, 2 two stages + ping-pong, 3 three stages,
- * 4 three stages + ping-pong (block-64 sparse: 3 stages per ring, no ping-pong, any variant) */
+/* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong
+ * (block-64 sparse: 3 stages per ring, no ping-pong, whatever the variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
   if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
     switch (variant) {
     case 1: return launch_t<OutT, FUSED, 2, false>(P, st);
     case 2: return launch_t<OutT, FUSED, 2, true>(P, st);
-    case 0:
     case 3: return launch_t<OutT, FUSED, 3, false>(P, st);
     case 4: return launch_t<OutT, FUSED, 3, true>(P, st);
     default: return (int)cudaErrorInvalidValue;
@@ -595,15 +594,16 @@ template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStre
   switch (variant) {
   case 1: return launch_t<OutT, DENSE128, 2, false>(P, st);
   case 2: return launch_t<OutT, DENSE128, 2, true>(P, st);
-  case 0:
   case 3: return launch_t<OutT, DENSE128, 3, false>(P, st);
   case 4: return launch_t<OutT, DENSE128, 3, true>(P, st);
   default: return (int)cudaErrorInvalidValue;
   }
 }
 
+/* TMA: a 16-byte aligned base and strides of whole 16-byte units (the plan only asks with shapes;
+ * the launcher checks the pointers) */
 bool strides_ok(const void *ptr, int64_t rs, int64_t hs) {
-  return ptr && ((uintptr_t)ptr & 15u) == 0 && rs % 8 == 0 && hs % 8 == 0 && rs > 0 && hs >= 0;
+  return ((uintptr_t)ptr & 15u) == 0 && rs % 8 == 0 && hs % 8 == 0 && rs >= 0 && hs >= 0;
 }
 
 } // namespace
@@ -615,6 +615,7 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
       !(p->mode == ADA_ATTN_SPARSE && (p->layout_block == 64 || p->layout_block == 128)))
     return 0;
   if (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16) return 0;
+  if (p->tile_rows != kBM || p->variant < 1 || p->variant > 4) return 0;
   if (!strides_ok(p->q, p->q_rs, p->q_hs) || !strides_ok(p->k, p->k_rs, p->k_hs) || !strides_ok(p->v, p->v_rs, p->v_hs))
     return 0;
   if (p->sq > INT32_MAX || p->skv > INT32_MAX || p->heads > 65535) return 0;
@@ -624,10 +625,12 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
   return major == 9;
 }
 
-extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t variant, void *stream) {
-  if (!ada_attention_sm90_supports(p) || !p->out || !p->lse || p->sq < 1 || p->kv_valid < 1 || p->kv_valid > p->skv ||
-      (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)))
+extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream) {
+  if (!ada_attention_sm90_supports(p) || !p->q || !p->k || !p->v || !p->out || !p->lse || p->sq < 1 ||
+      p->kv_valid < 1 || p->kv_valid > p->skv || (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)) ||
+      (p->mode == ADA_ATTN_FUSED && (!p->lse_in || !p->mass)))
     return (int)cudaErrorInvalidValue;
+  const int variant = p->variant;
   Sm90Params P;
   P.p = *p;
   int e;

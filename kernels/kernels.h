@@ -1,6 +1,7 @@
 /* kernels.h: C-ABI launchers of the CUDA kernels (prefix ada_launch_).
  *
- * Device code only lives in the .cu files of kernels/, one op family per file with its launcher. A launcher
+ * Device code only lives in the .cu files of kernels/, one op family per file with its launcher
+ * (attention: one file per kernel family, attention_smNN.cu, over attention_common.cuh). A launcher
  * enqueues its kernel(s) on `stream` (a cudaStream_t passed as void *) and returns the
  * cudaError_t of the launch (cudaGetLastError() after it) as an int: 0 is success. Launchers
  * never allocate, synchronize or print. Pointers are device pointers to the first element.
@@ -10,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "../runtime/attn.h"
 #include "../runtime/scalar.h"
 
 #ifdef __cplusplus
@@ -110,23 +112,24 @@ int ada_launch_unpatchify(void *out, ada_dtype odt, const void *x, ada_dtype xdt
 int ada_launch_timestep_embedding(void *out, ada_dtype odt, const void *t, ada_dtype tdt, int64_t ts, int64_t n,
                                   int64_t dim, double log_max_period, void *stream);
 
-/* kernels/attention.cu: dense and block-sparse attention, block mass and attention fused with
- * block mass on tensor cores (mma.sync m16n8k16 bf16, f32 accumulation; sm_80 and later).
- * One CTA of 4 warps per (query tile, head); key tiles of 64 keys. q, k, v are bf16 [S, H, dim]
- * views: element (s, h, d) at s * rs + h * hs + d, base 16-byte aligned, rs and hs multiples of 8.
- * Outputs are contiguous: out [sq, heads, out_dim] (out_dtype f32, bf16 or f16), lse and lse_in
- * [heads, sq] f32, mass [heads, nmqb, nmkb] f32 (nmqb = ceil(sq / mass_block), nmkb = ceil(skv /
- * mass_block)). Semantics are those of runtime/cpu/cpu_attn.h: keys >= kv_valid are ignored, a row
- * without keys gets 0 and lse -inf, mass is the mean over the block's rows. */
-enum { ADA_ATTN_DENSE = 0, ADA_ATTN_SPARSE = 1, ADA_ATTN_FUSED = 2, ADA_ATTN_MASS = 3 };
-
+/* ---- attention: one parameter block for every kernel family --------------------------------
+ * Dense and block-sparse attention, block mass and attention fused with block mass. The mode is
+ * ada_attn_mode of runtime/attn.h (one enum from the ops down to here). q, k, v are bf16 [S, H,
+ * dim] views: element (s, h, d) at s * rs + h * hs + d, base 16-byte aligned, rs and hs
+ * multiples of 8. Outputs are contiguous: out [sq, heads, out_dim] (out_dtype f32, bf16 or
+ * f16), lse and lse_in [heads, sq] f32, mass [heads, nmqb, nmkb] f32 (nmqb = ceil(sq /
+ * mass_block), nmkb = ceil(skv / mass_block)). Semantics are those of runtime/cpu/cpu_attn.h:
+ * keys >= kv_valid are ignored, a row without keys gets 0 and lse -inf, mass is the mean over
+ * the block's rows. The host's attention plan (runtime/cuda/attention_plan.c) fills the shapes,
+ * the head dimension, the tiles and the variant; a family's supports() says whether it takes
+ * them, and its launcher enqueues the kernel (cudaErrorInvalidValue for what supports() refuses). */
 typedef struct ada_attn_params {
-  int32_t mode;                 /* ADA_ATTN_*: DENSE/SPARSE write out and lse, FUSED out, lse and
-                                   mass under lse_in, MASS only mass under lse_in */
+  int32_t mode;                 /* ada_attn_mode: DENSE/SPARSE write out and lse, FUSED out, lse
+                                   and mass under lse_in, MASS only mass under lse_in */
   const void *q, *k, *v;        /* bf16; v unused by MASS */
   int64_t q_rs, q_hs, k_rs, k_hs, v_rs, v_hs;
   int64_t sq, skv, kv_valid;    /* 0 < kv_valid <= skv */
-  int32_t heads, dim;           /* dim: 64 or 128 (inputs zero-padded to it) */
+  int32_t heads, dim;           /* dim: the head dimension computed (inputs zero-padded to it) */
   float scale;                  /* finite, nonzero; may be negative */
   void *out;                    /* [sq, heads, out_dim], out_dim <= dim */
   ada_dtype out_dtype;
@@ -134,19 +137,34 @@ typedef struct ada_attn_params {
   float *lse;
   const float *lse_in;          /* FUSED, MASS: finite */
   float *mass;                  /* FUSED, MASS */
-  int32_t mass_block;           /* 64 or 128 */
-  /* SPARSE: CSR per head over blocks of layout_block (64: query tiles of 64 rows, 128: 128);
-   * order[i] = h * nqb + qb of the i-th CTA (NULL: natural order). */
+  int32_t mass_block;           /* FUSED, MASS: 64 or 128 */
+  /* SPARSE: CSR per head over blocks of layout_block; order[i] = h * nqb + qb of the i-th CTA
+   * (NULL: natural order). */
   const int64_t *offsets;
   const int32_t *indices;
   const int32_t *order;
   int32_t layout_block;
+  /* The plan's tiles: query rows per CTA, and how a CTA's warps split a key tile (1: every warp
+   * all of it; 2: two row groups x two key halves); variant: the family's own variant number
+   * (sm90: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong). */
+  int32_t tile_rows, key_halves, variant;
 } ada_attn_params;
 
-/* Enqueues the kernel of p->mode; cudaErrorInvalidValue for parameters outside the above. */
-int ada_launch_attention(const ada_attn_params *p, void *stream);
+/* kernels/attention_sm80.cu: the sm80 family (mma.sync m16n8k16 bf16, f32 accumulation, cp.async;
+ * runs on sm_80 and later). One CTA of 4 warps per (query tile, head), key tiles of 64 keys;
+ * dim 64 or 128; tiles: 128 rows (key_halves 1), or for sparse attention over blocks of 64, 64
+ * rows with key_halves 2 (variant "halves") or 1 ("rows"). */
+int ada_attention_sm80_supports(const ada_attn_params *p);
+int ada_launch_attention_sm80(const ada_attn_params *p, void *stream);
 
-/* result[0] = number of non-finite values of x[0, n), result[1] = index of the first one
+/* kernels/attention_sm90.cu: the Hopper family (sm_90a: wgmma, TMA, warp specialization, persistent
+ * CTAs; see the file). Head dim 128 (out_dim 128), scale > 0, DENSE, FUSED (mass blocks 64 or
+ * 128) and SPARSE (layout blocks 64 or 128); 128-row tiles (sparse blocks of 64: two 64-row
+ * blocks per CTA, one per consumer warpgroup); variant 1-4 (above). */
+int ada_attention_sm90_supports(const ada_attn_params *p);
+int ada_launch_attention_sm90(const ada_attn_params *p, void *stream);
+
+/* kernels/nonfinite.cu: result[0] = number of non-finite values of x[0, n), result[1] = index of the first one
  * (UINT64_MAX when none); result is device memory, written by the kernels (2 launches). */
 int ada_launch_count_nonfinite(const float *x, int64_t n, unsigned long long *result, void *stream);
 

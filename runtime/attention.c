@@ -1,24 +1,21 @@
 /* attention.c: the attention ops of ops.h (ada_op_attention, ada_op_sparse_attention,
- * ada_op_block_mass, ada_op_attention_with_mass): argument validation, then dispatch: tensors on
- * the CPU go through f32 staging of strided or low-precision inputs and outputs to the CPU kernels
- * (runtime/cpu/attention.c); tensors on one CUDA device go to the CUDA backend
- * (runtime/cuda/cuda_attn.h), which stages them on the device. */
+ * ada_op_block_mass, ada_op_attention_with_mass, ada_op_attention_plan): argument validation,
+ * once, then one ada_attn_call (backend.h) to the backend of q's device: its attention plan says
+ * whether it takes the call (else ADA_EUNSUPPORTED with the plan's reason) and how it runs
+ * (runtime/cpu/attention.c: f32 staging and the CPU kernels; runtime/cuda/attention_cuda.c: the
+ * tensor-core kernel families of kernels/). */
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 
-#include "cpu/cpu_attn.h"
+#include "backend.h"
 #include "opcheck.h"
 #include "ops.h"
-#include "cuda/cuda_attn.h"
-
-/* Dense attention runs query tiles of 128 rows against key blocks of 64: the same row results as
- * sparse attention over a full layout of blocks of 64, with half the key and value traffic. */
-enum { MAX_DIM = 256, DENSE_QTILE = 128, DENSE_BLOCK = 64 };
 
 /* Sizes of a validated call. */
 typedef struct attn_dims {
   int64_t sq, skv, kv_valid;
-  int32_t heads, dim, qtile, block; /* query tile rows, key block (and mass block) */
+  int32_t heads, dim;
   float scale;
 } attn_dims;
 
@@ -33,9 +30,9 @@ static ada_status check_qkv(const char *op, const ada_tensor *q, const ada_tenso
   if ((s = ada_chk_float(op, "q", q)) || (s = ada_chk_float(op, "k", k)) || (v && (s = ada_chk_float(op, "v", v))))
     return s;
   if ((s = ada_chk_shape(op, "q", q, 3, any3))) return s;
-  if (q->shape[2] > MAX_DIM)
+  if (q->shape[2] > ADA_ATTN_MAX_DIM)
     return ada_fail(ADA_EINVAL, "%s: q %s has head dimension %lld; at most %d is supported", op,
-                    ada_chk_shape_str(q), (long long)q->shape[2], MAX_DIM);
+                    ada_chk_shape_str(q), (long long)q->shape[2], ADA_ATTN_MAX_DIM);
   const int64_t kshape[3] = {-1, q->shape[1], q->shape[2]};
   if ((s = ada_chk_shape(op, "k", k, 3, kshape))) return s;
   if (v && (s = ada_chk_same_shape(op, "v", v, "k", k))) return s;
@@ -58,14 +55,6 @@ static ada_status check_qkv(const char *op, const ada_tensor *q, const ada_tenso
   dm->heads = (int32_t)q->shape[1];
   dm->dim = (int32_t)q->shape[2];
   dm->scale = (float)(o->scale != 0 ? o->scale : 1.0 / sqrt((double)q->shape[2]));
-  dm->qtile = DENSE_QTILE;
-  dm->block = DENSE_BLOCK;
-  return ADA_OK;
-}
-
-static ada_status check_block(const char *op, int32_t block, attn_dims *dm) {
-  if (block != 64 && block != 128) return ada_fail(ADA_EINVAL, "%s: block must be 64 or 128, got %d", op, (int)block);
-  dm->qtile = dm->block = block;
   return ADA_OK;
 }
 
@@ -105,121 +94,30 @@ static ada_status check_lse_in(const char *op, const char *arg, const ada_tensor
   return ADA_OK;
 }
 
-static ada_status check_finite(const char *op, const char *arg, const ada_tensor *orig, const ada_tensor *f32) {
-  const float *x = ada_tensor_data(f32);
-  const int64_t n = ada_tensor_numel(f32);
-  int64_t bad = 0;
-  float first = 0;
-  for (int64_t i = 0; i < n; i++)
-    if (!isfinite(x[i]) && !bad++) first = x[i];
-  if (!bad) return ADA_OK;
-  return ada_fail(ADA_EINVAL, "%s: %s %s must be finite, got %lld non-finite values (the first is %g)", op, arg,
-                  ada_chk_shape_str(orig), (long long)bad, (double)first);
+static const ada_attn_opts no_opts = {0};
+
+/* The call of a validated op (tensors a mode does not use NULL). */
+static ada_attn_call make_call(const char *op, ada_attn_mode mode, const attn_dims *dm, const ada_attn_opts *o,
+                               int32_t block) {
+  ada_attn_call c = {0};
+  c.op = op;
+  c.mode = mode;
+  c.kv_valid = dm->kv_valid;
+  c.scale = dm->scale;
+  c.block = block;
+  c.family = o->family;
+  c.variant = o->variant;
+  return c;
 }
 
-/* f32 views of the inputs (q, k, v, lse; NULL entries skip) with a contiguous last dimension;
- * lse fully contiguous. Temporaries go to tmp[] (free with release()). */
-typedef struct staged {
-  const ada_tensor *t[4];
-  ada_tensor *tmp[4];
-} staged;
-
-static void release(staged *st) {
-  for (int i = 0; i < 4; i++) ada_tensor_free(st->tmp[i]);
-}
-
-static ada_status stage(staged *st, const ada_tensor *q, const ada_tensor *k, const ada_tensor *v,
-                        const ada_tensor *lse) {
-  const ada_tensor *in[4] = {q, k, v, lse};
-  for (int i = 0; i < 4; i++) {
-    st->t[i] = NULL;
-    st->tmp[i] = NULL;
-  }
-  for (int i = 0; i < 4; i++) {
-    if (!in[i]) continue;
-    ada_status s = ada_chk_f32_in(in[i], i == 3, &st->t[i], &st->tmp[i]);
-    if (s) {
-      release(st);
-      return s;
-    }
-  }
-  return ADA_OK;
-}
-
-static ada_cpu_qkv kernel_args(const staged *st, const attn_dims *dm) {
-  const ada_tensor *q = st->t[0], *k = st->t[1], *v = st->t[2];
-  ada_cpu_qkv a;
-  a.q = ada_tensor_data(q);
-  a.k = ada_tensor_data(k);
-  a.v = v ? ada_tensor_data(v) : NULL;
-  a.q_rs = q->stride[0];
-  a.q_hs = q->stride[1];
-  a.k_rs = k->stride[0];
-  a.k_hs = k->stride[1];
-  a.v_rs = v ? v->stride[0] : 0;
-  a.v_hs = v ? v->stride[1] : 0;
-  a.sq = dm->sq;
-  a.skv = dm->skv;
-  a.kv_valid = dm->kv_valid;
-  a.heads = dm->heads;
-  a.dim = dm->dim;
-  a.scale = dm->scale;
-  return a;
-}
-
-/* Shared by attention, sparse_attention and attention_with_mass once everything is validated. */
-static ada_status run_attention(const char *op, ada_tensor *out, ada_tensor *lse, ada_tensor *mass,
-                                const ada_tensor *q, const ada_tensor *k, const ada_tensor *v,
-                                const ada_tensor *lse_cached, const ada_layout *layout, const attn_dims *dm) {
-  staged st;
-  ada_status s = stage(&st, q, k, v, lse_cached);
-  if (s) return s;
-  if (lse_cached && (s = check_finite(op, "lse_cached", lse_cached, st.t[3]))) {
-    release(&st);
-    return s;
-  }
-  ada_tensor *obuf, *otmp;
-  if ((s = ada_chk_f32_out(out, &obuf, &otmp))) {
-    release(&st);
-    return s;
-  }
-  const ada_cpu_qkv a = kernel_args(&st, dm);
-  s = ada_cpu_attention(&a, dm->qtile, dm->block, layout ? layout->offsets : NULL, layout ? layout->indices : NULL,
-                        lse_cached ? ada_tensor_data(st.t[3]) : NULL, ada_tensor_data(obuf), ada_tensor_data(lse),
-                        mass ? ada_tensor_data(mass) : NULL);
-  release(&st);
-  if (s) {
-    ada_tensor_free(otmp);
-    return s;
-  }
-  return ada_chk_f32_out_done(out, otmp);
-}
-
-static const ada_attn_opts no_opts = {0, 0, 0};
-
-static bool on_cuda(const ada_tensor *t) { return t->storage->device.type == ADA_CUDA; }
-
-/* The CUDA backend once everything is validated (all tensors on q's device). */
-static ada_status run_cuda(const char *op, ada_cuda_attn_mode mode, ada_tensor *out, ada_tensor *lse, ada_tensor *mass,
-                           const ada_tensor *q, const ada_tensor *k, const ada_tensor *v, const ada_tensor *lse_in,
-                           const ada_layout *layout, const attn_dims *dm) {
-  return ada_cuda_attn(op, mode, out, lse, mass, q, k, v, lse_in, layout, dm->kv_valid, dm->scale, dm->block);
-}
-
-/* ada_layout_check, or only its size checks for a layout whose device mirror exists on q's
- * device: the mirror is uploaded only after a full check passed, and layouts are immutable, so
- * the O(nnz) structure scan runs once per layout and device, not once per call. */
-static ada_status check_layout(const ada_layout *l, const char *op, const ada_tensor *q, const attn_dims *dm) {
-  if (!l || !on_cuda(q) || !l->dev_offsets || l->dev_index != q->storage->device.index)
-    return ada_layout_check(l, op, dm->heads, dm->sq, dm->skv);
-  if (l->heads != dm->heads)
-    return ada_fail(ADA_EINVAL, "%s: layout has %d heads, the attention has %d", op, l->heads, dm->heads);
-  if (l->nqb != cdiv(dm->sq, l->block) || l->nkb != cdiv(dm->skv, l->block))
-    return ada_fail(ADA_EINVAL,
-                    "%s: layout has %d x %d blocks of %d, attention over %lld queries and %lld keys needs %lld x %lld",
-                    op, l->nqb, l->nkb, l->block, (long long)dm->sq, (long long)dm->skv,
-                    (long long)cdiv(dm->sq, l->block), (long long)cdiv(dm->skv, l->block));
-  return ADA_OK;
+/* The backend of q's device runs the call when its plan takes it (the plan's failure says why). */
+static ada_status run(const ada_attn_call *c) {
+  const ada_backend *b = ada_backend_of(c->q);
+  if (!b->ops.attention || !b->ops.attention_plan)
+    return ada_fail(ADA_EUNSUPPORTED, "%s: the %s backend has no attention", c->op, b->name);
+  ada_attn_plan plan;
+  ada_status s = b->ops.attention_plan(c, &plan);
+  return s ? s : b->ops.attention(c);
 }
 
 ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
@@ -234,8 +132,9 @@ ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_no_alias(op, 2, 5, ts, names)))
     return s;
-  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_DENSE, out, lse, NULL, q, k, v, NULL, NULL, &dm);
-  return run_attention(op, out, lse, NULL, q, k, v, NULL, NULL, &dm);
+  ada_attn_call c = make_call(op, ADA_ATTN_DENSE, &dm, o ? o : &no_opts, 0);
+  c.out = out, c.lse = lse, c.q = q, c.k = k, c.v = v;
+  return run(&c);
 }
 
 ada_status ada_op_sparse_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
@@ -245,15 +144,15 @@ ada_status ada_op_sparse_attention(ada_tensor *out, ada_tensor *lse, const ada_t
   attn_dims dm;
   ada_status s;
   if ((s = check_qkv(op, q, k, v, o ? o : &no_opts, &dm))) return s;
-  if ((s = check_layout(layout, op, q, &dm))) return s;
-  dm.qtile = dm.block = layout->block;
+  if ((s = ada_layout_check(layout, op, dm.heads, dm.sq, dm.skv))) return s;
   const int64_t oshape[3] = {dm.sq, dm.heads, dm.dim}, lshape[2] = {dm.heads, dm.sq};
   const ada_tensor *ts[] = {out, lse, q, k, v};
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_no_alias(op, 2, 5, ts, names)))
     return s;
-  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_SPARSE, out, lse, NULL, q, k, v, NULL, layout, &dm);
-  return run_attention(op, out, lse, NULL, q, k, v, NULL, layout, &dm);
+  ada_attn_call c = make_call(op, ADA_ATTN_SPARSE, &dm, o ? o : &no_opts, layout->block);
+  c.out = out, c.lse = lse, c.q = q, c.k = k, c.v = v, c.layout = layout;
+  return run(&c);
 }
 
 ada_status ada_op_block_mass(ada_tensor *mass, const ada_tensor *q, const ada_tensor *k, const ada_tensor *lse,
@@ -263,21 +162,15 @@ ada_status ada_op_block_mass(ada_tensor *mass, const ada_tensor *q, const ada_te
   if (!o) o = &no_opts;
   attn_dims dm;
   ada_status s;
-  if ((s = check_qkv(op, q, k, NULL, o, &dm)) || (s = check_block(op, o->block, &dm)) ||
+  if ((s = check_qkv(op, q, k, NULL, o, &dm)) || (s = ada_layout_check_block(op, "block", o->block)) ||
       (s = check_lse_in(op, "lse", lse, &dm, q)))
     return s;
-  const int64_t mshape[3] = {dm.heads, cdiv(dm.sq, dm.block), cdiv(dm.skv, dm.block)};
+  const int64_t mshape[3] = {dm.heads, cdiv(dm.sq, o->block), cdiv(dm.skv, o->block)};
   const ada_tensor *ts[] = {mass, q, k, lse};
   if ((s = check_out(op, "mass", mass, 3, mshape, true, q)) || (s = check_no_alias(op, 1, 4, ts, names))) return s;
-  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_MASS, NULL, NULL, mass, q, k, NULL, lse, NULL, &dm);
-  staged st;
-  if ((s = stage(&st, q, k, NULL, lse))) return s;
-  if (!(s = check_finite(op, "lse", lse, st.t[3]))) {
-    const ada_cpu_qkv a = kernel_args(&st, &dm);
-    s = ada_cpu_block_mass(&a, dm.block, ada_tensor_data(st.t[3]), ada_tensor_data(mass));
-  }
-  release(&st);
-  return s;
+  ada_attn_call c = make_call(op, ADA_ATTN_MASS, &dm, o, o->block);
+  c.mass = mass, c.q = q, c.k = k, c.lse_in = lse;
+  return run(&c);
 }
 
 ada_status ada_op_attention_with_mass(ada_tensor *out, ada_tensor *lse, ada_tensor *mass, const ada_tensor *q,
@@ -288,15 +181,39 @@ ada_status ada_op_attention_with_mass(ada_tensor *out, ada_tensor *lse, ada_tens
   if (!o) o = &no_opts;
   attn_dims dm;
   ada_status s;
-  if ((s = check_qkv(op, q, k, v, o, &dm)) || (s = check_block(op, o->block, &dm)) ||
+  if ((s = check_qkv(op, q, k, v, o, &dm)) || (s = ada_layout_check_block(op, "block", o->block)) ||
       (s = check_lse_in(op, "lse_cached", lse_cached, &dm, q)))
     return s;
   const int64_t oshape[3] = {dm.sq, dm.heads, dm.dim}, lshape[2] = {dm.heads, dm.sq};
-  const int64_t mshape[3] = {dm.heads, cdiv(dm.sq, dm.block), cdiv(dm.skv, dm.block)};
+  const int64_t mshape[3] = {dm.heads, cdiv(dm.sq, o->block), cdiv(dm.skv, o->block)};
   const ada_tensor *ts[] = {out, lse, mass, q, k, v, lse_cached};
   if ((s = check_out(op, "out", out, 3, oshape, false, q)) || (s = check_out(op, "lse", lse, 2, lshape, true, q)) ||
       (s = check_out(op, "mass", mass, 3, mshape, true, q)) || (s = check_no_alias(op, 3, 7, ts, names)))
     return s;
-  if (on_cuda(q)) return run_cuda(op, ADA_CUDA_ATTN_FUSED, out, lse, mass, q, k, v, lse_cached, NULL, &dm);
-  return run_attention(op, out, lse, mass, q, k, v, lse_cached, NULL, &dm);
+  ada_attn_call c = make_call(op, ADA_ATTN_FUSED, &dm, o, o->block);
+  c.out = out, c.lse = lse, c.mass = mass, c.q = q, c.k = k, c.v = v, c.lse_in = lse_cached;
+  return run(&c);
+}
+
+ada_status ada_op_attention_plan(ada_attn_plan *plan, ada_attn_mode mode, const ada_tensor *q, const ada_tensor *k,
+                                 const ada_layout *layout, const ada_attn_opts *o) {
+  static const char *op = "attention_plan";
+  if (!o) o = &no_opts;
+  attn_dims dm;
+  ada_status s;
+  if ((unsigned)mode >= ADA_ATTN_NMODES) return ada_fail(ADA_EINVAL, "%s: unknown mode %d", op, (int)mode);
+  if ((s = check_qkv(op, q, k, NULL, o, &dm))) return s;
+  int32_t block = 0;
+  if (mode == ADA_ATTN_SPARSE) {
+    if ((s = ada_layout_check(layout, op, dm.heads, dm.sq, dm.skv))) return s;
+    block = layout->block;
+  } else if (mode != ADA_ATTN_DENSE) {
+    if ((s = ada_layout_check_block(op, "block", o->block))) return s;
+    block = o->block;
+  }
+  ada_attn_call c = make_call(op, mode, &dm, o, block);
+  c.q = q, c.k = k, c.v = mode == ADA_ATTN_MASS ? NULL : k, c.layout = mode == ADA_ATTN_SPARSE ? layout : NULL;
+  const ada_backend *b = ada_backend_of(q);
+  if (!b->ops.attention_plan) return ada_fail(ADA_EUNSUPPORTED, "%s: the %s backend has no attention", op, b->name);
+  return b->ops.attention_plan(&c, plan);
 }

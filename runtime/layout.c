@@ -15,17 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda/cuda.h"
+#include "backend.h"
 #include "opcheck.h"
 
-/* The device path: runtime/cuda/cuda_attn.h (ada_cuda_layout_select, ada_cuda_layout_recall). */
-#include "cuda/cuda_attn.h"
-
-static bool on_gpu(const ada_tensor *t) { return t && t->storage->device.type == ADA_CUDA; }
+/* A mass on a device other than the CPU: selection and recall go to that device's backend. */
+static bool on_device(const ada_tensor *t) { return t && t->storage->device.type != ADA_CPU; }
 
 void ada_layout_free(ada_layout *l) {
   if (!l || --l->refcount > 0) return;
-  if (l->dev_offsets) ada_cuda_free(l->dev_offsets, l->dev_index); /* the device mirror, if any */
+  ada_derived_free(l->derived); /* what backends derived from it (a device mirror) */
   free(l->offsets);
   free(l->indices);
   free(l);
@@ -45,8 +43,12 @@ static ada_status check_dims(const char *op, int64_t heads, int64_t nqb, int64_t
   if (nqb * nkb > (int64_t)UINT32_MAX)
     return ada_fail(ADA_EINVAL, "%s: %lld x %lld blocks per head is too many (fewer than 2^32 allowed)", op, (long long)nqb,
                     (long long)nkb);
-  if (block != 64 && block != 128) return ada_fail(ADA_EINVAL, "%s: block must be 64 or 128, got %lld", op, (long long)block);
-  return ADA_OK;
+  return ada_layout_check_block(op, "block", block);
+}
+
+ada_status ada_layout_check_block(const char *op, const char *arg, int64_t block) {
+  if (ada_attn_block_ok(block)) return ADA_OK;
+  return ada_fail(ADA_EINVAL, "%s: %s must be 64 or 128, got %lld", op, arg, (long long)block);
 }
 
 /* A layout with offsets allocated (indices later, when nnz is known). */
@@ -54,7 +56,9 @@ static ada_status new_layout(ada_layout **out, const char *op, int32_t heads, in
   ada_layout *l = calloc(1, sizeof *l);
   if (l) l->refcount = 1;
   if (l) l->offsets = malloc(sizeof(int64_t) * (size_t)heads * ((size_t)nqb + 1));
-  if (!l || !l->offsets) {
+  if (l) l->derived = ada_derived_new();
+  if (!l || !l->offsets || !l->derived) {
+    if (l) free(l->offsets);
     free(l);
     return ada_fail(ADA_ENOMEM, "%s: out of memory for a layout of %d heads x %d rows", op, heads, nqb);
   }
@@ -64,6 +68,11 @@ static ada_status new_layout(ada_layout **out, const char *op, int32_t heads, in
   l->block = block;
   *out = l;
   return ADA_OK;
+}
+
+ada_status ada_layout_new(ada_layout **out, const char *op, int32_t heads, int32_t nqb, int32_t nkb, int32_t block) {
+  ada_status s = check_dims(op, heads, nqb, nkb, block);
+  return s ? s : new_layout(out, op, heads, nqb, nkb, block);
 }
 
 static ada_status alloc_indices(ada_layout *l, const char *op) {
@@ -175,13 +184,19 @@ ada_status ada_layout_check(const ada_layout *l, const char *op, int32_t heads, 
   if (!l) return ada_fail(ADA_EINVAL, "%s: layout is missing", op);
   if (l->heads != heads)
     return ada_fail(ADA_EINVAL, "%s: layout has %d heads, the attention has %d", op, l->heads, heads);
-  if ((l->block != 64 && l->block != 128) || sq < 1 || skv < 1 || l->nqb != (sq + l->block - 1) / l->block ||
+  if (!ada_attn_block_ok(l->block) || sq < 1 || skv < 1 || l->nqb != (sq + l->block - 1) / l->block ||
       l->nkb != (skv + l->block - 1) / l->block)
     return ada_fail(ADA_EINVAL,
                     "%s: layout has %d x %d blocks of %d, attention over %lld queries and %lld keys needs %lld x %lld",
                     op, l->nqb, l->nkb, l->block, (long long)sq, (long long)skv,
                     (long long)((sq + l->block - 1) / l->block), (long long)((skv + l->block - 1) / l->block));
-  /* the structure itself (layouts built by hand are possible), heads in parallel */
+  return ADA_OK;
+}
+
+ada_status ada_layout_validate(const ada_layout *l, const char *op) {
+  if (!l) return ada_fail(ADA_EINVAL, "%s: layout is missing", op);
+  /* heads in parallel */
+  const int64_t heads = l->heads;
   int64_t bad = heads;
 #pragma omp parallel for schedule(static) reduction(min : bad)
   for (int64_t h = 0; h < heads; h++)
@@ -211,8 +226,11 @@ static ada_status stage_mass(const char *op, const ada_tensor *mass, const int64
   if ((s = ada_chk_float(op, "mass", mass)) || (s = ada_chk_shape(op, "mass", mass, 3, want)) ||
       (s = ada_chk_cpu(op, mass)) || (s = check_dims(op, mass->shape[0], mass->shape[1], mass->shape[2], block)))
     return s;
-  const ada_tensor *use;
-  if ((s = ada_chk_f32_in(mass, true, &use, tmp))) return s;
+  const ada_tensor *use = mass;
+  if (mass->dtype != ADA_F32 || !ada_tensor_is_contiguous(mass)) {
+    if ((s = ada_tensor_to(tmp, mass, ADA_F32, mass->storage->device))) return s;
+    use = *tmp;
+  }
   const float *p = ada_tensor_data(use);
   const int64_t n = ada_tensor_numel(use);
   int64_t bad = n;
@@ -239,10 +257,16 @@ ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double
   const float *m;
   ada_tensor *tmp;
   ada_status s;
-  if (on_gpu(mass)) {
+  if (on_device(mass)) {
     /* on the device (no finiteness check there) */
     if ((s = ada_chk_float("recall", "mass", mass)) || (s = ada_chk_shape("recall", "mass", mass, 3, want))) return s;
-    return ada_cuda_layout_recall(l, mass, recall);
+    const ada_backend *b = ada_backend_of(mass);
+    if (b->ops.layout_recall) return b->ops.layout_recall(l, mass, recall);
+    ada_tensor *host;
+    if ((s = ada_tensor_to(&host, mass, ADA_F32, (ada_device){ADA_CPU, 0}))) return s;
+    s = ada_layout_recall(l, host, recall);
+    ada_tensor_free(host);
+    return s;
   }
   s = stage_mass("recall", mass, want, l->block, &m, &tmp);
   if (s) return s;
@@ -421,10 +445,10 @@ static ada_status select_finish(select_ctx *c, ada_layout **out, const char *op,
   return s;
 }
 
-/* A mass on a GPU: checks the arguments as the CPU path does, then selects on the device
+/* A mass on another device: checks the arguments as the CPU path does, then selects there (its backend)
  * (mode 0: row-wise top-k, 1: threshold; per_head: the per-head top-k, which runs on the CPU),
  * or on a host copy when the device path does not take it. *done says whether it answered. */
-static ada_status select_gpu(ada_layout **out, const char *op, const ada_tensor *mass, int32_t mode, bool per_head,
+static ada_status select_device(ada_layout **out, const char *op, const ada_tensor *mass, int32_t mode, bool per_head,
                              const double *frac, const char *frac_name, int32_t min_blocks, int32_t max_blocks,
                              const ada_layout_force *force, int32_t block, ada_tensor **host) {
   const int64_t any[3] = {-1, -1, -1};
@@ -439,7 +463,9 @@ static ada_status select_gpu(ada_layout **out, const char *op, const ada_tensor 
       return ada_fail(ADA_EINVAL, "%s: %s[%d] = %g is outside [0, 1]", op, frac_name, (int)h, frac[h]);
   if ((s = check_force(op, force, (int32_t)mass->shape[1], (int32_t)mass->shape[2]))) return s;
   *out = NULL;
-  if (!per_head && (s = ada_cuda_layout_select(out, op, mass, mode, frac, min_blocks, max_blocks, force, block)))
+  const ada_backend *b = ada_backend_of(mass);
+  if (!per_head && b->ops.layout_select &&
+      (s = b->ops.layout_select(out, op, mass, mode, frac, min_blocks, max_blocks, force, block)))
     return s;
   if (*out) return ADA_OK;
   return ada_tensor_to(host, mass, ADA_F32, (ada_device){ADA_CPU, 0}); /* the caller selects on it */
@@ -447,9 +473,9 @@ static ada_status select_gpu(ada_layout **out, const char *op, const ada_tensor 
 
 ada_status ada_layout_topk(ada_layout **out, const ada_tensor *mass, const double *density, bool row_wise,
                            const ada_layout_force *force, int32_t block) {
-  if (on_gpu(mass)) {
+  if (on_device(mass)) {
     ada_tensor *host;
-    ada_status s = select_gpu(out, "topk", mass, 0, !row_wise, density, "density", 0, 0, force, block, &host);
+    ada_status s = select_device(out, "topk", mass, 0, !row_wise, density, "density", 0, 0, force, block, &host);
     if (s || !host) return s;
     s = ada_layout_topk(out, host, density, row_wise, force, block);
     ada_tensor_free(host);
@@ -496,9 +522,9 @@ ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const 
   if (min_blocks < 0) return ada_fail(ADA_EINVAL, "%s: min_blocks must be >= 0, got %d", op, min_blocks);
   if (max_blocks > 0 && max_blocks < min_blocks)
     return ada_fail(ADA_EINVAL, "%s: max_blocks = %d is below min_blocks = %d", op, max_blocks, min_blocks);
-  if (on_gpu(mass)) {
+  if (on_device(mass)) {
     ada_tensor *host;
-    ada_status s = select_gpu(out, op, mass, 1, false, recall, "recall", min_blocks, max_blocks, force, block, &host);
+    ada_status s = select_device(out, op, mass, 1, false, recall, "recall", min_blocks, max_blocks, force, block, &host);
     if (s || !host) return s;
     s = ada_layout_threshold(out, host, recall, min_blocks, max_blocks, force, block);
     ada_tensor_free(host);

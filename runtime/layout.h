@@ -6,12 +6,15 @@
  *     offsets[h*(nqb+1)+r+1]), offsets are absolute into indices (head h's first offset is the
  *     number of entries of heads before it).
  *   indices [nnz] (int32): key-block numbers, strictly increasing within a row.
- * Layouts live in host memory (the CUDA backend mirrors them when it needs them). The last
+ * Layouts live in host memory (a backend mirrors them on its device when it needs them, in the
+ * layout's derived cache). A layout is well-formed from its creation (offsets contiguous, key
+ * blocks strictly increasing within [0, nkb)): the constructors here build it so, and a layout
+ * read from elsewhere (a cache file) is checked with ada_layout_validate before use. The last
  * query/key block may be partial (S not a multiple of block); it still counts as one block.
  *
  * Selection (topk, threshold) reads a block-mass tensor mass [H, nqb, nkb] (f32, contiguous,
- * CPU, or on a GPU: then row-wise top-k and threshold select on the device (nkb <= 4096) and
- * fill the layout's device mirror too): mass[h, qb, kb] = share of softmax mass of block (qb, kb),
+ * CPU, or on another device whose backend selects there (the CUDA backend: row-wise top-k and
+ * threshold for nkb <= 4096, filling the layout's device mirror too)): mass[h, qb, kb] = share of softmax mass of block (qb, kb),
  * see ops.h.
  */
 #ifndef ADA_LAYOUT_H
@@ -29,16 +32,10 @@ typedef struct ada_layout {
   int32_t *indices; /* [nnz] */
   int64_t nnz;
   int32_t refcount; /* owners: the creator, Lua userdata, the AdaSpa cache; see ada_layout_retain */
-  /* The device mirror for the CUDA kernels, uploaded on first use on a GPU by
-   * runtime/cuda/attention_cuda.c and returned to the allocator by ada_layout_free: one allocation
-   * on device dev_index that dev_offsets points to (NULL: none), holding offsets (int64, as
-   * above), indices (int32, at dev_indices) and the CTA order (int32 [heads * nqb], rows
-   * h * nqb + qb by descending length, at dev_order). A layout is immutable once built, so the
-   * mirror never goes stale. Zero-initialize new layouts (calloc). */
-  void *dev_offsets;
-  void *dev_indices;
-  void *dev_order;
-  int32_t dev_index;
+  /* Data backends derive from the layout and keep with it (backend.h: the CUDA backend's device
+   * mirror of offsets, indices and CTA order), freed with the layout. A layout is immutable once
+   * built, so derived data never goes stale. */
+  struct ada_derived *derived;
 } ada_layout;
 
 /* Blocks every selection keeps (inclusive-exclusive block ranges, 0-based):
@@ -53,6 +50,10 @@ typedef struct ada_layout_force {
   bool diagonal;
 } ada_layout_force;
 
+/* A layout of the given sizes with offsets allocated ([heads * (nqb + 1)], uninitialized), no
+ * indices (NULL, nnz 0) and one reference: for a backend's selection, which fills offsets and
+ * sets indices (malloc'ed, freed with free()) and nnz. block: 64 or 128. */
+ada_status ada_layout_new(ada_layout **out, const char *op, int32_t heads, int32_t nqb, int32_t nkb, int32_t block);
 /* Drops one reference; the layout is freed with its last one. NULL is ignored. Layouts are
  * created with one reference. */
 void ada_layout_free(ada_layout *l);
@@ -86,7 +87,13 @@ void ada_layout_density(const ada_layout *l, double *density);
 /* recall[h] = kept mass / total mass of head h (1 when the head's total is 0). The mass must be
  * [heads, nqb, nkb] float, on the CPU or a GPU (checked). */
 ada_status ada_layout_recall(const ada_layout *l, const ada_tensor *mass, double *recall);
-/* Checks that l fits attention over Sq queries, Skv keys and H heads (names op in the error). */
+/* Checks that l fits attention over Sq queries, Skv keys and H heads (names op in the error):
+ * its sizes, O(1) (the structure holds from creation). */
 ada_status ada_layout_check(const ada_layout *l, const char *op, int32_t heads, int64_t sq, int64_t skv);
+/* Checks the structure of a layout read from elsewhere: offsets contiguous and within nnz, key
+ * blocks strictly increasing within [0, nkb). O(nnz). */
+ada_status ada_layout_validate(const ada_layout *l, const char *op);
+/* "block must be 64 or 128, got N" under op and arg unless ada_attn_block_ok(block). */
+ada_status ada_layout_check_block(const char *op, const char *arg, int64_t block);
 
 #endif

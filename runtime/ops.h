@@ -7,10 +7,11 @@
  * be strided views unless said otherwise; computation is in f32 (CPU reference) and outputs are
  * rounded to their dtype at the end. Shapes are token-major: [S, H, D] for q, k, v.
  *
- * Dispatch: CPU tensors run the reference in runtime/cpu/; CUDA tensors run the CUDA backend
- * where it has the op, else the op fails with ADA_EUNSUPPORTED saying so.
+ * Dispatch: through the op table of the tensors' backend (backend.h): CPU tensors run the
+ * reference in runtime/cpu/, CUDA tensors the CUDA backend where it has the op (and, for
+ * attention, where its plan takes the call), else the op fails with ADA_EUNSUPPORTED saying so.
  *
- * Validation lives in ops.c (nn ops) and attention.c (attention ops).
+ * Validation lives in nn.c (nn ops) and attention.c (attention ops).
  */
 #ifndef ADA_OPS_H
 #define ADA_OPS_H
@@ -18,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "attn.h"
 #include "layout.h"
 #include "status.h"
 #include "tensor.h"
@@ -85,7 +87,12 @@ ada_status ada_op_concat(ada_tensor *out, const ada_tensor *const *xs, int32_t n
 typedef struct ada_attn_opts {
   double scale;     /* 0: 1/sqrt(D) */
   int64_t kv_valid; /* 0: all keys */
-  int32_t block;    /* 64 or 128 (mass and sparse ops) */
+  int32_t block;    /* 64 or 128 (mass ops; sparse attention uses the layout's) */
+  /* Kernel choice, for specs and benches (NULL: the backend's plan decides): the family ("cpu";
+   * on a GPU "sm80", "sm90" where built) and the family's variant (sm80 sparse attention over
+   * blocks of 64: "halves", the default, or "rows"). A name the plan does not know fails with
+   * ADA_EUNSUPPORTED naming the ones it has. Results do not depend on them beyond rounding. */
+  const char *family, *variant;
 } ada_attn_opts;
 
 ada_status ada_op_attention(ada_tensor *out, ada_tensor *lse, const ada_tensor *q, const ada_tensor *k,
@@ -102,5 +109,11 @@ ada_status ada_op_block_mass(ada_tensor *mass, const ada_tensor *q, const ada_te
 ada_status ada_op_attention_with_mass(ada_tensor *out, ada_tensor *lse, ada_tensor *mass, const ada_tensor *q,
                                       const ada_tensor *k, const ada_tensor *v, const ada_tensor *lse_cached,
                                       const ada_attn_opts *o);
+
+/* The plan the backend of q's device would use for an attention call of this mode (v taken
+ * like k; layout for SPARSE, o->block for FUSED and MASS), validated as the op would be; fails
+ * with ADA_EUNSUPPORTED and the backend's reason when it would not take the call. */
+ada_status ada_op_attention_plan(ada_attn_plan *plan, ada_attn_mode mode, const ada_tensor *q, const ada_tensor *k,
+                                 const ada_layout *layout, const ada_attn_opts *o);
 
 #endif

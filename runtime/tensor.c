@@ -1,4 +1,5 @@
-/* tensor.c: tensor handles, storage, views, copies across devices and dtypes. */
+/* tensor.c: tensor handles, storage, views, copies across devices and dtypes. Memory, copies
+ * and fills go to the backend of the device (backend.h); this file names none of them. */
 #include "tensor.h"
 
 #include <math.h>
@@ -6,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/cpu.h"
-#include "cuda/cuda.h"
+#include "backend.h"
 
 /* ---- names -------------------------------------------------------------------------- */
 
@@ -61,37 +61,17 @@ void ada_shape_format(int32_t ndim, const int64_t *shape, char *buf, size_t n) {
 
 /* ---- storage -------------------------------------------------------------------------- */
 
-static ada_status device_check(ada_device dev, const char *op) {
-  if (dev.type == ADA_CPU) return ADA_OK;
-  int32_t n = ada_cuda_device_count();
-  if (n == 0)
-    return ada_fail(ADA_EDEVICE, "%s: device cuda:%d requested but no GPU is available (%s)", op,
-                    (int)dev.index, ada_cuda_unavailable_reason());
-  if (dev.index < 0 || dev.index >= n)
-    return ada_fail(ADA_EDEVICE, "%s: device cuda:%d does not exist (%d GPU%s)", op,
-                    (int)dev.index, (int)n, n == 1 ? "" : "s");
-  return ADA_OK;
-}
-
 static ada_status storage_new(ada_storage **out, size_t nbytes, ada_device dev) {
-  ada_status s = device_check(dev, "tensor");
+  ada_status s = ada_backend_device_check(dev, "tensor");
   if (s) return s;
   ada_storage *st = calloc(1, sizeof *st);
   if (!st) return ada_fail(ADA_ENOMEM, "tensor: out of host memory");
   st->nbytes = nbytes;
   st->device = dev;
   st->refcount = 1;
-  if (dev.type == ADA_CPU) {
-    /* 64-byte aligned for vector loads; size rounded up as aligned_alloc requires */
-    size_t n = (nbytes + 63) & ~(size_t)63;
-    st->data = aligned_alloc(64, n ? n : 64);
-    if (!st->data) {
-      free(st);
-      return ada_fail(ADA_ENOMEM, "tensor: out of host memory allocating %zu bytes", nbytes);
-    }
-  } else {
-    s = ada_cuda_malloc(&st->data, nbytes, dev.index);
-    if (s) { free(st); return s; }
+  if ((s = ada_backend_find(dev.type)->alloc(&st->data, nbytes, dev.index))) {
+    free(st);
+    return s;
   }
   *out = st;
   return ADA_OK;
@@ -101,10 +81,9 @@ static void storage_release(ada_storage *st) {
   if (!st || --st->refcount > 0) return;
   if (st->external) {
     if (st->release) st->release(st->release_ctx);
-  } else if (st->device.type == ADA_CPU) {
-    free(st->data);
+  } else {
+    ada_backend_find(st->device.type)->free(st->data, st->device.index);
   }
-  else ada_cuda_free(st->data, st->device.index);
   free(st);
 }
 
@@ -209,11 +188,7 @@ void *ada_tensor_data(const ada_tensor *t) {
 
 ada_status ada_tensor_fill(ada_tensor *t, double value) {
   ada_strided l = strided_of(t);
-  if (t->storage->device.type == ADA_CPU) {
-    ada_cpu_fill(ada_tensor_data(t), t->dtype, &l, value);
-    return ADA_OK;
-  }
-  return ada_cuda_fill(ada_tensor_data(t), t->dtype, &l, value, t->storage->device.index);
+  return ada_backend_of(t)->fill(ada_tensor_data(t), t->dtype, &l, value, t->storage->device.index);
 }
 
 ada_status ada_tensor_full(ada_tensor **out, int32_t ndim, const int64_t *shape, double value,
@@ -232,8 +207,7 @@ ada_status ada_tensor_arange(ada_tensor **out, double start, double step, int64_
   ada_tensor *t;
   ada_status s = ada_tensor_empty(&t, 1, &n, dt, dev);
   if (s) return s;
-  if (dev.type == ADA_CPU) ada_cpu_arange(t->storage->data, dt, n, start, step);
-  else if ((s = ada_cuda_arange(t->storage->data, dt, n, start, step, dev.index))) {
+  if ((s = ada_backend_of(t)->arange(t->storage->data, dt, n, start, step, dev.index))) {
     ada_tensor_free(t);
     return s;
   }
@@ -249,8 +223,7 @@ ada_status ada_tensor_randn(ada_tensor **out, int32_t ndim, const int64_t *shape
   ada_status s = ada_tensor_empty(&t, ndim, shape, dt, dev);
   if (s) return s;
   int64_t n = ada_tensor_numel(t);
-  if (dev.type == ADA_CPU) ada_cpu_randn(t->storage->data, dt, n, seed);
-  else if ((s = ada_cuda_randn(t->storage->data, dt, n, seed, dev.index))) {
+  if ((s = ada_backend_of(t)->randn(t->storage->data, dt, n, seed, dev.index))) {
     ada_tensor_free(t);
     return s;
   }
@@ -428,14 +401,9 @@ ada_status ada_tensor_copy(ada_tensor *dst, const ada_tensor *src) {
   }
   ada_device dd = dst->storage->device, sd = src->storage->device;
   ada_strided dl = strided_of(dst), sl = strided_of(src);
-  if (ada_device_equal(dd, sd)) {
-    if (dd.type == ADA_CPU) {
-      ada_cpu_copy(ada_tensor_data(dst), dst->dtype, &dl, ada_tensor_data(src), src->dtype, &sl);
-      return ADA_OK;
-    }
-    return ada_cuda_copy(ada_tensor_data(dst), dst->dtype, &dl, ada_tensor_data(src), src->dtype,
-                         &sl, dd.index);
-  }
+  if (ada_device_equal(dd, sd))
+    return ada_backend_of(dst)->copy(ada_tensor_data(dst), dst->dtype, &dl, ada_tensor_data(src), src->dtype, &sl,
+                                     dd.index);
   /* across devices: bring the source to a contiguous tensor of the destination dtype on its own
    * device, move the bytes, then copy into the (maybe strided) destination there */
   ada_status s;
@@ -448,10 +416,10 @@ ada_status ada_tensor_copy(ada_tensor *dst, const ada_tensor *src) {
     return s;
   }
   size_t nbytes = (size_t)ada_tensor_numel(a) * (size_t)ada_dtype_size(a->dtype);
-  if (dd.type == ADA_CPU && sd.type == ADA_CUDA)
-    s = ada_cuda_memcpy(ada_tensor_data(b), ada_tensor_data(a), nbytes, 1, sd.index);
-  else if (dd.type == ADA_CUDA && sd.type == ADA_CPU)
-    s = ada_cuda_memcpy(ada_tensor_data(b), ada_tensor_data(a), nbytes, 0, dd.index);
+  if (dd.type == ADA_CPU && sd.type != ADA_CPU)
+    s = ada_backend_of(a)->to_host(ada_tensor_data(b), ada_tensor_data(a), nbytes, sd.index);
+  else if (dd.type != ADA_CPU && sd.type == ADA_CPU)
+    s = ada_backend_of(b)->from_host(ada_tensor_data(b), ada_tensor_data(a), nbytes, dd.index);
   else
     s = ada_fail(ADA_EUNSUPPORTED, "copy: between cuda:%d and cuda:%d is not supported",
                  (int)sd.index, (int)dd.index);
@@ -499,7 +467,7 @@ ada_status ada_tensor_get(const ada_tensor *t, const int64_t *index, double *out
   const char *p = (const char *)t->storage->data + off * es;
   if (t->storage->device.type == ADA_CPU) { *out = ada_load(p, t->dtype); return ADA_OK; }
   unsigned char buf[8];
-  if ((s = ada_cuda_memcpy(buf, p, (size_t)es, 1, t->storage->device.index))) return s;
+  if ((s = ada_backend_of(t)->to_host(buf, p, (size_t)es, t->storage->device.index))) return s;
   *out = ada_load(buf, t->dtype);
   return ADA_OK;
 }
@@ -513,17 +481,18 @@ ada_status ada_tensor_set(ada_tensor *t, const int64_t *index, double value) {
   if (t->storage->device.type == ADA_CPU) { ada_store(p, t->dtype, value); return ADA_OK; }
   unsigned char buf[8];
   ada_store(buf, t->dtype, value);
-  if ((s = ada_cuda_memcpy(p, buf, (size_t)es, 0, t->storage->device.index))) return s;
-  return ada_cuda_synchronize(t->storage->device.index); /* buf is on this stack frame */
+  const ada_backend *b = ada_backend_of(t);
+  if ((s = b->from_host(p, buf, (size_t)es, t->storage->device.index))) return s;
+  return b->synchronize(t->storage->device.index); /* buf is on this stack frame */
 }
 
 static ada_status reduce(const ada_tensor *t, ada_reduce_op op, double *out) {
-  if (t->storage->device.type == ADA_CPU) {
+  const ada_backend *b = ada_backend_of(t);
+  if (b->reduce) {
     ada_strided l = strided_of(t);
-    *out = ada_cpu_reduce(ada_tensor_data(t), t->dtype, &l, op);
-    return ADA_OK;
+    return b->reduce(ada_tensor_data(t), t->dtype, &l, op, t->storage->device.index, out);
   }
-  /* GPU tensors are reduced on the host: these reductions serve tests and reports */
+  /* others are reduced on the host: these reductions serve tests and reports */
   ada_tensor *h;
   ada_device cpu = {ADA_CPU, 0};
   ada_status s = ada_tensor_to(&h, t, t->dtype, cpu);
@@ -543,5 +512,5 @@ ada_status ada_tensor_norm(const ada_tensor *t, double *out) {
   return s;
 }
 
-void ada_set_num_threads(int32_t n) { ada_cpu_set_threads(n); }
-int32_t ada_get_num_threads(void) { return ada_cpu_threads(); }
+void ada_set_num_threads(int32_t n) { ada_backend_find(ADA_CPU)->set_threads(n); }
+int32_t ada_get_num_threads(void) { return ada_backend_find(ADA_CPU)->threads(); }

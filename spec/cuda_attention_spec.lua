@@ -1,4 +1,4 @@
--- The CUDA attention kernels (kernels/attention.cu) against the CPU reference: dense, sparse,
+-- The CUDA attention kernels (kernels/attention_sm80.cu, chosen by the plan) against the CPU reference: dense, sparse,
 -- block mass and attention_with_mass. Inputs are bf16 (the kernels' precision) and the CPU
 -- computes from the same bf16 values in f32, into f32 outputs; the GPU writes into outputs
 -- poisoned with NaN. Tolerances (relative L2): out 1e-2 (P and out are rounded to bf16 on the

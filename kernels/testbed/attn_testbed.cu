@@ -20,8 +20,6 @@
 
 #include "../kernels.h"
 
-extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, int32_t variant, void *stream);
-extern "C" int ada_attention_sm90_supports(const ada_attn_params *p);
 
 #define CK(x)                                                                                                           \
   do {                                                                                                                  \
@@ -151,11 +149,26 @@ static void ref_row(const std::vector<__nv_bfloat16> &qkv, int64_t s, int heads,
 }
 
 typedef int (*launch_fn)(const ada_attn_params *, void *);
-static int launch_sm80(const ada_attn_params *p, void *st) { return ada_launch_attention(p, st); }
-static int sm90_v1(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 1, st); }
-static int sm90_v2(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 2, st); }
-static int sm90_v3(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 3, st); }
-static int sm90_v4(const ada_attn_params *p, void *st) { return ada_launch_attention_sm90(p, 4, st); }
+/* sm80 with the plan's tiles (sparse blocks of 64: 64-row CTAs as two row groups x two key halves) */
+static int launch_sm80(const ada_attn_params *p, void *st) {
+  ada_attn_params q = *p;
+  const bool r64 = q.mode == ADA_ATTN_SPARSE && q.layout_block == 64;
+  q.tile_rows = r64 ? 64 : 128;
+  q.key_halves = r64 ? 2 : 1;
+  q.variant = 0;
+  return ada_launch_attention_sm80(&q, st);
+}
+static int sm90_variant(const ada_attn_params *p, int v, void *st) {
+  ada_attn_params q = *p;
+  q.tile_rows = 128;
+  q.key_halves = 1;
+  q.variant = v;
+  return ada_launch_attention_sm90(&q, st);
+}
+static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 1, st); }
+static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
+static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
+static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
 
 int main(int argc, char **argv) {
   const bool quick = argc > 1 && !strcmp(argv[1], "quick");
@@ -261,7 +274,7 @@ int main(int argc, char **argv) {
       d.mode = ADA_ATTN_DENSE;
       d.out = out[0];
       d.lse = lse[0];
-      if (ada_launch_attention(&d, st)) failures++;
+      if (launch_sm80(&d, st)) failures++;
       CK(cudaStreamSynchronize(st));
       hlin.resize(S * H);
       CK(cudaMemcpy(hlin.data(), lse[0], S * H * 4, cudaMemcpyDeviceToHost));
@@ -283,7 +296,10 @@ int main(int argc, char **argv) {
     for (int f = 0; f < NF; f++) {
       p.out = out[f];
       p.lse = lse[f];
-      if (f >= 1 && !ada_attention_sm90_supports(&p)) {
+      ada_attn_params p90 = p;
+      p90.tile_rows = 128;
+      p90.variant = 3;
+      if (f >= 1 && !ada_attention_sm90_supports(&p90)) {
         printf("%-28s %s: not supported on this device\n", c.name, fams[f].name);
         continue;
       }

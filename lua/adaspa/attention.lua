@@ -12,7 +12,10 @@
 --   sparse  adaspa.sparse_attention with the cached layout.
 -- A layout that keeps every block runs the dense kernel (same result, and on a GPU the same bits
 -- as a dense step: sparsity 0 reproduces the dense run exactly).
--- It also counts time and FLOPs per step and mode, for the reports. After each call,
+-- It also counts time and FLOPs per step and mode, for the reports: on a GPU (opts.sync) each
+-- call is timed by device events recorded on the stream around it (adaspa.timer: the device time
+-- from the model's queued work being done to the attention's being done, without synchronizing;
+-- the step's sum is read at end_step), elsewhere by the wall clock. After each call,
 -- ctx.last_mode is the mode that call ran (dense, search, plan or sparse).
 local adaspa = require "adaspa"
 
@@ -22,11 +25,12 @@ Ctx.__index = Ctx
 
 -- policy: an object with mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx)
 -- (see adaspa.policy);
--- opts: {layers = n (model layers with attention), sync = bool (GPU timing)}.
+-- opts: {layers = n (model layers with attention), sync = bool (time GPU calls with device events)}.
 function attention.new(policy, opts)
   opts = opts or {}
   assert(type(policy) == "table" and type(policy.mode) == "function", "attention.new: policy needs a mode(step, layer) method")
-  local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture}, Ctx)
+  local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture,
+                          timers = {}}, Ctx)
   c.cache = adaspa.Cache.new(opts.layers)
   return c
 end
@@ -57,6 +61,12 @@ end
 
 function Ctx:end_step()
   local s = self.cur
+  -- the event timers of the step's calls: reading the last waits for the step's attention only
+  for _, t in ipairs(s.timed or {}) do
+    s.seconds = s.seconds + t.timer:seconds() - t.measured
+    self.timers[#self.timers + 1] = t.timer
+  end
+  s.timed = nil
   self.steps[#self.steps + 1] = s
   self.cur = nil
   return s
@@ -78,8 +88,11 @@ function Ctx:attention(q, k, v, info)
   end
   local S, H, D = unpack(q:shape())
   local dense_flops = 4 * S * info.kv_valid * D * H
-  local gpu_sync = self.sync and q:device() ~= "cpu" and adaspa.cuda.available()
-  if gpu_sync then adaspa.cuda.synchronize() end -- the model's queued work is not attention's time
+  local timer -- device events on the tensors' stream: the model's queued work is not attention's time
+  if self.sync and q:device() ~= "cpu" and adaspa.cuda.available() then
+    timer = table.remove(self.timers) or adaspa.timer(q)
+    timer:start()
+  end
   local t0 = adaspa.now()
   local out, lse
   local density = 1
@@ -145,9 +158,14 @@ function Ctx:attention(q, k, v, info)
     end
     out, density = self:run_layout(q, k, v, layout, info)
   end
-  if gpu_sync then adaspa.cuda.synchronize() end
   local c = self.cur
-  c.seconds = c.seconds + (adaspa.now() - t0) - measured
+  if timer then
+    timer:stop()
+    c.timed = c.timed or {}
+    c.timed[#c.timed + 1] = {timer = timer, measured = measured}
+  else
+    c.seconds = c.seconds + (adaspa.now() - t0) - measured
+  end
   c.modes[mode] = (c.modes[mode] or 0) + 1
   c.flops = c.flops + dense_flops * density
   c.dense_flops = c.dense_flops + dense_flops

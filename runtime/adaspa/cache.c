@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../attn.h"
+#include "../backend.h"
 #include "../io/safetensors.h"
 
 typedef struct cache_layer {
@@ -209,7 +211,7 @@ void ada_cache_memory(const ada_cache *c, int64_t *host_bytes, int64_t *device_b
       const ada_layout *l = e->layout;
       const int64_t csr = (int64_t)l->heads * (l->nqb + 1) * 8 + l->nnz * 4;
       host += csr;
-      if (l->dev_offsets) dev += csr + (int64_t)l->heads * l->nqb * 4; /* the device mirror and its CTA order */
+      dev += ada_derived_device_bytes(l->derived); /* a device mirror and its CTA order */
     }
     if (!seen_t) {
       int64_t b = ada_tensor_numel(e->lse) * 4;
@@ -458,7 +460,7 @@ static ada_status load_layout(const loader *ld, int32_t layer, cache_layer *e) {
   META("nqb", 1, INT32_MAX, nqb);
   META("nkb", 1, INT32_MAX, nkb);
   META("block", 64, 128, block);
-  if (block != 64 && block != 128) return LFAIL(ld, "metadata layer.%d.block must be 64 or 128, got %lld", N, (long long)block);
+  if (!ada_attn_block_ok(block)) return LFAIL(ld, "metadata layer.%d.block must be 64 or 128, got %lld", N, (long long)block);
   if (nqb * nkb > (int64_t)UINT32_MAX)
     return LFAIL(ld, "metadata layer.%d: %lld x %lld blocks per head is too many", N, (long long)nqb, (long long)nkb);
   if (heads * nqb > (INT64_MAX / 8) / nkb)
@@ -518,26 +520,19 @@ static ada_status load_layout(const loader *ld, int32_t layer, cache_layer *e) {
     goto fail;
   }
   /* the layout itself, then density (checked against the file) and recall */
-  l = calloc(1, sizeof *l);
-  if (l) {
-    l->refcount = 1;
-    l->offsets = malloc(sizeof(int64_t) * (size_t)(heads * (nqb + 1)));
-    l->indices = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
-  }
+  if ((s = ada_layout_new(&l, ld->op, (int32_t)heads, (int32_t)nqb, (int32_t)nkb, (int32_t)block))) goto fail;
+  l->indices = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
   density = malloc(sizeof(double) * (size_t)heads);
   if (rec) recall = malloc(sizeof(double) * (size_t)heads);
-  if (!l || !l->offsets || !l->indices || !density || (rec && !recall)) {
+  if (!l->indices || !density || (rec && !recall)) {
     s = ada_fail(ADA_ENOMEM, "%s: %s: layer %d: out of memory", ld->op, ld->path, N);
     goto fail;
   }
-  l->heads = (int32_t)heads;
-  l->nqb = (int32_t)nqb;
-  l->nkb = (int32_t)nkb;
-  l->block = (int32_t)block;
   l->nnz = nnz;
   for (int64_t i = 0; i < heads * (nqb + 1); i++) l->offsets[i] = o[i];
   if (nnz > 0) memcpy(l->indices, ix, sizeof(int32_t) * (size_t)nnz);
-  if ((s = ada_layout_check(l, ld->op, l->heads, nqb * block, nkb * block))) goto fail;
+  if ((s = ada_layout_check(l, ld->op, l->heads, nqb * block, nkb * block)) || (s = ada_layout_validate(l, ld->op)))
+    goto fail;
   ada_layout_density(l, density);
   const float *dp = ada_tensor_data(den);
   for (int64_t h = 0; h < heads; h++)

@@ -5,6 +5,7 @@
  * softmax (running max m, running sum l) runs across query rows (contiguous), and acc [row][D]
  * += P V from a register-tiled loop over contiguous value rows. Block mass reuses the score tiles. */
 #include "cpu_attn.h"
+#include "stage.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -435,4 +436,123 @@ ada_status ada_cpu_block_mass(const ada_cpu_qkv *a, int32_t block, const float *
   }
   free(ws);
   return ADA_OK;
+}
+
+/* ---- the op entries (backend.h): plan, f32 staging, finiteness of a given lse ----------------- */
+
+ada_status ada_cpu_attention_plan(const ada_attn_call *c, ada_attn_plan *out) {
+  if (c->family && strcmp(c->family, "cpu") != 0)
+    return ada_fail(ADA_EUNSUPPORTED, "%s: family %s: the cpu backend has the kernel family cpu only", c->op,
+                    c->family);
+  if (c->variant && c->variant[0])
+    return ada_fail(ADA_EUNSUPPORTED, "%s: variant %s: the cpu kernel family has no variants", c->op, c->variant);
+  memset(out, 0, sizeof *out);
+  strcpy(out->family, "cpu");
+  strcpy(out->schedule, "natural");
+  out->dim = (int32_t)c->q->shape[2];
+  /* Dense attention runs query tiles of 128 rows against key blocks of 64: the same row results
+   * as sparse attention over a full layout of blocks of 64, with half the key and value traffic.
+   * The others run blocks x blocks (the layout's, or the mass block). */
+  out->tile_rows = c->mode == ADA_ATTN_DENSE ? 128 : c->block;
+  out->tile_keys = c->mode == ADA_ATTN_DENSE ? 64 : c->block;
+  return ADA_OK;
+}
+
+static ada_status check_finite(const char *op, const char *arg, const ada_tensor *orig, const ada_tensor *f32) {
+  const float *x = ada_tensor_data(f32);
+  const int64_t n = ada_tensor_numel(f32);
+  int64_t bad = 0;
+  float first = 0;
+  for (int64_t i = 0; i < n; i++)
+    if (!isfinite(x[i]) && !bad++) first = x[i];
+  if (!bad) return ADA_OK;
+  char shape[96];
+  ada_shape_format(orig->ndim, orig->shape, shape, sizeof shape);
+  return ada_fail(ADA_EINVAL, "%s: %s %s must be finite, got %lld non-finite values (the first is %g)", op, arg, shape,
+                  (long long)bad, (double)first);
+}
+
+/* f32 views of the inputs (q, k, v, lse_in; NULL entries skip) with a contiguous last dimension;
+ * lse_in fully contiguous. Temporaries go to tmp[] (free with release()). */
+typedef struct staged {
+  const ada_tensor *t[4];
+  ada_tensor *tmp[4];
+} staged;
+
+static void release(staged *st) {
+  for (int i = 0; i < 4; i++) ada_tensor_free(st->tmp[i]);
+}
+
+static ada_status stage(staged *st, const ada_attn_call *c) {
+  const ada_tensor *in[4] = {c->q, c->k, c->v, c->lse_in};
+  for (int i = 0; i < 4; i++) {
+    st->t[i] = NULL;
+    st->tmp[i] = NULL;
+  }
+  for (int i = 0; i < 4; i++) {
+    if (!in[i]) continue;
+    ada_status s = ada_cpu_f32_in(in[i], i == 3, &st->t[i], &st->tmp[i]);
+    if (s) {
+      release(st);
+      return s;
+    }
+  }
+  if (c->lse_in) {
+    ada_status s = check_finite(c->op, c->mode == ADA_ATTN_MASS ? "lse" : "lse_cached", c->lse_in, st->t[3]);
+    if (s) {
+      release(st);
+      return s;
+    }
+  }
+  return ADA_OK;
+}
+
+static ada_cpu_qkv kernel_args(const staged *st, const ada_attn_call *c) {
+  const ada_tensor *q = st->t[0], *k = st->t[1], *v = st->t[2];
+  ada_cpu_qkv a;
+  a.q = ada_tensor_data(q);
+  a.k = ada_tensor_data(k);
+  a.v = v ? ada_tensor_data(v) : NULL;
+  a.q_rs = q->stride[0];
+  a.q_hs = q->stride[1];
+  a.k_rs = k->stride[0];
+  a.k_hs = k->stride[1];
+  a.v_rs = v ? v->stride[0] : 0;
+  a.v_hs = v ? v->stride[1] : 0;
+  a.sq = q->shape[0];
+  a.skv = k->shape[0];
+  a.kv_valid = c->kv_valid;
+  a.heads = (int32_t)q->shape[1];
+  a.dim = (int32_t)q->shape[2];
+  a.scale = c->scale;
+  return a;
+}
+
+ada_status ada_cpu_attention_op(const ada_attn_call *c) {
+  ada_attn_plan plan;
+  ada_status s = ada_cpu_attention_plan(c, &plan);
+  if (s) return s;
+  staged st;
+  if ((s = stage(&st, c))) return s;
+  const ada_cpu_qkv a = kernel_args(&st, c);
+  if (c->mode == ADA_ATTN_MASS) {
+    s = ada_cpu_block_mass(&a, plan.tile_keys, ada_tensor_data(st.t[3]), ada_tensor_data(c->mass));
+    release(&st);
+    return s;
+  }
+  ada_tensor *obuf, *otmp;
+  if ((s = ada_cpu_f32_out(c->out, &obuf, &otmp))) {
+    release(&st);
+    return s;
+  }
+  const ada_layout *l = c->layout;
+  s = ada_cpu_attention(&a, plan.tile_rows, plan.tile_keys, l ? l->offsets : NULL, l ? l->indices : NULL,
+                        c->lse_in ? ada_tensor_data(st.t[3]) : NULL, ada_tensor_data(obuf), ada_tensor_data(c->lse),
+                        c->mass ? ada_tensor_data(c->mass) : NULL);
+  release(&st);
+  if (s) {
+    ada_tensor_free(otmp);
+    return s;
+  }
+  return ada_cpu_f32_out_done(c->out, otmp);
 }

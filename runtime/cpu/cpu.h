@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "../backend.h" /* ada_reduce_op */
 #include "../scalar.h"
 
 /* dst[idx] = convert(src[idx]) over the common shape (dl and sl: same ndim and shape). */
@@ -20,7 +21,6 @@ void ada_cpu_arange(void *dst, ada_dtype ddt, int64_t n, double start, double st
 /* Contiguous dst[i] = ada_randn_at(seed, i) in ddt. */
 void ada_cpu_randn(void *dst, ada_dtype ddt, int64_t n, uint64_t seed);
 
-typedef enum ada_reduce_op { ADA_REDUCE_SUM, ADA_REDUCE_MAX, ADA_REDUCE_MIN, ADA_REDUCE_SUMSQ } ada_reduce_op;
 /* Reduction of every element in double. MAX/MIN return NaN if any element is NaN. The result
  * is independent of the thread count (fixed chunking, fixed combination order). */
 double ada_cpu_reduce(const void *src, ada_dtype sdt, const ada_strided *sl, ada_reduce_op op);

@@ -1,6 +1,6 @@
 /* cpu_attn.h: the CPU attention kernels (prefix ada_cpu_): dense and block-sparse attention with
  * an online softmax, block mass, and attention fused with block mass. f32 only; runtime/attention.c
- * validates and stages the arguments (see ops.h for the semantics).
+ * validates the arguments and ada_cpu_attention_op stages them (see ops.h for the semantics).
  *
  * Work is split into (head, query tile) tasks run by OpenMP threads; every task is computed by
  * one thread in a fixed order, so results do not depend on the thread count. */
@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 
+#include "../backend.h"
 #include "../status.h"
 
 /* q [sq, heads, dim], k and v [skv, heads, dim] as f32 views whose last dimension is contiguous:
@@ -35,5 +36,11 @@ ada_status ada_cpu_attention(const ada_cpu_qkv *a, int32_t qblock, int32_t kbloc
 
 /* mass [heads, nqb, nkb] as above, from the given lse [heads, sq] (finite); v is unused. */
 ada_status ada_cpu_block_mass(const ada_cpu_qkv *a, int32_t block, const float *lse, float *mass);
+
+/* The op entries of the CPU backend (backend.h): the plan ("cpu" family; dense: query tiles of 128
+ * against key blocks of 64; the others: blocks x blocks), and the call (f32 staging of the
+ * inputs, the finiteness check of a given lse, the kernels above). */
+ada_status ada_cpu_attention_plan(const ada_attn_call *c, ada_attn_plan *out);
+ada_status ada_cpu_attention_op(const ada_attn_call *c);
 
 #endif

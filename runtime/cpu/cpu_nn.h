@@ -1,7 +1,7 @@
 /* cpu_nn.h: CPU kernels of the neural-network ops (prefix ada_cpu_): the f32 GEMM (gemm.c) and
  * the norms, elementwise ops, RoPE, patchify and timestep embedding (nn.c).
  *
- * Every kernel works on f32 data whose arguments runtime/ops.c has validated. Matrices are
+ * Every kernel works on f32 data whose arguments runtime/nn.c has validated (and runtime/cpu/backend.c staged). Matrices are
  * row-major with a row stride; a "row operand" with row stride 0 is one row broadcast over all
  * rows. Kernels that allocate scratch return ADA_ENOMEM (nothing written) when that fails; the
  * others cannot fail and return nothing. Results do not depend on the thread count.

@@ -8,8 +8,14 @@
  * - Live blocks are kept in one open-addressing hash table pointer -> (size, device), so
  *   ada_cuda_free needs no size and ignores pointers it does not know (and uses the device
  *   recorded at allocation, not its argument).
- * - Freeing into the cache needs no synchronization: all work runs on the device's one stream,
- *   so a reused block's new work is ordered after the old. cudaFree (empty_cache) synchronizes.
+ * - Freeing into the cache needs no synchronization for a block used only on the stream it was
+ *   allocated on: a reused block's new work is ordered after the old on that stream. A block
+ *   also used on other streams (ada_cuda_record_stream: a communication stream, later) gets an
+ *   event recorded on each of them when it is freed and waits in a pending list; a request first
+ *   moves the pending blocks whose events have all completed (cudaEventQuery, no waiting) into
+ *   the cache. So a block freed while another stream still reads it is not handed out early.
+ *   Events come from a per-device pool. cudaFree (empty_cache) synchronizes (it first waits for
+ *   the pending events).
  * - Out of memory: clear the error, release the cache and retry; if that fails too, call the
  *   OOM hook once (mutex released meanwhile: the hook frees tensors into the cache), take a
  *   fitting block from the cache or release it and retry cudaMalloc; then fail with ADA_ENOMEM
@@ -40,16 +46,32 @@ typedef struct block {
   size_t size;
 } block;
 
+#define MAX_USES 4 /* streams besides its own a block may be used on */
+
+/* A freed block waiting for the events recorded on the other streams that used it. */
+typedef struct pending {
+  block b;
+  cudaEvent_t ev[MAX_USES];
+  int32_t n_ev;
+} pending;
+
 typedef struct pool {
   block *free; /* cached blocks, sorted by (size, address) */
   size_t n_free, cap_free;
-  ada_cuda_mem_stats st; /* reserved is computed on read */
+  pending *wait; /* freed blocks not yet reusable */
+  size_t n_wait, cap_wait;
+  cudaEvent_t *events; /* idle events for pending blocks */
+  size_t n_events, cap_events;
+  ada_mem_stats st; /* reserved is computed on read; cached includes the pending blocks */
 } pool;
 
 typedef struct live_entry {
   void *p; /* NULL: empty slot */
   size_t size;
   int32_t dev;
+  cudaStream_t stream;          /* the stream it was allocated on */
+  cudaStream_t uses[MAX_USES];  /* other streams it was used on */
+  int32_t n_uses;
 } live_entry;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -77,7 +99,7 @@ static void live_insert_raw(live_entry *tab, size_t cap, live_entry e) {
   tab[i] = e;
 }
 
-static bool live_put(void *p, size_t size, int32_t dev) {
+static bool live_put(void *p, size_t size, int32_t dev, cudaStream_t stream) {
   if ((live_n + 1) * 2 > live_cap) {
     size_t cap = live_cap ? live_cap * 2 : 1024;
     live_entry *tab = calloc(cap, sizeof *tab);
@@ -88,9 +110,20 @@ static bool live_put(void *p, size_t size, int32_t dev) {
     live = tab;
     live_cap = cap;
   }
-  live_insert_raw(live, live_cap, (live_entry){p, size, dev});
+  live_insert_raw(live, live_cap, (live_entry){.p = p, .size = size, .dev = dev, .stream = stream});
   live_n++;
   return true;
+}
+
+/* The entry of p, or NULL. */
+static live_entry *live_find(const void *p) {
+  if (!live_cap) return NULL;
+  size_t i = slot_of(p, live_cap);
+  while (live[i].p != p) {
+    if (!live[i].p) return NULL;
+    i = (i + 1) & (live_cap - 1);
+  }
+  return &live[i];
 }
 
 /* Removes p; false if unknown. Backward-shift deletion keeps probe chains intact. */
@@ -162,11 +195,89 @@ static bool cache_take(pool *pl, size_t r, block *out) {
   return true;
 }
 
+/* An idle event of the pool (created when none is idle); NULL when none can be had. */
+static cudaEvent_t event_get(pool *pl) {
+  if (pl->n_events) return pl->events[--pl->n_events];
+  cudaEvent_t ev = NULL;
+  if (cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return NULL;
+  }
+  return ev;
+}
+
+static void event_put(pool *pl, cudaEvent_t ev) {
+  if (pl->n_events == pl->cap_events) {
+    size_t cap = pl->cap_events ? pl->cap_events * 2 : 16;
+    cudaEvent_t *ne = realloc(pl->events, cap * sizeof *ne);
+    if (!ne) {
+      (void)cudaEventDestroy(ev);
+      (void)cudaGetLastError();
+      return;
+    }
+    pl->events = ne;
+    pl->cap_events = cap;
+  }
+  pl->events[pl->n_events++] = ev;
+}
+
+/* Moves pending blocks whose events have completed (all of them when wait) into the cache. */
+static void collect_pending(pool *pl, bool wait) {
+  size_t kept = 0;
+  for (size_t i = 0; i < pl->n_wait; i++) {
+    pending *w = &pl->wait[i];
+    bool done = true;
+    for (int32_t e = 0; e < w->n_ev && done; e++) {
+      cudaError_t r = wait ? cudaEventSynchronize(w->ev[e]) : cudaEventQuery(w->ev[e]);
+      if (r == cudaErrorNotReady) done = false;
+      else if (r != cudaSuccess) (void)cudaGetLastError(); /* a failed event: its work is over */
+    }
+    if (!done) {
+      pl->wait[kept++] = *w;
+      continue;
+    }
+    for (int32_t e = 0; e < w->n_ev; e++) event_put(pl, w->ev[e]);
+    pl->st.cached -= w->b.size;
+    if (!cache_put(pl, w->b.p, w->b.size)) { /* no host memory for the list: give it back */
+      (void)cudaFree(w->b.p);
+      (void)cudaGetLastError();
+    }
+  }
+  pl->n_wait = kept;
+}
+
+/* Parks a freed block that other streams used until events recorded on them now complete; false
+ * when that cannot be arranged (then the caller waits for those streams instead). */
+static bool park(pool *pl, const live_entry *e) {
+  if (pl->n_wait == pl->cap_wait) {
+    size_t cap = pl->cap_wait ? pl->cap_wait * 2 : 16;
+    pending *nw = realloc(pl->wait, cap * sizeof *nw);
+    if (!nw) return false;
+    pl->wait = nw;
+    pl->cap_wait = cap;
+  }
+  pending w = {.b = {e->p, e->size}, .n_ev = 0};
+  for (int32_t i = 0; i < e->n_uses; i++) {
+    cudaEvent_t ev = event_get(pl);
+    if (!ev || cudaEventRecord(ev, e->uses[i]) != cudaSuccess) {
+      (void)cudaGetLastError();
+      if (ev) event_put(pl, ev);
+      for (int32_t j = 0; j < w.n_ev; j++) event_put(pl, w.ev[j]);
+      return false;
+    }
+    w.ev[w.n_ev++] = ev;
+  }
+  pl->wait[pl->n_wait++] = w;
+  pl->st.cached += e->size;
+  return true;
+}
+
 /* cudaFree of every cached block of dev (dev current). Keeps going after an error and returns
  * the first one; cudaErrorCudartUnloading (process exit) counts as success. */
 static cudaError_t release_cached(int32_t dev) {
   pool *pl = &pools[dev];
   cudaError_t first = cudaSuccess;
+  collect_pending(pl, true);
   for (size_t i = 0; i < pl->n_free; i++) {
     cudaError_t e = cudaFree(pl->free[i].p);
     if (e != cudaSuccess) {
@@ -196,9 +307,9 @@ static void fmt_bytes(char *buf, size_t len, size_t n) {
   else snprintf(buf, len, "%.2f GiB", (double)n / (k * k * k));
 }
 
-/* Records block b of dev as handed out and unlocks mu. */
-static ada_status hand_out(pool *pl, block b, int32_t dev, bool reused, void **out) {
-  if (!live_put(b.p, b.size, dev)) {
+/* Records block b of dev (allocated for work on stream) as handed out and unlocks mu. */
+static ada_status hand_out(pool *pl, block b, int32_t dev, cudaStream_t stream, bool reused, void **out) {
+  if (!live_put(b.p, b.size, dev, stream)) {
     if (reused) (void)cache_put(pl, b.p, b.size); /* room exists: it was just taken out */
     else { (void)cudaFree(b.p); (void)cudaGetLastError(); }
     pthread_mutex_unlock(&mu);
@@ -281,12 +392,15 @@ static ada_status malloc_impl(void **out, size_t n, int32_t dev) {
   *out = NULL;
   ada_status s = ada_cuda_enter(dev, op);
   if (s) return s;
+  cudaStream_t stream;
+  if ((s = ada_cuda_stream(dev, op, &stream))) return s;
   block b = {NULL, round_size(n)};
   if (!b.size) return ada_fail(ADA_ENOMEM, "cuda: out of memory allocating %zu bytes on cuda:%d", n, (int)dev);
 
   pthread_mutex_lock(&mu);
   pool *pl = &pools[dev];
-  if (cache_take(pl, b.size, &b)) return hand_out(pl, b, dev, true, out);
+  if (pl->n_wait) collect_pending(pl, false);
+  if (cache_take(pl, b.size, &b)) return hand_out(pl, b, dev, stream, true, out);
   cudaError_t e = cudaMalloc(&b.p, b.size);
   if (e == cudaErrorMemoryAllocation) { /* release the cache and retry */
     (void)cudaGetLastError();
@@ -305,7 +419,7 @@ static ada_status malloc_impl(void **out, size_t n, int32_t dev) {
       in_oom_hook = 0;
       (void)cudaSetDevice(dev); /* in case the hook switched devices */
       (void)cudaGetLastError();
-      if (cache_take(pl, b.size, &b)) return hand_out(pl, b, dev, true, out);
+      if (cache_take(pl, b.size, &b)) return hand_out(pl, b, dev, stream, true, out);
       (void)release_cached(dev);
       e = cudaMalloc(&b.p, b.size);
     }
@@ -318,7 +432,7 @@ static ada_status malloc_impl(void **out, size_t n, int32_t dev) {
     pthread_mutex_unlock(&mu);
     return ada_cuda_error(e, op, "cudaMalloc");
   }
-  return hand_out(pl, b, dev, false, out);
+  return hand_out(pl, b, dev, stream, false, out);
 }
 
 void ada_cuda_free(void *p, int32_t dev) {
@@ -330,6 +444,19 @@ void ada_cuda_free(void *p, int32_t dev) {
     pool *pl = &pools[e.dev];
     pl->st.allocated -= e.size;
     if (pl->st.allocated < gc_mark[e.dev]) gc_mark[e.dev] = pl->st.allocated; /* growth counts from the low */
+    if (e.n_uses > 0) {
+      int cur = -1;
+      (void)cudaGetDevice(&cur);
+      (void)cudaSetDevice(e.dev);
+      bool parked = park(pl, &e);
+      for (int32_t i = 0; !parked && i < e.n_uses; i++) /* no event: wait for those streams */
+        if (cudaStreamSynchronize(e.uses[i]) != cudaSuccess) (void)cudaGetLastError();
+      if (cur >= 0) (void)cudaSetDevice(cur);
+      if (parked) {
+        pthread_mutex_unlock(&mu);
+        return;
+      }
+    }
     if (!cache_put(pl, p, e.size)) { /* no host memory for the list: give it back now */
       int cur = -1;
       (void)cudaGetDevice(&cur);
@@ -366,7 +493,25 @@ void ada_cuda_set_oom_hook(void (*hook)(void *ud), void *ud) {
   pthread_mutex_unlock(&mu);
 }
 
-ada_status ada_cuda_memory(int32_t dev, ada_cuda_mem_stats *out) {
+ada_status ada_cuda_record_stream(void *p, void *stream) {
+  if (!p) return ADA_OK;
+  ada_status s = ADA_OK;
+  pthread_mutex_lock(&mu);
+  live_entry *e = live_find(p);
+  cudaStream_t st = (cudaStream_t)stream;
+  if (e && st != e->stream) {
+    int32_t i = 0;
+    while (i < e->n_uses && e->uses[i] != st) i++;
+    if (i == e->n_uses) {
+      if (e->n_uses == MAX_USES) s = ada_fail(ADA_EINVAL, "cuda record_stream: a block is used on more than %d other streams", MAX_USES);
+      else e->uses[e->n_uses++] = st;
+    }
+  }
+  pthread_mutex_unlock(&mu);
+  return s;
+}
+
+ada_status ada_cuda_memory(int32_t dev, ada_mem_stats *out) {
   if (!out) return ada_fail(ADA_EINVAL, "cuda memory: no output given");
   int32_t n = ada_cuda_device_count();
   if (dev < 0 || dev >= n) return ada_cuda_enter(dev, "cuda memory"); /* for its message */

@@ -1,9 +1,7 @@
-/* cuda.h: host side of the CUDA backend (prefix ada_cuda_). Plain C.
- *
- * Built from the .c files of runtime/cuda/ when the CUDA backend is compiled in; otherwise
- * runtime/cuda/none.c provides the same functions, which report that the build has no CUDA.
- * The runtime core (tensor.c, ops.c) calls only these; these call the kernel launchers in
- * kernels/ (kernels/kernels.h).
+/* cuda.h: host side of the CUDA backend (prefix ada_cuda_). Plain C. Internal to runtime/cuda/:
+ * the core reaches these only through the backend's table (runtime/cuda/backend.c, backend.h).
+ * Built from the .c files of runtime/cuda/ when the CUDA backend is compiled in; these call the
+ * kernel launchers in kernels/ (kernels/kernels.h).
  *
  * One stream per device (created lazily); every function below is ordered on it. Functions
  * that copy to host memory synchronize before returning. Every CUDA call and every launch is
@@ -17,26 +15,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../backend.h"
 #include "../scalar.h"
 #include "../status.h"
 
-/* True when this binary was built with the CUDA backend. */
-bool ada_cuda_built(void);
 /* Number of usable GPUs: 0 without the backend, a driver or a device. Never fails loudly. */
 int32_t ada_cuda_device_count(void);
 /* Why there is no GPU ("built without CUDA", "no CUDA driver", ...), or "" when there is one. */
 const char *ada_cuda_unavailable_reason(void);
 
-typedef struct ada_cuda_device_info {
-  int32_t index;
-  char name[256];
-  size_t total_bytes;
-  size_t free_bytes;
-  int32_t cc_major, cc_minor;
-  int32_t sm_count;
-} ada_cuda_device_info;
-
-ada_status ada_cuda_device_info_get(int32_t dev, ada_cuda_device_info *out);
+ada_status ada_cuda_device_info_get(int32_t dev, ada_device_info *out);
+/* Compute capability and SM count of dev, asked once per device (for the attention plan). */
+ada_status ada_cuda_props(int32_t dev, int32_t *cc_major, int32_t *cc_minor, int32_t *sm_count);
 
 /* ---- caching allocator ---------------------------------------------------------------- */
 /* Device memory of at least n bytes (n > 0), 256-byte aligned, from the cache when a freed
@@ -46,22 +36,21 @@ ada_status ada_cuda_device_info_get(int32_t dev, ada_cuda_device_info *out);
  * after an allocation when the allocated bytes grew by 1/16 of the device's memory
  * (ADASPA_GC_STEP_MB) since the last collection: garbage tensors cannot pile up. */
 ada_status ada_cuda_malloc(void **out, size_t n, int32_t dev);
-/* Returns a block from ada_cuda_malloc to the cache. NULL is ignored. */
+/* Returns a block from ada_cuda_malloc to the cache. NULL is ignored. A block is reused at once by
+ * work on the stream it was allocated on (stream order makes that safe); when it was also used
+ * on other streams (ada_cuda_record_stream), an event is recorded on each of them at free, and
+ * the block is reused only once those events have completed. */
 void ada_cuda_free(void *p, int32_t dev);
+/* Marks block p (from ada_cuda_malloc) as used by work on `stream` (a cudaStream_t) besides the
+ * stream it was allocated on. Unknown pointers are ignored. */
+ada_status ada_cuda_record_stream(void *p, void *stream);
 /* Releases every cached (unused) block to the driver. */
 ada_status ada_cuda_empty_cache(int32_t dev);
 void ada_cuda_set_oom_hook(void (*hook)(void *ud), void *ud);
 
-typedef struct ada_cuda_mem_stats {
-  size_t allocated;      /* bytes in blocks handed out now (block sizes, after rounding) */
-  size_t cached;         /* bytes in freed blocks kept for reuse */
-  size_t peak;           /* highest value of allocated so far */
-  size_t reserved;       /* allocated + cached: what cudaMalloc holds for us */
-  uint64_t n_malloc;     /* calls to cudaMalloc */
-  uint64_t n_reuse;      /* requests served from the cache */
-} ada_cuda_mem_stats;
-
-ada_status ada_cuda_memory(int32_t dev, ada_cuda_mem_stats *out);
+/* allocated, cached (freed blocks kept for reuse, including those waiting for another
+ * stream's events), peak, reserved (what cudaMalloc holds for us), cudaMalloc calls, reuses. */
+ada_status ada_cuda_memory(int32_t dev, ada_mem_stats *out);
 /* Resets peak to the current allocated. */
 void ada_cuda_reset_peak(int32_t dev);
 
@@ -82,5 +71,13 @@ ada_status ada_cuda_arange(void *dst, ada_dtype ddt, int64_t n, double start, do
 /* Contiguous dst[i] = ada_randn_at(seed, i) rounded to ddt (a float dtype), i < n. */
 ada_status ada_cuda_randn(void *dst, ada_dtype ddt, int64_t n, uint64_t seed, int32_t dev);
 ada_status ada_cuda_synchronize(int32_t dev);
+
+/* ---- events (timers) -------------------------------------------------------------------------- */
+ada_status ada_cuda_event_new(void **out, int32_t dev);
+/* Records the event on dev's stream. */
+ada_status ada_cuda_event_record(void *ev, int32_t dev);
+/* Seconds between two recorded events; waits for stop only. */
+ada_status ada_cuda_event_elapsed(void *start, void *stop, int32_t dev, double *seconds);
+void ada_cuda_event_free(void *ev, int32_t dev);
 
 #endif

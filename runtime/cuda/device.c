@@ -57,8 +57,6 @@ static void count_devices(void) {
   n_devices = n > ADA_CUDA_MAX_DEVICES ? ADA_CUDA_MAX_DEVICES : (int32_t)n;
 }
 
-bool ada_cuda_built(void) { return true; }
-
 int32_t ada_cuda_device_count(void) {
   pthread_once(&count_once, count_devices);
   return n_devices;
@@ -88,7 +86,7 @@ ada_status ada_cuda_enter(int32_t dev, const char *op) {
   return ADA_OK;
 }
 
-ada_status ada_cuda_device_info_get(int32_t dev, ada_cuda_device_info *out) {
+ada_status ada_cuda_device_info_get(int32_t dev, ada_device_info *out) {
   const char *op = "cuda device info";
   if (!out) return ada_fail(ADA_EINVAL, "%s: no output given", op);
   ada_status s = ada_cuda_enter(dev, op);
@@ -105,6 +103,33 @@ ada_status ada_cuda_device_info_get(int32_t dev, ada_cuda_device_info *out) {
   out->cc_major = p.major;
   out->cc_minor = p.minor;
   out->sm_count = p.multiProcessorCount;
+  return ADA_OK;
+}
+
+/* Asked once per device: the properties do not change. */
+static pthread_mutex_t props_mu = PTHREAD_MUTEX_INITIALIZER;
+static int32_t props[ADA_CUDA_MAX_DEVICES][3]; /* cc major, cc minor, SMs; major 0: not asked yet */
+
+ada_status ada_cuda_props(int32_t dev, int32_t *cc_major, int32_t *cc_minor, int32_t *sm_count) {
+  const char *op = "cuda device properties";
+  ada_status s = ada_cuda_enter(dev, op);
+  if (s) return s;
+  pthread_mutex_lock(&props_mu);
+  if (props[dev][0] == 0) {
+    int v[3] = {0, 0, 0};
+    cudaError_t e = cudaDeviceGetAttribute(&v[0], cudaDevAttrComputeCapabilityMajor, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&v[1], cudaDevAttrComputeCapabilityMinor, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&v[2], cudaDevAttrMultiProcessorCount, dev);
+    if (e != cudaSuccess) {
+      pthread_mutex_unlock(&props_mu);
+      return ada_cuda_error(e, op, "cudaDeviceGetAttribute");
+    }
+    for (int i = 0; i < 3; i++) props[dev][i] = v[i];
+  }
+  *cc_major = props[dev][0];
+  *cc_minor = props[dev][1];
+  *sm_count = props[dev][2];
+  pthread_mutex_unlock(&props_mu);
   return ADA_OK;
 }
 
@@ -294,4 +319,41 @@ ada_status ada_cuda_randn(void *dst, ada_dtype ddt, int64_t n, uint64_t seed, in
   ada_status s = begin(dev, op, &st);
   if (s) return s;
   return launched(ada_launch_randn(dst, ddt, n, seed, (void *)st), op);
+}
+
+/* ---- events ------------------------------------------------------------------------------------ */
+
+ada_status ada_cuda_event_new(void **out, int32_t dev) {
+  const char *op = "cuda event";
+  ada_status s = ada_cuda_enter(dev, op);
+  if (s) return s;
+  cudaEvent_t ev;
+  ADA_CUDA_CHECK(op, cudaEventCreate(&ev));
+  *out = (void *)ev;
+  return ADA_OK;
+}
+
+ada_status ada_cuda_event_record(void *ev, int32_t dev) {
+  const char *op = "cuda event record";
+  cudaStream_t st;
+  ada_status s = begin(dev, op, &st);
+  if (s) return s;
+  ADA_CUDA_CHECK(op, cudaEventRecord((cudaEvent_t)ev, st));
+  return ADA_OK;
+}
+
+ada_status ada_cuda_event_elapsed(void *start, void *stop, int32_t dev, double *seconds) {
+  const char *op = "cuda event elapsed";
+  ada_status s = ada_cuda_enter(dev, op);
+  if (s) return s;
+  float ms = 0;
+  ADA_CUDA_CHECK(op, cudaEventSynchronize((cudaEvent_t)stop));
+  ADA_CUDA_CHECK(op, cudaEventElapsedTime(&ms, (cudaEvent_t)start, (cudaEvent_t)stop));
+  *seconds = (double)ms * 1e-3;
+  return ADA_OK;
+}
+
+void ada_cuda_event_free(void *ev, int32_t dev) {
+  (void)dev;
+  if (ev && cudaEventDestroy((cudaEvent_t)ev) != cudaSuccess) (void)cudaGetLastError();
 }

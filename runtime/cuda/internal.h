@@ -1,5 +1,5 @@
-/* internal.h: private helpers shared by the .c files of runtime/cuda/ (device.c, alloc.c, and
- * later ones such as a cuBLAS wrapper). Not for the runtime core, which uses cuda.h only.
+/* internal.h: private helpers shared by the .c files of runtime/cuda/ (device.c, alloc.c,
+ * gemm_cuda.c, ...). Not for the runtime core, which reaches the backend through backend.h only.
  * Plain C11 over the CUDA runtime C API.
  *
  * Conventions: a function taking `dev` first calls ada_cuda_enter(dev, op), which validates the

@@ -4,10 +4,10 @@
  *
  * Selection: the kernels rank each row in shared memory (the CPU's rank keys and tie rule),
  * write per-row counts and a bitmask, scan the counts into CSR offsets and fill the indices
- * straight into the layout's device mirror (layout.h: offsets, indices, CTA order in one
- * allocation, as runtime/cuda/attention_cuda.c builds it), so sparse attention needs no upload.
- * The host CSR is filled by two synchronizing copies (the offsets with the error flag, then the
- * indices); the CTA order is computed on the host from the offsets and uploaded.
+ * straight into the layout's device mirror (mirror.c: offsets, indices, CTA order in one
+ * allocation, kept in the layout's derived cache), so sparse attention needs no upload. The host
+ * CSR is filled by two synchronizing copies (the offsets with the error flag, then the indices);
+ * the CTA order is computed on the host from the offsets (mirror.c) and uploaded.
  */
 #define _DEFAULT_SOURCE /* madvise, MADV_HUGEPAGE */
 #include <float.h>
@@ -16,9 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "../../kernels/kernels.h"
-#include "../layout.h"
-#include "../opcheck.h"
+#include "cuda_attn.h"
 #include "internal.h"
 
 
@@ -39,39 +37,16 @@ static void *host_indices(size_t n) {
 }
 
 /* The mass as contiguous f32 on its device (*tmp owns a device copy when one is needed). */
-static ada_status stage(const ada_tensor *mass, const float **m, ada_tensor **tmp) {
-  *tmp = NULL;
+static ada_status stage(const ada_tensor *mass, const float **m, ada_cuda_buf *tmp) {
+  tmp->p = NULL;
   if (mass->dtype == ADA_F32 && ada_tensor_is_contiguous(mass)) {
     *m = ada_tensor_data(mass);
     return ADA_OK;
   }
-  ada_status s = ada_tensor_to(tmp, mass, ADA_F32, mass->storage->device);
+  ada_status s = ada_cuda_stage(mass, ADA_F32, 0, tmp);
   if (s) return s;
-  *m = ada_tensor_data(*tmp);
+  *m = tmp->p;
   return ADA_OK;
-}
-
-/* Rows h * nqb + qb by descending length, stable (the order attention_cuda.c uses). */
-static int32_t *cta_order(const ada_layout *l) {
-  const size_t rows = (size_t)l->heads * (size_t)l->nqb;
-  int32_t *order = malloc(sizeof(int32_t) * rows);
-  int64_t *start = calloc((size_t)l->nkb + 2, sizeof(int64_t));
-  if (!order || !start) {
-    free(order);
-    free(start);
-    return NULL;
-  }
-  for (size_t r = 0; r < rows; r++) {
-    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
-    start[l->nkb - (o[1] - o[0]) + 1]++;
-  }
-  for (int32_t b = 1; b <= l->nkb + 1; b++) start[b] += start[b - 1];
-  for (size_t r = 0; r < rows; r++) {
-    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
-    order[start[l->nkb - (o[1] - o[0])]++] = (int32_t)r;
-  }
-  free(start);
-  return order;
 }
 
 /* *out NULL with ADA_OK: the device path does not take this mass (nkb too large). */
@@ -87,7 +62,7 @@ ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_te
   cudaStream_t st;
   if ((s = ada_cuda_stream(dev, op, &st))) return s;
   const float *m;
-  ada_tensor *tmp = NULL;
+  ada_cuda_buf tmp = {0};
   if ((s = stage(mass, &m, &tmp))) return s;
 
   const int32_t nc = force ? force->n_cols : 0, nr = force ? force->n_rows : 0;
@@ -97,19 +72,16 @@ ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_te
   const size_t b_force = round256(sizeof(int32_t) * 2 * (size_t)(nc + nr + 1)), b_count = round256(sizeof(int64_t) * rows);
   const size_t b_bits = round256(sizeof(uint32_t) * rows * W);
   const size_t b_param = b_frac + b_force;
-  unsigned char *work = NULL, *mir = NULL;
+  unsigned char *work = NULL;
+  ada_cuda_mirror *mir = NULL;
   unsigned char *param = malloc(b_param + sizeof(uint64_t));
   int64_t *head = malloc(sizeof(int64_t) * (noff + 1));
-  ada_layout *l = calloc(1, sizeof *l);
-  if (!param || !head || !l) {
+  ada_layout *l = NULL;
+  if (!param || !head) {
     s = ada_fail(ADA_ENOMEM, "%s: out of host memory for a layout of %d x %d x %d blocks", op, H, nqb, nkb);
     goto done;
   }
-  l->refcount = 1;
-  l->heads = H;
-  l->nqb = nqb;
-  l->nkb = nkb;
-  l->block = block;
+  if ((s = ada_layout_new(&l, op, H, nqb, nkb, block))) goto done;
   memset(param, 0, b_param + sizeof(uint64_t));
   memcpy(param, frac, sizeof(double) * (size_t)H);
   int32_t *fp = (int32_t *)(param + b_frac);
@@ -146,42 +118,31 @@ ada_status ada_cuda_layout_select(ada_layout **out, const char *op, const ada_te
                  (unsigned long long)(bad % nkb + 1));
     goto done;
   }
-  l->offsets = malloc(sizeof(int64_t) * noff);
   l->nnz = head[noff - 1];
   l->indices = host_indices(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
-  if (!l->offsets || !l->indices) {
+  if (!l->indices) {
     s = ada_fail(ADA_ENOMEM, "%s: out of memory for %lld layout entries", op, (long long)l->nnz);
     goto done;
   }
   memcpy(l->offsets, head, sizeof(int64_t) * noff);
-  int32_t *order = cta_order(l);
-  if (!order) {
-    s = ada_fail(ADA_ENOMEM, "%s: out of host memory for the order of %zu layout rows", op, rows);
+  if ((s = ada_cuda_mirror_new(l, dev, op, &mir)) ||
+      (s = ada_cuda_memcpy(mir->offsets, d_off, sizeof(int64_t) * noff, 2, dev)))
     goto done;
-  }
-  const size_t m_off = round256(sizeof(int64_t) * noff), m_idx = round256(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
-  const size_t m_ord = round256(sizeof(int32_t) * rows);
-  if (!(s = ada_cuda_malloc((void **)&mir, m_off + m_idx + m_ord, dev)) &&
-      !(s = ada_cuda_memcpy(mir, d_off, sizeof(int64_t) * noff, 2, dev)))
-    s = ada_cuda_memcpy(mir + m_off + m_idx, order, sizeof(int32_t) * rows, 0, dev);
-  free(order);
-  if (s) goto done;
-  if ((e = ada_launch_select_fill(d_bits, H, nqb, nkb, (const int64_t *)mir, (int32_t *)(mir + m_off), st))) {
+  if ((e = ada_launch_select_fill(d_bits, H, nqb, nkb, mir->offsets, mir->indices, st))) {
     s = ada_cuda_error((cudaError_t)e, op, "ada_launch_select_fill(...)");
     goto done;
   }
-  if (l->nnz > 0 && (s = ada_cuda_memcpy(l->indices, mir + m_off, sizeof(int32_t) * (size_t)l->nnz, 1, dev))) goto done;
-  l->dev_offsets = mir;
-  l->dev_indices = mir + m_off;
-  l->dev_order = mir + m_off + m_idx;
-  l->dev_index = dev;
+  if (l->nnz > 0 && (s = ada_cuda_memcpy(l->indices, mir->indices, sizeof(int32_t) * (size_t)l->nnz, 1, dev)))
+    goto done;
+  s = ada_cuda_mirror_keep(l, mir); /* frees it on failure */
   mir = NULL;
+  if (s) goto done;
   *out = l;
   l = NULL;
 done:
-  ada_cuda_free(mir, dev);
+  ada_cuda_mirror_free(mir, dev);
   ada_cuda_free(work, dev);
-  ada_tensor_free(tmp);
+  ada_cuda_buf_free(&tmp);
   ada_layout_free(l);
   free(param);
   free(head);
@@ -196,17 +157,18 @@ ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, d
   cudaStream_t st;
   if ((s = ada_cuda_stream(dev, op, &st))) return s;
   const float *m;
-  ada_tensor *tmp = NULL;
+  ada_cuda_buf tmp = {0};
   if ((s = stage(mass, &m, &tmp))) return s;
   const size_t rows = (size_t)l->heads * (size_t)l->nqb, noff = rows + (size_t)l->heads;
-  const bool own = !(l->dev_offsets && l->dev_index == dev); /* upload the CSR when there is no mirror here */
+  const ada_cuda_mirror *mir = ada_derived_get(l->derived, ada_backend_find(ADA_CUDA), dev);
+  const bool own = !mir; /* upload the CSR when there is no mirror here */
   const size_t b_sc = round256(sizeof(double) * (2 * rows + (size_t)l->heads));
   const size_t b_off = own ? round256(sizeof(int64_t) * noff) : 0;
   const size_t b_idx = own ? round256(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1)) : 0;
   unsigned char *work = NULL;
   if ((s = ada_cuda_malloc((void **)&work, b_sc + b_off + b_idx, dev))) goto done;
-  const int64_t *off = l->dev_offsets;
-  const int32_t *idx = l->dev_indices;
+  const int64_t *off = mir ? mir->offsets : NULL;
+  const int32_t *idx = mir ? mir->indices : NULL;
   if (own) {
     off = (const int64_t *)(work + b_sc);
     idx = (const int32_t *)(work + b_sc + b_off);
@@ -223,6 +185,6 @@ ada_status ada_cuda_layout_recall(const ada_layout *l, const ada_tensor *mass, d
   s = ada_cuda_memcpy(recall, sc + 2 * rows, sizeof(double) * (size_t)l->heads, 1, dev);
 done:
   ada_cuda_free(work, dev);
-  ada_tensor_free(tmp);
+  ada_cuda_buf_free(&tmp);
   return s;
 }

@@ -7,13 +7,37 @@
 
 #include "../tensor.h"
 
-#define LADA_TENSOR_MT "adaspa.Tensor"
+/* ---- userdata classes (lclass.c) ----------------------------------------------------------------
+ * Every runtime object Lua holds is a lada_object of a lada_class: methods plus free(),
+ * is_freed(), id(), __gc, __tostring and __name, one use-after-free error. */
+typedef struct lada_class {
+  const char *mt;   /* metatable name: "adaspa.Tensor" */
+  const char *kind; /* in messages: "tensor #12" */
+  void (*release)(void *obj);
+  /* What the object is ("f32 [2, 3] cpu"), kept at free() for later messages; may be NULL. */
+  void (*describe)(const void *obj, char *buf, size_t n);
+  /* Pushes tostring of a live object; NULL: "<kind> #<id>: <describe>". Returns 1. */
+  int (*tostring)(lua_State *L, const void *obj, uint32_t id);
+  int self_hint; /* "self must be a cache, got ... (call methods with ':')" */
+} lada_class;
 
-typedef struct lada_tensor {
-  ada_tensor *t;      /* NULL after free() */
-  uint32_t id;        /* shown in messages: "tensor #12" */
+typedef struct lada_object {
+  void *obj;           /* NULL after free() (or while being built) */
+  uint32_t id;         /* shown in messages */
   char freed_desc[96]; /* what it was, kept for use-after-free messages */
-} lada_tensor;
+} lada_object;
+
+/* Pushes a new userdata of class c owning obj (may be NULL: filled in later by the caller). */
+lada_object *lada_object_new(lua_State *L, const lada_class *c, void *obj);
+lada_object *lada_object_test(lua_State *L, int idx, const lada_class *c);
+/* The live object at idx, or an error naming fname and argname (or a freed object's identity). */
+void *lada_object_check(lua_State *L, int idx, const lada_class *c, const char *fname, const char *argname);
+/* Registers c's metatable (if new) with methods and the shared ones; leaves it on the stack. */
+void lada_class_register(lua_State *L, const lada_class *c, const luaL_Reg *methods);
+
+#define LADA_TENSOR_MT "adaspa.Tensor"
+extern const lada_class lada_tensor_class;
+typedef lada_object lada_tensor;
 
 /* Raises "fname: <fmt...>" at the caller's location. Never returns. */
 int lada_error(lua_State *L, const char *fname, const char *fmt, ...);
@@ -36,10 +60,11 @@ const char *lada_typename(lua_State *L, int idx);
 void lada_check_opts(lua_State *L, int idx, const char *fname, const char *const *allowed);
 
 int lada_open_tensor(lua_State *L); /* registers the metatable; pushes nothing */
+void lada_open_timer(lua_State *L); /* runtime/lua/ltimer.c: adaspa.timer(device) and its userdata */
 
 /* Each adds its functions to the module table on the stack top (and registers metatables):
  *   runtime/lua/lnn.c       linear, matmul, norms, elementwise, rope3d, patchify, ...
- *   runtime/lua/lattn.c     attention, sparse_attention, block_mass, attention_with_mass
+ *   runtime/lua/lattention.c attention, sparse_attention, block_mass, attention_with_mass, attention_plan
  *   runtime/lua/llayout.c   adaspa.layout.* and the adaspa.Layout userdata
  *   runtime/lua/lio.c       adaspa.safetensors.* and adaspa.png.* */
 void lada_open_nn(lua_State *L);

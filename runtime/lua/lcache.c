@@ -22,23 +22,13 @@
 
 #define LADA_CACHE_MT "adaspa.Cache"
 
-typedef struct lada_cache {
-  ada_cache *c;   /* NULL after free() (or while being built) */
-  uint32_t id;    /* shown in messages: "cache #3" */
-  int32_t layers; /* kept for use-after-free messages */
-} lada_cache;
+static int tostring(lua_State *L, const void *obj, uint32_t id);
+static void release(void *c) { ada_cache_free(c); }
+static void describe(const void *c, char *buf, size_t n) { snprintf(buf, n, "%d layers", (int)ada_cache_layers(c)); }
 
-static uint32_t next_id = 1;
+static const lada_class cache_class = {LADA_CACHE_MT, "cache", release, describe, tostring, 1};
 
-static lada_cache *push_new(lua_State *L) {
-  lada_cache *u = lua_newuserdata(L, sizeof *u);
-  u->c = NULL;
-  u->id = next_id++;
-  u->layers = 0;
-  luaL_getmetatable(L, LADA_CACHE_MT);
-  lua_setmetatable(L, -2);
-  return u;
-}
+static lada_object *push_new(lua_State *L) { return lada_object_new(L, &cache_class, NULL); }
 
 /* Raises the runtime's error under fname, without the runtime's "ada_cache_xxx: " prefix. */
 static void check(lua_State *L, ada_status s, const char *fname) {
@@ -50,12 +40,7 @@ static void check(lua_State *L, ada_status s, const char *fname) {
 }
 
 static ada_cache *check_cache(lua_State *L, int idx, const char *fname) {
-  lada_cache *u = luaL_testudata(L, idx, LADA_CACHE_MT);
-  if (!u) lada_error(L, fname, "self must be a cache, got %s (call methods with ':')", lada_typename(L, idx));
-  if (!u->c)
-    lada_error(L, fname, "self is cache #%u (%d layers), which was freed; it cannot be used after free()",
-               (unsigned)u->id, (int)u->layers);
-  return u->c;
+  return lada_object_check(L, idx, &cache_class, fname, "self");
 }
 
 static const char *value_str(lua_State *L, int idx) {
@@ -86,18 +71,20 @@ static int l_new(lua_State *L) {
   double x = lua_tonumber(L, 1);
   if (lua_type(L, 1) != LUA_TNUMBER || x != floor(x) || x < 1 || x > 1000000)
     return lada_error(L, fname, "n_layers must be an integer in [1, 1000000], got %s", value_str(L, 1));
-  lada_cache *u = push_new(L);
-  check(L, ada_cache_new(&u->c, (int32_t)x), fname);
-  u->layers = (int32_t)x;
+  lada_object *u = push_new(L);
+  ada_cache *c = NULL;
+  check(L, ada_cache_new(&c, (int32_t)x), fname);
+  u->obj = c;
   return 1;
 }
 
 static int l_load(lua_State *L) {
   const char *fname = "adaspa.Cache.load";
   if (lua_type(L, 1) != LUA_TSTRING) return lada_error(L, fname, "path must be a string, got %s", lada_typename(L, 1));
-  lada_cache *u = push_new(L);
-  check(L, ada_cache_load(&u->c, lua_tostring(L, 1)), fname);
-  u->layers = ada_cache_layers(u->c);
+  lada_object *u = push_new(L);
+  ada_cache *c = NULL;
+  check(L, ada_cache_load(&c, lua_tostring(L, 1)), fname);
+  u->obj = c;
   return 1;
 }
 
@@ -290,13 +277,6 @@ static int m_save(lua_State *L) {
   return 0;
 }
 
-static int m_free(lua_State *L) {
-  lada_cache *u = luaL_checkudata(L, 1, LADA_CACHE_MT);
-  ada_cache_free(u->c);
-  u->c = NULL;
-  return 0;
-}
-
 static void fmt_bytes(char *buf, size_t n, int64_t b) {
   if (b < 1024) snprintf(buf, n, "%lld B", (long long)b);
   else if (b < (1 << 20)) snprintf(buf, n, "%.1f KiB", (double)b / 1024);
@@ -308,13 +288,8 @@ static void fmt_bytes(char *buf, size_t n, int64_t b) {
 
 /* A multi-line summary: a header (layers filled, memory), then one line per layer for the first
  * SHOWN_LAYERS layers and "..." for the rest. */
-static int m_tostring(lua_State *L) {
-  lada_cache *u = luaL_checkudata(L, 1, LADA_CACHE_MT);
-  if (!u->c) {
-    lua_pushfstring(L, "cache #%d (freed; was %d layers)", (int)u->id, (int)u->layers);
-    return 1;
-  }
-  const ada_cache *c = u->c;
+static int tostring(lua_State *L, const void *obj, uint32_t id) {
+  const ada_cache *c = obj;
   int32_t n = ada_cache_layers(c), with_layout = 0, with_lse = 0;
   for (int32_t i = 0; i < n; i++) {
     with_layout += ada_cache_layout(c, i) != NULL;
@@ -328,7 +303,7 @@ static int m_tostring(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   snprintf(line, sizeof line, "cache #%u: %d layers, %d with a layout, %d with an lse; memory: host %s, device %s",
-           (unsigned)u->id, (int)n, (int)with_layout, (int)with_lse, hb, db);
+           (unsigned)id, (int)n, (int)with_layout, (int)with_lse, hb, db);
   luaL_addstring(&b, line);
   for (int32_t i = 0; i < n && i < SHOWN_LAYERS; i++) {
     const ada_layout *l = ada_cache_layout(c, i);
@@ -365,23 +340,12 @@ static int m_tostring(lua_State *L) {
 static const luaL_Reg methods[] = {
     {"set", m_set},         {"layout", m_layout},   {"lse", m_lse},       {"step", m_step},
     {"lse_step", m_lse_step}, {"density", m_density}, {"recall", m_recall}, {"clear", m_clear},
-    {"layers", m_layers},   {"stats", m_stats},     {"save", m_save},     {"free", m_free},
-    {NULL, NULL}};
+    {"layers", m_layers},   {"stats", m_stats},     {"save", m_save},     {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {{"new", l_new}, {"load", l_load}, {NULL, NULL}};
 
 void lada_open_cache(lua_State *L) {
-  if (luaL_newmetatable(L, LADA_CACHE_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, m_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushstring(L, LADA_CACHE_MT);
-    lua_setfield(L, -2, "__name");
-  }
+  lada_class_register(L, &cache_class, methods);
   lua_pop(L, 1);
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);

@@ -1,4 +1,5 @@
-/* lcore.c: the adaspa.core module: tensor creation, CUDA queries, threads. */
+/* lcore.c: the adaspa.core module: tensor creation, device queries (adaspa.cuda through the
+ * backend registry of backend.h: a build without CUDA has no such backend), timers, threads. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -6,7 +7,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../cuda/cuda.h"
+#include "../backend.h"
 #include "lbind.h"
 
 #ifndef ADA_VERSION
@@ -257,32 +258,47 @@ static int l_mkdir(lua_State *L) {
   return 1;
 }
 
+/* The registered backends' names, the CPU first. */
 static int l_backends(lua_State *L) {
   lua_newtable(L);
-  lua_pushstring(L, "cpu");
-  lua_rawseti(L, -2, 1);
-  if (ada_cuda_built()) {
-    lua_pushstring(L, "cuda");
-    lua_rawseti(L, -2, 2);
-  }
+  int n = 0;
+  for (int32_t i = 0; i < ada_backend_count(); i++)
+    if (ada_backend_at(i)->type == ADA_CPU) {
+      lua_pushstring(L, ada_backend_at(i)->name);
+      lua_rawseti(L, -2, ++n);
+    }
+  for (int32_t i = 0; i < ada_backend_count(); i++)
+    if (ada_backend_at(i)->type != ADA_CPU) {
+      lua_pushstring(L, ada_backend_at(i)->name);
+      lua_rawseti(L, -2, ++n);
+    }
   return 1;
 }
 
 /* ---- adaspa.cuda ---------------------------------------------------------------------------- */
 
+/* The CUDA backend, or NULL in a build without it. */
+static const ada_backend *cuda(void) { return ada_backend_find(ADA_CUDA); }
+
 static int l_cuda_available(lua_State *L) {
-  lua_pushboolean(L, ada_cuda_device_count() > 0);
+  lua_pushboolean(L, cuda() && cuda()->device_count() > 0);
   return 1;
 }
 
 static int l_cuda_built(lua_State *L) {
-  lua_pushboolean(L, ada_cuda_built());
+  lua_pushboolean(L, cuda() != NULL);
   return 1;
 }
 
 static int l_cuda_reason(lua_State *L) {
-  lua_pushstring(L, ada_cuda_unavailable_reason());
+  lua_pushstring(L, ada_backend_unavailable_reason(ADA_CUDA));
   return 1;
+}
+
+/* The CUDA backend for fname, or an error saying that this build has none. */
+static const ada_backend *check_cuda(lua_State *L, const char *fname) {
+  if (!cuda()) lada_error(L, fname, "%s", ada_backend_unavailable_reason(ADA_CUDA));
+  return cuda();
 }
 
 static void setnum(lua_State *L, const char *k, double v) {
@@ -291,11 +307,11 @@ static void setnum(lua_State *L, const char *k, double v) {
 }
 
 static int l_cuda_devices(lua_State *L) {
-  int32_t n = ada_cuda_device_count();
+  int32_t n = cuda() ? cuda()->device_count() : 0;
   lua_createtable(L, n, 0);
   for (int32_t i = 0; i < n; i++) {
-    ada_cuda_device_info info;
-    lada_check(L, ada_cuda_device_info_get(i, &info), "adaspa.cuda.devices");
+    ada_device_info info;
+    lada_check(L, cuda()->device_info(i, &info), "adaspa.cuda.devices");
     lua_newtable(L);
     setnum(L, "index", info.index);
     lua_pushstring(L, info.name);
@@ -324,8 +340,8 @@ static int32_t opt_device_index(lua_State *L, int idx, const char *fname) {
 
 static int l_cuda_memory(lua_State *L) {
   int32_t dev = opt_device_index(L, 1, "adaspa.cuda.memory");
-  ada_cuda_mem_stats st;
-  lada_check(L, ada_cuda_memory(dev, &st), "adaspa.cuda.memory");
+  ada_mem_stats st;
+  lada_check(L, check_cuda(L, "adaspa.cuda.memory")->memory(dev, &st), "adaspa.cuda.memory");
   lua_newtable(L);
   setnum(L, "allocated", (double)st.allocated);
   setnum(L, "cached", (double)st.cached);
@@ -338,18 +354,19 @@ static int l_cuda_memory(lua_State *L) {
 
 static int l_cuda_synchronize(lua_State *L) {
   int32_t dev = opt_device_index(L, 1, "adaspa.cuda.synchronize");
-  lada_check(L, ada_cuda_synchronize(dev), "adaspa.cuda.synchronize");
+  lada_check(L, check_cuda(L, "adaspa.cuda.synchronize")->synchronize(dev), "adaspa.cuda.synchronize");
   return 0;
 }
 
 static int l_cuda_empty_cache(lua_State *L) {
   int32_t dev = opt_device_index(L, 1, "adaspa.cuda.empty_cache");
-  lada_check(L, ada_cuda_empty_cache(dev), "adaspa.cuda.empty_cache");
+  lada_check(L, check_cuda(L, "adaspa.cuda.empty_cache")->empty_cache(dev), "adaspa.cuda.empty_cache");
   return 0;
 }
 
 static int l_cuda_reset_peak(lua_State *L) {
-  ada_cuda_reset_peak(opt_device_index(L, 1, "adaspa.cuda.reset_peak"));
+  const int32_t dev = opt_device_index(L, 1, "adaspa.cuda.reset_peak");
+  if (cuda()) cuda()->reset_peak(dev);
   return 0;
 }
 
@@ -389,10 +406,12 @@ int luaopen_adaspa_core(lua_State *L) {
   lada_open_layout(L);
   lada_open_io(L);
   lada_open_cache(L);
+  lada_open_timer(L);
   lua_State *main_L = L;
   lua_pushthread(L);
   main_L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  ada_cuda_set_oom_hook(oom_hook, main_L);
+  for (int32_t i = 0; i < ada_backend_count(); i++)
+    if (ada_backend_at(i)->set_oom_hook) ada_backend_at(i)->set_oom_hook(oom_hook, main_L);
   return 1;
 }

@@ -13,44 +13,38 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../attn.h"
 #include "../layout.h"
 #include "lbind.h"
 
-typedef struct lada_layout {
-  ada_layout *l;      /* NULL after free() (or while being built) */
-  uint32_t id;        /* shown in messages: "layout #4" */
-  char freed_desc[96];
-} lada_layout;
-
-static uint32_t next_id = 1;
-
-/* A new userdata with no layout yet: the runtime call fills u->l (so a failing call, which
- * raises, leaks nothing). */
-static lada_layout *push_new(lua_State *L) {
-  lada_layout *u = lua_newuserdata(L, sizeof *u);
-  u->l = NULL;
-  u->id = next_id++;
-  u->freed_desc[0] = '\0';
-  luaL_getmetatable(L, LADA_LAYOUT_MT);
-  lua_setmetatable(L, -2);
-  return u;
-}
-
-void lada_push_layout(lua_State *L, ada_layout *l) {
-  push_new(L)->l = l;
-}
-
-static void describe(const ada_layout *l, char *buf, size_t n) {
+static void describe(const void *obj, char *buf, size_t n) {
+  const ada_layout *l = obj;
   snprintf(buf, n, "heads %d, %d x %d blocks of %d", (int)l->heads, (int)l->nqb, (int)l->nkb, (int)l->block);
 }
 
+/* "layout #4: heads 2, 5 x 7 blocks of 64, density 0.4286" (mean density over the heads). */
+static int tostring(lua_State *L, const void *obj, uint32_t id) {
+  const ada_layout *l = obj;
+  char desc[96], buf[192];
+  describe(l, desc, sizeof desc);
+  double mean = (double)l->nnz / ((double)l->heads * l->nqb * l->nkb);
+  snprintf(buf, sizeof buf, "layout #%u: %s, density %.4g", (unsigned)id, desc, mean);
+  lua_pushstring(L, buf);
+  return 1;
+}
+
+static void release(void *l) { ada_layout_free(l); }
+
+static const lada_class layout_class = {LADA_LAYOUT_MT, "layout", release, describe, tostring, 0};
+
+/* A new userdata with no layout yet: the runtime call fills it (so a failing call, which
+ * raises, leaks nothing). */
+static lada_object *push_new(lua_State *L) { return lada_object_new(L, &layout_class, NULL); }
+
+void lada_push_layout(lua_State *L, ada_layout *l) { lada_object_new(L, &layout_class, l); }
+
 ada_layout *lada_check_layout(lua_State *L, int idx, const char *fname, const char *argname) {
-  lada_layout *u = luaL_testudata(L, idx, LADA_LAYOUT_MT);
-  if (!u) lada_error(L, fname, "%s must be a layout, got %s", argname, lada_typename(L, idx));
-  if (!u->l)
-    lada_error(L, fname, "%s is layout #%u (%s), which was freed; it cannot be used after free()", argname,
-               (unsigned)u->id, u->freed_desc[0] ? u->freed_desc : "never built");
-  return u->l;
+  return lada_object_check(L, idx, &layout_class, fname, argname);
 }
 
 static const char *value_str(lua_State *L, int idx) {
@@ -69,7 +63,7 @@ static int32_t check_int(lua_State *L, int idx, const char *fname, const char *a
 static int32_t check_block(lua_State *L, int idx, const char *fname, const char *argname) {
   if (lua_isnoneornil(L, idx)) return 64;
   double x = lua_tonumber(L, idx);
-  if (lua_type(L, idx) != LUA_TNUMBER || (x != 64 && x != 128))
+  if (lua_type(L, idx) != LUA_TNUMBER || !ada_attn_block_ok((int64_t)x) || x != floor(x))
     lada_error(L, fname, "%s must be 64 or 128, got %s", argname, value_str(L, idx));
   return (int32_t)x;
 }
@@ -82,8 +76,10 @@ static int l_full(lua_State *L) {
   int32_t nqb = check_int(L, 2, fname, "nqb", 1, INT32_MAX);
   int32_t nkb = check_int(L, 3, fname, "nkb", 1, INT32_MAX);
   int32_t block = check_block(L, 4, fname, "block");
-  lada_layout *u = push_new(L);
-  lada_check(L, ada_layout_full(&u->l, h, nqb, nkb, block), fname);
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_full(&made, h, nqb, nkb, block), fname);
+  u->obj = made;
   return 1;
 }
 
@@ -91,8 +87,10 @@ static int l_from_mask(lua_State *L) {
   const char *fname = "adaspa.layout.from_mask";
   ada_tensor *mask = lada_check_tensor(L, 1, fname, "mask");
   int32_t block = check_block(L, 2, fname, "block");
-  lada_layout *u = push_new(L);
-  lada_check(L, ada_layout_from_mask(&u->l, mask, block), fname);
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_from_mask(&made, mask, block), fname);
+  u->obj = made;
   return 1;
 }
 
@@ -240,8 +238,10 @@ static int l_topk(lua_State *L) {
   ada_layout_force fb;
   const ada_layout_force *force = opt_force(L, 2, fname, (int32_t)mass->shape[1], (int32_t)mass->shape[2], &fb);
   int32_t block = opt_block(L, 2, fname);
-  lada_layout *u = push_new(L);
-  lada_check(L, ada_layout_topk(&u->l, mass, density, row_wise, force, block), fname);
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_topk(&made, mass, density, row_wise, force, block), fname);
+  u->obj = made;
   return 1;
 }
 
@@ -258,8 +258,10 @@ static int l_threshold(lua_State *L) {
   ada_layout_force fb;
   const ada_layout_force *force = opt_force(L, 2, fname, (int32_t)mass->shape[1], (int32_t)mass->shape[2], &fb);
   int32_t block = opt_block(L, 2, fname);
-  lada_layout *u = push_new(L);
-  lada_check(L, ada_layout_threshold(&u->l, mass, recall, min_blocks, max_blocks, force, block), fname);
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_threshold(&made, mass, recall, min_blocks, max_blocks, force, block), fname);
+  u->obj = made;
   return 1;
 }
 
@@ -319,58 +321,16 @@ static int m_row(lua_State *L) {
   return 1;
 }
 
-static int m_free(lua_State *L) {
-  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
-  if (u->l) {
-    describe(u->l, u->freed_desc, sizeof u->freed_desc);
-    ada_layout_free(u->l);
-    u->l = NULL;
-  }
-  return 0;
-}
-
-static int m_gc(lua_State *L) {
-  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
-  ada_layout_free(u->l);
-  u->l = NULL;
-  return 0;
-}
-
-/* "layout #4: heads 2, 5 x 7 blocks of 64, density 0.4286" (mean density over the heads). */
-static int m_tostring(lua_State *L) {
-  lada_layout *u = luaL_checkudata(L, 1, LADA_LAYOUT_MT);
-  if (!u->l) {
-    lua_pushfstring(L, "layout #%d (freed; was %s)", (int)u->id, u->freed_desc);
-    return 1;
-  }
-  char desc[96], buf[192];
-  describe(u->l, desc, sizeof desc);
-  double mean = (double)u->l->nnz / ((double)u->l->heads * u->l->nqb * u->l->nkb);
-  snprintf(buf, sizeof buf, "layout #%u: %s, density %.4g", (unsigned)u->id, desc, mean);
-  lua_pushstring(L, buf);
-  return 1;
-}
-
 static const luaL_Reg methods[] = {
     {"heads", m_heads},     {"block", m_block},   {"nqb", m_nqb},         {"nkb", m_nkb},
     {"nnz", m_nnz},         {"density", m_density}, {"recall", m_recall}, {"to_mask", m_to_mask},
-    {"row", m_row},         {"free", m_free},     {NULL, NULL}};
+    {"row", m_row},         {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
     {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {NULL, NULL}};
 
 void lada_open_layout(lua_State *L) {
-  if (luaL_newmetatable(L, LADA_LAYOUT_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, m_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushstring(L, LADA_LAYOUT_MT);
-    lua_setfield(L, -2, "__name");
-  }
+  lada_class_register(L, &layout_class, methods);
   lua_setfield(L, -2, "Layout");
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);

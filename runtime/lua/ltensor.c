@@ -7,8 +7,6 @@
 
 #include "lbind.h"
 
-static uint32_t next_id = 1;
-
 int lada_error(lua_State *L, const char *fname, const char *fmt, ...) {
   char msg[1024];
   va_list ap;
@@ -37,9 +35,7 @@ const char *lada_typename(lua_State *L, int idx) {
   return luaL_typename(L, idx);
 }
 
-lada_tensor *lada_test_tensor(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, LADA_TENSOR_MT);
-}
+lada_tensor *lada_test_tensor(lua_State *L, int idx) { return lada_object_test(L, idx, &lada_tensor_class); }
 
 static void describe(const ada_tensor *t, char *buf, size_t n) {
   char shp[96], dev[16];
@@ -48,22 +44,10 @@ static void describe(const ada_tensor *t, char *buf, size_t n) {
   snprintf(buf, n, "%s %s %s", ada_dtype_name(t->dtype), shp, dev);
 }
 
-void lada_push_tensor(lua_State *L, ada_tensor *t) {
-  lada_tensor *u = lua_newuserdata(L, sizeof *u);
-  u->t = t;
-  u->id = next_id++;
-  u->freed_desc[0] = '\0';
-  luaL_getmetatable(L, LADA_TENSOR_MT);
-  lua_setmetatable(L, -2);
-}
+void lada_push_tensor(lua_State *L, ada_tensor *t) { lada_object_new(L, &lada_tensor_class, t); }
 
 ada_tensor *lada_check_tensor(lua_State *L, int idx, const char *fname, const char *argname) {
-  lada_tensor *u = lada_test_tensor(L, idx);
-  if (!u) lada_error(L, fname, "%s must be a tensor, got %s", argname, lada_typename(L, idx));
-  if (!u->t)
-    lada_error(L, fname, "%s is tensor #%u (%s), which was freed; it cannot be used after free()",
-               argname, (unsigned)u->id, u->freed_desc);
-  return u->t;
+  return lada_object_check(L, idx, &lada_tensor_class, fname, argname);
 }
 
 int32_t lada_check_shape(lua_State *L, int idx, const char *fname, const char *argname,
@@ -380,35 +364,6 @@ static int m_totable(lua_State *L) {
   return 1;
 }
 
-static int m_free(lua_State *L) {
-  lada_tensor *u = luaL_checkudata(L, 1, LADA_TENSOR_MT);
-  if (u->t) {
-    describe(u->t, u->freed_desc, sizeof u->freed_desc);
-    ada_tensor_free(u->t);
-    u->t = NULL;
-  }
-  return 0;
-}
-
-static int m_gc(lua_State *L) {
-  lada_tensor *u = luaL_checkudata(L, 1, LADA_TENSOR_MT);
-  ada_tensor_free(u->t);
-  u->t = NULL;
-  return 0;
-}
-
-static int m_is_freed(lua_State *L) {
-  lada_tensor *u = luaL_checkudata(L, 1, LADA_TENSOR_MT);
-  lua_pushboolean(L, u->t == NULL);
-  return 1;
-}
-
-static int m_id(lua_State *L) {
-  lada_tensor *u = luaL_checkudata(L, 1, LADA_TENSOR_MT);
-  lua_pushinteger(L, (lua_Integer)u->id);
-  return 1;
-}
-
 static void format_value(char *buf, size_t n, double v, ada_dtype dt) {
   if (!ada_dtype_is_float(dt)) snprintf(buf, n, "%.0f", v);
   else if (v != v) snprintf(buf, n, "nan");
@@ -417,16 +372,14 @@ static void format_value(char *buf, size_t n, double v, ada_dtype dt) {
 }
 
 /* "tensor #3 f32 [2, 3] cpu: 0.1 0.2 ..." with the first (up to 8) values in row-major order. */
-static int m_tostring(lua_State *L) {
-  lada_tensor *u = luaL_checkudata(L, 1, LADA_TENSOR_MT);
-  if (!u->t) { lua_pushfstring(L, "tensor #%d (freed; was %s)", (int)u->id, u->freed_desc); return 1; }
-  ada_tensor *t = u->t;
+static int tostring(lua_State *L, const void *obj, uint32_t id) {
+  const ada_tensor *t = obj;
   char desc[128];
   describe(t, desc, sizeof desc);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   char head[192];
-  snprintf(head, sizeof head, "tensor #%u %s", (unsigned)u->id, desc);
+  snprintf(head, sizeof head, "tensor #%u %s", (unsigned)id, desc);
   luaL_addstring(&b, head);
   /* the first row of the innermost dimension, at most 8 values, copied to the host */
   ada_tensor *v = NULL, *tmp;
@@ -473,23 +426,17 @@ static const luaL_Reg methods[] = {
     {"clone", m_clone},       {"copy", m_copy},         {"fill", m_fill},
     {"sum", m_sum},           {"max", m_max},           {"min", m_min},
     {"norm", m_norm},         {"get", m_get},           {"set", m_set},
-    {"totable", m_totable},   {"free", m_free},         {"is_freed", m_is_freed},
-    {"id", m_id},             {NULL, NULL}};
+    {"totable", m_totable},   {NULL, NULL}};
+
+static void release(void *t) { ada_tensor_free(t); }
+static void describe_obj(const void *t, char *buf, size_t n) { describe(t, buf, n); }
+
+const lada_class lada_tensor_class = {LADA_TENSOR_MT, "tensor", release, describe_obj, tostring, 0};
 
 int lada_open_tensor(lua_State *L) {
-  if (luaL_newmetatable(L, LADA_TENSOR_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, m_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, m_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushstring(L, "adaspa.Tensor");
-    lua_setfield(L, -2, "__name");
-  }
+  lada_class_register(L, &lada_tensor_class, methods);
+  lua_pushcfunction(L, m_len);
+  lua_setfield(L, -2, "__len");
   lua_pop(L, 1);
   return 0;
 }

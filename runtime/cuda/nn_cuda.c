@@ -1,4 +1,4 @@
-/* ops_nn.c: host side of the CUDA non-GEMM neural-network ops (cuda_ops.h): stages the
+/* nn_cuda.c: host side of the CUDA non-GEMM neural-network ops (cuda_ops.h): stages the
  * validated arguments for the launchers of kernels/nn.cu and enqueues them on the device's
  * stream.
  *
@@ -164,32 +164,24 @@ static ada_status rowwise(const char *op, int32_t kind, ada_tensor *out, const a
   return s;
 }
 
-ada_status ada_cuda_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift, const ada_tensor *scale) {
-  return rowwise("modulate", ADA_NN_MODULATE, out, x, shift, scale, 0.0f);
+ada_status ada_cuda_op_rowwise(ada_rowwise_kind kind, ada_tensor *out, const ada_tensor *x, const ada_tensor *a,
+                              const ada_tensor *b) {
+  switch (kind) {
+  case ADA_ROWWISE_MODULATE: return rowwise("modulate", ADA_NN_MODULATE, out, x, a, b, 0.0f);
+  case ADA_ROWWISE_GATED_ADD: return rowwise("gated_add", ADA_NN_GATED_ADD, out, x, a, b, 0.0f);
+  case ADA_ROWWISE_ADD: return rowwise("add", ADA_NN_ADD, out, x, a, NULL, 0.0f);
+  case ADA_ROWWISE_MUL: return rowwise("mul", ADA_NN_MUL, out, x, a, NULL, 0.0f);
+  }
+  return ada_fail(ADA_EINVAL, "cuda rowwise: unknown kind %d", (int)kind);
 }
 
-ada_status ada_cuda_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate, const ada_tensor *y) {
-  return rowwise("gated_add", ADA_NN_GATED_ADD, out, x, gate, y, 0.0f);
-}
-
-ada_status ada_cuda_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return rowwise("add", ADA_NN_ADD, out, a, b, NULL, 0.0f);
-}
-
-ada_status ada_cuda_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return rowwise("mul", ADA_NN_MUL, out, a, b, NULL, 0.0f);
-}
-
-ada_status ada_cuda_op_scale(ada_tensor *out, const ada_tensor *x, double s) {
-  return rowwise("scale", ADA_NN_SCALE, out, x, NULL, NULL, (float)s);
-}
-
-ada_status ada_cuda_op_silu(ada_tensor *out, const ada_tensor *x) {
-  return rowwise("silu", ADA_NN_SILU, out, x, NULL, NULL, 0.0f);
-}
-
-ada_status ada_cuda_op_gelu_tanh(ada_tensor *out, const ada_tensor *x) {
-  return rowwise("gelu_tanh", ADA_NN_GELU_TANH, out, x, NULL, NULL, 0.0f);
+ada_status ada_cuda_op_unary(ada_unary_kind kind, ada_tensor *out, const ada_tensor *x, double s) {
+  switch (kind) {
+  case ADA_UNARY_SCALE: return rowwise("scale", ADA_NN_SCALE, out, x, NULL, NULL, (float)s);
+  case ADA_UNARY_SILU: return rowwise("silu", ADA_NN_SILU, out, x, NULL, NULL, 0.0f);
+  case ADA_UNARY_GELU_TANH: return rowwise("gelu_tanh", ADA_NN_GELU_TANH, out, x, NULL, NULL, 0.0f);
+  }
+  return ada_fail(ADA_EINVAL, "cuda unary: unknown kind %d", (int)kind);
 }
 
 /* ---- norms ------------------------------------------------------------------------------------- */

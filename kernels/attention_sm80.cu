@@ -1,5 +1,8 @@
-/* attention.cu: ada_launch_attention (dense and block-sparse attention, block mass, attention fused
- * with block mass) and ada_launch_count_nonfinite, on tensor cores with mma.sync (sm_80+).
+/* attention_sm80.cu: the sm80 attention family, ada_launch_attention_sm80 and
+ * ada_attention_sm80_supports (dense and block-sparse attention, block mass, attention fused with
+ * block mass) on tensor cores with mma.sync (sm_80 and later). Shared device helpers (cp.async,
+ * ldmatrix, mma, ex2, bf16 packing, output stores) are in attention_common.cuh; the host's plan
+ * (runtime/cuda/attention_plan.c) chooses this family, its tiles and its variant.
  *
  * FlashAttention-2 style. One CTA of 4 warps per (query tile, head); a warp owns 16 * MT query
  * rows (MT m16 tiles), so a CTA covers 64 * MT rows (MT = 2: 128 rows; MT = 1: 64 rows, the query
@@ -26,11 +29,11 @@
  *     are zero-filled and never written.
  *   - A negative scale negates Q in shared memory once (sign bits), so that the running max is
  *     taken over scale * q.k with |scale| folded in.
- * Modes: DENSE walks tiles 0 .. ceil(kv_valid / 64) - 1; SPARSE walks the layout's list of key
- * blocks of the (head, query block), blocks of 128 as two tiles; FUSED is DENSE plus the block
+ * Modes: ADA_ATTN_DENSE walks tiles 0 .. ceil(kv_valid / 64) - 1; ADA_ATTN_SPARSE walks the layout's list of key
+ * blocks of the (head, query block), blocks of 128 as two tiles; ADA_ATTN_FUSED is ADA_ATTN_DENSE plus the block
  * mass under lse_in: the softmax already has the tile's row sums of exp(s - m) at the running max
  * m, so exp(s - lse_in) summed over the tile is that sum times exp(m - lse_in) (guarded by
- * sum > 0, as the CPU does); MASS computes the scores and sums exp(s - lse_in) directly, without
+ * sum > 0, as the CPU does); ADA_ATTN_MASS computes the scores and sums exp(s - lse_in) directly, without
  * V. The mass of a (query block, key block) is reduced over a warp with shuffles, written per
  * warp into a two-slot shared buffer and, after the next barrier, summed over the warps of the
  * query block in a fixed order (no atomics: the same bits every run) and divided by its valid
@@ -42,11 +45,13 @@
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
+#include "attention_common.cuh"
 #include "kernels.h"
 
 namespace {
+
+using namespace ada_attn;
 
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
@@ -56,64 +61,6 @@ constexpr float kLog2e = 1.4426950408889634f;
 #define ADA_ATTN_KSPLIT 1
 #endif
 constexpr int kKSplit = ADA_ATTN_KSPLIT; /* softmax steps per key tile (1: 64 keys, 2: 32 keys) */
-
-enum Mode { DENSE = 0, FUSED = 1, MASS = 2, SPARSE = 3 };
-
-__device__ __forceinline__ uint32_t smem_u32(const void *p) {
-  return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-/* c += a * b, m16n8k16, bf16 in, f32 accumulate. */
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-               "{%8, %9}, {%0, %1, %2, %3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t *>(&v);
-}
-
-template <typename T> struct OutPair;
-template <> struct OutPair<float> {
-  static __device__ __forceinline__ void store2(float *p, float a, float b) { *reinterpret_cast<float2 *>(p) = make_float2(a, b); }
-  static __device__ __forceinline__ void store1(float *p, float a) { *p = a; }
-};
-template <> struct OutPair<__nv_bfloat16> {
-  static __device__ __forceinline__ void store2(__nv_bfloat16 *p, float a, float b) {
-    *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
-  }
-  static __device__ __forceinline__ void store1(__nv_bfloat16 *p, float a) { *p = __float2bfloat16_rn(a); }
-};
-template <> struct OutPair<__half> {
-  static __device__ __forceinline__ void store2(__half *p, float a, float b) { *reinterpret_cast<__half2 *>(p) = __floats2half2_rn(a, b); }
-  static __device__ __forceinline__ void store1(__half *p, float a) { *p = __float2half_rn(a); }
-};
 
 /* Copies NROWS rows of a [*, D] bf16 view into swizzled shared memory at dst; rows >= lim are
  * zero-filled. src is this thread's first chunk (row tid / CH, chunk tid % CH), step the distance
@@ -155,19 +102,19 @@ template <int D, int NROWS> __device__ __forceinline__ void negate_tile(unsigned
 
 /* Q, two stages of K (and V), then the mass partials red[2][kWarps] (f32). */
 template <int D, int MT, int MODE> constexpr int smem_bytes() {
-  return 64 * MT * D * 2 + 2 * kBN * D * 2 * (MODE == MASS ? 1 : 2) + 2 * kWarps * 4;
+  return 64 * MT * D * 2 + 2 * kBN * D * 2 * (MODE == ADA_ATTN_MASS ? 1 : 2) + 2 * kWarps * 4;
 }
 
 template <int D, int MT, int MODE, typename OutT, int KS, int KH>
 __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params p) {
-  static_assert(KH == 1 || (KH == 2 && KS == 1 && MODE == SPARSE), "key halves: sparse tiles in one softmax step only");
+  static_assert(KH == 1 || (KH == 2 && KS == 1 && MODE == ADA_ATTN_SPARSE), "key halves: sparse tiles in one softmax step only");
   constexpr int WR = kWarps / KH; /* row groups: warp = wk * WR + wr */
   constexpr int ROWS = 16 * MT * WR; /* query rows of the CTA */
   constexpr int WROWS = 16 * MT;
   constexpr int NTH = kBN / 8 / KS / KH; /* n8 tiles of this warp's part of a key tile */
   constexpr int DT = D / 8;     /* n8 tiles of the head dimension */
-  constexpr bool HAS_V = MODE != MASS;
-  constexpr bool HAS_MASS = MODE == FUSED || MODE == MASS;
+  constexpr bool HAS_V = MODE != ADA_ATTN_MASS;
+  constexpr bool HAS_MASS = MODE == ADA_ATTN_FUSED || MODE == ADA_ATTN_MASS;
   constexpr uint32_t TILE = kBN * D * 2;
   constexpr uint32_t STAGE = TILE * (HAS_V ? 2 : 1);
 
@@ -197,7 +144,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
   const int32_t *list = nullptr;
   int lb_shift = 0; /* log2(tiles per layout block) */
   int n;
-  if constexpr (MODE == SPARSE) {
+  if constexpr (MODE == ADA_ATTN_SPARSE) {
     const int64_t *o = p.offsets + (int64_t)h * (nqt + 1) + qt;
     list = p.indices + o[0];
     lb_shift = p.layout_block == 128 ? 1 : 0;
@@ -206,10 +153,10 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
     n = (int)((kv_valid + kBN - 1) / kBN);
   }
   auto tile_j0 = [&](int t) -> int64_t {
-    if constexpr (MODE == SPARSE) return (int64_t)list[t >> lb_shift] * (kBN << lb_shift) + (int64_t)(t & ((1 << lb_shift) - 1)) * kBN;
+    if constexpr (MODE == ADA_ATTN_SPARSE) return (int64_t)list[t >> lb_shift] * (kBN << lb_shift) + (int64_t)(t & ((1 << lb_shift) - 1)) * kBN;
     return (int64_t)t * kBN;
   };
-  if constexpr (MODE == SPARSE)
+  if constexpr (MODE == ADA_ATTN_SPARSE)
     while (n > 0 && tile_j0(n - 1) >= kv_valid) n--; /* indices increase: drop tiles past kv_valid */
 
   /* mass bookkeeping: mass key blocks span 1 << mshift tiles; the CTA's rows form mgroups mass
@@ -340,7 +287,7 @@ __global__ void __launch_bounds__(kThreads, 2) attn_kernel(const ada_attn_params
               if (jh + nt * 8 + 2 * tig + (e & 1) >= kv_valid) s[mt][nt][e] = -INFINITY;
       }
 
-      if constexpr (MODE == MASS) {
+      if constexpr (MODE == ADA_ATTN_MASS) {
 #pragma unroll
         for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -541,7 +488,7 @@ int launch_one(const ada_attn_params &p, int64_t ctas, cudaStream_t st) {
 
 /* KH = 2: the 4 warps are 2 row groups of 16 * MT rows x 2 halves of each key tile. */
 template <int D, int MT, int MODE, int KH = 1> int launch_out(const ada_attn_params &p, int64_t ctas, cudaStream_t st) {
-  if (MODE == MASS) return launch_one<D, MT, MODE, float, KH>(p, ctas, st);
+  if (MODE == ADA_ATTN_MASS) return launch_one<D, MT, MODE, float, KH>(p, ctas, st);
   switch (p.out_dtype) {
   case ADA_F32: return launch_one<D, MT, MODE, float, KH>(p, ctas, st);
   case ADA_BF16: return launch_one<D, MT, MODE, __nv_bfloat16, KH>(p, ctas, st);
@@ -550,49 +497,22 @@ template <int D, int MT, int MODE, int KH = 1> int launch_out(const ada_attn_par
   }
 }
 
-/* Query blocks of 64 (sparse layouts of 64): by default 2 row groups of 32 rows x 2 key halves
- * (each warp reads half of every K and V tile: a third less shared-memory traffic per MMA than
- * 4 warps of 16 rows reading all of it); ADA_ATTN_SPARSE64=rows selects the 4 x 16-row kernel. */
-static bool sparse64_rows() {
-  static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("ADA_ATTN_SPARSE64");
-    v = e && e[0] == 'r' ? 1 : 0;
-  }
-  return v == 1;
-}
-
+/* The plan's tiles: 128-row CTAs, or for sparse layouts of 64, 64-row CTAs as 2 row groups of
+ * 32 rows x 2 key halves (key_halves 2: each warp reads half of every K and V tile, a third less
+ * shared-memory traffic per MMA; variant "halves") or 4 warps of 16 rows (key_halves 1; "rows"). */
 template <int D> int launch_dim(const ada_attn_params &p, cudaStream_t st) {
-  if (p.mode == ADA_ATTN_SPARSE && p.layout_block == 64) {
+  if (p.tile_rows == 64) { /* sparse over blocks of 64 (supports() admits nothing else) */
     const int64_t ctas64 = (int64_t)p.heads * ((p.sq + 63) / 64);
-    if (sparse64_rows()) return launch_out<D, 1, SPARSE>(p, ctas64, st);
-    return launch_out<D, 2, SPARSE, 2>(p, ctas64, st);
+    if (p.key_halves == 1) return launch_out<D, 1, ADA_ATTN_SPARSE>(p, ctas64, st);
+    return launch_out<D, 2, ADA_ATTN_SPARSE, 2>(p, ctas64, st);
   }
   const int64_t ctas = (int64_t)p.heads * ((p.sq + 127) / 128);
   switch (p.mode) {
-  case ADA_ATTN_DENSE: return launch_out<D, 2, DENSE>(p, ctas, st);
-  case ADA_ATTN_SPARSE: return launch_out<D, 2, SPARSE>(p, ctas, st);
-  case ADA_ATTN_FUSED: return launch_out<D, 2, FUSED>(p, ctas, st);
-  case ADA_ATTN_MASS: return launch_out<D, 2, MASS>(p, ctas, st);
+  case ADA_ATTN_DENSE: return launch_out<D, 2, ADA_ATTN_DENSE>(p, ctas, st);
+  case ADA_ATTN_SPARSE: return launch_out<D, 2, ADA_ATTN_SPARSE>(p, ctas, st);
+  case ADA_ATTN_FUSED: return launch_out<D, 2, ADA_ATTN_FUSED>(p, ctas, st);
+  case ADA_ATTN_MASS: return launch_out<D, 2, ADA_ATTN_MASS>(p, ctas, st);
   default: return (int)cudaErrorInvalidValue;
-  }
-}
-
-__global__ void nonfinite_init(unsigned long long *r) {
-  r[0] = 0;
-  r[1] = ~0ull;
-}
-
-__global__ void nonfinite_count(const float *__restrict__ x, int64_t n, unsigned long long *r) {
-  unsigned long long c = 0, first = ~0ull;
-  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-    if (!isfinite(x[i])) {
-      c++;
-      if ((unsigned long long)i < first) first = (unsigned long long)i;
-    }
-  if (c) {
-    atomicAdd(&r[0], c);
-    atomicMin(&r[1], first);
   }
 }
 
@@ -615,14 +535,32 @@ extern "C" int ada_launch_attention(const ada_attn_params *p, void *stream) {
   return p->dim == 64 ? launch_dim<64>(*p, st) : launch_dim<128>(*p, st);
 }
 
-extern "C" int ada_launch_count_nonfinite(const float *x, int64_t n, unsigned long long *result, void *stream) {
-  if (!x || !result || n < 1) return (int)cudaErrorInvalidValue;
+extern "C" int ada_attention_sm80_supports(const ada_attn_params *p) {
+  if (!p || p->sq < 1 || p->skv < 1 || p->kv_valid < 1 || p->kv_valid > p->skv || p->heads < 1 ||
+      !(p->scale != 0.0f) || !isfinite(p->scale) || (p->dim != 64 && p->dim != 128))
+    return 0;
+  if (p->mode < ADA_ATTN_DENSE || p->mode > ADA_ATTN_MASS) return 0;
+  const bool mass = p->mode == ADA_ATTN_FUSED || p->mode == ADA_ATTN_MASS;
+  if (mass && !ada_attn_block_ok(p->mass_block)) return 0;
+  if (p->mode != ADA_ATTN_MASS && (p->out_dim < 1 || p->out_dim > p->dim ||
+                                   (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16)))
+    return 0;
+  if (p->mode == ADA_ATTN_SPARSE && !ada_attn_block_ok(p->layout_block)) return 0;
+  const bool rows64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
+  if (rows64 ? !(p->tile_rows == 64 && (p->key_halves == 1 || p->key_halves == 2))
+             : !(p->tile_rows == 128 && p->key_halves == 1))
+    return 0;
+  if ((int64_t)p->heads * ((p->sq + p->tile_rows - 1) / p->tile_rows) > (int64_t)INT32_MAX) return 0;
+  return 1;
+}
+
+extern "C" int ada_launch_attention_sm80(const ada_attn_params *p, void *stream) {
+  if (!ada_attention_sm80_supports(p) || !p->q || !p->k ||
+      (p->mode != ADA_ATTN_MASS && (!p->v || !p->out || !p->lse)) ||
+      ((p->mode == ADA_ATTN_FUSED || p->mode == ADA_ATTN_MASS) && (!p->lse_in || !p->mass)) ||
+      (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)) ||
+      (p->mode != ADA_ATTN_SPARSE && (p->offsets || p->order)))
+    return (int)cudaErrorInvalidValue;
   cudaStream_t st = (cudaStream_t)stream;
-  nonfinite_init<<<1, 1, 0, st>>>(result);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return (int)e;
-  int64_t blocks = (n + 255) / 256;
-  if (blocks > 1024) blocks = 1024;
-  nonfinite_count<<<(unsigned)blocks, 256, 0, st>>>(x, n, result);
-  return (int)cudaGetLastError();
+  return p->dim == 64 ? launch_dim<64>(*p, st) : launch_dim<128>(*p, st);
 }

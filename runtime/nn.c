@@ -1,17 +1,16 @@
-/* ops.c: the neural-network ops of ops.h (linear, matmul, norms, elementwise, rope3d, patchify,
- * unpatchify, timestep_embedding, concat): argument validation, then dispatch: tensors on the
- * CPU go through f32 staging of inputs and outputs to the CPU kernels of runtime/cpu/cpu_nn.h;
- * tensors on one CUDA device go to the CUDA backend (runtime/cuda/cuda_ops.h), which stages
- * them on the device. Every check runs before anything is written. */
+/* nn.c: the neural-network ops of ops.h (linear, matmul, norms, elementwise, rope3d, patchify,
+ * unpatchify, timestep_embedding, concat): argument validation, once, then dispatch through the
+ * op table of the tensors' backend (backend.h): the CPU backend stages to f32 for its kernels
+ * (runtime/cpu/nn.c), the CUDA backend launches kernels/nn.cu (runtime/cuda/nn_cuda.c). Every
+ * check runs before anything is written. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "cpu/cpu_nn.h"
+#include "backend.h"
 #include "opcheck.h"
 #include "ops.h"
-#include "cuda/cuda_ops.h"
 
 /* ---- shared checks ------------------------------------------------------------------------- */
 
@@ -71,55 +70,25 @@ static ada_status devices(const char *op, const char *n0, const ada_tensor *t0, 
   return chk_devices(op, 4, (const char *const[]){n0, n1, n2, n3}, (const ada_tensor *const[]){t0, t1, t2, t3});
 }
 
-static bool on_cuda(const ada_tensor *t) { return t->storage->device.type == ADA_CUDA; }
+static ada_status unsupported(const char *op, const ada_backend *b) {
+  return ada_fail(ADA_EUNSUPPORTED, "%s: the %s backend does not have this op (move the tensors to the CPU)", op,
+                  b->name);
+}
 
-/* Calls the CUDA backend's fn with the arguments (runtime/cuda/none.c without the backend). */
-#define CUDA_OP(fn, ...) fn(__VA_ARGS__)
+/* Returns the entry `fn` of the op table of t's backend called with the arguments, or
+ * ADA_EUNSUPPORTED when that backend lacks it. */
+#define DISPATCH(op, t, fn, ...)                                                                   \
+  do {                                                                                             \
+    const ada_backend *be_ = ada_backend_of(t);                                                    \
+    return be_->ops.fn ? be_->ops.fn(__VA_ARGS__) : unsupported(op, be_);                          \
+  } while (0)
 
 static ada_status chk_dims(const char *op, const char *arg, const ada_tensor *t) {
   if (t->ndim >= 1) return ADA_OK;
   return ada_fail(ADA_EINVAL, "%s: %s must have at least one dimension, got []", op, arg);
 }
 
-static void free3(ada_tensor *a, ada_tensor *b, ada_tensor *c) {
-  ada_tensor_free(a);
-  ada_tensor_free(b);
-  ada_tensor_free(c);
-}
-
-static const float *f32(const ada_tensor *t) { return t ? ada_tensor_data(t) : NULL; }
-
 /* ---- GEMM ------------------------------------------------------------------------------------- */
-
-/* f32 tensors are used in place with any strides (the GEMM packs them); others are converted. */
-static ada_status gemm_in(const ada_tensor *t, const ada_tensor **use, ada_tensor **tmp) {
-  *tmp = NULL;
-  *use = t;
-  return t->dtype == ADA_F32 ? ADA_OK : ada_chk_f32_in(t, true, use, tmp);
-}
-
-/* out [m, n] = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt. */
-static ada_status run_gemm(ada_tensor *out, const ada_tensor *a, const ada_tensor *b, bool bt,
-                           const ada_tensor *bias) {
-  const ada_tensor *ua, *ub, *ubias = NULL;
-  ada_tensor *ta = NULL, *tb = NULL, *tbias = NULL, *tout = NULL, *buf;
-  ada_status s = gemm_in(a, &ua, &ta);
-  if (!s) s = gemm_in(b, &ub, &tb);
-  if (!s && bias) s = ada_chk_f32_in(bias, true, &ubias, &tbias);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    const int64_t m = out->shape[0], n = out->shape[1], k = a->shape[1];
-    s = ada_cpu_gemm(ada_tensor_data(buf), n, f32(ua), ua->stride[0], ua->stride[1], f32(ub),
-                     ub->stride[bt ? 1 : 0], ub->stride[bt ? 0 : 1], f32(ubias), m, n, k);
-    if (!s) {
-      s = ada_chk_f32_out_done(out, tout);
-      tout = NULL;
-    }
-  }
-  ada_tensor_free(tout);
-  free3(ta, tb, tbias);
-  return s;
-}
 
 ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b) {
   const char *op = "linear";
@@ -133,8 +102,7 @@ ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor 
       (s = chk_overlap(op, out, "x", x, false)) || (s = chk_overlap(op, out, "w", w, false)) ||
       (s = chk_overlap(op, out, "b", b, false)))
     return s;
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_linear, out, x, w, b);
-  return run_gemm(out, x, w, true, b);
+  DISPATCH(op, x, linear, out, x, w, b);
 }
 
 ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
@@ -147,8 +115,7 @@ ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor 
       (s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){a->shape[0], b->shape[1]})) ||
       (s = chk_overlap(op, out, "a", a, false)) || (s = chk_overlap(op, out, "b", b, false)))
     return s;
-  if (on_cuda(a)) return CUDA_OP(ada_cuda_op_matmul, out, a, b);
-  return run_gemm(out, a, b, false, NULL);
+  DISPATCH(op, a, matmul, out, a, b);
 }
 
 /* ---- normalization ------------------------------------------------------------------------------ */
@@ -172,39 +139,23 @@ static ada_status norm(const char *op, bool layer, ada_tensor *out, const ada_te
       (bias && (s = chk_in(op, "bias", bias))) || (s = chk_out(op, out)) ||
       (s = devices(op, "x", x, "weight", weight, "bias", bias, "out", out)) || (s = chk_dims(op, "x", x)))
     return s;
-  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
+  const int64_t c = x->shape[x->ndim - 1];
   if ((weight && (s = ada_chk_shape(op, "weight", weight, 1, &c))) ||
       (bias && (s = ada_chk_shape(op, "bias", bias, 1, &c))) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
       (s = chk_eps(op, eps)) || (s = chk_overlap(op, out, "x", x, true)) ||
       (s = chk_overlap(op, out, "weight", weight, true)) || (s = chk_overlap(op, out, "bias", bias, true)))
     return s;
   if (shift) {
-    /* one pass on the GPU when shift and scale are [C] vectors; else layernorm, then modulate */
-    if (on_cuda(x) && ada_tensor_numel(shift) == c && ada_tensor_numel(scale) == c)
-      return CUDA_OP(ada_cuda_op_layernorm_modulate, out, x, eps, weight, bias, shift, scale);
+    /* one pass where the backend has it and shift and scale are [C] vectors; else layernorm,
+     * then modulate */
+    const ada_backend *b = ada_backend_of(x);
+    if (b->ops.layernorm_modulate && ada_tensor_numel(shift) == c && ada_tensor_numel(scale) == c)
+      return b->ops.layernorm_modulate(out, x, eps, weight, bias, shift, scale);
     s = norm("layernorm", true, out, x, eps, weight, bias, NULL, NULL);
     return s ? s : ada_op_modulate(out, out, shift, scale);
   }
-  if (on_cuda(x))
-    return layer ? CUDA_OP(ada_cuda_op_layernorm, out, x, eps, weight, bias)
-                 : CUDA_OP(ada_cuda_op_rmsnorm, out, x, weight, eps);
-  const ada_tensor *ux, *uw = NULL, *ub = NULL;
-  ada_tensor *tx = NULL, *tw = NULL, *tb = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, true, &ux, &tx);
-  if (!s && weight) s = ada_chk_f32_in(weight, true, &uw, &tw);
-  if (!s && bias) s = ada_chk_f32_in(bias, true, &ub, &tb);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    if (layer)
-      ada_cpu_layernorm(ada_tensor_data(buf), f32(ux), rows, c, eps, f32(uw), f32(ub));
-    else
-      ada_cpu_rmsnorm(ada_tensor_data(buf), f32(ux), rows, c, eps, f32(uw));
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  free3(tx, tw, tb);
-  return s;
+  if (layer) DISPATCH(op, x, layernorm, out, x, eps, weight, bias);
+  DISPATCH(op, x, rmsnorm, out, x, weight, eps);
 }
 
 ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
@@ -225,20 +176,7 @@ ada_status ada_op_softmax(ada_tensor *out, const ada_tensor *x, double scale) {
     return s;
   if (!(scale > 0) || !isfinite(scale))
     return ada_fail(ADA_EINVAL, "softmax: scale must be a finite number > 0, got %g", scale);
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_softmax, out, x, scale);
-  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
-  const ada_tensor *ux;
-  ada_tensor *tx = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, true, &ux, &tx);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    ada_cpu_softmax(ada_tensor_data(buf), f32(ux), rows, c, (float)scale);
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  return s;
+  DISPATCH(op, x, softmax, out, x, scale);
 }
 
 /* ---- elementwise ----------------------------------------------------------------------------------- */
@@ -262,10 +200,8 @@ static ada_status chk_operand(const char *op, const char *arg, const ada_tensor 
                   xn, ada_chk_shape_str(x), ada_chk_shape_str(v));
 }
 
-typedef enum { EW_MODULATE, EW_GATED_ADD, EW_ADD, EW_MUL } ew_kind;
-
 /* out = f(x, v1[, v2]) row by row; the operands are named n1 and n2 (n2 NULL: no second one). */
-static ada_status rowwise(const char *op, ew_kind kind, ada_tensor *out, const char *xn, const ada_tensor *x,
+static ada_status rowwise(const char *op, ada_rowwise_kind kind, ada_tensor *out, const char *xn, const ada_tensor *x,
                           const char *n1, const ada_tensor *v1, const char *n2, const ada_tensor *v2) {
   ada_status s;
   int64_t ld1 = 0, ld2 = 0;
@@ -275,51 +211,23 @@ static ada_status rowwise(const char *op, ew_kind kind, ada_tensor *out, const c
       (s = chk_overlap(op, out, xn, x, true)) || (s = chk_overlap(op, out, n1, v1, true)) ||
       (s = chk_overlap(op, out, n2, v2, true)))
     return s;
-  if (on_cuda(x)) {
-    switch (kind) {
-    case EW_MODULATE: return CUDA_OP(ada_cuda_op_modulate, out, x, v1, v2);
-    case EW_GATED_ADD: return CUDA_OP(ada_cuda_op_gated_add, out, x, v1, v2);
-    case EW_ADD: return CUDA_OP(ada_cuda_op_add, out, x, v1);
-    case EW_MUL: return CUDA_OP(ada_cuda_op_mul, out, x, v1);
-    }
-  }
-  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
-  const ada_tensor *ux, *u1, *u2 = NULL;
-  ada_tensor *tx = NULL, *t1 = NULL, *t2 = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, true, &ux, &tx);
-  if (!s) s = ada_chk_f32_in(v1, true, &u1, &t1);
-  if (!s && n2) s = ada_chk_f32_in(v2, true, &u2, &t2);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    float *o = ada_tensor_data(buf);
-    switch (kind) {
-    case EW_MODULATE: ada_cpu_modulate(o, f32(ux), f32(u1), ld1, f32(u2), ld2, rows, c); break;
-    case EW_GATED_ADD: ada_cpu_gated_add(o, f32(ux), f32(u1), ld1, f32(u2), ld2, rows, c); break;
-    case EW_ADD: ada_cpu_add(o, f32(ux), f32(u1), ld1, rows, c); break;
-    case EW_MUL: ada_cpu_mul(o, f32(ux), f32(u1), ld1, rows, c); break;
-    }
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  free3(tx, t1, t2);
-  return s;
+  DISPATCH(op, x, rowwise, kind, out, x, v1, v2);
 }
 
 ada_status ada_op_modulate(ada_tensor *out, const ada_tensor *x, const ada_tensor *shift, const ada_tensor *scale) {
-  return rowwise("modulate", EW_MODULATE, out, "x", x, "shift", shift, "scale", scale);
+  return rowwise("modulate", ADA_ROWWISE_MODULATE, out, "x", x, "shift", shift, "scale", scale);
 }
 
 ada_status ada_op_gated_add(ada_tensor *out, const ada_tensor *x, const ada_tensor *gate, const ada_tensor *y) {
-  return rowwise("gated_add", EW_GATED_ADD, out, "x", x, "gate", gate, "y", y);
+  return rowwise("gated_add", ADA_ROWWISE_GATED_ADD, out, "x", x, "gate", gate, "y", y);
 }
 
 ada_status ada_op_add(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return rowwise("add", EW_ADD, out, "a", a, "b", b, NULL, NULL);
+  return rowwise("add", ADA_ROWWISE_ADD, out, "a", a, "b", b, NULL, NULL);
 }
 
 ada_status ada_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return rowwise("mul", EW_MUL, out, "a", a, "b", b, NULL, NULL);
+  return rowwise("mul", ADA_ROWWISE_MUL, out, "a", a, "b", b, NULL, NULL);
 }
 
 /* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift; shift and scale [C] or x's shape.
@@ -339,49 +247,23 @@ ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, doubl
   return norm(op, true, out, x, eps, weight, bias, shift, scale);
 }
 
-typedef enum { UN_SCALE, UN_SILU, UN_GELU_TANH } un_kind;
-
-static ada_status unary(const char *op, un_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {
+static ada_status unary(const char *op, ada_unary_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {
   ada_status s;
   if ((s = chk_in(op, "x", x)) || (s = chk_out(op, out)) || (s = devices(op, "x", x, "out", out, NULL, NULL, NULL, NULL)) ||
       (s = ada_chk_same_shape(op, "out", out, "x", x)) || (s = chk_overlap(op, out, "x", x, true)))
     return s;
-  if (on_cuda(x)) {
-    switch (kind) {
-    case UN_SCALE: return CUDA_OP(ada_cuda_op_scale, out, x, sc);
-    case UN_SILU: return CUDA_OP(ada_cuda_op_silu, out, x);
-    case UN_GELU_TANH: return CUDA_OP(ada_cuda_op_gelu_tanh, out, x);
-    }
-  }
-  const ada_tensor *ux;
-  ada_tensor *tx = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, true, &ux, &tx);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    float *o = ada_tensor_data(buf);
-    const int64_t n = ada_tensor_numel(x);
-    switch (kind) {
-    case UN_SCALE: ada_cpu_scale(o, f32(ux), (float)sc, n); break;
-    case UN_SILU: ada_cpu_silu(o, f32(ux), n); break;
-    case UN_GELU_TANH: ada_cpu_gelu_tanh(o, f32(ux), n); break;
-    }
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  return s;
+  DISPATCH(op, x, unary, kind, out, x, sc);
 }
 
 ada_status ada_op_scale(ada_tensor *out, const ada_tensor *x, double s) {
   if (isnan(s)) return ada_fail(ADA_EINVAL, "scale: s must be a number, got nan");
-  return unary("scale", UN_SCALE, out, x, s);
+  return unary("scale", ADA_UNARY_SCALE, out, x, s);
 }
 
-ada_status ada_op_silu(ada_tensor *out, const ada_tensor *x) { return unary("silu", UN_SILU, out, x, 0); }
+ada_status ada_op_silu(ada_tensor *out, const ada_tensor *x) { return unary("silu", ADA_UNARY_SILU, out, x, 0); }
 
 ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x) {
-  return unary("gelu_tanh", UN_GELU_TANH, out, x, 0);
+  return unary("gelu_tanh", ADA_UNARY_GELU_TANH, out, x, 0);
 }
 
 /* ---- video DiT pieces -------------------------------------------------------------------------------- */
@@ -419,21 +301,7 @@ ada_status ada_op_rope3d(ada_tensor *out, const ada_tensor *x, const int32_t gri
                          double theta, int64_t n_tokens) {
   ada_status s = rope_check("rope3d", out, x, grid, axes, theta, n_tokens);
   if (s) return s;
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_rope3d, out, x, grid, axes, theta, n_tokens);
-  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
-  const ada_tensor *ux;
-  ada_tensor *tx = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, false, &ux, &tx);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) s = ada_cpu_rope3d(ada_tensor_data(buf), f32(ux), ux->stride[0], ux->stride[1], sl, h, d, grid, axes,
-                             theta, n_tokens);
-  if (!s) {
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  return s;
+  DISPATCH("rope3d", x, rope3d, out, x, grid, axes, theta, n_tokens);
 }
 
 ada_status ada_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps,
@@ -441,31 +309,13 @@ ada_status ada_op_rmsnorm_rope3d(ada_tensor *out, const ada_tensor *x, const ada
   const char *op = "rmsnorm_rope3d";
   ada_status s = rope_check(op, out, x, grid, axes, theta, n_tokens);
   if (s) return s;
-  const int64_t sl = x->shape[0], h = x->shape[1], d = x->shape[2];
+  const int64_t d = x->shape[2];
   if (weight && ((s = chk_in(op, "weight", weight)) ||
                  (s = devices(op, "x", x, "weight", weight, NULL, NULL, NULL, NULL)) ||
                  (s = ada_chk_shape(op, "weight", weight, 1, &d)) || (s = chk_overlap(op, out, "weight", weight, true))))
     return s;
   if ((s = chk_eps(op, eps))) return s;
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_rmsnorm_rope3d, out, x, weight, eps, grid, axes, theta, n_tokens);
-  /* the CPU reference: rmsnorm, then rope3d in place, both in f32 */
-  const ada_tensor *ux, *uw = NULL;
-  ada_tensor *tx = NULL, *tw = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, true, &ux, &tx);
-  if (!s && weight) s = ada_chk_f32_in(weight, true, &uw, &tw);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    ada_cpu_rmsnorm(ada_tensor_data(buf), f32(ux), sl * h, d, eps, f32(uw));
-    s = ada_cpu_rope3d(ada_tensor_data(buf), ada_tensor_data(buf), h * d, d, sl, h, d, grid, axes, theta, n_tokens);
-  }
-  if (!s) {
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  ada_tensor_free(tw);
-  return s;
+  DISPATCH(op, x, rmsnorm_rope3d, out, x, weight, eps, grid, axes, theta, n_tokens);
 }
 
 ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x) {
@@ -479,19 +329,7 @@ ada_status ada_op_patchify(ada_tensor *out, const ada_tensor *x) {
   if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t * (h / 2) * (w / 2), c * 4})) ||
       (s = chk_overlap(op, out, "x", x, false)))
     return s;
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_patchify, out, x);
-  const ada_tensor *ux;
-  ada_tensor *tx = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, false, &ux, &tx);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    ada_cpu_patchify(ada_tensor_data(buf), f32(ux), ux->stride, c, t, h, w);
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  return s;
+  DISPATCH(op, x, patchify, out, x);
 }
 
 ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, int32_t h, int32_t w) {
@@ -509,19 +347,7 @@ ada_status ada_op_unpatchify(ada_tensor *out, const ada_tensor *x, int32_t t, in
   const int64_t c = x->shape[1] / 4;
   if ((s = ada_chk_shape(op, "out", out, 4, (const int64_t[]){c, t, h, w})) || (s = chk_overlap(op, out, "x", x, false)))
     return s;
-  if (on_cuda(x)) return CUDA_OP(ada_cuda_op_unpatchify, out, x, t, h, w);
-  const ada_tensor *ux;
-  ada_tensor *tx = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(x, false, &ux, &tx);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    ada_cpu_unpatchify(ada_tensor_data(buf), f32(ux), ux->stride[0], c, t, h, w);
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tx);
-  return s;
+  DISPATCH(op, x, unpatchify, out, x, t, h, w);
 }
 
 ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32_t dim, double max_period) {
@@ -536,19 +362,7 @@ ada_status ada_op_timestep_embedding(ada_tensor *out, const ada_tensor *t, int32
   if ((s = ada_chk_shape(op, "out", out, 2, (const int64_t[]){t->shape[0], dim})) ||
       (s = chk_overlap(op, out, "t", t, false)))
     return s;
-  if (on_cuda(t)) return CUDA_OP(ada_cuda_op_timestep_embedding, out, t, dim, max_period);
-  const ada_tensor *ut;
-  ada_tensor *tt = NULL, *tout = NULL, *buf;
-  s = ada_chk_f32_in(t, true, &ut, &tt);
-  if (!s) s = ada_chk_f32_out(out, &buf, &tout);
-  if (!s) {
-    ada_cpu_timestep_embedding(ada_tensor_data(buf), f32(ut), t->shape[0], dim, max_period);
-    s = ada_chk_f32_out_done(out, tout);
-    tout = NULL;
-  }
-  ada_tensor_free(tout);
-  ada_tensor_free(tt);
-  return s;
+  DISPATCH(op, t, timestep_embedding, out, t, dim, max_period);
 }
 
 ada_status ada_op_concat(ada_tensor *out, const ada_tensor *const *xs, int32_t n) {

@@ -1,4 +1,4 @@
-/* blas.c: the GEMMs of the CUDA backend (linear, matmul) on cuBLASLt, with cuBLAS as a fallback.
+/* gemm_cuda.c: the GEMMs of the CUDA backend (linear, matmul) on cuBLASLt, with cuBLAS as a fallback.
  *
  * - Row-major out [m, n] = A [m, k] . B [k, n] is computed as the column-major product
  *   out^T [n, m] = B^T . A^T, so no operand is copied: a row-major matrix is a transposed

@@ -1,0 +1,186 @@
+/* attention_plan.c: the CUDA backend's attention plan (cuda_attn.h): one function from a call's
+ * description (mode, shapes, dtypes, blocks, the family and variant options) and the device
+ * (compute capability, SM count) to {kernel family, variant, tiles, head dimension, schedule}.
+ * It answers supports() (through the backend's attention_plan entry) and it is what
+ * attention_cuda.c launches with.
+ *
+ * - Head dimension: the kernels compute with 64 or 128 (inputs zero-padded to it); a call with
+ *   D > 128 is not taken. Decided here only.
+ * - Families, in order of preference: a family is a candidate on devices whose compute
+ *   capability lies in its range, when the call names it or names none; the first candidate
+ *   whose tiles() accepts the variant and whose kernel-side supports() accepts the parameters
+ *   is chosen.
+ * - Adding a family: put kernels/attention_smNN.cu next to attention_sm80.cu with the two
+ *   entry points of kernels/kernels.h (ada_attention_smNN_supports, ada_launch_attention_smNN);
+ *   the Makefile then defines ADA_HAVE_SMNN and the entry under that macro below is built. The
+ *   sm90 entry waits for kernels/attention_sm90.cu: it is listed first (preferred on 9.x) and
+ *   falls back to sm80 for what it does not support.
+ * - Schedule: sparse attention runs its CTAs longest row first (the layout mirror's CTA order,
+ *   mirror.c); the others in natural order.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cuda_attn.h"
+#include "internal.h"
+
+enum { MAX_KERNEL_DIM = 128, KEY_TILE = 64 };
+
+/* Fills the family's tiles into p (and info's variant) for the call; false when the family does
+ * not know the variant. */
+typedef bool (*tiles_fn)(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info);
+
+typedef struct family {
+  const char *name;
+  int32_t min_cc, max_cc; /* major * 10 + minor, inclusive; max 0: no upper bound */
+  int (*supports)(const ada_attn_params *p);
+  int (*launch)(const ada_attn_params *p, void *stream);
+  tiles_fn tiles;
+} family;
+
+/* sm80: 128-row CTAs; sparse attention over blocks of 64 uses 64-row CTAs, as 2 row groups x 2
+ * key halves ("halves", the default) or 4 warps of 16 rows ("rows"). */
+static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
+  const char *v = c->variant;
+  const bool rows = v && strcmp(v, "rows") == 0;
+  if (v && !rows && strcmp(v, "halves") != 0) return false;
+  if (p->mode == ADA_ATTN_SPARSE && p->layout_block == 64) {
+    p->tile_rows = 64;
+    p->key_halves = rows ? 1 : 2;
+    snprintf(info->variant, sizeof info->variant, "%s", rows ? "rows" : "halves");
+  } else {
+    p->tile_rows = 128;
+    p->key_halves = 1;
+  }
+  return true;
+}
+
+#ifdef ADA_HAVE_SM90
+/* sm90 (kernels/attention_sm90.cu): 128-row tiles (sparse blocks of 64: two per CTA, one per
+ * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
+ * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
+ * st3pp for dense attention of at least 64k keys (720p: 3-5% over st3), st3 otherwise (sparse and
+ * fused 2-3% over st3pp; 540p dense even). */
+static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
+  static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
+  int v = 0;
+  if (c->variant && c->variant[0]) {
+    for (int i = 0; i < 4; i++)
+      if (strcmp(c->variant, names[i]) == 0) v = i + 1;
+    if (!v) return false;
+  } else {
+    v = p->mode == ADA_ATTN_DENSE && p->kv_valid >= 65536 ? 4 : 3;
+  }
+  const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
+  p->tile_rows = 128;
+  p->key_halves = 1;
+  p->variant = v;
+  snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
+  info->tile_keys = sparse64 ? 64 : 128;
+  /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
+   * run in natural order (the order counts 64-row blocks) */
+  snprintf(info->schedule, sizeof info->schedule, "%s",
+           p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first" : "persistent");
+  return true;
+}
+#endif
+
+static const family families[] = {
+#ifdef ADA_HAVE_SM90
+    {"sm90", 90, 99, ada_attention_sm90_supports, ada_launch_attention_sm90, sm90_tiles},
+#endif
+    {"sm80", 80, 0, ada_attention_sm80_supports, ada_launch_attention_sm80, sm80_tiles},
+};
+enum { N_FAMILIES = (int)(sizeof families / sizeof families[0]) };
+
+static void shape_str(const ada_tensor *t, char *buf, size_t n) { ada_shape_format(t->ndim, t->shape, buf, n); }
+
+static const char *family_names(void) {
+  static char names[64];
+  if (!names[0]) {
+    size_t o = 0;
+    for (int i = 0; i < N_FAMILIES && o < sizeof names; i++)
+      o += (size_t)snprintf(names + o, sizeof names - o, "%s%s", i ? ", " : "", families[i].name);
+  }
+  return names;
+}
+
+ada_status ada_cuda_attention_plan_full(const ada_attn_call *c, ada_cuda_attn_plan *out) {
+  const ada_tensor *q = c->q;
+  const int32_t dev = q->storage->device.index;
+  const int64_t D = q->shape[2];
+  char shape[96];
+  if (D > MAX_KERNEL_DIM) {
+    shape_str(q, shape, sizeof shape);
+    return ada_fail(ADA_EUNSUPPORTED, "%s: q %s has head dimension %lld; the CUDA kernels take at most %d", c->op,
+                    shape, (long long)D, MAX_KERNEL_DIM);
+  }
+  int32_t major, minor, sms;
+  ada_status s = ada_cuda_props(dev, &major, &minor, &sms);
+  if (s) return s;
+  const int32_t cc = major * 10 + minor;
+
+  memset(out, 0, sizeof *out);
+  ada_attn_params *p = &out->p;
+  p->mode = c->mode;
+  p->sq = q->shape[0];
+  p->skv = c->k->shape[0];
+  p->kv_valid = c->kv_valid;
+  p->heads = (int32_t)q->shape[1];
+  p->dim = D <= 64 ? 64 : MAX_KERNEL_DIM;
+  p->scale = c->scale;
+  if (c->mode != ADA_ATTN_MASS) {
+    p->out_dtype = c->out ? c->out->dtype : q->dtype;
+    p->out_dim = (int32_t)D;
+  }
+  if (c->mode == ADA_ATTN_FUSED || c->mode == ADA_ATTN_MASS) p->mass_block = c->block;
+  if (c->mode == ADA_ATTN_SPARSE) p->layout_block = c->block;
+
+  bool named = false, variant_known = false;
+  for (int i = 0; i < N_FAMILIES; i++) {
+    const family *f = &families[i];
+    if (c->family && strcmp(c->family, f->name) != 0) continue;
+    named = true;
+    if (cc < f->min_cc || (f->max_cc && cc > f->max_cc)) continue;
+    ada_attn_params fp = *p;
+    ada_attn_plan info = {0};
+    if (!f->tiles(c, &fp, &info)) continue;
+    variant_known = true;
+    if (!f->supports(&fp)) continue;
+    out->p = fp;
+    out->family = i;
+    out->info = info;
+    snprintf(out->info.family, sizeof out->info.family, "%s", f->name);
+    out->info.tile_rows = fp.tile_rows;
+    if (!out->info.tile_keys) out->info.tile_keys = KEY_TILE;
+    out->info.dim = fp.dim;
+    if (!out->info.schedule[0])
+      snprintf(out->info.schedule, sizeof out->info.schedule, "%s",
+               c->mode == ADA_ATTN_SPARSE ? "longest-first" : "natural");
+    return ADA_OK;
+  }
+  if (!named)
+    return ada_fail(ADA_EUNSUPPORTED, "%s: family %s is not built (cuda families: %s)", c->op, c->family,
+                    family_names());
+  if (c->variant && !variant_known)
+    return ada_fail(ADA_EUNSUPPORTED, "%s: variant %s is unknown to the %s kernel famil%s for compute capability %d.%d",
+                    c->op, c->variant, c->family ? c->family : family_names(), c->family ? "y" : "ies", major,
+                    minor);
+  shape_str(q, shape, sizeof shape);
+  return ada_fail(ADA_EUNSUPPORTED,
+                  "%s: no CUDA attention kernel family (%s) takes mode %s, q %s, block %d on compute capability %d.%d",
+                  c->op, c->family ? c->family : family_names(), ada_attn_mode_name(c->mode), shape, (int)c->block,
+                  major, minor);
+}
+
+ada_status ada_cuda_attention_plan(const ada_attn_call *c, ada_attn_plan *out) {
+  ada_cuda_attn_plan pl;
+  ada_status s = ada_cuda_attention_plan_full(c, &pl);
+  if (!s) *out = pl.info;
+  return s;
+}
+
+int ada_cuda_attention_launch(const ada_cuda_attn_plan *plan, const ada_attn_params *p, void *stream) {
+  if (plan->family < 0 || plan->family >= N_FAMILIES) return (int)cudaErrorInvalidValue;
+  return families[plan->family].launch(p, stream);
+}

@@ -1,0 +1,101 @@
+/* mirror.c: a layout's device mirror (cuda_attn.h), kept in the layout's derived cache
+ * (backend.h): one allocation on the device holding offsets (int64, as layout.h), indices (int32)
+ * and the CTA order of the sparse kernels (int32 [heads * nqb]). The CTA order, computed here
+ * and nowhere else, lists the query-block rows h * nqb + qb by descending length (a stable
+ * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
+ * fill in at the end. A layout is immutable, so its mirror never goes stale; it goes back to the
+ * allocator with the layout (ada_cuda_mirror_free through the backend's derived_free). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_attn.h"
+#include "internal.h"
+
+static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
+
+int32_t *ada_cuda_cta_order(const ada_layout *l) {
+  const size_t rows = (size_t)l->heads * (size_t)l->nqb;
+  int32_t *order = malloc(sizeof(int32_t) * (rows ? rows : 1));
+  int64_t *start = calloc((size_t)l->nkb + 2, sizeof(int64_t));
+  if (!order || !start) {
+    free(order);
+    free(start);
+    return NULL;
+  }
+  for (size_t r = 0; r < rows; r++) {
+    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
+    start[l->nkb - (o[1] - o[0]) + 1]++; /* bucket nkb - length: the longest first */
+  }
+  for (int32_t b = 1; b <= l->nkb + 1; b++) start[b] += start[b - 1];
+  for (size_t r = 0; r < rows; r++) {
+    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
+    order[start[l->nkb - (o[1] - o[0])]++] = (int32_t)r;
+  }
+  free(start);
+  return order;
+}
+
+void ada_cuda_mirror_free(void *data, int32_t dev) {
+  ada_cuda_mirror *m = data;
+  if (!m) return;
+  ada_cuda_free(m->base, dev);
+  free(m);
+}
+
+ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op, ada_cuda_mirror **out) {
+  const size_t rows = (size_t)l->heads * (size_t)l->nqb, noff = rows + (size_t)l->heads;
+  const size_t b_off = round256(sizeof(int64_t) * noff);
+  const size_t b_idx = round256(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
+  const size_t b_ord = round256(sizeof(int32_t) * rows);
+  ada_cuda_mirror *m = calloc(1, sizeof *m);
+  int32_t *order = ada_cuda_cta_order(l);
+  if (!m || !order) {
+    free(m);
+    free(order);
+    return ada_fail(ADA_ENOMEM, "%s: out of host memory for the order of %zu layout rows", op, rows);
+  }
+  unsigned char *d = NULL;
+  ada_status s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord, dev);
+  if (!s) s = ada_cuda_memcpy(d + b_off + b_idx, order, sizeof(int32_t) * rows, 0, dev);
+  free(order); /* copies from pageable memory are staged before cudaMemcpyAsync returns */
+  if (s) {
+    ada_cuda_free(d, dev);
+    free(m);
+    return s;
+  }
+  m->base = d;
+  m->offsets = (int64_t *)d;
+  m->indices = (int32_t *)(d + b_off);
+  m->order = (int32_t *)(d + b_off + b_idx);
+  m->dev = dev;
+  /* what the AdaSpa cache reports as the layout's device memory */
+  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * rows;
+  *out = m;
+  return ADA_OK;
+}
+
+ada_status ada_cuda_mirror_keep(const ada_layout *l, ada_cuda_mirror *m) {
+  ada_status s = ada_derived_put(l->derived, ada_backend_find(ADA_CUDA), m->dev, m, m->bytes);
+  if (s) ada_cuda_mirror_free(m, m->dev);
+  return s;
+}
+
+ada_status ada_cuda_mirror_get(const ada_layout *l, int32_t dev, const char *op, const ada_cuda_mirror **out) {
+  const ada_cuda_mirror *have = ada_derived_get(l->derived, ada_backend_find(ADA_CUDA), dev);
+  if (have) {
+    *out = have;
+    return ADA_OK;
+  }
+  ada_cuda_mirror *m;
+  ada_status s = ada_cuda_mirror_new(l, dev, op, &m);
+  if (s) return s;
+  const size_t noff = (size_t)l->heads * ((size_t)l->nqb + 1);
+  if ((s = ada_cuda_memcpy(m->offsets, l->offsets, sizeof(int64_t) * noff, 0, dev)) ||
+      (l->nnz > 0 && (s = ada_cuda_memcpy(m->indices, l->indices, sizeof(int32_t) * (size_t)l->nnz, 0, dev)))) {
+    ada_cuda_mirror_free(m, dev);
+    return s;
+  }
+  if ((s = ada_cuda_mirror_keep(l, m))) return s;
+  *out = m;
+  return ADA_OK;
+}
