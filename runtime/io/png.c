@@ -16,7 +16,8 @@ typedef struct png_job {
   png_infop info;
   png_bytep *rows;
   ada_tensor *img;
-  char msg[200]; /* libpng's message after a jump */
+  char msg[200];  /* libpng's message after a jump */
+  char warn[200]; /* its last warning, which often says why ("Invalid IHDR data" does not) */
 } png_job;
 
 static void on_error(png_structp png, png_const_charp msg) {
@@ -25,16 +26,28 @@ static void on_error(png_structp png, png_const_charp msg) {
   png_longjmp(png, 1);
 }
 
-static void on_warning(png_structp png, png_const_charp msg) {}
+static void on_warning(png_structp png, png_const_charp msg) {
+  png_job *j = png_get_error_ptr(png);
+  snprintf(j->warn, sizeof j->warn, "%s", msg);
+}
 
 static ada_status nomem(const char *path) { return ada_fail(ADA_ENOMEM, "png: %s: out of memory", path); }
 
 /* ---- read ------------------------------------------------------------------------------------ */
 
-static ada_status read_body(png_job *j) {
-  if (setjmp(png_jmpbuf(j->png))) return ada_fail(ADA_EIO, "png: %s: %s", j->path, j->msg);
+/* Ancillary chunks adaspa has no use for: never decoded (iCCP and zTXt would be inflated). */
+static const png_byte ignored_chunks[] = "iCCP\0iTXt\0tEXt\0zTXt\0sPLT\0eXIf\0";
+
+static ada_status read_body(png_job *j, uint64_t max_bytes) {
+  if (setjmp(png_jmpbuf(j->png)))
+    return ada_fail(ADA_EIO, "png: %s: %s%s%s%s", j->path, j->msg, j->warn[0] ? " (" : "", j->warn,
+                    j->warn[0] ? ")" : "");
   png_init_io(j->png, j->fp);
   png_set_sig_bytes(j->png, 8);
+  png_set_user_limits(j->png, ADA_PNG_MAX_SIDE, ADA_PNG_MAX_SIDE);
+  png_set_chunk_malloc_max(j->png, ADA_PNG_MAX_CHUNK);
+  png_set_keep_unknown_chunks(j->png, PNG_HANDLE_CHUNK_NEVER, ignored_chunks,
+                              (int)(sizeof ignored_chunks - 1) / 5);
   png_read_info(j->png, j->info);
   int color = png_get_color_type(j->png, j->info);
   int trns = png_get_valid(j->png, j->info, PNG_INFO_tRNS) != 0;
@@ -49,6 +62,15 @@ static ada_status read_body(png_job *j) {
   if (shape[2] != 1 && shape[2] != 3 && shape[2] != 4)
     return ada_fail(ADA_EUNSUPPORTED, "png: %s: %lld channels after expansion (expected 1, 3 or 4)",
                     j->path, (long long)shape[2]);
+  /* sides are at most ADA_PNG_MAX_SIDE (libpng checked the header): no overflow below */
+  uint64_t bytes = (uint64_t)shape[0] * (uint64_t)shape[1] * (uint64_t)shape[2];
+  if (shape[0] < 1 || shape[1] < 1 || bytes + (uint64_t)shape[0] * sizeof *j->rows > max_bytes)
+    return ada_fail(ADA_EINVAL, "png: %s: image of %lld x %lld pixels x %lld channels needs %llu bytes, over "
+                    "the limit of %llu", j->path, (long long)shape[1], (long long)shape[0], (long long)shape[2],
+                    (unsigned long long)bytes, (unsigned long long)max_bytes);
+  if ((uint64_t)png_get_rowbytes(j->png, j->info) != (uint64_t)shape[1] * (uint64_t)shape[2])
+    return ada_fail(ADA_EUNSUPPORTED, "png: %s: rows of %llu bytes after expansion (expected %lld)", j->path,
+                    (unsigned long long)png_get_rowbytes(j->png, j->info), (long long)(shape[1] * shape[2]));
   ada_device cpu = {ADA_CPU, 0};
   ada_status s = ada_tensor_empty(&j->img, 3, shape, ADA_U8, cpu);
   if (s) return s;
@@ -60,7 +82,7 @@ static ada_status read_body(png_job *j) {
   return ADA_OK;
 }
 
-ada_status ada_png_read(const char *path, ada_tensor **out) {
+ada_status ada_png_read_limited(const char *path, uint64_t max_bytes, ada_tensor **out) {
   png_job j = {0};
   j.path = path;
   unsigned char sig[8];
@@ -72,9 +94,9 @@ ada_status ada_png_read(const char *path, ada_tensor **out) {
            !(j.info = png_create_info_struct(j.png)))
     s = nomem(path);
   else
-    s = read_body(&j);
+    s = read_body(&j, max_bytes);
   png_destroy_read_struct(j.png ? &j.png : NULL, j.info ? &j.info : NULL, NULL);
-  fclose(j.fp);
+  if (fclose(j.fp) != 0 && !s) s = ada_fail(ADA_EIO, "png: %s: cannot close: %s", path, strerror(errno));
   free(j.rows);
   if (s) {
     ada_tensor_free(j.img);
@@ -82,6 +104,10 @@ ada_status ada_png_read(const char *path, ada_tensor **out) {
   }
   *out = j.img;
   return ADA_OK;
+}
+
+ada_status ada_png_read(const char *path, ada_tensor **out) {
+  return ada_png_read_limited(path, ADA_PNG_MAX_BYTES, out);
 }
 
 /* ---- write ------------------------------------------------------------------------------------ */
