@@ -517,9 +517,14 @@ describe("adaspa.png", function()
 
   it("refuses pictures over the size limits before allocating their pixels", function()
     local p = tmp(".png")
-    -- 65535 x 65535 RGBA claims 17 GB; the file holds one row
-    spit(p, png(65535, 65535, 8, 6, "\0" .. string.rep("\0", 4)))
+    -- 65535 x 65535 RGBA claims 17 GB: more than its bytes can hold compressed
+    local bomb = png(65535, 65535, 8, 6, "\0" .. string.rep("\0", 4))
+    spit(p, bomb)
     local t0 = adaspa.now()
+    spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p, "a 65535 x 65535 image holds 17179344900 " ..
+      "bytes of pixel data, more than a " .. #bomb .. "-byte file can (deflate expands at most 1032 times)")
+    -- padded past IEND to 20 MB, it could hold that much: the 1 GiB limit refuses it, still before any pixel
+    spit(p, bomb .. string.rep("\0", 20 * 1048576))
     spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p,
       "image of 65535 x 65535 pixels x 4 channels needs 17179344900 bytes, over the limit of 1073741824")
     assert.is_true(adaspa.now() - t0 < 2)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct png_job {
   const char *path;
@@ -15,6 +16,7 @@ typedef struct png_job {
   png_structp png;
   png_infop info;
   png_bytep *rows;
+  uint64_t file_size;
   ada_tensor *img;
   char msg[200];  /* libpng's message after a jump */
   char warn[200]; /* its last warning, which often says why ("Invalid IHDR data" does not) */
@@ -49,6 +51,14 @@ static ada_status read_body(png_job *j, uint64_t max_bytes) {
   png_set_keep_unknown_chunks(j->png, PNG_HANDLE_CHUNK_NEVER, ignored_chunks,
                               (int)(sizeof ignored_chunks - 1) / 5);
   png_read_info(j->png, j->info);
+  /* Deflate expands at most 1032 times: pixel data the file cannot hold is refused before any
+   * memory is set aside for it (a 100-byte file claiming 1 GiB) */
+  uint64_t raw = (uint64_t)png_get_rowbytes(j->png, j->info) * png_get_image_height(j->png, j->info);
+  if (raw > j->file_size * 1040 + 65536)
+    return ada_fail(ADA_EINVAL, "png: %s: a %u x %u image holds %llu bytes of pixel data, more than a %llu-byte "
+                    "file can (deflate expands at most 1032 times): truncated or corrupt", j->path,
+                    (unsigned)png_get_image_width(j->png, j->info), (unsigned)png_get_image_height(j->png, j->info),
+                    (unsigned long long)raw, (unsigned long long)j->file_size);
   int color = png_get_color_type(j->png, j->info);
   int trns = png_get_valid(j->png, j->info, PNG_INFO_tRNS) != 0;
   png_set_expand(j->png); /* palette -> RGB, 1/2/4-bit gray -> 8-bit, tRNS -> alpha */
@@ -88,7 +98,12 @@ ada_status ada_png_read_limited(const char *path, uint64_t max_bytes, ada_tensor
   unsigned char sig[8];
   if (!(j.fp = fopen(path, "rb"))) return ada_fail(ADA_EIO, "png: %s: cannot open: %s", path, strerror(errno));
   ada_status s = ADA_OK;
-  if (fread(sig, 1, 8, j.fp) != 8 || png_sig_cmp(sig, 0, 8) != 0)
+  struct stat sb;
+  if (fstat(fileno(j.fp), &sb) != 0)
+    s = ada_fail(ADA_EIO, "png: %s: cannot stat: %s", path, strerror(errno));
+  else if (!S_ISREG(sb.st_mode))
+    s = ada_fail(ADA_EINVAL, "png: %s: not a regular file", path);
+  else if ((j.file_size = (uint64_t)sb.st_size), fread(sig, 1, 8, j.fp) != 8 || png_sig_cmp(sig, 0, 8) != 0)
     s = ada_fail(ADA_EINVAL, "png: %s: not a PNG file (no PNG signature)", path);
   else if (!(j.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
            !(j.info = png_create_info_struct(j.png)))

@@ -16,7 +16,8 @@ ada_status ada_png_write(const char *path, const ada_tensor *img);
 
 /* Reading limits: each side at most ADA_PNG_MAX_SIDE pixels (checked on the header, before any
  * pixel memory), the decoded image (plus its row table) at most ADA_PNG_MAX_BYTES, a chunk at
- * most ADA_PNG_MAX_CHUNK; text, ICC and suggested-palette chunks are skipped, never inflated.
+ * most ADA_PNG_MAX_CHUNK, and no more pixel data than the file can hold compressed (deflate
+ * expands at most 1032 times); text, ICC and suggested-palette chunks are skipped, never inflated.
  * A file over a limit fails with "png: <path>: ..." naming the sizes and the limit. */
 #define ADA_PNG_MAX_SIDE 65535
 #define ADA_PNG_MAX_BYTES ((uint64_t)1 << 30)
