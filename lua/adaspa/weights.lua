@@ -141,8 +141,8 @@ local function detect(names)
   local n = {original = 0, diffusers = 0}
   for _, name in ipairs(names) do
     for layout, roots in pairs(ROOTS) do
-      for _, r in ipairs(roots) do
-        if name:sub(1, #r) == r then n[layout] = n[layout] + 1; break end
+      for _, r in ipairs(roots) do   -- an anchored plain match: no substring per key and root
+        if name:find(r, 1, true) == 1 then n[layout] = n[layout] + 1; break end
       end
     end
   end
