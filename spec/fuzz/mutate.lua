@@ -11,12 +11,13 @@
 --     bounds its peak) against 4 x its size + fz.FIXED and its time against fz.HANG seconds.
 local fz = {FIXED = 2 * 1048576, HANG = 2}
 
--- A small LCG (plain Lua numbers: exact below 2^53).
+-- Park-Miller's generator (x * 48271 mod 2^31 - 1): every product stays below 2^53, so plain
+-- Lua numbers compute it exactly (a larger multiplier loses low bits and cycles early).
 function fz.rng(seed)
-  local x = seed % 2147483648
+  local x = seed % 2147483646 + 1
   return function(n)   -- an integer in [1, n]
-    x = (x * 1103515245 + 12345) % 2147483648
-    return 1 + math.floor(x / 2147483648 * n)
+    x = x * 48271 % 2147483647
+    return 1 + math.floor((x - 1) / 2147483646 * n)
   end
 end
 
