@@ -1,4 +1,4 @@
-# adaspa build.  make | make test | make asan | make install PREFIX=... | make clean | make deps
+# adaspa build.  make | make test | make asan | make fuzz | make install PREFIX=... | make clean | make deps
 #   CUDA=1 forces the CUDA backend, CUDA=0 disables it; by default it is built when nvcc is found.
 #   WERROR=0 turns warnings back into warnings (CI and the default build use -Werror).
 .DEFAULT_GOAL := all
@@ -62,7 +62,7 @@ DEP := $(OBJ:.o=.d)
 
 BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
 
-.PHONY: all deps deps-check test asan install uninstall clean bench run print-backends testbed
+.PHONY: all deps deps-check test asan fuzz install uninstall clean bench run print-backends testbed
 all: deps-check print-backends $(BUILD)/adaspa
 
 print-backends:
@@ -105,6 +105,12 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ADASPA_BIN=build-asan/adaspa build-asan/adaspa spec/busted.lua $(SPEC_ARGS)
 
+# Fuzz campaign (spec/fuzz/run.sh): libFuzzer on the safetensors, JSON and PNG readers, Lua
+# mutators on traces and recipe overrides; FUZZ_SECONDS per harness (12: about a minute in all).
+FUZZ_SECONDS ?= 12
+fuzz: all
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) spec/fuzz/run.sh
+
 # The main job: build if needed, then the HunyuanVideo recipe (RECIPE_ARGS=field=value ...).
 RECIPE_ARGS ?=
 run: all
@@ -125,7 +131,7 @@ uninstall:
 	rm -rf $(DESTDIR)$(PREFIX)/share/adaspa
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 # The attention kernel test bed (kernels/testbed/): validates every kernel family against a float64
 # reference and each other, then times them; needs a GPU to run (build/attn_testbed [quick]).

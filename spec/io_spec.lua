@@ -286,6 +286,8 @@ describe("adaspa.safetensors malformed files", function()
                             '"b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}', D24,
      {"tensors 'a' (data_offsets [0, 16]) and 'b' (data_offsets [8, 16]) overlap"}},
     {"duplicate key", '{' .. W .. ',' .. W .. '}', D24, {"duplicate key \"w\""}},
+    {"duplicate metadata key", '{"__metadata__":{"k":"a","j":"c","k":"b"}}', "", {"__metadata__: duplicate key \"k\""}},
+    {"two __metadata__", '{"__metadata__":{},"__metadata__":{}}', "", {"duplicate key \"__metadata__\""}},
     {"duplicate field", '{"w":{"dtype":"F32","dtype":"F32","shape":[1],"data_offsets":[0,4]}}', D24, {"duplicate key \"dtype\""}},
     {"unknown field", '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"x":1}}', D24, {"tensor 'w'", "unknown field 'x'"}},
     {"entry not an object", '{"w":[1,2]}', D24, {"tensor 'w'", "must be an object", "found [1,2]"}},
@@ -356,6 +358,38 @@ describe("adaspa.safetensors malformed files", function()
     local png = tmp(".png")
     adaspa.png.write(png, adaspa.zeros({2, 2}, {dtype = "u8"}))
     spec_error(function() adaspa.safetensors.load(png) end, ST_LOAD, png, "header length", "not a safetensors file")
+  end)
+
+  -- n one-byte tensors "t1".."tn" (each entry 50-odd bytes of JSON)
+  local function many(n)
+    local parts = {}
+    for i = 1, n do parts[i] = string.format('"t%d":{"dtype":"U8","shape":[1],"data_offsets":[%d,%d]}', i, i - 1, i) end
+    return st_file("{" .. table.concat(parts, ",") .. "}", string.rep("\0", n))
+  end
+
+  it("at most 262144 tensors", function()
+    local p = many(262145)
+    spec_error(function() adaspa.safetensors.info(p) end, "adaspa.safetensors.info: " .. p ..
+      ": header holds more than 262144 tensors (the limit)")
+  end)
+
+  it("reading a header takes memory in proportion to the file, under three times its size", function()
+    local p = many(262144)
+    local size = #slurp(p)
+    -- the peak resident memory of a fresh process before and after reading the header
+    local script = [[
+      local function hwm() return tonumber(io.open("/proc/self/status"):read("*a"):match("VmHWM:%s*(%d+)")) * 1024 end
+      local before = hwm()
+      local t = adaspa.safetensors.load(arg[1], {names = {"t7"}})
+      assert(t.t7:totable()[1] == 0)
+      io.write(hwm() - before)
+    ]]
+    local out, err, code = spec_run("- " .. p, script)
+    assert.equal(0, code, err)
+    local grew = tonumber(out)
+    assert.truthy(grew and grew > 0, out)
+    -- the mapped header itself (1x) + 72 bytes per tensor (1.1x) + names: 2.2x; the old tree took 21x
+    assert.is_true(grew < 3 * size, string.format("grew %d bytes for a %d-byte file", grew, size))
   end)
 
   it("a valid header whose every later entry is checked before anything loads", function()
@@ -434,35 +468,36 @@ describe("adaspa.png", function()
     end
   end)
 
-  it("reads what other writers produce: 16-bit, palette, gray+alpha, 1-bit", function()
-    -- tiny PNGs made by hand with a stored (uncompressed) zlib stream
-    local function crc32(s)
-      local crc = 0xffffffff
-      for i = 1, #s do
-        crc = bit.bxor(crc, s:byte(i))
-        for _ = 1, 8 do
-          local m = bit.band(crc, 1) ~= 0
-          crc = bit.rshift(crc, 1)
-          if m then crc = bit.bxor(crc, 0xedb88320) end
-        end
+  -- tiny PNGs made by hand with a stored (uncompressed) zlib stream
+  local function crc32(s)
+    local crc = 0xffffffff
+    for i = 1, #s do
+      crc = bit.bxor(crc, s:byte(i))
+      for _ = 1, 8 do
+        local m = bit.band(crc, 1) ~= 0
+        crc = bit.rshift(crc, 1)
+        if m then crc = bit.bxor(crc, 0xedb88320) end
       end
-      return bit.bnot(crc) % 4294967296
     end
-    local function be32(n)
-      return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
-    end
-    local function chunk(kind, data) return be32(#data) .. kind .. data .. be32(crc32(kind .. data)) end
-    local function zstored(raw)
-      local a, b = 1, 0
-      for i = 1, #raw do a = (a + raw:byte(i)) % 65521; b = (b + a) % 65521 end
-      local n = #raw
-      return "\120\1\1" .. string.char(n % 256, math.floor(n / 256), 255 - n % 256, 255 - math.floor(n / 256)) ..
-             raw .. be32(b * 65536 + a)
-    end
-    local function png(w, h, depth, ctype, rows, extra)
-      local ihdr = be32(w) .. be32(h) .. string.char(depth, ctype, 0, 0, 0)
-      return "\137PNG\r\n\26\n" .. chunk("IHDR", ihdr) .. (extra or "") .. chunk("IDAT", zstored(rows)) .. chunk("IEND", "")
-    end
+    return bit.bnot(crc) % 4294967296
+  end
+  local function be32(n)
+    return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256, n % 256)
+  end
+  local function chunk(kind, data) return be32(#data) .. kind .. data .. be32(crc32(kind .. data)) end
+  local function zstored(raw)
+    local a, b = 1, 0
+    for i = 1, #raw do a = (a + raw:byte(i)) % 65521; b = (b + a) % 65521 end
+    local n = #raw
+    return "\120\1\1" .. string.char(n % 256, math.floor(n / 256), 255 - n % 256, 255 - math.floor(n / 256)) ..
+           raw .. be32(b * 65536 + a)
+  end
+  local function png(w, h, depth, ctype, rows, extra)
+    local ihdr = be32(w) .. be32(h) .. string.char(depth, ctype, 0, 0, 0)
+    return "\137PNG\r\n\26\n" .. chunk("IHDR", ihdr) .. (extra or "") .. chunk("IDAT", zstored(rows)) .. chunk("IEND", "")
+  end
+
+  it("reads what other writers produce: 16-bit, palette, gray+alpha, 1-bit", function()
     local p = tmp(".png")
     -- 2x1 16-bit gray: 0x1234, 0xff00 scaled to 8 bits (v / 257, rounded): 0x12, 0xfe
     spit(p, png(2, 1, 16, 0, "\0\18\52\255\0"))
@@ -478,6 +513,29 @@ describe("adaspa.png", function()
     -- 3x2 1-bit gray -> 0 or 255
     spit(p, png(3, 2, 1, 0, "\0\160\0\64"))
     assert.same({255, 0, 255, 0, 255, 0}, flat(adaspa.png.read(p)))
+  end)
+
+  it("refuses pictures over the size limits before allocating their pixels", function()
+    local p = tmp(".png")
+    -- 65535 x 65535 RGBA claims 17 GB: more than its bytes can hold compressed
+    local bomb = png(65535, 65535, 8, 6, "\0" .. string.rep("\0", 4))
+    spit(p, bomb)
+    local t0 = adaspa.now()
+    spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p, "a 65535 x 65535 image holds 17179344900 " ..
+      "bytes of pixel data, more than a " .. #bomb .. "-byte file can (deflate expands at most 1032 times)")
+    -- padded past IEND to 20 MB, it could hold that much: the 1 GiB limit refuses it, still before any pixel
+    spit(p, bomb .. string.rep("\0", 20 * 1048576))
+    spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p,
+      "image of 65535 x 65535 pixels x 4 channels needs 17179344900 bytes, over the limit of 1073741824")
+    assert.is_true(adaspa.now() - t0 < 2)
+    -- a side over 65535 pixels: refused on the header
+    spit(p, png(70000, 1, 8, 0, "\0\0"))
+    spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p, "Invalid IHDR data (Image width exceeds user limit")
+    spit(p, png(0, 1, 8, 0, "\0"))
+    spec_error(function() adaspa.png.read(p) end, "adaspa.png.read", p, "Image width is zero")
+    -- a text chunk is skipped, never decoded: the picture still reads
+    spit(p, png(1, 1, 8, 0, "\0\77", chunk("zTXt", "k\0\0" .. string.rep("\255", 40))))
+    assert.same({77}, adaspa.png.read(p):reshape({-1}):totable())
   end)
 
   it("rejects wrong dtypes and shapes, naming the function and the path", function()

@@ -129,14 +129,6 @@ describe("adaspa.trace", function()
     return p
   end
 
-  it("reads a record's kv_valid whatever the zeros in its metadata key", function()
-    local p = malformed(function(_, m) m["step04.layer02.kv_valid"] = tostring(G.S) end)
-    local tr = trace.open(p)
-    assert.equal(G.S, tr:info(4, 2).kv_valid)
-    assert.equal(G.kv, tr:info(4, 1).kv_valid)
-    os.remove(p)
-  end)
-
   local cases = {
     {"a missing tensor", function(t) t["step4.layer2.k"] = nil end,
       {"step 4 layer 2", "missing tensor step4.layer2.k", "field k"}},
@@ -168,6 +160,37 @@ describe("adaspa.trace", function()
       {"tensor step9.layer1.q: step 9 is not among the recorded steps"}},
     {"a stray tensor", function(t) t["latents"] = adaspa.zeros({2}) end, {"unexpected tensor latents"}},
     {"timesteps of another length", function(_, m) m.timesteps = "1000" end, {"timesteps has 1 entries but steps has 2"}},
+    -- found by hand and by spec/fuzz/trace_fuzz.lua: each used to pass silently or print nonsense
+    {"a record's kv_valid key with leading zeros", function(_, m) m["step04.layer02.kv_valid"] = tostring(G.S) end,
+      {"metadata key step04.layer02.kv_valid: step and layer must be integers in [0, 2147483647] written without " ..
+       "leading zeros (step4.layer2.kv_valid)"}},
+    {"a kv_valid key of a step not recorded, with zeros", function(_, m) m["step02.layer1.kv_valid"] = "570" end,
+      {"metadata key step02.layer1.kv_valid", "without leading zeros (step2.layer1.kv_valid)"}},
+    {"a kv_valid key of a record not recorded", function(_, m) m["step2.layer1.kv_valid"] = "570" end,
+      {"metadata step2.layer1.kv_valid names a record that is not in the trace"}},
+    {"an unknown metadata key", function(_, m) m.layer_kind = "double,single" end,
+      {"metadata key \"layer_kind\" is not part of a version 1 trace"}},
+    {"unknown layer kinds", function(_, m) m.layer_kinds = "x,y" end,
+      {"metadata layer_kinds = \"x,y\": entry 1 (\"x\") is not a layer kind (double, single or self)"}},
+    {"NaN timesteps", function(_, m) m.timesteps = "nan,nan" end,
+      {"metadata timesteps = \"nan,nan\": entry 1 (\"nan\") is not a decimal number"}},
+    {"infinite timesteps", function(_, m) m.timesteps = "1000,1e999" end,
+      {"metadata timesteps = \"1000,1e999\": entry 2 (\"1e999\") must be finite and >= 0"}},
+    {"negative timesteps", function(_, m) m.timesteps = "-1,0" end, {"entry 1 (\"-1\") must be finite and >= 0"}},
+    {"a kv_valid beyond 64 bits", function(_, m) m.kv_valid = "99999999999999999999" end,
+      {"metadata kv_valid = \"99999999999999999999\": must be an integer in [0, 2147483647]"}},
+    {"a grid entry beyond 32 bits", function(_, m) m.grid = "4,10,99999999999" end,
+      {"metadata grid = \"4,10,99999999999\": \"99999999999\" is not an integer in [0, 2147483647]"}},
+    {"a grid of more than 2^31 tokens", function(_, m) m.grid = "2000,2000,2000" end,
+      {"metadata grid = \"2000,2000,2000\": 8000000000 latent tokens, more than 2147483647"}},
+    {"a step beyond 32 bits", function(_, m) m.steps = "0,99999999999" end,
+      {"metadata steps = \"0,99999999999\": \"99999999999\" is not an integer in [0, 2147483647]"}},
+    {"a tensor name with a 20-digit step", function(t) t["step99999999999999999999.layer1.q"] = t["step0.layer1.q"] end,
+      {"tensor step99999999999999999999.layer1.q: step and layer must be integers in [0, 2147483647]"}},
+    {"a tensor name with leading zeros", function(t) t["step00.layer1.q"] = t["step0.layer1.q"] end,
+      {"tensor step00.layer1.q", "without leading zeros (step0.layer1.q)"}},
+    {"more steps than the tensors can hold", function(_, m) m.steps = "0,1,2,3,4,5,6,7,8,9,10,11,12" end,
+      {"metadata steps lists 13 entries but the file holds 12 tensors, enough for 4 records (3 each)"}},
   }
   for _, c in ipairs(cases) do
     it("rejects " .. c[1] .. ", naming the file and the defect", function()
@@ -178,6 +201,23 @@ describe("adaspa.trace", function()
       os.remove(p)
     end)
   end
+
+  it("names the record and the field when loaded data is not finite", function()
+    local p = malformed(function(t)
+      local v = t["step4.layer2.v"]:to("f32")
+      v:set(0 / 0, 7, 2, 5)
+      t["step4.layer2.v"] = v:to("bf16")
+      local k = t["step0.layer1.k"]:to("f32")
+      k:set(-math.huge, 1, 1, 1)
+      t["step0.layer1.k"] = k:to("bf16")
+    end)
+    local tr = trace.open(p)   -- the header is fine; the data is read when a record loads
+    local q = tr:load(4, 1)
+    assert.equal(G.S, q:shape()[1])
+    spec_error(function() tr:load(4, 2) end, p, "step 4 layer 2: field v (step4.layer2.v) holds NaN values")
+    spec_error(function() tr:load(0, 1) end, p, "step 0 layer 1: field k (step0.layer1.k) holds -inf values")
+    os.remove(p)
+  end)
 
   it("rejects files that are not safetensors, naming the file", function()
     local p = os.tmpname()

@@ -294,4 +294,30 @@ describe("adaspa.weights", function()
     assert.equal(1, code)
     assert.truthy(err:find("usage: adaspa weights FILE", 1, true), err)
   end)
+
+  it("block counts come from indices without gaps, never from the largest index", function()
+    -- a lone key with a huge index: work stays bounded by the file (before, 10 GB and minutes)
+    local p = save_raw({["transformer_blocks.1000000000.attn.to_q.weight"] = adaspa.randn({1}, {seed = 3})})
+    local t0 = adaspa.now()
+    local rep = weights.describe(p)
+    assert.is_true(adaspa.now() - t0 < 5)
+    assert.equal("diffusers", rep.layout)
+    assert.same({double = 0, single = 0, refiner = 0}, rep.inferred.layers)
+    assert.truthy(rep.inferred_error:find("double block indices must run from 0 without gaps: key " ..
+      "'transformer_blocks.1000000000.attn.to_q.weight' has index 1000000000 but no key has index 0", 1, true),
+      rep.inferred_error)
+    assert.same({}, rep.complete)
+    local out, _, code = spec_run("weights " .. p)
+    assert.equal(1, code)
+    assert.truthy(out:find("config: double block indices must run from 0", 1, true), out)
+
+    -- a complete file plus one block far past the others: the count stays at the real blocks
+    p = diff_with({["single_transformer_blocks.7.attn.norm_k.weight"] = adaspa.randn({128}, {seed = 4})})
+    rep = weights.describe(p)
+    assert.same({double = 1, single = 1, refiner = 1}, rep.inferred.layers)
+    assert.truthy(rep.inferred_error:find("single block indices must run from 0 without gaps: key " ..
+      "'single_transformer_blocks.7.attn.norm_k.weight' has index 7 but no key has index 1", 1, true),
+      rep.inferred_error)
+    assert.same({}, rep.complete)
+  end)
 end)

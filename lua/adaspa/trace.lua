@@ -31,12 +31,15 @@
 --   layers      the recorded layers, increasing: "1,2,21,60"               required
 --   num_steps   the pipeline's number of denoising steps                  optional
 --   timesteps   the scheduler's timestep of each recorded step, in the    optional
---               order of steps: "1000,995.3,..."
+--               order of steps: "1000,995.3,..." (finite, >= 0)
 --   layer_kinds the kind of each recorded layer, in the order of layers:  optional
---               "double,double,single,single" (or "self")
+--               "double,double,single,single" (or "self"; no other kinds)
 --   step{s}.layer{l}.kv_valid  a record's own kv_valid, when it differs   optional
 --   source      free text: pipeline, prompt, resolution, date              optional
 -- S = T*Hh*Ww + text_len for every record; q, k and v of a record have one shape and one dtype.
+-- Integers are decimal, at most 2147483647 (S too); no other metadata keys; step and layer
+-- numbers in keys and names have no leading zeros; the steps x layers grid is no larger than the
+-- file's tensors allow (3 per record). Loaded q, k and v must be finite.
 --
 -- ## API
 --   trace.open(path) -> tr: validates the whole header (never reads the tensor data), then
@@ -62,6 +65,9 @@ trace.format = "adaspa.trace"
 trace.version = "1"
 trace.required = {"format", "version", "model", "grid", "text_len", "kv_valid", "steps", "layers"}
 trace.dtypes = {bf16 = true, f32 = true}
+trace.kinds = {double = true, single = true, self = true}
+trace.optional = {"num_steps", "timesteps", "layer_kinds", "source"}
+trace.max_int = 2147483647
 
 local function fail(path, fmt, ...)
   error(string.format("adaspa.trace: %s: " .. fmt, path, ...), 0)
@@ -71,9 +77,30 @@ function trace.name(step, layer, field) return string.format("step%d.layer%d.%s"
 
 local function shape_str(s) return "[" .. table.concat(s, ", ") .. "]" end
 
+-- A decimal integer in [0, trace.max_int] (surrounding spaces allowed), or nil.
 local function parse_int(s)
-  if type(s) ~= "string" or not s:match("^%s*%d+%s*$") then return nil end
-  return tonumber(s)
+  local digits = type(s) == "string" and s:match("^%s*(%d+)%s*$")
+  if not digits then return nil end
+  digits = digits:match("^0*(%d-)$")   -- leading zeros do not count towards the length
+  if digits == "" then return 0 end
+  local n = #digits <= 10 and tonumber(digits)
+  return n and n <= trace.max_int and n or nil
+end
+
+-- A step or layer number as written in a name: decimal, no leading zeros, at most max_int.
+local function parse_index(s)
+  if s ~= "0" and s:sub(1, 1) == "0" then return nil end
+  return parse_int(s)
+end
+
+-- The number of items of a comma-separated list, counted without building them.
+local function count_items(s)
+  local n, pos = 1, 1
+  while true do
+    local i = s:find(",", pos, true)
+    if not i then return n end
+    n, pos = n + 1, i + 1
+  end
 end
 
 -- The items of a comma-separated list (empty items included).
@@ -88,7 +115,9 @@ local function parse_ints(path, key, s, increasing)
   local out = {}
   for _, item in ipairs(split(s)) do
     local n = parse_int(item)
-    if not n then fail(path, "metadata %s = %q: %q is not a non-negative integer", key, s, item) end
+    if not n then
+      fail(path, "metadata %s = %q: %q is not an integer in [0, %d]", key, s, item, trace.max_int)
+    end
     if increasing and #out > 0 and n <= out[#out] then
       fail(path, "metadata %s = %q: entries must be strictly increasing", key, s)
     end
@@ -98,7 +127,26 @@ local function parse_ints(path, key, s, increasing)
 end
 
 -- Parses and checks the metadata; returns the trace's description (without tensor shapes).
-local function parse_meta(path, meta)
+-- n_tensors bounds the lists (a record has 3 tensors), so work stays in proportion to the file.
+local function parse_meta(path, meta, n_tensors)
+  local known = {}
+  for _, k in ipairs(trace.required) do known[k] = true end
+  for _, k in ipairs(trace.optional) do known[k] = true end
+  for k in pairs(meta) do
+    if not known[k] then
+      local s, l = k:match("^step(%d+)%.layer(%d+)%.kv_valid$")
+      if not s then
+        fail(path, "metadata key %q is not part of a version %s trace (keys: %s, %s, step{s}.layer{l}.kv_valid)", k,
+          trace.version, table.concat(trace.required, ", "), table.concat(trace.optional, ", "))
+      end
+      local si, li = parse_index(s), parse_index(l)
+      if not si or not li then
+        fail(path, "metadata key %s: step and layer must be integers in [0, %d] written without leading zeros%s", k,
+          trace.max_int, (si or parse_int(s)) and (li or parse_int(l)) and
+          string.format(" (%s)", trace.name(parse_int(s), parse_int(l), "kv_valid")) or "")
+      end
+    end
+  end
   for _, k in ipairs(trace.required) do
     if meta[k] == nil then
       fail(path, "metadata lacks %s (a trace needs %s in its __metadata__)", k, table.concat(trace.required, ", "))
@@ -111,17 +159,36 @@ local function parse_meta(path, meta)
     fail(path, "metadata version = %q: this adaspa reads trace version %s", meta.version, trace.version)
   end
   local d = {path = path, model = meta.model, meta = meta}
+  local records = math.floor(n_tensors / 3)
+  for _, k in ipairs({"steps", "layers"}) do
+    local n = count_items(meta[k])
+    if n > records then
+      fail(path, "metadata %s lists %d entries but the file holds %d tensors, enough for %d records (3 each)", k, n,
+        n_tensors, records)
+    end
+  end
   d.grid = parse_ints(path, "grid", meta.grid)
   if #d.grid ~= 3 then fail(path, "metadata grid = %q: must be T,Hh,Ww (3 integers)", meta.grid) end
   for i = 1, 3 do
     if d.grid[i] < 1 then fail(path, "metadata grid = %q: sizes must be >= 1", meta.grid) end
   end
   d.n_img = d.grid[1] * d.grid[2] * d.grid[3]
+  if d.n_img > trace.max_int then
+    fail(path, "metadata grid = %q: %.0f latent tokens, more than %d", meta.grid, d.n_img, trace.max_int)
+  end
   d.text_len = parse_int(meta.text_len)
-  if not d.text_len then fail(path, "metadata text_len = %q: must be a non-negative integer", meta.text_len) end
+  if not d.text_len then
+    fail(path, "metadata text_len = %q: must be an integer in [0, %d]", meta.text_len, trace.max_int)
+  end
   d.S = d.n_img + d.text_len
+  if d.S > trace.max_int then
+    fail(path, "metadata grid = %q and text_len = %q: S = %.0f tokens, more than %d", meta.grid, meta.text_len, d.S,
+      trace.max_int)
+  end
   d.kv_valid = parse_int(meta.kv_valid)
-  if not d.kv_valid then fail(path, "metadata kv_valid = %q: must be a non-negative integer", meta.kv_valid) end
+  if not d.kv_valid then
+    fail(path, "metadata kv_valid = %q: must be an integer in [0, %d]", meta.kv_valid, trace.max_int)
+  end
   if d.kv_valid > d.S or d.kv_valid < d.n_img then
     fail(path, "metadata kv_valid = %d: must lie in [%d, %d] (grid %s = %d latent tokens, + text_len %d = S)",
       d.kv_valid, d.n_img, d.S, meta.grid, d.n_img, d.text_len)
@@ -133,7 +200,9 @@ local function parse_meta(path, meta)
   end
   if meta.num_steps ~= nil then
     d.num_steps = parse_int(meta.num_steps)
-    if not d.num_steps or d.num_steps < 1 then fail(path, "metadata num_steps = %q: must be a positive integer", meta.num_steps) end
+    if not d.num_steps or d.num_steps < 1 then
+      fail(path, "metadata num_steps = %q: must be an integer in [1, %d]", meta.num_steps, trace.max_int)
+    end
     if d.steps[#d.steps] >= d.num_steps then
       fail(path, "metadata steps = %q: step %d is beyond num_steps = %d (steps count from 0)", meta.steps,
         d.steps[#d.steps], d.num_steps)
@@ -141,28 +210,30 @@ local function parse_meta(path, meta)
   end
   d.timesteps = {}
   if meta.timesteps ~= nil then
-    local items = split(meta.timesteps)
-    for i, item in ipairs(items) do
-      local t = tonumber(item)
-      if not t then fail(path, "metadata timesteps = %q: entry %d (%q) is not a number", meta.timesteps, i, item) end
-      if d.steps[i] then d.timesteps[d.steps[i]] = t end
-    end
-    if #items ~= #d.steps then
-      fail(path, "metadata timesteps has %d entries but steps has %d", #items, #d.steps)
+    local n = count_items(meta.timesteps)
+    if n ~= #d.steps then fail(path, "metadata timesteps has %d entries but steps has %d", n, #d.steps) end
+    for i, item in ipairs(split(meta.timesteps)) do
+      local t = item:match("^%s*[-+]?[%d.]+[eE]?[-+]?%d*%s*$") and tonumber(item)
+      if not t then fail(path, "metadata timesteps = %q: entry %d (%q) is not a decimal number", meta.timesteps, i, item) end
+      if not (t >= 0 and t < math.huge) then
+        fail(path, "metadata timesteps = %q: entry %d (%q) must be finite and >= 0", meta.timesteps, i, item)
+      end
+      d.timesteps[d.steps[i]] = t
     end
   end
   d.kinds = {}
   if meta.layer_kinds ~= nil then
-    local items = split(meta.layer_kinds)
-    for i, item in ipairs(items) do
-      if item == "" then fail(path, "metadata layer_kinds = %q: entry %d is empty", meta.layer_kinds, i) end
-      if d.layers[i] then d.kinds[d.layers[i]] = item end
-    end
-    if #items ~= #d.layers then
-      fail(path, "metadata layer_kinds has %d entries but layers has %d", #items, #d.layers)
+    local n = count_items(meta.layer_kinds)
+    if n ~= #d.layers then fail(path, "metadata layer_kinds has %d entries but layers has %d", n, #d.layers) end
+    for i, item in ipairs(split(meta.layer_kinds)) do
+      if not trace.kinds[item] then
+        fail(path, "metadata layer_kinds = %q: entry %d (%q) is not a layer kind (double, single or self)",
+          meta.layer_kinds, i, item)
+      end
+      d.kinds[d.layers[i]] = item
     end
   end
-  -- per-record kv_valid, keyed "step:layer" (numbers, so "step01" is step 1)
+  -- per-record kv_valid, keyed "step:layer" (the key's numbers were checked above)
   d.record_kv = {}
   for k, v in pairs(meta) do
     local s, l = k:match("^step(%d+)%.layer(%d+)%.kv_valid$")
@@ -188,10 +259,13 @@ local function check_tensors(d, entries)
     if not s then
       fail(path, "unexpected tensor %s (trace tensors are named step{s}.layer{l}.q, .k and .v)", name)
     end
-    s, l = tonumber(s), tonumber(l)
-    if name ~= trace.name(s, l, f) then
-      fail(path, "tensor %s: step and layer must be written without leading zeros (%s)", name, trace.name(s, l, f))
+    local si, li = parse_index(s), parse_index(l)
+    if not si or not li then
+      local ps, pl = parse_int(s), parse_int(l)
+      fail(path, "tensor %s: step and layer must be integers in [0, %d] written without leading zeros%s", name,
+        trace.max_int, ps and pl and string.format(" (%s)", trace.name(ps, pl, f)) or "")
     end
+    s, l = si, li
     if not step_set[s] then fail(path, "tensor %s: step %d is not among the recorded steps (metadata steps = %q)", name, s, d.meta.steps) end
     if not layer_set[l] then fail(path, "tensor %s: layer %d is not among the recorded layers (metadata layers = %q)", name, l, d.meta.layers) end
   end
@@ -253,7 +327,7 @@ function trace.open(path)
     if msg:sub(1, #path + 2) == path .. ": " then msg = msg:sub(#path + 3) end
     fail(path, "not a readable safetensors file: %s", msg)
   end
-  local d = parse_meta(path, meta)
+  local d = parse_meta(path, meta, #info)
   local entries = {}
   for _, e in ipairs(info) do entries[e.name] = e end
   check_tensors(d, entries)
@@ -298,6 +372,15 @@ function Trace:load(step, layer, opts)
   local out = {}
   for i, n in ipairs(names) do
     local x = t[n]
+    local sum = x:sum()   -- in double: finite unless an element is NaN or infinite
+    if not (sum == sum and math.abs(sum) < math.huge) then
+      local mx, mn = x:max(), x:min()
+      local what = mx ~= mx and "NaN" or (mx == math.huge and "+inf" or (mn == -math.huge and "-inf" or "non-finite"))
+      for _, y in pairs(t) do y:free() end
+      for _, y in ipairs(out) do y:free() end
+      fail(self.path, "step %d layer %d: field %s (%s) holds %s values; a trace's q, k and v must be finite", step,
+        layer, ({"q", "k", "v"})[i], n, what)
+    end
     local y = x:to(opts.dtype or x:dtype(), opts.device or x:device()) -- one conversion, x itself when none
     if y ~= x then x:free() end
     out[i] = y
@@ -400,7 +483,7 @@ function trace.write(path, records, meta)
   local rec = package.loaded["adaspa.recipe"]
   if type(rec) == "table" and rec.write_root then rec.check_write("adaspa.trace.write", path) end
   local tensors, md = trace.encode(records, meta, path)
-  local d = parse_meta(path, md)
+  local d = parse_meta(path, md, #tensors)
   local entries = {}
   for _, nt in ipairs(tensors) do entries[nt[1]] = {dtype = nt[2]:dtype(), shape = nt[2]:shape()} end
   check_tensors(d, entries)

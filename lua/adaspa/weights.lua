@@ -141,8 +141,8 @@ local function detect(names)
   local n = {original = 0, diffusers = 0}
   for _, name in ipairs(names) do
     for layout, roots in pairs(ROOTS) do
-      for _, r in ipairs(roots) do
-        if name:sub(1, #r) == r then n[layout] = n[layout] + 1; break end
+      for _, r in ipairs(roots) do   -- an anchored plain match: no substring per key and root
+        if name:find(r, 1, true) == 1 then n[layout] = n[layout] + 1; break end
       end
     end
   end
@@ -323,17 +323,35 @@ end
 
 -- ---- describe --------------------------------------------------------------------------------------
 
--- The block counts of a file's keys (max index + 1 per kind).
+-- The block counts of a file's keys: per kind, the number of indices present from 0 up without a
+-- gap, so a count never exceeds the keys the file holds (a lone "transformer_blocks.1000000000.*"
+-- key counts 0 blocks, not a billion). Also the first key past a gap, for the report.
 local function block_counts(names, layout)
-  local counts = {double = 0, single = 0, refiner = 0}
+  local counts, gaps = {double = 0, single = 0, refiner = 0}, {}
   for _, b in ipairs(BLOCKS) do
-    local pat = "^" .. escape(layout == "original" and b.orig or b.diff) .. "%.(%d+)%."
+    local prefix = layout == "original" and b.orig or b.diff
+    local pat = "^" .. escape(prefix) .. "%.(%d+)%."
+    local seen = {}   -- index -> first key with it; at most one entry per key
     for _, name in ipairs(names) do
       local i = name:match(pat)
-      if i then counts[b.count] = math.max(counts[b.count], tonumber(i) + 1) end
+      if i then
+        local n = tonumber(i)
+        if not seen[n] or name < seen[n] then seen[n] = name end
+      end
+    end
+    local n = 0
+    while seen[n] do n = n + 1 end
+    counts[b.count] = n
+    local past
+    for i in pairs(seen) do
+      if i > n and (not past or i < past) then past = i end
+    end
+    if past then
+      gaps[#gaps + 1] = string.format("%s block indices must run from 0 without gaps: key '%s' has index %s " ..
+        "but no key has index %d (counted %d %s blocks)", b.count, seen[past], (seen[past]:match(pat)), n, n, b.count)
     end
   end
-  return counts
+  return counts, gaps
 end
 
 -- Sizes implied by the keys: a config plus the fields that had to be assumed.
@@ -345,7 +363,8 @@ local function infer(info, layout)
     return shape[to_diffusers(orig).parts[1]]
   end
   local base = hy.presets["720p"]
-  local inf, assumed = {layers = block_counts(info_names(info), layout)}, {}
+  local counts, gaps = block_counts(info_names(info), layout)
+  local inf, assumed = {layers = counts}, {}
   local s = get("img_in.proj.weight")
   if s then inf.hidden, inf.in_channels = s[1], s[2] end
   if not inf.hidden then s = get("final_layer.linear.weight"); inf.hidden = s and s[2] end
@@ -379,6 +398,7 @@ local function infer(info, layout)
     for k, v in pairs(inf) do cfg[k] = v end
   end
   cfg.name = "inferred"
+  if #gaps > 0 then err = table.concat(gaps, "; ") .. (err and "; " .. err or "") end
   return cfg, assumed, err
 end
 

@@ -1,56 +1,13 @@
-/* json.c: the strict JSON parser of json.h. Recursive descent with a depth limit; finished
- * values wait on a stack until their container closes, then move into the document's arena,
- * so a failed parse frees everything at once. */
+/* json.c: the strict JSON cursor of json.h. Nothing is allocated: strings are decoded into
+ * the caller's buffer, containers are walked by the caller, ada_json_skip recurses at most
+ * ADA_JSON_MAX_DEPTH levels. */
 #include "json.h"
 
 #include <locale.h>
 #include <math.h>
-#include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* ---- arena -------------------------------------------------------------------------------- */
-
-typedef struct arena_block {
-  struct arena_block *next;
-  size_t used, cap;
-  alignas(max_align_t) unsigned char data[];
-} arena_block;
-
-struct ada_json_doc {
-  ada_json root;
-  arena_block *blocks;
-};
-
-static void *arena_alloc(ada_json_doc *d, size_t n) {
-  size_t a = alignof(max_align_t);
-  n = (n + a - 1) / a * a;
-  arena_block *b = d->blocks;
-  if (!b || b->cap - b->used < n) {
-    size_t cap = n > 65536 ? n : 65536;
-    b = malloc(sizeof *b + cap);
-    if (!b) return NULL;
-    b->next = d->blocks;
-    b->used = 0;
-    b->cap = cap;
-    d->blocks = b;
-  }
-  void *p = b->data + b->used;
-  b->used += n;
-  return p;
-}
-
-void ada_json_free(ada_json_doc *d) {
-  if (!d) return;
-  for (arena_block *b = d->blocks, *next; b; b = next) {
-    next = b->next;
-    free(b);
-  }
-  free(d);
-}
-
-const ada_json *ada_json_root(const ada_json_doc *d) { return &d->root; }
 
 /* ---- UTF-8 ---------------------------------------------------------------------------------- */
 
@@ -85,28 +42,14 @@ size_t ada_json_utf8_valid_prefix(const char *s, size_t n) {
   return i;
 }
 
-/* ---- parser ------------------------------------------------------------------------------- */
+/* ---- cursor ------------------------------------------------------------------------------- */
 
-typedef struct parser {
-  const unsigned char *s;
-  size_t n, pos, base;
-  const char *context;
-  ada_json_doc *doc;
-  ada_json *stack; /* finished values (and object keys) not yet owned by a container */
-  size_t sp, scap;
-  int depth;
-  ada_status status;
-} parser;
+typedef ada_json_cursor parser;
 
 static bool fail_at(parser *p, size_t at, const char *fmt, const char *arg) {
   char msg[256];
   snprintf(msg, sizeof msg, fmt, arg);
   p->status = ada_fail(ADA_EINVAL, "%s: invalid JSON at byte %zu: %s", p->context, p->base + at, msg);
-  return false;
-}
-
-static bool fail_nomem(parser *p) {
-  p->status = ada_fail(ADA_ENOMEM, "%s: out of memory parsing JSON", p->context);
   return false;
 }
 
@@ -130,16 +73,55 @@ static void skip_ws(parser *p) {
     p->pos++;
 }
 
-static bool push(parser *p, const ada_json *v) {
-  if (p->sp == p->scap) {
-    size_t cap = p->scap ? p->scap * 2 : 64;
-    ada_json *s = realloc(p->stack, cap * sizeof *s);
-    if (!s) return fail_nomem(p);
-    p->stack = s;
-    p->scap = cap;
+void ada_json_start(ada_json_cursor *c, const char *text, size_t len, size_t base, const char *context) {
+  memset(c, 0, sizeof *c);
+  c->s = (const unsigned char *)text;
+  c->n = len;
+  c->base = base;
+  c->context = context;
+}
+
+ada_json_type ada_json_peek(ada_json_cursor *p) {
+  skip_ws(p);
+  int ch = p->pos < p->n ? p->s[p->pos] : -1;
+  switch (ch) {
+    case '{': return ADA_JSON_OBJECT;
+    case '[': return ADA_JSON_ARRAY;
+    case '"': return ADA_JSON_STRING;
+    case 't': case 'f': return ADA_JSON_BOOL;
+    case 'n': return ADA_JSON_NULL;
+    default: return ch == '-' || (ch >= '0' && ch <= '9') ? ADA_JSON_NUMBER : ADA_JSON_NONE;
   }
-  p->stack[p->sp++] = *v;
+}
+
+bool ada_json_enter(ada_json_cursor *p) {
+  ada_json_type t = ada_json_peek(p);
+  if (t != ADA_JSON_OBJECT && t != ADA_JSON_ARRAY) return expected(p, "'{' or '['");
+  if (p->depth >= ADA_JSON_MAX_DEPTH) {
+    char d[16];
+    snprintf(d, sizeof d, "%d", ADA_JSON_MAX_DEPTH);
+    return fail_at(p, p->pos, "nesting deeper than %s levels", d);
+  }
+  p->depth++;
+  p->pos++;
   return true;
+}
+
+int ada_json_next(ada_json_cursor *p, bool object, size_t index) {
+  char close = object ? '}' : ']';
+  skip_ws(p);
+  if (p->pos < p->n && p->s[p->pos] == close) {
+    p->pos++;
+    p->depth--;
+    return 0;
+  }
+  if (index == 0) return 1;
+  if (p->pos < p->n && p->s[p->pos] == ',') {
+    p->pos++;
+    return 1;
+  }
+  expected(p, object ? "',' or '}' in object" : "',' or ']' in array");
+  return -1;
 }
 
 static int hex4(const unsigned char *s) {
@@ -190,15 +172,18 @@ static size_t put_utf8(unsigned char *o, uint32_t c) {
   return 4;
 }
 
-/* A string at p->pos (the opening quote) into v. Decoded text is never longer than the raw
- * text, so one arena allocation of the raw length suffices. */
-static bool parse_string(parser *p, ada_json *v) {
-  size_t start = p->pos++, raw = p->pos;
+/* Appends k decoded bytes to out[0, cap) (as far as they fit). */
+static void emit(char *out, size_t cap, size_t *len, const void *b, size_t k) {
+  if (*len < cap) memcpy(out + *len, b, cap - *len < k ? cap - *len : k);
+  *len += k;
+}
+
+bool ada_json_string(ada_json_cursor *p, char *out, size_t cap, size_t *len_out) {
+  if (ada_json_peek(p) != ADA_JSON_STRING) return expected(p, "a string");
+  size_t start = p->pos++, raw = p->pos, len = 0;
   while (raw < p->n && p->s[raw] != '"') raw += p->s[raw] == '\\' ? 2 : 1;
   if (raw >= p->n) return fail_at(p, start, "%s", "unterminated string");
-  unsigned char *o = arena_alloc(p->doc, raw - p->pos + 1);
-  if (!o) return fail_nomem(p);
-  size_t len = 0;
+  /* every escape ends before raw: the closing quote bounds every read below */
   while (p->s[p->pos] != '"') {
     unsigned c = p->s[p->pos];
     if (c == '\\') {
@@ -206,10 +191,11 @@ static bool parse_string(parser *p, ada_json *v) {
       const char *esc = "\"\\/bfnrt", *rep = "\"\\/\b\f\n\r\t", *hit = strchr(esc, (int)e);
       if (e == 'u') {
         uint32_t cp;
+        unsigned char o[4];
         if (!parse_u_escape(p, &cp)) return false;
-        len += put_utf8(o + len, cp);
+        emit(out, cap, &len, o, put_utf8(o, cp));
       } else if (e && hit) {
-        o[len++] = (unsigned char)rep[hit - esc];
+        emit(out, cap, &len, &rep[hit - esc], 1);
         p->pos++;
       } else {
         char f[32];
@@ -220,18 +206,23 @@ static bool parse_string(parser *p, ada_json *v) {
     } else if (c < 0x20) {
       return fail_at(p, p->pos, "%s", "unescaped control character in string");
     } else {
-      size_t k = utf8_seq(p->s + p->pos, p->n - p->pos);
+      size_t k = utf8_seq(p->s + p->pos, raw - p->pos);
       if (!k) return fail_at(p, p->pos, "%s", "invalid UTF-8 in string");
-      memcpy(o + len, p->s + p->pos, k);
-      len += k;
+      emit(out, cap, &len, p->s + p->pos, k);
       p->pos += k;
     }
   }
   p->pos++;
-  o[len] = '\0';
-  v->type = ADA_JSON_STRING;
-  v->string = (const char *)o;
-  v->length = len;
+  if (len_out) *len_out = len;
+  return true;
+}
+
+bool ada_json_key(ada_json_cursor *p, char *out, size_t cap, size_t *len) {
+  if (ada_json_peek(p) != ADA_JSON_STRING) return expected(p, "a string key");
+  if (!ada_json_string(p, out, cap, len)) return false;
+  skip_ws(p);
+  if (p->pos >= p->n || p->s[p->pos] != ':') return expected(p, "':' after an object key");
+  p->pos++;
   return true;
 }
 
@@ -241,7 +232,9 @@ static bool digits(parser *p) {
   return p->pos > s;
 }
 
-static bool parse_number(parser *p, ada_json *v) {
+bool ada_json_number_at(ada_json_cursor *p, ada_json_number *out) {
+  if (ada_json_peek(p) != ADA_JSON_NUMBER) return expected(p, "a number");
+  ada_json_number v = {0};
   size_t start = p->pos;
   bool neg = p->s[p->pos] == '-', integral = true;
   if (neg) p->pos++;
@@ -263,7 +256,6 @@ static bool parse_number(parser *p, ada_json *v) {
   if (len >= sizeof tok) return fail_at(p, start, "%s", "number longer than 127 characters");
   memcpy(tok, p->s + start, len);
   tok[len] = '\0';
-  v->type = ADA_JSON_NUMBER;
   if (integral) {
     uint64_t m = 0, lim = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     bool fits = true;
@@ -273,104 +265,16 @@ static bool parse_number(parser *p, ada_json *v) {
       m = m * 10 + d;
     }
     if (fits) {
-      v->is_integer = true;
-      v->integer = neg ? (int64_t)(0 - m) : (int64_t)m;
+      v.is_integer = true;
+      v.integer = neg ? (int64_t)(0 - m) : (int64_t)m;
     }
   } else {
     char *dot = strchr(tok, '.'); /* strtod reads the locale's decimal point */
     if (dot) *dot = *localeconv()->decimal_point;
   }
-  v->number = strtod(tok, NULL);
-  if (isinf(v->number)) return fail_at(p, start, "number %s is out of range", tok);
-  return true;
-}
-
-static bool parse_value(parser *p);
-
-static int key_cmp(const void *a, const void *b) {
-  const ada_json *x = *(const ada_json *const *)a, *y = *(const ada_json *const *)b;
-  size_t n = x->length < y->length ? x->length : y->length;
-  int c = memcmp(x->string, y->string, n);
-  if (c) return c;
-  if (x->length != y->length) return x->length < y->length ? -1 : 1;
-  return x->begin < y->begin ? -1 : x->begin > y->begin;
-}
-
-/* Rejects an object whose keys repeat, naming the second occurrence. */
-static bool check_unique(parser *p, const ada_json *keys, size_t n) {
-  if (n < 2) return true;
-  const ada_json **sorted = malloc(n * sizeof *sorted);
-  if (!sorted) return fail_nomem(p);
-  for (size_t i = 0; i < n; i++) sorted[i] = &keys[i];
-  qsort(sorted, n, sizeof *sorted, key_cmp);
-  bool ok = true;
-  for (size_t i = 1; i < n && ok; i++) {
-    const ada_json *a = sorted[i - 1], *b = sorted[i];
-    if (a->length == b->length && memcmp(a->string, b->string, a->length) == 0) {
-      char k[96];
-      snprintf(k, sizeof k, "%.80s%s", a->string, a->length > 80 ? "..." : "");
-      ok = fail_at(p, b->begin - p->base, "duplicate key \"%s\" in object", k);
-    }
-  }
-  free(sorted);
-  return ok;
-}
-
-/* An array or object at p->pos; its children are parsed onto the stack, then moved into the
- * arena (object members alternate key, value on the stack). */
-static bool parse_container(parser *p, ada_json *v, bool object) {
-  char close = object ? '}' : ']';
-  if (++p->depth > ADA_JSON_MAX_DEPTH) {
-    char d[16];
-    snprintf(d, sizeof d, "%d", ADA_JSON_MAX_DEPTH);
-    return fail_at(p, p->pos, "nesting deeper than %s levels", d);
-  }
-  p->pos++;
-  size_t first = p->sp;
-  skip_ws(p);
-  if (p->pos < p->n && p->s[p->pos] == close) {
-    p->pos++;
-  } else {
-    for (;;) {
-      skip_ws(p);
-      if (object) {
-        if (p->pos >= p->n || p->s[p->pos] != '"') return expected(p, "a string key");
-        ada_json k = {0};
-        k.begin = p->base + p->pos;
-        if (!parse_string(p, &k)) return false;
-        k.end = p->base + p->pos;
-        if (!push(p, &k)) return false;
-        skip_ws(p);
-        if (p->pos >= p->n || p->s[p->pos] != ':') return expected(p, "':' after an object key");
-        p->pos++;
-      }
-      if (!parse_value(p)) return false;
-      skip_ws(p);
-      if (p->pos < p->n && p->s[p->pos] == ',') { p->pos++; continue; }
-      if (p->pos < p->n && p->s[p->pos] == close) { p->pos++; break; }
-      return expected(p, object ? "',' or '}' in object" : "',' or ']' in array");
-    }
-  }
-  p->depth--;
-  size_t n = (p->sp - first) / (object ? 2 : 1);
-  v->type = object ? ADA_JSON_OBJECT : ADA_JSON_ARRAY;
-  v->count = n;
-  if (n) {
-    ada_json *items = arena_alloc(p->doc, n * sizeof *items), *keys = NULL;
-    if (!items || (object && !(keys = arena_alloc(p->doc, n * sizeof *keys)))) return fail_nomem(p);
-    for (size_t i = 0; i < n; i++) {
-      if (object) {
-        keys[i] = p->stack[first + 2 * i];
-        items[i] = p->stack[first + 2 * i + 1];
-      } else {
-        items[i] = p->stack[first + i];
-      }
-    }
-    v->items = items;
-    v->keys = keys;
-    if (object && !check_unique(p, keys, n)) return false;
-  }
-  p->sp = first;
+  v.value = strtod(tok, NULL);
+  if (isinf(v.value)) return fail_at(p, start, "number %s is out of range", tok);
+  if (out) *out = v;
   return true;
 }
 
@@ -381,50 +285,30 @@ static bool literal(parser *p, const char *word) {
   return true;
 }
 
-/* One value at p->pos (after whitespace), pushed onto the stack. */
-static bool parse_value(parser *p) {
-  ada_json v = {0};
-  skip_ws(p);
-  v.begin = p->base + p->pos;
-  int c = p->pos < p->n ? p->s[p->pos] : -1;
-  bool ok;
-  if (c == '{' || c == '[') ok = parse_container(p, &v, c == '{');
-  else if (c == '"') ok = parse_string(p, &v);
-  else if (c == '-' || (c >= '0' && c <= '9')) ok = parse_number(p, &v);
-  else if (c == 't' || c == 'f') {
-    ok = literal(p, c == 't' ? "true" : "false");
-    v.type = ADA_JSON_BOOL;
-    v.boolean = c == 't';
-  } else if (c == 'n') {
-    ok = literal(p, "null");
-    v.type = ADA_JSON_NULL;
-  } else {
-    ok = expected(p, "a JSON value");
+bool ada_json_skip(ada_json_cursor *p) {
+  ada_json_type t = ada_json_peek(p);
+  switch (t) {
+    case ADA_JSON_OBJECT:
+    case ADA_JSON_ARRAY: {
+      bool object = t == ADA_JSON_OBJECT;
+      if (!ada_json_enter(p)) return false;
+      for (size_t i = 0;; i++) {
+        int r = ada_json_next(p, object, i);
+        if (r < 0) return false;
+        if (r == 0) return true;
+        if (object && !ada_json_key(p, NULL, 0, NULL)) return false;
+        if (!ada_json_skip(p)) return false;
+      }
+    }
+    case ADA_JSON_STRING: return ada_json_string(p, NULL, 0, NULL);
+    case ADA_JSON_NUMBER: return ada_json_number_at(p, NULL);
+    case ADA_JSON_BOOL: return literal(p, p->s[p->pos] == 't' ? "true" : "false");
+    case ADA_JSON_NULL: return literal(p, "null");
+    default: return expected(p, "a JSON value");
   }
-  v.end = p->base + p->pos;
-  return ok && push(p, &v);
 }
 
-ada_status ada_json_parse(ada_json_doc **out, const char *text, size_t len, size_t base,
-                          const char *context) {
-  parser p = {0};
-  p.s = (const unsigned char *)text;
-  p.n = len;
-  p.base = base;
-  p.context = context;
-  p.doc = calloc(1, sizeof *p.doc);
-  if (!p.doc) return ada_fail(ADA_ENOMEM, "%s: out of memory parsing JSON", context);
-  bool ok = parse_value(&p);
-  if (ok) {
-    skip_ws(&p);
-    if (p.pos < p.n) ok = expected(&p, "end of input after the JSON value");
-  }
-  if (ok) p.doc->root = p.stack[0];
-  free(p.stack);
-  if (!ok) {
-    ada_json_free(p.doc);
-    return p.status;
-  }
-  *out = p.doc;
-  return ADA_OK;
+bool ada_json_end(ada_json_cursor *p) {
+  skip_ws(p);
+  return p->pos < p->n ? expected(p, "end of input after the JSON value") : true;
 }

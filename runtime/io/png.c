@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 typedef struct png_job {
   const char *path;
@@ -15,8 +16,10 @@ typedef struct png_job {
   png_structp png;
   png_infop info;
   png_bytep *rows;
+  uint64_t file_size;
   ada_tensor *img;
-  char msg[200]; /* libpng's message after a jump */
+  char msg[200];  /* libpng's message after a jump */
+  char warn[200]; /* its last warning, which often says why ("Invalid IHDR data" does not) */
 } png_job;
 
 static void on_error(png_structp png, png_const_charp msg) {
@@ -25,17 +28,37 @@ static void on_error(png_structp png, png_const_charp msg) {
   png_longjmp(png, 1);
 }
 
-static void on_warning(png_structp png, png_const_charp msg) {}
+static void on_warning(png_structp png, png_const_charp msg) {
+  png_job *j = png_get_error_ptr(png);
+  snprintf(j->warn, sizeof j->warn, "%s", msg);
+}
 
 static ada_status nomem(const char *path) { return ada_fail(ADA_ENOMEM, "png: %s: out of memory", path); }
 
 /* ---- read ------------------------------------------------------------------------------------ */
 
-static ada_status read_body(png_job *j) {
-  if (setjmp(png_jmpbuf(j->png))) return ada_fail(ADA_EIO, "png: %s: %s", j->path, j->msg);
+/* Ancillary chunks adaspa has no use for: never decoded (iCCP and zTXt would be inflated). */
+static const png_byte ignored_chunks[] = "iCCP\0iTXt\0tEXt\0zTXt\0sPLT\0eXIf\0";
+
+static ada_status read_body(png_job *j, uint64_t max_bytes) {
+  if (setjmp(png_jmpbuf(j->png)))
+    return ada_fail(ADA_EIO, "png: %s: %s%s%s%s", j->path, j->msg, j->warn[0] ? " (" : "", j->warn,
+                    j->warn[0] ? ")" : "");
   png_init_io(j->png, j->fp);
   png_set_sig_bytes(j->png, 8);
+  png_set_user_limits(j->png, ADA_PNG_MAX_SIDE, ADA_PNG_MAX_SIDE);
+  png_set_chunk_malloc_max(j->png, ADA_PNG_MAX_CHUNK);
+  png_set_keep_unknown_chunks(j->png, PNG_HANDLE_CHUNK_NEVER, ignored_chunks,
+                              (int)(sizeof ignored_chunks - 1) / 5);
   png_read_info(j->png, j->info);
+  /* Deflate expands at most 1032 times: pixel data the file cannot hold is refused before any
+   * memory is set aside for it (a 100-byte file claiming 1 GiB) */
+  uint64_t raw = (uint64_t)png_get_rowbytes(j->png, j->info) * png_get_image_height(j->png, j->info);
+  if (raw > j->file_size * 1040 + 65536)
+    return ada_fail(ADA_EINVAL, "png: %s: a %u x %u image holds %llu bytes of pixel data, more than a %llu-byte "
+                    "file can (deflate expands at most 1032 times): truncated or corrupt", j->path,
+                    (unsigned)png_get_image_width(j->png, j->info), (unsigned)png_get_image_height(j->png, j->info),
+                    (unsigned long long)raw, (unsigned long long)j->file_size);
   int color = png_get_color_type(j->png, j->info);
   int trns = png_get_valid(j->png, j->info, PNG_INFO_tRNS) != 0;
   png_set_expand(j->png); /* palette -> RGB, 1/2/4-bit gray -> 8-bit, tRNS -> alpha */
@@ -49,6 +72,15 @@ static ada_status read_body(png_job *j) {
   if (shape[2] != 1 && shape[2] != 3 && shape[2] != 4)
     return ada_fail(ADA_EUNSUPPORTED, "png: %s: %lld channels after expansion (expected 1, 3 or 4)",
                     j->path, (long long)shape[2]);
+  /* sides are at most ADA_PNG_MAX_SIDE (libpng checked the header): no overflow below */
+  uint64_t bytes = (uint64_t)shape[0] * (uint64_t)shape[1] * (uint64_t)shape[2];
+  if (shape[0] < 1 || shape[1] < 1 || bytes + (uint64_t)shape[0] * sizeof *j->rows > max_bytes)
+    return ada_fail(ADA_EINVAL, "png: %s: image of %lld x %lld pixels x %lld channels needs %llu bytes, over "
+                    "the limit of %llu", j->path, (long long)shape[1], (long long)shape[0], (long long)shape[2],
+                    (unsigned long long)bytes, (unsigned long long)max_bytes);
+  if ((uint64_t)png_get_rowbytes(j->png, j->info) != (uint64_t)shape[1] * (uint64_t)shape[2])
+    return ada_fail(ADA_EUNSUPPORTED, "png: %s: rows of %llu bytes after expansion (expected %lld)", j->path,
+                    (unsigned long long)png_get_rowbytes(j->png, j->info), (long long)(shape[1] * shape[2]));
   ada_device cpu = {ADA_CPU, 0};
   ada_status s = ada_tensor_empty(&j->img, 3, shape, ADA_U8, cpu);
   if (s) return s;
@@ -60,21 +92,26 @@ static ada_status read_body(png_job *j) {
   return ADA_OK;
 }
 
-ada_status ada_png_read(const char *path, ada_tensor **out) {
+ada_status ada_png_read_limited(const char *path, uint64_t max_bytes, ada_tensor **out) {
   png_job j = {0};
   j.path = path;
   unsigned char sig[8];
   if (!(j.fp = fopen(path, "rb"))) return ada_fail(ADA_EIO, "png: %s: cannot open: %s", path, strerror(errno));
   ada_status s = ADA_OK;
-  if (fread(sig, 1, 8, j.fp) != 8 || png_sig_cmp(sig, 0, 8) != 0)
+  struct stat sb;
+  if (fstat(fileno(j.fp), &sb) != 0)
+    s = ada_fail(ADA_EIO, "png: %s: cannot stat: %s", path, strerror(errno));
+  else if (!S_ISREG(sb.st_mode))
+    s = ada_fail(ADA_EINVAL, "png: %s: not a regular file", path);
+  else if ((j.file_size = (uint64_t)sb.st_size), fread(sig, 1, 8, j.fp) != 8 || png_sig_cmp(sig, 0, 8) != 0)
     s = ada_fail(ADA_EINVAL, "png: %s: not a PNG file (no PNG signature)", path);
   else if (!(j.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
            !(j.info = png_create_info_struct(j.png)))
     s = nomem(path);
   else
-    s = read_body(&j);
+    s = read_body(&j, max_bytes);
   png_destroy_read_struct(j.png ? &j.png : NULL, j.info ? &j.info : NULL, NULL);
-  fclose(j.fp);
+  if (fclose(j.fp) != 0 && !s) s = ada_fail(ADA_EIO, "png: %s: cannot close: %s", path, strerror(errno));
   free(j.rows);
   if (s) {
     ada_tensor_free(j.img);
@@ -82,6 +119,10 @@ ada_status ada_png_read(const char *path, ada_tensor **out) {
   }
   *out = j.img;
   return ADA_OK;
+}
+
+ada_status ada_png_read(const char *path, ada_tensor **out) {
+  return ada_png_read_limited(path, ADA_PNG_MAX_BYTES, out);
 }
 
 /* ---- write ------------------------------------------------------------------------------------ */

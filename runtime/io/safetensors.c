@@ -17,8 +17,6 @@
 #error "safetensors data is little-endian; this reader assumes a little-endian host"
 #endif
 
-#define MAX_HEADER ((uint64_t)100 << 20)
-
 /* safetensors dtype names: those adaspa holds, then those it refuses by name. */
 static const char *const st_dtype_names[ADA_NDTYPES] = {"F32", "BF16", "F16", "I32", "I16", "U8"};
 static const char *const st_unsupported[] = {"F64", "I64", "U64", "U32", "U16", "I8", "BOOL",
@@ -33,10 +31,9 @@ typedef struct st_map {
 
 typedef struct st_tensor {
   const char *name;
-  ada_dtype dtype;
-  int32_t ndim;
-  int64_t shape[ADA_MAX_DIMS];
   uint64_t begin, end; /* in the data buffer */
+  int64_t shape[ADA_MAX_DIMS];
+  int32_t dtype, ndim;
 } st_tensor;
 
 typedef struct st_meta {
@@ -46,7 +43,7 @@ typedef struct st_meta {
 struct ada_st_file {
   char *path;
   st_map *map;
-  ada_json_doc *doc; /* owns the names and metadata strings */
+  char *strings; /* the names, metadata keys and values, NUL-terminated, back to back */
   uint64_t data_start;
   int64_t n, n_meta;
   st_tensor *tensors; /* sorted by name */
@@ -76,142 +73,314 @@ static const char *quoted(char *buf, size_t n, const char *s, size_t len) {
   return buf;
 }
 
-/* The source text of a JSON value in the file (at most 64 bytes) for "found ..." messages. */
-static const char *source(const st_map *m, const ada_json *v, char *buf, size_t n) {
-  return quoted(buf, n, (const char *)m->base + v->begin, v->end - v->begin > 64 ? 64 : v->end - v->begin);
-}
-
 static const char *fmt_shape(const st_tensor *t, char *buf, size_t n) {
   ada_shape_format(t->ndim, t->shape, buf, n);
   return buf;
 }
 
-/* ---- header validation ------------------------------------------------------------------------ */
+/* ---- sorting in place (heap sort: no memory beyond the array) -------------------------------- */
 
-typedef struct checker {
-  const char *path;
-  const st_map *map;
-  uint64_t data_size;
-} checker;
+static void swap_bytes(unsigned char *a, unsigned char *b, size_t size) {
+  for (size_t i = 0; i < size; i++) {
+    unsigned char t = a[i];
+    a[i] = b[i];
+    b[i] = t;
+  }
+}
+
+static void sift(unsigned char *v, size_t size, size_t root, size_t n, int (*cmp)(const void *, const void *)) {
+  for (;;) {
+    size_t child = 2 * root + 1;
+    if (child >= n) return;
+    if (child + 1 < n && cmp(v + child * size, v + (child + 1) * size) < 0) child++;
+    if (cmp(v + root * size, v + child * size) >= 0) return;
+    swap_bytes(v + root * size, v + child * size, size);
+    root = child;
+  }
+}
+
+static void heap_sort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *)) {
+  unsigned char *v = base;
+  if (n < 2) return;
+  for (size_t i = n / 2; i-- > 0;) sift(v, size, i, n, cmp);
+  for (size_t end = n - 1; end > 0; end--) {
+    swap_bytes(v, v + end * size, size);
+    sift(v, size, 0, end, cmp);
+  }
+}
+
+/* ---- header: first pass (syntax, counts, string bytes) -------------------------------------- */
 
 #define BAD(...) ada_fail(ADA_EINVAL, __VA_ARGS__)
 
-static bool is_nonneg_int(const ada_json *v) {
-  return v->type == ADA_JSON_NUMBER && v->is_integer && v->integer >= 0;
+typedef struct reader {
+  ada_json_cursor c;
+  const char *path, *text; /* text: the header, at file offset 8 */
+  uint64_t data_size;
+  ada_st_file *f;
+  size_t str_used, str_cap;
+} reader;
+
+static bool is_meta_key(const char *k, size_t len) { return len == 12 && memcmp(k, "__metadata__", 12) == 0; }
+
+/* The source text of the value at [begin, end) of the header, at most 64 bytes, for messages. */
+static const char *span(const reader *r, size_t begin, size_t end, char *buf, size_t n) {
+  return quoted(buf, n, r->text + begin, end - begin > 64 ? 64 : end - begin);
 }
 
-static ada_status check_dtype(const checker *c, const char *nm, const ada_json *v, ada_dtype *out) {
-  char f[160];
-  if (v->type != ADA_JSON_STRING)
-    return BAD("safetensors: %s: tensor '%s': dtype must be a string, found %s", c->path, nm,
-               source(c->map, v, f, sizeof f));
-  for (int d = 0; d < ADA_NDTYPES; d++)
-    if (strcmp(v->string, st_dtype_names[d]) == 0) { *out = (ada_dtype)d; return ADA_OK; }
-  for (size_t i = 0; i < sizeof st_unsupported / sizeof *st_unsupported; i++)
-    if (strcmp(v->string, st_unsupported[i]) == 0)
-      return ada_fail(ADA_EUNSUPPORTED,
-                      "safetensors: %s: unsupported dtype %s for tensor '%s' (adaspa reads F32, BF16, "
-                      "F16, I32, I16, U8)", c->path, v->string, nm);
-  return BAD("safetensors: %s: tensor '%s': unknown dtype \"%s\" (expected F32, BF16, F16, I32, I16 or U8)",
-             c->path, nm, quoted(f, sizeof f, v->string, v->length));
+/* Skips the value that starts at byte begin, depth depth (valid: the first pass checked the whole
+ * header) and quotes it. */
+static const char *skip_quoted(reader *r, size_t begin, int32_t depth, char *buf, size_t n) {
+  r->c.pos = begin;
+  r->c.depth = depth;
+  if (!ada_json_skip(&r->c)) return "(invalid JSON)";
+  return span(r, begin, r->c.pos, buf, n);
 }
 
-static ada_status check_shape(const checker *c, const char *nm, const ada_json *v, st_tensor *t) {
-  char f[160];
-  if (v->type != ADA_JSON_ARRAY)
-    return BAD("safetensors: %s: tensor '%s': shape must be an array of integers, found %s", c->path,
-               nm, source(c->map, v, f, sizeof f));
-  for (size_t i = 0; i < v->count; i++)
-    if (!is_nonneg_int(&v->items[i]))
-      return BAD("safetensors: %s: tensor '%s': shape entry %zu must be a non-negative integer, found %s",
-                 c->path, nm, i + 1, source(c->map, &v->items[i], f, sizeof f));
-  if (v->count > ADA_MAX_DIMS)
-    return BAD("safetensors: %s: tensor '%s': shape %s has %zu dimensions (adaspa supports at most %d)",
-               c->path, nm, source(c->map, v, f, sizeof f), v->count, ADA_MAX_DIMS);
-  t->ndim = (int32_t)v->count;
-  for (size_t i = 0; i < v->count; i++) t->shape[i] = v->items[i].integer;
-  for (size_t i = 0; i < v->count; i++)
-    if (t->shape[i] == 0)
-      return BAD("safetensors: %s: tensor '%s': shape %s has a zero-size dimension (adaspa tensors "
-                 "cannot be empty)", c->path, nm, fmt_shape(t, f, sizeof f));
+/* Validates the JSON and counts what the second pass will keep: tensors, metadata entries and
+ * the bytes of their strings (each with its NUL). */
+static ada_status first_pass(reader *r, int64_t *nt, int64_t *nm, size_t *bytes) {
+  ada_json_cursor *c = &r->c;
+  char key[16], f[160];
+  *nt = *nm = 0;
+  *bytes = 0;
+  ada_json_type t = ada_json_peek(c);
+  size_t begin = c->pos;
+  if (t != ADA_JSON_OBJECT) {
+    if (!ada_json_skip(c) || !ada_json_end(c)) return c->status;
+    return BAD("safetensors: %s: header must be a JSON object, found %s", r->path, span(r, begin, c->pos, f, sizeof f));
+  }
+  if (!ada_json_enter(c)) return c->status;
+  for (size_t i = 0;; i++) {
+    int more = ada_json_next(c, true, i);
+    if (more < 0) return c->status;
+    if (!more) break;
+    size_t klen;
+    if (!ada_json_key(c, key, sizeof key, &klen)) return c->status;
+    if (is_meta_key(key, klen) && ada_json_peek(c) == ADA_JSON_OBJECT) {
+      if (!ada_json_enter(c)) return c->status;
+      for (size_t j = 0;; j++) {
+        int m = ada_json_next(c, true, j);
+        if (m < 0) return c->status;
+        if (!m) break;
+        size_t kl, vl = 0;
+        if (!ada_json_key(c, NULL, 0, &kl)) return c->status;
+        if (ada_json_peek(c) == ADA_JSON_STRING ? !ada_json_string(c, NULL, 0, &vl) : !ada_json_skip(c))
+          return c->status;
+        if (++*nm > ADA_ST_MAX_ENTRIES)
+          return BAD("safetensors: %s: __metadata__ holds more than %d entries (the limit)", r->path,
+                     ADA_ST_MAX_ENTRIES);
+        *bytes += kl + vl + 2;
+      }
+    } else {
+      if (!ada_json_skip(c)) return c->status;
+      if (!is_meta_key(key, klen)) {
+        if (++*nt > ADA_ST_MAX_ENTRIES)
+          return BAD("safetensors: %s: header holds more than %d tensors (the limit)", r->path, ADA_ST_MAX_ENTRIES);
+        *bytes += klen + 1;
+      }
+    }
+  }
+  if (!ada_json_end(c)) return c->status;
   return ADA_OK;
 }
 
-/* data_offsets: two non-negative integers, in order, inside the data buffer, spanning exactly
- * the bytes the dtype and shape need. */
-static ada_status check_offsets(const checker *c, const char *nm, const ada_json *v, st_tensor *t) {
-  char f[160], g[96];
-  if (v->type != ADA_JSON_ARRAY || v->count != 2 || !is_nonneg_int(&v->items[0]) ||
-      !is_nonneg_int(&v->items[1]))
+/* ---- header: second pass (the entries) -------------------------------------------------------- */
+
+/* Decodes the string (or key) at the cursor into the string store, NUL-terminated. */
+static ada_status store_string(reader *r, bool key, const char **out, size_t *len) {
+  char *dst = r->f->strings + r->str_used;
+  size_t room = r->str_cap - r->str_used;
+  bool ok = key ? ada_json_key(&r->c, dst, room, len) : ada_json_string(&r->c, dst, room, len);
+  if (!ok) return r->c.status;
+  if (*len >= room) return ada_fail(ADA_EINVAL, "safetensors: %s: header strings outgrew their count", r->path);
+  dst[*len] = '\0';
+  *out = dst;
+  return ADA_OK;
+}
+
+static bool is_nonneg_int(const ada_json_number *v) { return v->is_integer && v->integer >= 0; }
+
+/* A non-negative integer at the cursor into *v; false (cursor unchanged) when it is none. */
+static bool read_count(reader *r, ada_json_number *v) {
+  size_t at = r->c.pos;
+  if (ada_json_peek(&r->c) == ADA_JSON_NUMBER && ada_json_number_at(&r->c, v) && is_nonneg_int(v)) return true;
+  r->c.pos = at;
+  return false;
+}
+
+static ada_status read_dtype(reader *r, const char *nm, const char *s, size_t len, int32_t *out) {
+  char f[160];
+  for (int d = 0; d < ADA_NDTYPES; d++)
+    if (len == strlen(st_dtype_names[d]) && memcmp(s, st_dtype_names[d], len) == 0) { *out = d; return ADA_OK; }
+  for (size_t i = 0; i < sizeof st_unsupported / sizeof *st_unsupported; i++)
+    if (len == strlen(st_unsupported[i]) && memcmp(s, st_unsupported[i], len) == 0)
+      return ada_fail(ADA_EUNSUPPORTED,
+                      "safetensors: %s: unsupported dtype %s for tensor '%s' (adaspa reads F32, BF16, "
+                      "F16, I32, I16, U8)", r->path, st_unsupported[i], nm);
+  return BAD("safetensors: %s: tensor '%s': unknown dtype \"%s\" (expected F32, BF16, F16, I32, I16 or U8)",
+             r->path, nm, quoted(f, sizeof f, s, len));
+}
+
+/* shape: an array of non-negative integers. */
+static ada_status read_shape(reader *r, const char *nm, st_tensor *t) {
+  ada_json_cursor *c = &r->c;
+  char f[160];
+  ada_json_type ty = ada_json_peek(c);
+  size_t begin = c->pos, n = 0;
+  if (ty != ADA_JSON_ARRAY)
+    return BAD("safetensors: %s: tensor '%s': shape must be an array of integers, found %s", r->path, nm,
+               skip_quoted(r, begin, c->depth, f, sizeof f));
+  if (!ada_json_enter(c)) return c->status;
+  for (;; n++) {
+    int more = ada_json_next(c, false, n);
+    if (more < 0) return c->status;
+    if (!more) break;
+    ada_json_number v;
+    size_t at = (ada_json_peek(c), c->pos);
+    if (!read_count(r, &v))
+      return BAD("safetensors: %s: tensor '%s': shape entry %zu must be a non-negative integer, found %s",
+                 r->path, nm, n + 1, skip_quoted(r, at, c->depth, f, sizeof f));
+    if (n < ADA_MAX_DIMS) t->shape[n] = v.integer;
+  }
+  if (n > ADA_MAX_DIMS)
+    return BAD("safetensors: %s: tensor '%s': shape %s has %zu dimensions (adaspa supports at most %d)",
+               r->path, nm, span(r, begin, c->pos, f, sizeof f), n, ADA_MAX_DIMS);
+  t->ndim = (int32_t)n;
+  for (size_t i = 0; i < n; i++)
+    if (t->shape[i] == 0)
+      return BAD("safetensors: %s: tensor '%s': shape %s has a zero-size dimension (adaspa tensors "
+                 "cannot be empty)", r->path, nm, fmt_shape(t, f, sizeof f));
+  return ADA_OK;
+}
+
+/* data_offsets: [begin, end], two non-negative integers. */
+static ada_status read_offsets(reader *r, const char *nm, st_tensor *t) {
+  ada_json_cursor *c = &r->c;
+  char f[160];
+  size_t begin = (ada_json_peek(c), c->pos), n = 0;
+  int32_t depth = c->depth;
+  ada_json_number v[2];
+  bool ok = ada_json_peek(c) == ADA_JSON_ARRAY && ada_json_enter(c);
+  for (; ok; n++) {
+    int more = ada_json_next(c, false, n);
+    if (more < 0) return c->status;
+    if (!more) break;
+    ok = n < 2 && read_count(r, &v[n]);
+  }
+  if (!ok || n != 2)
     return BAD("safetensors: %s: tensor '%s': data_offsets must be [begin, end] with non-negative "
-               "integers, found %s", c->path, nm, source(c->map, v, f, sizeof f));
-  t->begin = (uint64_t)v->items[0].integer;
-  t->end = (uint64_t)v->items[1].integer;
+               "integers, found %s", r->path, nm, skip_quoted(r, begin, depth, f, sizeof f));
+  t->begin = (uint64_t)v[0].integer;
+  t->end = (uint64_t)v[1].integer;
+  return ADA_OK;
+}
+
+/* end - begin is exactly the bytes of the dtype and shape, inside the data buffer. */
+static ada_status check_offsets(const reader *r, const char *nm, const st_tensor *t) {
+  char f[160], g[96];
   if (t->begin > t->end)
     return BAD("safetensors: %s: tensor '%s': data_offsets [%llu, %llu] end before they begin",
-               c->path, nm, (unsigned long long)t->begin, (unsigned long long)t->end);
-  if (t->end > c->data_size)
+               r->path, nm, (unsigned long long)t->begin, (unsigned long long)t->end);
+  if (t->end > r->data_size)
     return BAD("safetensors: %s: tensor '%s': data_offsets [%llu, %llu] reach past the end of the "
-               "data buffer (%llu bytes)", c->path, nm, (unsigned long long)t->begin,
-               (unsigned long long)t->end, (unsigned long long)c->data_size);
-  uint64_t need = (uint64_t)ada_dtype_size(t->dtype);
+               "data buffer (%llu bytes)", r->path, nm, (unsigned long long)t->begin,
+               (unsigned long long)t->end, (unsigned long long)r->data_size);
+  uint64_t need = (uint64_t)ada_dtype_size((ada_dtype)t->dtype);
   for (int32_t i = 0; i < t->ndim; i++) {
-    if (need > c->data_size / (uint64_t)t->shape[i]) { need = UINT64_MAX; break; }
+    if (need > r->data_size / (uint64_t)t->shape[i]) { need = UINT64_MAX; break; }
     need *= (uint64_t)t->shape[i];
   }
   if (need != t->end - t->begin) {
-    if (need == UINT64_MAX) snprintf(g, sizeof g, "more than the %llu bytes of data", (unsigned long long)c->data_size);
+    if (need == UINT64_MAX) snprintf(g, sizeof g, "more than the %llu bytes of data", (unsigned long long)r->data_size);
     else snprintf(g, sizeof g, "%llu bytes", (unsigned long long)need);
     return BAD("safetensors: %s: tensor '%s': data_offsets [%llu, %llu] but shape %s %s needs %s",
-               c->path, nm, (unsigned long long)t->begin, (unsigned long long)t->end,
-               fmt_shape(t, f, sizeof f), ada_dtype_name(t->dtype), g);
+               r->path, nm, (unsigned long long)t->begin, (unsigned long long)t->end,
+               fmt_shape(t, f, sizeof f), ada_dtype_name((ada_dtype)t->dtype), g);
   }
   return ADA_OK;
 }
 
-static ada_status check_entry(const checker *c, const ada_json *key, const ada_json *v, st_tensor *t) {
+/* One tensor entry {dtype, shape, data_offsets} (any order, each once), its key already read. */
+static ada_status read_entry(reader *r, const char *name, size_t name_len, st_tensor *t) {
   static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
-  char nm[160], f[160];
-  quoted(nm, sizeof nm, key->string, key->length);
-  if (strlen(key->string) != key->length)
-    return BAD("safetensors: %s: tensor '%s': name contains a NUL character", c->path, nm);
-  if (key->length == 0) return BAD("safetensors: %s: a tensor has an empty name", c->path);
-  if (v->type != ADA_JSON_OBJECT)
+  ada_json_cursor *c = &r->c;
+  char nm[160], f[160], key[16], dtype[16];
+  size_t dtype_len = 0;
+  quoted(nm, sizeof nm, name, name_len);
+  if (strlen(name) != name_len) return BAD("safetensors: %s: tensor '%s': name contains a NUL character", r->path, nm);
+  if (name_len == 0) return BAD("safetensors: %s: a tensor has an empty name", r->path);
+  t->name = name;
+  size_t begin = (ada_json_peek(c), c->pos);
+  if (ada_json_peek(c) != ADA_JSON_OBJECT)
     return BAD("safetensors: %s: tensor '%s': entry must be an object {dtype, shape, data_offsets}, "
-               "found %s", c->path, nm, source(c->map, v, f, sizeof f));
-  const ada_json *field[3] = {NULL, NULL, NULL};
-  for (size_t i = 0; i < v->count; i++) {
+               "found %s", r->path, nm, skip_quoted(r, begin, c->depth, f, sizeof f));
+  if (!ada_json_enter(c)) return c->status;
+  unsigned seen = 0;
+  for (size_t i = 0;; i++) {
+    int more = ada_json_next(c, true, i);
+    if (more < 0) return c->status;
+    if (!more) break;
+    size_t klen;
+    if (!ada_json_key(c, key, sizeof key, &klen)) return c->status;
     int k = 0;
-    while (k < 3 && strcmp(v->keys[i].string, fields[k]) != 0) k++;
-    if (k == 3 || strlen(v->keys[i].string) != v->keys[i].length)
+    while (k < 3 && !(klen == strlen(fields[k]) && memcmp(key, fields[k], klen) == 0)) k++;
+    if (k == 3)
       return BAD("safetensors: %s: tensor '%s': unknown field '%s' (expected dtype, shape, data_offsets)",
-                 c->path, nm, quoted(f, sizeof f, v->keys[i].string, v->keys[i].length));
-    field[k] = &v->items[i];
+                 r->path, nm, quoted(f, sizeof f, key, klen < sizeof key ? klen : sizeof key));
+    if (seen & (1u << k))
+      return BAD("safetensors: %s: tensor '%s': duplicate key \"%s\" in its entry", r->path, nm, fields[k]);
+    seen |= 1u << k;
+    ada_status s = ADA_OK;
+    if (k == 0) {
+      size_t at = (ada_json_peek(c), c->pos);
+      if (ada_json_peek(c) != ADA_JSON_STRING)
+        return BAD("safetensors: %s: tensor '%s': dtype must be a string, found %s", r->path, nm,
+                   skip_quoted(r, at, c->depth, f, sizeof f));
+      if (!ada_json_string(c, dtype, sizeof dtype, &dtype_len)) return c->status;
+      if (dtype_len > sizeof dtype) dtype_len = sizeof dtype; /* too long for any known name */
+    } else if (k == 1) {
+      s = read_shape(r, nm, t);
+    } else {
+      s = read_offsets(r, nm, t);
+    }
+    if (s) return s;
   }
   for (int k = 0; k < 3; k++)
-    if (!field[k]) return BAD("safetensors: %s: tensor '%s': missing field '%s'", c->path, nm, fields[k]);
-  t->name = key->string;
-  ada_status s = check_dtype(c, nm, field[0], &t->dtype);
-  if (!s) s = check_shape(c, nm, field[1], t);
-  if (!s) s = check_offsets(c, nm, field[2], t);
-  return s;
+    if (!(seen & (1u << k))) return BAD("safetensors: %s: tensor '%s': missing field '%s'", r->path, nm, fields[k]);
+  ada_status s = read_dtype(r, nm, dtype, dtype_len, &t->dtype);
+  return s ? s : check_offsets(r, nm, t);
 }
 
-static ada_status check_metadata(const checker *c, const ada_json *v, st_meta *meta) {
+static ada_status read_metadata(reader *r, st_meta *meta, int64_t *n) {
+  ada_json_cursor *c = &r->c;
   char f[160], k[160];
-  if (v->type != ADA_JSON_OBJECT)
-    return BAD("safetensors: %s: __metadata__ must be an object of strings, found %s", c->path,
-               source(c->map, v, f, sizeof f));
-  for (size_t i = 0; i < v->count; i++) {
-    const ada_json *key = &v->keys[i], *val = &v->items[i];
-    quoted(k, sizeof k, key->string, key->length);
-    if (val->type != ADA_JSON_STRING)
-      return BAD("safetensors: %s: __metadata__ '%s' must be a string, found %s", c->path, k,
-                 source(c->map, val, f, sizeof f));
-    if (strlen(key->string) != key->length || strlen(val->string) != val->length)
-      return BAD("safetensors: %s: __metadata__ '%s' contains a NUL character", c->path, k);
-    meta[i].key = key->string;
-    meta[i].value = val->string;
+  size_t begin = (ada_json_peek(c), c->pos);
+  if (ada_json_peek(c) != ADA_JSON_OBJECT)
+    return BAD("safetensors: %s: __metadata__ must be an object of strings, found %s", r->path,
+               skip_quoted(r, begin, c->depth, f, sizeof f));
+  if (!ada_json_enter(c)) return c->status;
+  for (size_t i = 0;; i++) {
+    int more = ada_json_next(c, true, i);
+    if (more < 0) return c->status;
+    if (!more) break;
+    size_t klen, vlen;
+    const char *key, *val;
+    ada_status s = store_string(r, true, &key, &klen);
+    if (s) return s;
+    r->str_used += klen + 1;
+    quoted(k, sizeof k, key, klen);
+    size_t at = (ada_json_peek(c), c->pos);
+    if (ada_json_peek(c) != ADA_JSON_STRING)
+      return BAD("safetensors: %s: __metadata__ '%s' must be a string, found %s", r->path, k,
+                 skip_quoted(r, at, c->depth, f, sizeof f));
+    if ((s = store_string(r, false, &val, &vlen))) return s;
+    r->str_used += vlen + 1;
+    if (strlen(key) != klen || strlen(val) != vlen)
+      return BAD("safetensors: %s: __metadata__ '%s' contains a NUL character", r->path, k);
+    meta[*n].key = key;
+    meta[*n].value = val;
+    ++*n;
   }
   return ADA_OK;
 }
@@ -221,7 +390,7 @@ static int tensor_by_name(const void *a, const void *b) {
 }
 
 static int tensor_by_offset(const void *a, const void *b) {
-  const st_tensor *x = *(const st_tensor *const *)a, *y = *(const st_tensor *const *)b;
+  const st_tensor *x = a, *y = b;
   if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
   return strcmp(x->name, y->name);
 }
@@ -230,59 +399,76 @@ static int meta_by_key(const void *a, const void *b) {
   return strcmp(((const st_meta *)a)->key, ((const st_meta *)b)->key);
 }
 
-/* No two tensors share a byte (every tensor has at least one). */
-static ada_status check_overlap(const checker *c, const st_tensor *t, int64_t n) {
+/* No two tensors share a byte (every tensor has at least one). Leaves t sorted by offset. */
+static ada_status check_overlap(const reader *r, st_tensor *t, int64_t n) {
   if (n < 2) return ADA_OK;
-  const st_tensor **order = malloc((size_t)n * sizeof *order);
-  if (!order) return ada_fail(ADA_ENOMEM, "safetensors: %s: out of memory", c->path);
-  for (int64_t i = 0; i < n; i++) order[i] = &t[i];
-  qsort(order, (size_t)n, sizeof *order, tensor_by_offset);
-  const st_tensor *reach = order[0]; /* the tensor ending last among those seen */
-  ada_status s = ADA_OK;
-  for (int64_t i = 1; i < n && !s; i++) {
-    if (order[i]->begin < reach->end) {
+  heap_sort(t, (size_t)n, sizeof *t, tensor_by_offset);
+  const st_tensor *reach = &t[0]; /* the tensor ending last among those seen */
+  for (int64_t i = 1; i < n; i++) {
+    if (t[i].begin < reach->end) {
       char a[160], b[160];
-      s = BAD("safetensors: %s: tensors '%s' (data_offsets [%llu, %llu]) and '%s' (data_offsets "
-              "[%llu, %llu]) overlap", c->path, quoted(a, sizeof a, reach->name, strlen(reach->name)),
-              (unsigned long long)reach->begin, (unsigned long long)reach->end,
-              quoted(b, sizeof b, order[i]->name, strlen(order[i]->name)),
-              (unsigned long long)order[i]->begin, (unsigned long long)order[i]->end);
+      return BAD("safetensors: %s: tensors '%s' (data_offsets [%llu, %llu]) and '%s' (data_offsets "
+                 "[%llu, %llu]) overlap", r->path, quoted(a, sizeof a, reach->name, strlen(reach->name)),
+                 (unsigned long long)reach->begin, (unsigned long long)reach->end,
+                 quoted(b, sizeof b, t[i].name, strlen(t[i].name)), (unsigned long long)t[i].begin,
+                 (unsigned long long)t[i].end);
     }
-    if (order[i]->end > reach->end) reach = order[i];
+    if (t[i].end > reach->end) reach = &t[i];
   }
-  free(order);
-  return s;
+  return ADA_OK;
 }
 
-/* Validates the parsed header into f->tensors and f->meta. */
-static ada_status check_header(ada_st_file *f, const ada_json *root) {
-  checker c = {f->path, f->map, (uint64_t)f->map->size - f->data_start};
-  char buf[160];
-  if (root->type != ADA_JSON_OBJECT)
-    return BAD("safetensors: %s: header must be a JSON object, found %s", f->path,
-               source(f->map, root, buf, sizeof buf));
-  const ada_json *meta = NULL;
-  for (size_t i = 0; i < root->count; i++)
-    if (strcmp(root->keys[i].string, "__metadata__") == 0 && root->keys[i].length == 12) meta = &root->items[i];
-  size_t nt = root->count - (meta != NULL), nm = meta && meta->type == ADA_JSON_OBJECT ? meta->count : 0;
-  f->tensors = calloc(nt ? nt : 1, sizeof *f->tensors);
-  f->meta = calloc(nm ? nm : 1, sizeof *f->meta);
-  if (!f->tensors || !f->meta) return ada_fail(ADA_ENOMEM, "safetensors: %s: out of memory", f->path);
-  for (size_t i = 0; i < root->count; i++) {
-    if (&root->items[i] == meta) continue;
-    ada_status s = check_entry(&c, &root->keys[i], &root->items[i], &f->tensors[f->n]);
-    if (s) return s;
-    f->n++;
-  }
-  if (meta) {
-    ada_status s = check_metadata(&c, meta, f->meta);
-    if (s) return s;
-    f->n_meta = (int64_t)nm;
-  }
-  ada_status s = check_overlap(&c, f->tensors, f->n);
+/* Reads the header text[0, len) into f: a first pass validates the JSON and counts, then the
+ * tensors, metadata and strings are allocated once, at their exact sizes (together at most about
+ * 1.5 times the header), and a second pass fills them. */
+static ada_status read_header(ada_st_file *f, const char *text, size_t len) {
+  char ctx[1100], q[160];
+  snprintf(ctx, sizeof ctx, "safetensors: %s: header", f->path);
+  reader r = {.path = f->path, .text = text, .data_size = (uint64_t)f->map->size - f->data_start, .f = f};
+  ada_json_start(&r.c, text, len, 8, ctx);
+  int64_t nt, nm;
+  size_t bytes;
+  ada_status s = first_pass(&r, &nt, &nm, &bytes);
   if (s) return s;
-  qsort(f->tensors, (size_t)f->n, sizeof *f->tensors, tensor_by_name);
-  qsort(f->meta, (size_t)f->n_meta, sizeof *f->meta, meta_by_key);
+  r.str_cap = bytes + 16; /* + room to decode a "__metadata__" key */
+  f->tensors = calloc(nt ? (size_t)nt : 1, sizeof *f->tensors);
+  f->meta = calloc(nm ? (size_t)nm : 1, sizeof *f->meta);
+  f->strings = malloc(r.str_cap);
+  if (!f->tensors || !f->meta || !f->strings) return ada_fail(ADA_ENOMEM, "safetensors: %s: out of memory", f->path);
+  ada_json_start(&r.c, text, len, 8, ctx);
+  if (!ada_json_enter(&r.c)) return r.c.status;
+  bool had_meta = false;
+  for (size_t i = 0;; i++) {
+    int more = ada_json_next(&r.c, true, i);
+    if (more < 0) return r.c.status;
+    if (!more) break;
+    const char *key;
+    size_t klen;
+    if ((s = store_string(&r, true, &key, &klen))) return s;
+    if (is_meta_key(key, klen)) {
+      if (had_meta) return BAD("safetensors: %s: duplicate key \"__metadata__\" in the header", f->path);
+      had_meta = true;
+      s = read_metadata(&r, f->meta, &f->n_meta);
+    } else {
+      r.str_used += klen + 1;
+      if (f->n >= nt) return ada_fail(ADA_EINVAL, "safetensors: %s: header tensors outgrew their count", f->path);
+      s = read_entry(&r, key, klen, &f->tensors[f->n]);
+      f->n++;
+    }
+    if (s) return s;
+  }
+  heap_sort(f->tensors, (size_t)f->n, sizeof *f->tensors, tensor_by_name);
+  for (int64_t i = 1; i < f->n; i++)
+    if (strcmp(f->tensors[i - 1].name, f->tensors[i].name) == 0)
+      return BAD("safetensors: %s: duplicate key \"%s\" in the header (tensor names must be distinct)", f->path,
+                 quoted(q, sizeof q, f->tensors[i].name, strlen(f->tensors[i].name)));
+  if ((s = check_overlap(&r, f->tensors, f->n))) return s;
+  heap_sort(f->tensors, (size_t)f->n, sizeof *f->tensors, tensor_by_name);
+  heap_sort(f->meta, (size_t)f->n_meta, sizeof *f->meta, meta_by_key);
+  for (int64_t i = 1; i < f->n_meta; i++)
+    if (strcmp(f->meta[i - 1].key, f->meta[i].key) == 0)
+      return BAD("safetensors: %s: __metadata__: duplicate key \"%s\"", f->path,
+                 quoted(q, sizeof q, f->meta[i].key, strlen(f->meta[i].key)));
   return ADA_OK;
 }
 
@@ -311,7 +497,10 @@ static ada_status map_file(const char *path, st_map **out) {
       free(m);
     }
   }
-  close(fd);
+  if (close(fd) != 0 && !s) {
+    s = ada_fail(ADA_EIO, "safetensors: %s: cannot close: %s", path, strerror(errno));
+    map_release(m);
+  }
   if (!s) *out = m;
   return s;
 }
@@ -331,16 +520,11 @@ ada_status ada_st_open(ada_st_file **out, const char *path) {
       s = BAD("safetensors: %s: header length %llu exceeds the %llu bytes after the length field "
               "(truncated file or not a safetensors file)", path, (unsigned long long)hlen,
               (unsigned long long)avail);
-    else if (hlen > MAX_HEADER)
+    else if (hlen > ADA_ST_MAX_HEADER)
       s = BAD("safetensors: %s: header length %llu exceeds the 100 MiB limit", path, (unsigned long long)hlen);
     f->data_start = 8 + hlen;
   }
-  if (!s) {
-    char ctx[1100];
-    snprintf(ctx, sizeof ctx, "safetensors: %s: header", path);
-    s = ada_json_parse(&f->doc, (const char *)f->map->base + 8, (size_t)(f->data_start - 8), 8, ctx);
-  }
-  if (!s) s = check_header(f, ada_json_root(f->doc));
+  if (!s) s = read_header(f, (const char *)f->map->base + 8, (size_t)(f->data_start - 8));
   if (s) {
     ada_st_close(f);
     return s;
@@ -352,7 +536,7 @@ ada_status ada_st_open(ada_st_file **out, const char *path) {
 void ada_st_close(ada_st_file *f) {
   if (!f) return;
   if (f->map) map_release(f->map);
-  ada_json_free(f->doc);
+  free(f->strings);
   free(f->tensors);
   free(f->meta);
   free(f->path);
@@ -368,7 +552,7 @@ const char *ada_st_metadata_value(const ada_st_file *f, int64_t i) { return f->m
 
 void ada_st_info(const ada_st_file *f, int64_t i, ada_st_entry *out) {
   const st_tensor *t = &f->tensors[i];
-  out->dtype = t->dtype;
+  out->dtype = (ada_dtype)t->dtype;
   out->ndim = t->ndim;
   memcpy(out->shape, t->shape, sizeof out->shape);
   out->nbytes = t->end - t->begin;
@@ -389,16 +573,17 @@ int64_t ada_st_find(const ada_st_file *f, const char *name) {
 
 ada_status ada_st_tensor(const ada_st_file *f, int64_t i, ada_tensor **out) {
   const st_tensor *t = &f->tensors[i];
+  ada_dtype dt = (ada_dtype)t->dtype;
   char *p = (char *)f->map->base + f->data_start + t->begin;
-  if ((uintptr_t)p % (uintptr_t)ada_dtype_size(t->dtype) == 0) {
+  if ((uintptr_t)p % (uintptr_t)ada_dtype_size(dt) == 0) {
     f->map->refs++;
-    ada_status s = ada_tensor_from_host_memory(out, p, t->ndim, t->shape, t->dtype, map_release, f->map);
+    ada_status s = ada_tensor_from_host_memory(out, p, t->ndim, t->shape, dt, map_release, f->map);
     if (s) f->map->refs--;
     return s;
   }
   ada_tensor *c;
   ada_device cpu = {ADA_CPU, 0};
-  ada_status s = ada_tensor_empty(&c, t->ndim, t->shape, t->dtype, cpu);
+  ada_status s = ada_tensor_empty(&c, t->ndim, t->shape, dt, cpu);
   if (s) return s;
   memcpy(ada_tensor_data(c), p, (size_t)(t->end - t->begin));
   *out = c;

@@ -6,12 +6,18 @@
  * "__metadata__": {string: string}.
  *
  * Reading memory-maps the file and validates the whole header before anything is returned:
- * N within the file and at most 100 MiB, a JSON object (json.h) with no duplicate keys, every
+ * N within the file and at most 100 MiB (ADA_ST_MAX_HEADER), at most ADA_ST_MAX_ENTRIES tensors
+ * and as many metadata entries, a JSON object (json.h) with no duplicate keys, every
  * entry exactly {dtype, shape, data_offsets} of the right types, a dtype adaspa holds (F32, BF16,
  * F16, I32, I16, U8; the other safetensors dtypes are refused by name), at most ADA_MAX_DIMS
  * sizes, each >= 1 (0-dim tensors are fine; adaspa has no empty tensors), end - begin equal to
  * the tensor's bytes, offsets inside the data buffer, no two tensors overlapping. Errors fail
  * with "safetensors: <path>: <key>: <expected vs found>".
+ *
+ * Memory: the header is read in two passes over the mapping (the first validates the JSON and
+ * counts, the second fills tables allocated once at their exact size), so what an open file
+ * holds besides its mapping is at most about 1.5 times its header: 72 bytes per tensor (an
+ * entry takes at least 46 bytes of JSON) plus the decoded names and metadata strings.
  *
  * The mapping is private copy-on-write: a loaded tensor may be written to, the change stays in
  * this process and never reaches the file. It is refcounted: the file handle and every tensor
@@ -24,6 +30,9 @@
 #include <stdint.h>
 
 #include "../tensor.h"
+
+#define ADA_ST_MAX_HEADER ((uint64_t)100 << 20) /* bytes of header JSON */
+#define ADA_ST_MAX_ENTRIES 262144                /* tensors, and metadata entries */
 
 typedef struct ada_st_file ada_st_file;
 
