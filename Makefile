@@ -109,6 +109,7 @@ asan:
 # mutators on traces and recipe overrides; FUZZ_SECONDS per harness (12: about a minute in all).
 FUZZ_SECONDS ?= 12
 fuzz: all
+	@.ci/deps.sh check-fuzz 2>/dev/null || $(MAKE) --no-print-directory deps
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) spec/fuzz/run.sh
 
 # The main job: build if needed, then the HunyuanVideo recipe (RECIPE_ARGS=field=value ...).

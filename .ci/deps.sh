@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # .ci/deps.sh check|install|line: the Debian packages adaspa needs to build and test.
-#   check    exit 0 when everything is present (silent), 1 otherwise (names what is missing)
+#   check    exit 0 when what building and testing need is present (silent), 1 otherwise (names it)
+#   check-fuzz  the same for make fuzz (clang, libFuzzer, OpenMP runtime) as well
 #   install  apt-get install what is missing (as root), or print the exact command to run
 #   line     print the apt-get line
 set -u
@@ -14,6 +15,7 @@ missing() {
   command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
   [ -n "${BUSTED:-}" ] || [ -f /usr/share/lua/5.1/busted/runner.lua ] || m="$m lua-busted"
   command -v python3 >/dev/null 2>&1 || m="$m python3" # specs: recipes/tools/dump_trace.py --selftest
+  [ "${1:-}" = fuzz ] || { echo "$m"; return; }
   # make fuzz: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP runtime
   command -v clang >/dev/null 2>&1 || m="$m clang"
   ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-*.a >/dev/null 2>&1 || m="$m libclang-rt-dev"
@@ -21,11 +23,11 @@ missing() {
   echo "$m"
 }
 case "${1:-check}" in
-  check)
-    m=$(missing)
+  check|check-fuzz)
+    m=$(missing "${1#check-}")
     if [ -n "$m" ]; then echo "adaspa: missing Debian packages:$m" >&2; exit 1; fi ;;
   install)
-    m=$(missing)
+    m=$(missing fuzz)
     [ -z "$m" ] && { echo "adaspa: all dependencies present"; exit 0; }
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       export DEBIAN_FRONTEND=noninteractive
@@ -36,5 +38,5 @@ case "${1:-check}" in
       exit 1
     fi ;;
   line) echo "$LINE" ;;
-  *) echo "usage: $0 check|install|line" >&2; exit 2 ;;
+  *) echo "usage: $0 check|check-fuzz|install|line" >&2; exit 2 ;;
 esac

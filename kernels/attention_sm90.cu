@@ -610,7 +610,7 @@ bool strides_ok(const void *ptr, int64_t rs, int64_t hs) {
 
 extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
   if (!p || p->dim != kD || p->out_dim != kD || !(p->scale > 0.0f) || !isfinite(p->scale)) return 0;
-  const bool fused = p->mode == ADA_ATTN_FUSED && p->lse_in && p->mass && (p->mass_block == 64 || p->mass_block == 128);
+  const bool fused = p->mode == ADA_ATTN_FUSED && (p->mass_block == 64 || p->mass_block == 128);
   if (p->mode != ADA_ATTN_DENSE && !fused &&
       !(p->mode == ADA_ATTN_SPARSE && (p->layout_block == 64 || p->layout_block == 128)))
     return 0;

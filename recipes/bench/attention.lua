@@ -80,8 +80,19 @@ for _, sh in ipairs(shapes) do
   local out = adaspa.empty({S, H, D}, {dtype = "bf16", device = "cuda"})
   local lse = adaspa.empty({H, S}, {device = "cuda"})
   local dense = 4.0 * S * S * D * H
-  row(sh.name, "attention (dense)", time(function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end), dense,
-    "sdpa_cudnn")
+  local plan = adaspa.attention_plan(q, k)
+  row(sh.name, string.format("attention (dense, %s %s)", plan.family, plan.variant), time(function()
+    adaspa.attention(q, k, v, {out = out, lse_out = lse})
+  end), dense, "sdpa_cudnn")
+  if plan.family ~= "sm80" then -- the previous family, for comparison
+    row(sh.name, "attention (dense, sm80)", time(function()
+      adaspa.attention(q, k, v, {out = out, lse_out = lse, family = "sm80"})
+    end), dense, "sdpa_cudnn")
+  end
+  local masked = S - TEXT + 200 -- 200 of 256 text tokens valid, as a real prompt pads
+  row(sh.name, "attention (dense, kv_valid -56)", time(function()
+    adaspa.attention(q, k, v, {out = out, lse_out = lse, kv_valid = masked})
+  end), 4.0 * S * masked * D * H, "sdpa_cudnn")
   local lse_c = lse:clone()
   for _, b in ipairs({64, 128}) do
     local nb = math.ceil(S / b)
@@ -101,6 +112,11 @@ for _, sh in ipairs(shapes) do
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
+      if plan.family ~= "sm80" and i == 2 then
+        row(sh.name, string.format("sparse b%d d=%.1f (sm80)", b, d),
+          time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse, family = "sm80"}) end),
+          dense * dens, string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
+      end
       layout:free()
     end
   end

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# kernels/testbed/gpu_run.sh STAGE...: the GPU machine's one script (run from the repository root
+# there, after `. .gpu/gpu-env.sh`): build, check, time. Logs go to $OUT (or ./gpu-logs).
+#   build     make -j CUDA=1 and the kernel test bed
+#   prebuilt  use binaries built on the CPU machine and carried in .gpu/bin (no build there)
+#   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu)
+#   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
+#   testbed   the kernel test bed: validate, then time every family and variant
+#   attention recipes/bench/attention.lua (540p and 720p, cuDNN SDPA and FlexAttention beside)
+#   step      recipes/bench/step.lua steps (720p-129f; PyTorch blocks beside) for each of $BLOCKS (64)
+set -uo pipefail
+out=${OUT:-gpu-logs}
+mkdir -p "$out"
+rc=0
+for stage in "$@"; do
+  t0=$(date +%s)
+  case $stage in
+    prebuilt) mkdir -p build && cp .gpu/bin/* build/ ;;
+    build) { make -j"$(nproc)" CUDA=1 && make testbed; } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; } ;;
+    specs) build/adaspa spec/busted.lua --tags=gpu ${SPECS:-} > "$out/specs.log" 2>&1; r=$?; grep -v "^$" "$out/specs.log" | grep -iv "^ok\b" | tail -25; [ $r = 0 ] || rc=1 ;;
+    sanitize) # the test bed's validation cases when built, else the Hopper family's specs
+      for tool in memcheck racecheck; do
+        if [ -x build/attn_testbed ]; then set -- build/attn_testbed quick
+        else set -- build/adaspa spec/busted.lua --tags=gpu spec/cuda_sm90_spec.lua; fi
+        timeout 240 compute-sanitizer --tool $tool --print-limit 20 "$@" > "$out/$tool.log" 2>&1
+        echo "$tool ($1): exit $? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|failures|passed' "$out/$tool.log" | tr '\n' ' ')"
+      done ;;
+    testbed) build/attn_testbed > "$out/testbed.log" 2>&1 || rc=1; grep -v " ok$" "$out/testbed.log" ;;
+    attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
+    step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
+      peers=""
+      for b in ${BLOCKS:-64}; do
+        build/adaspa recipes/bench/step.lua steps block=$b $peers > "$out/step$b.log" 2>&1 || rc=1
+        grep -v "^  \|^step bench" "$out/step$b.log" | tail -16; peers=nopeers
+      done ;;
+    *) echo "unknown stage $stage"; exit 2 ;;
+  esac
+  echo "== $stage: $(( $(date +%s) - t0 )) s"
+done
+exit $rc
