@@ -200,7 +200,7 @@ ada_status ada_wfile_begin(ada_wfile *w, const char *path, const char *who) {
     else if (slash == path) snprintf(parent, sizeof parent, "/");
     else snprintf(parent, sizeof parent, "%.*s", (int)(slash - path), path);
     w->dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (w->dirfd < 0) return ada_fail(ADA_EIO, "%s: %s: cannot open the folder %s: %s", who, path, parent, strerror(errno));
+    if (w->dirfd < 0) return ada_fail(ADA_EIO, "%s: %s: cannot create it in %s: %s", who, path, parent, strerror(errno));
     memcpy(w->leaf, leaf, ln + 1);
   }
   if ((s = open_tmp(w, path, who))) {

@@ -386,9 +386,8 @@ video.compare = compare
 function video.run(cfg, job)
   local t_start = adaspa.now()
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
-  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
-  adaspa.mkdir(dir)
-  require("adaspa.recipe").write_root = dir
+  local out = require("adaspa.recipe").output_folder(cfg, job) -- opened by the runner (or here)
+  local dir = out:path()
   local prep = video.prepare(cfg, {say = say, dir = dir})
   local mcfg, device, dtype, notes = prep.mcfg, prep.device, prep.dtype, prep.notes
   local latent_shape, n_tokens = prep.latent_shape, prep.n_tokens
@@ -503,12 +502,8 @@ function video.run(cfg, job)
   end
   lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
   for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
-  local f = assert(io.open(dir .. "/report.json", "w"))
-  f:write(json.encode(report, "  "), "\n")
-  f:close()
-  f = assert(io.open(dir .. "/report.txt", "w"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
+  out:write("report.json", json.encode(report, "  ") .. "\n")
+  out:write("report.txt", table.concat(lines, "\n") .. "\n")
   say("%s", table.concat(lines, "\n"))
   report.lines = lines
   return 0, report
