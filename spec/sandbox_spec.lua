@@ -272,6 +272,11 @@ error(setmetatable({}, {__tostring = function() adaspa.png.write(%q, %s); return
     check("return adaspa.png.read('/etc/passwd')", "adaspa.png.read", "reads only the files named")
     check(("return adaspa.Cache.load(%q)"):format(secret), "reads only the files named")
     check(("return adaspa.safetensors.load(%q)"):format(rdir .. "/../secrets/secret.safetensors"), "reads only the files named")
+    -- a link in the recipe's folder to a file elsewhere, or a file in a subfolder of it: refused
+    sh(string.format("ln -s '%s' '%s/link.safetensors' && mkdir -p '%s/sub' && cp '%s' '%s/sub/'", secret, rdir, rdir, secret, rdir))
+    check(("return adaspa.safetensors.load(%q)"):format(rdir .. "/link.safetensors"), "reads only the files named")
+    check(("return adaspa.safetensors.load(%q)"):format(rdir .. "/sub/secret.safetensors"), "reads only the files named")
+    sh(string.format("rm -rf '%s/link.safetensors' '%s/sub'", rdir, rdir))
     os.remove(secret)
     -- the recipe's own folder
     local r = recipe.load(recipe_file(("return {n = adaspa.safetensors.load(%q).b:numel()}"):format(mine)))

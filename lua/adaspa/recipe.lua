@@ -193,7 +193,7 @@ end
 
 -- Loads a recipe file (text only, never bytecode) in a fresh sandbox; returns a plain copy of
 -- its table. While the chunk runs, nothing may be written and only .safetensors/.png files
--- under the recipe's folder may be read. (Functions the recipe defines stay confined only while
+-- in the recipe's folder may be read. (Functions the recipe defines stay confined only while
 -- a confinement is active: the runner, recipe.run, keeps one over the whole run.)
 function recipe.load(path)
   local adaspa = require "adaspa"
@@ -262,8 +262,8 @@ end
 
 -- Runs the recipe file path with the overrides (a list of "path.to.field=value" strings) in the
 -- sandbox, confined from before its first line to after its job's last output:
---   1. a confinement starts: no writes; reads of .safetensors/.png files under the recipe's
---      folder; package.path finds only the installed library, package.cpath nothing;
+--   1. a confinement starts: no writes; reads of .safetensors/.png files in the recipe's
+--      folder (not its subfolders); package.path finds only the installed library, package.cpath nothing;
 --   2. the recipe file runs in a fresh sandbox; its table is copied; overrides apply; the job
 --      is one of recipe.jobs; every field is validated;
 --   3. the files its input fields name (model.weights, text.embeds, trace) may be read;

@@ -524,6 +524,13 @@ static int under(const char *real, const char *dir) {
   return strncmp(real, dir, n) == 0 && real[n] == '/';
 }
 
+/* Whether real names an entry directly in dir (not in a subfolder of it). */
+static int directly_in(const char *real, const char *dir) {
+  size_t n = strlen(dir);
+  if (n == 1 && dir[0] == '/') return strchr(real + 1, '/') == NULL;
+  return under(real, dir) && strchr(real + n + 1, '/') == NULL;
+}
+
 ada_status ada_confine_check_read(const char *path, const char *who) {
   if (!g_active) return ADA_OK;
   char real[PATH_MAX];
@@ -539,9 +546,9 @@ ada_status ada_confine_check_read(const char *path, const char *who) {
   size_t n = strlen(real);
   if (ends_with(real, n, ".safetensors") || ends_with(real, n, ".png"))
     for (size_t i = 0; i < g_active->n_trees; i++)
-      if (under(real, g_active->trees[i])) return ADA_OK;
+      if (directly_in(real, g_active->trees[i])) return ADA_OK;
   return ada_fail(ADA_EINVAL, "%s: %s: while a recipe runs, adaspa reads only the files named by its fields or "
-                  "the command line, .safetensors and .png files under the recipe's own folder, and the "
+                  "the command line, .safetensors and .png files in the recipe's own folder, and the "
                   "output folder", who, path);
 }
 

@@ -89,8 +89,9 @@ ada_status ada_confine_begin(ada_confinement **out);
 /* Sets the output folder writes go to (NULL: none). The confinement does not own d; d must stay
  * open until the confinement ends or another folder is set. Reading inside it is allowed. */
 void ada_confine_set_outdir(ada_confinement *c, ada_outdir *d);
-/* Allows reading the file path (tree = 0), or every .safetensors and .png file under the folder
- * path (tree = 1). A path that does not exist is ignored (reading it fails anyway). */
+/* Allows reading the file path (tree = 0), or every .safetensors and .png file directly in the
+ * folder path (tree = 1; not in its subfolders). Paths are compared after resolving links. A
+ * path that does not exist is ignored (reading it fails anyway). */
 ada_status ada_confine_allow_read(ada_confinement *c, const char *path, int tree);
 /* Ends the confinement and frees it. */
 void ada_confine_end(ada_confinement *c);

@@ -452,8 +452,8 @@ static int sb_open_output(lua_State *L) {
   return 2;
 }
 
-/* confinement:allow_read(path [, tree]): the file path, or (tree) .safetensors/.png files under
- * the folder path */
+/* confinement:allow_read(path [, tree]): the file path, or (tree) .safetensors/.png files
+ * directly in the folder path */
 static int sb_allow_read(lua_State *L) {
   static const char *const fname = "confinement:allow_read";
   lconfine *u = check_confine(L, fname);
