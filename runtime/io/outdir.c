@@ -110,6 +110,10 @@ static ada_status walk(int root, const char *name, int create, int *dirfd, const
     const char *slash = strchr(c, '/');
     if (!slash) break;
     size_t n = (size_t)(slash - c);
+    if (n >= sizeof comp) {
+      close(cur);
+      return ada_fail(ADA_EINVAL, "%s: %s: a path component is %zu characters (at most 255)", who, name, n);
+    }
     memcpy(comp, c, n);
     comp[n] = '\0';
     int next = openat(cur, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
