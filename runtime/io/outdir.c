@@ -325,7 +325,7 @@ ada_status ada_outdir_open(ada_outdir **out, const char *path, ada_outdir_mode m
   while (len > 1 && path[len - 1] == '/') len--;
   if (len == 1 && path[0] == '/') return ada_fail(ADA_EINVAL, "output folder: / cannot be an output folder");
   ada_outdir *d = calloc(1, sizeof *d);
-  if (!d || !(d->path = malloc(len + 8))) {
+  if (!d || !(d->path = malloc(len + 16))) {
     free(d);
     return ada_fail(ADA_ENOMEM, "output folder %s: out of memory", path);
   }
@@ -347,7 +347,7 @@ ada_status ada_outdir_open(ada_outdir **out, const char *path, ada_outdir_mode m
       s = ada_fail(ADA_EIO, "output folder %.*s: 1000 folders of that name exist already", (int)len, path);
       break;
     }
-    snprintf(d->path + len, 8, "-%d", k + 1);
+    snprintf(d->path + len, 16, "-%d", k + 1);
   }
   if (!s && (d->fd = open(d->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
     s = ada_fail(ADA_EIO, "output folder %s: cannot open: %s", d->path,
