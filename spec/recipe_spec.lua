@@ -66,44 +66,56 @@ end)
 
 describe("recipe sandbox", function()
   it("runs a recipe with the adaspa library but without io or os.execute", function()
-    local p = spec_tmpfile("return {n = adaspa.zeros({2, 3}):numel(), m = math.floor(2.5), has_io = io ~= nil, has_exec = os.execute ~= nil}")
-    local r = recipe.load(p, adaspa)
+    local p = spec_tmpfile("return {n = adaspa.zeros({2, 3}):numel(), m = math.floor(2.5), has_io = pcall(function() return io end), " ..
+      "has_exec = pcall(function() return os.execute end), clock = type(os.clock())}")
+    local r = recipe.load(p)
     os.remove(p)
     assert.equal(6, r.n)
     assert.equal(2, r.m)
     assert.is_false(r.has_io)
     assert.is_false(r.has_exec)
+    assert.equal("number", r.clock)
   end)
 
-  it("lets recipes write files only into the run's output folder", function()
-    local p = spec_tmpfile("return {save = function(path) adaspa.png.write(path, adaspa.zeros({2, 2}, {dtype = 'u8'})) end, " ..
-      "st = function(path) adaspa.safetensors.save(path, {x = adaspa.zeros({1})}) end, cache = function() return adaspa.Cache end}")
-    local r = recipe.load(p, adaspa)
+  it("confines writes while the recipe file loads and returns a plain copy of its table", function()
+    local dir = spec_tmpdir()
+    local p = spec_tmpfile(("local ok, err = pcall(adaspa.png.write, %q, adaspa.zeros({2, 2}, {dtype = 'u8'}))\n"):format(dir .. ".png") ..
+      "local t = setmetatable({}, {__index = function() return 'changing' end})\n" ..
+      "return {ok = ok, err = err, plain = {a = 1}, object = t}")
+    local r = recipe.load(p)
     os.remove(p)
-    recipe.write_root = nil
-    spec_error(function() r.save("/tmp/x.png") end, "adaspa.png.write", "only into the run's output folder")
-    local dir = os.tmpname()
-    os.remove(dir)
-    adaspa.mkdir(dir)
-    recipe.write_root = dir
-    spec_error(function() r.st("/tmp/elsewhere.safetensors") end, "adaspa.safetensors.save", dir)
-    spec_error(function() r.save(dir .. "/../escape.png") end, "adaspa.png.write")
-    r.save(dir .. "/ok.png")
-    assert.same({2, 2, 1}, adaspa.png.read(dir .. "/ok.png"):shape())
-    spec_error(function() r.cache() end, "adaspa.Cache is not available")
-    recipe.write_root = nil
-    os.execute("rm -rf " .. dir)
+    assert.is_false(r.ok)
+    assert.truthy(r.err:find("only into the run's output folder", 1, true), r.err)
+    assert.is_false(spec_exists(dir .. ".png"))
+    assert.is_nil(getmetatable(r.plain))
+    assert.equal("changing", r.object.anything) -- objects (tables with a metatable) stay as they are
+    assert.is_false((adaspa.sandbox.active())) -- the confinement ended with the chunk
+  end)
+
+  it("gives each recipe its own sandbox and its own instances of adaspa modules", function()
+    local p = spec_tmpfile("local pol = require('adaspa.policy'); pol.names = {'patched'}; string.upper = nil\n" ..
+      "return {names = #require('adaspa.policy').names}")
+    local r = recipe.load(p)
+    assert.equal(1, r.names)
+    assert.equal(5, #require("adaspa.policy").names) -- the host's module is untouched
+    assert.equal("X", ("x"):upper())
+    local p2 = spec_tmpfile("return {names = #require('adaspa.policy').names, upper = string.upper ~= nil}")
+    local r2 = recipe.load(p2)
+    assert.equal(5, r2.names)
+    assert.is_true(r2.upper)
+    os.remove(p)
+    os.remove(p2)
   end)
 
   it("refuses require of non-adaspa modules and reports the recipe's own errors", function()
     local p = spec_tmpfile("local lfs = require 'lfs'\nreturn {}")
-    spec_error(function() recipe.load(p, adaspa) end, "require of lfs is not allowed")
+    spec_error(function() recipe.load(p) end, "require of lfs is not allowed")
     os.remove(p)
     p = spec_tmpfile("return 5")
-    spec_error(function() recipe.load(p, adaspa) end, "must return a table, got number")
+    spec_error(function() recipe.load(p) end, "must return a table, got number")
     os.remove(p)
     p = spec_tmpfile("local x = \nreturn {}")
-    spec_error(function() recipe.load(p, adaspa) end, p)
+    spec_error(function() recipe.load(p) end, p)
     os.remove(p)
   end)
 

@@ -154,63 +154,188 @@ end
 
 -- ---- sandbox -------------------------------------------------------------------------------------
 
--- Where sandboxed code may write (the running job's output folder); nil: nowhere.
-recipe.write_root = nil
-
--- Raises unless path lies inside recipe.write_root.
-function recipe.check_write(fname, path)
-  if type(path) ~= "string" then error(fname .. ": path must be a string", 3) end
-  local root = recipe.write_root
-  if not root then
-    error(string.format("%s: recipes may write only into the run's output folder (writing %s)", fname, path), 3)
-  end
-  local prefix = root:gsub("/+$", "") .. "/"
-  if path:sub(1, #prefix) ~= prefix or path:find("/../", 1, true) or path:sub(-3) == "/.." then
-    error(string.format("%s: recipes may write only into the run's output folder %s (writing %s)", fname, root, path), 3)
-  end
+-- The environment a recipe runs in (adaspa.sandbox: own library copies, no io/os/debug/package,
+-- text-only load, require of sandbox instances of adaspa modules only). The argument is unused
+-- (kept for callers that passed the library).
+function recipe.sandbox()
+  return require("adaspa.sandbox").new()
 end
 
--- The adaspa library as recipes see it: the same, except that functions writing files check
--- recipe.write_root, and the cache (whose save writes anywhere) is left out.
-local function sandboxed_adaspa(adaspa)
-  local st = setmetatable({save = function(path, ...)
-    recipe.check_write("adaspa.safetensors.save", path)
-    return adaspa.safetensors.save(path, ...)
-  end}, {__index = adaspa.safetensors})
-  local png = setmetatable({write = function(path, ...)
-    recipe.check_write("adaspa.png.write", path)
-    return adaspa.png.write(path, ...)
-  end}, {__index = adaspa.png})
-  local proxy = {safetensors = st, png = png, Cache = false,
-    mkdir = function(path) recipe.check_write("adaspa.mkdir", path .. "/x"); return adaspa.mkdir(path) end}
-  return setmetatable({}, {__index = function(_, k)
-    local v = proxy[k]
-    if v == false then error("recipe sandbox: adaspa." .. k .. " is not available to recipes", 2) end
-    if v ~= nil then return v end
-    return adaspa[k]
-  end})
+-- The message of an error value, without calling any of its metamethods (a recipe's error
+-- object may carry a __tostring of its own).
+local function message_of(err)
+  if type(err) == "string" then return err end
+  if type(err) == "number" then return tostring(err) end
+  return "(error object is a " .. type(err) .. " value)"
+end
+recipe.message_of = message_of
+
+-- A plain copy of the recipe's table: tables without a metatable are copied (so the values the
+-- runner validates are the values the job uses: no __index of the recipe's answers differently
+-- later), tables with one (policy objects) and functions are kept as they are.
+local function snapshot(v, seen, depth)
+  if type(v) ~= "table" or getmetatable(v) ~= nil then return v end
+  if seen[v] then return seen[v] end
+  if depth > 32 then error("the recipe's table nests deeper than 32 levels", 0) end
+  local c = {}
+  seen[v] = c
+  local k, x = next(v)
+  while k ~= nil do
+    c[snapshot(k, seen, depth + 1)] = snapshot(x, seen, depth + 1)
+    k, x = next(v, k)
+  end
+  return c
 end
 
--- The environment a recipe runs in: the adaspa library (file writes confined to the output
--- folder) and pure Lua libraries; no io, no os.execute/remove/rename/exit, no loadfile/dofile;
--- require only of adaspa modules.
-function recipe.sandbox(adaspa)
-  local env = {
-    adaspa = sandboxed_adaspa(adaspa), assert = assert, error = error, ipairs = ipairs, pairs = pairs, next = next,
-    pcall = pcall, xpcall = xpcall, print = print, select = select, tonumber = tonumber,
-    tostring = tostring, type = type, unpack = unpack, setmetatable = setmetatable,
-    getmetatable = getmetatable, rawget = rawget, rawset = rawset, rawequal = rawequal,
-    math = math, string = string, table = table, bit = bit,
-    os = {clock = os.clock, time = os.time, date = os.date, getenv = os.getenv},
-  }
-  env.require = function(name)
-    if type(name) ~= "string" or not (name == "adaspa" or name:match("^adaspa%.")) then
-      error("recipe sandbox: require of " .. tostring(name) .. " is not allowed (only adaspa modules)", 2)
+local function recipe_folder(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Loads a recipe file (text only, never bytecode) in a fresh sandbox; returns a plain copy of
+-- its table. While the chunk runs, nothing may be written and only .safetensors/.png files
+-- in the recipe's folder may be read. (Functions the recipe defines stay confined only while
+-- a confinement is active: the runner, recipe.run, keeps one over the whole run.)
+function recipe.load(path)
+  local adaspa = require "adaspa"
+  local fh, oerr = io.open(path, "rb")
+  if not fh then error(string.format("%s: cannot open the recipe: %s", path, tostring(oerr)), 0) end
+  local src = fh:read("*a")
+  fh:close()
+  if src:byte(1) == 27 then error(path .. ": a recipe must be Lua source; bytecode is refused", 0) end
+  local chunk, err = load(src, "@" .. path, "t", recipe.sandbox())
+  if not chunk then error(err, 0) end
+  local guard
+  if not adaspa.sandbox.active() then
+    guard = adaspa.sandbox.begin()
+    guard:allow_read(recipe_folder(path), true)
+  end
+  local ok, value = pcall(chunk)
+  if ok then
+    if type(value) ~= "table" then
+      ok, value = false, string.format("%s: a recipe must return a table, got %s", path, type(value))
+    else
+      ok, value = pcall(snapshot, value, {}, 0)
     end
-    return require(name)
   end
-  env._G = env
-  return env
+  if not ok then value = message_of(value) end
+  if guard then guard:finish() end
+  if not ok then error(value, 0) end
+  return value
+end
+
+-- The jobs a recipe may name (job = "..."), and the fields of each that name files to read
+-- (allowed for reading while the recipe runs; a job module may list its own as .inputs).
+recipe.jobs = {
+  video = {"model.weights", "text.embeds"},
+  compare = {"model.weights", "text.embeds"},
+  replay = {"trace"},
+}
+
+local function get_path(cfg, dotted)
+  local v = cfg
+  for k in dotted:gmatch("[^%.]+") do
+    if type(v) ~= "table" then return nil end
+    v = v[k]
+  end
+  return v
+end
+
+-- The output folder of a job run: the one the runner opened (job.outdir), else (a job called
+-- directly, e.g. from a script) cfg.output.dir (new, empty or a previous run's, which is
+-- cleared) or a fresh out/<name>-<time>. Returns the adaspa.outdir handle.
+function recipe.output_folder(cfg, job)
+  if job and job.outdir then return job.outdir end
+  local adaspa = require "adaspa"
+  local dir = cfg.output and cfg.output.dir
+  if dir then return (adaspa.outdir.open(dir, "reuse")) end
+  return (adaspa.outdir.open(string.format("out/%s-%s", job and job.name or "run", os.date("%Y%m%d-%H%M%S")), "fresh"))
+end
+
+-- Checks output.dir when the recipe file (not the command line) names it: a relative path
+-- without "..", so that a recipe cannot aim its outputs at a folder of the user's elsewhere.
+local function check_recipe_dir(dir, path)
+  if dir == "" or dir:sub(1, 1) == "/" or dir:sub(1, 1) == "~" or ("/" .. dir .. "/"):find("/../", 1, true) then
+    error(string.format("%s: field output.dir = %s: a recipe file may name only a relative folder without '..' "
+      .. "(any folder may be given on the command line: output.dir=PATH)", path, show(dir)), 0)
+  end
+end
+
+-- Runs the recipe file path with the overrides (a list of "path.to.field=value" strings) in the
+-- sandbox, confined from before its first line to after its job's last output:
+--   1. a confinement starts: no writes; reads of .safetensors/.png files in the recipe's
+--      folder (not its subfolders); package.path finds only the installed library, package.cpath nothing;
+--   2. the recipe file runs in a fresh sandbox; its table is copied; overrides apply; the job
+--      is one of recipe.jobs; every field is validated;
+--   3. the files its input fields name (model.weights, text.embeds, trace) may be read;
+--   4. the output folder opens: output.dir from the command line (new, empty, or a previous
+--      adaspa run's, whose files are removed), output.dir from the recipe file (relative, no
+--      "..", new or empty), else a fresh out/<name>-<time>; writes go there only;
+--   5. the job runs; on failure the folder is removed if the runner created it and nothing was
+--      written, else error.txt in it says what failed;
+--   6. the confinement ends.
+-- opts: say (printf-like, for the "previous run removed" line). Returns true, the job's exit
+-- code and its result, or false and the error message.
+function recipe.run(path, overrides, opts)
+  local adaspa = require "adaspa"
+  opts = opts or {}
+  overrides = overrides or {}
+  local sb = require "adaspa.sandbox"
+  local guard = adaspa.sandbox.begin()
+  local saved_path, saved_cpath = package.path, package.cpath
+  package.path, package.cpath = sb.library_path(), ""
+  local out
+  local ok, code, result = pcall(function()
+    guard:allow_read(recipe_folder(path), true)
+    local cfg = recipe.load(path)
+    local dir_from_cli = false
+    for _, a in ipairs(overrides) do
+      local keys, value = recipe.parse_override(a)
+      if not keys then error(path .. ": " .. value, 0) end
+      recipe.set_path(cfg, keys, value)
+      if #keys == 2 and keys[1] == "output" and keys[2] == "dir" then dir_from_cli = true end
+    end
+    local job = cfg.job == nil and "video" or cfg.job
+    if type(job) ~= "string" or not recipe.jobs[job] then
+      local names = {}
+      for n in pairs(recipe.jobs) do names[#names + 1] = n end
+      table.sort(names)
+      error(string.format("%s: unknown job %s (jobs: %s)", path, show(job), table.concat(names, ", ")), 0)
+    end
+    local runner = require("adaspa.jobs." .. job)
+    cfg.job = nil
+    recipe.validate(cfg, runner.schema, path)
+    for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
+      local v = get_path(cfg, field)
+      if type(v) == "string" and v ~= "" then guard:allow_read(v) end
+    end
+    local name = path:match("([^/]+)%.lua$") or "run"
+    local dir, mode = cfg.output and cfg.output.dir, "reuse"
+    if dir ~= nil and not dir_from_cli then
+      check_recipe_dir(dir, path)
+      mode = "new"
+    end
+    if dir == nil then dir, mode = string.format("out/%s-%s", name, os.date("%Y%m%d-%H%M%S")), "fresh" end
+    local cleared
+    out, cleared = guard:open_output(dir, mode)
+    if cleared > 0 and opts.say and not (cfg.output and cfg.output.quiet) then
+      opts.say("adaspa: output folder %s held a previous adaspa run: its %d files were removed", out:path(), cleared)
+    end
+    return runner.run(cfg, {recipe = path, name = name, outdir = out})
+  end)
+  if not ok then
+    code = message_of(code)
+    if out then
+      local dok, removed = pcall(out.discard, out)
+      if dok and not removed then
+        local wok = pcall(out.write, out, "error.txt", "adaspa: this run failed:\n" .. code .. "\n")
+        if wok then code = code .. "\n(the outputs written before the failure are in " .. out:path() .. "; error.txt says why)" end
+      end
+    end
+  end
+  guard:finish()
+  package.path, package.cpath = saved_path, saved_cpath
+  if not ok then return false, code end
+  return true, code, result
 end
 
 -- Finds a recipe: an existing path, else NAME or NAME.lua under ./recipes and the installed
@@ -233,20 +358,7 @@ function recipe.find(name, home)
   return nil, string.format("no recipe %q (looked for %s)", name, table.concat(candidates, ", "))
 end
 
--- Loads a recipe file in the sandbox; returns its table.
-function recipe.load(path, adaspa)
-  local chunk, err = loadfile(path)
-  if not chunk then error(err, 0) end
-  setfenv(chunk, recipe.sandbox(adaspa))
-  local ok, value = pcall(chunk)
-  if not ok then error(value, 0) end
-  if type(value) ~= "table" then
-    error(string.format("%s: a recipe must return a table, got %s", path, type(value)), 0)
-  end
-  return value
-end
-
--- adaspa recipe FILE [path=value ...]: load, override, validate, run the recipe's job.
+-- adaspa recipe FILE [path=value ...]: find the recipe, run it (recipe.run), return the exit code.
 function recipe.main(file, ...)
   local adaspa = require "adaspa"
   if not file then
@@ -258,27 +370,12 @@ function recipe.main(file, ...)
     io.stderr:write("adaspa recipe: ", err, "\n")
     return 1
   end
-  local ok, result = pcall(function(...)
-    local cfg = recipe.load(path, adaspa)
-    for _, a in ipairs({...}) do
-      local keys, value = recipe.parse_override(a)
-      if not keys then error(path .. ": " .. value, 0) end
-      recipe.set_path(cfg, keys, value)
-    end
-    local job = cfg.job or "video"
-    local ok_job, runner = pcall(require, "adaspa.jobs." .. tostring(job))
-    if not ok_job then
-      error(string.format("%s: unknown job %s (%s)", path, show(job), tostring(runner)), 0)
-    end
-    cfg.job = nil
-    recipe.validate(cfg, runner.schema, path)
-    return runner.run(cfg, {recipe = path, name = path:match("([^/]+)%.lua$") or path})
-  end, ...)
+  local ok, result = recipe.run(path, {...}, {say = function(...) io.write(string.format(...), "\n"); io.flush() end})
   if not ok then
-    io.stderr:write("adaspa recipe: ", tostring(result), "\n")
+    io.stderr:write("adaspa recipe: ", result, "\n")
     return 1
   end
-  return result or 0
+  return type(result) == "number" and result or 0
 end
 
 return recipe

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "outdir.h"
+
 typedef struct png_job {
   const char *path;
   FILE *fp;
@@ -93,6 +95,8 @@ static ada_status read_body(png_job *j, uint64_t max_bytes) {
 }
 
 ada_status ada_png_read_limited(const char *path, uint64_t max_bytes, ada_tensor **out) {
+  ada_status cs = ada_confine_check_read(path, "png"); /* while a recipe runs (outdir.h) */
+  if (cs) return cs;
   png_job j = {0};
   j.path = path;
   unsigned char sig[8];
@@ -169,28 +173,21 @@ ada_status ada_png_write(const char *path, const ada_tensor *img) {
   }
   png_job j = {0};
   j.path = path;
-  size_t tl = strlen(path) + 5;
-  char *tmp = malloc(tl);
+  ada_wfile w;
   j.rows = malloc((size_t)img->shape[0] * sizeof *j.rows);
-  if (!tmp || !j.rows) {
+  if (!j.rows) {
     s = nomem(path);
-  } else {
-    snprintf(tmp, tl, "%s.tmp", path);
-    if (!(j.fp = fopen(tmp, "wb")))
-      s = ada_fail(ADA_EIO, "png: %s: cannot create %s: %s", path, tmp, strerror(errno));
-    else if (!(j.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
-             !(j.info = png_create_info_struct(j.png)))
+  } else if (!(s = ada_wfile_begin(&w, path, "png"))) {
+    j.fp = w.fp;
+    if (!(j.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &j, on_error, on_warning)) ||
+        !(j.info = png_create_info_struct(j.png)))
       s = nomem(path);
     else
       s = write_body(&j, img);
     png_destroy_write_struct(j.png ? &j.png : NULL, j.info ? &j.info : NULL);
-    if (j.fp && fclose(j.fp) != 0 && !s)
-      s = ada_fail(ADA_EIO, "png: %s: writing %s failed: %s", path, tmp, strerror(errno));
-    if (j.fp && !s && rename(tmp, path) != 0)
-      s = ada_fail(ADA_EIO, "png: %s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    if (j.fp && s) remove(tmp);
+    if (s) ada_wfile_abort(&w);
+    else s = ada_wfile_commit(&w, path, "png");
   }
-  free(tmp);
   free(j.rows);
   ada_tensor_free(staged);
   return s;

@@ -10,8 +10,10 @@
 #include "../tensor.h"
 
 /* Writes img (u8 of one of the shapes above; any strides and device: staged to a contiguous
- * CPU copy when needed) as an 8-bit PNG. The file is written to "<path>.tmp" and renamed to
- * path once complete: on failure no file is left at path (an existing one is kept). */
+ * CPU copy when needed) as an 8-bit PNG. The file is written under a new temporary name next
+ * to path (O_EXCL, no link followed) and renamed to path once complete: on failure no file is
+ * left at path (an existing one is kept). While a recipe runs, path must lie inside the run's
+ * output folder, and reading is limited likewise (outdir.h). */
 ada_status ada_png_write(const char *path, const ada_tensor *img);
 
 /* Reading limits: each side at most ADA_PNG_MAX_SIDE pixels (checked on the header, before any

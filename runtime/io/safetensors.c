@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "outdir.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader assumes a little-endian host"
@@ -506,6 +507,8 @@ static ada_status map_file(const char *path, st_map **out) {
 }
 
 ada_status ada_st_open(ada_st_file **out, const char *path) {
+  ada_status cs = ada_confine_check_read(path, "safetensors"); /* while a recipe runs (outdir.h) */
+  if (cs) return cs;
   ada_st_file *f = calloc(1, sizeof *f);
   if (!f || !(f->path = strdup(path))) {
     free(f);
@@ -742,30 +745,20 @@ ada_status ada_st_write(const char *path, int64_t n, const char *const *names,
   }
   sbuf h = {0};
   s = build_header(&h, path, n, names, tensors, n_meta, keys, values);
-  size_t tl = strlen(path) + 5;
-  char *tmp = s ? NULL : malloc(tl);
-  if (!s && !tmp) s = ada_fail(ADA_ENOMEM, "safetensors: %s: out of memory", path);
+  ada_wfile w;
+  if (!s) s = ada_wfile_begin(&w, path, "safetensors");
   if (s) {
     free(h.p);
     return s;
   }
-  snprintf(tmp, tl, "%s.tmp", path);
-  FILE *fp = fopen(tmp, "wb");
-  if (!fp) {
-    s = ada_fail(ADA_EIO, "safetensors: %s: cannot create %s: %s", path, tmp, strerror(errno));
-  } else {
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
-    if (fwrite(len8, 1, 8, fp) != 8 || fwrite(h.p, 1, h.len, fp) != h.len)
-      s = ada_fail(ADA_EIO, "safetensors: %s: writing %s failed: %s", path, tmp, strerror(errno));
-    for (int64_t i = 0; i < n && !s; i++) s = write_tensor(fp, path, tmp, tensors[i]);
-    if (fclose(fp) != 0 && !s)
-      s = ada_fail(ADA_EIO, "safetensors: %s: writing %s failed: %s", path, tmp, strerror(errno));
-    if (!s && rename(tmp, path) != 0)
-      s = ada_fail(ADA_EIO, "safetensors: %s: cannot rename %s to it: %s", path, tmp, strerror(errno));
-    if (s) remove(tmp);
-  }
-  free(tmp);
+  const char *tmp = w.tmp;
+  unsigned char len8[8];
+  for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.len >> (8 * i));
+  if (fwrite(len8, 1, 8, w.fp) != 8 || fwrite(h.p, 1, h.len, w.fp) != h.len)
+    s = ada_fail(ADA_EIO, "safetensors: %s: writing %s failed: %s", path, tmp, strerror(errno));
+  for (int64_t i = 0; i < n && !s; i++) s = write_tensor(w.fp, path, tmp, tensors[i]);
+  if (s) ada_wfile_abort(&w);
+  else s = ada_wfile_commit(&w, path, "safetensors");
   free(h.p);
   return s;
 }

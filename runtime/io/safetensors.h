@@ -72,8 +72,10 @@ const char *ada_st_metadata_value(const ada_st_file *f, int64_t i);
  * with n_meta string metadata entries (keys[i] -> values[i]; n_meta may be 0 and keys/values
  * NULL). Names must be distinct, non-empty, valid UTF-8 and not "__metadata__"; metadata keys
  * distinct and valid UTF-8. The header is padded with spaces to a multiple of 8 bytes. The
- * file is written to "<path>.tmp" and renamed to path once complete: on failure no file is
- * left at path (an existing one is kept) and no .tmp remains. */
+ * file is written under a new temporary name next to path (O_EXCL, no link followed) and
+ * renamed to path once complete: on failure no file is left at path (an existing one is kept)
+ * and no temporary remains. While a recipe runs, path must lie inside the run's output folder
+ * (outdir.h: ada_wfile_begin); reading (ada_st_open) is limited likewise. */
 ada_status ada_st_write(const char *path, int64_t n, const char *const *names,
                         const ada_tensor *const *tensors, int64_t n_meta, const char *const *keys,
                         const char *const *values);

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../backend.h"
+#include "../io/outdir.h"
 #include "lbind.h"
 
 #ifndef ADA_VERSION
@@ -242,6 +243,12 @@ static int l_mkdir(lua_State *L) {
   size_t n;
   const char *p = luaL_checklstring(L, 1, &n);
   if (n == 0 || n >= 4096) return lada_error(L, "adaspa.mkdir", "path must be 1 to 4095 characters");
+  if (ada_confine_active()) { /* while a recipe runs: only inside its output folder (io/outdir.h) */
+    if (strlen(p) != n) return lada_error(L, "adaspa.mkdir", "path holds a NUL byte");
+    lada_check(L, ada_confine_mkdir(p, "mkdir"), "adaspa.mkdir");
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   char buf[4096];
   memcpy(buf, p, n + 1);
   for (size_t i = 1; i <= n; i++) {

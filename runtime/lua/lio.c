@@ -1,9 +1,10 @@
-/* lio.c: the Lua bindings of runtime/io: adaspa.safetensors (load, info, save) and adaspa.png
- * (read, write). */
+/* lio.c: the Lua bindings of runtime/io: adaspa.safetensors (load, info, save), adaspa.png
+ * (read, write), adaspa.outdir (output folders) and adaspa.sandbox (the recipe confinement). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../io/outdir.h"
 #include "../io/png.h"
 #include "../io/safetensors.h"
 #include "lbind.h"
@@ -17,13 +18,21 @@ static void io_check(lua_State *L, ada_status s, const char *fname) {
   const char *msg = ada_last_error();
   if (strncmp(msg, "safetensors: ", 13) == 0) msg += 13;
   else if (strncmp(msg, "png: ", 5) == 0) msg += 5;
+  else if (strncmp(msg, "output folder: ", 15) == 0) msg += 15;
   luaL_error(L, "%s: %s", fname, msg);
 }
 
+/* A path argument: a string without NUL bytes (C would see only its first part), at most
+ * ADA_OUTDIR_MAX_PATH bytes. */
 static const char *check_path(lua_State *L, int idx, const char *fname) {
   if (lua_type(L, idx) != LUA_TSTRING)
     lada_error(L, fname, "path must be a string, got %s", lada_typename(L, idx));
-  return lua_tostring(L, idx);
+  size_t n;
+  const char *p = lua_tolstring(L, idx, &n);
+  if (strlen(p) != n) lada_error(L, fname, "path holds a NUL byte at position %d", (int)strlen(p) + 1);
+  if (n == 0 || n > ADA_OUTDIR_MAX_PATH)
+    lada_error(L, fname, "path must be 1 to %d bytes, got %d", ADA_OUTDIR_MAX_PATH, (int)n);
+  return p;
 }
 
 /* ---- adaspa.safetensors -------------------------------------------------------------------- */
@@ -277,6 +286,198 @@ static int png_read(lua_State *L) {
   return 1;
 }
 
+/* ---- adaspa.outdir ----------------------------------------------------------------------------- */
+
+#define LADA_OUTDIR_MT "adaspa.Outdir"
+#define LADA_CONFINE_MT "adaspa.Confinement"
+
+static ada_outdir **check_outdir(lua_State *L, int idx, const char *fname) {
+  ada_outdir **u = luaL_testudata(L, idx, LADA_OUTDIR_MT);
+  if (!u) lada_error(L, fname, "expected an output folder (adaspa.outdir.open), got %s", lada_typename(L, idx));
+  if (!*u) lada_error(L, fname, "the output folder is closed");
+  return u;
+}
+
+static ada_outdir_mode check_mode(lua_State *L, int idx, const char *fname) {
+  const char *m = luaL_optstring(L, idx, "reuse");
+  if (!strcmp(m, "fresh")) return ADA_OUTDIR_FRESH;
+  if (!strcmp(m, "new")) return ADA_OUTDIR_NEW_OR_EMPTY;
+  if (!strcmp(m, "reuse")) return ADA_OUTDIR_REUSE;
+  lada_error(L, fname, "mode must be \"fresh\", \"new\" or \"reuse\", got \"%s\"", m);
+  return ADA_OUTDIR_REUSE;
+}
+
+/* Opens path (mode at idx+1); pushes the userdata and the number of files cleared. */
+static int push_outdir(lua_State *L, int idx, const char *fname) {
+  const char *path = check_path(L, idx, fname);
+  ada_outdir_mode mode = check_mode(L, idx + 1, fname);
+  ada_outdir **u = lua_newuserdata(L, sizeof *u);
+  *u = NULL;
+  luaL_getmetatable(L, LADA_OUTDIR_MT);
+  lua_setmetatable(L, -2);
+  int64_t cleared = 0;
+  io_check(L, ada_outdir_open(u, path, mode, &cleared), fname);
+  lua_pushnumber(L, (lua_Number)cleared);
+  return 2;
+}
+
+/* adaspa.outdir.open(path [, "fresh" | "new" | "reuse"]) -> folder, files cleared. Refused while a
+ * recipe runs: the runner opened its folder before. */
+static int od_open(lua_State *L) {
+  static const char *const fname = "adaspa.outdir.open";
+  if (ada_confine_active())
+    return lada_error(L, fname, "not available while a recipe runs (the runner opened its output folder)");
+  return push_outdir(L, 1, fname);
+}
+
+static int od_gc(lua_State *L) {
+  ada_outdir **u = luaL_checkudata(L, 1, LADA_OUTDIR_MT);
+  ada_outdir_close(*u);
+  *u = NULL;
+  return 0;
+}
+
+static int od_path(lua_State *L) {
+  lua_pushstring(L, ada_outdir_path(*check_outdir(L, 1, "outdir:path")));
+  return 1;
+}
+
+static int od_realpath(lua_State *L) {
+  lua_pushstring(L, ada_outdir_realpath(*check_outdir(L, 1, "outdir:realpath")));
+  return 1;
+}
+
+static int od_created(lua_State *L) {
+  lua_pushboolean(L, ada_outdir_created(*check_outdir(L, 1, "outdir:created")));
+  return 1;
+}
+
+/* outdir:write(name, string): the file name inside the folder (replaced atomically) */
+static int od_write(lua_State *L) {
+  static const char *const fname = "outdir:write";
+  ada_outdir *d = *check_outdir(L, 1, fname);
+  const char *name = check_path(L, 2, fname);
+  size_t n;
+  const char *data = luaL_checklstring(L, 3, &n);
+  io_check(L, ada_outdir_write(d, name, data, n, "output folder"), fname);
+  return 0;
+}
+
+static int od_mkdir(lua_State *L) {
+  static const char *const fname = "outdir:mkdir";
+  ada_outdir *d = *check_outdir(L, 1, fname);
+  io_check(L, ada_outdir_mkdir(d, check_path(L, 2, fname), "output folder"), fname);
+  return 0;
+}
+
+/* outdir:count() -> entries besides the marker */
+static int od_count(lua_State *L) {
+  int64_t n;
+  io_check(L, ada_outdir_count(*check_outdir(L, 1, "outdir:count"), &n), "outdir:count");
+  lua_pushnumber(L, (lua_Number)n);
+  return 1;
+}
+
+/* outdir:discard() -> true when the folder was removed (created by open, nothing written) */
+static int od_discard(lua_State *L) {
+  int removed;
+  io_check(L, ada_outdir_discard(*check_outdir(L, 1, "outdir:discard"), &removed), "outdir:discard");
+  lua_pushboolean(L, removed);
+  return 1;
+}
+
+static int od_tostring(lua_State *L) {
+  ada_outdir **u = luaL_checkudata(L, 1, LADA_OUTDIR_MT);
+  lua_pushfstring(L, "adaspa output folder %s", *u ? ada_outdir_path(*u) : "(closed)");
+  return 1;
+}
+
+/* ---- adaspa.sandbox ---------------------------------------------------------------------------- */
+
+/* The confinement userdata: {ada_confinement *, reference of the output folder userdata}. Only the
+ * recipe runner holds it; whoever holds it can widen what the recipe may do, so it is never
+ * passed to recipe code. */
+typedef struct lconfine {
+  ada_confinement *c;
+  int out_ref;
+} lconfine;
+
+static lconfine *check_confine(lua_State *L, const char *fname) {
+  lconfine *u = luaL_testudata(L, 1, LADA_CONFINE_MT);
+  if (!u) lada_error(L, fname, "expected a confinement (adaspa.sandbox.begin), got %s", lada_typename(L, 1));
+  if (!u->c) lada_error(L, fname, "the confinement has ended");
+  return u;
+}
+
+/* adaspa.sandbox.begin() -> confinement: from now on no writes and no reads until allowed. */
+static int sb_begin(lua_State *L) {
+  lconfine *u = lua_newuserdata(L, sizeof *u);
+  u->c = NULL;
+  u->out_ref = LUA_NOREF;
+  luaL_getmetatable(L, LADA_CONFINE_MT);
+  lua_setmetatable(L, -2);
+  io_check(L, ada_confine_begin(&u->c), "adaspa.sandbox.begin");
+  return 1;
+}
+
+static void confine_end(lua_State *L, lconfine *u) {
+  ada_confine_end(u->c);
+  u->c = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, u->out_ref);
+  u->out_ref = LUA_NOREF;
+}
+
+static int sb_gc(lua_State *L) {
+  lconfine *u = luaL_checkudata(L, 1, LADA_CONFINE_MT);
+  if (u->c) confine_end(L, u);
+  return 0;
+}
+
+/* confinement:finish() */
+static int sb_finish(lua_State *L) {
+  confine_end(L, check_confine(L, "confinement:finish"));
+  return 0;
+}
+
+/* confinement:open_output(path [, mode]) -> folder, files cleared: opens the run's folder (allowed
+ * while confined) and makes it the folder writes go to. */
+static int sb_open_output(lua_State *L) {
+  static const char *const fname = "confinement:open_output";
+  lconfine *u = check_confine(L, fname);
+  push_outdir(L, 2, fname);
+  ada_confine_set_outdir(u->c, *(ada_outdir **)lua_touserdata(L, -2));
+  luaL_unref(L, LUA_REGISTRYINDEX, u->out_ref);
+  lua_pushvalue(L, -2);
+  u->out_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* keeps the folder open while confined */
+  return 2;
+}
+
+/* confinement:allow_read(path [, tree]): the file path, or (tree) .safetensors/.png files
+ * directly in the folder path */
+static int sb_allow_read(lua_State *L) {
+  static const char *const fname = "confinement:allow_read";
+  lconfine *u = check_confine(L, fname);
+  io_check(L, ada_confine_allow_read(u->c, check_path(L, 2, fname), lua_toboolean(L, 3)), fname);
+  return 0;
+}
+
+/* adaspa.sandbox.active() -> bool, the output folder's path or nil */
+static int sb_active(lua_State *L) {
+  lua_pushboolean(L, ada_confine_active());
+  ada_outdir *d = ada_confine_outdir();
+  if (d) lua_pushstring(L, ada_outdir_path(d));
+  else lua_pushnil(L);
+  return 2;
+}
+
+static const luaL_Reg od_funcs[] = {{"open", od_open}, {NULL, NULL}};
+static const luaL_Reg od_methods[] = {{"path", od_path},     {"realpath", od_realpath}, {"created", od_created},
+                                      {"write", od_write},   {"mkdir", od_mkdir},       {"count", od_count},
+                                      {"discard", od_discard}, {NULL, NULL}};
+static const luaL_Reg sb_funcs[] = {{"begin", sb_begin}, {"active", sb_active}, {NULL, NULL}};
+static const luaL_Reg sb_methods[] = {{"finish", sb_finish}, {"open_output", sb_open_output},
+                                      {"allow_read", sb_allow_read}, {NULL, NULL}};
+
 static const luaL_Reg st_funcs[] = {{"load", st_load}, {"info", st_info}, {"save", st_save}, {NULL, NULL}};
 static const luaL_Reg png_funcs[] = {{"read", png_read}, {"write", png_write}, {NULL, NULL}};
 
@@ -285,6 +486,32 @@ void lada_open_io(lua_State *L) {
   lua_pushcfunction(L, file_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);
+  luaL_newmetatable(L, LADA_OUTDIR_MT);
+  lua_pushcfunction(L, od_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, od_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "adaspa.Outdir");
+  lua_setfield(L, -2, "__metatable");
+  lua_newtable(L);
+  luaL_setfuncs(L, od_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LADA_CONFINE_MT);
+  lua_pushcfunction(L, sb_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "adaspa.Confinement");
+  lua_setfield(L, -2, "__metatable");
+  lua_newtable(L);
+  luaL_setfuncs(L, sb_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  luaL_setfuncs(L, od_funcs, 0);
+  lua_setfield(L, -2, "outdir");
+  lua_newtable(L);
+  luaL_setfuncs(L, sb_funcs, 0);
+  lua_setfield(L, -2, "sandbox");
   lua_newtable(L);
   luaL_setfuncs(L, st_funcs, 0);
   lua_setfield(L, -2, "safetensors");

@@ -691,7 +691,6 @@ end
 function compare.run(cfg, job)
   local t_start = adaspa.now()
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
-  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, video.timestamp())
   local runs, ref_label = compare.plan(cfg)
 
   -- sizes first (cheap), so gallery fields fail before the weights load
@@ -726,8 +725,8 @@ function compare.run(cfg, job)
     r.describe = r.policy.describe and r.policy:describe() or tostring(r.policy.name or r.label)
   end
 
-  adaspa.mkdir(dir)
-  recipe.write_root = dir
+  local out = recipe.output_folder(cfg, job) -- opened by the runner (or here)
+  local dir = out:path()
   local prep = video.prepare(cfg, {say = say, dir = dir})
   local n = #runs + 1
   say("compare: %d runs (the dense reference and %d policy runs), %d steps each, seed %d; output %s", n, #runs,
@@ -831,15 +830,9 @@ function compare.run(cfg, job)
   for _, r in ipairs(rows) do
     lines[#lines + 1] = string.format("  %-" .. lw .. "s  %s", r.label, r.error and ("FAILED: " .. r.error) or r.describe)
   end
-  local f = assert(io.open(files.table, "w"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
-  f = assert(io.open(files.markdown, "w"))
-  f:write(compare.format_markdown(rows), "\n")
-  f:close()
-  f = assert(io.open(files.csv, "w"))
-  f:write(compare.format_csv(rows), "\n")
-  f:close()
+  out:write("table.txt", table.concat(lines, "\n") .. "\n")
+  out:write("table.md", compare.format_markdown(rows) .. "\n")
+  out:write("results.csv", compare.format_csv(rows) .. "\n")
 
   -- chart
   local spec = compare.chart_spec(rows, runs, cfg, ref_label)
@@ -889,9 +882,7 @@ function compare.run(cfg, job)
     reference = ref_row, runs = {unpack(rows, 2)}, outputs = files, gallery = gallery,
     total_seconds = adaspa.now() - t_start,
   }
-  f = assert(io.open(files.json, "w"))
-  f:write(json.encode(report, "  "), "\n")
-  f:close()
+  out:write("results.json", json.encode(report, "  ") .. "\n")
   say("%s", table.concat(lines, "\n"))
   say("compare: %s total; wrote %s", sampler.duration(adaspa.now() - t_start), dir)
   report.lines = lines

@@ -253,12 +253,7 @@ local run_inner
 
 -- Runs the replay; returns 0 and the results (also written to table.txt and results.json).
 function replay.run(cfg, job)
-  local recipe = require "adaspa.recipe"
-  local root = recipe.write_root
-  local ok, code, results = pcall(run_inner, cfg, job)
-  recipe.write_root = root
-  if not ok then error(code, 0) end
-  return code, results
+  return run_inner(cfg, job)
 end
 
 function run_inner(cfg, job)
@@ -293,9 +288,8 @@ function run_inner(cfg, job)
   end
   local dtype = cfg.dtype == "auto" and tr.dtype or cfg.dtype
 
-  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, os.date("%Y%m%d-%H%M%S"))
-  adaspa.mkdir(dir)
-  require("adaspa.recipe").write_root = dir
+  local out = require("adaspa.recipe").output_folder(cfg, job) -- opened by the runner (or here)
+  local dir = out:path()
 
   local runs = build_policies(cfg, tr, steps, notes)
   local n_layers = layers[#layers]
@@ -609,12 +603,8 @@ function run_inner(cfg, job)
   add("time       %s total", fmt_time(adaspa.now() - t_start))
   results.seconds = adaspa.now() - t_start
 
-  local f = assert(io.open(dir .. "/results.json", "w"))
-  f:write(json.encode(results, "  "), "\n")
-  f:close()
-  f = assert(io.open(dir .. "/table.txt", "w"))
-  f:write(table.concat(L, "\n"), "\n")
-  f:close()
+  out:write("results.json", json.encode(results, "  ") .. "\n")
+  out:write("table.txt", table.concat(L, "\n") .. "\n")
   say("%s", table.concat(L, "\n"))
   say("adaspa replay: wrote %s/table.txt, %s/results.json", dir, dir)
   results.lines = L

@@ -482,17 +482,17 @@ video.compare = compare
 function video.run(cfg, job)
   local t_start = adaspa.now()
   local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
-  -- the policy (its options checked) and the memory and time estimate come before any folder
-  -- or allocation: a run that cannot start leaves nothing behind
+  -- the policy (its options checked) and the memory and time estimate come before any output
+  -- or allocation: a run that cannot start leaves nothing behind (the runner removes a folder
+  -- it made that holds nothing)
   local okp, policy = pcall(make_policy, cfg)
   if not okp then
     error(string.format("%s: attention: %s", job.recipe or "recipe", (tostring(policy):gsub("^[^\n]-%.lua:%d+: ", ""))), 0)
   end
   local plan = video.plan(cfg, {say = say, policy = policy})
 
-  local dir = cfg.output.dir or string.format("out/%s-%s", job.name, timestamp())
-  adaspa.mkdir(dir)
-  require("adaspa.recipe").write_root = dir
+  local out = require("adaspa.recipe").output_folder(cfg, job) -- opened by the runner (or here)
+  local dir = out:path()
   local prep = video.prepare(cfg, {say = say, dir = dir, plan = plan})
   local mcfg, device, dtype, notes = prep.mcfg, prep.device, prep.dtype, prep.notes
   local latent_shape, n_tokens = prep.latent_shape, prep.n_tokens
@@ -618,12 +618,8 @@ function video.run(cfg, job)
     table.insert(lines, 2, string.format("status     interrupted at step %d (Ctrl-C): steps 0..%d of 0..%d done; the outputs hold "
       .. "the latent after them", run.interrupted, run.interrupted - 1, cfg.sampler.steps - 1))
   end
-  local f = assert(io.open(dir .. "/report.json", "w"))
-  f:write(json.encode(report, "  "), "\n")
-  f:close()
-  f = assert(io.open(dir .. "/report.txt", "w"))
-  f:write(table.concat(lines, "\n"), "\n")
-  f:close()
+  out:write("report.json", json.encode(report, "  ") .. "\n")
+  out:write("report.txt", table.concat(lines, "\n") .. "\n")
   say("%s", table.concat(lines, "\n"))
   report.lines = lines
   return run.interrupted and 130 or 0, report
