@@ -183,7 +183,7 @@ for _, s_step in ipairs(steps) do
         if B == 64 or with_quality then
           local pol = policy_mod.new({sparsity = s, block = B})
           local L = pol:select(mass[B], l, info)
-          local first_text_qb = info.n_txt > 0 and math.floor(info.n_img / B) + 1 or L:nqb() + 1
+          local first_text_qb = (info.n_txt or 0) > 0 and math.floor(info.n_img / B) + 1 or L:nqb() + 1
           local st = layout_stats(L, S, kv, first_text_qb)
           local n128 = math.ceil(S / 128)       -- 128-row query tiles
           for h = 1, H do
