@@ -3,7 +3,7 @@
 -- 64-row query blocks (2i-1, 2i) from the union of their key-block lists.
 --
 --   build/adaspa recipes/tools/block_overlap.lua TRACE [sparsity=0.8,0.9] [steps=all] [layers=all]
---       [densities=0.1,0.2,0.3,0.5] [quality=1] [dtype=f32]
+--       [densities=0.1,0.2,0.3,0.5] [speed=] [quality=1] [dtype=f32]
 --
 -- For every record (step, layer) the exact output, LSE and block mass (64 and 128) are computed
 -- once; then:
@@ -22,7 +22,8 @@
 --    64 served by 128-row tiles over the union.
 -- 3. equal budget (quality=1): plain row-wise top-k (no forced blocks), k = round(d * nkb128)
 --    blocks of 128 or 2k blocks of 64 per row for each density d (the same keys per row): the
---    paper's comparison of what one budget of FLOPs keeps.
+--    paper's comparison of what one budget of FLOPs keeps. speed=f1,f2 (block-64 kernel throughput
+--    relative to block 128, e.g. 0.64) adds block 64 at round(2k x f) blocks: the same time.
 -- Prints the tables; the numbers are means over records (and heads) unless said.
 local adaspa = require "adaspa"
 local trace = require "adaspa.trace"
@@ -33,11 +34,12 @@ local path = arg and arg[1]
 if not path or path:match("=") then
   error("block_overlap: usage: block_overlap.lua TRACE [sparsity=0.8,0.9] [steps=..] [layers=..] [densities=..] [quality=1]", 0)
 end
-local opt = {sparsity = "0.8,0.9", steps = "all", layers = "all", densities = "0.1,0.2,0.3,0.5", quality = "1", dtype = "f32"}
+local opt = {sparsity = "0.8,0.9", steps = "all", layers = "all", densities = "0.1,0.2,0.3,0.5", speed = "", quality = "1",
+  dtype = "f32"}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k or opt[k] == nil then
-    error(string.format("block_overlap: unknown argument %q (sparsity=, steps=, layers=, densities=, quality=, dtype=)", arg[i]), 0)
+    error(string.format("block_overlap: unknown argument %q (sparsity=, steps=, layers=, densities=, speed=, quality=, dtype=)", arg[i]), 0)
   end
   opt[k] = v
 end
@@ -55,6 +57,11 @@ local function numbers(s, what, lo, hi)
 end
 local sparsities = numbers(opt.sparsity, "sparsity", 0, 0.999)
 local densities = numbers(opt.densities, "densities", 0.001, 1)
+-- equal-budget variants: block 128 with k blocks, block 64 with round(2k x f) blocks per row
+local variants = {{B = 128, f = 1}, {B = 64, f = 1}}
+if opt.speed ~= "" then
+  for _, f in ipairs(numbers(opt.speed, "speed", 0.01, 4)) do variants[#variants + 1] = {B = 64, f = f} end
+end
 local with_quality = opt.quality ~= "0"
 if opt.dtype ~= "f32" and opt.dtype ~= "bf16" then
   error(string.format("block_overlap: dtype = %q: f32 or bf16", opt.dtype), 0)
@@ -167,7 +174,10 @@ for _, s in ipairs(sparsities) do
   Q[s] = {}
   for _, B in ipairs({64, 128}) do Q[s][B] = {density = {}, flop = {}, recall = {}, err = {}, traffic = {}, traffic_u = {}} end
 end
-for _, d in ipairs(densities) do E[d] = {[64] = {flop = {}, recall = {}, err = {}}, [128] = {flop = {}, recall = {}, err = {}}} end
+for _, d in ipairs(densities) do
+  E[d] = {}
+  for vi in ipairs(variants) do E[d][vi] = {flop = {}, recall = {}, err = {}} end
+end
 
 local t_start = adaspa.now()
 for _, s_step in ipairs(steps) do
@@ -226,17 +236,20 @@ for _, s_step in ipairs(steps) do
     end
     if with_quality then
       for _, d in ipairs(densities) do
-        for _, B in ipairs({64, 128}) do
-          -- the same key budget at both sizes: k blocks of 128 or 2k blocks of 64 per row
+        for vi, var in ipairs(variants) do
+          -- the same key budget at both sizes: k blocks of 128 or 2k blocks of 64 per row (x f)
+          local B = var.B
           local nkb128 = mass[128]:shape()[3]
           local k128 = math.max(1, math.floor(d * nkb128 + 0.5))
-          local kb = B == 128 and k128 or 2 * k128
+          local kb = B == 128 and k128 or math.max(1, math.floor(2 * k128 * var.f + 0.5))
           local L = adaspa.layout.topk(mass[B], {density = (kb + 0.25) / mass[B]:shape()[3], row_wise = true, block = B})
           local st = layout_stats(L, S, kv, L:nqb() + 1)
-          for h = 1, H do table.insert(E[d][B].flop, st[h].flop_share) end
-          for _, x in ipairs(L:recall(mass[B])) do table.insert(E[d][B].recall, x) end
+          local e = E[d][vi]
+          e.blocks = kb
+          for h = 1, H do table.insert(e.flop, st[h].flop_share) end
+          for _, x in ipairs(L:recall(mass[B])) do table.insert(e.recall, x) end
           local out, l2 = adaspa.sparse_attention(q, k, v, L, {kv_valid = kv})
-          table.insert(E[d][B].err, rel_error(out, ref, kv))
+          table.insert(e.err, rel_error(out, ref, kv))
           out:free(); l2:free(); L:free()
         end
       end
@@ -290,11 +303,15 @@ if with_quality then
   end
   print()
   print("3. equal budget: row-wise top-k, no forced blocks; k = round(d x nkb128) blocks of 128 or 2k blocks of 64 per row")
-  print(string.format("  %8s %5s %8s %8s %9s %9s", "density", "block", "FLOPs", "recall", "err mean", "err max"))
+  print("   (speed f: block 64 with round(2k x f) blocks, the budget a block-64 kernel at f x the block-128 throughput")
+  print("   runs in the same time)")
+  print(string.format("  %8s %5s %6s %7s %8s %8s %9s %9s", "density", "block", "speed", "blocks", "FLOPs", "recall", "err mean",
+    "err max"))
   for _, d in ipairs(densities) do
-    for _, B in ipairs({64, 128}) do
-      local e = E[d][B]
-      print(string.format("  %8.2f %5d %7.1f%% %8.3f %9.4f %9.4f", d, B, 100 * mean(e.flop), mean(e.recall), mean(e.err), maxof(e.err)))
+    for vi, var in ipairs(variants) do
+      local e = E[d][vi]
+      print(string.format("  %8.2f %5d %6.2f %7d %7.1f%% %8.3f %9.4f %9.4f", d, var.B, var.f, e.blocks or 0, 100 * mean(e.flop),
+        mean(e.recall), mean(e.err), maxof(e.err)))
     end
   end
 end
