@@ -3,7 +3,9 @@
 -- 64-row query blocks (2i-1, 2i) from the union of their key-block lists.
 --
 --   build/adaspa recipes/tools/block_overlap.lua TRACE [sparsity=0.8,0.9] [steps=all] [layers=all]
---       [densities=0.1,0.2,0.3,0.5] [speed=] [quality=1] [dtype=f32]
+--       [densities=0.1,0.2,0.3,0.5] [speed=] [quality=1] [device=auto|cpu|cuda] [dtype=auto|f32|bf16]
+-- device auto: the GPU when this adaspa has one (a 720p trace needs it); dtype auto: f32 on the CPU,
+-- as stored on a GPU. Layouts are read row by row on the host.
 --
 -- For every record (step, layer) the exact output, LSE and block mass (64 and 128) are computed
 -- once; then:
@@ -35,11 +37,11 @@ if not path or path:match("=") then
   error("block_overlap: usage: block_overlap.lua TRACE [sparsity=0.8,0.9] [steps=..] [layers=..] [densities=..] [quality=1]", 0)
 end
 local opt = {sparsity = "0.8,0.9", steps = "all", layers = "all", densities = "0.1,0.2,0.3,0.5", speed = "", quality = "1",
-  dtype = "f32"}
+  device = "auto", dtype = "auto"}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k or opt[k] == nil then
-    error(string.format("block_overlap: unknown argument %q (sparsity=, steps=, layers=, densities=, speed=, quality=, dtype=)", arg[i]), 0)
+    error(string.format("block_overlap: unknown argument %q (sparsity=, steps=, layers=, densities=, speed=, quality=, device=, dtype=)", arg[i]), 0)
   end
   opt[k] = v
 end
@@ -63,9 +65,16 @@ if opt.speed ~= "" then
   for _, f in ipairs(numbers(opt.speed, "speed", 0.01, 4)) do variants[#variants + 1] = {B = 64, f = f} end
 end
 local with_quality = opt.quality ~= "0"
-if opt.dtype ~= "f32" and opt.dtype ~= "bf16" then
-  error(string.format("block_overlap: dtype = %q: f32 or bf16", opt.dtype), 0)
+if opt.dtype ~= "auto" and opt.dtype ~= "f32" and opt.dtype ~= "bf16" then
+  error(string.format("block_overlap: dtype = %q: auto, f32 or bf16", opt.dtype), 0)
 end
+if opt.device ~= "auto" and opt.device ~= "cpu" and not opt.device:match("^cuda") then
+  error(string.format("block_overlap: device = %q: auto, cpu or cuda[:N]", opt.device), 0)
+end
+local device = opt.device
+if device == "auto" then device = adaspa.cuda.available() and "cuda" or "cpu" end
+local dtype = opt.dtype
+if dtype == "auto" then dtype = device == "cpu" and "f32" or nil end
 
 local tr = trace.open(path)
 local function pick(s, have, what)
@@ -182,7 +191,7 @@ end
 local t_start = adaspa.now()
 for _, s_step in ipairs(steps) do
   for _, l in ipairs(layers) do
-    local q, k, v, info = tr:load(s_step, l, {dtype = opt.dtype})
+    local q, k, v, info = tr:load(s_step, l, {device = device, dtype = dtype})
     local S, H = q:shape()[1], q:shape()[2]
     local kv = info.kv_valid
     local ref, lse = adaspa.attention(q, k, v, {kv_valid = kv})
@@ -256,6 +265,7 @@ for _, s_step in ipairs(steps) do
     end
     for _, B in ipairs({64, 128}) do mass[B]:free() end
     ref:free(); lse:free()
+    if device ~= "cpu" then q:free(); k:free(); v:free() end
     io.stderr:write(string.format("block_overlap: step %d layer %d done (%.0f s)\n", s_step, l, adaspa.now() - t_start))
   end
 end
