@@ -1,7 +1,10 @@
 -- Records an attention trace (lua/adaspa/trace.lua's format) from adaspa's own HunyuanVideo:
 -- dense sampling, with q, k, v of the chosen steps and layers kept as bf16.
 --   build/adaspa recipes/tools/record_trace.lua OUT.safetensors [steps=9,10,11,20,30,49] [layers=all]
---       [preset=small] [frames=N] [sampling=50] [seed=42] [weights_seed=1] [device=cpu|cuda]
+--       [preset=small] [frames=N] [width=W] [height=H] [sampling=50] [seed=42] [weights_seed=1]
+--       [device=cpu|cuda]
+-- width and height (pixels, multiples of 16) override the preset's video size. Steps after the last
+-- recorded one are not run (nothing after them reaches the trace).
 -- The weights are synthetic (see the README); a trace of a trained model comes from
 -- recipes/tools/dump_trace.py inside a PyTorch pipeline.
 local hy = require "adaspa.models.hunyuan"
@@ -16,8 +19,8 @@ end
 local opt = {steps = "9,10,11,20,30,49", layers = "all", preset = "small", sampling = "50", seed = "42", weights_seed = "1"}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
-  if not k or (opt[k] == nil and k ~= "frames" and k ~= "device") then
-    error(string.format("record_trace: unknown argument %q (steps=, layers=, preset=, frames=, sampling=, seed=, weights_seed=, device=)", arg[i]), 0)
+  if not k or (opt[k] == nil and k ~= "frames" and k ~= "width" and k ~= "height" and k ~= "device") then
+    error(string.format("record_trace: unknown argument %q (steps=, layers=, preset=, frames=, width=, height=, sampling=, seed=, weights_seed=, device=)", arg[i]), 0)
   end
   opt[k] = v
 end
@@ -31,10 +34,11 @@ local function list(s, what)
   return t
 end
 local nsteps = tonumber(opt.sampling)
-local want_step, want_layer = {}, nil
+local want_step, want_layer, last_step = {}, nil, -1
 for _, s in ipairs(list(opt.steps, "steps")) do
   if s >= nsteps then error(string.format("record_trace: step %d is beyond the schedule (0..%d)", s, nsteps - 1), 0) end
   want_step[s] = true
+  last_step = math.max(last_step, s)
 end
 if opt.layers ~= "all" then
   want_layer = {}
@@ -44,7 +48,16 @@ local device = opt.device or (adaspa.cuda.available() and "cuda" or "cpu")
 local dtype = device == "cpu" and "f32" or "bf16"
 
 local mcfg = hy.config(opt.preset, {})
-local video = {width = mcfg.video.width, height = mcfg.video.height, frames = tonumber(opt.frames) or mcfg.video.frames}
+local video = {width = tonumber(opt.width) or mcfg.video.width, height = tonumber(opt.height) or mcfg.video.height,
+  frames = tonumber(opt.frames) or mcfg.video.frames}
+for _, f in ipairs({"width", "height"}) do
+  if video[f] % 16 ~= 0 or video[f] < 16 then
+    error(string.format("record_trace: %s = %s: must be a positive multiple of 16", f, tostring(video[f])), 0)
+  end
+end
+if (video.frames - 1) % 4 ~= 0 or video.frames < 1 then
+  error(string.format("record_trace: frames = %s: must be 4k + 1", tostring(video.frames)), 0)
+end
 local weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = tonumber(opt.weights_seed), device = device, dtype = dtype})
 local model = hy.new(mcfg, weights)
 local cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = device, dtype = dtype})
@@ -65,6 +78,7 @@ local x = adaspa.randn(latent_shape, {seed = tonumber(opt.seed), dtype = "f32", 
 sampler.euler(x, function(xt, timestep, i)
   step = i
   ts[step] = timestep
+  if step > last_step then return adaspa.zeros(xt:shape(), {dtype = "f32", device = device}) end
   return model:forward(xt:to(dtype), timestep, cond, 6.0, ctx):to("f32")
 end, {steps = nsteps, shift = 7.0, quiet = false})
 if #recs == 0 then error("record_trace: no record matched the chosen steps and layers", 0) end
