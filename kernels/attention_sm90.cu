@@ -219,6 +219,16 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
   return r;
 }
 
+/* The w-th work item of the persistent walk (item = h * nqt + qt). DENSE and FUSED: head-major,
+ * so the CTAs in flight share a head's K and V in L2. SPARSE over blocks of 128: the layout's
+ * longest-first order. SPARSE64: head-minor (the layout's order counts 64-row blocks), so that the
+ * long rows of one query position in every head (the text rows) go to different CTAs instead of
+ * to the same CTA of every head's stride. */
+template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
+  if (KIND == SPARSE64) return (w % p.heads) * nqt + w / p.heads;
+  return p.order ? (int64_t)p.order[w] : w;
+}
+
 /* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
  * on barrier 1 + c, issues, then lets the other one go, so one warpgroup's softmax overlaps the
  * other's GEMMs. Barrier 3 + c (one warpgroup) orders the mass partials. */
@@ -276,7 +286,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     }
     uint32_t it = 0, qi = 0;
     for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-      const int64_t item = p.order && KIND != SPARSE64 ? (int64_t)p.order[w] : w; /* SPARSE64: p.order counts 64-row blocks */
+      const int64_t item = item_of<KIND>(p, w, nqt);
       const int h = (int)(item / nqt);
       const int64_t qt = item - (int64_t)h * nqt;
       const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, ring);
@@ -320,7 +330,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
   for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
-    const int64_t item = p.order && KIND != SPARSE64 ? (int64_t)p.order[w] : w; /* SPARSE64: p.order counts 64-row blocks */
+    const int64_t item = item_of<KIND>(p, w, nqt);
     const int h = (int)(item / nqt);
     const int64_t qt = item - (int64_t)h * nqt;
     const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c);
