@@ -22,7 +22,7 @@ return {
                               -- {mode = fn, select = fn or plan = fn} defined here (see the README)
     -- options = {},          -- the chosen policy's own options, e.g. {threshold = 0.8} for estimate
     sparsity = 0.8,           -- mean fraction of blocks dropped per head
-    block = 64,               -- 64 or 128 tokens (on Hopper 128 is faster at equal quality on our traces: README, Performance)
+    block = 64,               -- 64 or 128 tokens (Hopper runs blocks of 128 1.2-1.6x faster: README, Performance)
     -- warmup = 10,           -- dense steps 0..warmup-1 (steps count from 0, as in the paper);
                               -- default 20% of sampler.steps (10 of 50, 4 of 20)
     -- search = {10, 30},     -- fused search passes, the steps between reuse the layouts;
