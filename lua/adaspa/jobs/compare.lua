@@ -715,7 +715,7 @@ function compare.run(cfg, job)
     if r.object then
       r.policy = r.object
     else
-      local ok, p = pcall(r.module.new, r.opts, cfg.sampler.steps)
+      local ok, p = pcall(policies.build, r.name, r.opts, cfg.sampler.steps)
       if not ok then
         error(string.format("%s: field policies: entry %d (run %q): %s", job.recipe, r.entry, r.label,
           tostring(p):gsub("^[^\n]-%.lua:%d+: ", "")), 0)

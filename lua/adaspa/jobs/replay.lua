@@ -19,8 +19,8 @@
 -- The schedule on a trace. Policies are asked mode(step, layer) with the recorded step numbers;
 -- the steps between recorded ones never run. So that the attention context behaves as in a full
 -- run, each policy is wrapped:
---   * ctx asks mode(step + 1) after a dense step to know whether to keep its LSE for a search:
---     the wrapper answers with the mode of the next recorded step; a search therefore uses the
+--   * ctx asks needs_lse(step) after a dense step to know whether to keep its LSE for a search:
+--     the wrapper answers whether the next recorded step searches; a search therefore uses the
 --     LSE of the last recorded step before it that ran dense or search, or, with none, its own
 --     step's LSE (two passes: dense, then block mass). results.json gives each search's lse_step;
 --   * "sparse" at a record whose layer holds no layout yet (its search step was not recorded)
@@ -161,21 +161,26 @@ local function wrap(inner, order, entry)
     end
     return m, false
   end
+  -- the recorded steps' modes; other steps are never run (the context asks only needs_lse ahead)
   function proxy.mode(self, step, layer)
-    if recorded[step] then
-      local m, sub = fixed(self, step, layer)
-      if sub and self.ctx and self.ctx.step == step then
-        self.substituted[step .. ":" .. layer] = true
-      end
-      return m
+    if not recorded[step] then return inner.mode(self, step, layer) end
+    local m, sub = fixed(self, step, layer)
+    if sub and self.ctx and self.ctx.step == step then
+      self.substituted[step .. ":" .. layer] = true
     end
-    -- a look-ahead (the context after a dense step): the next recorded step's mode
+    return m
+  end
+  -- after a dense step: whether the next recorded step searches (it uses this step's LSE)
+  function proxy.needs_lse(self, step, layer)
     local nxt
     for _, s in ipairs(order) do
-      if s >= step then nxt = s; break end
+      if s > step then nxt = s; break end
     end
-    if nxt == nil then return inner.mode(self, step, layer) end
-    return (fixed(self, nxt, layer))
+    if nxt == nil then
+      if inner.needs_lse ~= nil then return inner.needs_lse(self, step, layer) end
+      return inner.mode(self, step + 1, layer) == "search"
+    end
+    return (fixed(self, nxt, layer)) == "search"
   end
   proxy.entry = entry
   return proxy
@@ -205,8 +210,9 @@ local function build_policies(cfg, tr, order, notes)
     if type(entry) == "table" then
       p = entry
     else
-      -- the shared fields and the policy's own options, as the video job gives them (video.policy_of)
-      local shared = {sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
+      -- the shared fields and the policy's own options, as the video job gives them
+      -- (adaspa.policy.from_attention)
+      local shared = {policy = entry, sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
       local own = cfg.options[entry] or {}
       if type(own) ~= "table" then error(string.format("replay: options.%s must be a table, got %s", entry, type(own)), 0) end
       if type(own.search) == "number" then own.search = {own.search} end
@@ -217,7 +223,7 @@ local function build_policies(cfg, tr, order, notes)
         shared.warmup = first
       end
       shared.options = own
-      local ok, made = pcall(video.policy_of, entry, shared, num_steps)
+      local ok, made = pcall(policies.from_attention, shared, num_steps)
       if not ok then error(string.format("replay: policy %s: %s", entry, tostring(made):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
       p = made
     end

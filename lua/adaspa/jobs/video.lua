@@ -3,7 +3,6 @@
 -- (safetensors), one preview PNG per latent frame, a contact sheet, and a report (text + JSON).
 -- Its pieces serve other jobs (adaspa.jobs.compare):
 --   video.prepare(cfg [, opts]) -> prep: device, preset, model, text conditioning (once);
---   video.policy_of(name, a, steps): a built-in policy from an attention-like table;
 --   video.run_schedule(cfg, prep, policy, say [, opts]) -> run: one sampling run with a policy;
 --   video.compare(run, ref) -> quality of run against ref (same seed): PSNR/SSIM of latents and
 --     previews, per-layer attention errors at the error steps;
@@ -17,7 +16,6 @@ local text = require "adaspa.text"
 local json = require "adaspa.json"
 local attention = require "adaspa.attention"
 local quality = require "adaspa.quality"
-local adaspa_policy = require "adaspa.policy.adaspa"
 local dense_policy = require "adaspa.policy.dense"
 local policies = require "adaspa.policy"
 
@@ -287,29 +285,10 @@ function video.prepare(cfg, opts)
 end
 
 -- The policy object of the recipe's attention table: a recipe-defined object as it is, or a
--- built-in policy from the shared fields it knows (sparsity, block, ...) and attention.options.
+-- built-in policy from the shared fields it knows (sparsity, block, ...) and attention.options
+-- (adaspa.policy.from_attention: the builder compare and replay use too).
 local function make_policy(cfg)
-  local a = cfg.attention
-  if type(a.policy) == "table" then return a.policy end
-  return video.policy_of(a.policy, a, cfg.sampler.steps)
-end
-
--- A built-in policy by name from an attention table a (shared fields and a.options).
-function video.policy_of(name, a, steps)
-  local m = policies.module(name)
-  local opts = {}
-  for _, k in ipairs(m.options or {}) do
-    if a[k] ~= nil and (m.shared == nil or m.shared[k]) then opts[k] = a[k] end
-  end
-  for k, v in pairs(a.options or {}) do opts[k] = v end
-  -- a dense warm-up left out follows the step count (20% of the steps) for every policy that has
-  -- one; adaspa also places its searches from it (adaspa.policy.adaspa.schedule)
-  if opts.warmup == nil and steps and name ~= "adaspa" then
-    for _, k in ipairs(m.options or {}) do
-      if k == "warmup" then opts.warmup = adaspa_policy.schedule(steps) end
-    end
-  end
-  return m.new(opts, steps)
+  return policies.from_attention(cfg.attention, cfg.sampler.steps)
 end
 
 -- One sampling run with a policy. opts:
