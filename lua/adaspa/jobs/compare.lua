@@ -16,6 +16,7 @@
 -- built-in entry that has the option (below the entry's own options and the sweep).
 local adaspa = require "adaspa"
 local video = require "adaspa.jobs.video"
+local pipeline = require "adaspa.jobs.pipeline"
 local policies = require "adaspa.policy"
 local dense_policy = require "adaspa.policy.dense"
 local sampler = require "adaspa.sampler"
@@ -67,7 +68,7 @@ end
 
 local function module_of(name)
   local ok, m = pcall(policies.module, name)
-  if not ok then return nil, tostring(m):gsub("^[^\n]-%.lua:%d+: ", "") end
+  if not ok then return nil, pipeline.message(m) end
   return m
 end
 
@@ -364,7 +365,7 @@ end
 
 -- The row of a run against the reference.
 local function summarize(label, res, ref, q, ref_times)
-  local med = video.median_steps(res.steps)
+  local med = pipeline.median_steps(res.steps)
   local t_est, a_est = estimate(med)
   local modes = {}
   for m, b in pairs(res.by_mode) do modes[m] = b.steps end
@@ -428,11 +429,11 @@ end
 
 function compare.run(cfg, job)
   local t_start = adaspa.now()
-  local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  local say = pipeline.say(cfg.output.quiet)
   local runs, ref_label = compare.plan(cfg)
 
   -- sizes first (cheap), so gallery fields fail before the weights load
-  local mcfg = video.resolve(cfg)
+  local mcfg = pipeline.resolve(cfg)
   local n_layers = mcfg.layers.double + mcfg.layers.single
   for i, l in ipairs(cfg.gallery.layers) do
     if l > n_layers then
@@ -456,7 +457,7 @@ function compare.run(cfg, job)
       local ok, p = pcall(policies.build, r.name, r.opts, cfg.sampler.steps)
       if not ok then
         error(string.format("%s: field policies: entry %d (run %q): %s", job.recipe, r.entry, r.label,
-          tostring(p):gsub("^[^\n]-%.lua:%d+: ", "")), 0)
+          pipeline.message(p)), 0)
       end
       r.policy = p
     end
@@ -465,7 +466,7 @@ function compare.run(cfg, job)
 
   local out = recipe.output_folder(cfg, job) -- opened by the runner (or here)
   local dir = out:path()
-  local prep = video.prepare(cfg, {say = say, dir = dir})
+  local prep = pipeline.prepare(cfg, {say = say, dir = dir})
   local n = #runs + 1
   say("compare: %d runs (the dense reference and %d policy runs), %d steps each, seed %d; output %s", n, #runs,
     cfg.sampler.steps, cfg.sampler.seed, dir)
@@ -481,12 +482,12 @@ function compare.run(cfg, job)
   -- the reference
   say("[1/%d] %s ...", n, ref_label)
   local ref_gallery = {}
-  local ref = video.run_schedule(cfg, prep, dense_policy.new(), step_say, {quiet_steps = opts_base.quiet_steps,
+  local ref = pipeline.run_schedule(cfg, prep, dense_policy.new(), step_say, {quiet_steps = opts_base.quiet_steps,
     on_attention = gallery_hook(cfg, gallery_step, ref_gallery, function() return 64 end)})
-  local rmed = video.median_steps(ref.steps)
+  local rmed = pipeline.median_steps(ref.steps)
   local rt, ra = estimate(rmed)
   local ref_times = {sampling = rt, attention = ra}
-  -- the reference against itself (what video.compare(ref, ref) gives): PSNR inf, SSIM 1, error 0
+  -- the reference against itself (what pipeline.compare(ref, ref) gives): PSNR inf, SSIM 1, error 0
   local self_quality = {latents = {psnr = math.huge, ssim = 1, rel_l2 = 0}, previews = {psnr = math.huge, ssim = 1},
                         attention_error = {}}
   local ref_row = summarize(ref_label, ref, ref, self_quality, nil)
@@ -502,12 +503,12 @@ function compare.run(cfg, job)
     local cells = {}
     r.cells = cells
     local p = r.policy
-    local ok, res = pcall(video.run_schedule, cfg, prep, p, step_say, {quiet_steps = opts_base.quiet_steps,
+    local ok, res = pcall(pipeline.run_schedule, cfg, prep, p, step_say, {quiet_steps = opts_base.quiet_steps,
       outputs = ref.outputs, outputs_are_reference = true,
       on_attention = gallery_hook(cfg, gallery_step, cells, function() return p.block or 64 end)})
     local row
     if ok then
-      row = summarize(r.label, res, ref, video.compare(res, ref), ref_times)
+      row = summarize(r.label, res, ref, pipeline.compare(res, ref), ref_times)
       -- time a plan spends measuring recall against the exact mass is kept apart by the attention
       -- context (each step's measure_seconds): it is off the step's attention and step times already
       local recall_total = 0
@@ -519,7 +520,7 @@ function compare.run(cfg, job)
         reports.f_num(row.latent_psnr, "%.2f"), eta(i + 1))
     else
       failed = failed + 1
-      local msg = tostring(res):gsub("^[^\n]-%.lua:%d+: ", "")
+      local msg = pipeline.message(res)
       row = {label = r.label, error = msg}
       say("[%d/%d] %s: FAILED: %s", i + 1, n, r.label, msg)
     end

@@ -37,7 +37,7 @@ local attention = require "adaspa.attention"
 local policies = require "adaspa.policy"
 local json = require "adaspa.json"
 local quality = require "adaspa.quality"
-local video = require "adaspa.jobs.video"
+local pipeline = require "adaspa.jobs.pipeline"
 
 local replay = {}
 local C = require "adaspa.check"
@@ -195,7 +195,7 @@ local function build_policies(cfg, tr, order, notes)
       local ok, err = pcall(policies.module, n)
       if ok then list[#list + 1] = n
       else
-        local msg = tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""):match("^[^\n]*"):gsub(":%s*$", "")
+        local msg = pipeline.message(err):match("^[^\n]*"):gsub(":%s*$", "")
         notes[#notes + 1] = string.format("policy %s not available (%s)", n, msg)
       end
     end
@@ -224,7 +224,7 @@ local function build_policies(cfg, tr, order, notes)
       end
       shared.options = own
       local ok, made = pcall(policies.from_attention, shared, num_steps)
-      if not ok then error(string.format("replay: policy %s: %s", entry, tostring(made):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
+      if not ok then error(string.format("replay: policy %s: %s", entry, pipeline.message(made)), 0) end
       p = made
     end
     local name = tostring(p.name or ("policy" .. i))
@@ -264,7 +264,7 @@ end
 
 function run_inner(cfg, job)
   local t_start = adaspa.now()
-  local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  local say = pipeline.say(cfg.output.quiet)
   local notes = {}
   local tr = trace.open(cfg.trace)
 
@@ -286,12 +286,7 @@ function run_inner(cfg, job)
   local steps = subset(cfg.steps, tr.steps, "steps")
   local layers = subset(cfg.layers, tr.layers, "layers")
 
-  local device = cfg.device
-  if device == "auto" then
-    local ok, why = video.gpu_runs_model()
-    device = ok and "cuda" or "cpu"
-    if not ok then notes[#notes + 1] = "running on the CPU: " .. tostring(why) end
-  end
+  local device = pipeline.device(cfg.device, notes)
   local dtype = cfg.dtype == "auto" and tr.dtype or cfg.dtype
 
   local out = require("adaspa.recipe").output_folder(cfg, job) -- opened by the runner (or here)
