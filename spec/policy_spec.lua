@@ -219,6 +219,69 @@ describe("policies", function()
     assert.is_false(policies.is_policy({mode = function() end}))
   end)
 
+  it("the contract: check names what a policy lacks; needs_lse defaults to the next step searching", function()
+    local policies = require "adaspa.policy"
+    assert.is_nil(policies.check(policies.new("adaspa", {}, 50)))
+    assert.truthy(policies.check(42):find("must be a table", 1, true))
+    assert.truthy(policies.check({}):find("mode(step, layer)", 1, true))
+    assert.truthy(policies.check({mode = function() end}):find("select(mass, layer, info) or plan", 1, true))
+    assert.truthy(policies.check({mode = function() end, plan = function() end, needs_lse = true}):find("needs_lse must be a method", 1, true))
+    local a = policies.new("adaspa", {warmup = 2, search = {2, 4}}, 6)
+    local got = {}
+    for s = 0, 5 do got[#got + 1] = tostring(policies.needs_lse(a, s, 1)) end
+    assert.same({"false", "true", "false", "true", "false", "false"}, got)
+    local obj = {mode = function(_, step) return step == 1 and "search" or "dense" end, select = function() end}
+    assert.is_true(policies.needs_lse(obj, 0, 1))
+    assert.is_false(policies.needs_lse(obj, 1, 1))
+    assert.is_false(policies.needs_lse(policies.new("dense"), 0, 1))
+    -- the mode handlers are the contract's four modes
+    local names = {}
+    for m in pairs(attention.modes) do names[#names + 1] = m end
+    table.sort(names)
+    assert.same({"dense", "plan", "search", "sparse"}, names)
+  end)
+
+  it("the context keeps a dense step's LSE only when the policy's needs_lse asks", function()
+    local function policy(keep)
+      return {name = "p", block = 64, mode = function(_, step) return step == 0 and "dense" or "search" end,
+              select = function(self, mass, layer, inf) return adaspa_policy.new({sparsity = 0.5}, 2):select(mass, layer, inf) end,
+              needs_lse = function() return keep end}
+    end
+    local kept = attention.new(policy(true), {layers = 1})
+    kept:begin_step(0); kept:attention(q, k, v, info(1, S_IMG, S_TXT)); kept:end_step()
+    local lse = kept.cache:lse(1)
+    assert.is_not_nil(lse)
+    lse:free()
+    local dropped = attention.new(policy(false), {layers = 1})
+    dropped:begin_step(0); dropped:attention(q, k, v, info(1, S_IMG, S_TXT)); dropped:end_step()
+    assert.is_nil(dropped.cache:lse(1))
+    -- the search then runs two passes (no cached LSE): both give the same dense output
+    kept:begin_step(1); dropped:begin_step(1)
+    assert.equal(0, spec_maxdiff(kept:attention(q, k, v, info(1, S_IMG, S_TXT)), dropped:attention(q, k, v, info(1, S_IMG, S_TXT))))
+  end)
+
+  it("one builder: objects as they are, built-ins with a warm-up that follows the step count", function()
+    local policies = require "adaspa.policy"
+    local obj = {name = "mine", mode = function() return "dense" end, select = function() end}
+    assert.equal(obj, policies.build(obj))
+    spec_error(function() policies.build({mode = function() end}) end, "select(mass, layer, info) or plan")
+    spec_error(function() policies.build("magic", {}, 20) end, "unknown policy magic")
+    for _, n in ipairs({"window", "spatial_temporal", "estimate"}) do
+      assert.equal(4, policies.build(n, {}, 20).warmup, n)
+      assert.equal(10, policies.build(n, {}, 50).warmup, n)
+      assert.equal(3, policies.build(n, {warmup = 3}, 20).warmup, n)
+    end
+    local a = policies.build("adaspa", {}, 20)
+    assert.same({4, {4, 12}}, {a.warmup, a.search})
+    -- the video job's attention table: shared fields the policy takes, then its own options
+    local w = policies.from_attention({policy = "window", sparsity = 0.5, block = 128, options = {windows = {{1, 2, 2}}}}, 20)
+    assert.same({128, 4}, {w.block, w.warmup})
+    -- the compare job builds its runs with it: its zoo warm-ups follow the steps too (was 10)
+    local compare = require "adaspa.jobs.compare"
+    local runs = compare.plan({policies = {"dense", "window", "estimate"}, sweep = {}, attention = {}})
+    for _, r in ipairs(runs) do assert.equal(2, policies.build(r.name, r.opts, 12).warmup, r.label) end
+  end)
+
   it("sparse before any search is an error naming the step and layer", function()
     local bad = {name = "eager", mode = function() return "sparse" end, select = function() end}
     spec_error(function() run_steps(bad, 1) end, "eager", "step 0", "layer 1", "no layout")

@@ -171,10 +171,10 @@ describe("the video job's schedule and estimate (issue 11)", function()
     local ok, err = pcall(P.new, {warmup = 10, search = {10, 30}}, 20)
     assert.is_false(ok)
     assert.truthy(tostring(err):find("search step 30 is beyond the schedule (steps 0..19)", 1, true), err)
-    -- the zoo's warm-up follows the steps too in the video job (video.policy_of)
-    local video = require "adaspa.jobs.video"
-    assert.equal(4, video.policy_of("window", {}, 20).warmup)
-    assert.equal(2, video.policy_of("window", {warmup = 2}, 20).warmup)
+    -- the zoo's warm-up follows the steps too in the video job (adaspa.policy.from_attention)
+    local policies = require "adaspa.policy"
+    assert.equal(4, policies.from_attention({policy = "window"}, 20).warmup)
+    assert.equal(2, policies.from_attention({policy = "window", warmup = 2}, 20).warmup)
   end)
 
   it("prints the estimate before the first step and refuses, at once and leaving no folder, what does not fit", function()

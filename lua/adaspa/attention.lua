@@ -12,12 +12,14 @@
 --   sparse  adaspa.sparse_attention with the cached layout.
 -- A layout that keeps every block runs the dense kernel (same result, and on a GPU the same bits
 -- as a dense step: sparsity 0 reproduces the dense run exactly).
+-- The modes dispatch through a table (attention.modes: mode name -> handler).
 -- It also counts time and FLOPs per step and mode, for the reports: on a GPU (opts.sync) each
 -- call is timed by device events recorded on the stream around it (adaspa.timer: the device time
 -- from the model's queued work being done to the attention's being done, without synchronizing;
 -- the step's sum is read at end_step), elsewhere by the wall clock. After each call,
 -- ctx.last_mode is the mode that call ran (dense, search, plan or sparse).
 local adaspa = require "adaspa"
+local policies = require "adaspa.policy"
 
 local attention = {}
 local Ctx = {}
@@ -79,10 +81,95 @@ local function count_mode(modes)
 end
 attention.main_mode = count_mode
 
+-- The modes (adaspa.policy's contract), each a handler(ctx, q, k, v, info) -> out, density (mean
+-- kept fraction, 1 for exact attention), measured (seconds a plan spent measuring itself: not
+-- attention). A handler raises its errors at level 3: the caller of ctx:attention.
+local modes = {}
+
+function modes.dense(self, q, k, v, info)
+  local p, layer, step = self.policy, info.layer, self.step
+  local out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
+  if policies.needs_lse(p, step, layer) then self.cache:set(layer, {lse = lse, step = step}) end
+  lse:free() -- the cache keeps its own view
+  return out, 1, 0
+end
+
+function modes.search(self, q, k, v, info)
+  local p, layer, step = self.policy, info.layer, self.step
+  local cached = self.cache:lse(layer)
+  local block = p.block or 64
+  local out, lse, mass
+  if cached == nil or (p.two_pass_first and self.cache:step(layer) == nil) then
+    out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
+    mass = adaspa.block_mass(q, k, lse, {block = block, kv_valid = info.kv_valid})
+  else
+    out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
+  end
+  if cached then cached:free() end -- a view of the cache's lse, about to be replaced
+  -- selection (row-wise topk, threshold) and recall run on the mass's device: no host copy
+  -- (per-head topk copies to the CPU inside adaspa.layout.topk)
+  local layout = p:select(mass, layer, info)
+  local recall = layout:recall(mass)
+  self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})
+  lse:free()
+  for h = 1, #recall do self.cur.recalls[#self.cur.recalls + 1] = recall[h] end
+  if self.capture then
+    local m = mass:device() ~= "cpu" and mass:to("cpu") or mass -- pictures read the mass on the host
+    self.capture(self, "search", layer, info, m, layout)
+    if m ~= mass then m:free() end
+  end
+  mass:free()
+  return out, 1, 0
+end
+
+function modes.plan(self, q, k, v, info)
+  local p, layer, step = self.policy, info.layer, self.step
+  if type(p.plan) ~= "function" then
+    error(string.format("attention: policy %s returned mode plan for step %d layer %d but has no plan(q, k, v, info, ctx) method",
+      tostring(p.name), step, layer), 3)
+  end
+  local tp = adaspa.now()
+  local layout, extra = p:plan(q, k, v, info, self)
+  if type(layout) ~= "userdata" then
+    error(string.format("attention: policy %s: plan at step %d layer %d returned %s, not a layout", tostring(p.name),
+      step, layer, type(layout)), 3)
+  end
+  extra = extra or {}
+  local measured = 0
+  if type(extra.recall_seconds) == "number" then measured = extra.recall_seconds end
+  self.cur.measure_seconds = self.cur.measure_seconds + measured
+  self.cur.plan_seconds = self.cur.plan_seconds + (adaspa.now() - tp) - measured
+  self.cur.plan_flops = self.cur.plan_flops + (extra.flops or 0)
+  self.cur.flops = self.cur.flops + (extra.flops or 0)
+  local entry = {layout = layout, step = step}
+  if extra.recall then
+    entry.recall = extra.recall
+    for h = 1, #extra.recall do self.cur.recalls[#self.cur.recalls + 1] = extra.recall[h] end
+  end
+  self.cache:set(layer, entry)
+  if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
+  local out, density = self:run_layout(q, k, v, layout, info)
+  return out, density, measured
+end
+
+function modes.sparse(self, q, k, v, info)
+  local p, layer, step = self.policy, info.layer, self.step
+  local layout = self.cache:layout(layer)
+  if not layout then
+    error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
+      tostring(p.name), step, layer), 3)
+  end
+  local out, density = self:run_layout(q, k, v, layout, info)
+  return out, density, 0
+end
+
+attention.modes = modes
+
 function Ctx:attention(q, k, v, info)
   local p, layer, step = self.policy, info.layer, self.step
   local mode = p:mode(step, layer)
-  if mode ~= "dense" and mode ~= "search" and mode ~= "sparse" and mode ~= "plan" then
+  local handler = modes[mode]
+  if handler == nil then
     error(string.format("attention: policy %s returned mode %s for step %d layer %d (dense, search, plan or sparse)",
       tostring(p.name), tostring(mode), step, layer), 2)
   end
@@ -94,70 +181,7 @@ function Ctx:attention(q, k, v, info)
     timer:start()
   end
   local t0 = adaspa.now()
-  local out, lse
-  local density = 1
-  local measured = 0 -- seconds a plan spent measuring itself (extra.recall_seconds): not attention
-  if mode == "dense" then
-    out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
-    if p:mode(step + 1, layer) == "search" then self.cache:set(layer, {lse = lse, step = step}) end
-    lse:free() -- the cache keeps its own view
-  elseif mode == "search" then
-    local cached = self.cache:lse(layer)
-    local block = p.block or 64
-    local mass
-    if cached == nil or (p.two_pass_first and self.cache:step(layer) == nil) then
-      out, lse = adaspa.attention(q, k, v, {kv_valid = info.kv_valid})
-      mass = adaspa.block_mass(q, k, lse, {block = block, kv_valid = info.kv_valid})
-    else
-      out, lse, mass = adaspa.attention_with_mass(q, k, v, cached, {block = block, kv_valid = info.kv_valid})
-    end
-    if cached then cached:free() end -- a view of the cache's lse, about to be replaced
-    -- selection (row-wise topk, threshold) and recall run on the mass's device: no host copy
-    -- (per-head topk copies to the CPU inside adaspa.layout.topk)
-    local layout = p:select(mass, layer, info)
-    local recall = layout:recall(mass)
-    self.cache:set(layer, {layout = layout, lse = lse, step = step, recall = recall})
-    lse:free()
-    for h = 1, #recall do self.cur.recalls[#self.cur.recalls + 1] = recall[h] end
-    if self.capture then
-      local m = mass:device() ~= "cpu" and mass:to("cpu") or mass -- pictures read the mass on the host
-      self.capture(self, "search", layer, info, m, layout)
-      if m ~= mass then m:free() end
-    end
-    mass:free()
-  elseif mode == "plan" then
-    if type(p.plan) ~= "function" then
-      error(string.format("attention: policy %s returned mode plan for step %d layer %d but has no plan(q, k, v, info, ctx) method",
-        tostring(p.name), step, layer), 2)
-    end
-    local tp = adaspa.now()
-    local layout, extra = p:plan(q, k, v, info, self)
-    if type(layout) ~= "userdata" then
-      error(string.format("attention: policy %s: plan at step %d layer %d returned %s, not a layout", tostring(p.name),
-        step, layer, type(layout)), 2)
-    end
-    extra = extra or {}
-    if type(extra.recall_seconds) == "number" then measured = extra.recall_seconds end
-    self.cur.measure_seconds = self.cur.measure_seconds + measured
-    self.cur.plan_seconds = self.cur.plan_seconds + (adaspa.now() - tp) - measured
-    self.cur.plan_flops = self.cur.plan_flops + (extra.flops or 0)
-    self.cur.flops = self.cur.flops + (extra.flops or 0)
-    local entry = {layout = layout, step = step}
-    if extra.recall then
-      entry.recall = extra.recall
-      for h = 1, #extra.recall do self.cur.recalls[#self.cur.recalls + 1] = extra.recall[h] end
-    end
-    self.cache:set(layer, entry)
-    if self.capture and extra.mass then self.capture(self, "plan", layer, info, extra.mass, layout) end
-    out, density = self:run_layout(q, k, v, layout, info)
-  else
-    local layout = self.cache:layout(layer)
-    if not layout then
-      error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
-        tostring(p.name), step, layer), 2)
-    end
-    out, density = self:run_layout(q, k, v, layout, info)
-  end
+  local out, density, measured = handler(self, q, k, v, info)
   local c = self.cur
   if timer then
     timer:stop()

@@ -19,8 +19,8 @@
 -- The schedule on a trace. Policies are asked mode(step, layer) with the recorded step numbers;
 -- the steps between recorded ones never run. So that the attention context behaves as in a full
 -- run, each policy is wrapped:
---   * ctx asks mode(step + 1) after a dense step to know whether to keep its LSE for a search:
---     the wrapper answers with the mode of the next recorded step; a search therefore uses the
+--   * ctx asks needs_lse(step) after a dense step to know whether to keep its LSE for a search:
+--     the wrapper answers whether the next recorded step searches; a search therefore uses the
 --     LSE of the last recorded step before it that ran dense or search, or, with none, its own
 --     step's LSE (two passes: dense, then block mass). results.json gives each search's lse_step;
 --   * "sparse" at a record whose layer holds no layout yet (its search step was not recorded)
@@ -37,7 +37,8 @@ local attention = require "adaspa.attention"
 local policies = require "adaspa.policy"
 local json = require "adaspa.json"
 local quality = require "adaspa.quality"
-local video = require "adaspa.jobs.video"
+local pipeline = require "adaspa.jobs.pipeline"
+local report = require "adaspa.jobs.replay_report"
 
 local replay = {}
 local C = require "adaspa.check"
@@ -103,12 +104,7 @@ replay.schema = {
 
 -- ---- helpers ---------------------------------------------------------------------------------------
 
-local function mean(t)
-  if #t == 0 then return nil end
-  local s = 0
-  for _, x in ipairs(t) do s = s + x end
-  return s / #t
-end
+local mean = report.mean
 
 local function minmax(t)
   local lo, hi = math.huge, -math.huge
@@ -161,21 +157,26 @@ local function wrap(inner, order, entry)
     end
     return m, false
   end
+  -- the recorded steps' modes; other steps are never run (the context asks only needs_lse ahead)
   function proxy.mode(self, step, layer)
-    if recorded[step] then
-      local m, sub = fixed(self, step, layer)
-      if sub and self.ctx and self.ctx.step == step then
-        self.substituted[step .. ":" .. layer] = true
-      end
-      return m
+    if not recorded[step] then return inner.mode(self, step, layer) end
+    local m, sub = fixed(self, step, layer)
+    if sub and self.ctx and self.ctx.step == step then
+      self.substituted[step .. ":" .. layer] = true
     end
-    -- a look-ahead (the context after a dense step): the next recorded step's mode
+    return m
+  end
+  -- after a dense step: whether the next recorded step searches (it uses this step's LSE)
+  function proxy.needs_lse(self, step, layer)
     local nxt
     for _, s in ipairs(order) do
-      if s >= step then nxt = s; break end
+      if s > step then nxt = s; break end
     end
-    if nxt == nil then return inner.mode(self, step, layer) end
-    return (fixed(self, nxt, layer))
+    if nxt == nil then
+      if inner.needs_lse ~= nil then return inner.needs_lse(self, step, layer) end
+      return inner.mode(self, step + 1, layer) == "search"
+    end
+    return (fixed(self, nxt, layer)) == "search"
   end
   proxy.entry = entry
   return proxy
@@ -190,7 +191,7 @@ local function build_policies(cfg, tr, order, notes)
       local ok, err = pcall(policies.module, n)
       if ok then list[#list + 1] = n
       else
-        local msg = tostring(err):gsub("^[^\n]-%.lua:%d+: ", ""):match("^[^\n]*"):gsub(":%s*$", "")
+        local msg = pipeline.message(err):match("^[^\n]*"):gsub(":%s*$", "")
         notes[#notes + 1] = string.format("policy %s not available (%s)", n, msg)
       end
     end
@@ -205,8 +206,9 @@ local function build_policies(cfg, tr, order, notes)
     if type(entry) == "table" then
       p = entry
     else
-      -- the shared fields and the policy's own options, as the video job gives them (video.policy_of)
-      local shared = {sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
+      -- the shared fields and the policy's own options, as the video job gives them
+      -- (adaspa.policy.from_attention)
+      local shared = {policy = entry, sparsity = cfg.sparsity, block = cfg.block, warmup = warmup, search = search}
       local own = cfg.options[entry] or {}
       if type(own) ~= "table" then error(string.format("replay: options.%s must be a table, got %s", entry, type(own)), 0) end
       if type(own.search) == "number" then own.search = {own.search} end
@@ -217,8 +219,8 @@ local function build_policies(cfg, tr, order, notes)
         shared.warmup = first
       end
       shared.options = own
-      local ok, made = pcall(video.policy_of, entry, shared, num_steps)
-      if not ok then error(string.format("replay: policy %s: %s", entry, tostring(made):gsub("^[^\n]-%.lua:%d+: ", "")), 0) end
+      local ok, made = pcall(policies.from_attention, shared, num_steps)
+      if not ok then error(string.format("replay: policy %s: %s", entry, pipeline.message(made)), 0) end
       p = made
     end
     local name = tostring(p.name or ("policy" .. i))
@@ -236,16 +238,7 @@ local function build_policies(cfg, tr, order, notes)
   return out
 end
 
-local function fmt_time(s)
-  if s == nil then return "-" end
-  if s < 1 then return string.format("%.1f ms", s * 1000) end
-  return string.format("%.2f s", s)
-end
-
-local function fmt(x, f)
-  if x == nil or x ~= x then return "-" end
-  return string.format(f or "%.4f", x)
-end
+local fmt_time = report.fmt_time
 
 -- ---- the job ---------------------------------------------------------------------------------------
 
@@ -258,7 +251,7 @@ end
 
 function run_inner(cfg, job)
   local t_start = adaspa.now()
-  local say = cfg.output.quiet and function() end or function(...) io.write(string.format(...), "\n"); io.flush() end
+  local say = pipeline.say(cfg.output.quiet)
   local notes = {}
   local tr = trace.open(cfg.trace)
 
@@ -280,12 +273,7 @@ function run_inner(cfg, job)
   local steps = subset(cfg.steps, tr.steps, "steps")
   local layers = subset(cfg.layers, tr.layers, "layers")
 
-  local device = cfg.device
-  if device == "auto" then
-    local ok, why = video.gpu_runs_model()
-    device = ok and "cuda" or "cpu"
-    if not ok then notes[#notes + 1] = "running on the CPU: " .. tostring(why) end
-  end
+  local device = pipeline.device(cfg.device, notes)
   local dtype = cfg.dtype == "auto" and tr.dtype or cfg.dtype
 
   local out = require("adaspa.recipe").output_folder(cfg, job) -- opened by the runner (or here)
@@ -525,82 +513,11 @@ function run_inner(cfg, job)
   end
   results.pictures = {files = pic_files, galleries = galleries}
 
-  -- table.txt
-  local L = {}
-  local function add(...) L[#L + 1] = string.format(...) end
-  add("adaspa %s replay: %s", adaspa.version, job.recipe)
-  add("trace      %s", tr:describe())
-  if tr.meta.source then add("source     %s", tr.meta.source) end
-  add("replayed   steps {%s} x layers {%s} = %d records on %s (%s)", table.concat(steps, ","), table.concat(layers, ","),
-    total_rec, device, dtype)
-  add("schedule   shared fields: sparsity %g, block %d, warmup %s, search %s (auto: the first replayed step searches with its own LSE)",
-    cfg.sparsity, cfg.block, tostring(cfg.warmup), type(cfg.search) == "table" and "{" .. table.concat(cfg.search, ",") .. "}" or tostring(cfg.search))
-  add("dense      %s for all records (reference: adaspa.attention)", fmt_time(dense_time))
-  add("")
-  add("%-18s %-28s %7s %7s %7s %7s %8s %8s %10s %7s", "policy", "modes", "density", "FLOPs", "recall", "sparse", "err mean",
-    "err max", "time", "speedup")
-  add("%-18s %-28s %7s %7s %7s %7s %8s %8s %10s %7s", "", "", "", "% dense", "", "recall", "", "", "", "")
-  for _, p in ipairs(results.policies) do
-    local sm = p.summary
-    local ms = {}
-    for _, m in ipairs({"dense", "search", "plan", "sparse"}) do
-      if sm.modes[m] then ms[#ms + 1] = m .. " " .. sm.modes[m] end
-    end
-    add("%-18s %-28s %7s %6.1f%% %7s %7s %8s %8s %10s %6.2fx", p.name, table.concat(ms, ", "), fmt(sm.density_mean, "%.3f"),
-      100 * sm.flop_fraction, fmt(sm.recall_mean, "%.3f"), fmt(sm.sparse_recall_mean, "%.3f"), fmt(sm.rel_error_mean),
-      fmt(sm.rel_error_max), fmt_time(sm.seconds), sm.speedup or 0)
-  end
-  add("")
-  add("(means over records; density: fraction of blocks computed (dense and search steps compute all); recall: of the")
-  add(" computed blocks against the exact block mass; sparse recall: over the sparse/plan records only; err: relative L2")
-  add(" error of the attention output against dense over the valid query rows; time: attention of all records)")
-  add("")
-  add("per step (means over layers):")
-  add("%-18s %6s %-8s %7s %7s %8s %10s", "policy", "step", "mode", "density", "recall", "err", "time")
-  for _, p in ipairs(results.policies) do
-    for _, s in ipairs(steps) do
-      local d, rc, e, t, mode = {}, {}, {}, 0, {}
-      for _, rec in ipairs(p.records) do
-        if rec.step == s then
-          d[#d + 1], rc[#rc + 1], e[#e + 1], t = rec.density, rec.recall, rec.rel_error, t + rec.seconds
-          mode[rec.mode] = true
-        end
-      end
-      local ml = {}
-      for m in pairs(mode) do ml[#ml + 1] = m end
-      table.sort(ml)
-      add("%-18s %6d %-8s %7s %7s %8s %10s", p.name, s, table.concat(ml, "/"), fmt(mean(d), "%.3f"), fmt(mean(rc), "%.3f"),
-        fmt(mean(e)), fmt_time(t))
-    end
-  end
-  if results.stability then
-    add("")
-    add("stability across consecutive replayed steps (row-wise top-k at density %.3g, block %d, no forced blocks):", stab_density, stab_block)
-    add("%-10s %5s %8s %8s %8s | %8s %8s | %8s %8s | %8s", "steps", "layer", "LSE rel", "LSE rms", "LSE max", "reuse J",
-      "reuse R", "cached J", "cached R", "exact R")
-    for _, e in ipairs(stability) do
-      add("%-10s %5d %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f %8.4f | %8.4f", e.from .. "->" .. e.to, e.layer, e.lse_rel_change,
-        e.lse_rms_change, e.lse_max_change, e.reuse_jaccard, e.reuse_recall, e.cached_lse_jaccard, e.cached_lse_recall, e.exact_recall)
-    end
-    local sm = results.stability.summary
-    if sm.pairs > 0 then
-      add("%-16s %8.4f %8.4f %8.4f | %8.4f %8.4f | %8.4f %8.4f | %8.4f", "mean", sm.lse_rel_change.mean, sm.lse_rms_change.mean,
-        sm.lse_max_change.mean, sm.reuse_jaccard.mean, sm.reuse_recall.mean, sm.cached_lse_jaccard.mean,
-        sm.cached_lse_recall.mean, sm.exact_recall.mean)
-    else
-      add("(one replayed step: nothing to compare)")
-    end
-    add("(LSE rel: ||lse_b - lse_a|| / ||lse_a|| over valid rows; rms and max in nats. reuse: the top-k layout of the earlier")
-    add(" step against the later step's own top-k (Jaccard J) and exact mass (recall R). cached: the top-k of the later step's")
-    add(" block mass under the earlier step's LSE, as AdaSpa's LSE-cached search finds it. exact R: the later step's own top-k.)")
-  end
-  if #pic_files > 0 then
-    add("")
-    add("pictures   %d files in %s: stepSS_layerLL_headHH_mass.png (exact block mass), _<policy>_<mode>.png (masks),", #pic_files, dir)
-    add("           _gallery.png (mass, then each policy holding a layout, left to right; columns in results.json)")
-  end
-  for _, n in ipairs(notes) do add("note       %s", n) end
-  add("time       %s total", fmt_time(adaspa.now() - t_start))
+  -- table.txt (adaspa.jobs.replay_report)
+  local L = report.table_lines(results, {cfg = cfg, job = job, tr = tr, steps = steps, layers = layers, total_rec = total_rec,
+    device = device, dtype = dtype, dense_time = dense_time, stability = stability, stab_density = stab_density,
+    stab_block = stab_block, pic_files = pic_files, dir = dir, notes = notes})
+  L[#L + 1] = string.format("time       %s total", fmt_time(adaspa.now() - t_start))
   results.seconds = adaspa.now() - t_start
 
   out:write("results.json", json.encode(results, "  ") .. "\n")

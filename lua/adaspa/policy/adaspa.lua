@@ -139,8 +139,8 @@ function policy:mode(step, layer)
   return "sparse"
 end
 
--- Whether this dense step's LSE is needed later (the step before a search).
-function policy:keeps_lse(step, layer)
+-- Whether this dense step's LSE is kept for the next step's search (adaspa.policy's contract).
+function policy:needs_lse(step, layer)
   return self.search_set[step + 1] == true
 end
 
