@@ -28,7 +28,7 @@ for stage in "$@"; do
     testbed) build/attn_testbed > "$out/testbed.log" 2>&1 || rc=1; grep -v " ok$" "$out/testbed.log" ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
-      peers=""
+      peers=${STEP_PEERS:-}   # STEP_PEERS=nopeers skips the PyTorch blocks
       for b in ${BLOCKS:-64}; do
         build/adaspa recipes/bench/step.lua steps block=$b $peers > "$out/step$b.log" 2>&1 || rc=1
         grep -v "^  \|^step bench" "$out/step$b.log" | tail -16; peers=nopeers
