@@ -22,7 +22,7 @@ for stage in "$@"; do
       for tool in memcheck racecheck; do
         if [ -x build/attn_testbed ]; then set -- build/attn_testbed quick
         else set -- build/adaspa spec/busted.lua --tags=gpu spec/cuda_sm90_spec.lua; fi
-        timeout 240 compute-sanitizer --tool $tool --print-limit 20 "$@" > "$out/$tool.log" 2>&1
+        timeout ${SANITIZE_TIMEOUT:-240} compute-sanitizer --tool $tool --print-limit 20 "$@" > "$out/$tool.log" 2>&1
         echo "$tool ($1): exit $? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|failures|passed' "$out/$tool.log" | tr '\n' ' ')"
       done ;;
     testbed) build/attn_testbed > "$out/testbed.log" 2>&1 || rc=1; grep -v " ok$" "$out/testbed.log" ;;
