@@ -192,11 +192,13 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
 
 /* The w-th work item of the persistent walk (item = h * nqt + qt). DENSE and FUSED: head-major,
  * so the CTAs in flight share a head's K and V in L2. SPARSE over blocks of 128: the layout's
- * longest-first order. SPARSE64: head-minor (the layout's order counts 64-row blocks), so that the
- * long rows of one query position in every head (the text rows) go to different CTAs instead of
- * to the same CTA of every head's stride. */
+ * longest-first order. SPARSE64: head-major too (the layout's order counts 64-row blocks). Known
+ * weakness (H200, 2026-12-03): when nqt is a multiple of the grid (540p: 528 = 4 x 132) the text
+ * rows of every head land on the same CTAs (density 0.1 ran at 168 TFLOP/s); a head-minor walk
+ * fixed that case (291) but lost L2 reuse at 720p (410 -> 290 TFLOP/s), so it was not kept. */
 template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
-  if (KIND == SPARSE64) return (w % p.heads) * nqt + w / p.heads;
+  (void)nqt;
+  if (KIND == SPARSE64) return w;
   return p.order ? (int64_t)p.order[w] : w;
 }
 
