@@ -73,7 +73,6 @@ describe("adaspa recipe compare (tiny)", function()
     dir = tmpdir()
     local cfg = configure(file, with(TINY, {"output.dir=" .. dir}))
     code, report = compare.run(cfg, {recipe = file, name = "compare"})
-    recipe.write_root = nil
   end)
   teardown(function()
     os.remove(file)
@@ -234,7 +233,6 @@ return {job = "compare", policies = {"dense", eager, "adaspa"}, gallery = {layer
     local d = tmpdir()
     local cfg = configure(eager, with(TINY, {"output.dir=" .. d}))
     local c, rep = compare.run(cfg, {recipe = eager, name = "compare"})
-    recipe.write_root = nil
     assert.equal(1, c)
     assert.equal("eager", rep.rows[2].label)
     assert.truthy(rep.rows[2].error:find("no layout has been searched", 1, true), rep.rows[2].error)
