@@ -8,10 +8,13 @@
 -- override is refused with a message, or validation succeeds, or it fails with a message that
 -- starts with the recipe's name. Anything else (an error from inside a check, a non-string
 -- error) is a crash, as is an input taking over 2 s or allocating over 4 x its size + 2 MiB.
--- A configuration that validates although it holds a NaN or an infinite number is counted as
--- a finding (printed; a crash with --strict as 4th argument).
+-- A configuration that validates although it holds a NaN or an infinite number then goes through
+-- the stage a run takes next, before any work: the policies are built from it (video: the
+-- attention table; compare: every planned run), as the jobs do. Refused there with a message:
+-- fine. Accepted by both: a finding (printed; a crash with --strict as 4th argument).
 local fz = dofile("spec/fuzz/mutate.lua")
 local recipe = require "adaspa.recipe"
+local policies = require "adaspa.policy"
 
 local seconds, seed, runs, strict = tonumber(arg[1]) or 10, tonumber(arg[2]) or 1, tonumber(arg[3]), arg[4] == "--strict"
 
@@ -48,6 +51,26 @@ end
 
 local findings, fields = 0, {}
 
+-- The policy stage of a validated configuration: true when the job would build its policies
+-- (the configuration is accepted), false when it refuses with a message; raises otherwise.
+local function policy_stage(job, cfg)
+  local ok, err
+  if job.name == "video" then
+    ok, err = pcall(policies.from_attention, cfg.attention, cfg.sampler.steps)
+  elseif job.name == "compare" then
+    ok, err = pcall(function()
+      for _, r in ipairs(require("adaspa.jobs.compare").plan(cfg)) do
+        if not r.object then policies.build(r.name, r.opts, cfg.sampler.steps) end
+      end
+    end)
+  else
+    return true
+  end
+  if ok then return true end
+  if type(err) ~= "string" or err == "" then error("the policy stage raised a non-string error: " .. tostring(err), 0) end
+  return false
+end
+
 local function one(rng)
   local job = jobs[rng(#jobs)]
   local args, size = {}, 0
@@ -76,6 +99,12 @@ local function one(rng)
   end
   local field = nonfinite(cfg, "", 0)
   if field then
+    local okp, accepted = pcall(policy_stage, job, cfg)
+    if not okp then
+      return size, false, string.format("policy stage (%s job) raised %s on %s", job.name, fz.show(tostring(accepted)),
+        fz.show(table.concat(args, " ")))
+    end
+    if not accepted then return size, true end
     findings = findings + 1
     local key = job.name .. " " .. field:gsub("%.%d+$", "[i]")
     if not fields[key] then
@@ -89,5 +118,6 @@ local function one(rng)
 end
 
 local good = fz.campaign({name = "recipe_fuzz", seconds = seconds, seed = seed, runs = runs, one = one})
-print(string.format("recipe_fuzz: %d findings (configurations holding NaN or inf that validated)", findings))
+print(string.format("recipe_fuzz: %d findings (configurations holding NaN or inf that validated and built their policies)",
+  findings))
 if not good then error("recipe_fuzz: crashes or hangs (see above)", 0) end
