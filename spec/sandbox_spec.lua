@@ -260,6 +260,32 @@ error(setmetatable({}, {__tostring = function() adaspa.png.write(%q, %s); return
     assert.is_true(r.kb > 0)
   end)
 
+  it("a recipe's chunk is bounded in time and Lua memory; its loops run where hooks reach them", function()
+    local saved = recipe.load_limits
+    recipe.load_limits = {seconds = 0.5, lua_mib = 64}
+    local t0 = adaspa.now()
+    local ok, err = pcall(recipe.load, recipe_file("while true do end"))
+    recipe.load_limits = saved
+    assert.is_false(ok)
+    assert.truthy(err:find("ran for over 0.5 s without returning its table", 1, true), err)
+    assert.is_true(adaspa.now() - t0 < 5)
+    recipe.load_limits = {seconds = 30, lua_mib = 64}
+    ok, err = pcall(recipe.load, recipe_file("local t = {} for i = 1, 1e9 do t[i] = {i} end return t"))
+    recipe.load_limits = saved
+    assert.is_false(ok)
+    assert.truthy(err:find("over 64 MiB of Lua memory", 1, true), err)
+    collectgarbage()
+    -- a loop in a function the recipe defines (a policy callback, later) runs interpreted: a count
+    -- hook fires inside it, as Ctrl-C's does
+    local r = recipe.load(recipe_file("return {spin = function(n) local x = 0 for i = 1, n do x = x + i end return x end}"))
+    local fired = 0
+    debug.sethook(function() fired = fired + 1 end, "", 1000)
+    r.spin(1e6)
+    debug.sethook()
+    assert.is_true(fired > 100, "hook fired " .. fired .. " times")
+    victim_intact()
+  end)
+
   it("reads are limited to named files, the recipe's folder (.safetensors, .png) and the output folder", function()
     sh("mkdir -p '" .. base .. "/secrets'")
     local secret = base .. "/secrets/secret.safetensors"

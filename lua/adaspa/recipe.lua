@@ -195,6 +195,9 @@ end
 -- its table. While the chunk runs, nothing may be written and only .safetensors/.png files
 -- in the recipe's folder may be read. (Functions the recipe defines stay confined only while
 -- a confinement is active: the runner, recipe.run, keeps one over the whole run.)
+-- Bounds of a recipe file's chunk (until it returns its table): wall time and Lua memory.
+recipe.load_limits = {seconds = 10, lua_mib = 512}
+
 function recipe.load(path)
   local adaspa = require "adaspa"
   local fh, oerr = io.open(path, "rb")
@@ -209,7 +212,22 @@ function recipe.load(path)
     guard = adaspa.sandbox.begin()
     guard:allow_read(recipe_folder(path), true)
   end
+  -- The recipe's functions (its chunk and every function it defines, policy callbacks too) run in
+  -- the interpreter, so that hooks reach every loop: Ctrl-C's, and the bound of the chunk below.
+  jit.off(chunk, true)
+  local lim = recipe.load_limits
+  local t0, kb0 = adaspa.now(), collectgarbage("count")
+  debug.sethook(function()
+    if adaspa.now() - t0 > lim.seconds then
+      error(string.format("%s: the recipe ran for over %g s without returning its table (a recipe describes a run; "
+        .. "work belongs in the job)", path, lim.seconds), 0)
+    end
+    if collectgarbage("count") - kb0 > lim.lua_mib * 1024 then
+      error(string.format("%s: the recipe took over %d MiB of Lua memory without returning its table", path, lim.lua_mib), 0)
+    end
+  end, "", 10000)
   local ok, value = pcall(chunk)
+  debug.sethook()
   if ok then
     if type(value) ~= "table" then
       ok, value = false, string.format("%s: a recipe must return a table, got %s", path, type(value))
