@@ -107,14 +107,19 @@ end
 
 local IMG = "adaspa.zeros({2, 2}, {dtype = 'u8'})"
 
+-- A fresh base folder: victim/keep.txt (must stay as it is) and recipes/ (the recipe files).
+local function make_base()
+  base = spec_tmpdir()
+  victim, rdir = base .. "/victim", base .. "/recipes"
+  sh("mkdir -p '" .. victim .. "' '" .. rdir .. "'")
+  local f = assert(io.open(victim .. "/keep.txt", "w"))
+  f:write("keep")
+  f:close()
+end
+
 describe("recipe sandbox escapes", function()
   setup(function()
-    base = spec_tmpdir()
-    victim, rdir = base .. "/victim", base .. "/recipes"
-    sh("mkdir -p '" .. victim .. "' '" .. rdir .. "'")
-    local f = assert(io.open(victim .. "/keep.txt", "w"))
-    f:write("keep")
-    f:close()
+    make_base()
   end)
   teardown(function() sh("rm -rf '" .. base .. "'") end)
 
@@ -424,12 +429,7 @@ end)
 describe("recipe output folders", function()
   local d
   setup(function()
-    base = spec_tmpdir()
-    victim, rdir = base .. "/victim", base .. "/recipes"
-    sh("mkdir -p '" .. victim .. "' '" .. rdir .. "'")
-    local f = assert(io.open(victim .. "/keep.txt", "w"))
-    f:write("keep")
-    f:close()
+    make_base()
     d = base .. "/run"
   end)
   teardown(function() sh("rm -rf '" .. base .. "'") end)

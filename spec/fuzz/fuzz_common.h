@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -54,6 +55,16 @@ static void fz_mem_end(size_t size, size_t fixed) {
   if (excess > fixed) {
     fprintf(stderr, "%s: an input of %zu bytes took %zu bytes of heap, over 4 x its size + %zu\n", fz_name, size,
             used, fixed);
+    abort();
+  }
+}
+
+/* A reader's failure must be a clean message "<reader>: <path>: ..." (ada_last_error()). */
+static void fz_check_failure(const char *reader, const char *path, const char *message) {
+  char prefix[96];
+  int n = snprintf(prefix, sizeof prefix, "%s: %s: ", reader, path);
+  if (n < 0 || strncmp(message, prefix, (size_t)n) != 0) {
+    fprintf(stderr, "%s: failure without the \"%s\" prefix: %s\n", fz_name, prefix, message);
     abort();
   }
 }

@@ -16,13 +16,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = fz_file(data, size);
-  char prefix[96];
-  snprintf(prefix, sizeof prefix, "png: %s: ", path);
   fz_mem_begin();
   ada_tensor *t;
   ada_status s = ada_png_read_limited(path, LIMIT, &t);
   if (s) {
-    if (strncmp(ada_last_error(), prefix, strlen(prefix)) != 0) abort();
+    fz_check_failure("png", path, ada_last_error());
   } else {
     int64_t c = t->shape[2];
     if (t->ndim != 3 || (c != 1 && c != 3 && c != 4) || (uint64_t)ada_tensor_numel(t) > LIMIT) abort();

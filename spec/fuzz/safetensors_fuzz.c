@@ -15,13 +15,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *path = fz_file(data, size);
-  char prefix[96];
-  snprintf(prefix, sizeof prefix, "safetensors: %s: ", path);
   fz_mem_begin();
   ada_st_file *f;
   ada_status s = ada_st_open(&f, path);
   if (s) {
-    if (strncmp(ada_last_error(), prefix, strlen(prefix)) != 0) abort();
+    fz_check_failure("safetensors", path, ada_last_error());
   } else {
     int64_t n = ada_st_count(f);
     for (int64_t i = 0; i < n; i++) {
