@@ -10,6 +10,8 @@ CUDA events; TFLOP/s over the computed blocks), and NOTE lines for what could no
 import argparse
 import sys
 
+from peers_common import median_ms, torch_on_gpu
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -21,30 +23,14 @@ def main():
     ap.add_argument("--flex", default="")
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    try:
-        import torch
-        import torch.nn.functional as F
-    except Exception as e:  # noqa: BLE001
-        print(f"NOTE peers skipped: torch is not importable ({e})")
+    torch = torch_on_gpu("peers")
+    if torch is None:
         return
-    if not torch.cuda.is_available():
-        print("NOTE peers skipped: torch sees no GPU")
-        return
+    import torch.nn.functional as F
     H, D = a.heads, a.dim
 
     def bench(fn):
-        fn()
-        torch.cuda.synchronize()
-        ts = []
-        for _ in range(a.reps):
-            e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            e0.record()
-            fn()
-            e1.record()
-            e1.synchronize()
-            ts.append(e0.elapsed_time(e1))
-        ts.sort()
-        return ts[len(ts) // 2]
+        return median_ms(torch, fn, a.reps)
 
     for spec in a.shapes:
         name, S = spec.split(":")[0], int(spec.split(":")[1])

@@ -13,6 +13,8 @@ lines for what could not run. Weights are random (speed only).
 """
 import argparse
 
+from peers_common import median_ms, torch_on_gpu
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -24,15 +26,10 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--grid", default="33,45,80", help="latent grid t,h,w of the image tokens (for RoPE)")
     a = ap.parse_args()
-    try:
-        import torch
-        import torch.nn.functional as F
-    except Exception as e:  # noqa: BLE001
-        print(f"NOTE step peers skipped: torch is not importable ({e})")
+    torch = torch_on_gpu("step peers")
+    if torch is None:
         return
-    if not torch.cuda.is_available():
-        print("NOTE step peers skipped: torch sees no GPU")
-        return
+    import torch.nn.functional as F
     dev, dt = "cuda", torch.bfloat16
     C, H = a.hidden, a.heads
     D = C // H
@@ -131,19 +128,7 @@ def main():
     mask = keep[None, None, None, :]
 
     def bench(fn):
-        with torch.no_grad():
-            fn()
-            torch.cuda.synchronize()
-            ts = []
-            for _ in range(a.reps):
-                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record()
-                fn()
-                e1.record()
-                torch.cuda.synchronize()
-                ts.append(e0.elapsed_time(e1))
-        ts.sort()
-        return ts[len(ts) // 2]
+        return median_ms(torch, fn, a.reps)
 
     from torch.nn.attention import SDPBackend, sdpa_kernel
     for masked in (False, True):
