@@ -96,6 +96,9 @@ def main(argv):
     ap.add_argument("--out", default=None, help="safetensors path (default tiny.safetensors; smoke tiny_smoke.safetensors)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=None)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds; past it, save the training state (OUT.state.pt) and exit 3: rerun with --resume")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -110,7 +113,7 @@ def main(argv):
     dev = torch.device(a.device)
     V = cfg["video"]
     vocab = data.vocabulary()
-    logf = open(out.with_suffix(".log"), "w")
+    logf = open(out.with_suffix(".log"), "a" if a.resume else "w")
     cmd = "python train.py " + " ".join(shlex.quote(x) for x in argv)
     log(logf, f"{cmd}\nconfig {json.dumps(cfg)}")
     t0 = time.time()
@@ -119,9 +122,33 @@ def main(argv):
     ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
                        cfg["ae"]["dec_mlp"]).to(dev)
     opt = torch.optim.AdamW(ae.parameters(), lr=a.lr, weight_decay=0.0)
-    clip = 0
-    ae_loss = float("nan")
-    for s in range(ae_steps):
+    state_path = out.with_suffix(".state.pt")
+    st = torch.load(state_path, map_location=dev) if a.resume else None
+    if a.resume:
+        log(logf, f"resuming from {state_path}: stage {st['stage']}, step {st['step']}")
+    clip = st["clip"] if st else 0
+    ae_loss = st["ae_loss"] if st else float("nan")
+    start = 0
+    if st:
+        ae.load_state_dict(st["ae"])
+        if st["stage"] == 1:
+            opt.load_state_dict(st["opt"])
+            start = st["step"]
+        else:
+            start = ae_steps
+
+    def out_of_time():
+        return a.time_limit is not None and time.time() - t0 > a.time_limit
+
+    def save_state(stage, step, **extra):
+        torch.save({"stage": stage, "step": step, "clip": clip, "ae": ae.state_dict(), "ae_loss": ae_loss, **extra},
+                   state_path)
+        log(logf, f"time limit: saved {state_path} (stage {stage}, step {step}); rerun with --resume")
+        return 3
+
+    for s in range(start, ae_steps):
+        if out_of_time():
+            return save_state(1, s, opt=opt.state_dict())
         video, _ = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)
         clip += bs
         z = ae.encoder(video)
@@ -139,15 +166,18 @@ def main(argv):
     ae.eval()
     for p in ae.parameters():
         p.requires_grad_(False)
-    with torch.no_grad():   # per-channel latent statistics over a few batches
-        zs = [ae.encoder(data.batch(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
-              for i in range(2 if smoke else 16)]
-        z = torch.cat(zs).transpose(0, 1).flatten(1)
-        ae.decoder.lat_mean.copy_(z.mean(1))
-        ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
-        rec = ae.decoder(ae.encode(data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)[0]))
-        ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), data.batch(a.seed, clip, bs, V["width"],
-                                                                                  V["frames"], dev)[0]) / 4))
+    if st and st["stage"] == 2:
+        ae_psnr = st["ae_psnr"]   # the statistics came with the decoder's state
+    else:
+        with torch.no_grad():   # per-channel latent statistics over a few batches
+            zs = [ae.encoder(data.batch(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
+                  for i in range(2 if smoke else 16)]
+            z = torch.cat(zs).transpose(0, 1).flatten(1)
+            ae.decoder.lat_mean.copy_(z.mean(1))
+            ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
+            rec = ae.decoder(ae.encode(data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)[0]))
+            ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), data.batch(a.seed, clip, bs, V["width"],
+                                                                                      V["frames"], dev)[0]) / 4))
     log(logf, f"ae   reconstruction PSNR {ae_psnr:.2f} dB")
 
     # ---- stage 2: DiT + text encoder
@@ -158,7 +188,16 @@ def main(argv):
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     fm_loss = float("nan")
     ema = None
-    for s in range(steps):
+    start = 0
+    if st and st["stage"] == 2:
+        text.load_state_dict(st["text"])
+        dit.load_state_dict(st["dit"])
+        opt.load_state_dict(st["opt"])
+        start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
+    for s in range(start, steps):
+        if out_of_time():
+            return save_state(2, s, opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(),
+                              ae_psnr=ae_psnr, fm_loss=fm_loss, ema=ema)
         video, caps = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
         clip += bs
         with torch.no_grad():
