@@ -1,0 +1,247 @@
+"""Trains the tiny video model and exports it as one safetensors file adaspa reads.
+
+Stage 1: the autoencoder (L1 + MSE reconstruction, a small latent penalty, noise on the latents
+so the decoder tolerates the DiT's errors). Then the per-channel latent statistics.
+Stage 2: the DiT and the text encoder together, flow matching (x_s = (1 - s) x0 + s e, target
+e - x0, timestep 1000 s, s from a shifted logit-normal), captions dropped 10% of the time.
+
+    python train.py --smoke                           # every stage a few steps on the CPU (< 2 min)
+    python train.py --device cuda --out tiny.safetensors   # the real run (see the README)
+"""
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+import data
+import model as M
+
+FULL = {
+    "video": {"width": 256, "height": 256, "frames": 33},
+    "text": {"dim": 128, "layers": 2, "heads": 2, "max_len": 24},
+    "ae": {"enc_dim": 128, "dec_dim": 128, "dec_mix": 2, "dec_mlp": 2},
+    "dit": {"hidden": 128, "heads": 2, "head_dim": 64, "mlp_ratio": 4,
+            "layers": {"double": 2, "single": 2, "refiner": 1}, "in_channels": 16, "rope_axes": [16, 24, 24],
+            "rope_theta": 256, "eps": 1e-6},
+}
+SMOKE = {
+    "video": {"width": 64, "height": 64, "frames": 9},
+    "text": {"dim": 32, "layers": 1, "heads": 2, "max_len": 24},
+    "ae": {"enc_dim": 32, "dec_dim": 32, "dec_mix": 1, "dec_mlp": 1},
+    "dit": {"hidden": 32, "heads": 2, "head_dim": 16, "mlp_ratio": 4,
+            "layers": {"double": 1, "single": 1, "refiner": 1}, "in_channels": 16, "rope_axes": [4, 6, 6],
+            "rope_theta": 256, "eps": 1e-6},
+}
+
+
+def make_config(base, video):
+    cfg = json.loads(json.dumps(base))
+    cfg["video"] = video
+    d = cfg["dit"]
+    d["text_dim"] = cfg["text"]["dim"]
+    d["pooled_dim"] = cfg["text"]["dim"]
+    d["text_len"] = cfg["text"]["max_len"]
+    d["video"] = video
+    return cfg
+
+
+def encode_captions(caps, vocab, max_len, device):
+    ids = [data.word_ids(c, vocab) for c in caps]
+    valid = torch.tensor([len(i) for i in ids], device=device)
+    pad = torch.zeros(len(ids), max_len, dtype=torch.long, device=device)
+    for r, i in enumerate(ids):
+        pad[r, :len(i)] = torch.tensor(i[:max_len], device=device)
+    return pad, valid
+
+
+def flat_metadata(cfg, prefix="tiny."):
+    """The config as flat string entries adaspa reads without a JSON parser: "tiny.dit.hidden" =
+    "128", lists joined by commas ("tiny.dit.rope_axes" = "16,24,24"), the vocabulary by spaces."""
+    out = {}
+    for k, v in cfg.items():
+        if k == "vocab":
+            out[prefix + k] = " ".join(v)
+        elif isinstance(v, dict):
+            out.update(flat_metadata(v, prefix + k + "."))
+        elif isinstance(v, list):
+            out[prefix + k] = ",".join(str(x) for x in v)
+        else:
+            out[prefix + k] = repr(v) if isinstance(v, float) else str(v)
+    return out
+
+
+def log(f, msg):
+    print(msg, flush=True)
+    f.write(msg + "\n")
+    f.flush()
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps each, CPU")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=None, help="stage 2 steps (default 20000; smoke 3)")
+    ap.add_argument("--ae-steps", type=int, default=None, help="stage 1 steps (default 6000; smoke 3)")
+    ap.add_argument("--batch", type=int, default=None, help="clips per step (default 16; smoke 2)")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--seed", type=int, default=0, help="data and init seed")
+    ap.add_argument("--dtype", choices=["f16", "f32"], default="f16", help="export dtype")
+    ap.add_argument("--out", default=None, help="safetensors path (default tiny.safetensors; smoke tiny_smoke.safetensors)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=None)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds; past it, save the training state (OUT.state.pt) and exit 3: rerun with --resume")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    smoke = a.smoke
+    cfg = make_config(SMOKE if smoke else FULL, (SMOKE if smoke else FULL)["video"])
+    steps = a.steps if a.steps is not None else (3 if smoke else 20000)
+    ae_steps = a.ae_steps if a.ae_steps is not None else (3 if smoke else 6000)
+    bs = a.batch or (2 if smoke else 16)
+    every = a.log_every or (1 if smoke else 100)
+    out = Path(a.out or ("tiny_smoke.safetensors" if smoke else "tiny.safetensors"))
+    dtype = a.dtype
+    dev = torch.device(a.device)
+    V = cfg["video"]
+    vocab = data.vocabulary()
+    logf = open(out.with_suffix(".log"), "a" if a.resume else "w")
+    cmd = "python train.py " + " ".join(shlex.quote(x) for x in argv)
+    log(logf, f"{cmd}\nconfig {json.dumps(cfg)}")
+    t0 = time.time()
+
+    # ---- stage 1: autoencoder
+    ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
+                       cfg["ae"]["dec_mlp"]).to(dev)
+    opt = torch.optim.AdamW(ae.parameters(), lr=a.lr, weight_decay=0.0)
+    state_path = out.with_suffix(".state.pt")
+    st = torch.load(state_path, map_location=dev) if a.resume else None
+    if a.resume:
+        log(logf, f"resuming from {state_path}: stage {st['stage']}, step {st['step']}")
+    clip = st["clip"] if st else 0
+    ae_loss = st["ae_loss"] if st else float("nan")
+    start = 0
+    if st:
+        ae.load_state_dict(st["ae"])
+        if st["stage"] == 1:
+            opt.load_state_dict(st["opt"])
+            start = st["step"]
+        else:
+            start = ae_steps
+
+    def out_of_time():
+        return a.time_limit is not None and time.time() - t0 > a.time_limit
+
+    def save_state(stage, step, **extra):
+        torch.save({"stage": stage, "step": step, "clip": clip, "ae": ae.state_dict(), "ae_loss": ae_loss, **extra},
+                   state_path)
+        log(logf, f"time limit: saved {state_path} (stage {stage}, step {step}); rerun with --resume")
+        return 3
+
+    for s in range(start, ae_steps):
+        if out_of_time():
+            return save_state(1, s, opt=opt.state_dict())
+        video, _ = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)
+        clip += bs
+        z = ae.encoder(video)
+        zn = z + 0.05 * z.detach().std() * torch.randn_like(z)
+        rec = ae.decoder(zn)
+        loss = F.l1_loss(rec, video) + F.mse_loss(rec, video) + 1e-4 * z.pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for g in opt.param_groups:
+            g["lr"] = a.lr * min(1.0, (s + 1) / 200) * (0.5 * (1 + math.cos(math.pi * s / max(ae_steps, 1))))
+        opt.step()
+        ae_loss = loss.item()
+        if s % every == 0 or s == ae_steps - 1:
+            log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s")
+    ae.eval()
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    if st and st["stage"] == 2:
+        ae_psnr = st["ae_psnr"]   # the statistics came with the decoder's state
+    else:
+        with torch.no_grad():   # per-channel latent statistics over a few batches
+            zs = [ae.encoder(data.batch(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
+                  for i in range(2 if smoke else 16)]
+            z = torch.cat(zs).transpose(0, 1).flatten(1)
+            ae.decoder.lat_mean.copy_(z.mean(1))
+            ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
+            rec = ae.decoder(ae.encode(data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)[0]))
+            ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), data.batch(a.seed, clip, bs, V["width"],
+                                                                                      V["frames"], dev)[0]) / 4))
+    log(logf, f"ae   reconstruction PSNR {ae_psnr:.2f} dB")
+
+    # ---- stage 2: DiT + text encoder
+    tc = cfg["text"]
+    text = M.TextEncoder(len(vocab), tc["dim"], tc["layers"], tc["heads"], tc["max_len"], cfg["dit"]["pooled_dim"]).to(dev)
+    dit = M.DiT(cfg["dit"], zero_init=not smoke).to(dev)
+    params = [p for p in list(text.parameters()) + list(dit.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
+    fm_loss = float("nan")
+    ema = None
+    start = 0
+    if st and st["stage"] == 2:
+        text.load_state_dict(st["text"])
+        dit.load_state_dict(st["dit"])
+        opt.load_state_dict(st["opt"])
+        start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
+    for s in range(start, steps):
+        if out_of_time():
+            return save_state(2, s, opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(),
+                              ae_psnr=ae_psnr, fm_loss=fm_loss, ema=ema)
+        video, caps = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
+        clip += bs
+        with torch.no_grad():
+            x0 = ae.encode(video)
+        ids, valid = encode_captions(caps, vocab, tc["max_len"], dev)
+        states, pooled = text(ids, valid)
+        sig = torch.sigmoid(torch.randn(bs, device=dev))
+        sig = 3 * sig / (1 + 2 * sig)   # shift 3 toward noise
+        e = torch.randn_like(x0)
+        xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
+        v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev))
+        loss = F.mse_loss(v, e - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = a.lr * min(1.0, (s + 1) / 500) * (0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
+        opt.step()
+        fm_loss = loss.item()
+        ema = fm_loss if ema is None else 0.99 * ema + 0.01 * fm_loss
+        if s % every == 0 or s == steps - 1:
+            log(logf, f"dit  step {s:6d}/{steps}  loss {fm_loss:.5f} (avg {ema:.5f})  {time.time() - t0:7.1f} s")
+
+    # ---- export
+    tensors = M.export_tensors(text, ae, dit)
+    td = torch.float16 if dtype == "f16" else torch.float32
+    tensors = {k: v.to("cpu", td).contiguous() for k, v in tensors.items()}
+    cfg["vocab"] = vocab
+    meta = {
+        "format": "adaspa-tiny-1",
+        "config": json.dumps(cfg),
+        "command": cmd,
+        "data_seed": str(a.seed),
+        "final_losses": json.dumps({"ae": ae_loss, "ae_psnr_db": ae_psnr, "flow": fm_loss, "flow_avg": ema,
+                                    "ae_steps": ae_steps, "steps": steps, "batch": bs}),
+        "seconds": "%.1f" % (time.time() - t0),
+        "note": "smoke run: untrained" if smoke else "trained by recipes/tools/tinyvideo/train.py",
+    }
+    meta.update(flat_metadata(cfg))
+    save_file(tensors, str(out), metadata=meta)
+    n = sum(v.numel() for v in tensors.values())
+    log(logf, f"wrote {out} ({n} parameters, {out.stat().st_size / 1e6:.2f} MB, {dtype}) in {time.time() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
