@@ -96,7 +96,8 @@ describe("wan config and presets", function()
     assert.same({44, 42, 42}, c13.rope_axes)
     local c14 = wan.config("14B")
     assert.same({5120, 40, 128, 40, 13824}, {c14.dim, c14.heads, c14.head_dim, c14.layers, c14.ffn})
-    assert.equal("small", wan.default_preset)
+    assert.equal("14B", wan.default_preset)              -- model.preset = auto: 14B on a GPU,
+    assert.equal("small", wan.cpu_preset)                -- small on the CPU
     local s = wan.config()
     assert.equal("small", s.preset)
     assert.equal(30, wan.attention_layers(c13))
@@ -106,9 +107,15 @@ describe("wan config and presets", function()
     assert.equal("string", type(wan.doc))
     assert.same({kind = "cfg", scale = 5.0}, wan.sampler_defaults.guidance)
     -- parameter counts of the released models (1.3B: 1.42e9, 14B: 14.3e9)
-    local p13, p14 = wan.estimate(c13).params, wan.estimate(c14).params
-    assert.is_true(p13 > 1.3e9 and p13 < 1.5e9, tostring(p13))
-    assert.is_true(p14 > 13.5e9 and p14 < 14.5e9, tostring(p14))
+    local e13, e14 = wan.estimate(c13), wan.estimate(c14, nil, "bf16")
+    assert.is_true(e13.params > 1.3e9 and e13.params < 1.5e9, tostring(e13.params))
+    assert.is_true(e14.params > 13.5e9 and e14.params < 14.5e9, tostring(e14.params))
+    assert.equal(2 * e14.params, e14.weights_bytes)
+    assert.equal(75600, e14.tokens)
+    assert.equal(40, e14.layers)
+    assert.equal(4 * 75600 * 75600 * 5120 * 40, e14.attention_flops)   -- dense self-attention of one forward
+    assert.equal(2 * (e14.linear_flops + e14.attention_flops), e14.flops_per_step)
+    assert.truthy(wan.describe(c14):find("14B, 40 blocks, 40 heads x 128", 1, true))
   end)
 
   it("merges overrides and rejects bad ones with a wan: message", function()
@@ -221,6 +228,8 @@ describe("wan weights", function()
     spec_error(function() wan.load_weights(FIX .. "wan_tiny.safetensors", cfg, {dtype = "f64"}) end,
       "wan: load_weights: dtype must be f32, bf16 or f16")
     spec_error(function() wan.load_weights(FIX .. "nope", cfg) end, "wan: weights:", "nope", "is not a .safetensors file")
+    spec_error(function() wan.load_weights(FIX .. "wan_tiny.safetensors", cfg, {prefix = "model."}) end,
+      "no key starts with the prefix 'model.'")
     -- an original-layout file names the key as stored, with its diffusers name
     local orig = adaspa.safetensors.load(FIX .. "wan_tiny_original.safetensors")
     orig["blocks.1.norm3.weight"] = nil
@@ -248,6 +257,13 @@ describe("wan weights", function()
       for k, v in pairs(ref) do assert.equal(0, spec_maxdiff(v, w[k]), k) end
     end
     same(wan.load_weights({pa, pb}, cfg))
+    -- a key prefix: stripped, and keys without it ignored
+    local pre = {["other.thing"] = adaspa.ones({3})}
+    for k, v in pairs(raw) do pre["model.diffusion_model." .. k] = v end
+    local pp = dir .. "/prefixed.safetensors"
+    adaspa.safetensors.save(pp, pre)
+    same(wan.load_weights(pp, cfg, {prefix = "model.diffusion_model."}))
+    os.remove(pp)
     local entries = {}
     for k in pairs(a) do entries[#entries + 1] = string.format('"%s": "%s"', k, pa:match("[^/]+$")) end
     for k in pairs(b) do entries[#entries + 1] = string.format('"%s": "%s"', k, pb:match("[^/]+$")) end
@@ -328,6 +344,9 @@ describe("wan conditioning", function()
       "classifier-free guidance (scale 5)")
     local c = wan.conditioning(cfg, {embeds = p, guidance = 1})     -- no guidance: no unconditional branch
     assert.is_nil(c.uncond)
+    assert.is_nil(wan.conditioning(cfg, {embeds = p, cfg = false}).uncond)
+    spec_error(function() wan.conditioning(cfg, {embeds = p, guidance = 1, cfg = true}) end, "no negative_text_states")
+    assert.is_nil(wan.conditioning(cfg, {prompt = "x", cfg = false}).uncond)
     os.remove(p)
     p = save({states = adaspa.randn({5, 24}, {seed = 1})})
     spec_error(function() wan.conditioning(cfg, {embeds = p}) end, "no tensor 'text_states'")
@@ -443,5 +462,20 @@ describe("wan small preset sampling", function()
     assert.equal("local", wan_synth.kind(0, 0))
     local s, p = near_mass(true), near_mass(false)
     assert.is_true(s > 2 * p, string.format("structured %.3f vs plain %.3f", s, p))
+  end)
+end)
+
+describe("recipes/wan.lua", function()
+  it("loads, names the wan model and uses its sampler defaults and the first-frame sink", function()
+    local r = require("adaspa.recipe").load("recipes/wan.lua")
+    assert.equal(wan.name, r.model.name)
+    assert.equal("auto", r.model.preset)
+    assert.equal(wan.sampler_defaults.shift, r.sampler.shift)
+    assert.equal(wan.sampler_defaults.steps, r.sampler.steps)
+    assert.equal(wan.sampler_defaults.guidance.scale, r.sampler.guidance)
+    assert.equal(wan.sampler_defaults.guidance.kind, r.sampler.guidance_kind)
+    assert.is_false(r.attention.text_sink)
+    assert.is_true(r.attention.first_frame_sink)
+    assert.equal("", r.text.negative)
   end)
 end)

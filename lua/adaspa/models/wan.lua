@@ -41,7 +41,9 @@ M.presets = {
   small = with_common {dim = 128, heads = 2, layers = 2, ffn = 256, shift = 5.0,
     video = {width = 256, height = 192, frames = 9}},
 }
-M.default_preset = "small"
+-- model.preset = "auto" (adaspa.models): the real 14B on a GPU, small on the CPU
+M.default_preset = "14B"
+M.cpu_preset = "small"
 
 -- Flow matching (Euler) with Wan's shift, 50 steps, true classifier-free guidance 5.0. Wan's
 -- recommended shift is 5.0 at 720p and 3.0 at 480p (cfg.shift of each preset).
@@ -66,9 +68,10 @@ end
 
 local INT_FIELDS = {"dim", "heads", "layers", "ffn", "in_channels", "out_channels", "text_dim", "text_len", "freq_dim"}
 
--- A preset's configuration with overrides merged in (video merges field by field).
+-- A preset's configuration with overrides merged in (video merges field by field); no preset:
+-- "small".
 function M.config(preset, overrides)
-  preset = preset or M.default_preset
+  preset = preset or M.cpu_preset
   local p = M.presets[preset]
   if not p then
     local names = {}
@@ -314,7 +317,13 @@ function M.load_weights(source, cfg, opts)
   opts = opts or {}
   if type(cfg) ~= "table" or type(cfg.dim) ~= "number" then fail("load_weights: cfg must be a wan config (wan.config)") end
   for k in pairs(opts) do
-    if k ~= "device" and k ~= "dtype" then fail("load_weights: unknown option '%s' (options: device, dtype)", tostring(k)) end
+    if k ~= "device" and k ~= "dtype" and k ~= "prefix" then
+      fail("load_weights: unknown option '%s' (options: device, dtype, prefix)", tostring(k))
+    end
+  end
+  local prefix = opts.prefix
+  if prefix ~= nil and (type(prefix) ~= "string" or prefix == "") then
+    fail("load_weights: prefix must be a non-empty string, got %s", tostring(prefix))
   end
   if opts.dtype ~= nil and not FLOAT[opts.dtype] then fail("load_weights: dtype must be f32, bf16 or f16, got %s", tostring(opts.dtype)) end
   local device = opts.device or "cpu"
@@ -324,11 +333,18 @@ function M.load_weights(source, cfg, opts)
     local ok, info = pcall(adaspa.safetensors.info, path)
     if not ok then fail("%s", tostring(info)) end
     for _, e in ipairs(info) do
-      if entries[e.name] then fail("key '%s' is in both %s and %s", e.name, entries[e.name].path, path) end
-      e.path = path
-      entries[e.name] = e
-      names[#names + 1] = e.name
+      if not prefix or starts(e.name, prefix) then        -- with a prefix, other keys are ignored
+        local key = prefix and e.name:sub(#prefix + 1) or e.name
+        if entries[key] then fail("key '%s' is in both %s and %s", e.name, entries[key].path, path) end
+        e.path, e.stored = path, e.name
+        entries[key] = e
+        names[#names + 1] = key
+      end
     end
+  end
+  if #names == 0 then
+    fail("%s: no key %s", type(source) == "string" and source or files[1],
+      prefix and string.format("starts with the prefix '%s'", prefix) or "(an empty file)")
   end
   table.sort(names)
   local what = #files == 1 and files[1] or string.format("%s (%d files)", tostring(type(source) == "string" and source or files[1]), #files)
@@ -373,8 +389,8 @@ function M.load_weights(source, cfg, opts)
     local e = by_canon[c]
     per_file[e.path] = per_file[e.path] or {names = {}, canon = {}}
     local pf = per_file[e.path]
-    pf.names[#pf.names + 1] = e.name
-    pf.canon[e.name] = c
+    pf.names[#pf.names + 1] = e.stored
+    pf.canon[e.stored] = c
   end
   local out = {}
   for _, path in ipairs(files) do
@@ -439,13 +455,14 @@ local function file_states(t, path, prefix, cfg, dt, dev)
   return {states = out, valid = L, source = string.format("%s (%s%d rows)", path, prefix, L)}
 end
 
-local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, device = true, dtype = true}
+local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, cfg = true, device = true, dtype = true}
 
 -- conditioning(cfg, {embeds=, prompt=, negative=, guidance=, device=, dtype=}) ->
 -- {cond = {states [text_len, text_dim], valid=}, uncond = {...} or nil, source = string}.
--- The unconditional branch is needed when guidance ~= 1; a file must then hold
--- negative_text_states (an error otherwise); synthetic runs derive it from the negative prompt
--- ("" by default, as Wan's pipeline).
+-- The unconditional branch is built when opts.cfg is true (when nil: when guidance ~= 1); a file
+-- must then hold negative_text_states (an error otherwise); synthetic runs derive it from the
+-- negative prompt ("" by default, as Wan's pipeline). A file's negative states are read whenever
+-- present.
 function M.conditioning(cfg, opts)
   opts = opts or {}
   for k in pairs(opts) do
@@ -454,7 +471,8 @@ function M.conditioning(cfg, opts)
   local dt, dev = opts.dtype or "f32", opts.device or "cpu"
   local guidance = opts.guidance or M.sampler_defaults.guidance.scale
   if type(guidance) ~= "number" then fail("conditioning: guidance must be a number, got %s", type(guidance)) end
-  local need_uncond = guidance ~= 1
+  local need_uncond = opts.cfg
+  if need_uncond == nil then need_uncond = guidance ~= 1 end
   if opts.embeds then
     local path = opts.embeds
     if type(path) ~= "string" then fail("conditioning: embeds must be a path, got %s", type(path)) end
@@ -468,8 +486,8 @@ function M.conditioning(cfg, opts)
     elseif t.negative_text_mask then
       fail("%s: negative_text_mask without negative_text_states", path)
     elseif need_uncond then
-      fail("%s: no negative_text_states, needed for classifier-free guidance (scale %g); write them with the " ..
-        "text encoder tool, or set the guidance to 1", path, guidance)
+      fail("%s: no negative_text_states, needed for classifier-free guidance (scale %g): the unconditional branch's " ..
+        "text encoder states (negative_text_states [L, %d], optional negative_text_mask [L])", path, guidance, cfg.text_dim)
     end
     return {cond = cond, uncond = uncond, source = cond.source .. (uncond and ", negative " .. uncond.source or "")}
   end
@@ -478,8 +496,8 @@ function M.conditioning(cfg, opts)
   local negative = opts.negative or ""
   if type(negative) ~= "string" then fail("conditioning: negative must be a string, got %s", type(negative)) end
   local cond = synthetic_states(prompt, cfg, dt, dev)
-  local uncond = synthetic_states(negative, cfg, dt, dev)
-  return {cond = cond, uncond = uncond, source = cond.source .. ", negative " .. uncond.source}
+  local uncond = need_uncond and synthetic_states(negative, cfg, dt, dev) or nil
+  return {cond = cond, uncond = uncond, source = cond.source .. (uncond and ", negative " .. uncond.source or "")}
 end
 
 -- ---- the model ---------------------------------------------------------------------------------
@@ -643,25 +661,57 @@ function Model:forward(x, t, cond, ctx)
   return velocity
 end
 
--- ---- estimate ----------------------------------------------------------------------------------
+-- ---- estimate, describe, recipe fields --------------------------------------------------------
 
--- Memory and work of a run: weights and the widest moment of a block (the stream, q, k, v, the
--- attention output, the FFN activation, and the embedded text with its cross k and v), per token;
--- FLOPs of one denoising step with CFG (two forwards): linears, dense self-attention, cross-attention.
+-- Numbers for adaspa.footprint (see adaspa.models) and a quick look: n latent tokens, width d,
+-- FFN width f, L text tokens. The widest moment of a block: the stream, q, k, v, the attention
+-- output [n, d] each and the FFN activation [n, f], plus the embedded text and its cross k, v
+-- [L, d] and the raw text states [L, text_dim]; times M.SLACK (allocator slack and temporaries, as
+-- measured for HunyuanVideo), plus the f32 latents. FLOPs of one forward: linears 2 n (8 d^2 +
+-- 2 d f) per block plus the cross k, v 4 L d^2, dense self-attention 4 n^2 d, cross-attention
+-- 4 n L d; flops_per_step counts the two forwards of a CFG step.
+M.SLACK = 2.5
 function M.estimate(cfg, video, dtype)
   local bytes = (dtype == "f32" or dtype == nil) and 4 or 2
-  local params = 0
+  local params, largest = 0, 0
   for _, s in pairs(M.weight_shapes(cfg)) do
     local c = 1
     for _, v in ipairs(s) do c = c * v end
-    params = params + c
+    params, largest = params + c, math.max(largest, c)
   end
-  local g = M.grid(video or cfg.video, cfg)
-  local n, d, L = g[1] * g[2] * g[3], cfg.dim, cfg.text_len
-  local act = (n * (5 * d + cfg.ffn) + L * (cfg.text_dim + 4 * d)) * bytes
-  local per_block = 2 * n * (8 * d * d + 2 * d * cfg.ffn) + 4 * L * d * d + 4 * n * n * d + 4 * n * L * d
-  local forward = cfg.layers * per_block + 2 * L * d * (cfg.text_dim + d) + 2 * n * d * (cfg.in_channels * 8)
-  return {weights_bytes = params * bytes, activation_bytes = act, flops_per_step = 2 * forward, params = params}
+  local g, lat = M.grid(video or cfg.video, cfg)
+  local n, d, L, f = g[1] * g[2] * g[3], cfg.dim, cfg.text_len, cfg.ffn
+  local latent_n = lat[1] * lat[2] * lat[3] * lat[4]
+  local act = M.SLACK * (n * (5 * d + f) + L * (cfg.text_dim + 3 * d)) * bytes + 6 * latent_n * 4
+  local linear = cfg.layers * (2 * n * (8 * d * d + 2 * d * f) + 4 * L * d * d + 4 * n * L * d)
+    + 2 * L * d * (cfg.text_dim + d) + 2 * n * d * cfg.in_channels * 4 * 2
+  local attn = cfg.layers * 4 * n * n * d
+  return {tokens = n, image_tokens = n, params = params, largest = largest, heads = cfg.heads, layers = cfg.layers,
+          activation_bytes = act, linear_flops = linear, attention_flops = attn, output_bytes = n * d * bytes,
+          weights_bytes = params * bytes, flops_per_step = 2 * (linear + attn)}
+end
+
+-- One line for progress lines and reports.
+function M.describe(cfg)
+  return string.format("Wan2.1 %s, %d blocks, %d heads x %d, ffn %d", tostring(cfg.preset), cfg.layers, cfg.heads,
+    cfg.head_dim, cfg.ffn)
+end
+
+local C = require "adaspa.check"
+-- The recipe's model.* fields of Wan (beyond the shared name, preset, weights, ...).
+M.schema = {
+  dim = C.integer{min = 6, max = 65536, doc = "model width (default: the preset's; a multiple of model.heads)"},
+  heads = C.integer{min = 1, max = 1024, doc = "attention heads (default: the preset's; dim / heads even, >= 6)"},
+  layers = C.integer{min = 1, max = 1000, doc = "transformer blocks (default: the preset's: 30 for 1.3B, 40 for 14B)"},
+  ffn = C.integer{min = 1, max = 262144, doc = "feed-forward width (default: the preset's)"},
+  text_len = C.integer{min = 1, max = 4096, doc = "text tokens of the cross-attention (default 512, the encoder's)"},
+}
+
+-- wan.config overrides from the recipe's model table (its M.schema fields).
+function M.overrides(m, preset)
+  local over = {}
+  for k in pairs(M.schema) do over[k] = m[k] end
+  return over
 end
 
 return M
