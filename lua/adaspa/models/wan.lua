@@ -49,7 +49,8 @@ M.cpu_preset = "small"
 -- recommended shift is 5.0 at 720p and 3.0 at 480p (cfg.shift of each preset).
 M.sampler_defaults = {shift = 5.0, steps = 50, guidance = {kind = "cfg", scale = 5.0}}
 
-local function fail(fmt, ...) error("wan: " .. string.format(fmt, ...), 3) end
+-- Errors say "wan: " and what is wrong, without a Lua position (they reach users through jobs).
+local function fail(fmt, ...) error("wan: " .. string.format(fmt, ...), 0) end
 
 local function deep_copy(t)
   if type(t) ~= "table" then return t end
@@ -243,7 +244,7 @@ end
 -- prefix (ComfyUI's files) is removed first. Errors when the layout cannot be told.
 function M.convert_keys(names)
   local layout, why = detect(names)
-  if not layout then error("wan: " .. why, 2) end
+  if not layout then error("wan: " .. why, 0) end
   local out = {}
   for i, name in ipairs(names) do
     local bare = starts(name, "model.diffusion_model.") and name:sub(23) or name
@@ -449,10 +450,16 @@ local function file_states(t, path, prefix, cfg, dt, dev)
     local m = mask:to("f32"):totable()
     for i = 1, L do if m[i] == 0 then s:narrow(1, i, 1):fill(0) end end
   end
+  local kept = L
+  if mask then
+    kept = 0
+    for _, v in ipairs(mask:to("f32"):totable()) do if v ~= 0 then kept = kept + 1 end end
+  end
   local full = adaspa.zeros({cfg.text_len, cfg.text_dim}, {dtype = "f32"})
   full:narrow(1, 1, L):copy(s)
   local out = full:to(dt):to(dev)
-  return {states = out, valid = L, source = string.format("%s (%s%d rows)", path, prefix, L)}
+  local what = kept < L and string.format("%d rows, %d kept by %stext_mask", L, kept, prefix) or string.format("%d rows", L)
+  return {states = out, valid = L, source = string.format("%stext_states: %s", prefix, what)}
 end
 
 local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, cfg = true, device = true, dtype = true}
@@ -489,7 +496,8 @@ function M.conditioning(cfg, opts)
       fail("%s: no negative_text_states, needed for classifier-free guidance (scale %g): the unconditional branch's " ..
         "text encoder states (negative_text_states [L, %d], optional negative_text_mask [L])", path, guidance, cfg.text_dim)
     end
-    return {cond = cond, uncond = uncond, source = cond.source .. (uncond and ", negative " .. uncond.source or "")}
+    return {cond = cond, uncond = uncond,
+      source = string.format("%s (%s%s)", path, cond.source, uncond and "; " .. uncond.source or "")}
   end
   local prompt = opts.prompt or ""
   if type(prompt) ~= "string" then fail("conditioning: prompt must be a string, got %s", type(prompt)) end

@@ -66,17 +66,17 @@ function synth.weights(cfg, opts)
   for k in pairs(opts) do
     if not OPTS[k] then
       error(string.format("wan: synthetic_weights: unknown option %q (options: seed, device, dtype, structure, " ..
-        "constants)", tostring(k)), 3)
+        "constants)", tostring(k)), 0)
     end
   end
   local seed = opts.seed or 1
   if type(seed) ~= "number" or seed < 0 or seed % 1 ~= 0 or seed >= 2 ^ 31 then
-    error("wan: synthetic_weights: seed must be an integer in [0, 2^31), got " .. tostring(seed), 3)
+    error("wan: synthetic_weights: seed must be an integer in [0, 2^31), got " .. tostring(seed), 0)
   end
   local C = {}
   for k, v in pairs(synth.constants) do C[k] = v end
   for k, v in pairs(opts.constants or {}) do
-    if C[k] == nil then error(string.format("wan: synthetic_weights: unknown constant %q", tostring(k)), 3) end
+    if C[k] == nil then error(string.format("wan: synthetic_weights: unknown constant %q", tostring(k)), 0) end
     C[k] = v
   end
   local dev, dt = opts.device or "cpu", opts.dtype or "f32"
@@ -129,7 +129,7 @@ function synth.weights(cfg, opts)
   rnd("scale_shift_table", C.table_std)
   for name, shape in pairs(shapes) do
     if not W[name] then
-      error(string.format("wan: synthetic_weights: no rule for weight %s [%s]", name, table.concat(shape, ", ")), 3)
+      error(string.format("wan: synthetic_weights: no rule for weight %s [%s]", name, table.concat(shape, ", ")), 0)
     end
   end
   if opts.structure == false then return W end
