@@ -62,9 +62,15 @@ function video_out.write(out, frames, opts)
     return nil, string.format("no %s: %s; the previews are PNG frames only", name, why)
   end
   local stacked = video_out.stack(frames)
-  local ok, bytes = pcall(out.encode_video, out, name, stacked,
-    {fps = fps, fps_den = opts.per_frame or video_out.TEMPORAL, timeout = opts.timeout or video_out.TIMEOUT,
-     max_bytes = opts.max_bytes or video_out.MAX_BYTES})
+  -- a Ctrl-C makes encode_video return nil, "...interrupted"; the host's hook raises "interrupted"
+  -- at the next instruction, which is still inside this pcall
+  local ok, bytes = pcall(function()
+    local n, err = out:encode_video(name, stacked,
+      {fps = fps, fps_den = opts.per_frame or video_out.TEMPORAL, timeout = opts.timeout or video_out.TIMEOUT,
+       max_bytes = opts.max_bytes or video_out.MAX_BYTES})
+    if not n then error(err, 0) end
+    return n
+  end)
   stacked:free()
   if not ok then
     local intr = interrupt_module()

@@ -410,7 +410,9 @@ static int32_t opt_int(lua_State *L, int idx, const char *key, int32_t def, int3
 
 /* outdir:encode_video(name, frames [, {fps = 24, fps_den = 1, timeout = 600, max_bytes = 1 GiB}])
  * -> bytes written: frames (u8 [T, H, W, 3]) encoded by ffmpeg (io/video.h) into the mp4 file
- * name inside the folder. The name is checked before ffmpeg starts. */
+ * name inside the folder. The name is checked before ffmpeg starts. A Ctrl-C stops ffmpeg and
+ * returns nil and "...: interrupted" (the host's hook then raises "interrupted" at the next
+ * instruction, as after any op); every other failure raises. */
 static int od_encode_video(lua_State *L) {
   static const char *const fname = "outdir:encode_video";
   static const char *const allowed[] = {"fps", "fps_den", "timeout", "max_bytes", NULL};
@@ -437,6 +439,14 @@ static int od_encode_video(lua_State *L) {
   if (!s) {
     s = ada_outdir_write(d, name, mp4, n, "output folder");
     free(mp4);
+  } else {
+    const char *m = ada_last_error();
+    size_t ml = strlen(m);
+    if (ml >= 11 && !strcmp(m + ml - 11, "interrupted")) { /* Ctrl-C: as after any op, the host's hook */
+      lua_pushnil(L);                                      /* raises "interrupted" next */
+      lua_pushfstring(L, "%s: %s", fname, m);
+      return 2;
+    }
   }
   io_check(L, s, fname);
   lua_pushnumber(L, (lua_Number)n);
