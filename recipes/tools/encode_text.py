@@ -27,10 +27,10 @@ What it writes (safetensors, float32; the mask 1.0 for the leading valid tokens,
            prompt (--negative, default empty: Wan samples with classifier-free guidance).
 
 adaspa's loader (lua/adaspa/text.lua) wants exactly L = the model's text length, D = its text
-width, the mask right-padded (1s then 0s) with at least one valid token. A tokenizer that pads
-on the left gives a mask of 0s then 1s: the valid rows are then moved to the front in order
-(exact for HunyuanVideo, whose text tokens carry no positions and are attended through the mask;
-the tool says when it did so).
+width, the mask right-padded (1s then 0s) with at least one valid token. Both pipelines assume a
+tokenizer that pads on the right (HunyuanVideo crops the template's first 95 tokens, Wan keeps
+the leading valid rows); a tokenizer configured to pad on the left is switched to the right (the
+tool says so), and a mask that is not 1s then 0s is an error.
 
 Options: --device (cuda when available, else cpu), --dtype of the encoders (bf16 on cuda, f32 on
 cpu), --max-length. The metadata records the model, weights, prompts and sizes. It prints what it
@@ -56,20 +56,26 @@ def _from_pretrained(cls, weights, subfolder, dtype):
         return cls.from_pretrained(weights, subfolder=subfolder, torch_dtype=dtype)
 
 
-def right_pad(states, mask):
-    """(states [L, D], mask [L]) with the valid rows first, in order, zeros after; and whether
-    anything moved."""
+def check_right_padded(mask, what):
+    """The mask as float32, after checking it is 1s then 0s with at least one 1."""
     import torch
 
-    valid = mask != 0
-    n = int(valid.sum())
-    if bool(valid[:n].all()):
-        return states, mask.to(torch.float32), False
-    out = torch.zeros_like(states)
-    out[:n] = states[valid]
-    m = torch.zeros(mask.shape[0], dtype=torch.float32)
-    m[:n] = 1
-    return out, m, True
+    m = (mask != 0).to(torch.int64)
+    n = int(m.sum())
+    if n == 0:
+        raise SystemExit(f"encode_text: {what}: no valid token")
+    if not bool(m[:n].all()):
+        raise SystemExit(f"encode_text: {what}: the mask is not 1s then 0s")
+    return m.to(torch.float32)
+
+
+def right_padding(tok):
+    """Both pipelines assume right padding (HunyuanVideo crops the template's first tokens, Wan keeps
+    the first valid rows): a tokenizer configured to pad on the left is switched."""
+    if getattr(tok, "padding_side", "right") != "right":
+        tok.padding_side = "right"
+        return True
+    return False
 
 
 def load_hunyuan(weights, device, dtype):
@@ -77,11 +83,12 @@ def load_hunyuan(weights, device, dtype):
     from transformers import AutoTokenizer, CLIPTextModel, LlamaModel
 
     tok = AutoTokenizer.from_pretrained(weights, subfolder="tokenizer")
+    switched = right_padding(tok)
     te = _from_pretrained(LlamaModel, weights, "text_encoder", dtype).to(device).eval()
     tok2 = AutoTokenizer.from_pretrained(weights, subfolder="tokenizer_2")
     te2 = _from_pretrained(CLIPTextModel, weights, "text_encoder_2", dtype).to(device).eval()
     return HunyuanVideoPipeline(text_encoder=te, tokenizer=tok, transformer=None, vae=None, scheduler=None,
-                                text_encoder_2=te2, tokenizer_2=tok2)
+                                text_encoder_2=te2, tokenizer_2=tok2), switched
 
 
 def encode_hunyuan(pipe, prompt, max_length, device):
@@ -99,8 +106,9 @@ def load_wan(weights, device, dtype):
     from transformers import AutoTokenizer, UMT5EncoderModel
 
     tok = AutoTokenizer.from_pretrained(weights, subfolder="tokenizer")
+    switched = right_padding(tok)
     te = _from_pretrained(UMT5EncoderModel, weights, "text_encoder", dtype).to(device).eval()
-    return WanPipeline(tokenizer=tok, text_encoder=te, vae=None, scheduler=None, transformer=None)
+    return WanPipeline(tokenizer=tok, text_encoder=te, vae=None, scheduler=None, transformer=None), switched
 
 
 def wan_mask(pipe, prompt, max_length):
@@ -133,26 +141,24 @@ def encode(args):
     tensors, notes = {}, []
 
     def put(prefix, states, mask, pooled=None):
-        states, mask, moved = right_pad(states, mask)
-        if moved:
-            notes.append(f"{prefix}text_mask was left-padded: the {int(mask.sum())} valid rows were moved to the front")
-        if int(mask.sum()) == 0:
-            raise SystemExit(f"encode_text: {prefix}text_mask has no valid token")
+        mask = check_right_padded(mask, prefix + "text_mask")
         tensors[prefix + "text_states"] = states.contiguous()
         tensors[prefix + "text_mask"] = mask.contiguous()
         if pooled is not None:
             tensors[prefix + "text_pooled"] = pooled.contiguous()
 
     if args.model == "hunyuan":
-        pipe = load_hunyuan(args.weights, device, dtype)
+        pipe, switched = load_hunyuan(args.weights, device, dtype)
         put("", *encode_hunyuan(pipe, args.prompt, L, device))
         if args.negative is not None:
             put("negative_", *encode_hunyuan(pipe, args.negative, L, device))
     else:
-        pipe = load_wan(args.weights, device, dtype)
+        pipe, switched = load_wan(args.weights, device, dtype)
         (ps, pm), (ns, nm) = encode_wan(pipe, args.prompt, args.negative or "", L, device)
         put("", ps, pm)
         put("negative_", ns, nm)
+    if switched:
+        notes.append("the tokenizer was configured to pad on the left: switched to the right, as the pipeline assumes")
     meta = {"format": "adaspa.text", "version": "1", "model": args.model, "weights": str(args.weights),
             "prompt": args.prompt, "text_len": str(L), "text_dim": str(tensors["text_states"].shape[1]),
             "encoder_dtype": str(dtype).replace("torch.", ""), "device": device}
