@@ -123,7 +123,7 @@ video.schema = {
   output = {
     dir = C.dir{doc = "the output folder (default out/<recipe>-<time>)"},
     previews = C.boolean{default = true, doc = "frame PNGs and a contact sheet"},
-    video = C.boolean{default = true, doc = "video.mp4 of the previews, encoded by ffmpeg (with output.previews; none: PNGs only)"},
+    video = C.boolean{default = true, doc = "video.mp4 of the previews, encoded by ffmpeg (needs output.previews; false, or no ffmpeg: the PNGs only)"},
     fps = C.integer{min = 1, max = 240, doc = "the video's frame rate (default: the model's, HunyuanVideo 24); the previews play at fps/4"},
     upscale = C.integer{default = 8, min = 1, max = 64, doc = "preview pixels per latent pixel"},
     quiet = C.boolean{default = false, doc = "no progress lines"},
