@@ -122,8 +122,8 @@ def test_hunyuan_text(tmp, tiny, fixture):
         s, m, p = t[prefix + "text_states"], t[prefix + "text_mask"], t[prefix + "text_pooled"]
         rs, rm, rp = ref_hunyuan(w, prompt, HY_LEN)
         check(list(s.shape) == [HY_LEN, rs.shape[1]] and list(m.shape) == [HY_LEN] and list(p.shape) == [rp.shape[0]],
-              f"{prefix}shapes [L, D] [L] [P] = {list(s.shape)} {list(m.shape)} {list(p.shape)}")
-        check(s.dtype == torch.float32 and m.dtype == torch.float32, f"{prefix}float32")
+              f"{prefix}text shapes [L, D] [L] [P] = {list(s.shape)} {list(m.shape)} {list(p.shape)}")
+        check(s.dtype == torch.float32 and m.dtype == torch.float32, f"{prefix}text tensors float32")
         check(right_padded(m) and torch.equal(m, rm.float()), f"{prefix}mask right-padded, {int(m.sum())} valid, as the tokenizer's")
         n = int(m.sum())
         check(n > 1 and float((s[:n] - rs[:n]).abs().max()) < 1e-5, f"{prefix}states = Llama's third-from-last layer, cropped")
