@@ -5,7 +5,7 @@
 #   install  apt-get install what is missing (as root), or print the exact command to run
 #   line     print the apt-get line
 set -u
-PKGS="luajit libluajit-5.1-dev libpng-dev lua-busted pkg-config libedit-dev python3 clang libclang-rt-dev libomp-dev"
+PKGS="luajit libluajit-5.1-dev libpng-dev lua-busted pkg-config libedit-dev python3 ffmpeg clang libclang-rt-dev libomp-dev"
 LINE="apt-get install -y $PKGS"
 missing() {
   local m=""
@@ -15,6 +15,7 @@ missing() {
   command -v pkg-config >/dev/null 2>&1 || m="$m pkg-config"
   [ -n "${BUSTED:-}" ] || [ -f /usr/share/lua/5.1/busted/runner.lua ] || m="$m lua-busted"
   command -v python3 >/dev/null 2>&1 || m="$m python3" # specs: recipes/tools/dump_trace.py --selftest
+  { [ -x /usr/bin/ffmpeg ] || [ -x /usr/local/bin/ffmpeg ]; } && command -v ffprobe >/dev/null 2>&1 || m="$m ffmpeg" # video.mp4; its spec probes it
   [ "${1:-}" = fuzz ] || { echo "$m"; return; }
   # make fuzz: clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP runtime
   command -v clang >/dev/null 2>&1 || m="$m clang"

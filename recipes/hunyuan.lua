@@ -34,6 +34,7 @@ return {
   },
   output = {
     previews = true,          -- frame PNGs and a contact sheet; dir defaults to out/hunyuan-<time>
+    video = true,             -- video.mp4 of the previews (ffmpeg; fps = 24, the model's, played at fps/4)
     pictures = true,          -- masks and mass heat maps at search steps, a layer x head density grid
     picture_layers = {1}, picture_heads = {1},
     compare_dense = false,    -- also run dense with the same seed and report PSNR/SSIM against it

@@ -77,7 +77,8 @@ local function facade()
   return f
 end
 
-local runner_modules = {["adaspa.recipe"] = true, ["adaspa.cli"] = true, ["adaspa.sandbox"] = true, ["adaspa.core"] = true}
+local runner_modules = {["adaspa.recipe"] = true, ["adaspa.cli"] = true, ["adaspa.sandbox"] = true, ["adaspa.core"] = true,
+                        ["adaspa.video_out"] = true}
 
 function sandbox.new()
   local env = {}

@@ -30,7 +30,7 @@ struct ada_confinement {
 static ada_confinement *g_active;
 static unsigned g_tmp_counter;
 
-static const char *const file_exts[] = {".png", ".safetensors", ".json", ".txt", ".csv", ".md", NULL};
+static const char *const file_exts[] = {".png", ".safetensors", ".json", ".txt", ".csv", ".md", ".mp4", NULL};
 
 /* ---- names ---------------------------------------------------------------------------------- */
 
@@ -72,7 +72,7 @@ static ada_status check_component(const char *name, const char *c, size_t n, int
                       "folder (letters, digits and . _ - + = , @)", who, name, (unsigned char)c[i]);
   if (is_file && !data_ext(c, n))
     return ada_fail(ADA_EINVAL, "%s: %s: files in the output folder end in .png, .safetensors, .json, "
-                    ".txt, .csv or .md", who, name);
+                    ".txt, .csv, .md or .mp4", who, name);
   return ADA_OK;
 }
 

@@ -7,7 +7,7 @@
  * that name is replaced, never written through). Names inside the folder are relative paths of
  * at most 16 components and 1024 bytes; a component is 1 to 255 characters from A-Z a-z 0-9 and
  * . _ - + = , @, and starts with a letter, a digit or _ (so no "..", no hidden files, no
- * absolute paths); a file's name ends in .png, .safetensors, .json, .txt, .csv or .md (so a
+ * absolute paths); a file's name ends in .png, .safetensors, .json, .txt, .csv, .md or .mp4 (so a
  * recipe cannot plant a .pth, .so, .desktop or shell profile even in a folder it chose).
  * Opening a folder writes a marker file (ADA_OUTDIR_MARKER) into it; a folder holding the
  * marker and nothing but files of the names above is "a previous adaspa run's folder".

@@ -1,5 +1,6 @@
 /* lio.c: the Lua bindings of runtime/io: adaspa.safetensors (load, info, save), adaspa.png
- * (read, write), adaspa.outdir (output folders) and adaspa.sandbox (the recipe confinement). */
+ * (read, write), adaspa.outdir (output folders, and the mp4 of frames written into one through
+ * ffmpeg: io/video.h) and adaspa.sandbox (the recipe confinement). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,7 @@
 #include "../io/outdir.h"
 #include "../io/png.h"
 #include "../io/safetensors.h"
+#include "../io/video.h"
 #include "lbind.h"
 
 #define LADA_ST_FILE_MT "adaspa.SafetensorsFile"
@@ -386,6 +388,83 @@ static int od_discard(lua_State *L) {
   return 1;
 }
 
+/* A number field of the options table at idx, or def when absent. */
+static double opt_number(lua_State *L, int idx, const char *key, double def, const char *fname) {
+  if (lua_isnoneornil(L, idx)) return def;
+  lua_getfield(L, idx, key);
+  double v = def;
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER) lada_error(L, fname, "%s must be a number, got %s", key, lada_typename(L, -1));
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int32_t opt_int(lua_State *L, int idx, const char *key, int32_t def, int32_t lo, int32_t hi, const char *fname) {
+  double v = opt_number(L, idx, key, def, fname);
+  if (!(v >= lo && v <= hi) || v != (double)(int32_t)v)
+    lada_error(L, fname, "%s must be an integer in %d..%d, got %g", key, (int)lo, (int)hi, v);
+  return (int32_t)v;
+}
+
+/* outdir:encode_video(name, frames [, {fps = 24, fps_den = 1, timeout = 600, max_bytes = 1 GiB}])
+ * -> bytes written: frames (u8 [T, H, W, 3]) encoded by ffmpeg (io/video.h) into the mp4 file
+ * name inside the folder. The name is checked before ffmpeg starts. A Ctrl-C stops ffmpeg and
+ * returns nil and "...: interrupted" (the host's hook then raises "interrupted" at the next
+ * instruction, as after any op); every other failure raises. */
+static int od_encode_video(lua_State *L) {
+  static const char *const fname = "outdir:encode_video";
+  static const char *const allowed[] = {"fps", "fps_den", "timeout", "max_bytes", NULL};
+  ada_outdir *d = *check_outdir(L, 1, fname);
+  const char *name = check_path(L, 2, fname);
+  ada_tensor *frames = lada_check_tensor(L, 3, fname, "frames");
+  lada_check_opts(L, 4, fname, allowed);
+  size_t len = strlen(name);
+  if (len < 5 || strcmp(name + len - 4, ".mp4") != 0) lada_error(L, fname, "%s: the name must end in .mp4", name);
+  io_check(L, ada_outdir_check_name(name, 1, "output folder"), fname);
+  ada_video_opts o;
+  o.fps_num = opt_int(L, 4, "fps", 24, 1, 1000, fname);
+  o.fps_den = opt_int(L, 4, "fps_den", 1, 1, 1000, fname);
+  o.timeout = opt_number(L, 4, "timeout", 600, fname);
+  double mb = opt_number(L, 4, "max_bytes", (double)(1u << 30), fname);
+  if (!(mb >= 1 && mb <= (double)ADA_VIDEO_MAX_OUTPUT) || mb != (double)(uint64_t)mb)
+    lada_error(L, fname, "max_bytes must be an integer in 1..%llu, got %g", (unsigned long long)ADA_VIDEO_MAX_OUTPUT, mb);
+  o.max_bytes = (uint64_t)mb;
+  uint8_t *mp4 = NULL;
+  size_t n = 0;
+  char who[300];
+  snprintf(who, sizeof who, "%.256s", name);
+  ada_status s = ada_video_encode_mp4(frames, &o, &mp4, &n, who);
+  if (!s) {
+    s = ada_outdir_write(d, name, mp4, n, "output folder");
+    free(mp4);
+  } else {
+    const char *m = ada_last_error();
+    size_t ml = strlen(m);
+    if (ml >= 11 && !strcmp(m + ml - 11, "interrupted")) { /* Ctrl-C: as after any op, the host's hook */
+      lua_pushnil(L);                                      /* raises "interrupted" next */
+      lua_pushfstring(L, "%s: %s", fname, m);
+      return 2;
+    }
+  }
+  io_check(L, s, fname);
+  lua_pushnumber(L, (lua_Number)n);
+  return 1;
+}
+
+/* adaspa.outdir.ffmpeg() -> the ffmpeg program encode_video runs, or nil and why there is none */
+static int od_ffmpeg(lua_State *L) {
+  char path[4096];
+  if (ada_video_find_ffmpeg(path, sizeof path)) {
+    lua_pushnil(L);
+    lua_pushstring(L, ada_last_error());
+    return 2;
+  }
+  lua_pushstring(L, path);
+  return 1;
+}
+
 static int od_tostring(lua_State *L) {
   ada_outdir **u = luaL_checkudata(L, 1, LADA_OUTDIR_MT);
   lua_pushfstring(L, "adaspa output folder %s", *u ? ada_outdir_path(*u) : "(closed)");
@@ -470,10 +549,10 @@ static int sb_active(lua_State *L) {
   return 2;
 }
 
-static const luaL_Reg od_funcs[] = {{"open", od_open}, {NULL, NULL}};
+static const luaL_Reg od_funcs[] = {{"open", od_open}, {"ffmpeg", od_ffmpeg}, {NULL, NULL}};
 static const luaL_Reg od_methods[] = {{"path", od_path},     {"realpath", od_realpath}, {"created", od_created},
                                       {"write", od_write},   {"mkdir", od_mkdir},       {"count", od_count},
-                                      {"discard", od_discard}, {NULL, NULL}};
+                                      {"discard", od_discard}, {"encode_video", od_encode_video}, {NULL, NULL}};
 static const luaL_Reg sb_funcs[] = {{"begin", sb_begin}, {"active", sb_active}, {NULL, NULL}};
 static const luaL_Reg sb_methods[] = {{"finish", sb_finish}, {"open_output", sb_open_output},
                                       {"allow_read", sb_allow_read}, {NULL, NULL}};

@@ -6,6 +6,7 @@
 local adaspa = require "adaspa"
 local sampler = require "adaspa.sampler"
 local preview = require "adaspa.preview"
+local video_out = require "adaspa.video_out"
 local json = require "adaspa.json"
 local dense_policy = require "adaspa.policy.dense"
 local policies = require "adaspa.policy"
@@ -122,6 +123,8 @@ video.schema = {
   output = {
     dir = C.dir{doc = "the output folder (default out/<recipe>-<time>)"},
     previews = C.boolean{default = true, doc = "frame PNGs and a contact sheet"},
+    video = C.boolean{default = true, doc = "video.mp4 of the previews, encoded by ffmpeg (needs output.previews; false, or no ffmpeg: the PNGs only)"},
+    fps = C.integer{min = 1, max = 240, doc = "the video's frame rate (default: the model's, HunyuanVideo 24); the previews play at fps/4"},
     upscale = C.integer{default = 8, min = 1, max = 64, doc = "preview pixels per latent pixel"},
     quiet = C.boolean{default = false, doc = "no progress lines"},
     compare_dense = C.boolean{default = false, doc = "also run dense with the same seed and report PSNR/SSIM against it"},
@@ -198,6 +201,7 @@ function video.run(cfg, job)
     model = "hunyuan-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
     shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps),
     steps_done = tostring(run.interrupted or cfg.sampler.steps)})
+  local video_intr -- Ctrl-C while ffmpeg ran: the other outputs are written, the exit status is 130
   if cfg.output.previews then
     local frames = preview.frames(x, cfg.output.upscale)
     local synthetic = not cfg.model.weights
@@ -210,6 +214,12 @@ function video.run(cfg, job)
     end
     files.contact_sheet = dir .. "/contact_sheet.png"
     adaspa.png.write(files.contact_sheet, preview.contact_sheet(frames))
+    if cfg.output.video then -- adaspa.video_out: ffmpeg, or a note saying why there is no mp4
+      local v, why, intr = video_out.write(out, frames, {fps = cfg.output.fps or video_out.fps_of(cfg.model.name)})
+      files.video = v and v.path
+      if why then say("adaspa: %s", why); notes[#notes + 1] = why end
+      video_intr = intr
+    end
   end
 
   local total = adaspa.now() - t_start
@@ -254,7 +264,8 @@ function video.run(cfg, job)
     string.format("memory     host peak %s%s", memory.host_peak_bytes and string.format("%.2f GiB", memory.host_peak_bytes / 2 ^ 30) or "?",
       memory.gpu and string.format(", GPU peak %.2f GiB", memory.gpu.peak / 2 ^ 30) or ""),
     string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
-      cfg.output.previews and string.format(", %d frame PNGs, contact_sheet.png", #files.frames) or ""),
+      cfg.output.previews and string.format(", %d frame PNGs, contact_sheet.png%s", #files.frames,
+        files.video and ", video.mp4" or "") or ""),
   }
   do
     local dsum, dn, dmin, dmax, rsum, rn = 0, 0, math.huge, -math.huge, 0, 0
@@ -301,7 +312,7 @@ function video.run(cfg, job)
   out:write("report.txt", table.concat(lines, "\n") .. "\n")
   say("%s", table.concat(lines, "\n"))
   report.lines = lines
-  return run.interrupted and 130 or 0, report
+  return (run.interrupted or video_intr) and 130 or 0, report
 end
 
 return video
