@@ -81,7 +81,8 @@ function cli.recipe_help(file)
     local job = cfg.job or "video"
     local okj, runner = pcall(require, "adaspa.jobs." .. tostring(job))
     if not okj then error(string.format("%s: unknown job %s (%s)", path, show(job), tostring(runner)), 0) end
-    return {cfg = cfg, job = job, runner = runner}
+    local schema = runner.schema_for and runner.schema_for(cfg, path) or runner.schema
+    return {cfg = cfg, job = job, runner = runner, schema = schema}
   end)
   if not ok then
     io.stderr:write("adaspa recipe: ", tostring(res), "\n")
@@ -90,7 +91,19 @@ function cli.recipe_help(file)
   print(string.format("usage: adaspa recipe %s [path.to.field=value ...]", file))
   print(string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, res.job))
   print("Steps count from 0 (a schedule of N steps runs steps 0..N-1); layers and heads from 1.")
-  for _, l in ipairs(cli.describe_schema(res.runner.schema, res.cfg)) do print(l) end
+  if res.runner.schema_for then
+    local name = type(res.cfg.model) == "table" and res.cfg.model.name or nil
+    local okm, models = pcall(require, "adaspa.models")
+    if okm then
+      name = name or models.default
+      local okg, M = pcall(models.get, name)
+      if okg then
+        print(string.format("Model %s: %s. Fields marked (%s) are its own; model.name=NAME picks another (%s).", name,
+          M.doc or name, name, table.concat(models.names(), ", ")))
+      end
+    end
+  end
+  for _, l in ipairs(cli.describe_schema(res.schema, res.cfg)) do print(l) end
   return 0
 end
 
