@@ -80,6 +80,13 @@ function models.register(name, module_name)
   registry[name] = module_name
 end
 
+-- Removes a registered name (for tests and scripts that registered one of their own).
+function models.unregister(name)
+  if registry[name] == nil then return end
+  registry[name] = nil
+  for i, n in ipairs(order) do if n == name then table.remove(order, i); break end end
+end
+
 -- The registered names, sorted.
 function models.names()
   local out = {}
