@@ -136,6 +136,13 @@ describe("the recipe's model fields", function()
     assert.truthy(out:find("sampler.guidance_kind = ", 1, true), out)
     assert.truthy(out:find("text.negative = ", 1, true), out)
     assert.truthy(out:find("model.weights_prefix", 1, true), out)
+    -- overrides before --help show the values the run would use
+    local o2, e2, c2 = spec_run("recipe hunyuan sampler.steps=7 --help")
+    assert.equal(0, c2, e2)
+    assert.truthy(o2:find("sampler.steps = 7", 1, true), o2)
+    local _, e3, c3 = spec_run("recipe hunyuan model.name=sora --help")
+    assert.equal(1, c3)
+    assert.truthy(e3:find("known models: hunyuan", 1, true), e3)
   end)
 end)
 
