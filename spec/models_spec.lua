@@ -76,6 +76,10 @@ describe("adaspa.models: the registry", function()
 end)
 
 describe("HunyuanVideo behind the seam", function()
+  -- The fixture was written by the default build (build/adaspa, -O2). That build must reproduce it
+  -- bit for bit; another build (the -O1 sanitizer build of make asan) rounds differently in the
+  -- last bits, so there the latents must agree to a relative L2 of 1e-5 and the layouts exactly.
+  local exact = spec_bin == "build/adaspa"
   it("gives bit-identical latents and the same cache as before the registry (spec/fixtures)", function()
     local d = tmpdir()
     local _, err, code = spec_run(FIXTURE_RUN .. " output.dir=" .. d)
@@ -84,7 +88,12 @@ describe("HunyuanVideo behind the seam", function()
     local ref = adaspa.safetensors.load("spec/fixtures/hunyuan_tiny_latents.safetensors").latents
     assert.same(ref:shape(), got:shape())
     assert.is_true(ref:norm() > 0)
-    assert.equal(0, spec_maxdiff(got, ref))
+    if exact then
+      assert.equal(0, spec_maxdiff(got, ref))
+    else
+      local r = spec_rel_l2(spec_flat(got), spec_flat(ref))
+      assert.is_true(r < 1e-5, tostring(r))
+    end
     local a = adaspa.Cache.load(d .. "/cache.safetensors")
     local b = adaspa.Cache.load("spec/fixtures/hunyuan_tiny_cache.safetensors")
     assert.equal(b:layers(), a:layers())
@@ -92,9 +101,13 @@ describe("HunyuanVideo behind the seam", function()
     for l = 1, b:layers() do
       assert.equal(b:step(l), a:step(l))
       assert.same(b:density(l), a:density(l))
-      assert.same(b:recall(l), a:recall(l))
       assert.is_true(masks_equal(a:layout(l), b:layout(l)))
-      assert.equal(0, spec_maxdiff(a:lse(l), b:lse(l)))
+      if exact then
+        assert.same(b:recall(l), a:recall(l))
+        assert.equal(0, spec_maxdiff(a:lse(l), b:lse(l)))
+      else
+        assert.is_true(spec_maxdiff(a:lse(l), b:lse(l)) < 1e-4)
+      end
       for _, x in ipairs(b:density(l)) do if x < 1 then sparse_layers = sparse_layers + 1 end end
     end
     assert.is_true(sparse_layers > 0, "the fixture run is really sparse")
