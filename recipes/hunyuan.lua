@@ -6,17 +6,24 @@
 --   adaspa recipe hunyuan sampler.steps=20 video.frames=9 model.layers.single=1
 return {
   model = {
-    name = "hunyuan",
+    name = "hunyuan",         -- a registered model (adaspa.models); --help lists its own model.* fields
     preset = "auto",          -- auto | 720p | small
-    -- weights = "hunyuan-video-t2v-720p.safetensors",   -- original or diffusers keys
+    -- weights = "hunyuan-video-t2v-720p.safetensors",   -- original or diffusers keys; or a folder /
+    --                        -- *.safetensors.index.json of shards, or a list of shard files
+    -- weights_prefix = "model.diffusion_model.",       -- a key prefix to strip (all-in-one files)
     device = "auto",          -- auto | cpu | cuda
   },
   video = {},                 -- defaults from the preset: 1280x720x129 (720p), 320x256x17 (small)
   text = {
     prompt = "a red fox running through fresh snow at dawn",
     -- embeds = "fox.safetensors",   -- text_states [256, 4096], text_mask [256], text_pooled [768]
+    --                               (+ negative_text_* for guidance_kind = "cfg")
+    -- negative = "",                -- the unconditional prompt of guidance_kind = "cfg"
   },
-  sampler = {steps = 50, shift = 7.0, guidance = 6.0, seed = 42},
+  -- guidance_kind: auto (the model's: embedded for HunyuanVideo), "embedded" (one pass per step,
+  -- guidance given to the model) or "cfg" (classifier-free: a conditional and an unconditional
+  -- pass per step, guidance = its scale; each pass keeps its own AdaSpa cache)
+  sampler = {steps = 50, shift = 7.0, guidance = 6.0, guidance_kind = "auto", seed = 42},
   attention = {
     policy = "adaspa",        -- adaspa | dense | window | spatial_temporal | estimate | a policy object
                               -- {mode = fn, select = fn or plan = fn} defined here (see the README)

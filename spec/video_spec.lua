@@ -92,7 +92,8 @@ describe("adaspa recipe hunyuan (tiny)", function()
       {"sampler.guidance=-1e308", "sampler.guidance = -1e+308", "[0, 100]"},
       {"sampler.steps=1e9", "sampler.steps = 1000000000", "[1, 1000]"},
       {"model.weights=/nonexistent", "model.weights = \"/nonexistent\"", "No such file"},
-      {"model.weights=/", "model.weights", "not a readable file"},
+      {"model.weights=/", "model.weights", "holds none of"},  -- a folder of shards needs its index
+      {"model.weights=/nonexistent.safetensors", "model.weights", "cannot be read"},
       {"text.embeds=/nonexistent/e.safetensors", "text.embeds", "cannot be read"},
       {"output.dir=", "output.dir = \"\"", "empty"},
       {"attention.warmup=100", "attention.warmup = 100", "the schedule has 50 steps"},

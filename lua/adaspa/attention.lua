@@ -18,6 +18,14 @@
 -- from the model's queued work being done to the attention's being done, without synchronizing;
 -- the step's sum is read at end_step), elsewhere by the wall clock. After each call,
 -- ctx.last_mode is the mode that call ran (dense, search, plan or sparse).
+--
+-- Guidance branches. With classifier-free guidance a denoising step runs the model twice: the
+-- conditional pass (branch 1) and the unconditional one (branch 2). The context keys the AdaSpa
+-- cache by (layer, branch): one adaspa.Cache per branch (ctx.caches[b]), and ctx:set_branch(b)
+-- before a forward makes ctx.cache that branch's, so a branch's search, LSE and sparse steps only
+-- ever see its own layouts. The step counter (begin_step/end_step, what policy:mode(step, layer)
+-- is asked with) counts denoising steps, not forward passes; info.branch tells a policy or hook
+-- which branch a call belongs to. Without set_branch everything is branch 1 (ctx.cache).
 local adaspa = require "adaspa"
 local policies = require "adaspa.policy"
 
@@ -32,10 +40,28 @@ function attention.new(policy, opts)
   opts = opts or {}
   assert(type(policy) == "table" and type(policy.mode) == "function", "attention.new: policy needs a mode(step, layer) method")
   local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture,
-                          timers = {}}, Ctx)
+                          timers = {}, branch = 1}, Ctx)
   c.cache = adaspa.Cache.new(opts.layers)
+  c.caches = {c.cache}
   return c
 end
+
+-- The guidance branch the next attention calls belong to (1: conditional, 2: unconditional);
+-- ctx.cache becomes that branch's cache (made on first use).
+function Ctx:set_branch(b)
+  if type(b) ~= "number" or b % 1 ~= 0 or b < 1 or b > 16 then
+    error("attention: set_branch: branch must be an integer in [1, 16], got " .. tostring(b), 2)
+  end
+  if not self.caches[b] then self.caches[b] = adaspa.Cache.new(self.layers) end
+  self.branch, self.cache = b, self.caches[b]
+  if self.cur then self.cur.branches[b] = true end
+end
+
+-- The cache of branch b (nil when that branch never ran).
+function Ctx:cache_for(b) return self.caches[b] end
+
+-- The number of branches that have a cache.
+function Ctx:branches() return #self.caches end
 
 -- Sparse attention over layout, or dense attention when the layout keeps every block.
 function attention.sparse(q, k, v, layout, kv_valid)
@@ -58,7 +84,7 @@ end
 function Ctx:begin_step(step)
   self.step = step
   self.cur = {step = step, modes = {}, seconds = 0, flops = 0, dense_flops = 0, densities = {}, recalls = {},
-              plan_seconds = 0, plan_flops = 0, measure_seconds = 0}
+              plan_seconds = 0, plan_flops = 0, measure_seconds = 0, branches = {[self.branch] = true}}
 end
 
 function Ctx:end_step()
@@ -167,6 +193,7 @@ attention.modes = modes
 
 function Ctx:attention(q, k, v, info)
   local p, layer, step = self.policy, info.layer, self.step
+  info.branch = self.branch
   local mode = p:mode(step, layer)
   local handler = modes[mode]
   if handler == nil then
@@ -200,8 +227,10 @@ end
 
 -- {mode=, seconds=, density={mean,min,max} or nil, recall=mean or nil, flop_fraction=} of a step record.
 function attention.summarize(s)
+  local nb = 0
+  for _ in pairs(s.branches or {}) do nb = nb + 1 end
   local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1),
-             plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds}
+             plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds, branches = math.max(nb, 1)}
   if #s.densities > 0 then
     local mn, mx, sum = math.huge, -math.huge, 0
     for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end

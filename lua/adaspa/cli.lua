@@ -67,8 +67,9 @@ function cli.describe_schema(schema, values, prefix, out)
   return out
 end
 
--- adaspa recipe FILE --help: every field of the recipe's job with its value, default and meaning.
-function cli.recipe_help(file)
+-- adaspa recipe FILE [path=value ...] --help: every field of the recipe's job with its value (the
+-- overrides applied), default and meaning; model.name=NAME shows that model's own fields.
+function cli.recipe_help(file, overrides)
   local adaspa_ = require "adaspa"
   local recipe = require "adaspa.recipe"
   local path, err = recipe.find(file, adaspa_.home)
@@ -78,10 +79,16 @@ function cli.recipe_help(file)
   end
   local ok, res = pcall(function()
     local cfg = recipe.load(path, adaspa_)
+    for _, a in ipairs(overrides or {}) do
+      local keys, value = recipe.parse_override(a)
+      if not keys then error(path .. ": " .. value, 0) end
+      recipe.set_path(cfg, keys, value)
+    end
     local job = cfg.job or "video"
     local okj, runner = pcall(require, "adaspa.jobs." .. tostring(job))
     if not okj then error(string.format("%s: unknown job %s (%s)", path, show(job), tostring(runner)), 0) end
-    return {cfg = cfg, job = job, runner = runner}
+    local schema = runner.schema_for and runner.schema_for(cfg, path) or runner.schema
+    return {cfg = cfg, job = job, runner = runner, schema = schema}
   end)
   if not ok then
     io.stderr:write("adaspa recipe: ", tostring(res), "\n")
@@ -90,7 +97,19 @@ function cli.recipe_help(file)
   print(string.format("usage: adaspa recipe %s [path.to.field=value ...]", file))
   print(string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, res.job))
   print("Steps count from 0 (a schedule of N steps runs steps 0..N-1); layers and heads from 1.")
-  for _, l in ipairs(cli.describe_schema(res.runner.schema, res.cfg)) do print(l) end
+  if res.runner.schema_for then
+    local name = type(res.cfg.model) == "table" and res.cfg.model.name or nil
+    local okm, models = pcall(require, "adaspa.models")
+    if okm then
+      name = name or models.default
+      local okg, M = pcall(models.get, name)
+      if okg then
+        print(string.format("Model %s: %s. Fields marked (%s) are its own; model.name=NAME picks another (%s).", name,
+          M.doc or name, name, table.concat(models.names(), ", ")))
+      end
+    end
+  end
+  for _, l in ipairs(cli.describe_schema(res.schema, res.cfg)) do print(l) end
   return 0
 end
 
@@ -104,9 +123,13 @@ function cli.recipe(file, ...)
     cli.help("recipe")
     return file == nil and 1 or 0
   end
-  for i = 1, select("#", ...) do
-    local a = select(i, ...)
-    if a == "--help" or a == "-h" then return cli.recipe_help(file) end
+  local args = {...}
+  for _, a in ipairs(args) do
+    if a == "--help" or a == "-h" then
+      local over = {}
+      for _, b in ipairs(args) do if b ~= "--help" and b ~= "-h" then over[#over + 1] = b end end
+      return cli.recipe_help(file, over)
+    end
   end
   return recipe.main(file, ...)
 end
@@ -174,7 +197,7 @@ usage: adaspa [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]
   devices              list the CPU and each GPU
   recipe FILE [path.to.field=value ...]
                        run a recipe (FILE: a path, or a name under recipes/: hunyuan, compare, replay)
-  recipe FILE --help   list the recipe's fields with their values, defaults and meanings
+  recipe FILE [path=value ...] --help   the recipe's fields with their values, defaults and meanings (model.name=NAME: that model's)
   weights FILE         what a safetensors checkpoint holds and whether it is a complete HunyuanVideo
   help [COMMAND]       this text, or a command's
   --version            print the version and the backends built

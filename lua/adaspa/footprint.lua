@@ -4,26 +4,28 @@
 --   local fp = require "adaspa.footprint"
 --   local e = fp.estimate{mcfg = mcfg, video = {width, height, frames}, device = "cpu", dtype = "f32",
 --                         steps = 50, sparsity = 0.8, policy = "adaspa", error_steps = 0,
---                         weights_file_bytes = nil}
+--                         weights_file_bytes = nil, forwards = 1}
 --   print(fp.describe(e)); local ok, why = fp.fits(e)
 --
--- The model (see adaspa.models.hunyuan): S = n_img + text_len tokens, width h, MLP width m.
---   weights       the parameters of hy.weight_shapes(mcfg) x the dtype's bytes;
---   activations   the widest moment of a block: the single block holds the stream [S, h], its
---                 first linear [S, 3h + m], normalized q and k [S, h] each, the MLP activation
---                 [S, m], the attention output and two projections [S, h] each, so 7h + 2m
---                 values per token (m = 4h: 15h), times fp.SLACK (measured), plus the f32 latents;
+-- The model's own numbers come from its registry entry (adaspa.models: M.estimate(cfg, video,
+-- dtype), the entry named by mcfg.model unless o.model gives it): S tokens per attention call,
+-- the parameters, one forward's peak activations and FLOPs. From them:
+--   weights       the parameters x the dtype's bytes;
+--   activations   the entry's peak of one forward (forwards run one after another);
 --   weights temp  synthetic weights: fp.SYNTH_TEMP of the weights in temporaries (measured);
---   attention     per layer with attention: the cached LSE [heads, S] f32; at a search step the
---                 block mass [heads, nqb, nkb] f32 of one layer; layouts [heads, nqb, nkb]
---                 int32 x density for every layer (host; mirrored on a GPU);
---   error steps   compare_dense keeps every layer's attention output [S, h] at each error step;
+--   attention     per layer with attention and per guidance branch (forwards: 2 with
+--                 classifier-free guidance, each branch keeps its own cache): the cached LSE
+--                 [heads, S] f32; at a search step the block mass [heads, nqb, nkb] f32 of one
+--                 layer; layouts [heads, nqb, nkb] int32 x density for every layer (host;
+--                 mirrored on a GPU);
+--   error steps   compare_dense keeps every layer's attention output at each error step;
 --   fixed         the process itself (its resident memory now) and, on a GPU, the CUDA context.
 -- Where the run lives: on the CPU everything is host memory; on a GPU the weights, activations,
 -- LSEs and mass are GPU memory, layouts are in both, and a weights file is read whole into host
 -- memory first (adaspa.weights).
--- Time: FLOPs of a step, 2 x S x (4h^2 + 2hm) per block for the linears and 4 x S^2 x h per
--- attention layer (dense; a sparse step computes about 1 - sparsity of it), over rates measured
+-- Time: FLOPs of a step, the entry's linear and dense attention FLOPs of a forward (HunyuanVideo:
+-- 2 x S x (4h^2 + 2hm) per block, 4 x S^2 x h per attention layer) times the forwards per step
+-- (a sparse step computes about 1 - sparsity of the attention), over rates measured
 -- here on the run's device and dtype with a small matmul and a small attention (measure()). Small
 -- problems run below a large one's rate, so the times lean long.
 local adaspa = require "adaspa"
@@ -36,7 +38,7 @@ fp.CUDA_CONTEXT = 0.6 * GiB -- driver context, cuBLAS workspace: reserved on any
 -- variants, 2.8k to 15.7k tokens): a step's peak holds about 2.5 times the block's widest
 -- moment (allocator slack, views and temporaries that wait for the collector), and the synthetic
 -- weights' structure edits leave about 0.6 of the weights in temporaries until collected.
-fp.SLACK, fp.SYNTH_TEMP = 2.5, 0.6
+fp.SLACK, fp.SYNTH_TEMP = 2.5, 0.6 -- (SLACK: the models' entries keep their own measured value)
 
 local function bytes_of(dtype) return dtype == "f32" and 4 or 2 end
 
@@ -139,33 +141,38 @@ end
 -- parts}, gpu = {bytes, parts} or nil, flops = {dense_step, sparse_step}, seconds = {dense_step,
 -- sparse_step, run}, rates}.
 function fp.estimate(o)
-  local hy = require "adaspa.models.hunyuan"
   local c = o.mcfg
-  local grid, latent = hy.grid(o.video)
-  local n_img = grid[1] * grid[2] * grid[3]
-  local S = n_img + c.text_len
-  local h, m = c.hidden, c.hidden * c.mlp_ratio
-  local layers = c.layers.double + c.layers.single
-  local bytes = bytes_of(o.dtype)
-  local params, largest = 0, 0
-  for _, shape in pairs(hy.weight_shapes(c)) do
-    local n = 1
-    for _, d in ipairs(shape) do n = n * d end
-    params, largest = params + n, math.max(largest, n)
+  local entry = o.model or require("adaspa.models").get(c.model)
+  local forwards = o.forwards or 1
+  local me = entry.estimate and entry.estimate(c, o.video, o.dtype)
+  if not me then -- an entry without an estimate: its weights and its attention only
+    local t = entry.tokens(c, o.video)
+    local params, largest = 0, 0
+    for _, shape in pairs(entry.weight_shapes(c)) do
+      local n = 1
+      for _, d in ipairs(shape) do n = n * d end
+      params, largest = params + n, math.max(largest, n)
+    end
+    local S = t.n_img + t.n_txt
+    local layers = entry.attention_layers(c)
+    me = {tokens = S, image_tokens = t.n_img, params = params, largest = largest, heads = c.heads, layers = layers,
+          activation_bytes = 0, linear_flops = 0, attention_flops = 4 * S * S * (c.heads * (c.head_dim or 128)) * layers,
+          output_bytes = 0}
   end
-  local latent_n = latent[1] * latent[2] * latent[3] * latent[4]
+  local S, n_img, layers, params, largest = me.tokens, me.image_tokens, me.layers, me.params, me.largest
+  local bytes = bytes_of(o.dtype)
   local B = 64
   local nqb = math.ceil(S / B)
   local density = 1 - (o.sparsity or 0)
   local sparse = o.policy ~= "dense"
   local parts = {
     weights = params * bytes,
-    activations = fp.SLACK * S * (7 * h + 2 * m) * bytes + 6 * latent_n * 4,
+    activations = me.activation_bytes,
     weights_temp = o.weights_file_bytes and 0 or fp.SYNTH_TEMP * params * bytes,
-    lse = sparse and layers * c.heads * S * 4 or 0,
-    mass = sparse and c.heads * nqb * nqb * 4 or 0,
-    layouts = sparse and layers * c.heads * (nqb * nqb * 4 * density + (nqb + 1) * 8) or 0,
-    error_outputs = (o.error_steps or 0) * layers * S * h * bytes,
+    lse = sparse and forwards * layers * me.heads * S * 4 or 0,
+    mass = sparse and me.heads * nqb * nqb * 4 or 0,
+    layouts = sparse and forwards * layers * me.heads * (nqb * nqb * 4 * density + (nqb + 1) * 8) or 0,
+    error_outputs = (o.error_steps or 0) * layers * me.output_bytes,
   }
   local host, gpu = {parts = {}}, nil
   local function add(t, k, v) t.parts[k] = (t.parts[k] or 0) + v end
@@ -186,8 +193,8 @@ function fp.estimate(o)
     t.bytes = 0
     for _, v in pairs(t.parts) do t.bytes = t.bytes + v end
   end
-  local lin = 2 * S * (4 * h * h + 2 * h * m) * layers + 2 * n_img * h * c.in_channels * 4 * 2
-  local att = 4 * S * S * h * layers
+  local lin = forwards * me.linear_flops
+  local att = forwards * me.attention_flops
   local r = o.rates or fp.measure(o.device, o.dtype)
   local dense_s = lin / r.linear + att / r.attention
   local sparse_s = lin / r.linear + att * (sparse and density or 1) / r.attention
@@ -196,7 +203,7 @@ function fp.estimate(o)
   return {tokens = S, image_tokens = n_img, params = params, host = host, gpu = gpu,
           flops = {dense_step = lin + att, sparse_step = lin + att * (sparse and density or 1), linear = lin, attention = att},
           seconds = {dense_step = dense_s, sparse_step = sparse_s, run = warm * dense_s + (o.steps - warm) * sparse_s},
-          rates = r, device = o.device, dtype = o.dtype}
+          rates = r, device = o.device, dtype = o.dtype, forwards = forwards}
 end
 
 local function gib(b) return string.format("%.2f GiB", b / GiB) end

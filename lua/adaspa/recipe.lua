@@ -258,6 +258,27 @@ local function get_path(cfg, dotted)
   return v
 end
 
+-- Allows reading what an input field names: a file; a list of files (shards); a folder of
+-- shards (its .safetensors files and the index files adaspa.weights looks for); an index file
+-- (it and the .safetensors files beside it).
+local function allow_input(guard, v)
+  if type(v) == "table" then
+    for _, p in ipairs(v) do allow_input(guard, p) end
+    return
+  end
+  if type(v) ~= "string" or v == "" then return end
+  local weights = require "adaspa.weights"
+  if weights.is_dir(v) then
+    local dir = v:gsub("/+$", "")
+    if dir == "" then dir = "/" end
+    guard:allow_read(dir, true)
+    for _, n in ipairs(weights.INDEX_NAMES) do pcall(guard.allow_read, guard, dir .. "/" .. n) end
+    return
+  end
+  guard:allow_read(v)
+  if v:match("%.index%.json$") then pcall(guard.allow_read, guard, v:match("^(.*)/[^/]*$") or ".", true) end
+end
+
 -- The output folder of a job run: the one the runner opened (job.outdir), else (a job called
 -- directly, e.g. from a script) cfg.output.dir (new, empty or a previous run's, which is
 -- cleared) or a fresh out/<name>-<time>. Returns the adaspa.outdir handle.
@@ -321,10 +342,9 @@ function recipe.run(path, overrides, opts)
     end
     local runner = require("adaspa.jobs." .. job)
     cfg.job = nil
-    recipe.validate(cfg, runner.schema, path)
+    recipe.validate(cfg, runner.schema_for and runner.schema_for(cfg, path) or runner.schema, path)
     for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
-      local v = get_path(cfg, field)
-      if type(v) == "string" and v ~= "" then guard:allow_read(v) end
+      allow_input(guard, get_path(cfg, field))
     end
     local name = path:match("([^/]+)%.lua$") or "run"
     local dir, mode = cfg.output and cfg.output.dir, "reuse"

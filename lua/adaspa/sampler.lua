@@ -1,7 +1,63 @@
--- adaspa.sampler: flow-matching Euler, as HunyuanVideo samples (../shared/reference/hunyuan.md).
+-- adaspa.sampler: flow-matching Euler, as HunyuanVideo and Wan2.1 sample
+-- (../shared/reference/hunyuan.md).
 --   s_i = 1 - i/steps (i = 0..steps); sigma_i = shift s_i / (1 + (shift - 1) s_i);
 --   timestep_i = 1000 sigma_i;  x <- x + (sigma_{i+1} - sigma_i) * v(x, timestep_i).
+-- Guidance (sampler.guided): "embedded", one forward pass per step with the scale inside the
+-- conditioning (HunyuanVideo's distilled guidance); "cfg", classifier-free guidance: a
+-- conditional and an unconditional pass per step, in sequence, combined as
+-- v = v_uncond + scale (v_cond - v_uncond).
 local sampler = {}
+
+-- Forward passes per step of a guidance kind.
+function sampler.forwards(kind) return kind == "cfg" and 2 or 1 end
+
+-- v_uncond + scale (v_cond - v_uncond), in f32 (new tensor; the inputs are left as they are).
+function sampler.cfg_combine(vc, vu, scale)
+  local adaspa = require "adaspa"
+  local c, u = vc:to("f32"), vu:to("f32")
+  local nu = adaspa.scale(u, -1)
+  local d = adaspa.add(c, nu)
+  nu:free()
+  local sd = adaspa.scale(d, scale)
+  d:free()
+  local out = adaspa.add(u, sd)
+  sd:free()
+  if c ~= vc then c:free() end
+  if u ~= vu then u:free() end
+  return out
+end
+
+-- The velocity function of a model under guidance, for sampler.euler: fn(x, timestep, step) -> v
+-- (f32). model: forward(x, t, cond, ctx); conds: {cond =, uncond =} (uncond needed for cfg);
+-- guidance = {kind = "embedded" | "cfg", scale =}; ctx: the attention context or nil; before each
+-- pass ctx:set_branch(b) (1 conditional, 2 unconditional) so each branch keeps its own cache, and
+-- ctx:begin_step(step) once per denoising step. dtype: the model's activations (x is cast to it).
+function sampler.guided(model, conds, guidance, ctx, dtype)
+  local cfg = guidance.kind == "cfg"
+  if cfg and not conds.uncond then error("sampler.guided: classifier-free guidance needs conds.uncond", 2) end
+  if guidance.kind ~= "cfg" and guidance.kind ~= "embedded" then
+    error("sampler.guided: guidance.kind must be embedded or cfg, got " .. tostring(guidance.kind), 2)
+  end
+  return function(xt, timestep, i)
+    if ctx then
+      if ctx.set_branch then ctx:set_branch(1) end
+      ctx:begin_step(i)
+    end
+    local xin = xt:to(dtype or xt:dtype())
+    local vc = model:forward(xin, timestep, conds.cond, ctx)
+    if not cfg then
+      local v = vc:to("f32")
+      return v
+    end
+    if ctx and ctx.set_branch then ctx:set_branch(2) end
+    local vu = model:forward(xin, timestep, conds.uncond, ctx)
+    if ctx and ctx.set_branch then ctx:set_branch(1) end
+    local v = sampler.cfg_combine(vc, vu, guidance.scale)
+    vc:free()
+    vu:free()
+    return v
+  end
+end
 
 -- The steps+1 sigmas from 1 down to 0.
 function sampler.sigmas(steps, shift)

@@ -1,7 +1,25 @@
--- adaspa.weights: HunyuanVideo checkpoints in safetensors, in either key layout.
+-- adaspa.weights: checkpoints in safetensors: the shared helpers every model's loader uses
+-- (single files, sharded checkpoints, a key prefix to strip), and HunyuanVideo's loader in
+-- either of its key layouts.
 --
+-- Shared helpers (any model):
+--   weights.files(source) -> {paths}: source is a .safetensors file, a list of shard files, a
+--     *.safetensors.index.json (a sharded checkpoint's index: its weight_map names the shards,
+--     found beside it), or a folder holding diffusion_pytorch_model.safetensors.index.json or
+--     model.safetensors.index.json (diffusers and transformers name them so; another index is
+--     named as the source itself), or holding exactly one .safetensors file;
+--   weights.info(source [, {prefix =}]) -> {{name=, key=, file=, dtype=, shape=, bytes=}, ...}
+--     sorted by name: every tensor of every shard (a key in two shards is an error); with a
+--     prefix (e.g. "model.diffusion_model."), keys that start with it are listed without it and
+--     the others (a VAE's or a text encoder's in an all-in-one file) are left out; no key with
+--     the prefix is an error naming the first keys;
+--   weights.read(entries, names) -> name -> tensor: the named entries of weights.info's list,
+--     read shard by shard.
+--   weights.describe_source(source) -> "file" or "N shards under DIR" (for reports).
+--
+-- HunyuanVideo:
 --   local weights = require "adaspa.weights"
---   local w = weights.load(path, cfg, {device = "cuda", dtype = "bf16"})  -- name -> tensor
+--   local w = weights.load(source, cfg, {device = "cuda", dtype = "bf16", prefix = nil})  -- name -> tensor
 --   local model = hy.new(cfg, w)
 --   weights.save(path, w, "diffusers")            -- or "original"
 --   local report = weights.describe(path)         -- layout, sizes, completeness per preset
@@ -185,20 +203,159 @@ local function info_names(info)
   return names
 end
 
+-- ---- sources: files, shards, prefixes (shared by every model) -------------------------------------
+
+local INDEX_NAMES = {"diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"}
+weights.INDEX_NAMES = INDEX_NAMES
+
+local function readable(p)
+  local f = io.open(p, "rb")
+  if not f then return false end
+  local ok, data = pcall(f.read, f, 1)
+  f:close()
+  return ok and data ~= nil
+end
+
+local function is_dir(p)
+  local f = io.open(p, "rb")
+  if not f then return false end
+  local ok, data, err = pcall(f.read, f, 1)
+  f:close()
+  return ok and data == nil and err ~= nil and tostring(err):find("directory", 1, true) ~= nil
+end
+weights.is_dir = is_dir
+
+local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
+
+-- The shard files an index names (the values of its weight_map), in order of first mention.
+local function index_files(index)
+  local f, err = io.open(index, "rb")
+  if not f then error(string.format("weights: cannot read the index %s: %s", index, tostring(err)), 0) end
+  local text = f:read("*a")
+  f:close()
+  local map = text:match('"weight_map"%s*:%s*(%b{})')
+  if not map then error(string.format("weights: %s: no \"weight_map\" object (a *.safetensors.index.json has one)", index), 0) end
+  local files, seen = {}, {}
+  for file in map:gmatch(':%s*"([^"]+)"') do
+    if file:find("/", 1, true) or file == ".." then
+      error(string.format("weights: %s: shard name %q must be a file name beside the index", index, file), 0)
+    end
+    if not seen[file] then seen[file] = true; files[#files + 1] = dirname(index) .. "/" .. file end
+  end
+  if #files == 0 then error(string.format("weights: %s: the weight_map names no shard", index), 0) end
+  return files
+end
+
+-- The files of a weights source (see the header).
+function weights.files(source)
+  if type(source) == "table" then
+    if #source == 0 then error("weights: a list of shard files must not be empty", 0) end
+    local out = {}
+    for i, p in ipairs(source) do
+      if type(p) ~= "string" then error(string.format("weights: shard %d must be a path, got %s", i, type(p)), 0) end
+      out[i] = p
+    end
+    return out
+  end
+  if type(source) ~= "string" or source == "" then
+    error("weights: the source must be a path (file, index or folder) or a list of files, got " .. type(source), 0)
+  end
+  if source:match("%.index%.json$") then return index_files(source) end
+  if is_dir(source) then
+    local dir = source:gsub("/+$", "")
+    for _, n in ipairs(INDEX_NAMES) do
+      if readable(dir .. "/" .. n) then return index_files(dir .. "/" .. n) end
+    end
+    for _, n in ipairs({"diffusion_pytorch_model.safetensors", "model.safetensors"}) do
+      if readable(dir .. "/" .. n) then return {dir .. "/" .. n} end
+    end
+    error(string.format("weights: folder %s holds none of %s, diffusion_pytorch_model.safetensors, model.safetensors " ..
+      "(name another index or file as the source itself)", source, table.concat(INDEX_NAMES, ", ")), 0)
+  end
+  return {source}
+end
+
+-- "path" for one file, "N shards under DIR" for several.
+function weights.describe_source(source)
+  local ok, files = pcall(weights.files, source)
+  if not ok or #files == 1 then return type(source) == "string" and source or (ok and files[1] or "?") end
+  return string.format("%d shards under %s", #files, dirname(files[1]))
+end
+
+-- Every tensor of a source, prefix stripped (see the header).
+function weights.info(source, opts)
+  opts = opts or {}
+  local prefix = opts.prefix
+  if prefix ~= nil and (type(prefix) ~= "string" or prefix == "") then
+    error("weights: prefix must be a non-empty string, got " .. tostring(prefix), 0)
+  end
+  local out, by, skipped, first = {}, {}, 0, {}
+  for _, file in ipairs(weights.files(source)) do
+    for _, e in ipairs(adaspa.safetensors.info(file)) do
+      local name = e.name
+      if #first < 3 then first[#first + 1] = "'" .. name .. "'" end
+      if prefix then
+        if name:sub(1, #prefix) == prefix then name = name:sub(#prefix + 1) else name = nil end
+      end
+      if name then
+        if by[name] then
+          error(string.format("weights: key '%s' is in two shards: %s and %s", e.name, by[name].file, file), 0)
+        end
+        local r = {name = name, key = e.name, file = file, dtype = e.dtype, shape = e.shape, bytes = e.bytes}
+        by[name] = r
+        out[#out + 1] = r
+      else
+        skipped = skipped + 1
+      end
+    end
+  end
+  if prefix and #out == 0 then
+    error(string.format("weights: no key starts with the prefix '%s' (first keys: %s)", prefix,
+      #first > 0 and table.concat(first, ", ") or "none"), 0)
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out, skipped
+end
+
+-- name -> tensor for the names (a list) among entries (weights.info's list), one read per shard.
+function weights.read(entries, names)
+  local by = {}
+  for _, e in ipairs(entries) do by[e.name] = e end
+  local per_file, order = {}, {}
+  for _, n in ipairs(names) do
+    local e = by[n]
+    if not e then error(string.format("weights: no tensor '%s' in the source", n), 0) end
+    if not per_file[e.file] then per_file[e.file] = {}; order[#order + 1] = e.file end
+    table.insert(per_file[e.file], e)
+  end
+  local out = {}
+  for _, file in ipairs(order) do
+    local keys = {}
+    for i, e in ipairs(per_file[file]) do keys[i] = e.key end
+    local t = adaspa.safetensors.load(file, {names = keys})
+    for _, e in ipairs(per_file[file]) do out[e.name] = t[e.key] end
+  end
+  return out
+end
+
 -- ---- load ----------------------------------------------------------------------------------------
 
--- load(path, cfg [, {device=, dtype=}]) -> name -> tensor in the original layout of cfg.
-function weights.load(path, cfg, opts)
+-- load(source, cfg [, {device=, dtype=, prefix=}]) -> name -> tensor in the original layout of cfg.
+-- source: a file, a list of shards, an index or a folder (weights.files); prefix: stripped from
+-- every key first (weights.info).
+function weights.load(source, cfg, opts)
   local fn = "weights.load"
-  if type(path) ~= "string" then error(fn .. ": path must be a string, got " .. type(path), 2) end
+  if type(source) ~= "string" and type(source) ~= "table" then
+    error(fn .. ": source must be a path or a list of shard paths, got " .. type(source), 2)
+  end
   if type(cfg) ~= "table" or type(cfg.hidden) ~= "number" or type(cfg.layers) ~= "table" then
     error(fn .. ": cfg must be a model config (hy.config(...)), got " .. type(cfg), 2)
   end
   opts = opts or {}
   if type(opts) ~= "table" then error(fn .. ": opts must be a table, got " .. type(opts), 2) end
   for k in pairs(opts) do
-    if k ~= "device" and k ~= "dtype" then
-      error(fn .. ": unknown option '" .. tostring(k) .. "' (options: device, dtype)", 2)
+    if k ~= "device" and k ~= "dtype" and k ~= "prefix" then
+      error(fn .. ": unknown option '" .. tostring(k) .. "' (options: device, dtype, prefix)", 2)
     end
   end
   local device = opts.device or "cpu"
@@ -207,7 +364,9 @@ function weights.load(path, cfg, opts)
     error(string.format("%s: opts.dtype must be f32, bf16 or f16, got %s", fn, tostring(opts.dtype)), 2)
   end
 
-  local info = adaspa.safetensors.info(path)
+  local path = weights.describe_source(source)
+  local okinfo, info = pcall(weights.info, source, {prefix = opts.prefix})
+  if not okinfo then error(string.format("%s: %s", fn, tostring(info)), 2) end
   local layout, why = detect(info_names(info))
   if not layout then error(string.format("%s: %s: %s", fn, path, why), 2) end
   local r = check(info, expected_shapes(cfg, layout))
@@ -234,7 +393,7 @@ function weights.load(path, cfg, opts)
       cfg_str(cfg)), 2)
   end
 
-  local raw = adaspa.safetensors.load(path)
+  local raw = weights.read(info, info_names(info))
   local out = {}
   local function finish(t)   -- converted on the CPU, then moved; copies left behind are freed now
     local u = opts.dtype and t:to(opts.dtype) or t

@@ -344,6 +344,9 @@ compare.schema = {
   },
 }
 
+-- The schema of a recipe table: compare.schema with the model.* fields of its model.name.
+function compare.schema_for(cfg, where) return video.schema_for(cfg, where, compare.schema) end
+
 -- ---- measuring -------------------------------------------------------------------------------------
 
 -- The schedule's time from medians per step mode (robust to a busy machine): sum over modes of
@@ -401,7 +404,7 @@ local function gallery_hook(cfg, step, store, block_of)
   local want = {}
   for _, l in ipairs(cfg.gallery.layers) do want[l] = true end
   return function(ctx, info, mode, out)
-    if ctx.step ~= step or not want[info.layer] then return end
+    if ctx.step ~= step or not want[info.layer] or (info.branch or 1) ~= 1 then return end -- the conditional branch
     local layout, own
     if mode == "dense" then
       local B = block_of()
@@ -433,8 +436,8 @@ function compare.run(cfg, job)
   local runs, ref_label = compare.plan(cfg)
 
   -- sizes first (cheap), so gallery fields fail before the weights load
-  local mcfg = pipeline.resolve(cfg)
-  local n_layers = mcfg.layers.double + mcfg.layers.single
+  local mcfg, _, _, _, entry = pipeline.resolve(cfg)
+  local n_layers = entry.attention_layers(mcfg)
   for i, l in ipairs(cfg.gallery.layers) do
     if l > n_layers then
       error(string.format("%s: field gallery.layers = %s: entry %d: layer %d is beyond the model's %d attention layers",

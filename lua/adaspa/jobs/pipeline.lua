@@ -9,12 +9,12 @@
 --   pipeline.median_steps(records);
 --   pipeline.gpu_runs_model() -> ok, why: whether the CUDA backend runs the model's ops here;
 --   pipeline.device(want, notes), pipeline.say(quiet), pipeline.message(err).
--- Policies come from adaspa.policy.build (the one builder).
+-- Policies come from adaspa.policy.build (the one builder); models from adaspa.models (the
+-- registry: nothing here names a model).
 local adaspa = require "adaspa"
-local hy = require "adaspa.models.hunyuan"
+local models = require "adaspa.models"
 local sampler = require "adaspa.sampler"
 local preview = require "adaspa.preview"
-local text = require "adaspa.text"
 local attention = require "adaspa.attention"
 local quality = require "adaspa.quality"
 
@@ -50,31 +50,62 @@ end
 -- An error's message without the "file.lua:N: " position (what a recipe's user is shown).
 function pipeline.message(err) return (tostring(err):gsub("^[^\n]-%.lua:%d+: ", "")) end
 
--- Resolves device, dtype, preset and sizes (filling cfg.video from the preset); returns the model
--- config, device, dtype and notes for the report.
+-- The recipe's model overrides for M.config: M.overrides(model_table, preset) or, without it,
+-- every field of M.schema the recipe set.
+local function model_overrides(M, m, preset)
+  if M.overrides then return M.overrides(m, preset) end
+  local over = {}
+  local function copy(v)
+    if type(v) ~= "table" then return v end
+    local c = {}
+    for k, x in pairs(v) do c[k] = copy(x) end
+    return c
+  end
+  for k in pairs(M.schema or {}) do over[k] = copy(m[k]) end
+  return over
+end
+
+-- Resolves the recipe's guidance (cfg.sampler.guidance_kind, guidance, shift; filled in place from
+-- the model's sampler_defaults): returns {kind =, scale =, forwards =, embedded = the scale the
+-- conditioning carries (embedded guidance; nil when the model has none)}.
+local function resolve_guidance(cfg, M)
+  local sd, s = M.sampler_defaults, cfg.sampler
+  if s.shift == nil then s.shift = sd.shift end
+  if s.guidance_kind == nil or s.guidance_kind == "auto" then s.guidance_kind = sd.guidance.kind end
+  if s.guidance == nil then s.guidance = sd.guidance.scale end
+  if s.guidance_kind == "embedded" and sd.guidance.kind ~= "embedded" then
+    error(string.format("sampler.guidance_kind = embedded: model %s has no embedded guidance (use cfg or auto)", M.name), 0)
+  end
+  local embedded
+  if sd.guidance.kind == "embedded" then
+    embedded = s.guidance_kind == "embedded" and s.guidance or sd.guidance.scale
+  end
+  return {kind = s.guidance_kind, scale = s.guidance, forwards = sampler.forwards(s.guidance_kind), embedded = embedded}
+end
+pipeline.resolve_guidance = resolve_guidance
+
+-- Resolves device, dtype, preset and sizes (filling cfg.video from the preset, and the sampler's
+-- shift and guidance from the model's defaults); returns the model config, device, dtype, notes
+-- for the report, and the model's registry entry.
 local function resolve(cfg)
   local notes = {}
+  local M = models.get(cfg.model.name)
   local device = pipeline.device(cfg.model.device, notes)
   local preset = cfg.model.preset
   if preset == "auto" then
-    preset = device == "cpu" and "small" or "720p"
-    if device == "cpu" then notes[#notes + 1] = "preset auto -> small (the 720p model needs a GPU)" end
+    preset = models.auto_preset(M, device)
+    if device == "cpu" and preset ~= M.default_preset then
+      notes[#notes + 1] = string.format("preset auto -> %s (the %s model needs a GPU)", preset, M.default_preset)
+    end
   end
-  local over = {}
-  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len", "fused_norm_rope"}) do over[k] = cfg.model[k] end
-  over.layers = {}
-  for k, v in pairs(cfg.model.layers) do over.layers[k] = v end
-  if over.hidden == nil and (over.heads or over.head_dim) then
-    local p = hy.presets[preset]
-    over.hidden = (over.heads or p.heads) * (over.head_dim or p.head_dim)
-  end
-  local mcfg = hy.config(preset, over)
+  local mcfg = M.config(preset, model_overrides(M, cfg.model, preset))
   for _, k in ipairs({"width", "height", "frames"}) do
     if cfg.video[k] == nil then cfg.video[k] = mcfg.video[k] end
   end
+  resolve_guidance(cfg, M)
   local dtype = cfg.model.dtype
   if dtype == "auto" then dtype = device == "cpu" and "f32" or "bf16" end
-  return mcfg, device, dtype, notes
+  return mcfg, device, dtype, notes, M
 end
 
 pipeline.resolve = resolve
@@ -87,37 +118,52 @@ function pipeline.estimate(cfg, mcfg, device, dtype, policy)
   local fp = require "adaspa.footprint"
   local file_bytes
   if cfg.model.weights then
-    local f = io.open(cfg.model.weights, "rb")
-    if f then file_bytes = f:seek("end"); f:close() end
+    local wt = require "adaspa.weights"
+    local ok, files = pcall(wt.files, cfg.model.weights)
+    if ok then
+      for _, p in ipairs(files) do
+        local f = io.open(p, "rb")
+        if f then file_bytes = (file_bytes or 0) + f:seek("end"); f:close() end
+      end
+    end
   end
   local pname = type(policy) == "table" and policy.name or cfg.attention.policy
-  local e = fp.estimate{mcfg = mcfg, video = cfg.video, device = device, dtype = dtype, steps = cfg.sampler.steps,
-    sparsity = pname == "dense" and 0 or cfg.attention.sparsity, policy = pname,
+  local e = fp.estimate{mcfg = mcfg, model = models.get(cfg.model.name), video = cfg.video, device = device, dtype = dtype,
+    steps = cfg.sampler.steps, sparsity = pname == "dense" and 0 or cfg.attention.sparsity, policy = pname,
     warmup = type(policy) == "table" and tonumber(policy.warmup) or cfg.attention.warmup,
-    error_steps = cfg.output.compare_dense and #cfg.output.error_steps or 0, weights_file_bytes = file_bytes}
+    error_steps = cfg.output.compare_dense and #cfg.output.error_steps or 0, weights_file_bytes = file_bytes,
+    forwards = sampler.forwards(cfg.sampler.guidance_kind)}
   e.host_available = fp.host_available()
   e.gpu_available = device ~= "cpu" and fp.gpu_available(device) or nil
   return e
+end
+
+-- "embedded guidance 6 (1 forward pass per step)" / "classifier-free guidance 5 (2 forward passes per step)".
+function pipeline.guidance_text(g)
+  return string.format("%s %g (%d forward pass%s per step)", g.kind == "cfg" and "classifier-free guidance" or "embedded guidance",
+    g.scale, g.forwards, g.forwards == 1 and "" or "es")
 end
 
 -- Resolves the configuration (device, preset, sizes), estimates the run's memory and time and
 -- prints them; refuses (an error naming the sizes and what to change) when the memory does not
 -- fit, unless model.memory_check is false. Nothing is allocated for the model yet. opts: say,
 -- policy (the run's policy object, for its schedule). Returns plan = {mcfg, device, dtype, notes,
--- estimate}.
+-- estimate, entry, guidance, grid, latent_shape, n_tokens, n_txt}.
 function pipeline.plan(cfg, opts)
   opts = opts or {}
   local say = opts.say or function() end
   local fp = require "adaspa.footprint"
-  local mcfg, device, dtype, notes = resolve(cfg)
+  local mcfg, device, dtype, notes, M = resolve(cfg)
+  local guidance = resolve_guidance(cfg, M)
   for _, n in ipairs(notes) do say("adaspa: %s", n) end
-  local grid, latent_shape = hy.grid(cfg.video)
-  local n_tokens = grid[1] * grid[2] * grid[3] + mcfg.text_len
-  say("adaspa: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d) on %s, %s",
-    mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, device, dtype)
+  local grid, latent_shape = M.grid(cfg.video, mcfg)
+  local tok = M.tokens(mcfg, cfg.video)
+  local n_tokens = tok.n_img + tok.n_txt
+  say("adaspa: %s on %s, %s", models.describe(M, mcfg), device, dtype)
   say("adaspa: video %dx%d, %d frames -> latent [%s], %d tokens (%d text); %d steps (0..%d)",
     cfg.video.width, cfg.video.height, cfg.video.frames, table.concat(latent_shape, ", "), n_tokens,
-    mcfg.text_len, cfg.sampler.steps, cfg.sampler.steps - 1)
+    tok.n_txt, cfg.sampler.steps, cfg.sampler.steps - 1)
+  if guidance.kind == "cfg" then say("adaspa: %s", pipeline.guidance_text(guidance)) end
   local e = pipeline.estimate(cfg, mcfg, device, dtype, opts.policy)
   for _, l in ipairs(fp.describe(e, e.host_available, e.gpu_available)) do say("adaspa: %s", l) end
   local ok, why = fp.fits(e, e.host_available, e.gpu_available)
@@ -127,42 +173,45 @@ function pipeline.plan(cfg, opts)
     notes[#notes + 1] = "memory check off: " .. why
   end
   return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, estimate = e, grid = grid,
-          latent_shape = latent_shape, n_tokens = n_tokens}
+          latent_shape = latent_shape, n_tokens = n_tokens, n_txt = tok.n_txt, entry = M, guidance = guidance}
 end
 
 -- Resolves the configuration and builds what every run of it shares: the model with its weights
--- and the text conditioning. opts: say (printf-like; nothing when absent), dir (named in the
--- progress line), plan (pipeline.plan's result; made here when absent), policy (for pipeline.plan).
--- Returns prep = {mcfg, device, dtype, notes, estimate, model, cond, weights_source,
--- weights_seconds, grid, latent_shape, n_tokens}.
+-- and the conditioning. opts: say (printf-like; nothing when absent), dir (named in the progress
+-- line), plan (pipeline.plan's result; made here when absent), policy (for pipeline.plan).
+-- Returns prep = {mcfg, device, dtype, notes, estimate, entry (the model's registry entry), model,
+-- cond = {cond, uncond (classifier-free guidance), source}, guidance = {kind, scale, forwards},
+-- weights_source, weights_seconds, grid, latent_shape, n_tokens}.
 function pipeline.prepare(cfg, opts)
   opts = opts or {}
   local say = opts.say or function() end
   local plan = opts.plan or pipeline.plan(cfg, {say = say, policy = opts.policy})
-  local mcfg, device, dtype, notes = plan.mcfg, plan.device, plan.dtype, plan.notes
+  local mcfg, device, dtype, notes, M = plan.mcfg, plan.device, plan.dtype, plan.notes, plan.entry
   local grid, latent_shape, n_tokens = plan.grid, plan.latent_shape, plan.n_tokens
+  local guidance = plan.guidance
   if opts.dir then say("adaspa: output %s", opts.dir) end
 
   local t0 = adaspa.now()
   local weights, weights_source
   if cfg.model.weights then
-    weights = require("adaspa.weights").load(cfg.model.weights, mcfg, {device = device, dtype = dtype})
-    weights_source = cfg.model.weights
+    weights = M.load_weights(cfg.model.weights, mcfg, {device = device, dtype = dtype, prefix = cfg.model.weights_prefix})
+    weights_source = require("adaspa.weights").describe_source(cfg.model.weights)
+      .. (cfg.model.weights_prefix and string.format(" (keys under %s)", cfg.model.weights_prefix) or "")
   else
-    weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = cfg.model.weights_seed, device = device, dtype = dtype})
+    weights = M.synthetic_weights(mcfg, {seed = cfg.model.weights_seed, device = device, dtype = dtype})
     weights_source = string.format("SYNTHETIC (seed %d): not trained weights; the pictures show attention structure, not content",
       cfg.model.weights_seed)
   end
-  local model = hy.new(mcfg, weights)
+  local model = M.new(mcfg, weights)
   local t_weights = adaspa.now() - t0
   say("adaspa: weights: %s (%.1f s)", weights_source, t_weights)
 
-  local cond = cfg.text.embeds and text.load(cfg.text.embeds, mcfg, {device = device, dtype = dtype})
-    or text.synthetic(cfg.text.prompt, mcfg, {device = device, dtype = dtype})
+  local cond = M.conditioning(mcfg, {embeds = cfg.text.embeds, prompt = cfg.text.prompt, negative = cfg.text.negative,
+    guidance = guidance.embedded, cfg = guidance.kind == "cfg", device = device, dtype = dtype})
   say("adaspa: text: %s", cond.source)
   return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, estimate = plan.estimate, model = model, cond = cond,
-          weights_source = weights_source, weights_seconds = t_weights, grid = grid, latent_shape = latent_shape,
-          n_tokens = n_tokens}
+          entry = M, guidance = guidance, weights_source = weights_source, weights_seconds = t_weights, grid = grid,
+          latent_shape = latent_shape, n_tokens = n_tokens}
 end
 
 -- One sampling run with a policy. opts:
@@ -176,22 +225,27 @@ end
 --   on_attention  fn(ctx, info, mode, out): after every attention call (mode: dense, search,
 --                 plan or sparse);
 --   quiet_steps   no progress line per step.
+--   keep_ctx      run.ctx: the attention context (its caches, one per guidance branch: ctx.caches);
 --   interruptible Ctrl-C stops the sampling at the next op boundary (run.interrupted: the step
 --                 that did not complete; x and the records hold the steps done).
 -- Returns {x, steps (per-step records), by_mode, attention_seconds, sampling_seconds, flops,
--- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats, interrupted}.
+-- dense_flops, plan_flops, plan_seconds, outputs, errors, pictures, cache_stats (branch 1's: the
+-- conditional one), branch_cache_stats (branches 2.. with classifier-free guidance), forwards
+-- (passes per step), interrupted}. With classifier-free guidance each branch keeps its own cache
+-- (saved as cache.safetensors and cache_branch2.safetensors), pictures of branch 2 end in _branch2,
+-- and the attention errors at the error steps are the conditional branch's.
 function pipeline.run_schedule(cfg, prep, policy, say, opts)
   opts = opts or {}
   local mcfg, model, cond, device, dtype = prep.mcfg, prep.model, prep.cond, prep.device, prep.dtype
   local dir = opts.dir
-  local n_layers = mcfg.layers.double + mcfg.layers.single
+  local n_layers = prep.entry.attention_layers(mcfg)
   local ctx = attention.new(policy, {layers = math.max(n_layers, 1), sync = device ~= "cpu"})
   local error_steps = {}
   for _, s in ipairs(cfg.output.error_steps or {}) do error_steps[s] = true end
   local outputs, errors = {}, {}
   local other = opts.outputs
   ctx.on_output = function(c, layer, out)
-    if not error_steps[c.step] then return end
+    if not error_steps[c.step] or c.branch ~= 1 then return end -- errors: the conditional branch's
     if other then
       local o = other[c.step] and other[c.step][layer]
       if o then
@@ -223,7 +277,8 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
       local b = pictures.boundaries(info.grid, info.n_txt, layout:block())
       for _, h in ipairs(want_head) do
         if h >= 1 and h <= layout:heads() then
-          local base = string.format("%s/step%02d_layer%02d_head%02d", dir, c.step, layer, h)
+          local base = string.format("%s/step%02d_layer%02d_head%02d%s", dir, c.step, layer, h,
+            c.branch == 1 and "" or string.format("_branch%d", c.branch))
           adaspa.png.write(base .. "_mask.png", pictures.mask(layout, h, b))
           adaspa.png.write(base .. "_mass.png", pictures.mass(mass, h, b))
           pics[#pics + 1] = base .. "_mask.png"
@@ -233,13 +288,10 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
     end
   end
   local records = {}
-  local _, latent_shape = hy.grid(cfg.video)
+  local latent_shape = prep.latent_shape
   local x = adaspa.randn(latent_shape, {seed = cfg.sampler.seed, dtype = "f32", device = device})
-  local _, _, interrupted = sampler.euler(x, function(xt, timestep, i)
-    ctx:begin_step(i)
-    local v = model:forward(xt:to(dtype), timestep, cond, cfg.sampler.guidance, ctx)
-    return v:to("f32")
-  end, {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true, interruptible = opts.interruptible,
+  local guidance = prep.guidance
+  local _, _, interrupted = sampler.euler(x, sampler.guided(model, cond, guidance, ctx, dtype), {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true, interruptible = opts.interruptible,
         on_step = function(info)
           local r = attention.summarize(ctx:end_step())
           -- a plan's self-measurement (exact recall) is not the method's time
@@ -249,6 +301,7 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
             local extra = ""
             if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
             if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
+            if guidance.forwards > 1 then extra = extra .. string.format(", %d passes (cfg)", guidance.forwards) end
             say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps - 1, info.timestep,
               sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
           end
@@ -276,9 +329,18 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
       pics[#pics + 1] = p
     end
   end
+  ctx:set_branch(1)
   local cache_stats = ctx.cache:stats()
-  if dir and policy.name ~= "dense" then ctx.cache:save(dir .. "/cache.safetensors") end
-  return {x = x, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
+  local branch_stats
+  if ctx:branches() > 1 then
+    branch_stats = {}
+    for b = 2, ctx:branches() do branch_stats[b - 1] = ctx:cache_for(b):stats() end
+  end
+  if dir and policy.name ~= "dense" then
+    ctx.cache:save(dir .. "/cache.safetensors")
+    for b = 2, ctx:branches() do ctx:cache_for(b):save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
+  end
+  return {x = x, ctx = opts.keep_ctx and ctx or nil, branch_cache_stats = branch_stats, forwards = guidance.forwards, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
           pictures = pics, cache_stats = cache_stats, interrupted = interrupted}
 end

@@ -1,8 +1,11 @@
--- adaspa.jobs.video: the main job. Builds HunyuanVideo (weights from a file or synthetic),
--- samples a latent video with flow-matching Euler, and writes the outputs: latents
--- (safetensors), one preview PNG per latent frame, a contact sheet, and a report (text + JSON).
--- This file holds the recipe's schema, the job and its report; the pieces the jobs share
--- (prepare, run_schedule, compare, ...) live in adaspa.jobs.pipeline (also reachable as video.*).
+-- adaspa.jobs.video: the main job. Builds the recipe's model (model.name, from the registry
+-- adaspa.models; weights from a checkpoint or synthetic), samples a latent video with
+-- flow-matching Euler (embedded guidance, or classifier-free guidance with two forward passes per
+-- step), and writes the outputs: latents (safetensors), one preview PNG per latent frame, a
+-- contact sheet, and a report (text + JSON).
+-- This file holds the recipe's schema (the shared fields; each model adds its own model.* fields:
+-- video.schema_for(cfg)), the job and its report; the pieces the jobs share (prepare,
+-- run_schedule, compare, ...) live in adaspa.jobs.pipeline (also reachable as video.*).
 local adaspa = require "adaspa"
 local sampler = require "adaspa.sampler"
 local preview = require "adaspa.preview"
@@ -10,6 +13,7 @@ local video_out = require "adaspa.video_out"
 local json = require "adaspa.json"
 local dense_policy = require "adaspa.policy.dense"
 local policies = require "adaspa.policy"
+local models = require "adaspa.models"
 
 local video = {}
 
@@ -35,34 +39,106 @@ end
 
 local builtin_warmup = {adaspa = true, window = true, spatial_temporal = true, estimate = true}
 
-video.schema = {
-  model = {
-    name = C.string{default = "hunyuan", one_of = {"hunyuan"}, doc = "the model (HunyuanVideo is the only one)"},
-    preset = C.string{default = "auto", one_of = {"auto", "720p", "small"},
-      doc = "sizes: 720p (the real model), small (narrow, few layers: runs on a CPU), auto: 720p on a GPU, small on the CPU"},
-    weights = C.file{doc = "a safetensors checkpoint (original or diffusers keys); none: synthetic weights"},
-    weights_seed = C.integer{default = 1, min = 0, max = 2 ^ 31 - 1, doc = "seed of the synthetic weights"},
-    device = C.string{default = "auto", one_of = {"auto", "cpu", "cuda"}, pattern = "^cuda:%d+$", pattern_doc = "cuda:N",
-      doc = "where the model runs: auto (the GPU when its backend runs the model), cpu, cuda or cuda:N"},
-    dtype = C.string{default = "auto", one_of = {"auto", "f32", "bf16"}, doc = "weights and activations: auto (f32 on the CPU, bf16 on a GPU), f32, bf16"},
-    hidden = C.integer{min = 1, max = 65536, doc = "model width (default: the preset's; heads x head_dim)", extra = function(v, root)
-      local m = root.model
-      if C.finite(m.heads) and C.finite(m.head_dim) and v ~= m.heads * m.head_dim then
-        return string.format("must equal model.heads x model.head_dim (%d x %d = %d)", m.heads, m.head_dim, m.heads * m.head_dim)
+-- model.weights: a checkpoint file, a folder of shards (with its *.safetensors.index.json), an
+-- index file, or a list of shard files.
+local function weights_source_problem(v)
+  local function usable(p, folder_ok)
+    if type(p) ~= "string" or p == "" then return "must name a file or folder (got " .. type(p) .. ")" end
+    if p:find("%z") then return "must not hold a NUL byte" end
+    local wt = require "adaspa.weights"
+    if folder_ok and (wt.is_dir(p) or p:match("%.index%.json$")) then
+      local ok, err = pcall(wt.files, p)
+      if not ok then return (tostring(err):gsub("^weights: ", "")) end
+      for _, f in ipairs(err) do
+        local why = C.readable(f)
+        if why then return string.format("names the shard %s, which %s", f, why) end
+      end
+      return nil
+    end
+    return C.readable(p)
+  end
+  if type(v) == "table" then
+    if #v == 0 then return "a list of shard files must not be empty" end
+    for i, p in ipairs(v) do
+      local why = usable(p, false)
+      if why then return string.format("shard %d (%s) %s", i, tostring(p), why) end
+    end
+    return nil
+  end
+  if type(v) ~= "string" then return "must be a path or a list of shard paths" end
+  return usable(v, true)
+end
+
+-- The shared model.* fields; each model's own (M.schema) join them (video.model_schema).
+local shared_model = {
+  name = C.string{default = models.default, doc = "the model: one of the registered models (adaspa.models)", extra = function(v)
+    if not models.known(v) then return "known models: " .. table.concat(models.names(), ", ") end
+  end},
+  preset = C.string{default = "auto",
+    doc = "the model's sizes: a preset of the model (its real configuration, a small one that runs on a CPU, ...); "
+      .. "auto: the real model on a GPU, its small preset on the CPU",
+    extra = function(v, root)
+      if v == "auto" or not models.known(root.model.name) then return end
+      local M = models.get(root.model.name)
+      if not M.presets[v] then
+        return string.format("model %s has the presets auto, %s", root.model.name, table.concat(models.presets(M), ", "))
       end
     end},
-    heads = C.integer{min = 1, max = 1024, doc = "attention heads (default: the preset's)"},
-    head_dim = C.integer{min = 128, max = 128, doc = "channels per head: 128, the sum of the 3D RoPE axes 16 + 56 + 56"},
-    mlp_ratio = C.integer{min = 1, max = 64, doc = "MLP width / model width (default: the preset's, 4)"},
-    text_len = C.integer{min = 1, max = 4096, doc = "text tokens (default: the preset's; with text.embeds, the file's)"},
-    fused_norm_rope = C.boolean{default = true,
-      doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d; same results as the two passes)"},
-    layers = {double = C.integer{min = 0, max = 1000, doc = "double-stream blocks (default: the preset's)"},
-              single = C.integer{min = 0, max = 1000, doc = "single-stream blocks (default: the preset's)"},
-              refiner = C.integer{min = 0, max = 1000, doc = "text refiner blocks (default: the preset's)"}},
-    memory_check = C.boolean{default = true,
-      doc = "refuse a run whose estimated memory exceeds what the host or GPU has free (false: warn only)"},
-  },
+  weights = C.any{doc = "a safetensors checkpoint (every key layout the model accepts), a folder or *.safetensors.index.json " ..
+    "of a sharded one, or a list of shard files; none: synthetic weights", check = weights_source_problem},
+  weights_prefix = C.string{doc = "a key prefix stripped from the checkpoint's keys (e.g. model.diffusion_model.); " ..
+    "keys without it are ignored"},
+  weights_seed = C.integer{default = 1, min = 0, max = 2 ^ 31 - 1, doc = "seed of the synthetic weights"},
+  device = C.string{default = "auto", one_of = {"auto", "cpu", "cuda"}, pattern = "^cuda:%d+$", pattern_doc = "cuda:N",
+    doc = "where the model runs: auto (the GPU when its backend runs the model), cpu, cuda or cuda:N"},
+  dtype = C.string{default = "auto", one_of = {"auto", "f32", "bf16"}, doc = "weights and activations: auto (f32 on the CPU, bf16 on a GPU), f32, bf16"},
+  memory_check = C.boolean{default = true,
+    doc = "refuse a run whose estimated memory exceeds what the host or GPU has free (false: warn only)"},
+}
+
+-- The model.* schema of model `name`: the shared fields and the model's own (M.schema), whose
+-- doc strings say the model's name.
+function video.model_schema(name)
+  local M = models.get(name)
+  local out = {}
+  for k, v in pairs(shared_model) do out[k] = v end
+  local function tag(spec)
+    if type(spec.type) == "string" then
+      local c = {}
+      for k, v in pairs(spec) do c[k] = v end
+      c.doc = string.format("(%s) %s", name, spec.doc or "")
+      return c
+    end
+    local t = {}
+    for k, v in pairs(spec) do t[k] = tag(v) end
+    return t
+  end
+  for k, v in pairs(M.schema or {}) do
+    if out[k] then error(string.format("model %s: its schema field model.%s clashes with a shared field", name, k), 2) end
+    out[k] = tag(v)
+  end
+  return out
+end
+
+-- The schema of a recipe table cfg (before validation): base (video.schema by default) with the
+-- model.* fields of cfg.model.name (default: the registry's default model). An unknown name fails
+-- here, naming where, the field and the known models.
+function video.schema_for(cfg, where, base)
+  base = base or video.schema
+  local name = type(cfg) == "table" and type(cfg.model) == "table" and cfg.model.name or nil
+  if name == nil then name = models.default end
+  if not models.known(name) then
+    error(string.format("%s: field model.name = %s: known models: %s", where or "recipe", type(name) == "string"
+      and string.format("%q", name) or tostring(name), table.concat(models.names(), ", ")), 0)
+  end
+  local out = {}
+  for k, v in pairs(base) do out[k] = v end
+  out.model = video.model_schema(name)
+  return out
+end
+
+video.schema = {
+  model = nil, -- video.model_schema(models.default), set below
   video = {
     width = C.integer{min = 16, max = 16384, doc = "pixels, a multiple of 16 (default: the preset's: 1280, small 320)",
       extra = function(v) if v % 16 ~= 0 then return "must be a multiple of 16" end end},
@@ -74,12 +150,26 @@ video.schema = {
   text = {
     prompt = C.string{default = "a red fox running through fresh snow at dawn", empty = true,
       doc = "the prompt (without text.embeds it seeds synthetic text states; it names the run)"},
-    embeds = C.file{doc = "safetensors with text_states, text_mask, text_pooled (the text encoders' outputs)"},
+    embeds = C.file{doc = "safetensors with text_states, text_mask (and text_pooled for HunyuanVideo): the text encoders' " ..
+      "outputs; negative_text_* entries give classifier-free guidance's unconditional branch"},
+    negative = C.string{default = "", empty = true,
+      doc = "the unconditional prompt of classifier-free guidance (without text.embeds it seeds the synthetic states)"},
   },
   sampler = {
     steps = C.integer{default = 50, min = 1, max = video.MAX_STEPS, doc = "flow-matching Euler steps, numbered 0..steps-1"},
-    shift = C.number{default = 7.0, above = 0, max = 1000, doc = "the schedule's shift (HunyuanVideo: 7)"},
-    guidance = C.number{default = 6.0, min = 0, max = 100, doc = "embedded guidance scale (HunyuanVideo: 6)"},
+    shift = C.number{above = 0, max = 1000, doc = "the schedule's shift (default: the model's; HunyuanVideo: 7)"},
+    guidance = C.number{min = 0, max = 100, doc = "the guidance scale (default: the model's): with guidance_kind embedded the " ..
+      "model's embedded guidance scale (HunyuanVideo: 6), with cfg the classifier-free scale s of uncond + s (cond - uncond)"},
+    guidance_kind = C.string{default = "auto", one_of = {"auto", "embedded", "cfg"},
+      doc = "embedded: one forward pass per step, the scale given to the model (HunyuanVideo); cfg: classifier-free " ..
+        "guidance, a conditional and an unconditional pass per step, each with its own attention cache; auto: the model's",
+      extra = function(v, root)
+        if v ~= "embedded" or not models.known(root.model.name) then return end
+        local M = models.get(root.model.name)
+        if M.sampler_defaults.guidance.kind ~= "embedded" then
+          return string.format("model %s has no embedded guidance (use cfg or auto)", root.model.name)
+        end
+      end},
     seed = C.integer{default = 42, min = 0, max = 2 ^ 53, doc = "seed of the initial noise"},
   },
   attention = {
@@ -136,6 +226,8 @@ video.schema = {
     picture_heads = C.list{default = {1}, item = "integer", min = 1, max = 1024, doc = "heads (1-based) pictured"},
   },
 }
+
+video.schema.model = video.model_schema(models.default)
 
 local pipeline = require "adaspa.jobs.pipeline"
 -- The shared pieces (adaspa.jobs.pipeline), still reachable from here.
@@ -198,7 +290,7 @@ function video.run(cfg, job)
 
   local files = {latents = dir .. "/latents.safetensors"}
   adaspa.safetensors.save(files.latents, {latents = x}, {
-    model = "hunyuan-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
+    model = prep.entry.name .. "-" .. mcfg.preset, weights = weights_source, seed = tostring(cfg.sampler.seed),
     shape = table.concat(latent_shape, "x"), steps = tostring(cfg.sampler.steps),
     steps_done = tostring(run.interrupted or cfg.sampler.steps)})
   local video_intr -- Ctrl-C while ffmpeg ran: the other outputs are written, the exit status is 130
@@ -229,10 +321,10 @@ function video.run(cfg, job)
   local report = {
     adaspa = adaspa.version, recipe = job.recipe, created = os.date("%Y-%m-%d %H:%M:%S"),
     device = device, dtype = dtype, threads = adaspa.threads(),
-    model = {preset = mcfg.preset, hidden = mcfg.hidden, heads = mcfg.heads, head_dim = mcfg.head_dim,
+    model = {name = prep.entry.name, preset = mcfg.preset, hidden = mcfg.hidden, heads = mcfg.heads, head_dim = mcfg.head_dim,
              layers = mcfg.layers, weights = weights_source},
     video = cfg.video, latent_shape = latent_shape, tokens = n_tokens, text = cond.source,
-    sampler = cfg.sampler, attention = cfg.attention, notes = notes,
+    sampler = cfg.sampler, guidance = prep.guidance, attention = cfg.attention, notes = notes,
     timings = {total_seconds = total, weights_seconds = t_weights, sampling_seconds = sampling,
                seconds_per_step = #steps > 0 and sampling / #steps or nil, attention_seconds = run.attention_seconds,
                by_mode = run.by_mode, steps = steps},
@@ -242,20 +334,19 @@ function video.run(cfg, job)
       seconds_dense_step = prep.estimate.seconds.dense_step, seconds_sparse_step = prep.estimate.seconds.sparse_step,
       flops_dense_step = prep.estimate.flops.dense_step},
     interrupted = run.interrupted and {step = run.interrupted, steps_done = run.interrupted} or nil,
-    cache = run.cache_stats, quality = comparison, pictures = run.pictures,
+    cache = run.cache_stats, cache_branches = run.branch_cache_stats, quality = comparison, pictures = run.pictures,
     memory = memory, outputs = files,
   }
   local per_step = #steps > 0 and sampling / #steps or 0
   local lines = {
     string.format("adaspa %s: %s", adaspa.version, job.recipe),
-    string.format("model      HunyuanVideo %s, %d double + %d single blocks, %d heads x %d, %s on %s",
-      mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, dtype, device),
+    string.format("model      %s, %s on %s", models.describe(prep.entry, mcfg), dtype, device),
     string.format("weights    %s", weights_source),
     string.format("video      %dx%d, %d frames; latent [%s]; %d tokens", cfg.video.width, cfg.video.height,
       cfg.video.frames, table.concat(latent_shape, ", "), n_tokens),
     string.format("text       %s", cond.source),
-    string.format("sampler    flow-matching Euler, %d steps, shift %g, guidance %g, seed %d", cfg.sampler.steps,
-      cfg.sampler.shift, cfg.sampler.guidance, cfg.sampler.seed),
+    string.format("sampler    flow-matching Euler, %d steps, shift %g, %s, seed %d", cfg.sampler.steps,
+      cfg.sampler.shift, pipeline.guidance_text(prep.guidance), cfg.sampler.seed),
     string.format("attention  %s", policy.describe and policy:describe() or tostring(policy.name)),
     string.format("           FLOPs %.3g of dense %.3g (%.1f%%); attention time %s", run.flops, run.dense_flops,
       run.dense_flops > 0 and 100 * run.flops / run.dense_flops or 0, sampler.duration(run.attention_seconds)),

@@ -1,9 +1,12 @@
--- adaspa.models.hunyuan: HunyuanVideo's DiT (../shared/reference/hunyuan.md) built from core ops.
+-- adaspa.models.hunyuan: HunyuanVideo's DiT (../shared/reference/hunyuan.md) built from core ops,
+-- and its entry in the model registry (adaspa.models: the interface is described there).
 --
 --   local hy = require "adaspa.models.hunyuan"
 --   local cfg = hy.config("small", {layers = {double = 1}})   -- a preset plus overrides
 --   local model = hy.new(cfg, weights)                          -- weights: name -> tensor
---   local v = model:forward(x, t, text, guidance, ctx)          -- x [16, T, H, W] -> velocity
+--   local c = hy.conditioning(cfg, {prompt = "a fox", guidance = 6.0})
+--   local v = model:forward(x, t, c.cond, ctx)                  -- x [16, T, H, W] -> velocity
+--   (the older form model:forward(x, t, text, guidance, ctx) still works)
 --
 -- Weights use the original checkpoint's names (adaspa.weights converts diffusers' layout).
 -- Attention goes through ctx:attention(q, k, v, info), info = {layer=, kind=, kv_valid=,
@@ -11,6 +14,12 @@
 local adaspa = require "adaspa"
 
 local hy = {}
+
+hy.name = "hunyuan"
+hy.doc = "HunyuanVideo text-to-video (13B DiT: double- and single-stream blocks, joint text tokens, embedded guidance)"
+hy.default_preset = "720p"
+hy.cpu_preset = "small"
+hy.sampler_defaults = {shift = 7.0, steps = 50, guidance = {kind = "embedded", scale = 6.0}}
 
 hy.presets = {
   ["720p"] = {
@@ -51,7 +60,7 @@ function hy.config(preset, overrides)
     error(string.format("hunyuan: unknown preset %q (presets: %s)", tostring(preset), table.concat(names, ", ")), 2)
   end
   local cfg = merge(deep_copy(p), overrides)
-  cfg.preset = preset
+  cfg.preset, cfg.model = preset, hy.name
   if cfg.hidden ~= cfg.heads * cfg.head_dim then
     error(string.format("hunyuan: hidden (%d) must equal heads (%d) x head_dim (%d)", cfg.hidden, cfg.heads, cfg.head_dim), 2)
   end
@@ -63,8 +72,9 @@ function hy.config(preset, overrides)
 end
 
 -- The latent grid and token counts of a video size: latent [16, T, H/8, W/8], tokens
--- T x H/16 x W/16 (patch 1x2x2), with T = (frames - 1)/4 + 1.
-function hy.grid(video)
+-- T x H/16 x W/16 (patch 1x2x2), with T = (frames - 1)/4 + 1. (cfg is not needed: the VAE and
+-- the patch are fixed.)
+function hy.grid(video, cfg)
   local T = (video.frames - 1) / 4 + 1
   return {T, video.height / 16, video.width / 16}, {16, T, video.height / 8, video.width / 8}
 end
@@ -219,9 +229,21 @@ function Model:refine(text, valid, temb)
 end
 
 -- One velocity evaluation. x: latent [16, T, H/8, W/8]; t: timestep (0..1000);
--- text = {states [L, text_dim], valid = n, pooled [1, pooled_dim]}; guidance: e.g. 6.0.
+-- text = {states [L, text_dim], valid = n, pooled [1, pooled_dim], guidance = the embedded
+-- guidance scale, e.g. 6.0} (hy.conditioning's cond or uncond);
 -- ctx: {attention = function(ctx, q, k, v, info) -> out [S, H, D]} or nil for dense.
-function Model:forward(x, t, text, guidance, ctx)
+-- The older form forward(x, t, text, guidance, ctx) gives the scale apart.
+function Model:forward(x, t, text, a4, a5)
+  local guidance, ctx
+  if type(a4) == "number" then
+    guidance, ctx = a4, a5
+  else
+    guidance, ctx = text.guidance, a4
+    if type(guidance) ~= "number" then
+      error("hunyuan: forward(x, t, cond, ctx): cond.guidance (the embedded guidance scale) must be a number, got "
+        .. type(guidance) .. " (build cond with hunyuan.conditioning, or call forward(x, t, text, guidance, ctx))", 2)
+    end
+  end
   local cfg = self.cfg
   local C, T, Hl, Wl = unpack(x:shape())
   local grid = {T, Hl / 2, Wl / 2}
@@ -350,6 +372,126 @@ function Model:forward(x, t, text, guidance, ctx)
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out)
   return velocity
+end
+
+-- ---- the registry entry (adaspa.models) -------------------------------------------------------------
+
+local C = require "adaspa.check"
+
+-- Self-attention calls through ctx:attention per forward: every double and single block.
+function hy.attention_layers(cfg) return cfg.layers.double + cfg.layers.single end
+
+-- Tokens of each self-attention call: the latent tokens, then the text tokens joined to them.
+function hy.tokens(cfg, video)
+  local g = hy.grid(video, cfg)
+  return {n_img = g[1] * g[2] * g[3], n_txt = cfg.text_len}
+end
+
+-- One line for progress lines and reports.
+function hy.describe(cfg)
+  return string.format("HunyuanVideo %s, %d double + %d single blocks, %d heads x %d", cfg.preset, cfg.layers.double,
+    cfg.layers.single, cfg.heads, cfg.head_dim)
+end
+
+-- The recipe's model.* fields of HunyuanVideo (beyond the shared name, preset, weights, ...).
+hy.schema = {
+  hidden = C.integer{min = 1, max = 65536, doc = "model width (default: the preset's; heads x head_dim)", extra = function(v, root)
+    local m = root.model
+    if C.finite(m.heads) and C.finite(m.head_dim) and v ~= m.heads * m.head_dim then
+      return string.format("must equal model.heads x model.head_dim (%d x %d = %d)", m.heads, m.head_dim, m.heads * m.head_dim)
+    end
+  end},
+  heads = C.integer{min = 1, max = 1024, doc = "attention heads (default: the preset's)"},
+  head_dim = C.integer{min = 128, max = 128, doc = "channels per head: 128, the sum of the 3D RoPE axes 16 + 56 + 56"},
+  mlp_ratio = C.integer{min = 1, max = 64, doc = "MLP width / model width (default: the preset's, 4)"},
+  text_len = C.integer{min = 1, max = 4096, doc = "text tokens (default: the preset's; with text.embeds, the file's)"},
+  fused_norm_rope = C.boolean{default = true,
+    doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d; same results as the two passes)"},
+  layers = {double = C.integer{min = 0, max = 1000, doc = "double-stream blocks (default: the preset's)"},
+            single = C.integer{min = 0, max = 1000, doc = "single-stream blocks (default: the preset's)"},
+            refiner = C.integer{min = 0, max = 1000, doc = "text refiner blocks (default: the preset's)"}},
+}
+
+-- hy.config overrides from the recipe's model table (its hy.schema fields).
+function hy.overrides(m, preset)
+  local over = {}
+  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len", "fused_norm_rope"}) do over[k] = m[k] end
+  over.layers = {}
+  for k, v in pairs(m.layers or {}) do over.layers[k] = v end
+  if over.hidden == nil and (over.heads or over.head_dim) then
+    local p = hy.presets[preset]
+    over.hidden = (over.heads or p.heads) * (over.head_dim or p.head_dim)
+  end
+  return over
+end
+
+-- Weights from a checkpoint: one file, shards or a folder; original or diffusers keys
+-- (adaspa.weights); opts = {device, dtype, prefix}.
+function hy.load_weights(source, cfg, opts)
+  return require("adaspa.weights").load(source, cfg, opts)
+end
+
+-- Deterministic synthetic weights whose attention has a video DiT's structure (hunyuan_synth).
+function hy.synthetic_weights(cfg, opts)
+  return require("adaspa.models.hunyuan_synth").weights(cfg, opts)
+end
+
+-- The conditioning of one run: cond (and uncond when opts.cfg asks for classifier-free guidance),
+-- each {states, valid, pooled, guidance}. opts: embeds (a file: text_states, text_mask,
+-- text_pooled, and negative_* for uncond), prompt, negative (the unconditional prompt of synthetic
+-- embeddings; default ""), guidance (the embedded scale both branches carry), cfg, device, dtype.
+function hy.conditioning(cfg, opts)
+  local text = require "adaspa.text"
+  local o = {device = opts.device, dtype = opts.dtype}
+  local g = opts.guidance or hy.sampler_defaults.guidance.scale
+  local cond, uncond
+  if opts.embeds then
+    cond = text.load(opts.embeds, cfg, o)
+    if opts.cfg then
+      uncond = text.load(opts.embeds, cfg, {device = o.device, dtype = o.dtype, prefix = "negative_", optional = true})
+      if not uncond then
+        error(string.format("text.embeds: %s has no negative_text_states: classifier-free guidance needs the unconditional " ..
+          "branch's embeddings (negative_text_states, negative_text_mask, negative_text_pooled), or sampler.guidance_kind=embedded",
+          opts.embeds), 0)
+      end
+    end
+  else
+    cond = text.synthetic(opts.prompt or "", cfg, o)
+    if opts.cfg then uncond = text.synthetic(opts.negative or "", cfg, o) end
+  end
+  cond.guidance = g
+  local source = cond.source
+  if uncond then
+    uncond.guidance = g
+    source = string.format("%s; unconditional: %s", cond.source, uncond.source)
+  end
+  return {cond = cond, uncond = uncond, source = source}
+end
+
+-- Numbers for adaspa.footprint's estimate (see adaspa.models): S = n_img + text_len tokens, width
+-- h, MLP width m; the widest moment of a block is the single block's: the stream [S, h], its first
+-- linear [S, 3h + m], normalized q and k [S, h] each, the MLP activation [S, m], the attention
+-- output and two projections [S, h] each: 7h + 2m values per token, times hy.SLACK (measured on
+-- the CPU: a step's peak holds about 2.5 times it), plus the f32 latents.
+hy.SLACK = 2.5
+function hy.estimate(cfg, video, dtype)
+  local bytes = dtype == "f32" and 4 or 2
+  local grid, latent = hy.grid(video, cfg)
+  local n_img = grid[1] * grid[2] * grid[3]
+  local S = n_img + cfg.text_len
+  local h, m = cfg.hidden, cfg.hidden * cfg.mlp_ratio
+  local layers = hy.attention_layers(cfg)
+  local params, largest = 0, 0
+  for _, shape in pairs(hy.weight_shapes(cfg)) do
+    local n = 1
+    for _, d in ipairs(shape) do n = n * d end
+    params, largest = params + n, math.max(largest, n)
+  end
+  local latent_n = latent[1] * latent[2] * latent[3] * latent[4]
+  return {tokens = S, image_tokens = n_img, params = params, largest = largest, heads = cfg.heads, layers = layers,
+          activation_bytes = hy.SLACK * S * (7 * h + 2 * m) * bytes + 6 * latent_n * 4,
+          linear_flops = 2 * S * (4 * h * h + 2 * h * m) * layers + 2 * n_img * h * cfg.in_channels * 4 * 2,
+          attention_flops = 4 * S * S * h * layers, output_bytes = S * h * bytes}
 end
 
 return hy

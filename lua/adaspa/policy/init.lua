@@ -19,7 +19,9 @@
 --                              (the next step's); left out, mode(step + 1, layer) == "search";
 --   describe()                 optional: one line for the report;
 --   name, block                a short name for reports; the block size of its layouts (64 or 128).
--- info = {layer=, kind=, index=, n_img=, n_txt=, kv_valid=, grid = {T, H, W} of latent tokens}.
+-- info = {layer=, kind=, index=, n_img=, n_txt=, kv_valid=, grid = {T, H, W} of latent tokens,
+-- branch = the guidance branch: 1 conditional, 2 the unconditional pass of classifier-free
+-- guidance, which asks mode() with the same step and has its own cache (adaspa.attention)}.
 -- A layout is an adaspa.layout userdata. policies.check(p) names what a table lacks; the
 -- builder checks every policy it returns.
 -- Built-in modules live in adaspa.policy.<name> and export options, defaults, shared (the options
