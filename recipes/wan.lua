@@ -2,7 +2,7 @@
 -- On a GPU whose backend runs the model: the 14B configuration at 1280x720, 81 frames (75,600
 -- tokens). Elsewhere the `small` preset (same architecture, narrow, two blocks, 256x192x9) so the
 -- whole recipe runs on a CPU; the run says which it chose. model.preset=1.3B is the 480p model
--- (832x480x81; Wan recommends sampler.shift=3 there). Without model.weights the weights are
+-- (832x480x81, sampling with shift 3 as Wan recommends there). Without model.weights the weights are
 -- synthetic (see the README, "Wan2.1"). Every field can be overridden from the command line, e.g.
 --   adaspa recipe wan sampler.steps=20 video.frames=5 model.layers=1
 return {

@@ -8,7 +8,6 @@ local adaspa = require "adaspa"
 local video_out = {}
 
 -- Frame rates of the models' videos (frames per second of the decoded video).
-video_out.model_fps = {hunyuan = 24, wan = 16}
 -- One latent frame stands for this many video frames (the VAEs' temporal compression), so the
 -- preview video plays at fps / 4 and lasts as long as the decoded video.
 video_out.TEMPORAL = 4
@@ -16,9 +15,10 @@ video_out.NAME = "video.mp4"
 video_out.TIMEOUT = 600         -- seconds for ffmpeg
 video_out.MAX_BYTES = 2 ^ 30    -- the largest mp4 kept
 
--- The frame rate of a model's video (24 when the model is not known here).
+-- The frame rate of a registered model's video (its entry's fps; 24 when it names none).
 function video_out.fps_of(model_name)
-  return video_out.model_fps[model_name] or 24
+  local ok, M = pcall(require("adaspa.models").get, model_name)
+  return ok and M.fps or 24
 end
 
 -- Whether ffmpeg is there: its path, or nil and the reason.

@@ -66,11 +66,12 @@ local function model_overrides(M, m, preset)
 end
 
 -- Resolves the recipe's guidance (cfg.sampler.guidance_kind, guidance, shift; filled in place from
--- the model's sampler_defaults): returns {kind =, scale =, forwards =, embedded = the scale the
--- conditioning carries (embedded guidance; nil when the model has none)}.
-local function resolve_guidance(cfg, M)
+-- the model's sampler_defaults; the shift from the preset's own cfg.shift where it has one):
+-- returns {kind =, scale =, forwards =, embedded = the scale the conditioning carries (embedded
+-- guidance; nil when the model has none)}.
+local function resolve_guidance(cfg, M, mcfg)
   local sd, s = M.sampler_defaults, cfg.sampler
-  if s.shift == nil then s.shift = sd.shift end
+  if s.shift == nil then s.shift = mcfg and mcfg.shift or sd.shift end
   if s.guidance_kind == nil or s.guidance_kind == "auto" then s.guidance_kind = sd.guidance.kind end
   if s.guidance == nil then s.guidance = sd.guidance.scale end
   if s.guidance_kind == "embedded" and sd.guidance.kind ~= "embedded" then
@@ -102,7 +103,7 @@ local function resolve(cfg)
   for _, k in ipairs({"width", "height", "frames"}) do
     if cfg.video[k] == nil then cfg.video[k] = mcfg.video[k] end
   end
-  resolve_guidance(cfg, M)
+  resolve_guidance(cfg, M, mcfg)
   local dtype = cfg.model.dtype
   if dtype == "auto" then dtype = device == "cpu" and "f32" or "bf16" end
   return mcfg, device, dtype, notes, M
@@ -154,7 +155,7 @@ function pipeline.plan(cfg, opts)
   local say = opts.say or function() end
   local fp = require "adaspa.footprint"
   local mcfg, device, dtype, notes, M = resolve(cfg)
-  local guidance = resolve_guidance(cfg, M)
+  local guidance = resolve_guidance(cfg, M, mcfg)
   for _, n in ipairs(notes) do say("adaspa: %s", n) end
   local grid, latent_shape = M.grid(cfg.video, mcfg)
   local tok = M.tokens(mcfg, cfg.video)

@@ -20,6 +20,7 @@ hy.doc = "HunyuanVideo text-to-video (13B DiT: double- and single-stream blocks,
 hy.default_preset = "720p"
 hy.cpu_preset = "small"
 hy.sampler_defaults = {shift = 7.0, steps = 50, guidance = {kind = "embedded", scale = 6.0}}
+hy.fps = 24
 
 hy.presets = {
   ["720p"] = {

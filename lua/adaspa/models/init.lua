@@ -3,7 +3,7 @@
 --   local models = require "adaspa.models"
 --   local M = models.get("hunyuan")        -- the model's entry (a module); unknown names fail, listing the known
 --   models.names()                         -- {"hunyuan", ...} (sorted)
---   models.register("wan", "adaspa.models.wan")   -- one more model: one line
+--   models.register("mine", "adaspa.models.mine")   -- one more model: one line
 --
 -- Nothing in adaspa.jobs or adaspa.footprint names a model: they go through an entry's interface.
 --
@@ -52,6 +52,9 @@
 --                                  ctx:attention(q, k, v, info) with info = {layer=, kind=, index=,
 --                                  kv_valid=, n_img=, n_txt=, grid=};
 --   M.sampler_defaults             {shift =, steps =, guidance = {kind = "embedded" | "cfg", scale =}};
+--                                  a preset's own cfg.shift, when its config has one, wins;
+--   M.fps                          optional: the video's frame rate (default 24; the mp4 of the
+--                                  previews plays at fps / 4);
 --   M.schema                       optional: the model's own recipe fields under model.* (adaspa.check
 --                                  specs; shown by adaspa recipe FILE --help);
 --   M.estimate(cfg, video, dtype)  optional (adaspa.footprint): {tokens =, image_tokens =, params =,
@@ -153,6 +156,7 @@ function models.describe(m, cfg)
 end
 
 models.register("hunyuan", "adaspa.models.hunyuan")
+models.register("wan", "adaspa.models.wan")
 
 -- The model a recipe without model.name runs.
 models.default = "hunyuan"

@@ -48,6 +48,7 @@ M.cpu_preset = "small"
 -- Flow matching (Euler) with Wan's shift, 50 steps, true classifier-free guidance 5.0. Wan's
 -- recommended shift is 5.0 at 720p and 3.0 at 480p (cfg.shift of each preset).
 M.sampler_defaults = {shift = 5.0, steps = 50, guidance = {kind = "cfg", scale = 5.0}}
+M.fps = 16
 
 -- Errors say "wan: " and what is wrong, without a Lua position (they reach users through jobs).
 local function fail(fmt, ...) error("wan: " .. string.format(fmt, ...), 0) end
