@@ -7,7 +7,9 @@
 #   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
 #   testbed   the kernel test bed: validate, then time every family and variant
 #   attention recipes/bench/attention.lua (540p and 720p, cuDNN SDPA and FlexAttention beside)
-#   step      recipes/bench/step.lua steps (720p-129f; PyTorch blocks beside) for each of $BLOCKS (64)
+#   step      recipes/bench/step.lua steps for $MODEL (hunyuan: 720p-129f, PyTorch blocks beside;
+#             wan: 14B 720p-81f, diffusers' Wan block beside when .whl/ carries its wheel) for each
+#             of $BLOCKS (64)
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -29,9 +31,14 @@ for stage in "$@"; do
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
       peers=${STEP_PEERS:-}   # STEP_PEERS=nopeers skips the PyTorch blocks
+      model=${MODEL:-hunyuan}
+      if [ "$model" = wan ] && [ -z "$peers" ] && ls .whl/diffusers-*.whl > /dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+          && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+      fi
       for b in ${BLOCKS:-64}; do
-        build/adaspa recipes/bench/step.lua steps block=$b $peers > "$out/step$b.log" 2>&1 || rc=1
-        grep -v "^  \|^step bench" "$out/step$b.log" | tail -16; peers=nopeers
+        build/adaspa recipes/bench/step.lua model=$model steps block=$b $peers > "$out/step_${model}_$b.log" 2>&1 || rc=1
+        grep -v "^  \|^step bench" "$out/step_${model}_$b.log" | tail -16; peers=nopeers
       done ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -1,7 +1,10 @@
--- Denoising-step benchmark of the full HunyuanVideo (synthetic bf16 weights made on the GPU).
---   build/adaspa recipes/bench/step.lua [steps] [schedule] [quick] [nopeers] [frames=N] [sched_frames=N]
---                                       [sched_steps=N] [block=64|128] [text_valid=N]
--- steps (default when neither is named): one step of the 720p 129-frame model in each mode:
+-- Denoising-step benchmark of a full registered model (synthetic bf16 weights made on the GPU).
+--   build/adaspa recipes/bench/step.lua [model=hunyuan|wan] [steps] [schedule] [quick] [cpu] [nopeers]
+--                      [frames=N] [sched_frames=N] [sched_steps=N] [block=64|128] [text_valid=N]
+-- model: hunyuan (default: HunyuanVideo 720p, 129 frames, 119,056 tokens) or wan (Wan2.1 14B,
+--   720p, 81 frames, 75,600 tokens; a forward is one pass: a step with classifier-free guidance is
+--   two, and the schedule runs both).
+-- steps (default when neither is named): one model forward at the default preset in each mode:
 --   dense, search (fused dense + block mass, AdaSpa's selection at sparsity 0.8 and 0.9 from the
 --   same mass), sparse at 0.8, sparse at 0.9; each split into attention (everything the attention
 --   context does: kernels, selection, recall), GEMMs (adaspa.linear and adaspa.matmul, timed with a
@@ -10,15 +13,17 @@
 -- schedule: the whole 50-step sampling at 720p with 33 frames, dense and AdaSpa (the defaults:
 --   sparsity 0.8, head-adaptive, warm-up 10, searches at 10 and 30), end to end, and the latents'
 --   PSNR of AdaSpa against dense (synthetic weights: the PSNR describes these weights only).
--- quick: a narrow 2+2-layer model at 256x256, for a smoke test of this script.
+-- quick: the model's small CPU preset, for a smoke test of this script (no peers unless `peers`);
+--   cpu: run on the CPU (f32) instead of the GPU (with quick: checks this script on a machine
+--   without a GPU).
 -- block: the layout block of the search and sparse steps (default: AdaSpa's, 64); text_valid: valid
 --   text tokens of the 256 (default 200, as a real prompt pads; keys past them are ignored).
--- Peers (steps, unless nopeers): recipes/bench/step_peers.py times one double and one single block
---   written in plain PyTorch (cuDNN SDPA, with and without the text-padding mask) in the same run,
---   composed into a step of 20 + 40 blocks ($ADASPA_PYTHON overrides python3).
-local hy = require "adaspa.models.hunyuan"
-local synth = require "adaspa.models.hunyuan_synth"
-local text = require "adaspa.text"
+-- Peers (steps, unless nopeers): HunyuanVideo: recipes/bench/step_peers.py times one double and
+--   one single block written in plain PyTorch (cuDNN SDPA, with and without the text-padding mask)
+--   in the same run, composed into a step of 20 + 40 blocks; Wan: recipes/bench/wan_peers.py times
+--   diffusers' own WanTransformerBlock, composed into a forward of 40 blocks ($ADASPA_PYTHON
+--   overrides python3).
+local models = require "adaspa.models"
 local sampler = require "adaspa.sampler"
 local attention = require "adaspa.attention"
 local adaspa_policy = require "adaspa.policy.adaspa"
@@ -27,25 +32,34 @@ local quality = require "adaspa.quality"
 
 local args = require("adaspa.bench").args(arg)
 if not args.steps and not args.schedule then args.steps = true end
-if not adaspa.cuda.available() then
-  print("step bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time")
+local gpu = not args.cpu
+if gpu and not adaspa.cuda.available() then
+  print("step bench: no GPU (" .. adaspa.cuda.reason() .. "); nothing to time (cpu quick checks this script)")
   return
 end
+local dev, dtype = gpu and "cuda" or "cpu", gpu and "bf16" or "f32"
+local function sync() if gpu then adaspa.cuda.synchronize() end end
+local M = models.get(args.model or "hunyuan")
 
 local GiB = 2 ^ 30
 local function gib(b) return string.format("%.2f GiB", b / GiB) end
 
-local mcfg = args.quick and hy.config("small", {layers = {double = 2, single = 2}}) or hy.config("720p")
+local mcfg = M.config(args.quick and (M.cpu_preset or "small") or M.default_preset)
+local n_layers = M.attention_layers(mcfg)
 local t0 = adaspa.now()
-local weights = synth.weights(mcfg, {seed = 1, device = "cuda", dtype = "bf16"})
-local model = hy.new(mcfg, weights)
-adaspa.cuda.synchronize()
+local weights = M.synthetic_weights(mcfg, {seed = 1, device = dev, dtype = dtype})
+local model = M.new(mcfg, weights)
+sync()
 collectgarbage()
-local mem_w = adaspa.cuda.memory().allocated
-local cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = "cuda", dtype = "bf16"})
-cond.valid = math.min(mcfg.text_len, args.text_valid or 200)
-print(string.format("step bench: HunyuanVideo %s (%d double + %d single blocks, %d heads x %d), weights %s on the GPU in %.1f s",
-  mcfg.preset, mcfg.layers.double, mcfg.layers.single, mcfg.heads, mcfg.head_dim, gib(mem_w), adaspa.now() - t0))
+local mem_w = gpu and adaspa.cuda.memory().allocated or 0
+local guidance = {kind = M.sampler_defaults.guidance.kind, scale = M.sampler_defaults.guidance.scale}
+local conds = M.conditioning(mcfg, {prompt = "a red fox running through fresh snow at dawn", negative = "",
+  cfg = guidance.kind == "cfg", device = dev, dtype = dtype})
+local cond = conds.cond
+if cond.valid then cond.valid = math.min(mcfg.text_len, args.text_valid or 200) end -- HunyuanVideo's padded prompt
+print(string.format("step bench: %s, %d attention layers, weights %s on the %s in %.1f s",
+  M.describe and M.describe(mcfg) or (M.name .. " " .. mcfg.preset), n_layers, gpu and gib(mem_w) or "(host)",
+  gpu and "GPU" or "CPU", adaspa.now() - t0))
 
 -- GEMM time: adaspa.linear / adaspa.matmul wrapped with a synchronize on each side.
 local gemm = {seconds = 0, on = false}
@@ -53,10 +67,10 @@ local raw_linear, raw_matmul = adaspa.linear, adaspa.matmul
 local function timed(fn)
   return function(...)
     if not gemm.on then return fn(...) end
-    adaspa.cuda.synchronize()
+    sync()
     local t = adaspa.now()
     local r = fn(...)
-    adaspa.cuda.synchronize()
+    sync()
     gemm.seconds = gemm.seconds + (adaspa.now() - t)
     return r
   end
@@ -69,19 +83,19 @@ end
 
 -- One model evaluation under ctx at schedule step `step`; returns {total=, attention=, gemm=, rest=, peak=}.
 local function one_step(ctx, x, step)
-  adaspa.cuda.synchronize()
+  sync()
   collectgarbage()
-  adaspa.cuda.reset_peak()
+  if gpu then adaspa.cuda.reset_peak() end
   gemm.seconds, gemm.on = 0, true
   local t = adaspa.now()
   ctx:begin_step(step)
-  local v = model:forward(x, 500, cond, 6.0, ctx)
-  adaspa.cuda.synchronize()
+  local v = model:forward(x, 500, cond, ctx)
+  sync()
   local total = adaspa.now() - t
   local rec = attention.summarize(ctx:end_step())
   gemm.on = false
   v:free()
-  local r = {total = total, attention = rec.seconds, gemm = gemm.seconds, peak = adaspa.cuda.memory().peak,
+  local r = {total = total, attention = rec.seconds, gemm = gemm.seconds, peak = gpu and adaspa.cuda.memory().peak or 0,
              density = rec.density, recall = rec.recall}
   r.rest = total - r.attention - r.gemm
   return r
@@ -90,11 +104,12 @@ end
 local results = {}
 if args.steps then
   local frames = args.frames or mcfg.video.frames
-  local grid, lshape = hy.grid(video_of(frames))
-  local S = grid[1] * grid[2] * grid[3] + mcfg.text_len
-  print(string.format("step bench: one step per mode at %dx%d, %d frames: %d tokens", mcfg.video.width,
-    mcfg.video.height, frames, S))
-  local x = adaspa.randn(lshape, {seed = 42, dtype = "bf16", device = "cuda"})
+  local _, lshape = M.grid(video_of(frames), mcfg)
+  local tok = M.tokens(mcfg, video_of(frames))
+  local S = tok.n_img + tok.n_txt
+  print(string.format("step bench: one forward per mode at %dx%d, %d frames: %d tokens in self-attention (%d text)",
+    mcfg.video.width, mcfg.video.height, frames, S, tok.n_txt))
+  local x = adaspa.randn(lshape, {seed = 42, dtype = dtype, device = dev})
   -- The schedule the bench drives: step 0 dense (keeps the LSE), 1 search, 2 sparse at 0.8; the
   -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step).
   local block = args.block or 64
@@ -102,14 +117,15 @@ if args.steps then
   local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}, block = block}, 4)
   local alt = {}
   local bench_policy = {name = "bench", block = block}
-  print(string.format("step bench: layout blocks of %d, %d of %d text tokens valid", block, cond.valid, mcfg.text_len))
+  print(string.format("step bench: layout blocks of %d%s", block,
+    cond.valid and string.format(", %d of %d text tokens valid", cond.valid, mcfg.text_len) or ""))
   function bench_policy:mode(step) return ({"dense", "search", "sparse", "plan"})[step + 1] end
   function bench_policy:select(mass, layer, info)
     alt[layer] = p9:select(mass, layer, info)
     return p8:select(mass, layer, info)
   end
   function bench_policy:plan(q, k, v, info) return alt[info.layer] end
-  local ctx = attention.new(bench_policy, {layers = mcfg.layers.double + mcfg.layers.single, sync = true})
+  local ctx = attention.new(bench_policy, {layers = n_layers, sync = gpu})
   local names = {"dense", "search", "sparse 0.8", "sparse 0.9"}
   for i, name in ipairs(names) do
     local r = one_step(ctx, x, i - 1)
@@ -131,28 +147,25 @@ end
 
 if args.schedule then
   local frames, steps = args.sched_frames or 33, args.sched_steps or 50
-  local _, lshape = hy.grid(video_of(frames))
-  print(string.format("step bench: full schedule, %d steps at %dx%d, %d frames", steps, mcfg.video.width, mcfg.video.height, frames))
+  local _, lshape = M.grid(video_of(frames), mcfg)
+  print(string.format("step bench: full schedule, %d steps at %dx%d, %d frames, %s %g", steps, mcfg.video.width,
+    mcfg.video.height, frames, guidance.kind == "cfg" and "classifier-free guidance" or "embedded guidance", guidance.scale))
   local function run(policy)
-    local ctx = attention.new(policy, {layers = mcfg.layers.double + mcfg.layers.single, sync = true})
-    local x = adaspa.randn(lshape, {seed = 42, dtype = "f32", device = "cuda"})
-    adaspa.cuda.synchronize()
+    local ctx = attention.new(policy, {layers = n_layers, sync = gpu})
+    local x = adaspa.randn(lshape, {seed = 42, dtype = "f32", device = dev})
+    sync()
     local t = adaspa.now()
+    local velocity = sampler.guided(model, conds, guidance, ctx, dtype)
     x = sampler.euler(x, function(xt, timestep, i)
-      ctx:begin_step(i)
-      local xb = xt:to("bf16")
-      local v = model:forward(xb, timestep, cond, 6.0, ctx)
-      xb:free()
+      local v = velocity(xt, timestep, i)
       ctx:end_step()
-      local vf = v:to("f32")
-      v:free()
-      return vf
-    end, {steps = steps, shift = 7.0, quiet = true})
-    adaspa.cuda.synchronize()
+      return v
+    end, {steps = steps, shift = mcfg.shift or M.sampler_defaults.shift, quiet = true})
+    sync()
     local total = adaspa.now() - t
     local att = 0
     for _, s in ipairs(ctx.steps) do att = att + s.seconds end
-    ctx.cache:free()
+    for _, c in ipairs(ctx.caches) do c:free() end
     return x, total, att
   end
   local xd, td, ad = run(dense_policy.new())
@@ -174,10 +187,11 @@ if #results > 0 then
   print(string.format("weights %s; AdaSpa cache %s (GPU) + %s (host)", gib(mem_w),
     results.cache and gib(results.cache.device) or "?", results.cache and gib(results.cache.host) or "?"))
 end
-if args.steps and not args.nopeers and not args.quick then
+-- Runs a peer script of this folder; returns {[key] = number} of its PEER lines (NOTE lines printed).
+local function peers(script, argstr)
   local py = os.getenv("ADASPA_PYTHON") or "python3"
-  local script = (debug.getinfo(1, "S").source:match("^@(.*/)") or "recipes/bench/") .. "step_peers.py"
-  local f = io.popen(string.format("%s %s --valid_text %d 2>&1", py, script, cond.valid))
+  local path = (debug.getinfo(1, "S").source:match("^@(.*/)") or "recipes/bench/") .. script
+  local f = io.popen(string.format("%s %s %s 2>&1", py, path, argstr))
   local out = f and f:read("*a") or ""
   if f then f:close() end
   local peer = {}
@@ -185,6 +199,11 @@ if args.steps and not args.nopeers and not args.quick then
     local key, v = line:match("^PEER (%S+) ([%d%.]+)")
     if key then peer[key] = tonumber(v) elseif line:match("^NOTE") or line:match("Error") then print(line) end
   end
+  return peer
+end
+local want_peers = args.steps and not args.nopeers and (not args.quick or args.peers)
+if want_peers and M.name == "hunyuan" then
+  local peer = peers("step_peers.py", string.format("--valid_text %d", cond.valid))
   if next(peer) then
     print("")
     print("| PyTorch blocks (same GPU, same run) | double (ms) | single (ms) | step of 20 + 40 (s) |")
@@ -195,6 +214,18 @@ if args.steps and not args.nopeers and not args.quick then
           peer["step_" .. k]))
       end
     end
+  end
+elseif want_peers and M.name == "wan" then
+  local grid = M.grid(video_of(args.frames or mcfg.video.frames), mcfg)
+  local peer = peers("wan_peers.py", string.format("--grid %d,%d,%d --dim %d --heads %d --ffn %d --layers %d --text %d --device %s",
+    grid[1], grid[2], grid[3], mcfg.dim, mcfg.heads, mcfg.ffn, n_layers, mcfg.text_len, dev))
+  if peer.wan_forward then
+    local dense = results[1] and results[1].total
+    print("")
+    print("| diffusers WanTransformerBlock (same GPU, same run) | block (ms) | forward (s) | CFG step (s) | adaspa dense forward (s) |")
+    print("| --- | --- | --- | --- | --- |")
+    print(string.format("| %s, SDPA | %.1f | %.2f | %.2f | %s |", dtype, peer.wan_block, peer.wan_forward, peer.wan_step_cfg,
+      dense and string.format("%.2f (%.2fx)", dense, peer.wan_forward / dense) or "-"))
   end
 end
 if results.schedule then
