@@ -55,12 +55,7 @@ function pipeline.message(err) return (tostring(err):gsub("^[^\n]-%.lua:%d+: ", 
 local function model_overrides(M, m, preset)
   if M.overrides then return M.overrides(m, preset) end
   local over = {}
-  local function copy(v)
-    if type(v) ~= "table" then return v end
-    local c = {}
-    for k, x in pairs(v) do c[k] = copy(x) end
-    return c
-  end
+  local copy = require("adaspa.models.common").deep_copy
   for k in pairs(M.schema or {}) do over[k] = copy(m[k]) end
   return over
 end

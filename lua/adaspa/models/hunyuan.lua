@@ -37,19 +37,8 @@ hy.presets = {
   },
 }
 
-local function deep_copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = deep_copy(v) end
-  return c
-end
-
-local function merge(dst, src)
-  for k, v in pairs(src or {}) do
-    if type(v) == "table" and type(dst[k]) == "table" and #v == 0 then merge(dst[k], v) else dst[k] = deep_copy(v) end
-  end
-  return dst
-end
+local common = require "adaspa.models.common"
+local deep_copy, merge = common.deep_copy, common.merge
 
 -- A preset's configuration with overrides merged in (nested tables merge field by field).
 function hy.config(preset, overrides)

@@ -189,34 +189,14 @@ synth.constants = {
   gate = 0.3,            -- gate bias at depth 4; scaled by sqrt(4 / depth)
 }
 
-local option_names = {seed = true, device = true, dtype = true, structure = true, constants = true}
-
 -- name -> tensor for every weight of hy.weight_shapes(cfg). opts: seed (default 1), device
 -- ("cpu"), dtype ("f32"), structure (default true; false gives the same network's plain random
 -- weights, the baseline), constants (overrides of synth.constants).
 function synth.weights(cfg, opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not option_names[k] then
-      error(string.format("hunyuan_synth.weights: unknown option %q (options: seed, device, dtype, structure, " ..
-        "constants)", tostring(k)), 2)
-    end
-  end
-  local seed = opts.seed or 1
-  if type(seed) ~= "number" or seed < 0 or seed % 1 ~= 0 or seed >= 2 ^ 31 then
-    error("hunyuan_synth.weights: opts.seed must be an integer in [0, 2^31), got " .. tostring(seed), 2)
-  end
-  local C = {}
-  for k, v in pairs(synth.constants) do C[k] = v end
-  for k, v in pairs(opts.constants or {}) do
-    if C[k] == nil then error(string.format("hunyuan_synth.weights: unknown constant %q", tostring(k)), 2) end
-    if type(v) ~= "number" then
-      error(string.format("hunyuan_synth.weights: constant %s must be a number, got %s", k, type(v)), 2)
-    end
-    C[k] = v
-  end
-  local dev, dt = opts.device or "cpu", opts.dtype or "f32"
-  local structure = opts.structure ~= false
+  local so = require("adaspa.models.common").synth_options("hunyuan_synth.weights", opts, synth.constants)
+  local seed, C = so.seed, so.C
+  local dev, dt = so.device, so.dtype
+  local structure = so.structure
   local h, H, D = cfg.hidden, cfg.heads, cfg.head_dim
   local mlp = h * cfg.mlp_ratio
   local depth = cfg.layers.double + cfg.layers.single

@@ -53,12 +53,7 @@ M.fps = 16
 -- Errors say "wan: " and what is wrong, without a Lua position (they reach users through jobs).
 local function fail(fmt, ...) error("wan: " .. string.format(fmt, ...), 0) end
 
-local function deep_copy(t)
-  if type(t) ~= "table" then return t end
-  local c = {}
-  for k, v in pairs(t) do c[k] = deep_copy(v) end
-  return c
-end
+local deep_copy = require("adaspa.models.common").deep_copy
 
 local function is_int(v, lo) return type(v) == "number" and v % 1 == 0 and v >= (lo or 1) end
 

@@ -59,27 +59,10 @@ local function head_bias(cfg, kind)
   return v
 end
 
-local OPTS = {seed = true, device = true, dtype = true, structure = true, constants = true}
-
 function synth.weights(cfg, opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not OPTS[k] then
-      error(string.format("wan: synthetic_weights: unknown option %q (options: seed, device, dtype, structure, " ..
-        "constants)", tostring(k)), 0)
-    end
-  end
-  local seed = opts.seed or 1
-  if type(seed) ~= "number" or seed < 0 or seed % 1 ~= 0 or seed >= 2 ^ 31 then
-    error("wan: synthetic_weights: seed must be an integer in [0, 2^31), got " .. tostring(seed), 0)
-  end
-  local C = {}
-  for k, v in pairs(synth.constants) do C[k] = v end
-  for k, v in pairs(opts.constants or {}) do
-    if C[k] == nil then error(string.format("wan: synthetic_weights: unknown constant %q", tostring(k)), 0) end
-    C[k] = v
-  end
-  local dev, dt = opts.device or "cpu", opts.dtype or "f32"
+  local so = require("adaspa.models.common").synth_options("wan: synthetic_weights", opts, synth.constants)
+  local seed, C = so.seed, so.C
+  local dev, dt = so.device, so.dtype
   local o = {dtype = dt, device = dev}
   local shapes = wan.weight_shapes(cfg)
   local d = cfg.dim
@@ -132,7 +115,7 @@ function synth.weights(cfg, opts)
       error(string.format("wan: synthetic_weights: no rule for weight %s [%s]", name, table.concat(shape, ", ")), 0)
     end
   end
-  if opts.structure == false then return W end
+  if not so.structure then return W end
 
   for i = 0, cfg.layers - 1 do
     local p = "blocks." .. i .. ".attn1."
