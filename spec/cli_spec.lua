@@ -182,7 +182,7 @@ describe("the adaspa host: help, Ctrl-C and history (issue 11)", function()
       %s recipe hunyuan sampler.steps=500 video.width=64 video.height=32 video.frames=5 model.layers.double=1 \
         model.layers.single=1 output.dir=%s > %s 2>&1 &
       pid=$!
-      i=0; while [ $i -lt 1200 ] && ! grep -q '^step ' %s; do sleep 0.1; i=$((i+1)); done
+      i=0; while [ $i -lt 1200 ] && ! grep -q '^step ' %s 2>/dev/null; do sleep 0.1; i=$((i+1)); done
       kill -INT $pid; wait $pid; echo "rc=$?"]], spec_bin, d, log, log)
     local f = io.popen(sh)
     local res = f:read("*a")
