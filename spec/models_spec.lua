@@ -221,6 +221,27 @@ describe("adaspa.weights: shards and key prefixes", function()
     spec_error(function() weights.info({d .. "/part-1.safetensors", d .. "/part-1.safetensors"}) end, "is in two shards")
   end)
 
+  it("refuses hostile indexes: names outside the folder, no weight_map, no shard, an oversized file", function()
+    local bad = tmpdir()
+    os.execute("mkdir -p " .. bad)
+    local function index(text)
+      local p = bad .. "/model.safetensors.index.json"
+      local f = io.open(p, "w"); f:write(text); f:close()
+      return p
+    end
+    spec_error(function() weights.files(index('{"weight_map": {"a": "../../etc/passwd"}}')) end, "must be a file name beside the index")
+    spec_error(function() weights.files(index('{"weight_map": {"a": ".."}}')) end, "must be a file name beside the index")
+    spec_error(function() weights.files(index('{"metadata": {}}')) end, "no \"weight_map\" object")
+    spec_error(function() weights.files(index('{"weight_map": {}}')) end, "names no shard")
+    local saved = weights.INDEX_MAX_BYTES
+    weights.INDEX_MAX_BYTES = 64
+    local ok, err = pcall(weights.files, index('{"weight_map": {"a": "x.safetensors"}, "pad": "' .. string.rep("x", 100) .. '"}'))
+    weights.INDEX_MAX_BYTES = saved
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("an index of shards is at most 64", 1, true), err)
+    os.execute("rm -rf " .. bad)
+  end)
+
   it("a recipe takes the folder and the prefix (sandbox reads allowed)", function()
     -- a full-size-compatible small config: the recipe's preset small with the shards' sizes
     local out = tmpdir()

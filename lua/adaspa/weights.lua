@@ -228,9 +228,19 @@ weights.is_dir = is_dir
 local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
 
 -- The shard files an index names (the values of its weight_map), in order of first mention.
+-- The largest shard index read (diffusers' 14B index is about 100 KB).
+weights.INDEX_MAX_BYTES = 16 * 2 ^ 20
+
 local function index_files(index)
   local f, err = io.open(index, "rb")
   if not f then error(string.format("weights: cannot read the index %s: %s", index, tostring(err)), 0) end
+  local size = f:seek("end")
+  if not size or size > weights.INDEX_MAX_BYTES then
+    f:close()
+    error(string.format("weights: the index %s has %s bytes; an index of shards is at most %d (it lists names only)",
+      index, tostring(size), weights.INDEX_MAX_BYTES), 0)
+  end
+  f:seek("set", 0)
   local text = f:read("*a")
   f:close()
   local map = text:match('"weight_map"%s*:%s*(%b{})')
