@@ -78,7 +78,7 @@ static void usage(FILE *f) {
           "  starts N processes of adaspa ARGS (a recipe, a script, a subcommand), rank 0..N-1, with\n"
           "  ADASPA_RANK / ADASPA_WORLD_SIZE / ADASPA_LOCAL_RANK (and RANK, WORLD_SIZE, LOCAL_RANK) and\n"
           "  ADASPA_COMM (their shared communicator file under /dev/shm, slots of ADASPA_COMM_MB MiB, 256\n"
-          "  by default) set. Rank 0's output passes through; the others' standard output is dropped\n"
+          "  by default) set, and OMP_NUM_THREADS (cores / N) unless set. Rank 0's output passes through; the others' standard output is dropped\n"
           "  (--all-output: kept) and their standard error is prefixed \"[rank r] \". Ctrl-C is forwarded;\n"
           "  when a rank fails the others get --grace seconds (10) to stop on their own, then SIGTERM.\n"
           "  The exit status is the first failing rank's (0 when every rank succeeds).\n");
@@ -188,6 +188,12 @@ int ada_launch_main(int argc, char **argv, int first) {
       setenv("ADASPA_LOCAL_RANK", rb, 1), setenv("LOCAL_RANK", rb, 1);
       setenv("ADASPA_WORLD_SIZE", nbuf, 1), setenv("WORLD_SIZE", nbuf, 1);
       setenv("ADASPA_COMM", path, 1);
+      if (!getenv("OMP_NUM_THREADS")) { /* the host's cores shared by the ranks (waits spin) */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        char tb[24];
+        snprintf(tb, sizeof tb, "%ld", cores / n > 1 ? cores / n : 1);
+        setenv("OMP_NUM_THREADS", tb, 1);
+      }
       if (r > 0) {
         int devnull = open("/dev/null", O_WRONLY);
         if (dup2(all_output ? pfd[1] : devnull, STDOUT_FILENO) < 0 || dup2(pfd[1], STDERR_FILENO) < 0) _exit(127);

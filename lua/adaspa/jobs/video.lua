@@ -380,6 +380,14 @@ function video.run(cfg, job)
         sampler.duration(b.seconds / b.steps), sampler.duration(b.attention / b.steps))
     end
   end
+  if run.parallel then
+    local par = run.parallel
+    report.parallel = par
+    local imb = par.imbalance and string.format("; attention work imbalance (max/mean kept blocks per rank) %.3f with "
+      .. "contiguous heads, %.3f with balanced heads (adaspa.parallel.balance)", par.imbalance.plain, par.imbalance.balanced) or ""
+    lines[#lines + 1] = string.format("parallel   %d processes (%s), Ulysses sequence parallelism; step densities and "
+      .. "recalls above are rank 0's heads%s", par.ranks, par.transport, imb)
+  end
   if comparison then
     local tm = comparison.timing
     lines[#lines + 1] = string.format("speed      vs dense: sampling %s vs %s (%.2fx), attention %s vs %s (%.2fx)",
