@@ -154,7 +154,8 @@ describe("adaspa.comm", function()
     local err = io.open(log):read("*a")
     os.remove(p); os.remove(log)
     assert.truthy(res:find("rc=130", 1, true), res .. err)
-    assert.truthy(err:find("[rank 1] adaspa: interrupted", 1, true), err)
+    assert.truthy(err:find("rank 1 %(pid %d+%) failed with status 130"), err) -- each rank got the SIGINT
+    assert.truthy(err:find("rank 0 %(pid %d+%) failed with status 130"), err)
     local shm = err:match("ready 0 (%S+)")
     assert.truthy(shm, err)
     assert.is_nil(io.open(shm))
@@ -221,9 +222,13 @@ describe("Ulysses sequence parallelism (Wan, CPU)", function()
         local ls = io.popen("ls -A " .. tmp):read("*a")
         assert.equal("", ls)
       end
-      if pol[1] == "adaspa" then -- the per-head densities differ (the tiers are exercised)
+      if pol[1] == "adaspa" then
+        -- the per-head densities differ (the tiers are exercised), and the second search ran on
+        -- rebalanced heads (the LSE rows moved with them: a wrong move changes the latents)
         local rep = io.open(base .. "-3/report.txt"):read("*a")
-        assert.truthy(rep:find("imbalance", 1, true), rep)
+        local plain, applied = rep:match("([%d.]+) with contiguous heads, ([%d.]+) as run")
+        assert.truthy(plain, rep)
+        assert.truthy(tonumber(applied) < tonumber(plain) - 0.1, rep)
       end
       os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3 " .. tmp)
     end)

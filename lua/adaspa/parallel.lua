@@ -6,17 +6,20 @@
 -- rank runs attention on its heads through the same attention context (the policy's search,
 -- layouts and LSE cache are per head, so they stay rank-local), and a second all-to-all returns
 -- [tokens_r, H, D]. Tokens split as evenly as possible (the first S % N ranks get one more);
--- heads likewise by default (contiguous ranges; H < N is an error), or by a given assignment
--- (parallel.balance: heads assigned to balance the kept blocks of block-sparse attention).
+-- heads likewise at first (contiguous ranges; H < N is an error); at each later search of a
+-- layer (AdaSpa's schedule) the heads are reassigned greedy longest-first by the kept blocks of
+-- the previous layouts (parallel.balance), and the cached LSE rows move with them (sp.balance =
+-- false keeps the contiguous ranges).
 --
 --   local sp = parallel.new(comm)            -- comm: adaspa.comm.world() or a Comm
 --   sp:tokens(S)   -> counts (one per rank), first (1-based index of this rank's first token), n
---   sp:heads(H)    -> per rank the list of its 1-based head indices (the current assignment)
+--   sp:heads(H [, key]) -> per rank the list of its 1-based head indices (key "layer:branch": that
+--       layer's current assignment; nil: the contiguous split)
 --   sp:shard(x)    -> this rank's rows of x [S, ...] (a view)
 --   sp:gather(x_r, S) -> every rank's rows, [S, ...] (on every rank)
 --   sp:attention(ctx, q, k, v, info [, prepare]) -> [tokens_r, H, D]; prepare(q, k) runs on the
 --       head-split [S, heads_r, D] tensors before attention (RoPE: positions are whole there)
---   sp:gather_heads(values_of_my_heads, H) -> a list of H values (every rank's, global order)
+--   sp:gather_heads(values_of_my_heads, H [, key]) -> a list of H values (every rank's, global order)
 -- A world of one rank is the identity everywhere (no copies).
 local adaspa = require "adaspa"
 
@@ -89,12 +92,13 @@ function parallel.imbalance(work, lists)
   return mx / (sum / #lists)
 end
 
-function SP:heads(H, layer)
+-- key: the assignment's key ("layer:branch"), nil: the plain split.
+function SP:heads(H, key)
   if H < self.size then
     error(string.format("parallel: %d attention heads cannot be split over %d ranks (each rank needs a head): use at most %d processes",
       H, self.size, H), 3)
   end
-  local a = layer and self.assignment[layer]
+  local a = key and self.assignment[key]
   if a then return a end
   self.plain = self.plain or {}
   self.plain[H] = self.plain[H] or parallel.contiguous(H, self.size)
@@ -119,13 +123,81 @@ function SP:gather(x, S)
   return out
 end
 
-function SP:gather_heads(mine, H, layer)
-  local lists = self:heads(H, layer)
+function SP:gather_heads(mine, H, key)
+  local lists = self:heads(H, key)
   local full = {}
   for h = 1, H do full[h] = 0 end
   for j, h in ipairs(lists[self.rank + 1]) do full[h] = mine[j] end
   if self.size == 1 then return full end
   return self.comm:all_reduce(full, "sum")
+end
+
+local function same(a, b)
+  for r = 1, #a do
+    if #a[r] ~= #b[r] then return false end
+    for j = 1, #a[r] do if a[r][j] ~= b[r][j] then return false end end
+  end
+  return true
+end
+
+-- Moves the cached LSE rows [heads, S] of a layer from the old assignment to the new one (an
+-- all-to-all of rows), and clears the layer's layout (it was over the old heads; the search
+-- about to run replaces it).
+function SP:move_lse(cache, layer, old, new)
+  local lse = cache:lse(layer)
+  local me = self.rank + 1
+  local pos_old = {}
+  for j, h in ipairs(old[me]) do pos_old[h] = j end
+  local owner = {}
+  for r = 1, self.size do for j, h in ipairs(old[r]) do owner[h] = {r, j} end end
+  local rows, send_rows, recv_rows = {}, {}, {}
+  for d = 1, self.size do
+    send_rows[d] = 0
+    for _, h in ipairs(new[d]) do
+      if pos_old[h] then rows[#rows + 1] = lse:narrow(1, pos_old[h], 1); send_rows[d] = send_rows[d] + 1 end
+    end
+  end
+  local got_from = {} -- source rank -> heads of mine it sends, in my new order
+  for r = 1, self.size do recv_rows[r], got_from[r] = 0, {} end
+  for _, h in ipairs(new[me]) do
+    local r = owner[h][1]
+    recv_rows[r] = recv_rows[r] + 1
+    got_from[r][#got_from[r] + 1] = h
+  end
+  local packed = adaspa.concat(rows)
+  local recv = self.comm:all_to_all(packed, send_rows, recv_rows)
+  local at, off = {}, 0
+  for r = 1, self.size do
+    for j, h in ipairs(got_from[r]) do at[h] = off + j end
+    off = off + recv_rows[r]
+  end
+  local ordered = {}
+  for _, h in ipairs(new[me]) do ordered[#ordered + 1] = recv:narrow(1, at[h], 1) end
+  local moved = adaspa.concat(ordered)
+  local step = cache:lse_step(layer)
+  cache:clear(layer)
+  cache:set(layer, {lse = moved, step = step})
+  lse:free(); packed:free(); recv:free(); moved:free()
+end
+
+-- With balance on (the default): at a search of a layer that has layouts from an earlier search,
+-- the heads are reassigned to balance the kept blocks (parallel.balance over every rank's
+-- densities) and the cached LSE rows follow their heads. The search sees the same heads and LSE
+-- values as one process would, so the layouts, and the latents, stay those of one process.
+function SP:rebalance(ctx, H, info, key)
+  local pol = ctx.policy
+  if not (pol.search_set and pol.search_set[ctx.step]) then return end -- (policies with a search schedule)
+  local d = ctx.cache:density(info.layer)
+  if not d or #d == 0 or not ctx.cache:lse(info.layer) then return end
+  local old = self:heads(H, key)
+  local all = self:gather_heads(d, H, key)
+  local new = parallel.balance(all, self.size)
+  self.last_balance = self.last_balance or {}
+  self.last_balance[key] = {plain = parallel.imbalance(all, parallel.contiguous(H, self.size)),
+                            before = parallel.imbalance(all, old), after = parallel.imbalance(all, new)}
+  if same(old, new) then return end
+  self:move_lse(ctx.cache, info.layer, old, new)
+  self.assignment[key] = new
 end
 
 function SP:attention(ctx, q, k, v, info, prepare)
@@ -135,11 +207,13 @@ function SP:attention(ctx, q, k, v, info, prepare)
     return ctx and ctx.attention and ctx:attention(q, k, v, info) or (adaspa.attention(q, k, v, {kv_valid = info.kv_valid}))
   end
   local counts = self:tokens(info.n_img + (info.n_txt or 0))
-  local lists = self:heads(H, info.layer)
+  local key = info.layer .. ":" .. (ctx and ctx.branch or 1) -- assignments per (layer, guidance branch)
+  if self.balance ~= false and ctx and ctx.policy then self:rebalance(ctx, H, info, key) end
+  local lists = self:heads(H, key)
   local c = self.comm
   local qh, kh, vh = c:seq_to_heads(q, counts, lists), c:seq_to_heads(k, counts, lists), c:seq_to_heads(v, counts, lists)
   if prepare then prepare(qh, kh) end
-  info.sp = {parallel = self, heads = lists[self.rank + 1], n_heads = H}
+  info.sp = {parallel = self, heads = lists[self.rank + 1], n_heads = H, key = key}
   local o = ctx and ctx.attention and ctx:attention(qh, kh, vh, info) or (adaspa.attention(qh, kh, vh, {kv_valid = info.kv_valid}))
   qh:free(); kh:free(); vh:free()
   local out = c:heads_to_seq(o, counts, lists)

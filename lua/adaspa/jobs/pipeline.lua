@@ -235,29 +235,31 @@ end
 -- (passes per step), interrupted}. With classifier-free guidance each branch keeps its own cache
 -- (saved as cache.safetensors and cache_branch2.safetensors), pictures of branch 2 end in _branch2,
 -- and the attention errors at the error steps are the conditional branch's.
--- The sequence-parallel part of a run's report (every rank calls it: it gathers): ranks, transport,
--- heads per rank and, for a sparse policy, the work imbalance of the attention (max over mean of
--- the per-rank sums of kept-block fractions, branch 1's last layouts) under the plain contiguous
--- head split and under parallel.balance, per layer and their means.
+-- The sequence-parallel part of a run's report (every rank calls it: it gathers): ranks, transport
+-- and, for a sparse policy, the attention work imbalance (max over mean of the per-rank sums of
+-- kept-block fractions; branch 1's last layouts) per layer and their means: under the plain
+-- contiguous head split (plain), under the assignment the last layouts ran with (applied), and
+-- under parallel.balance of these layouts (balanced).
 function pipeline.parallel_report(ctx, n_layers, policy)
   local parallel = require "adaspa.parallel"
   local sp = ctx.sp
-  local r = {ranks = sp.size, transport = sp.comm:transport()}
+  local r = {ranks = sp.size, transport = sp.comm:transport(), balance = sp.balance ~= false}
   if policy.name == "dense" then return r end
-  local before, after, layers = 0, 0, {}
+  local sums, layers = {plain = 0, applied = 0, balanced = 0}, {}
   for l = 1, n_layers do
     local mine = ctx.cache:density(l)
     if mine and #mine > 0 then
-      local counts = sp.comm:all_reduce({#mine}, "sum")[1] -- every rank's heads
-      local all = sp:gather_heads(mine, counts, l)
-      local plain, bal = sp:heads(counts, l), parallel.balance(all, sp.size)
-      local b, a = parallel.imbalance(all, plain), parallel.imbalance(all, bal)
-      layers[#layers + 1] = {layer = l, plain = b, balanced = a, density = all}
-      before, after = before + b, after + a
+      local key = l .. ":1"
+      local H = sp.comm:all_reduce({#mine}, "sum")[1] -- every rank's heads
+      local all = sp:gather_heads(mine, H, key)
+      local e = {layer = l, density = all, plain = parallel.imbalance(all, parallel.contiguous(H, sp.size)),
+                 applied = parallel.imbalance(all, sp:heads(H, key)), balanced = parallel.imbalance(all, parallel.balance(all, sp.size))}
+      layers[#layers + 1] = e
+      for k in pairs(sums) do sums[k] = sums[k] + e[k] end
     end
   end
   if #layers > 0 then
-    r.imbalance = {plain = before / #layers, balanced = after / #layers, layers = layers}
+    r.imbalance = {plain = sums.plain / #layers, applied = sums.applied / #layers, balanced = sums.balanced / #layers, layers = layers}
   end
   return r
 end

@@ -182,7 +182,7 @@ function policy:tiers(mass, force, info)
   local rec = probe:recall(mass)
   probe:free()
   if sp then -- tiers over every head, then this rank's
-    local all = sp.parallel:gather_heads(rec, H_all, info.layer)
+    local all = sp.parallel:gather_heads(rec, H_all, sp.key)
     local mine = sp.heads
     local d_all = self:tiers_of(all)
     local out = {}
