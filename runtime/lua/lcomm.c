@@ -267,7 +267,19 @@ static int exchange(lua_State *L, int to_heads) {
                       (long long)S, nheads[me], H);
   }
   int own;
-  ada_tensor *x = host(L, 2, fname, "x", &own);
+  ada_tensor *x0c = NULL;
+  if (!(x0->storage->device.type == ADA_CPU && ada_tensor_is_contiguous(x0))) { /* host() raises: free hcopy first */
+    ada_tensor *h = NULL;
+    ada_status hs = ada_tensor_to(&h, x0, x0->dtype, (ada_device){ADA_CPU, 0});
+    if (hs == ADA_OK) hs = ada_tensor_contiguous(&x0c, h);
+    ada_tensor_free(h);
+    if (hs != ADA_OK) {
+      free(hcopy);
+      lada_check(L, hs, fname);
+    }
+  }
+  ada_tensor *x = x0c ? x0c : x0;
+  own = x0c != NULL;
   int64_t D = x->shape[2];
   int64_t shape[3] = {to_heads ? S : tokens[me], to_heads ? nheads[me] : H, D};
   ada_tensor *out = NULL;
