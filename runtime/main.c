@@ -5,6 +5,7 @@
  *   adaspa -e CODE [args]      run a chunk
  *   adaspa -                   run standard input as a script
  *   adaspa SUBCOMMAND [args]   devices | recipe | weights | help ...
+ *   adaspa launch -n N ARGS    N processes of adaspa ARGS, ranks of one communicator (launch.h)
  *   adaspa                     REPL (prompts and line editing on a terminal; quiet when piped)
  *   adaspa --version | --help  (--help: adaspa help)
  */
@@ -26,6 +27,7 @@
 
 #include <editline/readline.h>
 
+#include "launch.h"
 #include "lua/lbind.h"
 
 #ifndef ADA_VERSION
@@ -386,6 +388,8 @@ static int run_subcommand(lua_State *L, const char *name, char **argv, int argc,
 static int pmain_status = 0;
 
 int main(int argc, char **argv) {
+  /* adaspa launch -n N ...: the launcher runs no Lua itself */
+  if (argc > 1 && !strcmp(argv[1], "launch")) return ada_launch_main(argc, argv, 2);
   lua_State *L = luaL_newstate();
   if (!L) {
     fprintf(stderr, "%s: cannot create the Lua state (out of memory)\n", progname);

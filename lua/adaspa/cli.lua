@@ -199,6 +199,7 @@ usage: adaspa [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]
                        run a recipe (FILE: a path, or a name under recipes/: hunyuan, compare, replay)
   recipe FILE [path=value ...] --help   the recipe's fields with their values, defaults and meanings (model.name=NAME: that model's)
   weights FILE         what a safetensors checkpoint holds and whether it is a complete HunyuanVideo
+  launch -n N ARGS     N processes of adaspa ARGS, ranks of one communicator (Ulysses sequence parallelism)
   help [COMMAND]       this text, or a command's
   --version            print the version and the backends built
   (no argument)        start the REPL (Ctrl-C interrupts the running chunk; Ctrl-D exits)
@@ -218,6 +219,12 @@ cli.topics = {
     "  the file's tensors, sizes and dtypes, the layout its keys imply and whether it is a complete\n" ..
     "  HunyuanVideo checkpoint of a preset or of the sizes its keys imply (exit status 0 if so, else 1)",
   help = "usage: adaspa help [COMMAND]",
+  launch = "usage: adaspa launch -n N [--all-output] [--grace S] [--] ARGS...\n" ..
+    "  N processes of adaspa ARGS (a recipe, a script), ranks 0..N-1 of one communicator (adaspa.comm):\n" ..
+    "  RANK / WORLD_SIZE / LOCAL_RANK (and ADASPA_*), ADASPA_COMM and OMP_NUM_THREADS (cores / N) are set.\n" ..
+    "  Rank 0's output passes through, the others' standard error is prefixed [rank r] (--all-output: their\n" ..
+    "  standard output too); Ctrl-C is forwarded; a failing rank ends the others (--grace S, 10, then SIGTERM);\n" ..
+    "  the exit status is the first failing rank's. Models with sequence parallelism: wan.",
 }
 
 -- adaspa help [COMMAND] (also adaspa --help).

@@ -309,6 +309,8 @@ end
 --   4. the output folder opens: output.dir from the command line (new, empty, or a previous
 --      adaspa run's, whose files are removed), output.dir from the recipe file (relative, no
 --      "..", new or empty), else a fresh out/<name>-<time>; writes go there only;
+--      (several processes, adaspa launch: ranks other than 0 write to a scratch folder under
+--      $TMPDIR that is removed after the run, so the outputs are written once, by rank 0);
 --   5. the job runs; on failure the folder is removed if the runner created it and nothing was
 --      written, else error.txt in it says what failed;
 --   6. the confinement ends.
@@ -322,7 +324,8 @@ function recipe.run(path, overrides, opts)
   local guard = adaspa.sandbox.begin()
   local saved_path, saved_cpath = package.path, package.cpath
   package.path, package.cpath = sb.library_path(), ""
-  local out
+  local out, scratch
+  local rank = adaspa.comm.world():rank()
   local ok, code, result = pcall(function()
     guard:allow_read(recipe_folder(path), true)
     local cfg = recipe.load(path)
@@ -353,6 +356,12 @@ function recipe.run(path, overrides, opts)
       mode = "new"
     end
     if dir == nil then dir, mode = string.format("out/%s-%s", name, os.date("%Y%m%d-%H%M%S")), "fresh" end
+    if rank ~= 0 then -- several processes: rank 0 writes the outputs; the others write to a scratch
+      -- folder removed after the run (the jobs stay unaware of ranks)
+      scratch = string.format("%s/adaspa-rank%d-%s", os.getenv("TMPDIR") or "/tmp", rank,
+        (os.getenv("ADASPA_COMM") or tostring(os.time())):match("[^/]*$"))
+      dir, mode = scratch, "fresh"
+    end
     local cleared
     out, cleared = guard:open_output(dir, mode)
     if cleared > 0 and opts.say and not (cfg.output and cfg.output.quiet) then
@@ -372,6 +381,10 @@ function recipe.run(path, overrides, opts)
   end
   guard:finish()
   package.path, package.cpath = saved_path, saved_cpath
+  if scratch then -- clear (reuse removes a previous run's files), then remove the folder
+    local sok, d = pcall(adaspa.outdir.open, scratch, "reuse")
+    if sok then d:discard(); os.remove(scratch .. "/.adaspa-run"); os.remove(scratch) end
+  end
   if not ok then return false, code end
   return true, code, result
 end

@@ -72,6 +72,7 @@ void lada_open_attention(lua_State *L);
 void lada_open_layout(lua_State *L);
 void lada_open_io(lua_State *L); /* runtime/lua/lio.c: adaspa.safetensors.*, adaspa.png.* */
 void lada_open_cache(lua_State *L); /* runtime/lua/lcache.c: adaspa.Cache (new, load) and its userdata */
+void lada_open_comm(lua_State *L);  /* runtime/lua/lcomm.c: adaspa.comm (world, create, open) and its userdata */
 
 #define LADA_LAYOUT_MT "adaspa.Layout"
 struct ada_layout;

@@ -413,6 +413,7 @@ int luaopen_adaspa_core(lua_State *L) {
   lada_open_layout(L);
   lada_open_io(L);
   lada_open_cache(L);
+  lada_open_comm(L);
   lada_open_timer(L);
   lua_State *main_L = L;
   lua_pushthread(L);

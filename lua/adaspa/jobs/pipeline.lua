@@ -230,12 +230,49 @@ end
 -- (passes per step), interrupted}. With classifier-free guidance each branch keeps its own cache
 -- (saved as cache.safetensors and cache_branch2.safetensors), pictures of branch 2 end in _branch2,
 -- and the attention errors at the error steps are the conditional branch's.
+-- The sequence-parallel part of a run's report (every rank calls it: it gathers): ranks, transport
+-- and, for a sparse policy, the attention work imbalance (max over mean of the per-rank sums of
+-- kept-block fractions; branch 1's last layouts) per layer and their means: under the plain
+-- contiguous head split (plain), under the assignment the last layouts ran with (applied), and
+-- under parallel.balance of these layouts (balanced).
+function pipeline.parallel_report(ctx, n_layers, policy)
+  local parallel = require "adaspa.parallel"
+  local sp = ctx.sp
+  local r = {ranks = sp.size, transport = sp.comm:transport(), balance = sp.balance ~= false}
+  if policy.name == "dense" then return r end
+  local sums, layers = {plain = 0, applied = 0, balanced = 0}, {}
+  for l = 1, n_layers do
+    local mine = ctx.cache:density(l)
+    if mine and #mine > 0 then
+      local key = l .. ":1"
+      local H = sp.comm:all_reduce({#mine}, "sum")[1] -- every rank's heads
+      local all = sp:gather_heads(mine, H, key)
+      local e = {layer = l, density = all, plain = parallel.imbalance(all, parallel.contiguous(H, sp.size)),
+                 applied = parallel.imbalance(all, sp:heads(H, key)), balanced = parallel.imbalance(all, parallel.balance(all, sp.size))}
+      layers[#layers + 1] = e
+      for k in pairs(sums) do sums[k] = sums[k] + e[k] end
+    end
+  end
+  if #layers > 0 then
+    r.imbalance = {plain = sums.plain / #layers, applied = sums.applied / #layers, balanced = sums.balanced / #layers, layers = layers}
+  end
+  return r
+end
+
 function pipeline.run_schedule(cfg, prep, policy, say, opts)
   opts = opts or {}
   local mcfg, model, cond, device, dtype = prep.mcfg, prep.model, prep.cond, prep.device, prep.dtype
   local dir = opts.dir
   local n_layers = prep.entry.attention_layers(mcfg)
   local ctx = attention.new(policy, {layers = math.max(n_layers, 1), sync = device ~= "cpu"})
+  local comm = adaspa.comm.world()
+  if comm:size() > 1 then -- several processes (adaspa launch): Ulysses sequence parallelism
+    if not prep.entry.sequence_parallel then
+      error(string.format("model %s does not run sequence-parallel yet (%d processes): run it as one process, or use a "
+        .. "model that does (wan)", prep.entry.name, comm:size()), 0)
+    end
+    ctx.sp = require("adaspa.parallel").new(comm)
+  end
   local error_steps = {}
   for _, s in ipairs(cfg.output.error_steps or {}) do error_steps[s] = true end
   local outputs, errors = {}, {}
@@ -326,6 +363,8 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
     end
   end
   ctx:set_branch(1)
+  local par
+  if ctx.sp then par = pipeline.parallel_report(ctx, n_layers, policy) end
   local cache_stats = ctx.cache:stats()
   local branch_stats
   if ctx:branches() > 1 then
@@ -336,7 +375,7 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
     ctx.cache:save(dir .. "/cache.safetensors")
     for b = 2, ctx:branches() do ctx:cache_for(b):save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
   end
-  return {x = x, ctx = opts.keep_ctx and ctx or nil, branch_cache_stats = branch_stats, forwards = guidance.forwards, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
+  return {x = x, parallel = par, ctx = opts.keep_ctx and ctx or nil, branch_cache_stats = branch_stats, forwards = guidance.forwards, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
           pictures = pics, cache_stats = cache_stats, interrupted = interrupted}
 end

@@ -380,6 +380,15 @@ function video.run(cfg, job)
         sampler.duration(b.seconds / b.steps), sampler.duration(b.attention / b.steps))
     end
   end
+  if run.parallel then
+    local par = run.parallel
+    report.parallel = par
+    local imb = par.imbalance and string.format("; attention work imbalance (max/mean kept blocks per rank, last layouts) "
+      .. "%.3f with contiguous heads, %.3f as run (%s)", par.imbalance.plain, par.imbalance.applied,
+      par.balance and "heads rebalanced at each later search" or "balance off") or ""
+    lines[#lines + 1] = string.format("parallel   %d processes (%s), Ulysses sequence parallelism; step densities and "
+      .. "recalls above are rank 0's heads%s", par.ranks, par.transport, imb)
+  end
   if comparison then
     local tm = comparison.timing
     lines[#lines + 1] = string.format("speed      vs dense: sampling %s vs %s (%.2fx), attention %s vs %s (%.2fx)",

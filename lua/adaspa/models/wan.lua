@@ -49,6 +49,8 @@ M.cpu_preset = "small"
 -- recommended shift is 5.0 at 720p and 3.0 at 480p (cfg.shift of each preset).
 M.sampler_defaults = {shift = 5.0, steps = 50, guidance = {kind = "cfg", scale = 5.0}}
 M.fps = 16
+-- Runs sequence-parallel over several processes (adaspa.parallel: ctx.sp; adaspa launch -n N).
+M.sequence_parallel = true
 
 -- Errors say "wan: " and what is wrong, without a Lua position (they reach users through jobs).
 local function fail(fmt, ...) error("wan: " .. string.format(fmt, ...), 0) end
@@ -599,8 +601,23 @@ function Model:forward(x, t, cond, ctx)
   local text = self:embed_text(cond.states)                                                 -- [L, dim]
   local L = text:shape()[1]
 
-  local img = adaspa.linear(adaspa.patchify(x), self.patch_w, w["patch_embedding.bias"])    -- [n, dim]
-  local function heads(y, rows) return y:reshape({rows, H, D}) end
+  -- sequence parallelism (ctx.sp, adaspa.parallel): this rank's contiguous rows of the tokens
+  local sp = ctx and ctx.sp
+  if sp and sp.size == 1 then sp = nil end
+  local rows = n
+  local img
+  do
+    local patches = adaspa.patchify(x)
+    local mine = sp and sp:shard(patches) or patches
+    rows = mine:shape()[1]
+    img = adaspa.linear(mine, self.patch_w, w["patch_embedding.bias"])                     -- [rows, dim]
+    drop(patches, mine ~= patches and mine or nil)
+  end
+  local function heads(y, r) return y:reshape({r, H, D}) end
+  local function rotate(q3, k3) -- RoPE of whole sequences (with sp: after the exchange)
+    adaspa.rope3d(q3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = q3})
+    adaspa.rope3d(k3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = k3})
+  end
 
   for i = 0, cfg.layers - 1 do
     local p = "blocks." .. i .. "."
@@ -614,14 +631,17 @@ function Model:forward(x, t, cond, ctx)
     drop(xm)
     adaspa.rmsnorm(q, w[p .. "attn1.norm_q.weight"], eps, {out = q})
     adaspa.rmsnorm(k, w[p .. "attn1.norm_k.weight"], eps, {out = k})
-    local q3, k3, v3 = heads(q, n), heads(k, n), heads(v, n)
-    adaspa.rope3d(q3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = q3})
-    adaspa.rope3d(k3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = k3})
+    local q3, k3, v3 = heads(q, rows), heads(k, rows), heads(v, rows)
     local info = {layer = i + 1, kind = "self", index = i, kv_valid = n, n_img = n, n_txt = 0, grid = grid}
     local a
-    if ctx and ctx.attention then a = ctx:attention(q3, k3, v3, info) else a = adaspa.attention(q3, k3, v3) end
+    if sp then
+      a = sp:attention(ctx, q3, k3, v3, info, rotate)
+    else
+      rotate(q3, k3)
+      if ctx and ctx.attention then a = ctx:attention(q3, k3, v3, info) else a = adaspa.attention(q3, k3, v3) end
+    end
     drop(q, k, v, q3, k3, v3)
-    local a2 = a:reshape({n, d})
+    local a2 = a:reshape({rows, d})
     local o = self:lin(a2, p .. "attn1.to_out.0")
     drop(a, a2)
     adaspa.gated_add(img, gate, o, {out = img})
@@ -634,10 +654,10 @@ function Model:forward(x, t, cond, ctx)
     v = self:lin(text, p .. "attn2.to_v")
     adaspa.rmsnorm(q, w[p .. "attn2.norm_q.weight"], eps, {out = q})
     adaspa.rmsnorm(k, w[p .. "attn2.norm_k.weight"], eps, {out = k})
-    q3, k3, v3 = heads(q, n), heads(k, L), heads(v, L)
+    q3, k3, v3 = heads(q, rows), heads(k, L), heads(v, L)
     a = adaspa.attention(q3, k3, v3)
     drop(q, k, v, q3, k3, v3)
-    a2 = a:reshape({n, d})
+    a2 = a:reshape({rows, d})
     o = self:lin(a2, p .. "attn2.to_out.0")
     drop(a, a2)
     adaspa.add(img, o, {out = img})
@@ -660,6 +680,11 @@ function Model:forward(x, t, cond, ctx)
   drop(img)
   local out = adaspa.linear(xm, self.proj_w, self.proj_b)
   drop(xm)
+  if sp then
+    local mine = out
+    out = sp:gather(mine, n)                                                                   -- [n, out]
+    drop(mine)
+  end
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out, fmod, f_shift, f_scale, temb, tproj)
   return velocity

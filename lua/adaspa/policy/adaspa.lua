@@ -167,16 +167,36 @@ local function mean(t)
   return s / #t
 end
 
--- Per-head densities of the paper's tiers, from each head's recall at density 1 - s.
-function policy:tiers(mass, force)
+-- Per-head densities of the paper's tiers, from each head's recall at density 1 - s. With
+-- sequence parallelism (info.sp: this rank holds some of the layer's heads) the recalls of every
+-- rank's heads are gathered, so the tiers are those one process would choose.
+function policy:tiers(mass, force, info)
   local s = self.sparsity
   local H = mass:shape()[1]
+  local sp = info and info.sp
   local d = {}
   for h = 1, H do d[h] = 1 - s end
-  if not self.head_adaptive or H < 2 or s < 1 / 3 then return d end
+  local H_all = sp and sp.n_heads or H
+  if not self.head_adaptive or H_all < 2 or s < 1 / 3 then return d end
   local probe = adaspa.layout.topk(mass, {density = 1 - s, row_wise = true, force = force, block = self.block})
   local rec = probe:recall(mass)
   probe:free()
+  if sp then -- tiers over every head, then this rank's
+    local all = sp.parallel:gather_heads(rec, H_all, sp.key)
+    local mine = sp.heads
+    local d_all = self:tiers_of(all)
+    local out = {}
+    for j, h in ipairs(mine) do out[j] = d_all[h] end
+    return out
+  end
+  return self:tiers_of(rec)
+end
+
+-- The tiers' densities from per-head recalls at density 1 - s (a list of H).
+function policy:tiers_of(rec)
+  local s, H = self.sparsity, #rec
+  local d = {}
+  for h = 1, H do d[h] = 1 - s end
   local order = {}
   for h = 1, H do order[h] = h end
   table.sort(order, function(a, b) if rec[a] ~= rec[b] then return rec[a] > rec[b] end return a < b end)
@@ -202,7 +222,7 @@ function policy:select(mass, layer, info)
     return adaspa.layout.threshold(mass, {recall = self.recall, min_blocks = min_blocks, max_blocks = max_blocks,
       force = force, block = self.block})
   end
-  return adaspa.layout.topk(mass, {density = self:tiers(mass, force), row_wise = true, force = force, block = self.block})
+  return adaspa.layout.topk(mass, {density = self:tiers(mass, force, info), row_wise = true, force = force, block = self.block})
 end
 
 policy.mean = mean

@@ -1,0 +1,410 @@
+/* comm.c: the communicator (comm.h): single-rank and shared-memory transports. */
+#define _DEFAULT_SOURCE
+#include "comm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define COMM_MAGIC 0x61646173706131ULL /* "adaspa1" */
+#define COMM_MAX_WORLD 64
+#define COMM_HEADER 8192
+#define COMM_META(world) ((((size_t)(world) * 2 * sizeof(uint64_t)) + 63) / 64 * 64)
+
+typedef struct shm_header {
+  uint64_t magic;
+  int32_t world, pad;
+  uint64_t slot_bytes;
+  _Atomic int32_t aborted; /* rank + 1 of the rank that aborted, 0: none */
+  _Atomic int32_t pids[COMM_MAX_WORLD];
+  _Atomic uint64_t seq[COMM_MAX_WORLD];
+} shm_header;
+
+_Static_assert(sizeof(shm_header) <= COMM_HEADER, "comm header fits");
+
+struct ada_comm {
+  int32_t rank, world, local_rank;
+  double timeout;
+  bool broken;
+  uint64_t seq;
+  shm_header *h;   /* NULL: single */
+  size_t map_size; /* bytes mapped */
+  char *scratch;   /* single-rank all_to_all source copy */
+};
+
+size_t ada_comm_shm_size(int32_t world, size_t slot_bytes) {
+  if (world < 1 || world > COMM_MAX_WORLD || slot_bytes <= COMM_META(world) || slot_bytes > ((size_t)1 << 40)) return 0;
+  return COMM_HEADER + (size_t)world * slot_bytes;
+}
+
+ada_status ada_comm_shm_create(const char *path, int32_t world, size_t slot_bytes) {
+  size_t size = ada_comm_shm_size(world, slot_bytes);
+  if (!size) return ada_fail(ADA_EINVAL, "comm: world size %d (1..%d) or slot of %zu bytes out of range", world, COMM_MAX_WORLD, slot_bytes);
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return ada_fail(ADA_EIO, "comm: cannot create %s: %s", path, strerror(errno));
+  if (ftruncate(fd, (off_t)size) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(path);
+    return ada_fail(ADA_EIO, "comm: cannot size %s to %zu bytes: %s", path, size, strerror(e));
+  }
+  shm_header hd;
+  memset(&hd, 0, sizeof hd);
+  hd.magic = COMM_MAGIC;
+  hd.world = world;
+  hd.slot_bytes = slot_bytes;
+  ssize_t w = pwrite(fd, &hd, sizeof hd, 0);
+  int e = errno;
+  close(fd);
+  if (w != (ssize_t)sizeof hd) {
+    unlink(path);
+    return ada_fail(ADA_EIO, "comm: cannot write the header of %s: %s", path, w < 0 ? strerror(e) : "short write");
+  }
+  return ADA_OK;
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static char *slot(const ada_comm *c, int32_t r) { return (char *)c->h + COMM_HEADER + (size_t)r * c->h->slot_bytes; }
+static uint64_t *meta(const ada_comm *c, int32_t r) { return (uint64_t *)slot(c, r); }
+static char *data(const ada_comm *c, int32_t r) { return slot(c, r) + COMM_META(c->world); }
+
+static ada_status broken(ada_comm *c, ada_status s) {
+  c->broken = true;
+  return s;
+}
+
+/* Waits until every rank's sequence reached mine; bounded (abort word, dead pids, timeout). */
+static ada_status barrier(ada_comm *c, const char *op) {
+  if (c->broken) return ada_fail(ADA_EIO, "comm %s: rank %d: the communicator failed earlier", op, c->rank);
+  if (!c->h) return ADA_OK;
+  uint64_t target = ++c->seq;
+  atomic_store(&c->h->seq[c->rank], target);
+  double t0 = now_s(), last_check = t0;
+  for (uint32_t spin = 0;; spin++) {
+    int32_t late = -1;
+    for (int32_t r = 0; r < c->world; r++)
+      if (atomic_load(&c->h->seq[r]) < target) { late = r; break; }
+    if (late < 0) return ADA_OK;
+    int32_t ab = atomic_load(&c->h->aborted);
+    if (ab > 0)
+      return broken(c, ada_fail(ADA_EIO, "comm %s: rank %d: rank %d failed (aborted the communicator)", op, c->rank, ab - 1));
+    double t = now_s();
+    if (t - last_check > 0.005) {
+      last_check = t;
+      for (int32_t r = 0; r < c->world; r++) {
+        int32_t pid = atomic_load(&c->h->pids[r]);
+        if (r == c->rank || pid <= 0 || atomic_load(&c->h->seq[r]) >= target) continue;
+        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH && atomic_load(&c->h->seq[r]) < target)
+          return broken(c, ada_fail(ADA_EIO, "comm %s: rank %d: rank %d (pid %d) died before reaching call %llu", op, c->rank,
+                                    r, pid, (unsigned long long)target));
+      }
+      if (t - t0 > c->timeout)
+        return broken(c, ada_fail(ADA_EIO, "comm %s: rank %d: rank %d did not arrive within %.3g s (ADASPA_COMM_TIMEOUT)", op,
+                                  c->rank, late, c->timeout));
+    }
+    if (spin < 256) continue;
+    struct timespec ts = {0, spin < 4096 ? 20000 : 200000};
+    nanosleep(&ts, NULL);
+  }
+}
+
+ada_status ada_comm_init(ada_comm **out, int32_t rank, int32_t world, int32_t local_rank, const char *path,
+                         double timeout_s) {
+  *out = NULL;
+  if (world < 1 || world > COMM_MAX_WORLD) return ada_fail(ADA_EINVAL, "comm init: world size %d out of range 1..%d", world, COMM_MAX_WORLD);
+  if (rank < 0 || rank >= world) return ada_fail(ADA_EINVAL, "comm init: rank %d out of range 0..%d", rank, world - 1);
+  if (!(timeout_s > 0)) return ada_fail(ADA_EINVAL, "comm init: timeout must be > 0 s, got %g", timeout_s);
+  ada_comm *c = calloc(1, sizeof *c);
+  if (!c) return ada_fail(ADA_ENOMEM, "comm init: out of memory");
+  c->rank = rank;
+  c->world = world;
+  c->local_rank = local_rank;
+  c->timeout = timeout_s;
+  if (world == 1) {
+    *out = c;
+    return ADA_OK;
+  }
+  if (!path || !*path) {
+    free(c);
+    return ada_fail(ADA_EINVAL, "comm init: world size %d needs the shared file (ADASPA_COMM, set by `adaspa launch`)", world);
+  }
+  int fd = open(path, O_RDWR);
+  if (fd < 0) {
+    free(c);
+    return ada_fail(ADA_EIO, "comm init: rank %d: cannot open %s: %s", rank, path, strerror(errno));
+  }
+  struct stat st;
+  shm_header hd;
+  ssize_t got = pread(fd, &hd, sizeof hd, 0);
+  if (fstat(fd, &st) != 0 || got != (ssize_t)sizeof hd || hd.magic != COMM_MAGIC || hd.world != world ||
+      (size_t)st.st_size != ada_comm_shm_size(world, hd.slot_bytes)) {
+    close(fd);
+    free(c);
+    return ada_fail(ADA_EIO, "comm init: rank %d: %s is not a communicator file of world size %d", rank, path, world);
+  }
+  void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) {
+    free(c);
+    return ada_fail(ADA_EIO, "comm init: rank %d: cannot map %s: %s", rank, path, strerror(e));
+  }
+  c->h = p;
+  c->map_size = (size_t)st.st_size;
+  if (atomic_load(&c->h->pids[rank]) != 0) {
+    ada_comm_free(c);
+    return ada_fail(ADA_EINVAL, "comm init: rank %d of %s is taken already (two processes with the same rank?)", rank, path);
+  }
+  atomic_store(&c->h->pids[rank], (int32_t)getpid());
+  ada_status s = barrier(c, "init");
+  if (s != ADA_OK) {
+    ada_comm_free(c);
+    return s;
+  }
+  *out = c;
+  return ADA_OK;
+}
+
+static int32_t env_int(const char *a, const char *b, int32_t def, bool *bad) {
+  const char *s = getenv(a);
+  if (!s || !*s) s = getenv(b);
+  if (!s || !*s) return def;
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (errno || *end || v < 0 || v > 1 << 20) *bad = true;
+  return (int32_t)v;
+}
+
+ada_status ada_comm_init_env(ada_comm **out) {
+  bool bad = false;
+  int32_t world = env_int("ADASPA_WORLD_SIZE", "WORLD_SIZE", 1, &bad);
+  int32_t rank = env_int("ADASPA_RANK", "RANK", 0, &bad);
+  int32_t local = env_int("ADASPA_LOCAL_RANK", "LOCAL_RANK", rank, &bad);
+  if (bad) return ada_fail(ADA_EINVAL, "comm init: RANK / WORLD_SIZE / LOCAL_RANK (or ADASPA_*) must be integers >= 0");
+  double timeout = 600;
+  const char *t = getenv("ADASPA_COMM_TIMEOUT");
+  if (t && *t) {
+    char *end;
+    timeout = strtod(t, &end);
+    if (*end || !(timeout > 0)) return ada_fail(ADA_EINVAL, "comm init: ADASPA_COMM_TIMEOUT must be seconds > 0, got %s", t);
+  }
+  return ada_comm_init(out, rank, world, local, getenv("ADASPA_COMM"), timeout);
+}
+
+void ada_comm_free(ada_comm *c) {
+  if (!c) return;
+  if (c->h) munmap(c->h, c->map_size);
+  free(c->scratch);
+  free(c);
+}
+
+int32_t ada_comm_rank(const ada_comm *c) { return c->rank; }
+int32_t ada_comm_size(const ada_comm *c) { return c->world; }
+int32_t ada_comm_local_rank(const ada_comm *c) { return c->local_rank; }
+const char *ada_comm_transport(const ada_comm *c) { return c->h ? "shm" : "single"; }
+size_t ada_comm_max_bytes(const ada_comm *c) {
+  return c->h ? c->h->slot_bytes - COMM_META(c->world) : (size_t)1 << 40;
+}
+
+void ada_comm_abort(ada_comm *c) {
+  c->broken = true;
+  if (c->h) {
+    int32_t none = 0;
+    atomic_compare_exchange_strong(&c->h->aborted, &none, c->rank + 1);
+  }
+}
+
+ada_status ada_comm_barrier(ada_comm *c) { return barrier(c, "barrier"); }
+
+static ada_status too_big(ada_comm *c, const char *op, size_t n) {
+  return ada_fail(ADA_EINVAL, "comm %s: rank %d: a message of %zu bytes exceeds the communicator's %zu (the launcher's slot: ADASPA_COMM_MB)",
+                  op, c->rank, n, ada_comm_max_bytes(c));
+}
+
+ada_status ada_comm_all_gather(ada_comm *c, const void *send, size_t n, void *recv) {
+  if (c->broken) return barrier(c, "all_gather");
+  if (!c->h) {
+    if (n) memmove(recv, send, n);
+    return ADA_OK;
+  }
+  if (n > ada_comm_max_bytes(c)) return too_big(c, "all_gather", n);
+  if (n) memcpy(data(c, c->rank), send, n);
+  meta(c, c->rank)[0] = n;
+  ada_status s = barrier(c, "all_gather");
+  if (s) return s;
+  for (int32_t r = 0; r < c->world; r++) {
+    if (meta(c, r)[0] != n) {
+      (void)barrier(c, "all_gather");
+      return broken(c, ada_fail(ADA_EINVAL, "comm all_gather: rank %d sends %zu bytes, rank %d %llu", c->rank, n, r,
+                                (unsigned long long)meta(c, r)[0]));
+    }
+    if (n) memcpy((char *)recv + (size_t)r * n, data(c, r), n);
+  }
+  return barrier(c, "all_gather");
+}
+
+ada_status ada_comm_all_reduce(ada_comm *c, void *buf, int64_t count, ada_comm_dtype dt, ada_comm_op op) {
+  if (c->broken) return barrier(c, "all_reduce");
+  if (count < 0) return ada_fail(ADA_EINVAL, "comm all_reduce: count %lld < 0", (long long)count);
+  if (!c->h || count == 0) return c->h ? barrier(c, "all_reduce") : ADA_OK;
+  size_t es = dt == ADA_COMM_F64 ? 8 : 4, n = (size_t)count * es;
+  if (n > ada_comm_max_bytes(c)) return too_big(c, "all_reduce", n);
+  memcpy(data(c, c->rank), buf, n);
+  meta(c, c->rank)[0] = n;
+  ada_status s = barrier(c, "all_reduce");
+  if (s) return s;
+  for (int32_t r = 0; r < c->world; r++)
+    if (meta(c, r)[0] != n) {
+      (void)barrier(c, "all_reduce");
+      return broken(c, ada_fail(ADA_EINVAL, "comm all_reduce: rank %d reduces %zu bytes, rank %d %llu", c->rank, n, r,
+                                (unsigned long long)meta(c, r)[0]));
+    }
+  /* rank order from rank 0's values: every rank computes the same bits */
+  for (int64_t i = 0; i < count; i++) {
+    if (dt == ADA_COMM_F64) {
+      double a = ((const double *)data(c, 0))[i];
+      for (int32_t r = 1; r < c->world; r++) {
+        double b = ((const double *)data(c, r))[i];
+        a = op == ADA_COMM_SUM ? a + b : (b > a || b != b ? b : a);
+      }
+      ((double *)buf)[i] = a;
+    } else {
+      float a = ((const float *)data(c, 0))[i];
+      for (int32_t r = 1; r < c->world; r++) {
+        float b = ((const float *)data(c, r))[i];
+        a = op == ADA_COMM_SUM ? a + b : (b > a || b != b ? b : a);
+      }
+      ((float *)buf)[i] = a;
+    }
+  }
+  return barrier(c, "all_reduce");
+}
+
+ada_status ada_comm_all_to_all(ada_comm *c, const void *send, const size_t *scount, const size_t *sdispl,
+                               void *recv, const size_t *rcount, const size_t *rdispl) {
+  if (c->broken) return barrier(c, "all_to_all");
+  if (!c->h) {
+    if (scount[0] != rcount[0])
+      return ada_fail(ADA_EINVAL, "comm all_to_all: rank 0 sends %zu bytes to itself but expects %zu", scount[0], rcount[0]);
+    if (scount[0]) memmove((char *)recv + rdispl[0], (const char *)send + sdispl[0], scount[0]);
+    return ADA_OK;
+  }
+  /* my slot: the send buffer packed in destination order; meta: per destination offset, count */
+  size_t total = 0;
+  for (int32_t d = 0; d < c->world; d++) total += scount[d];
+  if (total > ada_comm_max_bytes(c)) return too_big(c, "all_to_all", total);
+  uint64_t *m = meta(c, c->rank);
+  size_t off = 0;
+  for (int32_t d = 0; d < c->world; d++) {
+    if (scount[d]) memcpy(data(c, c->rank) + off, (const char *)send + sdispl[d], scount[d]);
+    m[2 * d] = off;
+    m[2 * d + 1] = scount[d];
+    off += scount[d];
+  }
+  ada_status s = barrier(c, "all_to_all");
+  if (s) return s;
+  ada_status bad = ADA_OK;
+  for (int32_t r = 0; r < c->world; r++) {
+    const uint64_t *mr = meta(c, r);
+    if (mr[2 * c->rank + 1] != rcount[r]) {
+      bad = ada_fail(ADA_EINVAL, "comm all_to_all: rank %d sends %llu bytes to rank %d, which expects %zu", r,
+                     (unsigned long long)mr[2 * c->rank + 1], c->rank, rcount[r]);
+      break;
+    }
+    if (rcount[r]) memcpy((char *)recv + rdispl[r], data(c, r) + mr[2 * c->rank], rcount[r]);
+  }
+  s = barrier(c, "all_to_all");
+  if (bad) return broken(c, bad);
+  return s;
+}
+
+/* ---- Ulysses ---------------------------------------------------------------------------------- */
+
+static ada_status check_split(const ada_comm *c, const char *op, const int64_t *tokens, const int32_t *nheads,
+                              const int32_t *heads, int32_t H, int64_t *S, int32_t *hoff) {
+  *S = 0;
+  hoff[0] = 0;
+  for (int32_t r = 0; r < c->world; r++) {
+    if (tokens[r] < 0 || nheads[r] < 0) return ada_fail(ADA_EINVAL, "comm %s: rank %d has %lld tokens, %d heads", op, r, (long long)tokens[r], nheads[r]);
+    *S += tokens[r];
+    hoff[r + 1] = hoff[r] + nheads[r];
+  }
+  if (hoff[c->world] != H) return ada_fail(ADA_EINVAL, "comm %s: the ranks' heads number %d, the tensor has %d", op, hoff[c->world], H);
+  uint8_t seen[4096] = {0};
+  if (H > 4096) return ada_fail(ADA_EINVAL, "comm %s: %d heads (at most 4096)", op, H);
+  for (int32_t i = 0; i < H; i++) {
+    if (heads[i] < 0 || heads[i] >= H || seen[heads[i]])
+      return ada_fail(ADA_EINVAL, "comm %s: head list entry %d (%d) is out of range 0..%d or repeated", op, i, heads[i], H - 1);
+    seen[heads[i]] = 1;
+  }
+  return ADA_OK;
+}
+
+ada_status ada_comm_seq_to_heads(ada_comm *c, const void *x, void *y, const int64_t *tokens, const int32_t *nheads,
+                                 const int32_t *heads, int32_t H, size_t row) {
+  int32_t W = c->world, me = c->rank, hoff[COMM_MAX_WORLD + 1];
+  int64_t S;
+  ada_status s = check_split(c, "seq_to_heads", tokens, nheads, heads, H, &S, hoff);
+  if (s) return s;
+  size_t n_me = (size_t)tokens[me] * (size_t)H * row;
+  char *pack = malloc(n_me ? n_me : 1);
+  if (!pack) return ada_fail(ADA_ENOMEM, "comm seq_to_heads: out of memory (%zu bytes)", n_me);
+  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], rc[COMM_MAX_WORLD], rd[COMM_MAX_WORLD], off = 0;
+  int64_t toff = 0;
+  for (int32_t d = 0; d < W; d++) {
+    sd[d] = off;
+    for (int64_t t = 0; t < tokens[me]; t++)
+      for (int32_t j = hoff[d]; j < hoff[d + 1]; j++, off += row)
+        memcpy(pack + off, (const char *)x + ((size_t)t * (size_t)H + (size_t)heads[j]) * row, row);
+    sc[d] = off - sd[d];
+    rc[d] = (size_t)tokens[d] * (size_t)nheads[me] * row;
+    rd[d] = (size_t)toff * (size_t)nheads[me] * row;
+    toff += tokens[d];
+  }
+  s = ada_comm_all_to_all(c, pack, sc, sd, y, rc, rd);
+  free(pack);
+  return s;
+}
+
+ada_status ada_comm_heads_to_seq(ada_comm *c, const void *y, void *x, const int64_t *tokens, const int32_t *nheads,
+                                 const int32_t *heads, int32_t H, size_t row) {
+  int32_t W = c->world, me = c->rank, hoff[COMM_MAX_WORLD + 1];
+  int64_t S;
+  ada_status s = check_split(c, "heads_to_seq", tokens, nheads, heads, H, &S, hoff);
+  if (s) return s;
+  size_t n_me = (size_t)tokens[me] * (size_t)H * row;
+  char *recv = malloc(n_me ? n_me : 1);
+  if (!recv) return ada_fail(ADA_ENOMEM, "comm heads_to_seq: out of memory (%zu bytes)", n_me);
+  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], rc[COMM_MAX_WORLD], rd[COMM_MAX_WORLD];
+  int64_t toff = 0;
+  for (int32_t d = 0; d < W; d++) {
+    sd[d] = (size_t)toff * (size_t)nheads[me] * row;
+    sc[d] = (size_t)tokens[d] * (size_t)nheads[me] * row;
+    toff += tokens[d];
+    rd[d] = (size_t)tokens[me] * (size_t)hoff[d] * row;
+    rc[d] = (size_t)tokens[me] * (size_t)nheads[d] * row;
+  }
+  s = ada_comm_all_to_all(c, y, sc, sd, recv, rc, rd);
+  if (s == ADA_OK) /* from rank r: [tokens[me], nheads[r], row] in r's head order */
+    for (int32_t r = 0; r < W; r++)
+      for (int64_t t = 0; t < tokens[me]; t++)
+        for (int32_t j = 0; j < nheads[r]; j++)
+          memcpy((char *)x + ((size_t)t * (size_t)H + (size_t)heads[hoff[r] + j]) * row,
+                 recv + rd[r] + ((size_t)t * (size_t)nheads[r] + (size_t)j) * row, row);
+  free(recv);
+  return s;
+}

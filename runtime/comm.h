@@ -1,0 +1,78 @@
+/* comm.h: the communicator of several processes (prefix ada_comm_), one per rank.
+ *
+ * A backend service (DESIGN.md: "Communication is a backend service too"): the collectives the
+ * sequence-parallel attention needs, over a transport chosen at init. Transports:
+ *   - "single": world size 1 (no environment): every collective is a local copy;
+ *   - "shm": CPU processes of one host sharing a file under /dev/shm that the launcher
+ *     (`adaspa launch -n N`) creates and sizes: a header (per-rank pids, sequence counters, an
+ *     abort word) and one slot of slot_bytes per rank. A collective writes the rank's part into
+ *     its own slot, passes a barrier, reads the others' slots, and passes a second barrier.
+ *   - NCCL (GPUs): not built yet; this header is its seam (buffers would be device pointers and
+ *     the calls ordered on the device's stream). See README "Several processes".
+ * Buffers are host memory, sizes in bytes. Every call is bounded: a wait polls the peers, and a
+ * peer that died (its pid gone), that called ada_comm_abort, or that did not arrive within the
+ * timeout makes the call fail with ADA_EIO naming the rank. After a failure the communicator
+ * is broken (every later call fails at once).
+ *
+ * Environment read by ada_comm_init_env (ADASPA_* first, then the usual names):
+ *   ADASPA_RANK | RANK, ADASPA_WORLD_SIZE | WORLD_SIZE, ADASPA_LOCAL_RANK | LOCAL_RANK,
+ *   ADASPA_COMM (the shm file; required when the world size is > 1),
+ *   ADASPA_COMM_TIMEOUT (seconds a call waits for a peer; default 600).
+ */
+#ifndef ADA_COMM_H
+#define ADA_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+typedef struct ada_comm ada_comm;
+
+typedef enum ada_comm_dtype { ADA_COMM_F32, ADA_COMM_F64 } ada_comm_dtype;
+typedef enum ada_comm_op { ADA_COMM_SUM, ADA_COMM_MAX } ada_comm_op;
+
+/* The shm file's layout for world ranks with slot bytes each: its size (the launcher creates it
+ * with this size, zero-filled). 0 when world or slot is out of range. */
+size_t ada_comm_shm_size(int32_t world, size_t slot_bytes);
+/* Writes the header of a new shm file (zero-filled, of ada_comm_shm_size bytes) at path. */
+ada_status ada_comm_shm_create(const char *path, int32_t world, size_t slot_bytes);
+
+/* A communicator from the environment (world size 1 when none is set). */
+ada_status ada_comm_init_env(ada_comm **out);
+/* A communicator of rank in world over the shm file at path (world 1: path may be NULL). */
+ada_status ada_comm_init(ada_comm **out, int32_t rank, int32_t world, int32_t local_rank, const char *path,
+                         double timeout_s);
+void ada_comm_free(ada_comm *c);
+
+int32_t ada_comm_rank(const ada_comm *c);
+int32_t ada_comm_size(const ada_comm *c);
+int32_t ada_comm_local_rank(const ada_comm *c);
+const char *ada_comm_transport(const ada_comm *c);
+/* The largest message one rank may put in a collective (the slot size). */
+size_t ada_comm_max_bytes(const ada_comm *c);
+
+ada_status ada_comm_barrier(ada_comm *c);
+/* recv[r * n .. (r + 1) * n) = rank r's send (n bytes from every rank). */
+ada_status ada_comm_all_gather(ada_comm *c, const void *send, size_t n, void *recv);
+/* buf (count elements) = the reduction over ranks, in rank order (the same bits on every rank). */
+ada_status ada_comm_all_reduce(ada_comm *c, void *buf, int64_t count, ada_comm_dtype dt, ada_comm_op op);
+/* Rank r's bytes send[sdispl[d] .. + scount[d]) go to rank d at recv[rdispl[r] .. + rcount[r]);
+ * scount[d] on rank r must equal rcount[r] on rank d (checked: a mismatch names both ranks). */
+ada_status ada_comm_all_to_all(ada_comm *c, const void *send, const size_t *scount, const size_t *sdispl,
+                               void *recv, const size_t *rcount, const size_t *rdispl);
+/* Marks the communicator failed for every rank (their waits fail naming this rank). */
+void ada_comm_abort(ada_comm *c);
+
+/* ---- Ulysses exchange -------------------------------------------------------------------------
+ * tokens: the token count of each rank's contiguous slice (world entries, summing to S);
+ * heads: per rank its head indices (heads[off[r] .. off[r + 1]) with off[r] the prefix sum of
+ * nheads), a partition of 0..H-1 (any order; the rank's output keeps its order).
+ * seq_to_heads: x [tokens[me], H, row] -> y [S, nheads[me], row];
+ * heads_to_seq: y [S, nheads[me], row] -> x [tokens[me], H, row]. row: bytes of one (token, head). */
+ada_status ada_comm_seq_to_heads(ada_comm *c, const void *x, void *y, const int64_t *tokens, const int32_t *nheads,
+                                 const int32_t *heads, int32_t H, size_t row);
+ada_status ada_comm_heads_to_seq(ada_comm *c, const void *y, void *x, const int64_t *tokens, const int32_t *nheads,
+                                 const int32_t *heads, int32_t H, size_t row);
+
+#endif

@@ -1,0 +1,316 @@
+/* lcomm.c: the communicator (comm.h) in Lua:
+ *   adaspa.comm.world()                     this process's communicator (from the environment, made
+ *                                            once; world size 1 without one)
+ *   adaspa.comm.create(path, size, slot_bytes)  a communicator file (what `adaspa launch` does)
+ *   adaspa.comm.open(rank, size, path [, timeout_s])
+ *   c:rank() c:size() c:local_rank() c:transport() c:max_bytes() c:barrier() c:abort()
+ *   c:all_gather(x)                  -> [size, ...x's shape] (every rank's x, equal shapes)
+ *   c:all_reduce(x [, "sum"|"max"])  -> an f32 tensor of x's shape, or a list of numbers (f64)
+ *   c:all_to_all(x, send_rows, recv_rows) -> rows of x's dim 0 grouped by destination rank
+ *   c:seq_to_heads(x, tokens, heads) x [tokens[me], H, D] -> [S, #heads[me], D]
+ *   c:heads_to_seq(y, tokens, heads) y [S, #heads[me], D] -> [tokens[me], H, D]
+ *     tokens: a list of each rank's token count; heads: per rank a list of 1-based head indices.
+ * Tensors go through host memory (the shm transport); a result comes back on x's device. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../comm.h"
+#include "lbind.h"
+
+#define LADA_COMM_MT "adaspa.Comm"
+
+static void release(void *c) { ada_comm_free(c); }
+static void describe(const void *c, char *buf, size_t n) {
+  snprintf(buf, n, "rank %d of %d (%s)", ada_comm_rank(c), ada_comm_size(c), ada_comm_transport(c));
+}
+static const lada_class comm_class = {LADA_COMM_MT, "communicator", release, describe, NULL, 1};
+
+#define SELF(fname) ada_comm *c = lada_object_check(L, 1, &comm_class, fname, "self")
+
+static int l_world(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "adaspa.comm.world");
+  if (!lua_isnil(L, -1)) return 1;
+  lua_pop(L, 1);
+  lada_object *u = lada_object_new(L, &comm_class, NULL);
+  ada_comm *c = NULL;
+  lada_check(L, ada_comm_init_env(&c), "adaspa.comm.world");
+  u->obj = c;
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "adaspa.comm.world");
+  return 1;
+}
+
+static int l_create(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer world = luaL_checkinteger(L, 2), slot = luaL_checkinteger(L, 3);
+  if (slot <= 0) return lada_error(L, "adaspa.comm.create", "slot_bytes must be > 0, got %lld", (long long)slot);
+  lada_check(L, ada_comm_shm_create(path, (int32_t)world, (size_t)slot), "adaspa.comm.create");
+  return 0;
+}
+
+static int l_open(lua_State *L) {
+  lua_Integer rank = luaL_checkinteger(L, 1), world = luaL_checkinteger(L, 2);
+  const char *path = luaL_optstring(L, 3, NULL);
+  double timeout = luaL_optnumber(L, 4, 600);
+  lada_object *u = lada_object_new(L, &comm_class, NULL);
+  ada_comm *c = NULL;
+  lada_check(L, ada_comm_init(&c, (int32_t)rank, (int32_t)world, (int32_t)rank, path, timeout), "adaspa.comm.open");
+  u->obj = c;
+  return 1;
+}
+
+static int m_rank(lua_State *L) { SELF("comm:rank"); lua_pushinteger(L, ada_comm_rank(c)); return 1; }
+static int m_size(lua_State *L) { SELF("comm:size"); lua_pushinteger(L, ada_comm_size(c)); return 1; }
+static int m_local(lua_State *L) { SELF("comm:local_rank"); lua_pushinteger(L, ada_comm_local_rank(c)); return 1; }
+static int m_transport(lua_State *L) { SELF("comm:transport"); lua_pushstring(L, ada_comm_transport(c)); return 1; }
+static int m_max_bytes(lua_State *L) { SELF("comm:max_bytes"); lua_pushnumber(L, (double)ada_comm_max_bytes(c)); return 1; }
+static int m_barrier(lua_State *L) { SELF("comm:barrier"); lada_check(L, ada_comm_barrier(c), "comm:barrier"); return 0; }
+static int m_abort(lua_State *L) { SELF("comm:abort"); ada_comm_abort(c); return 0; }
+
+/* A contiguous host copy of the tensor at idx (or the tensor itself, not to be freed: *own 0). */
+static ada_tensor *host(lua_State *L, int idx, const char *fname, const char *arg, int *own) {
+  ada_tensor *x = lada_check_tensor(L, idx, fname, arg);
+  if (x->storage->device.type == ADA_CPU && ada_tensor_is_contiguous(x)) {
+    *own = 0;
+    return x;
+  }
+  ada_tensor *h = NULL, *hc = NULL;
+  ada_device cpu = {ADA_CPU, 0};
+  lada_check(L, ada_tensor_to(&h, x, x->dtype, cpu), fname);
+  ada_status s = ada_tensor_contiguous(&hc, h);
+  ada_tensor_free(h);
+  lada_check(L, s, fname);
+  *own = 1;
+  return hc;
+}
+
+/* Pushes out, moved to dev (takes out). */
+static void push_on(lua_State *L, ada_tensor *out, ada_device dev, const char *fname) {
+  if (dev.type != ADA_CPU) {
+    ada_tensor *d = NULL;
+    ada_status s = ada_tensor_to(&d, out, out->dtype, dev);
+    ada_tensor_free(out);
+    lada_check(L, s, fname);
+    out = d;
+  }
+  lada_push_tensor(L, out);
+}
+
+static int m_all_gather(lua_State *L) {
+  const char *fname = "comm:all_gather";
+  SELF(fname);
+  int own;
+  ada_tensor *x = host(L, 2, fname, "x", &own);
+  ada_device dev = lada_check_tensor(L, 2, fname, "x")->storage->device;
+  int64_t shape[ADA_MAX_DIMS];
+  if (x->ndim >= ADA_MAX_DIMS) {
+    if (own) ada_tensor_free(x);
+    return lada_error(L, fname, "x has %d dimensions (at most %d)", x->ndim, ADA_MAX_DIMS - 1);
+  }
+  shape[0] = ada_comm_size(c);
+  memcpy(shape + 1, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+  ada_tensor *out = NULL;
+  ada_status s = ada_tensor_empty(&out, x->ndim + 1, shape, x->dtype, (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK)
+    s = ada_comm_all_gather(c, ada_tensor_data(x), (size_t)ada_tensor_numel(x) * (size_t)ada_dtype_size(x->dtype),
+                            ada_tensor_data(out));
+  if (own) ada_tensor_free(x);
+  if (s != ADA_OK) ada_tensor_free(out);
+  lada_check(L, s, fname);
+  push_on(L, out, dev, fname);
+  return 1;
+}
+
+static int m_all_reduce(lua_State *L) {
+  const char *fname = "comm:all_reduce";
+  SELF(fname);
+  const char *ops = luaL_optstring(L, 3, "sum");
+  ada_comm_op op;
+  if (!strcmp(ops, "sum")) op = ADA_COMM_SUM;
+  else if (!strcmp(ops, "max")) op = ADA_COMM_MAX;
+  else return lada_error(L, fname, "op must be \"sum\" or \"max\", got \"%s\"", ops);
+  if (lua_istable(L, 2)) {
+    int64_t n = (int64_t)lua_objlen(L, 2);
+    double *buf = malloc(sizeof(double) * (size_t)(n ? n : 1));
+    if (!buf) return lada_error(L, fname, "out of memory");
+    for (int64_t i = 0; i < n; i++) {
+      lua_rawgeti(L, 2, (int)(i + 1));
+      buf[i] = lua_tonumber(L, -1);
+      int ok = lua_isnumber(L, -1);
+      lua_pop(L, 1);
+      if (!ok) {
+        free(buf);
+        return lada_error(L, fname, "list entry %lld is not a number", (long long)(i + 1));
+      }
+    }
+    ada_status s = ada_comm_all_reduce(c, buf, n, ADA_COMM_F64, op);
+    if (s != ADA_OK) free(buf);
+    lada_check(L, s, fname);
+    lua_createtable(L, (int)n, 0);
+    for (int64_t i = 0; i < n; i++) {
+      lua_pushnumber(L, buf[i]);
+      lua_rawseti(L, -2, (int)(i + 1));
+    }
+    free(buf);
+    return 1;
+  }
+  ada_tensor *x0 = lada_check_tensor(L, 2, fname, "x");
+  if (x0->dtype != ADA_F32) return lada_error(L, fname, "x must be f32 (or a list of numbers), got %s", ada_dtype_name(x0->dtype));
+  int own;
+  ada_tensor *x = host(L, 2, fname, "x", &own);
+  ada_tensor *out = NULL;
+  ada_status s = ada_tensor_empty(&out, x->ndim, x->shape, ADA_F32, (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK) {
+    memcpy(ada_tensor_data(out), ada_tensor_data(x), sizeof(float) * (size_t)ada_tensor_numel(x));
+    s = ada_comm_all_reduce(c, ada_tensor_data(out), ada_tensor_numel(x), ADA_COMM_F32, op);
+  }
+  if (own) ada_tensor_free(x);
+  if (s != ADA_OK) ada_tensor_free(out);
+  lada_check(L, s, fname);
+  push_on(L, out, x0->storage->device, fname);
+  return 1;
+}
+
+/* A list of world integers at idx (each >= 0) into v. */
+static void int_list(lua_State *L, int idx, int32_t world, int64_t *v, const char *fname, const char *arg) {
+  if (!lua_istable(L, idx) || (int32_t)lua_objlen(L, idx) != world)
+    lada_error(L, fname, "%s must be a list of %d counts (one per rank), got %s", arg, world, lada_typename(L, idx));
+  for (int32_t r = 0; r < world; r++) {
+    lua_rawgeti(L, idx, r + 1);
+    lua_Integer n = lua_tointeger(L, -1);
+    int ok = lua_isnumber(L, -1) && n >= 0 && (lua_Number)n == lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!ok) lada_error(L, fname, "%s[%d] must be an integer >= 0", arg, r + 1);
+    v[r] = n;
+  }
+}
+
+static int m_all_to_all(lua_State *L) {
+  const char *fname = "comm:all_to_all";
+  SELF(fname);
+  int32_t W = ada_comm_size(c);
+  int64_t sr[64], rr[64];
+  ada_tensor *x0 = lada_check_tensor(L, 2, fname, "x");
+  int_list(L, 3, W, sr, fname, "send_rows");
+  int_list(L, 4, W, rr, fname, "recv_rows");
+  int64_t ssum = 0, rsum = 0;
+  for (int32_t r = 0; r < W; r++) ssum += sr[r], rsum += rr[r];
+  if (ssum != x0->shape[0]) return lada_error(L, fname, "send_rows sum to %lld, x has %lld rows", (long long)ssum, (long long)x0->shape[0]);
+  if (rsum < 1) return lada_error(L, fname, "recv_rows sum to 0 (no empty tensors)");
+  int own;
+  ada_tensor *x = host(L, 2, fname, "x", &own);
+  size_t rowb = (size_t)(ada_tensor_numel(x) / x->shape[0]) * (size_t)ada_dtype_size(x->dtype);
+  size_t sc[64], sd[64], rc[64], rd[64], so = 0, ro = 0;
+  for (int32_t r = 0; r < W; r++) {
+    sc[r] = (size_t)sr[r] * rowb, sd[r] = so, so += sc[r];
+    rc[r] = (size_t)rr[r] * rowb, rd[r] = ro, ro += rc[r];
+  }
+  int64_t shape[ADA_MAX_DIMS];
+  memcpy(shape, x->shape, sizeof shape);
+  shape[0] = rsum;
+  ada_tensor *out = NULL;
+  ada_status s = ada_tensor_empty(&out, x->ndim, shape, x->dtype, (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK) s = ada_comm_all_to_all(c, ada_tensor_data(x), sc, sd, ada_tensor_data(out), rc, rd);
+  if (own) ada_tensor_free(x);
+  if (s != ADA_OK) ada_tensor_free(out);
+  lada_check(L, s, fname);
+  push_on(L, out, x0->storage->device, fname);
+  return 1;
+}
+
+/* tokens (idx) and heads (idx + 1) of a Ulysses exchange: fills tokens, nheads, heads (0-based). */
+static int32_t split(lua_State *L, int idx, int32_t W, int64_t *tokens, int32_t *nheads, int32_t **heads, const char *fname) {
+  int_list(L, idx, W, tokens, fname, "tokens");
+  if (!lua_istable(L, idx + 1) || (int32_t)lua_objlen(L, idx + 1) != W)
+    lada_error(L, fname, "heads must be a list of %d head lists (one per rank)", W);
+  int32_t H = 0;
+  for (int32_t r = 0; r < W; r++) {
+    lua_rawgeti(L, idx + 1, r + 1);
+    if (!lua_istable(L, -1)) lada_error(L, fname, "heads[%d] must be a list of head indices", r + 1);
+    nheads[r] = (int32_t)lua_objlen(L, -1);
+    H += nheads[r];
+    lua_pop(L, 1);
+  }
+  int32_t *hv = malloc(sizeof(int32_t) * (size_t)(H ? H : 1)); /* the caller frees it; no error past here */
+  if (!hv) lada_error(L, fname, "out of memory");
+  int32_t k = 0;
+  for (int32_t r = 0; r < W; r++) {
+    lua_rawgeti(L, idx + 1, r + 1);
+    for (int32_t j = 0; j < nheads[r]; j++) {
+      lua_rawgeti(L, -1, j + 1);
+      hv[k++] = (int32_t)lua_tointeger(L, -1) - 1;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  *heads = hv;
+  return H;
+}
+
+static int exchange(lua_State *L, int to_heads) {
+  const char *fname = to_heads ? "comm:seq_to_heads" : "comm:heads_to_seq";
+  SELF(fname);
+  int32_t W = ada_comm_size(c), me = ada_comm_rank(c), nheads[64], *heads;
+  int64_t tokens[64];
+  ada_tensor *x0 = lada_check_tensor(L, 2, fname, "x");
+  int32_t H = split(L, 3, W, tokens, nheads, &heads, fname), *hcopy = heads;
+  int64_t S = 0;
+  for (int32_t r = 0; r < W; r++) S += tokens[r];
+  char sh[64];
+  ada_shape_format(x0->ndim, x0->shape, sh, sizeof sh);
+  int bad = x0->ndim != 3 || (to_heads ? (x0->shape[0] != tokens[me] || x0->shape[1] != H)
+                                       : (x0->shape[0] != S || x0->shape[1] != nheads[me]));
+  if (bad || (to_heads ? nheads[me] : tokens[me]) < 1) {
+    free(hcopy);
+    return lada_error(L, fname, "x is %s; rank %d expects [%lld, %d, D] (tokens %lld of %lld, heads %d of %d)", sh, me,
+                      (long long)(to_heads ? tokens[me] : S), to_heads ? H : nheads[me], (long long)tokens[me],
+                      (long long)S, nheads[me], H);
+  }
+  int own;
+  ada_tensor *x0c = NULL;
+  if (!(x0->storage->device.type == ADA_CPU && ada_tensor_is_contiguous(x0))) { /* host() raises: free hcopy first */
+    ada_tensor *h = NULL;
+    ada_status hs = ada_tensor_to(&h, x0, x0->dtype, (ada_device){ADA_CPU, 0});
+    if (hs == ADA_OK) hs = ada_tensor_contiguous(&x0c, h);
+    ada_tensor_free(h);
+    if (hs != ADA_OK) {
+      free(hcopy);
+      lada_check(L, hs, fname);
+    }
+  }
+  ada_tensor *x = x0c ? x0c : x0;
+  own = x0c != NULL;
+  int64_t D = x->shape[2];
+  int64_t shape[3] = {to_heads ? S : tokens[me], to_heads ? nheads[me] : H, D};
+  ada_tensor *out = NULL;
+  size_t row = (size_t)D * (size_t)ada_dtype_size(x->dtype);
+  ada_status s = ada_tensor_empty(&out, 3, shape, x->dtype, (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK)
+    s = to_heads ? ada_comm_seq_to_heads(c, ada_tensor_data(x), ada_tensor_data(out), tokens, nheads, hcopy, H, row)
+                 : ada_comm_heads_to_seq(c, ada_tensor_data(x), ada_tensor_data(out), tokens, nheads, hcopy, H, row);
+  free(hcopy);
+  if (own) ada_tensor_free(x);
+  if (s != ADA_OK) ada_tensor_free(out);
+  lada_check(L, s, fname);
+  push_on(L, out, x0->storage->device, fname);
+  return 1;
+}
+
+static int m_seq_to_heads(lua_State *L) { return exchange(L, 1); }
+static int m_heads_to_seq(lua_State *L) { return exchange(L, 0); }
+
+void lada_open_comm(lua_State *L) {
+  static const luaL_Reg methods[] = {{"rank", m_rank},           {"size", m_size},
+                                     {"local_rank", m_local},    {"transport", m_transport},
+                                     {"max_bytes", m_max_bytes}, {"barrier", m_barrier},
+                                     {"abort", m_abort},         {"all_gather", m_all_gather},
+                                     {"all_reduce", m_all_reduce}, {"all_to_all", m_all_to_all},
+                                     {"seq_to_heads", m_seq_to_heads}, {"heads_to_seq", m_heads_to_seq},
+                                     {NULL, NULL}};
+  lada_class_register(L, &comm_class, methods);
+  lua_pop(L, 1);
+  static const luaL_Reg funcs[] = {{"world", l_world}, {"create", l_create}, {"open", l_open}, {NULL, NULL}};
+  lua_newtable(L);
+  luaL_setfuncs(L, funcs, 0);
+  lua_setfield(L, -2, "comm");
+}

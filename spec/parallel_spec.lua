@@ -1,0 +1,250 @@
+-- Several processes (issue 16, CPU side): the communicator (adaspa.comm) against naive references,
+-- adaspa launch, failures that end every rank, Ulysses sequence parallelism of Wan giving the
+-- one-process latents, and the head-work balance.
+
+local parallel = require "adaspa.parallel"
+
+-- Runs `adaspa launch -n N ARGS` with env (a shell prefix); returns stdout, stderr, status, seconds.
+local function launch(n, args, env)
+  local t0 = adaspa.now()
+  local out, err, code = spec_run_env(env or "", "launch -n " .. n .. " " .. args)
+  return out, err, code, adaspa.now() - t0
+end
+
+function spec_run_env(env, cmdline)
+  local o, e = os.tmpname(), os.tmpname()
+  local ok, how, status = os.execute(env .. " " .. spec_bin .. " " .. cmdline .. " > " .. o .. " 2> " .. e)
+  local code = type(ok) == "number" and math.floor(ok / 256) or (how == "exit" and status or 128 + (status or 0))
+  local function slurp(p) local f = io.open(p); local s = f and f:read("*a") or ""; if f then f:close() end; os.remove(p); return s end
+  return slurp(o), slurp(e), code
+end
+
+local COMM_SCRIPT = [[
+local c = adaspa.comm.world()
+local r, n = c:rank(), c:size()
+local checks = 0
+local function close(a, b, what)
+  assert(#a == #b, what .. ": sizes " .. #a .. " vs " .. #b)
+  for i = 1, #a do
+    if math.abs(a[i] - b[i]) > 1e-6 * math.max(1, math.abs(b[i])) then
+      error(string.format("rank %d: %s: element %d is %g, expected %g", r, what, i, a[i], b[i]))
+    end
+  end
+  checks = checks + 1
+end
+local function flat(t) return t:contiguous():reshape({-1}):totable() end
+local function data(rank, len) -- rank-dependent values, not zeros
+  local t = {}
+  for i = 1, len do t[i] = (rank + 1) * 1000 + i * 0.5 - 3 * ((i * 7 + rank) % 5) end
+  return t
+end
+-- all_gather of an odd shape [5, 3]
+local x = adaspa.tensor(data(r, 15)):reshape({5, 3})
+local g = c:all_gather(x)
+assert(g:shape()[1] == n and g:shape()[2] == 5 and g:shape()[3] == 3)
+local want = {}
+for q = 0, n - 1 do for _, v in ipairs(data(q, 15)) do want[#want + 1] = v end end
+close(flat(g), want, "all_gather")
+-- all_reduce sum and max: a tensor (f32) and a list (f64), 13 values
+local sum, mx = {}, {}
+for i = 1, 13 do sum[i], mx[i] = 0, -math.huge end
+for q = 0, n - 1 do
+  local d = data(q, 13)
+  for i = 1, 13 do d[i] = d[i] * (((i + q) % 2 == 0) and 1 or -1); sum[i] = sum[i] + d[i]; mx[i] = math.max(mx[i], d[i]) end
+end
+local mine = data(r, 13)
+for i = 1, 13 do mine[i] = mine[i] * (((i + r) % 2 == 0) and 1 or -1) end
+close(c:all_reduce(mine, "sum"), sum, "all_reduce sum (list)")
+close(c:all_reduce(mine, "max"), mx, "all_reduce max (list)")
+close(flat(c:all_reduce(adaspa.tensor(mine), "sum")), sum, "all_reduce sum (tensor)")
+close(flat(c:all_reduce(adaspa.tensor(mine), "max")), mx, "all_reduce max (tensor)")
+-- all_to_all with uneven rows: rank q sends q + d + 1 rows of 3 to rank d, row values name (q, d, row)
+local function rows(q, d) local t = {} for k = 1, q + d + 1 do for j = 1, 3 do t[#t + 1] = q * 100 + d * 10 + k + j / 8 end end return t end
+local send, sr, rr, expect = {}, {}, {}, {}
+for d = 0, n - 1 do
+  for _, v in ipairs(rows(r, d)) do send[#send + 1] = v end
+  sr[d + 1], rr[d + 1] = r + d + 1, d + r + 1
+  for _, v in ipairs(rows(d, r)) do expect[#expect + 1] = v end
+end
+close(flat(c:all_to_all(adaspa.tensor(send):reshape({#send / 3, 3}), sr, rr)), expect, "all_to_all")
+-- Ulysses exchange: S = 7 tokens, H = 5 heads, D = 4; uneven tokens, a scattered head assignment
+local S, H, D = 7, 5, 4
+local X = adaspa.randn({S, H, D}, {seed = 11})
+local tokens = parallel.split(S, n)
+local heads = n == 3 and {{5, 1}, {3}, {2, 4}} or (n == 2 and {{4, 1, 2}, {5, 3}} or {{1, 2, 3, 4, 5}})
+local first = 1
+for q = 1, r do first = first + tokens[q] end
+local xr = X:narrow(1, first, tokens[r + 1])
+local y = c:seq_to_heads(xr, tokens, heads)
+local mineh = heads[r + 1]
+assert(y:shape()[1] == S and y:shape()[2] == #mineh and y:shape()[3] == D)
+local ok_heads = 0
+for j, h in ipairs(mineh) do close(flat(y:narrow(2, j, 1)), flat(X:narrow(2, h, 1)), "seq_to_heads head " .. h); ok_heads = ok_heads + 1 end
+checks = checks - ok_heads + 1
+close(flat(c:heads_to_seq(y, tokens, heads)), flat(xr), "heads_to_seq")
+c:barrier()
+io.stderr:write(string.format("rank %d of %d: %d checks passed\n", r, n, checks))
+]]
+
+describe("adaspa.comm", function()
+  it("is one rank without the environment, and its collectives are copies", function()
+    local c = adaspa.comm.world()
+    assert.equal(0, c:rank()); assert.equal(1, c:size()); assert.equal("single", c:transport())
+    local x = adaspa.randn({3, 2}, {seed = 3})
+    local g = c:all_gather(x)
+    assert.same({1, 3, 2}, g:shape())
+    assert.same(x:reshape({-1}):totable(), g:reshape({-1}):totable())
+    assert.same({2.5, -1}, c:all_reduce({2.5, -1}, "max"))
+  end)
+
+  for _, n in ipairs({2, 3}) do
+    it("all_gather, all_reduce, all_to_all and the Ulysses exchange match naive references on " .. n .. " processes", function()
+      local p = spec_tmpfile("local parallel = require 'adaspa.parallel'\n" .. COMM_SCRIPT)
+      local out, err, code = launch(n, p)
+      os.remove(p)
+      assert.equal(0, code, err)
+      for r = 1, n - 1 do
+        assert.truthy(err:find(string.format("[rank %d] rank %d of %d: 8 checks passed", r, r, n), 1, true), err)
+      end
+      assert.truthy(err:find(string.format("rank 0 of %d: 8 checks passed", n), 1, true), err)
+      assert.equal("", out)
+    end)
+  end
+
+  it("a peer that dies makes the others' calls fail naming it, at once (no hang)", function()
+    local p = spec_tmpfile([[
+      local c = adaspa.comm.world()
+      if c:rank() == 1 then os.execute("kill -9 $PPID") end -- the shell's parent: rank 1 itself
+      local ok, e = pcall(c.barrier, c)
+      assert(not ok)
+      io.stderr:write("caught: ", e, "\n")
+      error(e, 0)
+    ]])
+    local _, err, code, secs = launch(3, p, "ADASPA_COMM_TIMEOUT=60")
+    os.remove(p)
+    assert.equal(137, code, err) -- the first failing rank's status (128 + SIGKILL)
+    assert.truthy(err:find("adaspa launch: rank 1 %(pid %d+%) was killed by signal 9"), err)
+    assert.truthy(err:find("rank 1 %(pid %d+%) died"), err)
+    assert.truthy(err:find("adaspa launch: rank 1 (pid", 1, true), err)
+    assert.truthy(secs < 20, "took " .. secs .. " s")
+  end)
+
+  it("a peer that does not arrive within ADASPA_COMM_TIMEOUT is an error naming it", function()
+    local p = spec_tmpfile([[
+      local c = adaspa.comm.world()
+      if c:rank() == 1 then local t = adaspa.now() while adaspa.now() - t < 1.5 do end end
+      c:all_reduce({1}, "sum")
+    ]])
+    local _, err, code, secs = launch(2, p, "ADASPA_COMM_TIMEOUT=0.3")
+    os.remove(p)
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("rank 0: rank 1 did not arrive within 0.3 s", 1, true), err)
+    assert.truthy(secs < 20, "took " .. secs .. " s")
+  end)
+
+  it("forwards Ctrl-C to every rank and exits 130, removing the shared file", function()
+    local p = spec_tmpfile([[
+      local c = adaspa.comm.world()
+      io.stderr:write("ready ", c:rank(), " ", os.getenv("ADASPA_COMM"), "\n")
+      while true do c:barrier() end
+    ]])
+    local log = os.tmpname()
+    local f = io.popen(string.format("%s launch -n 2 %s 2> %s & P=$!; sleep 3; kill -INT $P; wait $P; echo rc=$?", spec_bin, p, log))
+    local res = f:read("*a")
+    f:close()
+    local err = io.open(log):read("*a")
+    os.remove(p); os.remove(log)
+    assert.truthy(res:find("rc=130", 1, true), res .. err)
+    assert.truthy(err:find("rank 1 %(pid %d+%) failed with status 130"), err) -- each rank got the SIGINT
+    assert.truthy(err:find("rank 0 %(pid %d+%) failed with status 130"), err)
+    local shm = err:match("ready 0 (%S+)")
+    assert.truthy(shm, err)
+    assert.is_nil(io.open(shm))
+  end)
+
+  it("refuses a world without its shared file, and bad sizes", function()
+    local _, err, code = spec_run_env("ADASPA_WORLD_SIZE=2 ADASPA_RANK=0 ADASPA_COMM=", [[-e "adaspa.comm.world()"]])
+    assert.equal(1, code)
+    assert.truthy(err:find("world size 2 needs the shared file", 1, true), err)
+    local help, _, hc = spec_run_env("", "help launch")
+    assert.equal(0, hc)
+    assert.truthy(help:find("adaspa launch -n N", 1, true), help)
+    local _, err2, code2 = spec_run_env("", "launch -n 0 x.lua")
+    assert.equal(2, code2)
+    assert.truthy(err2:find("-n must be 1..64", 1, true), err2)
+  end)
+end)
+
+describe("adaspa.parallel head balance", function()
+  it("greedy longest-first balances kept blocks better than contiguous ranges", function()
+    local work = {0.9, 0.8, 0.7, 0.6, 0.1, 0.1, 0.1, 0.1}
+    local plain = parallel.contiguous(8, 2)
+    assert.same({{1, 2, 3, 4}, {5, 6, 7, 8}}, plain)
+    local bal = parallel.balance(work, 2)
+    -- 0.9 -> r1, 0.8 -> r2, 0.7 -> r2 (0.8 < 0.9), 0.6 -> r1, then the 0.1s alternate (ties: lower rank)
+    assert.same({{1, 4, 5, 7}, {2, 3, 6, 8}}, bal)
+    assert.near(3.0 / 1.7, parallel.imbalance(work, plain), 1e-12)
+    assert.near(1.7 / 1.7, parallel.imbalance(work, bal), 1e-12)
+    assert.same({{2}, {1}, {3}}, parallel.balance({0.5, 0.9, 0.1}, 3))
+  end)
+end)
+
+describe("Ulysses sequence parallelism (Wan, CPU)", function()
+  local recipe = "recipes/wan.lua output.previews=false output.pictures=false sampler.steps=4 model.heads=4 "
+  local function latents(dir)
+    local t = adaspa.safetensors.load(dir .. "/latents.safetensors").latents
+    return t
+  end
+  local function rel(a, b)
+    local ta, tb = a:reshape({-1}):totable(), b:reshape({-1}):totable()
+    local num, den = 0, 0
+    for i = 1, #ta do num, den = num + (ta[i] - tb[i]) ^ 2, den + ta[i] ^ 2 end
+    return math.sqrt(num / den), den
+  end
+  for _, pol in ipairs({
+      {"dense", "attention.policy=dense"},
+      -- head-adaptive tiers that differ per head (no first-frame sink, every head ranked): the tiers
+      -- must come from every rank's recalls
+      {"adaspa", "attention.policy=adaspa attention.sparsity=0.6 attention.recall_cut=0 attention.first_frame_sink=false "
+        .. "video.width=384 video.height=256"}}) do
+    it("2 and 3 processes give the one-process latents (" .. pol[1] .. ")", function()
+      local base = os.tmpname()
+      os.remove(base)
+      local tmp = base .. "-scratch"
+      assert(os.execute("mkdir -p " .. tmp) == 0)
+      local _, err, code = spec_run_env("", "recipe " .. recipe .. pol[2] .. " output.dir=" .. base .. "-1")
+      assert.equal(0, code, err)
+      local ref = latents(base .. "-1")
+      for _, n in ipairs({2, 3}) do
+        local out, err2, code2 = launch(n, "recipe " .. recipe .. pol[2] .. " output.dir=" .. base .. "-" .. n, "TMPDIR=" .. tmp)
+        assert.equal(0, code2, err2)
+        assert.truthy(out:find(n .. " processes (shm), Ulysses", 1, true), out)
+        local e, den = rel(ref, latents(base .. "-" .. n))
+        assert.truthy(den > 1, "latents are not zeros")
+        assert.truthy(e <= 1e-5, string.format("%d processes: relative L2 %.3g", n, e))
+        -- ranks other than 0 wrote to scratch folders that are gone
+        local ls = io.popen("ls -A " .. tmp):read("*a")
+        assert.equal("", ls)
+      end
+      if pol[1] == "adaspa" then
+        -- the per-head densities differ (the tiers are exercised), and the second search ran on
+        -- rebalanced heads (the LSE rows moved with them: a wrong move changes the latents)
+        local rep = io.open(base .. "-3/report.txt"):read("*a")
+        local plain, applied = rep:match("([%d.]+) with contiguous heads, ([%d.]+) as run")
+        assert.truthy(plain, rep)
+        assert.truthy(tonumber(applied) < tonumber(plain) - 0.1, rep)
+      end
+      os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3 " .. tmp)
+    end)
+  end
+
+  it("names the limits: more ranks than heads, a model without sequence parallelism", function()
+    local _, err, code = launch(3, "recipe recipes/wan.lua sampler.steps=1 output.previews=false output.dir=/tmp/adaspa-spec-noheads")
+    assert.are_not.equal(0, code)
+    assert.truthy(err:find("2 attention heads cannot be split over 3 ranks", 1, true), err)
+    local _, err2, code2 = launch(2, "recipe recipes/hunyuan.lua sampler.steps=1 output.previews=false output.dir=/tmp/adaspa-spec-hy")
+    assert.are_not.equal(0, code2)
+    assert.truthy(err2:find("model hunyuan does not run sequence-parallel yet", 1, true), err2)
+    os.execute("rm -rf /tmp/adaspa-spec-noheads /tmp/adaspa-spec-hy")
+  end)
+end)
