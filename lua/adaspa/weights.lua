@@ -154,6 +154,19 @@ local function expected_shapes(cfg, layout)
   return out
 end
 
+-- The key layout a model's loader decides from counts n = {original =, diffusers =} of the
+-- names that look like each: the larger count, or nil and a message naming both counts, what
+-- each layout's keys look like (original_looks, diffusers_looks) and the first keys.
+function weights.pick_layout(n, names, original_looks, diffusers_looks)
+  if n.original > n.diffusers then return "original" end
+  if n.diffusers > n.original then return "diffusers" end
+  local first = {}
+  for i = 1, math.min(3, #names) do first[i] = "'" .. names[i] .. "'" end
+  return nil, string.format("cannot tell the key layout: %d of %d keys look like the original release's (%s) and %d " ..
+    "like diffusers' (%s); first keys: %s", n.original, #names, original_looks, n.diffusers, diffusers_looks,
+    #first > 0 and table.concat(first, ", ") or "none")
+end
+
 -- The layout of a list of key names: "original" | "diffusers", or nil and the reason.
 local function detect(names)
   local n = {original = 0, diffusers = 0}
@@ -164,14 +177,8 @@ local function detect(names)
       end
     end
   end
-  if n.original > n.diffusers then return "original" end
-  if n.diffusers > n.original then return "diffusers" end
-  local first = {}
-  for i = 1, math.min(3, #names) do first[i] = "'" .. names[i] .. "'" end
-  return nil, string.format("cannot tell the key layout: %d of %d keys look original (double_blocks.N, " ..
-    "single_blocks.N, img_in.proj, ...) and %d diffusers (transformer_blocks.N, single_transformer_blocks.N, " ..
-    "x_embedder.proj, context_embedder, ...); first keys: %s", n.original, #names, n.diffusers,
-    #first > 0 and table.concat(first, ", ") or "none")
+  return weights.pick_layout(n, names, "double_blocks.N, single_blocks.N, img_in.proj, ...",
+    "transformer_blocks.N, single_transformer_blocks.N, x_embedder.proj, context_embedder, ...")
 end
 
 -- Compares a file's info against expected shapes: lists (sorted by key) of missing,

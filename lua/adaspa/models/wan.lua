@@ -212,14 +212,8 @@ local function detect(names)
       n.diffusers = n.diffusers + 1
     end
   end
-  if n.original > n.diffusers then return "original" end
-  if n.diffusers > n.original then return "diffusers" end
-  local first = {}
-  for i = 1, math.min(3, #names) do first[i] = "'" .. names[i] .. "'" end
-  return nil, string.format("cannot tell the key layout: %d of %d keys look like the original release's " ..
-    "(blocks.N.self_attn.q, head.head, time_embedding.0, ...) and %d like diffusers' (blocks.N.attn1.to_q, " ..
-    "proj_out, condition_embedder, ...); first keys: %s", n.original, #names, n.diffusers,
-    #first > 0 and table.concat(first, ", ") or "none")
+  return require("adaspa.weights").pick_layout(n, names, "blocks.N.self_attn.q, head.head, time_embedding.0, ...",
+    "blocks.N.attn1.to_q, proj_out, condition_embedder, ...")
 end
 
 -- One original name -> its diffusers name (nil when it has none).
