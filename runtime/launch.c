@@ -34,13 +34,26 @@ typedef struct rank_io {
   size_t len;
 } rank_io;
 
+/* Writes one line of a rank's output with its prefix in a single write(2), so that it does not
+ * interleave with the lines rank 0 writes to the same stderr. */
 static void emit(int rank, const char *s, size_t n) {
-  char pre[32];
-  int k = snprintf(pre, sizeof pre, "[rank %d] ", rank);
+  char line[32 + sizeof ((rank_io *)0)->buf + 1];
+  int k = snprintf(line, 32, "[rank %d] ", rank);
+  if (k < 0) return;
+  size_t len = (size_t)k;
+  if (n > sizeof ((rank_io *)0)->buf) n = sizeof ((rank_io *)0)->buf;
+  memcpy(line + len, s, n);
+  len += n;
+  if (n == 0 || s[n - 1] != '\n') line[len++] = '\n';
   fflush(stdout);
-  if (fwrite(pre, 1, (size_t)k, stderr) != (size_t)k || fwrite(s, 1, n, stderr) != n) return;
-  if (n == 0 || s[n - 1] != '\n') fputc('\n', stderr);
   fflush(stderr);
+  size_t off = 0;
+  while (off < len) {
+    ssize_t w = write(STDERR_FILENO, line + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return;
+    off += (size_t)w;
+  }
 }
 
 /* Reads what the pipe holds; writes whole lines with the rank's prefix. Closes it at EOF. */
