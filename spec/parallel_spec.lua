@@ -117,7 +117,7 @@ describe("adaspa.comm", function()
       if c:rank() == 1 then os.execute("kill -9 $PPID") end -- the shell's parent: rank 1 itself
       local ok, e = pcall(c.barrier, c)
       assert(not ok)
-      io.stderr:write("caught: ", e, "\n")
+      io.stderr:write("caught: " .. tostring(e) .. "\n")
       error(e, 0)
     ]])
     local _, err, code, secs = launch(3, p, "ADASPA_COMM_TIMEOUT=60")
@@ -145,7 +145,7 @@ describe("adaspa.comm", function()
   it("forwards Ctrl-C to every rank and exits 130, removing the shared file", function()
     local p = spec_tmpfile([[
       local c = adaspa.comm.world()
-      io.stderr:write("ready ", c:rank(), " ", os.getenv("ADASPA_COMM"), "\n")
+      io.stderr:write(string.format("ready %d %s\n", c:rank(), os.getenv("ADASPA_COMM"))) -- one write: ranks share stderr
       while true do c:barrier() end
     ]])
     local log = os.tmpname()
