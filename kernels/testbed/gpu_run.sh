@@ -10,6 +10,10 @@
 #   step      recipes/bench/step.lua steps for $MODEL (hunyuan: 720p-129f, PyTorch blocks beside;
 #             wan: 14B 720p-81f, diffusers' Wan block beside when .whl/ carries its wheel) for each
 #             of $BLOCKS (64)
+#   train     recipes/tools/tinyvideo/train.py --device cuda $TRAIN_ARGS --time-limit $TRAIN_LIMIT (issue 14):
+#             resumes from the state parts in .train/ when they are there; leaves the export
+#             (tiny.safetensors) and, when the time limit stopped it, the state in 15 MB parts
+#             (state.part.NN: a device call returns files of 16 MiB at most) in $TRAIN_OUT (default $OUT)
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -40,6 +44,17 @@ for stage in "$@"; do
         build/adaspa recipes/bench/step.lua model=$model steps block=$b $peers > "$out/step_${model}_$b.log" 2>&1 || rc=1
         grep -v "^  \|^step bench" "$out/step_${model}_$b.log" | tail -16; peers=nopeers
       done ;;
+    train)
+      tout=${TRAIN_OUT:-$out}; tdir=$(mktemp -d); resume=
+      if ls .train/state.part.* > /dev/null 2>&1; then
+        cat .train/state.part.* > "$tdir/tiny.state.pt" && cp .train/tiny.log "$tdir/" 2>/dev/null; resume=--resume
+      fi
+      (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 train.py --device cuda --out "$tdir/tiny.safetensors" \
+        $resume ${TRAIN_ARGS:-} --time-limit ${TRAIN_LIMIT:-540}) > "$out/train.log" 2>&1; r=$?
+      if [ $r = 3 ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
+      elif [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; else rc=1; fi
+      cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
+      grep "step " "$out/train.log" | tail -3 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "== $stage: $(( $(date +%s) - t0 )) s"

@@ -99,6 +99,12 @@ def main(argv):
     ap.add_argument("--time-limit", type=float, default=None,
                     help="seconds; past it, save the training state (OUT.state.pt) and exit 3: rerun with --resume")
     ap.add_argument("--resume", action="store_true", help="continue from OUT.state.pt")
+    ap.add_argument("--ae-seconds", type=float, default=None,
+                    help="stage 1 time budget (summed over resumes): the stage ends at --ae-steps or at this time,"
+                         " whichever comes first, and its learning-rate schedule follows the larger fraction")
+    ap.add_argument("--dit-seconds", type=float, default=None, help="stage 2 time budget, as --ae-seconds")
+    ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
+                    help="bf16 autocast for the forward passes (auto: on for cuda)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -113,6 +119,18 @@ def main(argv):
     dev = torch.device(a.device)
     V = cfg["video"]
     vocab = data.vocabulary()
+    amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    def autocast():
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
+
+    def progress(step, total, spent, budget):
+        """Fraction of a stage done: by steps or by its time budget, whichever is further."""
+        f = step / max(total, 1)
+        return max(f, spent / budget) if budget else f
     logf = open(out.with_suffix(".log"), "a" if a.resume else "w")
     cmd = "python train.py " + " ".join(shlex.quote(x) for x in argv)
     log(logf, f"{cmd}\nconfig {json.dumps(cfg)}")
@@ -146,23 +164,35 @@ def main(argv):
         log(logf, f"time limit: saved {state_path} (stage {stage}, step {step}); rerun with --resume")
         return 3
 
-    for s in range(start, ae_steps):
+    ae_spent = st.get("ae_spent", 0.0) if st else 0.0   # stage-1 seconds before this run
+    ae_done = st["step"] if st and st["stage"] == 1 else (st.get("ae_done", ae_steps) if st else 0)
+    s, t_stage = start, time.time()
+    while st is None or st["stage"] == 1:
+        spent = ae_spent + time.time() - t_stage
+        p = progress(s, ae_steps, spent, a.ae_seconds)
+        if p >= 1:
+            break
         if out_of_time():
-            return save_state(1, s, opt=opt.state_dict())
+            return save_state(1, s, opt=opt.state_dict(), ae_spent=spent)
         video, _ = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)
         clip += bs
-        z = ae.encoder(video)
-        zn = z + 0.05 * z.detach().std() * torch.randn_like(z)
-        rec = ae.decoder(zn)
-        loss = F.l1_loss(rec, video) + F.mse_loss(rec, video) + 1e-4 * z.pow(2).mean()
+        with autocast():
+            z = ae.encoder(video)
+            zn = z + 0.05 * z.detach().std() * torch.randn_like(z)
+            rec = ae.decoder(zn).float()
+        loss = F.l1_loss(rec, video) + F.mse_loss(rec, video) + 1e-4 * z.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (s + 1) / 200) * (0.5 * (1 + math.cos(math.pi * s / max(ae_steps, 1))))
+            g["lr"] = a.lr * min(1.0, (s + 1) / 200) * (0.5 * (1 + math.cos(math.pi * p)))
         opt.step()
         ae_loss = loss.item()
-        if s % every == 0 or s == ae_steps - 1:
-            log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s")
+        if s % every == 0:
+            log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s  ({100 * p:.1f}%)")
+        s += 1
+    if st is None or st["stage"] == 1:
+        ae_done, ae_spent = s, ae_spent + time.time() - t_stage
+        log(logf, f"ae   done: {ae_done} steps, {ae_spent:.1f} s, loss {ae_loss:.5f}")
     ae.eval()
     for p in ae.parameters():
         p.requires_grad_(False)
@@ -194,32 +224,44 @@ def main(argv):
         dit.load_state_dict(st["dit"])
         opt.load_state_dict(st["opt"])
         start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
-    for s in range(start, steps):
+    dit_spent = st.get("dit_spent", 0.0) if st and st["stage"] == 2 else 0.0
+    s, t_stage = start, time.time()
+    while True:
+        spent = dit_spent + time.time() - t_stage
+        p = progress(s, steps, spent, a.dit_seconds)
+        if p >= 1:
+            break
         if out_of_time():
             return save_state(2, s, opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(),
-                              ae_psnr=ae_psnr, fm_loss=fm_loss, ema=ema)
+                              ae_psnr=ae_psnr, fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done,
+                              ae_spent=ae_spent)
         video, caps = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
         clip += bs
-        with torch.no_grad():
-            x0 = ae.encode(video)
+        with torch.no_grad(), autocast():
+            x0 = ae.encode(video).float()
         ids, valid = encode_captions(caps, vocab, tc["max_len"], dev)
-        states, pooled = text(ids, valid)
         sig = torch.sigmoid(torch.randn(bs, device=dev))
         sig = 3 * sig / (1 + 2 * sig)   # shift 3 toward noise
         e = torch.randn_like(x0)
         xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
-        v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev))
+        with autocast():
+            states, pooled = text(ids, valid)
+            v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev)).float()
         loss = F.mse_loss(v, e - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (s + 1) / 500) * (0.5 * (1 + math.cos(math.pi * s / max(steps, 1))))
+            g["lr"] = a.lr * min(1.0, (s + 1) / 500) * (0.5 * (1 + math.cos(math.pi * p)))
         opt.step()
         fm_loss = loss.item()
         ema = fm_loss if ema is None else 0.99 * ema + 0.01 * fm_loss
-        if s % every == 0 or s == steps - 1:
-            log(logf, f"dit  step {s:6d}/{steps}  loss {fm_loss:.5f} (avg {ema:.5f})  {time.time() - t0:7.1f} s")
+        if s % every == 0:
+            log(logf, f"dit  step {s:6d}/{steps}  loss {fm_loss:.5f} (avg {ema:.5f})  {time.time() - t0:7.1f} s"
+                      f"  ({100 * p:.1f}%)")
+        s += 1
+    dit_done, dit_spent = s, dit_spent + time.time() - t_stage
+    log(logf, f"dit  done: {dit_done} steps, {dit_spent:.1f} s, loss {fm_loss:.5f} (avg {ema:.5f})")
 
     # ---- export
     tensors = M.export_tensors(text, ae, dit)
@@ -232,7 +274,9 @@ def main(argv):
         "command": cmd,
         "data_seed": str(a.seed),
         "final_losses": json.dumps({"ae": ae_loss, "ae_psnr_db": ae_psnr, "flow": fm_loss, "flow_avg": ema,
-                                    "ae_steps": ae_steps, "steps": steps, "batch": bs}),
+                                    "ae_steps": ae_done, "steps": dit_done, "batch": bs,
+                                    "ae_seconds": round(ae_spent, 1), "dit_seconds": round(dit_spent, 1),
+                                    "amp_bf16": amp}),
         "seconds": "%.1f" % (time.time() - t0),
         "note": "smoke run: untrained" if smoke else "trained by recipes/tools/tinyvideo/train.py",
     }
