@@ -48,9 +48,12 @@ constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
  * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED is DENSE plus the block mass under
  * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
  * 64-key blocks and its own K/V ring (filled by its own producer thread). */
-enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2 };
+enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2, DENSE176 = 3 };
 
-__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : 128; }
+/* keys per tile: DENSE176 is dense attention over 176-key tiles (S is m64n176, 88 accumulators;
+ * two stages fill the shared memory): each tile's fixed costs (barriers, row-max shuffles, the
+ * rescale vote) spread over 1.375x the GEMM work */
+__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : kind == DENSE176 ? 176 : 128; }
 __host__ __device__ constexpr int rings(int kind) { return kind == SPARSE64 ? 2 : 1; }
 /* bytes of one 64-dim half of a key tile and of one ring stage (K and V) */
 __host__ __device__ constexpr uint32_t khalf(int kind) { return (uint32_t)key_tile(kind) * 128; }
@@ -59,10 +62,10 @@ constexpr uint32_t kQHalf = 128 * 128; /* a 64-dim half of the 128-row Q tile: 1
 constexpr uint32_t kQBytes = 2 * kQHalf;
 /* smem: Q, the rings (ring r stage s at kQBytes + (r * ST + s) * stage_bytes, K then V), then the
  * barriers (8 bytes each): q_full, q_empty, then per ring k_full[ST], v_full[ST], kv_empty[ST],
- * then the mass partials (FUSED: 2 tiles x 8 warps x 2 key halves, f32) */
+ * then the mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32) */
 __host__ __device__ constexpr uint32_t bar_off(int kind, int st) { return kQBytes + (uint32_t)(rings(kind) * st) * stage_bytes(kind); }
 __host__ __device__ constexpr uint32_t red_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
-__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + 2 * 8 * 2 * 4 + 1024; /* + alignment slack */ }
+__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + 2 * 2 * 4 * 8 * 4 + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
   CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid; boxes of key_tile rows) */
@@ -140,6 +143,19 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t d
                : "l"(da), "l"(db), "r"(scale_d));
 }
 
+/* d[88] (+)= A(smem desc) * B(smem desc), m64n176k16, K-major A and B; scale_d 0 overwrites d. */
+__device__ __forceinline__ void wgmma_ss(float (&d)[88], uint64_t da, uint64_t db, int scale_d) {
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %90, 0;\n"
+               "wgmma.mma_async.sync.aligned.m64n176k16.f32.bf16.bf16 {"
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+               "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
+               "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+               "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "
+               "%82, %83, %84, %85, %86, %87}, %88, %89, p, 1, 1, 0, 0;\n}\n"
+               : ADA_WGMMA_D64(d), ADA_WGMMA_D8(d, 64), ADA_WGMMA_D8(d, 72), ADA_WGMMA_D8(d, 80)
+               : "l"(da), "l"(db), "r"(scale_d));
+}
+
 /* d[32] (+)= A(smem desc) * B(smem desc), m64n64k16, K-major A and B; scale_d 0 overwrites d. */
 __device__ __forceinline__ void wgmma_ss(float (&d)[32], uint64_t da, uint64_t db, int scale_d) {
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -192,13 +208,18 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
 
 /* The w-th work item of the persistent walk (item = h * nqt + qt). DENSE and FUSED: head-major,
  * so the CTAs in flight share a head's K and V in L2. SPARSE over blocks of 128: the layout's
- * longest-first order. SPARSE64: head-major too (the layout's order counts 64-row blocks). Known
- * weakness (H200, 2026-12-03): when nqt is a multiple of the grid (540p: 528 = 4 x 132) the text
- * rows of every head land on the same CTAs (density 0.1 ran at 168 TFLOP/s); a head-minor walk
- * fixed that case (291) but lost L2 reuse at 720p (410 -> 290 TFLOP/s), so it was not kept. */
+ * longest-first order. SPARSE64: head-major too (the layout's order counts 64-row blocks), with
+ * each head's query tiles rotated by 37 h: when nqt is a multiple of the grid (540p: 528 = 4 x 132)
+ * an unrotated walk puts the full text rows of every head on the same few CTAs (density 0.1 ran at
+ * 168 TFLOP/s, H200 2026-12-03); a head-minor walk fixed that (291) but lost the L2 reuse at 720p
+ * (410 -> 290). The rotation keeps a wave inside one head (consecutive tiles, wrapping) and sends
+ * head h's text rows to CTA (qt_text - 37 h) mod grid, a different one per head (37 is coprime
+ * with 132). */
 template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
-  (void)nqt;
-  if (KIND == SPARSE64) return w;
+  if (KIND == SPARSE64) {
+    const int64_t h = w / nqt, qt = w - h * nqt;
+    return h * nqt + (qt + 37 * h) % nqt;
+  }
   return p.order ? (int64_t)p.order[w] : w;
 }
 
@@ -298,7 +319,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   const float sl2 = p.scale * kLog2e;
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
-  float *red = reinterpret_cast<float *>(smem + red_off(KIND, ST)); /* [2][8 warps][2] */
+  float *red = reinterpret_cast<float *>(smem + red_off(KIND, ST)); /* [2 parities][2 warpgroups][4 warps][8] */
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
@@ -330,13 +351,10 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
       const int64_t mq = mb == 64 ? 2 * qt + c : qt;
       if (mq < nmqb) {
-        float *row = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
+        mrow = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
         if (mb == 64) /* blocks past kv_valid (mb 128: the launcher zeroes the whole mass) */
-          for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) row[kb] = 0.0f;
-        if (lt == 0) {
-          mrow = row;
-          minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
-        }
+          for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) mrow[kb] = 0.0f;
+        minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
       }
     }
 
@@ -391,35 +409,55 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         }
       }
     };
-    /* FUSED: reduces this tile's partials (key block kb of 128 keys) and writes the mass rows;
-     * the partials alternate between two buffers by tile parity */
-    auto write_mass = [&](int t, int64_t kb, float mlo, float mhi) {
+    /* FUSED: the mass partials of the last kMassG tiles wait in registers (pend[2 slot + half],
+     * the newest tile in the last slot); every kMassG tiles (and at the item's end) one transposed
+     * butterfly sums all 8 values over the warp's 32 lanes in 9 shuffles (lane 4 i ends with value
+     * i), the warps' sums meet in shared memory behind one warpgroup barrier, and a fixed order
+     * adds them: 4x fewer barriers and shuffles than a reduction per tile, the same bits every run */
+    constexpr int kMassG = 4;
+    float pend[2 * kMassG];
 #pragma unroll
-      for (int off = 16; off > 0; off >>= 1) {
-        mlo += __shfl_xor_sync(0xffffffffu, mlo, off);
-        mhi += __shfl_xor_sync(0xffffffffu, mhi, off);
-      }
-      float *rb = red + (t & 1) * 32;
-      if (lane == 0) {
-        rb[(4 * c + warp) * 2] = mlo;
-        rb[(4 * c + warp) * 2 + 1] = mhi;
-      }
-      if (mb == 64) {
-        bar_wg(c);
-        if (mrow) {
-          const float *q = rb + 8 * c;
-          mrow[2 * kb] = ((q[0] + q[2]) + (q[4] + q[6])) * minv;
-          if (2 * kb + 1 < (p.kv_valid + 63) / 64) mrow[2 * kb + 1] = ((q[1] + q[3]) + (q[5] + q[7])) * minv;
+    for (int i = 0; i < 2 * kMassG; i++) pend[i] = 0.0f;
+    int npend = 0, nflush = 0;
+    auto flush_mass = [&](int t_last) {
+      const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
+      float a4[4], a2[2];
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        a4[i] = (b4 ? pend[i + 4] : pend[i]) + __shfl_xor_sync(0xffffffffu, b4 ? pend[i] : pend[i + 4], 16);
+#pragma unroll
+      for (int i = 0; i < 2; i++)
+        a2[i] = (b3 ? a4[i + 2] : a4[i]) + __shfl_xor_sync(0xffffffffu, b3 ? a4[i] : a4[i + 2], 8);
+      float a1 = (b2 ? a2[1] : a2[0]) + __shfl_xor_sync(0xffffffffu, b2 ? a2[0] : a2[1], 4);
+      a1 += __shfl_xor_sync(0xffffffffu, a1, 2);
+      a1 += __shfl_xor_sync(0xffffffffu, a1, 1);
+      float *rb = red + (nflush & 1) * 64 + c * 32; /* [4 warps][8 values] */
+      if ((lane & 3) == 0) rb[warp * 8 + (lane >> 2)] = a1;
+      bar_wg(c);
+      if (mrow) {
+        if (mb == 64 && lt < 2 * kMassG) { /* entry (slot lt / 2, half lt % 2) */
+          const int slot = lt >> 1, t = t_last - (kMassG - 1) + slot;
+          const int64_t kb64 = 2 * (int64_t)t + (lt & 1);
+          if (slot >= kMassG - npend && kb64 < (p.kv_valid + 63) / 64)
+            mrow[kb64] = ((rb[lt] + rb[8 + lt]) + (rb[16 + lt] + rb[24 + lt])) * minv;
+        } else if (mb == 128 && lt < kMassG) {
+          /* mass blocks of 128 rows span both warpgroups: each adds its 64 rows' share to the
+           * zeroed entry, two addends onto 0, so the bits do not depend on their order */
+          const int t = t_last - (kMassG - 1) + lt, i = 2 * lt;
+          if (lt >= kMassG - npend)
+            atomicAdd(mrow + t, (((rb[i] + rb[i + 1]) + (rb[8 + i] + rb[9 + i])) +
+                                 ((rb[16 + i] + rb[17 + i]) + (rb[24 + i] + rb[25 + i]))) * minv);
         }
-      } else {
-        /* mass blocks of 128 rows span both warpgroups: each adds its 64 rows' share to the
-         * zeroed entry, two addends onto 0, so the bits do not depend on their order */
-        bar_wg(c);
-        if (mrow) {
-          const float *q = rb + 8 * c;
-          atomicAdd(mrow + kb, (((q[0] + q[1]) + (q[2] + q[3])) + ((q[4] + q[5]) + (q[6] + q[7]))) * minv);
-        }
       }
+      npend = 0;
+      nflush++;
+    };
+    auto push_mass = [&](int t, float mlo, float mhi) {
+#pragma unroll
+      for (int i = 0; i < 2 * kMassG - 2; i++) pend[i] = pend[i + 2];
+      pend[2 * kMassG - 2] = mlo;
+      pend[2 * kMassG - 1] = mhi;
+      if (++npend == kMassG) flush_mass(t);
     };
     auto to_p = [&]() {
 #pragma unroll
@@ -449,7 +487,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_regs(sc);
       if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
       softmax(tl.j0(0), mlo, mhi);
-      if (KIND == FUSED) write_mass(0, 0, mlo, mhi);
+      if (KIND == FUSED) push_mass(0, mlo, mhi);
       to_p();
       for (int t = 1; t < tl.n; t++) {
         const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
@@ -472,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         fence_regs(o);
         fence_a(pa);
         if (lane == 0) mbar_arrive(kv_empty(ring, sp));
-        if (KIND == FUSED) write_mass(t, t, mlo, mhi);
+        if (KIND == FUSED) push_mass(t, mlo, mhi);
         /* after the first tiles a row's max rarely moves: alpha is then exactly 1 for every row
          * of the warp and the 64 multiplies are skipped (the same bits either way) */
         if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
@@ -497,6 +535,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_a(pa);
       if (lane == 0) mbar_arrive(kv_empty(ring, it % ST));
       it++;
+      if (KIND == FUSED && npend > 0) flush_mass(tl.n - 1);
     }
 
     /* epilogue: out = o / l, lse = scale * m + log(l) (natural log) */
@@ -565,8 +604,9 @@ template <typename OutT, int KIND, int ST, bool PP> int launch_t(const Sm90Param
   return (int)cudaGetLastError();
 }
 
-/* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong
- * (block-64 sparse: 3 stages per ring, no ping-pong, whatever the variant) */
+/* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong,
+ * 5 (dense only) 176-key tiles in two stages, 6 the same + ping-pong (block-64 sparse: 3 stages
+ * per ring, no ping-pong, whatever the variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
   if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
@@ -579,6 +619,8 @@ template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStre
     }
   }
   switch (variant) {
+  case 5: return launch_t<OutT, DENSE176, 2, false>(P, st);
+  case 6: return launch_t<OutT, DENSE176, 2, true>(P, st);
   case 1: return launch_t<OutT, DENSE128, 2, false>(P, st);
   case 2: return launch_t<OutT, DENSE128, 2, true>(P, st);
   case 3: return launch_t<OutT, DENSE128, 3, false>(P, st);
@@ -602,7 +644,7 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
       !(p->mode == ADA_ATTN_SPARSE && (p->layout_block == 64 || p->layout_block == 128)))
     return 0;
   if (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16) return 0;
-  if (p->tile_rows != kBM || p->variant < 1 || p->variant > 4) return 0;
+  if (p->tile_rows != kBM || p->variant < 1 || p->variant > 6 || (p->variant > 4 && p->mode != ADA_ATTN_DENSE)) return 0;
   if (!strides_ok(p->q, p->q_rs, p->q_hs) || !strides_ok(p->k, p->k_rs, p->k_hs) || !strides_ok(p->v, p->v_rs, p->v_hs))
     return 0;
   if (p->sq > INT32_MAX || p->skv > INT32_MAX || p->heads > 65535) return 0;
@@ -621,7 +663,7 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   Sm90Params P;
   P.p = *p;
   int e;
-  const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : 128;
+  const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : variant > 4 ? 176 : 128;
   if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs, kBM)) ||
       (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs, kt)) ||
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))

@@ -72,7 +72,8 @@ struct Layout {
 };
 
 /* Random row-wise layout, densities per head spread 10x around the mean (0.25 d .. 2.5 d, capped),
- * the diagonal and the last block column kept, plus a few empty and full rows. */
+ * the diagonal and the last block column kept, plus a few empty and full rows; the rows of the
+ * last 256 tokens (text) are full, as AdaSpa keeps them. */
 static Layout make_layout(int heads, int64_t s, int64_t kvv, int block, double d, uint64_t seed) {
   Layout L;
   const int64_t nqb = (s + block - 1) / block, nkb = (s + block - 1) / block;
@@ -84,7 +85,9 @@ static Layout make_layout(int heads, int64_t s, int64_t kvv, int block, double d
     for (int64_t qb = 0; qb < nqb; qb++) {
       row.clear();
       const uint64_t r = mix(seed ^ ((uint64_t)h << 40) ^ (uint64_t)qb);
-      if (r % 97 == 0) { /* empty row */
+      if (qb * block >= s - 256) { /* the text rows (the last 256 tokens) attend to every block */
+        for (int64_t kb = 0; kb < nkb; kb++) row.push_back((int32_t)kb);
+      } else if (r % 97 == 0) { /* empty row */
       } else if (r % 89 == 0) {
         for (int64_t kb = 0; kb < nkb; kb++) row.push_back((int32_t)kb);
       } else {
@@ -169,6 +172,8 @@ static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
+static int sm90_v5(const ada_attn_params *p, void *st) { return sm90_variant(p, 5, st); }
+static int sm90_v6(const ada_attn_params *p, void *st) { return sm90_variant(p, 6, st); }
 
 int main(int argc, char **argv) {
   const bool quick = argc > 1 && !strcmp(argv[1], "quick");
@@ -180,6 +185,8 @@ int main(int argc, char **argv) {
       {"odd dense", 1000, 1000, 3, 0, 128, 1, 0},
       {"odd dense kv_valid", 777, 700, 2, 0, 128, 1, 0},
       {"tiny", 37, 37, 1, 0, 128, 1, 0},
+      {"dense 176-tile edge", 1500, 1409, 2, 0, 128, 1, 0},
+      {"dense 2 x 176 keys", 352, 352, 2, 0, 128, 1, 0},
       {"odd sparse128", 1500, 1431, 4, 0.3, 128, 1, 0},
       {"sparse128 empty/full rows", 4000, 4000, 5, 0.2, 128, 2, 0},
       {"540p dense", 67576, 67576, 24, 0, 128, 2, 1},
@@ -191,6 +198,7 @@ int main(int argc, char **argv) {
       {"odd sparse64", 1500, 1431, 4, 0.3, 64, 1, 0},
       {"sparse64 odd block count", 1060, 1060, 3, 0.25, 64, 1, 0},
       {"sparse64 empty/full rows", 4000, 4000, 5, 0.2, 64, 2, 0},
+      {"540p sparse64 d0.1", 67576, 67576, 24, 0.1, 64, 0, 1},
       {"720p sparse64 d0.1", 119056, 119056, 24, 0.1, 64, 2, 1},
       {"720p sparse64 d0.2", 119056, 119056, 24, 0.2, 64, 0, 1},
       {"720p sparse64 d0.4", 119056, 119056, 24, 0.4, 64, 0, 1},
@@ -202,11 +210,10 @@ int main(int argc, char **argv) {
   struct Fam {
     const char *name;
     launch_fn fn;
-  } fams[] = {{"sm80", launch_sm80},
-              {"sm90 st2", sm90_v1},
-              {"sm90 st2 pp", sm90_v2},
-              {"sm90 st3", sm90_v3},
-              {"sm90 st3 pp", sm90_v4}};
+    bool dense_only;
+  } fams[] = {{"sm80", launch_sm80, false},     {"sm90 st2", sm90_v1, false},   {"sm90 st2 pp", sm90_v2, false},
+              {"sm90 st3", sm90_v3, false},     {"sm90 st3 pp", sm90_v4, false}, {"sm90 n176", sm90_v5, true},
+              {"sm90 n176 pp", sm90_v6, true}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -299,6 +306,7 @@ int main(int argc, char **argv) {
       ada_attn_params p90 = p;
       p90.tile_rows = 128;
       p90.variant = 3;
+      if (fams[f].dense_only && p.mode != ADA_ATTN_DENSE) continue;
       if (f >= 1 && !ada_attention_sm90_supports(&p90)) {
         printf("%-28s %s: not supported on this device\n", c.name, fams[f].name);
         continue;
