@@ -45,4 +45,27 @@ function common.synth_options(who, opts, defaults)
   return {seed = seed, device = opts.device or "cpu", dtype = opts.dtype or "f32", structure = opts.structure ~= false, C = C}
 end
 
+-- A synthetic-weight maker: rnd(name, std) stores N(0, std^2) (zeros for std 0) of shapes[name]
+-- in W[name], drawn from the seed seed_of(name) so each tensor is the same whatever the order;
+-- lin(name, std, bias_std) makes name.weight and name.bias (bias std 0.02 by default).
+function common.seeded_normal(W, shapes, seed_of, dtype, device)
+  local o = {dtype = dtype, device = device}
+  local function rnd(name, std)
+    local t
+    if std == 0 then
+      t = adaspa.zeros(shapes[name], o)
+    else
+      t = adaspa.randn(shapes[name], {seed = seed_of(name), dtype = dtype, device = device})
+      if std ~= 1 then adaspa.scale(t, std, {out = t}) end
+    end
+    W[name] = t
+    return t
+  end
+  local function lin(name, std, bias_std)
+    rnd(name .. ".weight", std)
+    rnd(name .. ".bias", bias_std or 0.02)
+  end
+  return rnd, lin
+end
+
 return common

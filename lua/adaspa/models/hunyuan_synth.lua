@@ -206,22 +206,9 @@ function synth.weights(cfg, opts)
   local o = {dtype = dt, device = dev}
 
   -- N(0, std^2) from the tensor's own seed (zeros for std 0)
-  local function rnd(name, std)
-    local t
-    if std == 0 then
-      t = adaspa.zeros(shapes[name], o)
-    else
-      t = adaspa.randn(shapes[name], {seed = seed_of(seed, name), dtype = dt, device = dev})
-      if std ~= 1 then adaspa.scale(t, std, {out = t}) end
-    end
-    W[name] = t
-    return t
-  end
+  local rnd, lin = require("adaspa.models.common").seeded_normal(W, shapes,
+    function(name) return seed_of(seed, name) end, dt, dev)
   local function vec(tbl) return adaspa.tensor(tbl, o) end
-  local function lin(name, std, bias_std)
-    rnd(name .. ".weight", std)
-    rnd(name .. ".bias", bias_std or 0.02)
-  end
   local function modulation(name, n, gates)
     lin(name, C.mod_std / math.sqrt(h), 0)
     local b = W[name .. ".bias"]

@@ -67,21 +67,8 @@ function synth.weights(cfg, opts)
   local shapes = wan.weight_shapes(cfg)
   local d = cfg.dim
   local W = {}
-  local function rnd(name, std)
-    local t
-    if std == 0 then
-      t = adaspa.zeros(shapes[name], o)
-    else
-      t = adaspa.randn(shapes[name], {seed = seed_of(seed, name), dtype = dt, device = dev})
-      if std ~= 1 then adaspa.scale(t, std, {out = t}) end
-    end
-    W[name] = t
-    return t
-  end
-  local function lin(name, std, bias_std)
-    rnd(name .. ".weight", std)
-    rnd(name .. ".bias", bias_std or 0.02)
-  end
+  local rnd, lin = require("adaspa.models.common").seeded_normal(W, shapes,
+    function(name) return seed_of(seed, name) end, dt, dev)
   rnd("patch_embedding.weight", 1 / math.sqrt(cfg.in_channels * 4))
   rnd("patch_embedding.bias", 0.1)
   lin("condition_embedder.time_embedder.linear_1", 1 / math.sqrt(cfg.freq_dim / 2), 0.1)
