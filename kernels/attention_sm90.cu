@@ -17,9 +17,13 @@
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
  * for V (8-key groups 1024 bytes apart, the two 64-dim halves 16 KiB apart).
- * Work items are (head, 128-row query tile), walked by the persistent CTAs in a fixed stride
- * (item = blockIdx.x + i * gridDim.x, head-major so concurrent CTAs share a head's K and V in L2);
- * sparse items follow p->order (longest rows first) when given.
+ * Work items are (head, 128-row query tile), handed out inside the kernel: the producer takes the
+ * next index of the walk with one atomicAdd on a per-launch counter as soon as it has issued the
+ * loads of its current item, and passes it to the consumers (and the second producer thread of
+ * block-64 sparse) through a two-slot queue in shared memory on mbarriers. The walk is head-major
+ * for dense and fused (the CTAs in flight share a head's K and V in L2) and the layout's
+ * longest-first order for sparse, so a CTA takes the longest item left when it frees up: per-head
+ * densities that differ 10x leave no SM idle while others still hold several items.
  * Keys at or past kv_valid: the K and V tensor maps end at kv_valid, so TMA fills zeros past it,
  * and their scores are set to -inf in the tile that holds kv_valid. Query rows past sq are
  * zero-filled and never written.
@@ -62,15 +66,23 @@ constexpr uint32_t kQHalf = 128 * 128; /* a 64-dim half of the 128-row Q tile: 1
 constexpr uint32_t kQBytes = 2 * kQHalf;
 /* smem: Q, the rings (ring r stage s at kQBytes + (r * ST + s) * stage_bytes, K then V), then the
  * barriers (8 bytes each): q_full, q_empty, then per ring k_full[ST], v_full[ST], kv_empty[ST],
- * then the mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32) */
+ * then the work queue (sched_full[2], sched_empty[2], two int64 item slots: 48 bytes), then the
+ * mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32) */
 __host__ __device__ constexpr uint32_t bar_off(int kind, int st) { return kQBytes + (uint32_t)(rings(kind) * st) * stage_bytes(kind); }
-__host__ __device__ constexpr uint32_t red_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
+__host__ __device__ constexpr uint32_t sched_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
+__host__ __device__ constexpr uint32_t red_off(int kind, int st) { return sched_off(kind, st) + 48; }
 __host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + 2 * 2 * 4 * 8 * 4 + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
   CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid; boxes of key_tile rows) */
   ada_attn_params p;
+  unsigned long long *sched; /* the work counter of this launch (zeroed before it) */
 };
+
+/* Work counters, one per launch in flight: launch n uses slot n % kSchedSlots, zeroed in its stream
+ * before the kernel (so up to kSchedSlots launches may overlap on different streams). */
+constexpr int kSchedSlots = 64;
+__device__ unsigned long long g_sched[kSchedSlots];
 
 #if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define ADA_SM90_DEVICE 1
@@ -255,6 +267,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nqt = (p.sq + kBM - 1) / kBM;
   const int64_t items = (int64_t)p.heads * nqt;
+  /* the work queue: slot s holds the walk index of the next item (-1: no more) */
+  const uint32_t sq_base = base + sched_off(KIND, ST);
+  auto sched_full = [&](uint32_t s) { return sq_base + 8 * s; };
+  auto sched_empty = [&](uint32_t s) { return sq_base + 16 + 8 * s; };
+  volatile int64_t *slots = reinterpret_cast<volatile int64_t *>(smem + sched_off(KIND, ST) + 32);
 
   if (tid == 0) {
     mbar_init(bar_q_full, 1);
@@ -265,6 +282,10 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         mbar_init(v_full(r, s), 1);
         mbar_init(kv_empty(r, s), 8 / NR); /* the warps that read the ring */
       }
+    for (int s = 0; s < 2; s++) {
+      mbar_init(sched_full(s), 1);
+      mbar_init(sched_empty(s), 8 + (NR - 1)); /* the consumer warps and the second producer */
+    }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
@@ -279,7 +300,21 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tv)) : "memory");
     }
     uint32_t it = 0, qi = 0;
-    for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+    for (uint32_t i = 0;; i++) {
+      const uint32_t ss = i & 1, sph = (i >> 1) & 1;
+      int64_t w;
+      if (ring == 0) { /* takes the next item and hands it on */
+        w = (int64_t)atomicAdd(P.sched, 1ull);
+        if (w >= items) w = -1;
+        mbar_wait(sched_empty(ss), sph ^ 1);
+        slots[ss] = w;
+        mbar_arrive(sched_full(ss));
+      } else {
+        mbar_wait(sched_full(ss), sph);
+        w = slots[ss];
+        mbar_arrive(sched_empty(ss));
+      }
+      if (w < 0) break;
       const int64_t item = item_of<KIND>(p, w, nqt);
       const int h = (int)(item / nqt);
       const int64_t qt = item - (int64_t)h * nqt;
@@ -323,7 +358,13 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
-  for (int64_t w = blockIdx.x; w < items; w += gridDim.x) {
+  for (uint32_t i = 0;; i++) {
+    const uint32_t ss = i & 1;
+    mbar_wait(sched_full(ss), (i >> 1) & 1);
+    const int64_t w = slots[ss];
+    __syncwarp();
+    if (lane == 0) mbar_arrive(sched_empty(ss));
+    if (w < 0) break;
     const int64_t item = item_of<KIND>(p, w, nqt);
     const int h = (int)(item / nqt);
     const int64_t qt = item - (int64_t)h * nqt;
@@ -600,6 +641,7 @@ template <typename OutT, int KIND, int ST, bool PP> int launch_t(const Sm90Param
   if (e != cudaSuccess) return (int)e;
   const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM);
   const int grid = (int)(items < sms ? items : sms);
+  if ((e = cudaMemsetAsync(P.sched, 0, sizeof *P.sched, st)) != cudaSuccess) return (int)e;
   attn_sm90_kernel<OutT, KIND, ST, PP><<<grid, kThreads, bytes, st>>>(P);
   return (int)cudaGetLastError();
 }
@@ -663,6 +705,14 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   Sm90Params P;
   P.p = *p;
   int e;
+  /* this launch's work counter (per device: the symbol's address differs between devices) */
+  static unsigned long long *sched_base[64];
+  static unsigned launches;
+  int dev = 0;
+  if ((e = (int)cudaGetDevice(&dev)) != 0) return e;
+  if (dev < 0 || dev >= 64) return (int)cudaErrorInvalidDevice;
+  if (!sched_base[dev] && (e = (int)cudaGetSymbolAddress((void **)&sched_base[dev], g_sched)) != 0) return e;
+  P.sched = sched_base[dev] + launches++ % kSchedSlots;
   const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : variant > 4 ? 176 : 128;
   if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs, kBM)) ||
       (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs, kt)) ||
