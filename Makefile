@@ -63,7 +63,10 @@ DEP := $(OBJ:.o=.d)
 BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
 
 .PHONY: all deps deps-check test asan fuzz install uninstall clean bench run print-backends testbed
-all: deps-check print-backends $(BUILD)/adaspa
+# DEPS_CHECK=0 skips the dependency check (machines without a package registry, such as the GPU
+# machine, whose kit in .gpu/ provides LuaJIT and busted but no ffmpeg)
+DEPS_CHECK ?= 1
+all: $(if $(filter 1,$(DEPS_CHECK)),deps-check) print-backends $(BUILD)/adaspa
 
 print-backends:
 	@echo "adaspa: backends: $(BACKENDS) $(if $(filter 1,$(CUDA)),(nvcc: $(NVCC)),$(if $(NVCC),(CUDA=0: CUDA backend disabled),(no nvcc found: CUDA backend not built)))"
