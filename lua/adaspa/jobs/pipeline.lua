@@ -268,8 +268,12 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
   local comm = adaspa.comm.world()
   if comm:size() > 1 then -- several processes (adaspa launch): Ulysses sequence parallelism
     if not prep.entry.sequence_parallel then
+      local names = {}
+      for _, n in ipairs(require("adaspa.models").names()) do
+        if require("adaspa.models").get(n).sequence_parallel then names[#names + 1] = n end
+      end
       error(string.format("model %s does not run sequence-parallel yet (%d processes): run it as one process, or use a "
-        .. "model that does (wan)", prep.entry.name, comm:size()), 0)
+        .. "model that does (%s)", prep.entry.name, comm:size(), table.concat(names, ", ")), 0)
     end
     ctx.sp = require("adaspa.parallel").new(comm)
   end
@@ -348,12 +352,19 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
     att, flops, dflops = att + st.seconds, flops + st.flops, dflops + st.dense_flops
     pflops, pseconds, sampling = pflops + (st.plan_flops or 0), pseconds + (st.plan_seconds or 0), sampling + r.seconds_total
   end
+  -- the caches of every head (with sequence parallelism each rank holds its heads': rank 0 gets
+  -- them all, so the density grid, the cache stats and the saved caches are one process's)
+  local caches = ctx.caches
+  if ctx.sp and policy.name ~= "dense" then
+    caches = {}
+    for b = 1, ctx:branches() do caches[b] = ctx.sp:gather_cache(ctx:cache_for(b), math.max(n_layers, 1), b) end
+  end
   if pictures_on and policy.name ~= "dense" then
     local pictures = require "adaspa.pictures"
     local dens = {}
     local any = false
     for l = 1, n_layers do
-      dens[l] = ctx.cache:density(l) or {}
+      dens[l] = caches[1]:density(l) or {}
       any = any or #dens[l] > 0
     end
     if any then -- (none when the run was interrupted before its first search)
@@ -365,15 +376,15 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
   ctx:set_branch(1)
   local par
   if ctx.sp then par = pipeline.parallel_report(ctx, n_layers, policy) end
-  local cache_stats = ctx.cache:stats()
+  local cache_stats = caches[1]:stats()
   local branch_stats
-  if ctx:branches() > 1 then
+  if #caches > 1 then
     branch_stats = {}
-    for b = 2, ctx:branches() do branch_stats[b - 1] = ctx:cache_for(b):stats() end
+    for b = 2, #caches do branch_stats[b - 1] = caches[b]:stats() end
   end
   if dir and policy.name ~= "dense" then
-    ctx.cache:save(dir .. "/cache.safetensors")
-    for b = 2, ctx:branches() do ctx:cache_for(b):save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
+    caches[1]:save(dir .. "/cache.safetensors")
+    for b = 2, #caches do caches[b]:save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
   end
   return {x = x, parallel = par, ctx = opts.keep_ctx and ctx or nil, branch_cache_stats = branch_stats, forwards = guidance.forwards, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,
