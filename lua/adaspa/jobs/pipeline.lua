@@ -234,7 +234,9 @@ end
 -- and, for a sparse policy, the attention work imbalance (max over mean of the per-rank sums of
 -- kept-block fractions; branch 1's last layouts) per layer and their means: under the plain
 -- contiguous head split (plain), under the assignment the last layouts ran with (applied), and
--- under parallel.balance of these layouts (balanced).
+-- under parallel.balance of these layouts (balanced); and per search step (branch 1), the mean
+-- over layers of the imbalance of the layouts just chosen under the heads the search ran on
+-- (before) and under the rebalanced heads the sparse steps then run on (after).
 function pipeline.parallel_report(ctx, n_layers, policy)
   local parallel = require "adaspa.parallel"
   local sp = ctx.sp
@@ -256,6 +258,20 @@ function pipeline.parallel_report(ctx, n_layers, policy)
   if #layers > 0 then
     r.imbalance = {plain = sums.plain / #layers, applied = sums.applied / #layers, balanced = sums.balanced / #layers, layers = layers}
   end
+  local by_step, steps = {}, {}
+  for _, e in ipairs(sp.balance_log or {}) do
+    if e.key:match(":1$") then
+      local s = by_step[e.step]
+      if not s then
+        s = {step = e.step, before = 0, after = 0, layers = 0}
+        by_step[e.step] = s
+        steps[#steps + 1] = s
+      end
+      s.before, s.after, s.layers = s.before + e.before, s.after + e.after, s.layers + 1
+    end
+  end
+  for _, s in ipairs(steps) do s.before, s.after = s.before / s.layers, s.after / s.layers end
+  if #steps > 0 then r.searches = steps end
   return r
 end
 
@@ -313,8 +329,13 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
       local pictures = require "adaspa.pictures"
       local b = pictures.boundaries(info.grid, info.n_txt, layout:block())
       for _, h in ipairs(want_head) do
-        if h >= 1 and h <= layout:heads() then
-          local base = string.format("%s/step%02d_layer%02d_head%02d%s", dir, c.step, layer, h,
+        local g = h -- the head's number in the model; with sequence parallelism, its row here (or none)
+        if info.sp then
+          h = nil
+          for j, x in ipairs(info.sp.heads) do if x == g then h = j end end
+        end
+        if h and h >= 1 and h <= layout:heads() then
+          local base = string.format("%s/step%02d_layer%02d_head%02d%s", dir, c.step, layer, g,
             c.branch == 1 and "" or string.format("_branch%d", c.branch))
           adaspa.png.write(base .. "_mask.png", pictures.mask(layout, h, b))
           adaspa.png.write(base .. "_mass.png", pictures.mass(mass, h, b))
