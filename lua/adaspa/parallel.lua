@@ -110,6 +110,33 @@ function SP:heads(H, key)
   return self.plain[H]
 end
 
+-- The sequence-parallel helper of an attention context (ctx.sp), or nil for one process.
+function parallel.of(ctx)
+  local sp = ctx and ctx.sp
+  if sp and sp.size > 1 then return sp end
+  return nil
+end
+
+-- The patch embedding of the video tokens a rank holds: linear(patchify(x) rows, w, b) over this
+-- rank's rows with sp (parallel.of), every row without. Returns y [rows, out], rows.
+function parallel.embed_patches(sp, x, w, b)
+  local patches = adaspa.patchify(x)
+  local mine = sp and sp:shard(patches) or patches
+  local rows = mine:shape()[1]
+  local y = adaspa.linear(mine, w, b)
+  if mine ~= patches then mine:free() end
+  patches:free()
+  return y, rows
+end
+
+-- The output rows of every rank, [n, ...], from this rank's out (freed); out itself without sp.
+function parallel.gather_rows(sp, out, n)
+  if not sp then return out end
+  local all = sp:gather(out, n)
+  out:free()
+  return all
+end
+
 function SP:shard(x)
   if self.size == 1 then return x end
   local _, first, n = self:tokens(x:shape()[1])

@@ -12,6 +12,7 @@
 -- Attention goes through ctx:attention(q, k, v, info), info = {layer=, kind=, kv_valid=,
 -- n_img=, n_txt=, grid=}, so a policy can make it sparse without touching the model.
 local adaspa = require "adaspa"
+local parallel = require "adaspa.parallel"
 
 local hy = {}
 
@@ -254,18 +255,8 @@ function Model:forward(x, t, text, a4, a5)
   -- video tokens (rows of n_img) and every text token; the text's per-token layers run on every
   -- rank (they are small, and the same inputs give the same bits on each), and its attention
   -- rows are split by heads inside sp:attention
-  local sp = ctx and ctx.sp
-  if sp and sp.size == 1 then sp = nil end
-  local rows = n_img
-  local img
-  do
-    local patches = adaspa.patchify(x)
-    local mine = sp and sp:shard(patches) or patches
-    rows = mine:shape()[1]
-    img = adaspa.linear(mine, self.patch_w, self.w["img_in.proj.bias"])                    -- [rows, hidden]
-    if mine ~= patches then mine:free() end
-    patches:free()
-  end
+  local sp = parallel.of(ctx)
+  local img, rows = parallel.embed_patches(sp, x, self.patch_w, self.w["img_in.proj.bias"])  -- [rows, hidden]
   local txt = self:refine(text.states, valid, temb)                                          -- [L, hidden]
   local kv_valid = n_img + valid
   local rotate -- defined below
@@ -380,11 +371,7 @@ function Model:forward(x, t, text, a4, a5)
   drop(xs, xs_img)
   local out = self:lin(xm, "final_layer.linear")
   drop(xm)
-  if sp then
-    local mine = out
-    out = sp:gather(mine, n_img)                                                               -- [n_img, out]
-    drop(mine)
-  end
+  out = parallel.gather_rows(sp, out, n_img)                                                 -- [n_img, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out)
   return velocity
