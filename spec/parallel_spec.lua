@@ -352,7 +352,7 @@ local function balance_lines(path)
 end
 
 describe("Ulysses sequence parallelism (HunyuanVideo, CPU)", function()
-  -- 5 heads: uneven splits on 2 (3 + 2) and 3 (2 + 2 + 1) processes; 1,296 video tokens sharded,
+  -- 5 heads: uneven splits on 2 (3 + 2) and 3 (2 + 2 + 1) processes; 768 video tokens sharded,
   -- 32 text tokens on every rank, split by heads in the joint attention
   local recipe = "recipes/hunyuan.lua output.previews=false output.pictures=false output.video=false sampler.steps=6 "
     .. "model.heads=5 video.width=256 video.height=256 video.frames=9 "
