@@ -11,6 +11,9 @@
 -- Weights use the original checkpoint's names (adaspa.weights converts diffusers' layout).
 -- Attention goes through ctx:attention(q, k, v, info), info = {layer=, kind=, kv_valid=,
 -- n_img=, n_txt=, grid=}, so a policy can make it sparse without touching the model.
+-- With ctx.sp (adaspa.parallel, several processes) each rank holds a slice of the video tokens
+-- and all the text tokens; the joint attention exchanges through sp:attention (text split by
+-- heads there) and the output rows are gathered, so every rank gets the same velocity.
 local adaspa = require "adaspa"
 local parallel = require "adaspa.parallel"
 
