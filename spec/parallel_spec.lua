@@ -240,6 +240,16 @@ check(cache, new[me], "moved")
 sp.assignment["2:1"] = new
 local full = sp:gather_cache(cache, 2, 1)
 if me == 1 then check(full, {1, 2, 3, 4, 5}, "gathered") end
+-- a rebalance without gain moves nothing: every head keeps the same blocks (equal work), so the
+-- greedy split {1, 4}, {2, 5}, {3} is no better than the contiguous {1, 2}, {3, 4}, {5}
+local eq = adaspa.Cache.new(2)
+local plain = parallel.contiguous(H, 3)
+local ones = {}
+for _ = 1, #plain[me] do for q = 1, nqb do for k = 1, nkb do ones[#ones + 1] = k <= q and 1 or 0 end end end
+eq:set(2, {layout = adaspa.layout.from_mask(adaspa.tensor(ones):reshape({#plain[me], nqb, nkb}):to("u8"), 64), step = 1})
+sp:rebalance({cache = eq, step = 1}, H, {layer = 2}, "2:2")
+assert(sp.assignment["2:2"] == nil and sp.last_balance["2:2"].moved == false, "an equal-work rebalance moved heads")
+assert(math.abs(sp.last_balance["2:2"].after - sp.last_balance["2:2"].before) < 1e-12)
 io.stderr:write(string.format("rank %d: moved and gathered\n", me - 1))
 ]]
 

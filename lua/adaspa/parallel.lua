@@ -248,8 +248,9 @@ end
 -- With balance on (the default): after a search (or plan) of a layer has chosen its layouts, the
 -- heads are reassigned to balance the kept blocks of these layouts (parallel.balance over every
 -- rank's densities), and the layer's cached layout, recall and LSE rows move with their heads,
--- before the sparse steps that use them. This includes the first search: its fused dense + mass
--- pass runs on the heads as they were (the contiguous split), which costs the same per head.
+-- before the sparse steps that use them (only when that lowers the imbalance; else nothing
+-- moves). This includes the first search: its fused dense + mass pass runs on the heads as they
+-- were (the contiguous split), which costs the same per head.
 -- The next search sees the same heads, layouts and LSE values as one process would, so the
 -- layouts, and the latents, stay those of one process.
 function SP:rebalance(ctx, H, info, key)
@@ -258,9 +259,11 @@ function SP:rebalance(ctx, H, info, key)
   local old = self:heads(H, key)
   local all = self:gather_lists(d, H, old)
   local new = parallel.balance(all, self.size)
+  local before, after = parallel.imbalance(all, old), parallel.imbalance(all, new)
+  if after >= before - 1e-12 then new, after = old, before end -- no gain: nothing moves
   self.last_balance = self.last_balance or {}
   local e = {step = ctx.step, plain = parallel.imbalance(all, parallel.contiguous(H, self.size)),
-             before = parallel.imbalance(all, old), after = parallel.imbalance(all, new), moved = not same(old, new)}
+             before = before, after = after, moved = not same(old, new)}
   self.last_balance[key] = e
   self.balance_log = self.balance_log or {}
   self.balance_log[#self.balance_log + 1] = {key = key, step = e.step, plain = e.plain, before = e.before, after = e.after}
