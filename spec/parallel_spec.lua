@@ -189,52 +189,141 @@ describe("adaspa.parallel head balance", function()
   end)
 end)
 
+-- Rows of per-head state moved between assignments (sp:move_layer) and gathered to rank 0
+-- (sp:gather_cache), on 3 processes: every rank builds the same global cache (5 heads, masks and
+-- LSE rows that name their head), keeps its heads of a scattered uneven assignment, moves them to
+-- another and gathers them back.
+local MOVE_SCRIPT = [[
+local parallel = require "adaspa.parallel"
+local c = adaspa.comm.world()
+local sp = parallel.new(c)
+local me = c:rank() + 1
+local H, nqb, nkb, S = 5, 3, 3, 150
+local function global_mask(h)
+  local t = {}
+  for q = 1, nqb do for k = 1, nkb do t[#t + 1] = (k == q or (k + q + h) % 3 == 0) and 1 or 0 end end
+  return t
+end
+local function global_lse(h) local t = {} for i = 1, S do t[i] = h * 10 + i / 8 end return t end
+local function cache_of(heads) -- the global cache's rows of heads (layer 2 of 2; layer 1 empty)
+  local m, l, rec = {}, {}, {}
+  for j, h in ipairs(heads) do
+    for _, x in ipairs(global_mask(h)) do m[#m + 1] = x end
+    for _, x in ipairs(global_lse(h)) do l[#l + 1] = x end
+    rec[j] = 0.5 + h / 16
+  end
+  local cache = adaspa.Cache.new(2)
+  local layout = adaspa.layout.from_mask(adaspa.tensor(m):reshape({#heads, nqb, nkb}):to("u8"), 64)
+  cache:set(2, {layout = layout, step = 3, recall = rec})
+  cache:set(2, {lse = adaspa.tensor(l):reshape({#heads, S}), step = 5})
+  return cache
+end
+local function flat(t) return t:contiguous():reshape({-1}):totable() end
+local function same(a, b, what)
+  assert(#a == #b, what .. ": sizes " .. #a .. " vs " .. #b)
+  for i = 1, #a do if a[i] ~= b[i] then error(string.format("rank %d: %s: element %d is %g, expected %g", me - 1, what, i, a[i], b[i])) end end
+end
+local function check(cache, heads, what)
+  local want = cache_of(heads)
+  same(flat(cache:layout(2):to_mask():to("f32")), flat(want:layout(2):to_mask():to("f32")), what .. " mask")
+  same(flat(cache:lse(2)), flat(want:lse(2)), what .. " lse")
+  same(cache:recall(2), want:recall(2), what .. " recall")
+  assert(cache:step(2) == 3 and cache:lse_step(2) == 5, what .. ": steps")
+  assert(cache:layout(1) == nil and cache:lse(1) == nil, what .. ": layer 1 stays empty")
+end
+local old = {{5, 1}, {3}, {2, 4}}
+local new = {{2}, {4, 3, 1}, {5}}
+local cache = cache_of(old[me])
+sp.assignment["2:1"] = old
+sp:move_layer(cache, 2, old, new, H)
+check(cache, new[me], "moved")
+sp.assignment["2:1"] = new
+local full = sp:gather_cache(cache, 2, 1)
+if me == 1 then check(full, {1, 2, 3, 4, 5}, "gathered") end
+-- a rebalance without gain moves nothing: every head keeps the same blocks (equal work), so the
+-- greedy split {1, 4}, {2, 5}, {3} is no better than the contiguous {1, 2}, {3, 4}, {5}
+local eq = adaspa.Cache.new(2)
+local plain = parallel.contiguous(H, 3)
+local ones = {}
+for _ = 1, #plain[me] do for q = 1, nqb do for k = 1, nkb do ones[#ones + 1] = k <= q and 1 or 0 end end end
+eq:set(2, {layout = adaspa.layout.from_mask(adaspa.tensor(ones):reshape({#plain[me], nqb, nkb}):to("u8"), 64), step = 1})
+sp:rebalance({cache = eq, step = 1}, H, {layer = 2}, "2:2")
+assert(sp.assignment["2:2"] == nil and sp.last_balance["2:2"].moved == false, "an equal-work rebalance moved heads")
+assert(math.abs(sp.last_balance["2:2"].after - sp.last_balance["2:2"].before) < 1e-12)
+io.stderr:write(string.format("rank %d: moved and gathered\n", me - 1))
+]]
+
+describe("adaspa.parallel per-head state", function()
+  it("moves a layer's layout, recall and LSE rows with their heads and gathers every head to rank 0 (3 processes)", function()
+    local p = spec_tmpfile(MOVE_SCRIPT)
+    local out, err, code = launch(3, p)
+    os.remove(p)
+    assert.equal(0, code, err)
+    for r = 1, 2 do assert.truthy(err:find(string.format("[rank %d] rank %d: moved and gathered", r, r), 1, true), err) end
+    assert.truthy(err:find("rank 0: moved and gathered", 1, true), err)
+    assert.equal("", out)
+  end)
+end)
+
+-- Runs recipe (a command line) as 1 process and as each of ns processes; asserts the latents and
+-- the saved caches are bit-identical to the 1-process run's; returns the folders' base (caller
+-- removes base-*) .
+local function same_as_one(recipe, ns, caches)
+  local base = os.tmpname()
+  os.remove(base)
+  local tmp = base .. "-scratch"
+  assert(os.execute("mkdir -p " .. tmp) == 0)
+  local _, err, code = spec_run_env("", "recipe " .. recipe .. " output.dir=" .. base .. "-1")
+  assert.equal(0, code, err)
+  local ref = adaspa.safetensors.load(base .. "-1/latents.safetensors").latents:reshape({-1}):totable()
+  local norm = 0
+  for i = 1, #ref do norm = norm + ref[i] ^ 2 end
+  assert.truthy(norm > 1, "latents are not zeros")
+  local function slurp(path) local f = io.open(path, "rb"); if not f then return nil end local s = f:read("*a"); f:close(); return s end
+  for _, n in ipairs(ns) do
+    local out, err2, code2 = launch(n, "recipe " .. recipe .. " output.dir=" .. base .. "-" .. n, "TMPDIR=" .. tmp)
+    assert.equal(0, code2, err2)
+    assert.truthy(out:find(n .. " processes (shm), Ulysses", 1, true), out)
+    local got = adaspa.safetensors.load(base .. "-" .. n .. "/latents.safetensors").latents:reshape({-1}):totable()
+    assert.equal(#ref, #got)
+    local differ, worst = 0, 0
+    for i = 1, #ref do
+      if ref[i] ~= got[i] then differ, worst = differ + 1, math.max(worst, math.abs(ref[i] - got[i])) end
+    end
+    assert.truthy(differ == 0, string.format("%d processes: %d of %d latent values differ (max %.3g)", n, differ, #ref, worst))
+    for _, f in ipairs(caches or {}) do -- written once, by rank 0, holding every rank's heads
+      local a, b = slurp(base .. "-1/" .. f), slurp(base .. "-" .. n .. "/" .. f)
+      assert.truthy(a and #a > 1000, f .. " of the 1-process run")
+      assert.truthy(a == b, string.format("%d processes: %s differs from the 1-process run's", n, f))
+    end
+    -- ranks other than 0 wrote to scratch folders that are gone
+    local ls = io.popen("ls -A " .. tmp):read("*a")
+    assert.equal("", ls)
+  end
+  os.execute("rm -rf " .. tmp)
+  return base
+end
+
 describe("Ulysses sequence parallelism (Wan, CPU)", function()
   local recipe = "recipes/wan.lua output.previews=false output.pictures=false sampler.steps=4 model.heads=4 "
-  local function latents(dir)
-    local t = adaspa.safetensors.load(dir .. "/latents.safetensors").latents
-    return t
-  end
-  local function rel(a, b)
-    local ta, tb = a:reshape({-1}):totable(), b:reshape({-1}):totable()
-    local num, den = 0, 0
-    for i = 1, #ta do num, den = num + (ta[i] - tb[i]) ^ 2, den + ta[i] ^ 2 end
-    return math.sqrt(num / den), den
-  end
   for _, pol in ipairs({
       {"dense", "attention.policy=dense"},
       -- head-adaptive tiers that differ per head (no first-frame sink, every head ranked): the tiers
       -- must come from every rank's recalls
       {"adaspa", "attention.policy=adaspa attention.sparsity=0.6 attention.recall_cut=0 attention.first_frame_sink=false "
         .. "video.width=384 video.height=256"}}) do
-    it("2 and 3 processes give the one-process latents (" .. pol[1] .. ")", function()
-      local base = os.tmpname()
-      os.remove(base)
-      local tmp = base .. "-scratch"
-      assert(os.execute("mkdir -p " .. tmp) == 0)
-      local _, err, code = spec_run_env("", "recipe " .. recipe .. pol[2] .. " output.dir=" .. base .. "-1")
-      assert.equal(0, code, err)
-      local ref = latents(base .. "-1")
-      for _, n in ipairs({2, 3}) do
-        local out, err2, code2 = launch(n, "recipe " .. recipe .. pol[2] .. " output.dir=" .. base .. "-" .. n, "TMPDIR=" .. tmp)
-        assert.equal(0, code2, err2)
-        assert.truthy(out:find(n .. " processes (shm), Ulysses", 1, true), out)
-        local e, den = rel(ref, latents(base .. "-" .. n))
-        assert.truthy(den > 1, "latents are not zeros")
-        assert.truthy(e <= 1e-5, string.format("%d processes: relative L2 %.3g", n, e))
-        -- ranks other than 0 wrote to scratch folders that are gone
-        local ls = io.popen("ls -A " .. tmp):read("*a")
-        assert.equal("", ls)
-      end
-      if pol[1] == "adaspa" then
-        -- the per-head densities differ (the tiers are exercised), and the second search ran on
-        -- rebalanced heads (the LSE rows moved with them: a wrong move changes the latents)
+    it("2 and 3 processes give the one-process latents and caches, bit for bit (" .. pol[1] .. ")", function()
+      local sparse = pol[1] == "adaspa"
+      local base = same_as_one(recipe .. pol[2], {2, 3}, sparse and {"cache.safetensors", "cache_branch2.safetensors"} or nil)
+      if sparse then
+        -- the per-head densities differ (the tiers are exercised), and the sparse steps ran on
+        -- rebalanced heads (the layout and LSE rows moved with them: a wrong move changes the latents)
         local rep = io.open(base .. "-3/report.txt"):read("*a")
         local plain, applied = rep:match("([%d.]+) with contiguous heads, ([%d.]+) as run")
         assert.truthy(plain, rep)
         assert.truthy(tonumber(applied) < tonumber(plain) - 0.1, rep)
       end
-      os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3 " .. tmp)
+      os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3")
     end)
   end
 
@@ -242,9 +331,78 @@ describe("Ulysses sequence parallelism (Wan, CPU)", function()
     local _, err, code = launch(3, "recipe recipes/wan.lua sampler.steps=1 output.previews=false output.dir=/tmp/adaspa-spec-noheads")
     assert.are_not.equal(0, code)
     assert.truthy(err:find("2 attention heads cannot be split over 3 ranks", 1, true), err)
-    local _, err2, code2 = launch(2, "recipe recipes/hunyuan.lua sampler.steps=1 output.previews=false output.dir=/tmp/adaspa-spec-hy")
-    assert.are_not.equal(0, code2)
-    assert.truthy(err2:find("model hunyuan does not run sequence-parallel yet", 1, true), err2)
-    os.execute("rm -rf /tmp/adaspa-spec-noheads /tmp/adaspa-spec-hy")
+    os.execute("rm -rf /tmp/adaspa-spec-noheads")
+    local p = spec_tmpfile([[
+      local pipeline = require "adaspa.jobs.pipeline"
+      local entry = {name = "toy", attention_layers = function() return 1 end}
+      local ok, e = pcall(pipeline.run_schedule, {}, {entry = entry}, {name = "dense", mode = function() return "dense" end}, print)
+      assert(not ok)
+      io.stderr:write(string.format("rank %d: %s\n", adaspa.comm.world():rank(), e))
+    ]])
+    local _, err2, code2 = launch(2, p)
+    os.remove(p)
+    assert.equal(0, code2, err2)
+    assert.truthy(err2:find("model toy does not run sequence-parallel yet (2 processes)", 1, true), err2)
+    assert.truthy(err2:find("use a model that does (hunyuan, wan)", 1, true), err2)
+  end)
+end)
+
+-- The parallel lines of a run's report.txt: contiguous and as-run imbalance, and per search
+-- {step, before, after}.
+local function balance_lines(path)
+  local f = assert(io.open(path))
+  local rep = f:read("*a")
+  f:close()
+  local plain, applied = rep:match("([%d.]+) with contiguous heads, ([%d.]+) as run")
+  local searches = {}
+  for st, b, a in rep:gmatch("search at step (%d+): imbalance of its layouts ([%d.]+) on the heads it ran with, ([%d.]+) rebalanced") do
+    searches[#searches + 1] = {step = tonumber(st), before = tonumber(b), after = tonumber(a)}
+  end
+  return {plain = tonumber(plain), applied = tonumber(applied), searches = searches, text = rep}
+end
+
+describe("Ulysses sequence parallelism (HunyuanVideo, CPU)", function()
+  -- 5 heads: uneven splits on 2 (3 + 2) and 3 (2 + 2 + 1) processes; 768 video tokens sharded,
+  -- 32 text tokens on every rank, split by heads in the joint attention
+  local recipe = "recipes/hunyuan.lua output.previews=false output.pictures=false output.video=false sampler.steps=6 "
+    .. "model.heads=5 video.width=256 video.height=256 video.frames=9 "
+  it("2 and 3 processes give the one-process latents, bit for bit (dense)", function()
+    local base = same_as_one(recipe .. "attention.policy=dense", {2, 3})
+    os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3")
+  end)
+
+  it("2 and 3 processes give the one-process latents and cache (AdaSpa tiers, heads rebalanced from the first search)", function()
+    local base = same_as_one(recipe .. "attention.policy=adaspa attention.sparsity=0.6 attention.recall_cut=0",
+      {2, 3}, {"cache.safetensors"})
+    for _, n in ipairs({2, 3}) do
+      local r = balance_lines(base .. "-" .. n .. "/report.txt")
+      assert.truthy(r.text:find(n .. " processes (shm)", 1, true), r.text)
+      -- two searches (steps 1 and 4); the first one's layouts already moved heads
+      assert.equal(2, #r.searches, r.text)
+      assert.equal(1, r.searches[1].step)
+      assert.truthy(r.searches[1].after < r.searches[1].before - 0.05, r.text)
+      assert.truthy(r.applied < r.plain - 0.05, r.text)
+    end
+    os.execute("rm -rf " .. base .. "-1 " .. base .. "-2 " .. base .. "-3")
+  end)
+end)
+
+describe("head balance at the first search", function()
+  it("with a single search, the sparse steps after it run on balanced heads (3 processes, HunyuanVideo)", function()
+    -- one search (step 1): no later search could balance; the rebalance right after it must
+    local base = same_as_one("recipes/hunyuan.lua output.previews=false output.pictures=false output.video=false sampler.steps=4 "
+      .. "model.heads=4 video.width=256 video.height=256 video.frames=9 attention.policy=adaspa attention.sparsity=0.6 "
+      .. "attention.recall_cut=0 attention.warmup=1 attention.search={1}", {3}, {"cache.safetensors"})
+    local r = balance_lines(base .. "-3/report.txt")
+    assert.equal(1, #r.searches, r.text)
+    assert.equal(1, r.searches[1].step)
+    -- 4 heads of two tiers on 3 ranks: the contiguous split (2, 1, 1) has two heavy heads together
+    assert.truthy(r.plain > 1.2, r.text)
+    assert.truthy(r.applied < r.plain - 0.2, r.text)
+    assert.near(r.searches[1].before, r.plain, 1e-3)
+    assert.near(r.searches[1].after, r.applied, 1e-3)
+    -- the sparse steps ran on them
+    assert.truthy(r.text:find("steps      sparse   2 steps", 1, true), r.text)
+    os.execute("rm -rf " .. base .. "-1 " .. base .. "-3")
   end)
 end)

@@ -224,7 +224,8 @@ cli.topics = {
     "  RANK / WORLD_SIZE / LOCAL_RANK (and ADASPA_*), ADASPA_COMM and OMP_NUM_THREADS (cores / N) are set.\n" ..
     "  Rank 0's output passes through, the others' standard error is prefixed [rank r] (--all-output: their\n" ..
     "  standard output too); Ctrl-C is forwarded; a failing rank ends the others (--grace S, 10, then SIGTERM);\n" ..
-    "  the exit status is the first failing rank's. Models with sequence parallelism: wan.",
+    "  the exit status is the first failing rank's. Models with sequence parallelism: hunyuan, wan\n" ..
+    "  (adaspa.parallel: Ulysses; heads rebalanced by kept blocks after each search).",
 }
 
 -- adaspa help [COMMAND] (also adaspa --help).

@@ -234,7 +234,9 @@ end
 -- and, for a sparse policy, the attention work imbalance (max over mean of the per-rank sums of
 -- kept-block fractions; branch 1's last layouts) per layer and their means: under the plain
 -- contiguous head split (plain), under the assignment the last layouts ran with (applied), and
--- under parallel.balance of these layouts (balanced).
+-- under parallel.balance of these layouts (balanced); and per search step (branch 1), the mean
+-- over layers of the imbalance of the layouts just chosen under the heads the search ran on
+-- (before) and under the rebalanced heads the sparse steps then run on (after).
 function pipeline.parallel_report(ctx, n_layers, policy)
   local parallel = require "adaspa.parallel"
   local sp = ctx.sp
@@ -256,6 +258,20 @@ function pipeline.parallel_report(ctx, n_layers, policy)
   if #layers > 0 then
     r.imbalance = {plain = sums.plain / #layers, applied = sums.applied / #layers, balanced = sums.balanced / #layers, layers = layers}
   end
+  local by_step, steps = {}, {}
+  for _, e in ipairs(sp.balance_log or {}) do
+    if e.key:match(":1$") then
+      local s = by_step[e.step]
+      if not s then
+        s = {step = e.step, before = 0, after = 0, layers = 0}
+        by_step[e.step] = s
+        steps[#steps + 1] = s
+      end
+      s.before, s.after, s.layers = s.before + e.before, s.after + e.after, s.layers + 1
+    end
+  end
+  for _, s in ipairs(steps) do s.before, s.after = s.before / s.layers, s.after / s.layers end
+  if #steps > 0 then r.searches = steps end
   return r
 end
 
@@ -268,8 +284,12 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
   local comm = adaspa.comm.world()
   if comm:size() > 1 then -- several processes (adaspa launch): Ulysses sequence parallelism
     if not prep.entry.sequence_parallel then
+      local names = {}
+      for _, n in ipairs(require("adaspa.models").names()) do
+        if require("adaspa.models").get(n).sequence_parallel then names[#names + 1] = n end
+      end
       error(string.format("model %s does not run sequence-parallel yet (%d processes): run it as one process, or use a "
-        .. "model that does (wan)", prep.entry.name, comm:size()), 0)
+        .. "model that does (%s)", prep.entry.name, comm:size(), table.concat(names, ", ")), 0)
     end
     ctx.sp = require("adaspa.parallel").new(comm)
   end
@@ -309,8 +329,13 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
       local pictures = require "adaspa.pictures"
       local b = pictures.boundaries(info.grid, info.n_txt, layout:block())
       for _, h in ipairs(want_head) do
-        if h >= 1 and h <= layout:heads() then
-          local base = string.format("%s/step%02d_layer%02d_head%02d%s", dir, c.step, layer, h,
+        local g = h -- the head's number in the model; with sequence parallelism, its row here (or none)
+        if info.sp then
+          h = nil
+          for j, x in ipairs(info.sp.heads) do if x == g then h = j end end
+        end
+        if h and h >= 1 and h <= layout:heads() then
+          local base = string.format("%s/step%02d_layer%02d_head%02d%s", dir, c.step, layer, g,
             c.branch == 1 and "" or string.format("_branch%d", c.branch))
           adaspa.png.write(base .. "_mask.png", pictures.mask(layout, h, b))
           adaspa.png.write(base .. "_mass.png", pictures.mass(mass, h, b))
@@ -348,12 +373,19 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
     att, flops, dflops = att + st.seconds, flops + st.flops, dflops + st.dense_flops
     pflops, pseconds, sampling = pflops + (st.plan_flops or 0), pseconds + (st.plan_seconds or 0), sampling + r.seconds_total
   end
+  -- the caches of every head (with sequence parallelism each rank holds its heads': rank 0 gets
+  -- them all, so the density grid, the cache stats and the saved caches are one process's)
+  local caches = ctx.caches
+  if ctx.sp and policy.name ~= "dense" then
+    caches = {}
+    for b = 1, ctx:branches() do caches[b] = ctx.sp:gather_cache(ctx:cache_for(b), math.max(n_layers, 1), b) end
+  end
   if pictures_on and policy.name ~= "dense" then
     local pictures = require "adaspa.pictures"
     local dens = {}
     local any = false
     for l = 1, n_layers do
-      dens[l] = ctx.cache:density(l) or {}
+      dens[l] = caches[1]:density(l) or {}
       any = any or #dens[l] > 0
     end
     if any then -- (none when the run was interrupted before its first search)
@@ -365,15 +397,15 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
   ctx:set_branch(1)
   local par
   if ctx.sp then par = pipeline.parallel_report(ctx, n_layers, policy) end
-  local cache_stats = ctx.cache:stats()
+  local cache_stats = caches[1]:stats()
   local branch_stats
-  if ctx:branches() > 1 then
+  if #caches > 1 then
     branch_stats = {}
-    for b = 2, ctx:branches() do branch_stats[b - 1] = ctx:cache_for(b):stats() end
+    for b = 2, #caches do branch_stats[b - 1] = caches[b]:stats() end
   end
   if dir and policy.name ~= "dense" then
-    ctx.cache:save(dir .. "/cache.safetensors")
-    for b = 2, ctx:branches() do ctx:cache_for(b):save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
+    caches[1]:save(dir .. "/cache.safetensors")
+    for b = 2, #caches do caches[b]:save(string.format("%s/cache_branch%d.safetensors", dir, b)) end
   end
   return {x = x, parallel = par, ctx = opts.keep_ctx and ctx or nil, branch_cache_stats = branch_stats, forwards = guidance.forwards, steps = records, by_mode = by_mode, attention_seconds = att, sampling_seconds = sampling, flops = flops,
           dense_flops = dflops, plan_flops = pflops, plan_seconds = pseconds, outputs = outputs, errors = errors,

@@ -385,9 +385,13 @@ function video.run(cfg, job)
     report.parallel = par
     local imb = par.imbalance and string.format("; attention work imbalance (max/mean kept blocks per rank, last layouts) "
       .. "%.3f with contiguous heads, %.3f as run (%s)", par.imbalance.plain, par.imbalance.applied,
-      par.balance and "heads rebalanced at each later search" or "balance off") or ""
+      par.balance and "heads rebalanced after each search" or "balance off") or ""
     lines[#lines + 1] = string.format("parallel   %d processes (%s), Ulysses sequence parallelism; step densities and "
       .. "recalls above are rank 0's heads%s", par.ranks, par.transport, imb)
+    for _, s in ipairs(par.searches or {}) do
+      lines[#lines + 1] = string.format("           search at step %d: imbalance of its layouts %.3f on the heads it ran with, %.3f "
+        .. "rebalanced for the steps after (mean of %d layers)", s.step, s.before, s.after, s.layers)
+    end
   end
   if comparison then
     local tm = comparison.timing

@@ -11,7 +11,11 @@
 -- Weights use the original checkpoint's names (adaspa.weights converts diffusers' layout).
 -- Attention goes through ctx:attention(q, k, v, info), info = {layer=, kind=, kv_valid=,
 -- n_img=, n_txt=, grid=}, so a policy can make it sparse without touching the model.
+-- With ctx.sp (adaspa.parallel, several processes) each rank holds a slice of the video tokens
+-- and all the text tokens; the joint attention exchanges through sp:attention (text split by
+-- heads there) and the output rows are gathered, so every rank gets the same velocity.
 local adaspa = require "adaspa"
+local parallel = require "adaspa.parallel"
 
 local hy = {}
 
@@ -21,6 +25,8 @@ hy.default_preset = "720p"
 hy.cpu_preset = "small"
 hy.sampler_defaults = {shift = 7.0, steps = 50, guidance = {kind = "embedded", scale = 6.0}}
 hy.fps = 24
+-- Runs sequence-parallel over several processes (adaspa.parallel: ctx.sp; adaspa launch -n N).
+hy.sequence_parallel = true
 
 hy.presets = {
   ["720p"] = {
@@ -248,11 +254,18 @@ function Model:forward(x, t, text, a4, a5)
     self:mlp2(gemb, "guidance_in.mlp.0", "guidance_in.mlp.2"))
   local vs = adaspa.silu(vec)
 
-  local img = adaspa.linear(adaspa.patchify(x), self.patch_w, self.w["img_in.proj.bias"])   -- [n_img, hidden]
+  -- sequence parallelism (ctx.sp, adaspa.parallel): this rank holds a contiguous slice of the
+  -- video tokens (rows of n_img) and every text token; the text's per-token layers run on every
+  -- rank (they are small, and the same inputs give the same bits on each), and its attention
+  -- rows are split by heads inside sp:attention
+  local sp = parallel.of(ctx)
+  local img, rows = parallel.embed_patches(sp, x, self.patch_w, self.w["img_in.proj.bias"])  -- [rows, hidden]
   local txt = self:refine(text.states, valid, temb)                                          -- [L, hidden]
   local kv_valid = n_img + valid
+  local rotate -- defined below
   local attend = function(q, k, v, info)
     info.kv_valid, info.n_img, info.n_txt, info.grid = kv_valid, n_img, L, grid
+    if sp then return sp:attention(ctx, q, k, v, info, rotate) end
     if ctx and ctx.attention then return ctx:attention(q, k, v, info) end
     return (adaspa.attention(q, k, v, {kv_valid = kv_valid}))
   end
@@ -269,8 +282,11 @@ function Model:forward(x, t, text, a4, a5)
   end
   -- fused_norm_rope (default on; its GPU parity specs passed on an H200): q and k normalized and
   -- rotated in one pass (adaspa.rmsnorm_rope3d); the CPU results are the same either way
-  local rope = cfg.fused_norm_rope and {grid = grid, n = n_img} or nil
-  local function rotate(q, k) -- the separate RoPE pass, when not fused
+  -- With sequence parallelism the positions are whole only after the exchange: RoPE runs there
+  -- (sp:attention's prepare), as a separate pass (on the CPU the fused pass is rmsnorm then the
+  -- same rope3d, so the bits do not change).
+  local rope = (cfg.fused_norm_rope and not sp) and {grid = grid, n = n_img} or nil
+  rotate = function(q, k) -- the separate RoPE pass, when not fused
     if rope then return end
     adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
     adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
@@ -291,15 +307,14 @@ function Model:forward(x, t, text, a4, a5)
     local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight",
       rope)
     local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
-    rotate(iq, ik)
+    if not sp then rotate(iq, ik) end
     local q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
     drop(iq, ik, iv, tq, tk, tv)
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "double", index = i})
     drop(q, k, v)
-    local S = n_img + L
-    local a2 = a:reshape({S, h})
-    local ai, at = a2:narrow(1, 1, n_img), a2:narrow(1, n_img + 1, L)
+    local a2 = a:reshape({rows + L, h})
+    local ai, at = a2:narrow(1, 1, rows), a2:narrow(1, rows + 1, L)
     local pi = self:lin(ai, p .. ".img_attn_proj")
     local pt = self:lin(at, p .. ".txt_attn_proj")
     drop(a, a2, ai, at)
@@ -319,9 +334,9 @@ function Model:forward(x, t, text, a4, a5)
     mlp(txt, tm, "txt")
   end
 
-  local xs = adaspa.concat({img, txt})                                                       -- [S, hidden]
+  local xs = adaspa.concat({img, txt})                                                       -- [rows + L, hidden]
   drop(img, txt)
-  local S = n_img + L
+  local S = rows + L
   local mlp_w = h * cfg.mlp_ratio
   for i = 0, cfg.layers.single - 1 do
     local p = "single_blocks." .. i
@@ -333,7 +348,7 @@ function Model:forward(x, t, text, a4, a5)
     local l1qkv = lin1:narrow(2, 1, 3 * h)
     local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight", rope)
     drop(l1qkv)
-    rotate(q, k)
+    if not sp then rotate(q, k) end
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
     drop(q, k, v)
@@ -354,11 +369,12 @@ function Model:forward(x, t, text, a4, a5)
   end
 
   local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
-  local xs_img = xs:narrow(1, 1, n_img)
+  local xs_img = xs:narrow(1, 1, rows)
   local xm = self:ln_mod(xs_img, fm[1], fm[2])
   drop(xs, xs_img)
   local out = self:lin(xm, "final_layer.linear")
   drop(xm)
+  out = parallel.gather_rows(sp, out, n_img)                                                 -- [n_img, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out)
   return velocity

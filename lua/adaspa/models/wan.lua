@@ -17,6 +17,7 @@
 -- goes through ctx:attention(q, k, v, info), info = {layer = block + 1, kind = "self", index =
 -- block, kv_valid = n, n_img = n, n_txt = 0, grid = {T, H, W}}; cross-attention never does.
 local adaspa = require "adaspa"
+local parallel = require "adaspa.parallel"
 
 local M = {}
 
@@ -596,17 +597,8 @@ function Model:forward(x, t, cond, ctx)
   local L = text:shape()[1]
 
   -- sequence parallelism (ctx.sp, adaspa.parallel): this rank's contiguous rows of the tokens
-  local sp = ctx and ctx.sp
-  if sp and sp.size == 1 then sp = nil end
-  local rows = n
-  local img
-  do
-    local patches = adaspa.patchify(x)
-    local mine = sp and sp:shard(patches) or patches
-    rows = mine:shape()[1]
-    img = adaspa.linear(mine, self.patch_w, w["patch_embedding.bias"])                     -- [rows, dim]
-    drop(patches, mine ~= patches and mine or nil)
-  end
+  local sp = parallel.of(ctx)
+  local img, rows = parallel.embed_patches(sp, x, self.patch_w, w["patch_embedding.bias"])   -- [rows, dim]
   local function heads(y, r) return y:reshape({r, H, D}) end
   local function rotate(q3, k3) -- RoPE of whole sequences (with sp: after the exchange)
     adaspa.rope3d(q3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = q3})
@@ -674,11 +666,7 @@ function Model:forward(x, t, cond, ctx)
   drop(img)
   local out = adaspa.linear(xm, self.proj_w, self.proj_b)
   drop(xm)
-  if sp then
-    local mine = out
-    out = sp:gather(mine, n)                                                                   -- [n, out]
-    drop(mine)
-  end
+  out = parallel.gather_rows(sp, out, n)                                                     -- [n, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out, fmod, f_shift, f_scale, temb, tproj)
   return velocity
