@@ -94,13 +94,20 @@ function report.gallery_image(title, rows, columns)
   return img, boxes
 end
 
--- Every run's preview frames side by side, one row per run, labelled.
+-- Every run's preview frames side by side, one row per run, labelled. A row with decoded frames
+-- (r.frames, a model's decoder) shows every fourth of them (one per latent frame).
 function report.previews_image(rows, upscale)
   local gap = 8
   local strips = {}
   local W, H = 0, gap
   for i, r in ipairs(rows) do
-    local frames = preview.frames(r.x, upscale)
+    local frames
+    if r.frames then
+      frames = {}
+      for j = 1, #r.frames, 4 do frames[#frames + 1] = r.frames[j] end
+    else
+      frames = preview.frames(r.x, upscale)
+    end
     local strip = preview.contact_sheet(frames, #frames)
     local label = text_img(r.label, 2)
     strips[i] = {strip = strip, label = label}
