@@ -312,7 +312,8 @@ function report.write(out, s)
     "timing     per run: median step (and attention) time per step mode x steps in that mode, summed (time",
     "           spent measuring recall against the exact mass is left out: it is measurement, not the method);",
     "           x = dense reference / run; FLOPs: attention FLOPs done (planning included) / dense",
-    "quality    PSNR/SSIM against the dense reference of the same seed: latents, and preview frames (RGB 0..255)",
+    "quality    PSNR/SSIM against the dense reference of the same seed: latents, and " .. (prep.entry.decode and
+      "the decoded video frames (the prev columns; RGB 0..255)" or "preview frames (RGB 0..255)"),
   }
   if not cfg.model.weights then
     head[#head + 1] = "           (synthetic weights: timings and densities are real; quality numbers describe these weights)"

@@ -151,7 +151,10 @@ def cmd_caption(a):
     text = "\n".join(lines)
     print(text)
     (Path(a.out) / "caption.md").write_text(text + "\n")
-    return {"dense": n_dense / n, "policy": n_pol / n, "same": n_same / n}
+    res = {"prompts": n, "dense": n_dense, "policy": n_pol, "same": n_same, "policy_name": a.policy,
+           "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights}
+    (Path(a.out) / "caption.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
 
 
 def mean(xs):
