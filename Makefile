@@ -115,10 +115,11 @@ fuzz: all
 	@.ci/deps.sh check-fuzz 2>/dev/null || $(MAKE) --no-print-directory deps
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) spec/fuzz/run.sh
 
-# The main job: build if needed, then the HunyuanVideo recipe (RECIPE_ARGS=field=value ...).
+# The main job: build if needed, then adaspa run (RECIPE_ARGS=field=value ...): the small trained
+# model (recipes/tiny.lua) without a GPU when its weights are there, else recipes/hunyuan.lua.
 RECIPE_ARGS ?=
 run: all
-	@$(BUILD)/adaspa recipe recipes/hunyuan.lua $(RECIPE_ARGS)
+	@$(BUILD)/adaspa run $(RECIPE_ARGS)
 
 bench: all
 	@for f in recipes/bench/*.lua; do [ -f "$$f" ] && $(BUILD)/adaspa "$$f"; done; true
@@ -128,6 +129,7 @@ install: all
 	install -m 755 $(BUILD)/adaspa $(DESTDIR)$(PREFIX)/bin/adaspa
 	cp -r lua $(DESTDIR)$(PREFIX)/share/adaspa/
 	cp -r recipes $(DESTDIR)$(PREFIX)/share/adaspa/
+	if [ -d models ]; then cp -r models $(DESTDIR)$(PREFIX)/share/adaspa/; fi
 	@echo "adaspa: installed to $(DESTDIR)$(PREFIX) (binary bin/adaspa, library share/adaspa/lua)"
 
 uninstall:

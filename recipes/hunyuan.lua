@@ -1,7 +1,10 @@
 -- HunyuanVideo text-to-video: the main recipe.   adaspa recipe recipes/hunyuan.lua [field=value ...]
 -- On a GPU whose backend runs the model: the real 720p, 129-frame configuration. Elsewhere the
 -- `small` preset (same architecture, narrow, few layers) so the whole recipe runs on a CPU; the
--- run says which it chose. Without model.weights the weights are synthetic (see the README).
+-- run says which it chose. Without model.weights the weights are synthetic (see the README): they
+-- stay for speed benchmarks at the real sizes; the frames are pictures of attention, not content.
+-- For a real video on a CPU: recipes/tiny.lua (the small trained model; `adaspa run` and `make run`
+-- pick it on a machine without a GPU when its weights are there).
 -- Every field can be overridden from the command line (adaspa recipe hunyuan --help lists them), e.g.
 --   adaspa recipe hunyuan sampler.steps=20 video.frames=9 model.layers.single=1
 return {

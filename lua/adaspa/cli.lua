@@ -134,6 +134,34 @@ function cli.recipe(file, ...)
   return recipe.main(file, ...)
 end
 
+-- The recipe `adaspa run` (and `make run`) runs, and why: the tiny trained model on a machine whose
+-- GPU backend cannot run the models when its weights are there (a real video in well under a
+-- minute on a CPU); else HunyuanVideo (recipes/hunyuan.lua: the real sizes on a GPU, synthetic
+-- weights and the small preset on a CPU). Returns the recipe name and a one-line reason.
+function cli.default_recipe()
+  local pipeline = require "adaspa.jobs.pipeline"
+  local gpu, why_not = pipeline.gpu_runs_model()
+  if gpu then return "hunyuan", "a GPU runs the models: HunyuanVideo (recipes/hunyuan.lua)" end
+  local tiny = require "adaspa.models.tiny"
+  local path, missing = tiny.available()
+  if path then
+    return "tiny", string.format("no GPU (%s): the small trained model (recipes/tiny.lua, weights %s)", tostring(why_not), path)
+  end
+  return "hunyuan", string.format("no GPU (%s) and %s: HunyuanVideo's small preset with SYNTHETIC weights "
+    .. "(recipes/hunyuan.lua; pictures of attention, not of content)", tostring(why_not), missing)
+end
+
+-- adaspa run [path.to.field=value ...]: the default job (cli.default_recipe) with the overrides.
+function cli.run(...)
+  local args = {...}
+  for _, a in ipairs(args) do
+    if a == "--help" or a == "-h" then cli.help("run"); return 0 end
+  end
+  local name, why = cli.default_recipe()
+  print("adaspa run: " .. why)
+  return cli.recipe(name, ...)
+end
+
 -- adaspa weights FILE: what a safetensors file holds (layout, sizes) and whether it is a complete
 -- HunyuanVideo checkpoint of a preset or of the sizes its keys imply; exit 0 if it is, else 1.
 function cli.weights(file, ...)
@@ -195,6 +223,9 @@ usage: adaspa [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]
   -e CODE [args]       run a Lua chunk
   -                    run a script read from standard input
   devices              list the CPU and each GPU
+  run [path.to.field=value ...]
+                       the default job: the small trained model (recipes/tiny.lua) on a machine
+                       without a GPU when its weights are there, else recipes/hunyuan.lua
   recipe FILE [path.to.field=value ...]
                        run a recipe (FILE: a path, or a name under recipes/: hunyuan, compare, replay)
   recipe FILE [path=value ...] --help   the recipe's fields with their values, defaults and meanings (model.name=NAME: that model's)
@@ -219,6 +250,11 @@ cli.topics = {
     "  the file's tensors, sizes and dtypes, the layout its keys imply and whether it is a complete\n" ..
     "  HunyuanVideo checkpoint of a preset or of the sizes its keys imply (exit status 0 if so, else 1)",
   help = "usage: adaspa help [COMMAND]",
+  run = "usage: adaspa run [path.to.field=value ...]\n" ..
+    "  the default job (what make run runs), with the overrides of adaspa recipe: on a machine whose GPU\n" ..
+    "  backend does not run the models, recipes/tiny.lua (the small trained model: a real video) when its\n" ..
+    "  weights (models/tiny/tiny.safetensors) are there; otherwise recipes/hunyuan.lua (on a CPU: the small\n" ..
+    "  preset with SYNTHETIC weights). It prints which and why first.",
   launch = "usage: adaspa launch -n N [--all-output] [--grace S] [--] ARGS...\n" ..
     "  N processes of adaspa ARGS (a recipe, a script), ranks 0..N-1 of one communicator (adaspa.comm):\n" ..
     "  RANK / WORLD_SIZE / LOCAL_RANK (and ADASPA_*), ADASPA_COMM and OMP_NUM_THREADS (cores / N) are set.\n" ..
@@ -246,7 +282,7 @@ function cli.help(topic, ...)
   return 0
 end
 
-local commands = {devices = cli.devices, recipe = cli.recipe, weights = cli.weights, help = cli.help}
+local commands = {devices = cli.devices, recipe = cli.recipe, weights = cli.weights, help = cli.help, run = cli.run}
 
 function cli.main(name, ...)
   local fn = commands[name]

@@ -41,6 +41,28 @@ function preview.frames(latent, up)
   return frames
 end
 
+-- Decoded video frames (a float tensor [F, H, W, 3], RGB about -1..1, any device) -> list of F u8
+-- tensors [H, W, 3]: clamped to [-1, 1], mapped to 0..255 (rounded).
+function preview.rgb_frames(video)
+  local shape = video:shape()
+  if #shape ~= 4 or shape[4] ~= 3 then
+    error(string.format("preview.rgb_frames: frames must be [F, H, W, 3], got [%s]", table.concat(shape, ", ")), 2)
+  end
+  local F, H, W = shape[1], shape[2], shape[3]
+  local all = video:to("cpu"):to("f32"):contiguous()
+  local out = {}
+  for f = 1, F do
+    local v = all:narrow(1, f, 1):reshape({-1}):totable()
+    for i = 1, #v do
+      local x = v[i]
+      if x ~= x then x = -1 elseif x > 1 then x = 1 elseif x < -1 then x = -1 end
+      v[i] = math.floor((x + 1) * 127.5 + 0.5)
+    end
+    out[f] = adaspa.tensor(v, {dtype = "u8"}):reshape({H, W, 3})
+  end
+  return out
+end
+
 -- Frames side by side in a grid of `cols` columns with a 4-pixel gap: one u8 [Hs, Ws, 3].
 function preview.contact_sheet(frames, cols)
   local n = #frames

@@ -8,18 +8,21 @@
 --     found beside it), or a folder holding diffusion_pytorch_model.safetensors.index.json or
 --     model.safetensors.index.json (diffusers and transformers name them so; another index is
 --     named as the source itself), or holding exactly one .safetensors file;
---   weights.info(source [, {prefix =}]) -> {{name=, key=, file=, dtype=, shape=, bytes=}, ...}
+--   weights.info(source [, {prefix =, ignore =}]) -> {{name=, key=, file=, dtype=, shape=, bytes=}, ...}
 --     sorted by name: every tensor of every shard (a key in two shards is an error); with a
 --     prefix (e.g. "model.diffusion_model."), keys that start with it are listed without it and
 --     the others (a VAE's or a text encoder's in an all-in-one file) are left out; no key with
---     the prefix is an error naming the first keys;
+--     the prefix is an error naming the first keys; ignore = {"text_encoder.", "decoder."}: keys
+--     (after the prefix is stripped) that start with one of these foreign prefixes are left out
+--     too (a file that carries other networks beside the DiT: the tiny model's export), and are
+--     counted in the second result;
 --   weights.read(entries, names) -> name -> tensor: the named entries of weights.info's list,
 --     read shard by shard.
 --   weights.describe_source(source) -> "file" or "N shards under DIR" (for reports).
 --
 -- HunyuanVideo:
 --   local weights = require "adaspa.weights"
---   local w = weights.load(source, cfg, {device = "cuda", dtype = "bf16", prefix = nil})  -- name -> tensor
+--   local w = weights.load(source, cfg, {device = "cuda", dtype = "bf16", prefix = nil, ignore = nil})
 --   local model = hy.new(cfg, w)
 --   weights.save(path, w, "diffusers")            -- or "original"
 --   local report = weights.describe(path)         -- layout, sizes, completeness per preset
@@ -306,6 +309,17 @@ function weights.info(source, opts)
   if prefix ~= nil and (type(prefix) ~= "string" or prefix == "") then
     error("weights: prefix must be a non-empty string, got " .. tostring(prefix), 0)
   end
+  local ignore = opts.ignore or {}
+  if type(ignore) ~= "table" then error("weights: ignore must be a list of key prefixes, got " .. type(ignore), 0) end
+  for i, p in ipairs(ignore) do
+    if type(p) ~= "string" or p == "" then
+      error(string.format("weights: ignore entry %d must be a non-empty string (a key prefix), got %s", i, tostring(p)), 0)
+    end
+  end
+  local function ignored(name)
+    for _, p in ipairs(ignore) do if name:sub(1, #p) == p then return true end end
+    return false
+  end
   local out, by, skipped, first = {}, {}, 0, {}
   for _, file in ipairs(weights.files(source)) do
     for _, e in ipairs(adaspa.safetensors.info(file)) do
@@ -314,6 +328,7 @@ function weights.info(source, opts)
       if prefix then
         if name:sub(1, #prefix) == prefix then name = name:sub(#prefix + 1) else name = nil end
       end
+      if name and ignored(name) then name = nil end
       if name then
         if by[name] then
           error(string.format("weights: key '%s' is in two shards: %s and %s", e.name, by[name].file, file), 0)
@@ -357,9 +372,10 @@ end
 
 -- ---- load ----------------------------------------------------------------------------------------
 
--- load(source, cfg [, {device=, dtype=, prefix=}]) -> name -> tensor in the original layout of cfg.
--- source: a file, a list of shards, an index or a folder (weights.files); prefix: stripped from
--- every key first (weights.info).
+-- load(source, cfg [, {device=, dtype=, prefix=, ignore=}]) -> name -> tensor in the original layout
+-- of cfg. source: a file, a list of shards, an index or a folder (weights.files); prefix: stripped
+-- from every key first; ignore: a list of foreign key prefixes whose keys are skipped instead of
+-- being reported as unexpected (weights.info).
 function weights.load(source, cfg, opts)
   local fn = "weights.load"
   if type(source) ~= "string" and type(source) ~= "table" then
@@ -371,8 +387,8 @@ function weights.load(source, cfg, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error(fn .. ": opts must be a table, got " .. type(opts), 2) end
   for k in pairs(opts) do
-    if k ~= "device" and k ~= "dtype" and k ~= "prefix" then
-      error(fn .. ": unknown option '" .. tostring(k) .. "' (options: device, dtype, prefix)", 2)
+    if k ~= "device" and k ~= "dtype" and k ~= "prefix" and k ~= "ignore" then
+      error(fn .. ": unknown option '" .. tostring(k) .. "' (options: device, dtype, prefix, ignore)", 2)
     end
   end
   local device = opts.device or "cpu"
@@ -382,7 +398,7 @@ function weights.load(source, cfg, opts)
   end
 
   local path = weights.describe_source(source)
-  local okinfo, info = pcall(weights.info, source, {prefix = opts.prefix})
+  local okinfo, info = pcall(weights.info, source, {prefix = opts.prefix, ignore = opts.ignore})
   if not okinfo then error(string.format("%s: %s", fn, tostring(info)), 2) end
   local layout, why = detect(info_names(info))
   if not layout then error(string.format("%s: %s: %s", fn, path, why), 2) end

@@ -18,6 +18,9 @@
 -- `heads` overrides the preset's head count (hidden = heads x head_dim); the small preset
 -- defaults to 4 heads here (it has 2) to show more kinds of head. c.NAME=value overrides one of
 -- synth.constants (for tuning the construction).
+-- weights=EXPORT.safetensors [prompt="..."]: the tiny trained model instead (adaspa.models.tiny:
+-- its sizes, its DiT, the prompt through its text encoder; default prompt: a held-out one); no
+-- synthetic plan or random baseline then: the per-head table is the trained model's attention.
 local hy = require "adaspa.models.hunyuan"
 local synth = require "adaspa.models.hunyuan_synth"
 
@@ -26,6 +29,7 @@ local defaults = {preset = "small", seed = 1, noise = 1, t1 = 900, t2 = 700, del
   density = 0.2, block = 64, baseline = 1, euler = 0, device = "cpu", dtype = "f32"}
 local numeric = {heads = true, frames = true, width = true, height = true, seed = true, noise = true, t1 = true,
   t2 = true, delta = true, valid = true, density = true, block = true, baseline = true, euler = true}
+local strings = {weights = true, prompt = true}
 local opt, constants = {}, {}
 for k, v in pairs(defaults) do opt[k] = v end
 for _, a in ipairs(arg or {}) do
@@ -36,9 +40,9 @@ for _, a in ipairs(arg or {}) do
       error(string.format("probe_attention: bad argument %q (c.NAME=number with NAME one of synth.constants)", a), 0)
     end
     constants[ck] = tonumber(cv)
-  elseif not k or (defaults[k] == nil and not numeric[k]) then
+  elseif not k or (defaults[k] == nil and not numeric[k] and not strings[k]) then
     error(string.format("probe_attention: bad argument %q (expected key=value with key one of: preset, heads, " ..
-      "frames, width, height, seed, noise, t1, t2, delta, valid, density, block, baseline, euler, device, dtype)", a), 0)
+      "frames, width, height, seed, noise, t1, t2, delta, valid, density, block, baseline, euler, device, dtype, weights, prompt)", a), 0)
   elseif numeric[k] then
     local n = tonumber(v)
     if not n then error(string.format("probe_attention: %s must be a number, got %q", k, v), 0) end
@@ -48,12 +52,22 @@ for _, a in ipairs(arg or {}) do
   end
 end
 
-local base = hy.presets[opt.preset]
-if not base then hy.config(opt.preset) end   -- raises the "unknown preset" error
-local heads = opt.heads or (opt.preset == "small" and 4 or base.heads)
-local video = {frames = opt.frames or base.video.frames, width = opt.width or base.video.width,
-  height = opt.height or base.video.height}
-local cfg = hy.config(opt.preset, {heads = heads, hidden = heads * base.head_dim, video = video})
+local tinym, cfg, video
+if opt.weights then
+  tinym = require("adaspa.models.tiny").load(opt.weights, {device = opt.device, dtype = opt.dtype})
+  local v = tinym.cfg.video
+  video = {frames = opt.frames or v.frames, width = opt.width or v.width, height = opt.height or v.height}
+  cfg = tinym.cfg
+  cfg.video = video
+  opt.baseline = 0
+else
+  local base = hy.presets[opt.preset]
+  if not base then hy.config(opt.preset) end   -- raises the "unknown preset" error
+  local heads = opt.heads or (opt.preset == "small" and 4 or base.heads)
+  video = {frames = opt.frames or base.video.frames, width = opt.width or base.video.width,
+    height = opt.height or base.video.height}
+  cfg = hy.config(opt.preset, {heads = heads, hidden = heads * base.head_dim, video = video})
+end
 local grid, lat = hy.grid(cfg.video)
 for i, g in ipairs(grid) do
   if g % 1 ~= 0 then
@@ -63,6 +77,12 @@ for i, g in ipairs(grid) do
 end
 local n_img = grid[1] * grid[2] * grid[3]
 local L = cfg.text_len
+local tiny_text
+if tinym then
+  tiny_text = tinym.text:encode(opt.prompt or
+    "a small green triangle moving up over a plain magenta background as the camera pans left")
+  opt.valid = tiny_text.valid
+end
 local valid = math.max(1, math.min(L, opt.valid))
 local kv_valid = n_img + valid
 local B = opt.block
@@ -71,8 +91,10 @@ local first_text_kb = math.floor(n_img / B) + 1          -- key blocks from here
 local n_img_qb = math.floor(n_img / B)                    -- query blocks of image rows only
 local o = {device = opt.device, dtype = opt.dtype}
 
-print(string.format("probe_attention: preset %s, hidden %d = %d heads x %d, layers %d double + %d single",
-  opt.preset, cfg.hidden, cfg.heads, cfg.head_dim, cfg.layers.double, cfg.layers.single))
+print(string.format("probe_attention: %s, hidden %d = %d heads x %d, layers %d double + %d single",
+  tinym and ("the tiny model " .. opt.weights) or ("preset " .. opt.preset), cfg.hidden, cfg.heads, cfg.head_dim,
+  cfg.layers.double, cfg.layers.single))
+if tinym then print(string.format("prompt %q (%d words)", opt.prompt or "(a held-out one)", valid)) end
 print(string.format("video %dx%dx%d -> latent [%s] -> grid %dx%dx%d = %d image + %d text tokens (%d valid); " ..
   "%d key blocks of %d; top %.0f%% = %d blocks per row", video.width, video.height, video.frames, table.concat(lat, ", "),
   grid[1], grid[2], grid[3], n_img, L, valid, nkb, B, 100 * opt.density, math.floor(opt.density * nkb + 0.5)))
@@ -80,7 +102,7 @@ print(string.format("runs: A = noise %d at t=%g; B = A + %g x other noise at t=%
   opt.noise, opt.t1, opt.delta, opt.t2, opt.noise + 1000, opt.t1))
 
 -- ---- inputs -------------------------------------------------------------------------------------
-local text = {
+local text = tiny_text or {
   states = adaspa.randn({L, cfg.text_dim}, {seed = 77, dtype = o.dtype, device = o.device}),
   pooled = adaspa.randn({1, cfg.pooled_dim}, {seed = 78, dtype = o.dtype, device = o.device}),
   valid = valid,
@@ -163,10 +185,10 @@ local function stats(xs)
   return {mean = s / n, min = mn, max = mx, median = med}
 end
 
-local plan = synth.plan(cfg)
+local plan = not tinym and synth.plan(cfg) or nil
 
 local function probe(label, weights, with_plan)
-  local model = hy.new(cfg, weights)
+  local model = tinym and tinym.dit or hy.new(cfg, weights)
   local rA, tA, vA = measure(model, xA, opt.t1)
   local rB = measure(model, xB, opt.t2)
   local rC = measure(model, xC, opt.t1)
@@ -187,7 +209,7 @@ local function probe(label, weights, with_plan)
     for h = 1, #rec do
       local hp = with_plan and plan[l][h]
       print(string.format("%5d %-7s %4d %-9s %4s  %-7s %9.3f %7.3f %9.3f %8.3f / %-7.3f %8.3f", l,
-        a.kind .. "." .. a.index, h, hp and hp.kind or "random", hp and tostring(hp.reach) or "-", hp and hp.sink or "-",
+        a.kind .. "." .. a.index, h, hp and hp.kind or (tinym and "trained" or "random"), hp and tostring(hp.reach) or "-", hp and hp.sink or "-",
         rec[h], ts[h], js[h], dmean[h], dmax[h], ji[h]))
       table.insert(all.recall, rec[h]); table.insert(all.text, ts[h]); table.insert(all.jstep, js[h])
       table.insert(all.jin, ji[h]); table.insert(all.lse, dmean[h])
@@ -208,10 +230,15 @@ local function probe(label, weights, with_plan)
   return model
 end
 
-local t0 = adaspa.now()
-local W = synth.weights(cfg, {seed = opt.seed, device = o.device, dtype = o.dtype, constants = constants})
-print(string.format("synthetic weights (seed %d): %.2f s", opt.seed, adaspa.now() - t0))
-local model = probe("synthetic", W, true)
+local model
+if tinym then
+  model = probe("trained", nil, false)
+else
+  local t0 = adaspa.now()
+  local W = synth.weights(cfg, {seed = opt.seed, device = o.device, dtype = o.dtype, constants = constants})
+  print(string.format("synthetic weights (seed %d): %.2f s", opt.seed, adaspa.now() - t0))
+  model = probe("synthetic", W, true)
+end
 if opt.baseline ~= 0 then
   probe("random", synth.weights(cfg, {seed = opt.seed, device = o.device, dtype = o.dtype, structure = false}), false)
 end

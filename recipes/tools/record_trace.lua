@@ -6,7 +6,9 @@
 -- width and height (pixels, multiples of 16) override the preset's video size. Steps after the last
 -- recorded one are not run (nothing after them reaches the trace).
 -- The weights are synthetic (see the README); a trace of a trained model comes from
--- recipes/tools/dump_trace.py inside a PyTorch pipeline.
+-- recipes/tools/dump_trace.py inside a PyTorch pipeline, or, for the tiny model trained here,
+-- from weights=EXPORT.safetensors [prompt="..."]: its DiT, the prompt through its text encoder,
+-- its video size and its sampler shift (adaspa.models.tiny); preset= is then ignored.
 local hy = require "adaspa.models.hunyuan"
 local sampler = require "adaspa.sampler"
 local text = require "adaspa.text"
@@ -19,8 +21,9 @@ end
 local opt = {steps = "9,10,11,20,30,49", layers = "all", preset = "small", sampling = "50", seed = "42", weights_seed = "1"}
 for i = 2, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
-  if not k or (opt[k] == nil and k ~= "frames" and k ~= "width" and k ~= "height" and k ~= "device") then
-    error(string.format("record_trace: unknown argument %q (steps=, layers=, preset=, frames=, width=, height=, sampling=, seed=, weights_seed=, device=)", arg[i]), 0)
+  if not k or (opt[k] == nil and k ~= "frames" and k ~= "width" and k ~= "height" and k ~= "device" and k ~= "weights"
+      and k ~= "prompt") then
+    error(string.format("record_trace: unknown argument %q (steps=, layers=, preset=, frames=, width=, height=, sampling=, seed=, weights_seed=, device=, weights=, prompt=)", arg[i]), 0)
   end
   opt[k] = v
 end
@@ -47,7 +50,8 @@ end
 local device = opt.device or (adaspa.cuda.available() and "cuda" or "cpu")
 local dtype = device == "cpu" and "f32" or "bf16"
 
-local mcfg = hy.config(opt.preset, {})
+local tinym = opt.weights and require("adaspa.models.tiny").load(opt.weights, {device = device, dtype = dtype}) or nil
+local mcfg = tinym and tinym.cfg or hy.config(opt.preset, {})
 local video = {width = tonumber(opt.width) or mcfg.video.width, height = tonumber(opt.height) or mcfg.video.height,
   frames = tonumber(opt.frames) or mcfg.video.frames}
 for _, f in ipairs({"width", "height"}) do
@@ -58,9 +62,15 @@ end
 if (video.frames - 1) % 4 ~= 0 or video.frames < 1 then
   error(string.format("record_trace: frames = %s: must be 4k + 1", tostring(video.frames)), 0)
 end
-local weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = tonumber(opt.weights_seed), device = device, dtype = dtype})
-local model = hy.new(mcfg, weights)
-local cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = device, dtype = dtype})
+local model, cond, shift
+if tinym then
+  model, shift = tinym.dit, require("adaspa.models.tiny").sampler_defaults.shift
+  cond = tinym.text:encode(opt.prompt or "a small green triangle moving up over a plain magenta background as the camera pans left")
+else
+  local weights = require("adaspa.models.hunyuan_synth").weights(mcfg, {seed = tonumber(opt.weights_seed), device = device, dtype = dtype})
+  model, shift = hy.new(mcfg, weights), 7.0
+  cond = text.synthetic("a red fox running through fresh snow at dawn", mcfg, {device = device, dtype = dtype})
+end
 
 local recs, meta, ts, kinds = {}, nil, {}, {}
 local step
@@ -80,9 +90,10 @@ sampler.euler(x, function(xt, timestep, i)
   ts[step] = timestep
   if step > last_step then return adaspa.zeros(xt:shape(), {dtype = "f32", device = device}) end
   return model:forward(xt:to(dtype), timestep, cond, 6.0, ctx):to("f32")
-end, {steps = nsteps, shift = 7.0, quiet = false})
+end, {steps = nsteps, shift = shift, quiet = false})
 if #recs == 0 then error("record_trace: no record matched the chosen steps and layers", 0) end
-trace.write(out, recs, {model = "adaspa-hunyuan-" .. opt.preset .. "-synthetic", grid = meta.grid, text_len = meta.text_len,
-  kv_valid = meta.kv_valid, num_steps = nsteps, timesteps = ts, kinds = kinds,
-  source = string.format("adaspa %s preset, synthetic weights seed %s, sampling seed %s", opt.preset, opt.weights_seed, opt.seed)})
+trace.write(out, recs, {model = tinym and "adaspa-tiny" or ("adaspa-hunyuan-" .. opt.preset .. "-synthetic"), grid = meta.grid,
+  text_len = meta.text_len, kv_valid = meta.kv_valid, num_steps = nsteps, timesteps = ts, kinds = kinds,
+  source = tinym and string.format("the tiny model %s, prompt %q, sampling seed %s", opt.weights, opt.prompt or "(default)", opt.seed)
+    or string.format("adaspa %s preset, synthetic weights seed %s, sampling seed %s", opt.preset, opt.weights_seed, opt.seed)})
 print(trace.open(out):describe())

@@ -15,6 +15,7 @@
 -- the grid). attention = {option = value}: given to every
 -- built-in entry that has the option (below the entry's own options and the sweep).
 local adaspa = require "adaspa"
+local preview = require "adaspa.preview"
 local video = require "adaspa.jobs.video"
 local pipeline = require "adaspa.jobs.pipeline"
 local policies = require "adaspa.policy"
@@ -273,6 +274,7 @@ compare.schema = {
   model = video.schema.model,
   video = video.schema.video,
   text = video.schema.text,
+  prompt = video.prompt_field,
   sampler = video.schema.sampler,
   policies = {type = "list", default = {"dense", "adaspa"}, doc = "policy entries: names, {name, option = value, label = ...}, policy objects",
     check = function(v)
@@ -333,6 +335,8 @@ compare.schema = {
     quiet = C.boolean{default = false, doc = "no progress lines"},
     step_lines = {type = "boolean", default = false, doc = "a progress line per step of every run"},
     previews = {type = "boolean", default = true, doc = "previews.png: every run's preview frames"},
+    frames = C.boolean{default = false, doc = "every run's frames as PNGs under frames/NN/ (NN = the row, 00 the reference; "
+      .. "a model with a decoder: the decoded video, else the latent previews); results.json names each row's folder"},
     upscale = C.integer{default = 2, min = 1, max = 64, doc = "preview pixels per latent pixel"},
     error_steps = C.list{default = {}, item = "integer", min = 0, max = 100000,
       doc = "steps (0-based) whose per-layer attention error against dense is reported", extra = function(v, root)
@@ -470,6 +474,19 @@ function compare.run(cfg, job)
   local out = recipe.output_folder(cfg, job) -- opened by the runner (or here)
   local dir = out:path()
   local prep = pipeline.prepare(cfg, {say = say, dir = dir})
+  -- a model with its own decoder (M.decode): quality and pictures of the decoded frames
+  local decode = prep.entry.decode and function(x) return prep.entry.decode(prep.model, x) end
+  local made_frames = false
+  local function write_frames(row, index, res)
+    if not cfg.output.frames then return end
+    local frames = res.frames or (decode and decode(res.x)) or preview.frames(res.x, cfg.output.upscale)
+    res.frames = res.frames or (decode and frames or nil)
+    local sub = string.format("frames/%02d", index)
+    if not made_frames then out:mkdir("frames"); made_frames = true end
+    out:mkdir(sub)
+    for i, f in ipairs(frames) do adaspa.png.write(string.format("%s/%s/frame_%03d.png", dir, sub, i - 1), f) end
+    row.frames_dir = sub
+  end
   local n = #runs + 1
   say("compare: %d runs (the dense reference and %d policy runs), %d steps each, seed %d; output %s", n, #runs,
     cfg.sampler.steps, cfg.sampler.seed, dir)
@@ -493,13 +510,15 @@ function compare.run(cfg, job)
   -- the reference against itself (what pipeline.compare(ref, ref) gives): PSNR inf, SSIM 1, error 0
   local self_quality = {latents = {psnr = math.huge, ssim = 1, rel_l2 = 0}, previews = {psnr = math.huge, ssim = 1},
                         attention_error = {}}
+  if decode then ref.frames = decode(ref.x) end
   local ref_row = summarize(ref_label, ref, ref, self_quality, nil)
+  write_frames(ref_row, 0, ref)
   ref_row.policy, ref_row.describe = "dense", "dense (the reference every run is compared with)"
   local rows = {ref_row}
   say("[1/%d] %s: %s sampling (attention %s); eta %s", n, ref_label, sampler.duration(ref.sampling_seconds),
     sampler.duration(ref.attention_seconds), eta(1))
 
-  local xs = {{label = ref_label, x = ref.x}}
+  local xs = {{label = ref_label, x = ref.x, frames = ref.frames}}
   local failed = 0
   for i, r in ipairs(runs) do
     say("[%d/%d] %s ...", i + 1, n, r.label)
@@ -511,13 +530,14 @@ function compare.run(cfg, job)
       on_attention = gallery_hook(cfg, gallery_step, cells, function() return p.block or 64 end)})
     local row
     if ok then
-      row = summarize(r.label, res, ref, pipeline.compare(res, ref), ref_times)
+      row = summarize(r.label, res, ref, pipeline.compare(res, ref, decode), ref_times)
+      write_frames(row, i, res)
       -- time a plan spends measuring recall against the exact mass is kept apart by the attention
       -- context (each step's measure_seconds): it is off the step's attention and step times already
       local recall_total = 0
       for _, rec in ipairs(res.steps) do recall_total = recall_total + (rec.measure_seconds or 0) end
       row.recall_seconds = recall_total
-      xs[#xs + 1] = {label = r.label, x = res.x}
+      xs[#xs + 1] = {label = r.label, x = res.x, frames = res.frames}
       say("[%d/%d] %s: %s sampling; FLOPs %.1f%% of dense, attention %.2fx, latents PSNR %s dB; eta %s", i + 1, n, r.label,
         sampler.duration(res.sampling_seconds), 100 * row.flops_fraction, row.attention_speedup,
         reports.f_num(row.latent_psnr, "%.2f"), eta(i + 1))

@@ -94,13 +94,20 @@ function report.gallery_image(title, rows, columns)
   return img, boxes
 end
 
--- Every run's preview frames side by side, one row per run, labelled.
+-- Every run's preview frames side by side, one row per run, labelled. A row with decoded frames
+-- (r.frames, a model's decoder) shows every fourth of them (one per latent frame).
 function report.previews_image(rows, upscale)
   local gap = 8
   local strips = {}
   local W, H = 0, gap
   for i, r in ipairs(rows) do
-    local frames = preview.frames(r.x, upscale)
+    local frames
+    if r.frames then
+      frames = {}
+      for j = 1, #r.frames, 4 do frames[#frames + 1] = r.frames[j] end
+    else
+      frames = preview.frames(r.x, upscale)
+    end
     local strip = preview.contact_sheet(frames, #frames)
     local label = text_img(r.label, 2)
     strips[i] = {strip = strip, label = label}
@@ -305,7 +312,8 @@ function report.write(out, s)
     "timing     per run: median step (and attention) time per step mode x steps in that mode, summed (time",
     "           spent measuring recall against the exact mass is left out: it is measurement, not the method);",
     "           x = dense reference / run; FLOPs: attention FLOPs done (planning included) / dense",
-    "quality    PSNR/SSIM against the dense reference of the same seed: latents, and preview frames (RGB 0..255)",
+    "quality    PSNR/SSIM against the dense reference of the same seed: latents, and " .. (prep.entry.decode and
+      "the decoded video frames (the prev columns; RGB 0..255)" or "preview frames (RGB 0..255)"),
   }
   if not cfg.model.weights then
     head[#head + 1] = "           (synthetic weights: timings and densities are real; quality numbers describe these weights)"

@@ -85,6 +85,7 @@ pipeline.resolve_guidance = resolve_guidance
 -- for the report, and the model's registry entry.
 local function resolve(cfg)
   local notes = {}
+  if cfg.prompt ~= nil then cfg.text.prompt = cfg.prompt end
   local M = models.get(cfg.model.name)
   local device = pipeline.device(cfg.model.device, notes)
   local preset = cfg.model.preset
@@ -94,6 +95,8 @@ local function resolve(cfg)
       notes[#notes + 1] = string.format("preset auto -> %s (the %s model needs a GPU)", preset, M.default_preset)
     end
   end
+  -- a model that ships trained weights runs them when the recipe names none (M.default_weights)
+  if cfg.model.weights == nil and M.default_weights then cfg.model.weights = M.default_weights() end
   local mcfg = M.config(preset, model_overrides(M, cfg.model, preset))
   for _, k in ipairs({"width", "height", "frames"}) do
     if cfg.video[k] == nil then cfg.video[k] = mcfg.video[k] end
@@ -203,7 +206,7 @@ function pipeline.prepare(cfg, opts)
   say("adaspa: weights: %s (%.1f s)", weights_source, t_weights)
 
   local cond = M.conditioning(mcfg, {embeds = cfg.text.embeds, prompt = cfg.text.prompt, negative = cfg.text.negative,
-    guidance = guidance.embedded, cfg = guidance.kind == "cfg", device = device, dtype = dtype})
+    guidance = guidance.embedded, cfg = guidance.kind == "cfg", device = device, dtype = dtype, model = model})
   say("adaspa: text: %s", cond.source)
   return {mcfg = mcfg, device = device, dtype = dtype, notes = notes, estimate = plan.estimate, model = model, cond = cond,
           entry = M, guidance = guidance, weights_source = weights_source, weights_seconds = t_weights, grid = grid,
@@ -433,10 +436,19 @@ end
 pipeline.median_steps = median_steps
 
 -- Quality of run against the dense reference ref (same seed). The per-layer attention errors are
--- those computed by whichever of the two runs was given the other's outputs.
-local function compare(run, ref)
-  local fa = preview.frames(run.x, 1)
-  local fb = preview.frames(ref.x, 1)
+-- those computed by whichever of the two runs was given the other's outputs. decode (optional):
+-- x -> the video's frames (a model's decoder, M.decode); the "previews" numbers are then those of
+-- the decoded frames (kept as run.frames and ref.frames), else of the latent previews.
+local function compare(run, ref, decode)
+  local fa, fb
+  if decode then
+    run.frames = run.frames or decode(run.x)
+    ref.frames = ref.frames or decode(ref.x)
+    fa, fb = run.frames, ref.frames
+  else
+    fa = preview.frames(run.x, 1)
+    fb = preview.frames(ref.x, 1)
+  end
   local pa, pb = {}, {}
   for i = 1, #fa do pa[i], pb[i] = fa[i]:to("f32"):permute(3, 1, 2), fb[i]:to("f32"):permute(3, 1, 2) end
   local a, b = adaspa.concat(pa), adaspa.concat(pb)                 -- [3T, h, w] u8 values as f32

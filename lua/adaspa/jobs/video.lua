@@ -137,8 +137,12 @@ function video.schema_for(cfg, where, base)
   return out
 end
 
+-- prompt=... on the command line: the same as text.prompt=... (applied by pipeline.resolve)
+video.prompt_field = C.string{empty = true, doc = "shorthand for text.prompt (wins over it when both are set)"}
+
 video.schema = {
   model = nil, -- video.model_schema(models.default), set below
+  prompt = video.prompt_field,
   video = {
     width = C.integer{min = 16, max = 16384, doc = "pixels, a multiple of 16 (default: the preset's: 1280, small 320)",
       extra = function(v) if v % 16 ~= 0 then return "must be a multiple of 16" end end},
@@ -272,6 +276,8 @@ function video.run(cfg, job)
   local latent_shape, n_tokens = prep.latent_shape, prep.n_tokens
   local weights_source, t_weights, cond = prep.weights_source, prep.weights_seconds, prep.cond
 
+  -- a model with its own decoder (M.decode) gives the video's frames; else latent previews
+  local decode = prep.entry.decode and function(lat) return prep.entry.decode(prep.model, lat) end
   say("adaspa: attention: %s", policy.describe and policy:describe() or tostring(policy.name or "recipe policy"))
   local run = pipeline.run_schedule(cfg, prep, policy, say, {dir = dir, interruptible = true})
   local x, steps = run.x, run.steps
@@ -280,7 +286,7 @@ function video.run(cfg, job)
   if cfg.output.compare_dense and policy.name ~= "dense" and not run.interrupted then
     say("adaspa: compare_dense: the same run with dense attention")
     local ref = pipeline.run_schedule(cfg, prep, dense_policy.new(), say, {outputs = run.outputs})
-    comparison = compare(run, ref)
+    comparison = compare(run, ref, decode)
     comparison.timing = {sampling_seconds = run.sampling_seconds, dense_sampling_seconds = ref.sampling_seconds,
                          attention_seconds = run.attention_seconds, dense_attention_seconds = ref.attention_seconds,
                          median_step = median_steps(run.steps), dense_median_step = median_steps(ref.steps)}
@@ -295,7 +301,7 @@ function video.run(cfg, job)
     steps_done = tostring(run.interrupted or cfg.sampler.steps)})
   local video_intr -- Ctrl-C while ffmpeg ran: the other outputs are written, the exit status is 130
   if cfg.output.previews then
-    local frames = preview.frames(x, cfg.output.upscale)
+    local frames = decode and (run.frames or decode(x)) or preview.frames(x, cfg.output.upscale)
     local synthetic = not cfg.model.weights
     if synthetic then for _, f in ipairs(frames) do preview.label(f, "SYNTHETIC WEIGHTS") end end
     files.frames = {}
@@ -307,13 +313,16 @@ function video.run(cfg, job)
     files.contact_sheet = dir .. "/contact_sheet.png"
     adaspa.png.write(files.contact_sheet, preview.contact_sheet(frames))
     if cfg.output.video then -- adaspa.video_out: ffmpeg, or a note saying why there is no mp4
-      local v, why, intr = video_out.write(out, frames, {fps = cfg.output.fps or video_out.fps_of(cfg.model.name)})
+      -- decoded frames play one per video frame; latent previews one per latent frame (fps / 4)
+      local v, why, intr = video_out.write(out, frames, {fps = cfg.output.fps or video_out.fps_of(cfg.model.name),
+        per_frame = decode and 1 or nil})
       files.video = v and v.path
       if why then say("adaspa: %s", why); notes[#notes + 1] = why end
       video_intr = intr
     end
   end
 
+  local weights_synthetic = not cfg.model.weights
   local total = adaspa.now() - t_start
   local sampling = run.sampling_seconds
   local memory = {host_peak_bytes = read_peak_rss()}
@@ -355,7 +364,7 @@ function video.run(cfg, job)
     string.format("memory     host peak %s%s", memory.host_peak_bytes and string.format("%.2f GiB", memory.host_peak_bytes / 2 ^ 30) or "?",
       memory.gpu and string.format(", GPU peak %.2f GiB", memory.gpu.peak / 2 ^ 30) or ""),
     string.format("outputs    %s (latents.safetensors%s, report.json)", dir,
-      cfg.output.previews and string.format(", %d frame PNGs, contact_sheet.png%s", #files.frames,
+      cfg.output.previews and string.format(", %d %sframe PNGs, contact_sheet.png%s", #files.frames, decode and "decoded " or "",
         files.video and ", video.mp4" or "") or ""),
   }
   do
@@ -406,7 +415,9 @@ function video.run(cfg, job)
         e.step, e.mean, e.max, e.max_layer)
     end
   end
-  lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
+  if weights_synthetic then
+    lines[#lines + 1] = "weights    (synthetic weights: timings and densities are real; quality numbers describe these weights, not a trained model)"
+  end
   for _, n in ipairs(notes) do lines[#lines + 1] = "note       " .. n end
   if run.interrupted then
     table.insert(lines, 2, string.format("status     interrupted at step %d (Ctrl-C): steps 0..%d of 0..%d done; the outputs hold "

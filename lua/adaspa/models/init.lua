@@ -64,7 +64,15 @@
 --                                  heads =, layers = (attention layers)}; without it footprint
 --                                  counts the weights and the attention only;
 --   M.describe(cfg)                optional: one line naming the model and its sizes, for progress
---                                  lines and reports.
+--                                  lines and reports;
+--   M.default_weights()            optional: the checkpoint a recipe without model.weights runs (a
+--                                  trained model that ships its weights: tiny); raises, saying how
+--                                  to get them, when they are not there. Without it: synthetic;
+--   M.decode(model, latent)        optional: the final latent -> the video's frames (a list of u8
+--                                  [H, W, 3] tensors), with a decoder that travels with the weights
+--                                  (tiny); the job writes them instead of latent previews.
+-- M.conditioning's opts also carry model = the model M.new built (a model whose text encoder
+-- travels with its weights encodes the prompt with it: tiny).
 local models = {}
 
 local registry = {}   -- name -> module name
@@ -157,6 +165,7 @@ end
 
 models.register("hunyuan", "adaspa.models.hunyuan")
 models.register("wan", "adaspa.models.wan")
+models.register("tiny", "adaspa.models.tiny")
 
 -- The model a recipe without model.name runs.
 models.default = "hunyuan"

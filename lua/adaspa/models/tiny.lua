@@ -7,6 +7,14 @@
 --   local m = tiny.load(path)                   -- {cfg=, meta=, vocab=, text=, decoder=, dit=}
 --   local text = m.text:encode(prompt)          -- for m.dit:forward(x, t, text, guidance, ctx)
 --   local frames = m.decoder:decode(latent)     -- [F, H, W, 3]
+--
+-- It is also the model registry's entry "tiny" (adaspa.models; the interface is described
+-- there): `adaspa recipe tiny prompt="..."` runs it. The entry's sizes come from the export's
+-- metadata (tiny.overrides reads them from model.weights, default tiny.weights_path()); the DiT
+-- is adaspa.models.hunyuan's; the prompt is encoded by the export's text encoder
+-- (tiny.conditioning, given the built model), and the job decodes the final latent into frames
+-- with the export's decoder (tiny.decode). The trained export lives at tiny.WEIGHTS under
+-- adaspa's home (the repository or the installed share/adaspa).
 local adaspa = require "adaspa"
 local hy = require "adaspa.models.hunyuan"
 local tt = require "adaspa.models.tiny_text"
@@ -14,8 +22,14 @@ local td = require "adaspa.models.tiny_decoder"
 
 local tiny = {}
 
+-- The trained export, relative to adaspa's home: the ONE place that names it.
+tiny.WEIGHTS = "models/tiny/tiny.safetensors"
+-- Keys of the export that are not the DiT's (adaspa.weights.load skips them).
+tiny.FOREIGN = {"text_encoder.", "decoder."}
+tiny.FORMAT = "adaspa-tiny-1"
+
 -- The "tiny.*" metadata entries as a nested table (numbers converted, comma lists split).
-function tiny.config(meta)
+function tiny.meta_config(meta)
   local cfg = {}
   for k, v in pairs(meta) do
     local path = k:match("^tiny%.(.+)$")
@@ -47,42 +61,246 @@ local function sub(weights, prefix)
   return out
 end
 
+-- hunyuan.config overrides (and the tiny model's own parts under .tiny) from the nested metadata
+-- configuration c (tiny.meta_config) and the vocabulary.
+function tiny.hy_overrides(c, vocab)
+  local d = c.dit or {}
+  local v = c.video or {}
+  local t = c.text or {}
+  local function need(x, what)
+    if x == nil then error("tiny: the export's metadata has no tiny." .. what .. " (not a complete adaspa-tiny-1 export)", 0) end
+    return x
+  end
+  return {
+    hidden = need(d.hidden, "dit.hidden"), heads = need(d.heads, "dit.heads"), head_dim = need(d.head_dim, "dit.head_dim"),
+    mlp_ratio = need(d.mlp_ratio, "dit.mlp_ratio"),
+    layers = {double = need(d.layers and d.layers.double, "dit.layers.double"),
+              single = need(d.layers and d.layers.single, "dit.layers.single"),
+              refiner = need(d.layers and d.layers.refiner, "dit.layers.refiner")},
+    in_channels = need(d.in_channels, "dit.in_channels"), text_dim = need(d.text_dim, "dit.text_dim"),
+    text_len = need(d.text_len, "dit.text_len"), pooled_dim = need(d.pooled_dim, "dit.pooled_dim"),
+    rope_axes = need(d.rope_axes, "dit.rope_axes"), rope_theta = need(d.rope_theta, "dit.rope_theta"), eps = need(d.eps, "dit.eps"),
+    video = {width = need(v.width, "video.width"), height = need(v.height, "video.height"), frames = need(v.frames, "video.frames")},
+    tiny = {text = {dim = need(t.dim, "text.dim"), layers = need(t.layers, "text.layers"), heads = need(t.heads, "text.heads"),
+                    max_len = need(t.max_len, "text.max_len")},
+            ae = {dec_dim = need(c.ae and c.ae.dec_dim, "ae.dec_dim"), dec_mix = need(c.ae and c.ae.dec_mix, "ae.dec_mix"),
+                  dec_mlp = need(c.ae and c.ae.dec_mlp, "ae.dec_mlp")},
+            vocab = vocab},
+  }
+end
+
+local function vocab_of(meta)
+  local vocab = {}
+  for word in (meta["tiny.vocab"] or ""):gmatch("%S+") do vocab[#vocab + 1] = word end
+  return vocab
+end
+
+-- The text encoder and the decoder of an export's tensors w (name -> tensor, keys with their
+-- text_encoder. / decoder. prefixes) under configuration cfg (tiny.config's).
+local function parts(w, cfg)
+  local t, a = cfg.tiny.text, cfg.tiny.ae
+  return tt.new(sub(w, "text_encoder."), {dim = t.dim, layers = t.layers, heads = t.heads, max_len = t.max_len,
+      text_len = cfg.text_len}, cfg.tiny.vocab),
+    td.new(sub(w, "decoder."), {dim = a.dec_dim, mix = a.dec_mix, mlp = a.dec_mlp})
+end
+
+local function check_format(path, meta)
+  if meta.format ~= tiny.FORMAT then
+    error(string.format("tiny.load: %s is not a tiny model export (metadata format %s, expected %s;"
+      .. " write one with recipes/tools/tinyvideo/train.py)", path, tostring(meta.format), tiny.FORMAT), 0)
+  end
+end
+
 -- load(path [, {dtype = "f32", device = "cpu"}])
 function tiny.load(path, opts)
   opts = opts or {}
   local raw, meta = adaspa.safetensors.load(path)
-  if meta.format ~= "adaspa-tiny-1" then
-    error(string.format("tiny.load: %s is not a tiny model export (metadata format %s, expected adaspa-tiny-1;"
-      .. " write one with recipes/tools/tinyvideo/train.py)", path, tostring(meta.format)), 2)
-  end
+  local ok, err = pcall(check_format, path, meta)
+  if not ok then error(err, 2) end
   local dtype, device = opts.dtype or "f32", opts.device or "cpu"
   local w = {}
   for k, t in pairs(raw) do
     local u = t:to(dtype)
     w[k] = u:to(device)
   end
-  local c = tiny.config(meta)
-  local vocab = {}
-  for word in (meta["tiny.vocab"] or ""):gmatch("%S+") do vocab[#vocab + 1] = word end
-  local d = c.dit
-  local cfg = hy.config("small", {
-    hidden = d.hidden, heads = d.heads, head_dim = d.head_dim, mlp_ratio = d.mlp_ratio,
-    layers = {double = d.layers.double, single = d.layers.single, refiner = d.layers.refiner},
-    in_channels = d.in_channels, text_dim = d.text_dim, text_len = d.text_len, pooled_dim = d.pooled_dim,
-    rope_axes = d.rope_axes, rope_theta = d.rope_theta, eps = d.eps,
-    video = {width = c.video.width, height = c.video.height, frames = c.video.frames},
-  })
+  local c = tiny.meta_config(meta)
+  local vocab = vocab_of(meta)
+  local cfg = tiny.config(tiny.default_preset, tiny.hy_overrides(c, vocab))
   local dit_w = {}
   for k, t in pairs(w) do
     if not k:find("^text_encoder%.") and not k:find("^decoder%.") then dit_w[k] = t end
   end
-  return {
-    cfg = cfg, tiny = c, meta = meta, vocab = vocab, weights = w,
-    text = tt.new(sub(w, "text_encoder."), {dim = c.text.dim, layers = c.text.layers, heads = c.text.heads,
-      max_len = c.text.max_len, text_len = d.text_len}, vocab),
-    decoder = td.new(sub(w, "decoder."), {dim = c.ae.dec_dim, mix = c.ae.dec_mix, mlp = c.ae.dec_mlp}),
-    dit = hy.new(cfg, dit_w),
-  }
+  local text, decoder = parts(w, cfg)
+  return {cfg = cfg, tiny = c, meta = meta, vocab = vocab, weights = w, text = text, decoder = decoder,
+    dit = hy.new(cfg, dit_w)}
+end
+
+-- ---- the registry entry (adaspa.models) -------------------------------------------------------------
+
+tiny.name = "tiny"
+tiny.doc = "the small video model trained by recipes/tools/tinyvideo (HunyuanVideo's DiT, 256x256x33, its own text "
+  .. "encoder and decoder; weights " .. tiny.WEIGHTS .. ")"
+tiny.default_preset = "trained"
+tiny.cpu_preset = "trained"
+-- flow matching as trained (x_s = (1 - s) x0 + s e); the guidance embedder was frozen at zero in
+-- training, so the embedded scale changes nothing: guidance_kind = cfg (uncond: the blank prompt,
+-- which training used for 10% of the clips) is the guidance that acts
+tiny.sampler_defaults = {shift = 3.0, steps = 50, guidance = {kind = "embedded", scale = 6.0}}
+tiny.fps = 8
+
+-- The sizes train.py's full run uses (recipes/tools/tinyvideo/train.py, FULL); an export's
+-- metadata overrides them (tiny.overrides), so these only stand when no export is there.
+tiny.presets = {
+  trained = {
+    hidden = 128, heads = 2, head_dim = 64, mlp_ratio = 4, layers = {double = 2, single = 2, refiner = 1},
+    in_channels = 16, text_dim = 128, text_len = 24, pooled_dim = 128, rope_axes = {16, 24, 24}, rope_theta = 256,
+    eps = 1e-6, video = {width = 256, height = 256, frames = 33}, fused_norm_rope = true,
+    tiny = {text = {dim = 128, layers = 2, heads = 2, max_len = 24}, ae = {dec_dim = 128, dec_mix = 2, dec_mlp = 2},
+            vocab = {}},
+  },
+}
+
+-- The trained export's path: tiny.WEIGHTS under adaspa's home (the repository, or the installed
+-- share/adaspa), or as it stands when the home is unknown.
+function tiny.weights_path()
+  local home = adaspa.home
+  if type(home) == "string" and home ~= "" then return home .. "/" .. tiny.WEIGHTS end
+  return tiny.WEIGHTS
+end
+
+local function readable(p)
+  local f = io.open(p, "rb")
+  if f then f:close(); return true end
+  return false
+end
+
+-- Whether the trained export is there: its path, or nil and why.
+function tiny.available()
+  local p = tiny.weights_path()
+  if readable(p) then return p end
+  return nil, string.format("the tiny model's trained weights are not there (%s)", p)
+end
+
+-- The weights a recipe without model.weights runs (adaspa.models: M.default_weights): the trained
+-- export; its absence is an error saying how to get it.
+function tiny.default_weights()
+  local p, why = tiny.available()
+  if p then return p end
+  error(string.format("model tiny: %s: train them with recipes/tools/tinyvideo/train.py (README: A small trained model) "
+    .. "and put the export there, or give model.weights=FILE (an adaspa-tiny-1 export)", why), 0)
+end
+
+local common = require "adaspa.models.common"
+
+-- A preset with overrides merged in, checked as HunyuanVideo's (the DiT is hunyuan's).
+function tiny.config(preset, overrides)
+  local p = tiny.presets[preset]
+  if not p then
+    error(string.format("tiny: unknown preset %q (presets: trained; the sizes come from the export)", tostring(preset)), 2)
+  end
+  local o = common.merge(common.deep_copy(p), overrides)
+  if overrides and overrides.tiny and overrides.tiny.vocab then o.tiny.vocab = overrides.tiny.vocab end
+  local ok, cfg = pcall(hy.config, "small", o)
+  if not ok then error((tostring(cfg):gsub("hunyuan: ", "tiny: ")), 2) end
+  cfg.preset, cfg.model = preset, tiny.name
+  return cfg
+end
+
+-- The configuration overrides of a recipe's model table: the export's own sizes, read from the
+-- metadata of model.weights (default: the trained export). Without a file there the preset stands
+-- (the run then stops at the weights, saying where they belong).
+function tiny.overrides(m)
+  local path = m.weights
+  if path == nil then path = tiny.available() end
+  if path == nil then return {} end
+  if type(path) ~= "string" then
+    error("model tiny: model.weights must be one .safetensors file (the tiny export), got a " .. type(path), 0)
+  end
+  local _, meta = adaspa.safetensors.info(path)
+  check_format(path, meta)
+  local o = tiny.hy_overrides(tiny.meta_config(meta), vocab_of(meta))
+  o.export = path
+  return o
+end
+
+tiny.grid = hy.grid
+tiny.attention_layers = hy.attention_layers
+tiny.tokens = hy.tokens
+tiny.weight_shapes = hy.weight_shapes
+tiny.estimate = hy.estimate
+
+function tiny.describe(cfg)
+  return string.format("tiny (trained, HunyuanVideo architecture), %d double + %d single blocks, %d heads x %d, hidden %d",
+    cfg.layers.double, cfg.layers.single, cfg.heads, cfg.head_dim, cfg.hidden)
+end
+
+-- The export's tensors: the DiT's through adaspa.weights.load (checked against cfg; the text
+-- encoder's and decoder's keys are foreign to it), then those two under their prefixes.
+function tiny.load_weights(source, cfg, opts)
+  opts = opts or {}
+  local wt = require "adaspa.weights"
+  if type(source) ~= "string" then
+    error("model tiny: model.weights must be one .safetensors file (the tiny export), got a " .. type(source), 0)
+  end
+  local _, meta = adaspa.safetensors.info(source)
+  check_format(source, meta)
+  local w = wt.load(source, cfg, {device = opts.device, dtype = opts.dtype, prefix = opts.prefix, ignore = tiny.FOREIGN})
+  for _, pre in ipairs(tiny.FOREIGN) do
+    local info = wt.info(source, {prefix = (opts.prefix or "") .. pre})
+    local names = {}
+    for i, e in ipairs(info) do names[i] = e.name end
+    for n, t in pairs(wt.read(info, names)) do
+      local u = opts.dtype and t:to(opts.dtype) or t
+      w[pre .. n] = u:to(opts.device or "cpu")
+    end
+  end
+  return w
+end
+
+function tiny.synthetic_weights()
+  error("model tiny has no synthetic weights: it is a trained model (its export: " .. tiny.WEIGHTS .. ", or model.weights=FILE)", 0)
+end
+
+-- The DiT (adaspa.models.hunyuan) with the export's text encoder (model.text) and decoder
+-- (model.decoder) beside it.
+function tiny.new(cfg, weights)
+  local m = hy.new(cfg, weights)
+  m.text, m.decoder = parts(weights, cfg)
+  return m
+end
+
+-- The conditioning: the prompt encoded by the export's text encoder (opts.model, the built model);
+-- uncond (classifier-free guidance) from opts.negative (default "": the blank word, the caption of
+-- the clips training dropped). With opts.embeds, a file of text states as for HunyuanVideo.
+function tiny.conditioning(cfg, opts)
+  if opts.embeds then return hy.conditioning(cfg, opts) end
+  local enc = opts.model and opts.model.text
+  if not enc then
+    error("model tiny: conditioning needs the built model (opts.model): its text encoder encodes the prompt", 2)
+  end
+  local g = opts.guidance or tiny.sampler_defaults.guidance.scale
+  local function encode(prompt)
+    local ok, c = pcall(enc.encode, enc, prompt)
+    if not ok then error("text.prompt: " .. tostring(c):gsub("^[^\n]-%.lua:%d+: ", ""), 0) end
+    c.guidance = g
+    return c
+  end
+  local prompt = opts.prompt or ""
+  local cond = encode(prompt)
+  local source = string.format("%q, encoded by the tiny model's text encoder (%d words)", prompt, cond.valid)
+  local uncond
+  if opts.cfg then
+    uncond = encode(opts.negative or "")
+    source = source .. string.format("; unconditional: %q", opts.negative or "")
+  end
+  return {cond = cond, uncond = uncond, source = source}
+end
+
+-- The video of a final latent [16, T, h, w]: the export's decoder, frames [4T - 3, 8h, 8w, 3] as
+-- a list of u8 [8h, 8w, 3] pictures (RGB clamped to -1..1, mapped to 0..255).
+function tiny.decode(model, latent)
+  local x = latent:to(model.w["img_in.proj.bias"]:dtype())
+  return require("adaspa.preview").rgb_frames(model.decoder:decode(x))
 end
 
 return tiny

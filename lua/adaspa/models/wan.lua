@@ -455,7 +455,10 @@ local function file_states(t, path, prefix, cfg, dt, dev)
   return {states = out, valid = L, source = string.format("%stext_states: %s", prefix, what)}
 end
 
-local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, cfg = true, device = true, dtype = true}
+-- (model: the built model, which the jobs pass to every entry's conditioning; Wan's text comes
+-- from the embeddings file or is synthetic, so it is not used)
+local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, cfg = true, device = true, dtype = true,
+  model = true}
 
 -- conditioning(cfg, {embeds=, prompt=, negative=, guidance=, device=, dtype=}) ->
 -- {cond = {states [text_len, text_dim], valid=}, uncond = {...} or nil, source = string}.

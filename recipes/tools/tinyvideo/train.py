@@ -103,6 +103,9 @@ def main(argv):
                     help="stage 1 time budget (summed over resumes): the stage ends at --ae-steps or at this time,"
                          " whichever comes first, and its learning-rate schedule follows the larger fraction")
     ap.add_argument("--dit-seconds", type=float, default=None, help="stage 2 time budget, as --ae-seconds")
+    ap.add_argument("--zero-init", choices=["auto", "on", "off"], default="auto",
+                    help="DiT gates and output layer start at zero (auto: on, off for --smoke); off gives an untrained"
+                         " export whose attention changes the output (timing and pipeline tests)")
     ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                     help="bf16 autocast for the forward passes (auto: on for cuda)")
     a = ap.parse_args(argv)
@@ -213,7 +216,8 @@ def main(argv):
     # ---- stage 2: DiT + text encoder
     tc = cfg["text"]
     text = M.TextEncoder(len(vocab), tc["dim"], tc["layers"], tc["heads"], tc["max_len"], cfg["dit"]["pooled_dim"]).to(dev)
-    dit = M.DiT(cfg["dit"], zero_init=not smoke).to(dev)
+    zero_init = a.zero_init == "on" or (a.zero_init == "auto" and not smoke)
+    dit = M.DiT(cfg["dit"], zero_init=zero_init).to(dev)
     params = [p for p in list(text.parameters()) + list(dit.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
     fm_loss = float("nan")

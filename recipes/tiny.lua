@@ -1,0 +1,27 @@
+-- The small video model trained here (recipes/tools/tinyvideo): text to a real 256x256, 33-frame
+-- video on a CPU.   adaspa recipe tiny prompt="a red square moving left over a striped blue background"
+-- The prompt uses the model's 32 words (recipes/tools/tinyvideo/vocab.txt): a [small | big]
+-- COLOUR SHAPE (moving left | right | up | down | bouncing | growing | shrinking) over a
+-- (striped | checkered | gradient | plain) COLOUR background [as the camera pans DIRECTION];
+-- colours red green blue yellow cyan magenta white, shapes square circle triangle. An unknown
+-- word is an error that lists them. Weights: models/tiny/tiny.safetensors (the trained export;
+-- model.weights=FILE for another). Writes the decoded frames (frame_NNN.png), contact_sheet.png,
+-- video.mp4, latents.safetensors and the report under out/tiny-<time>/.
+return {
+  model = {name = "tiny", device = "auto"},   -- sizes from the export's metadata
+  video = {},                                 -- default: the export's (256x256, 33 frames)
+  text = {prompt = "a red square moving left over a striped blue background"},
+  -- guidance_kind = "cfg" (a blank-prompt pass per step, guidance = its scale) doubles the time
+  sampler = {steps = 50, seed = 42},          -- shift and guidance: the model's (3; embedded)
+  attention = {
+    policy = "adaspa",        -- adaspa | dense | window | spatial_temporal | estimate
+    sparsity = 0.8,
+    block = 64,
+  },
+  output = {
+    previews = true,          -- the decoded frames as PNGs and a contact sheet
+    video = true,             -- video.mp4 of the decoded frames (ffmpeg), 8 frames a second
+    pictures = true,          -- masks and mass heat maps at search steps
+    compare_dense = false,    -- also run dense and report PSNR/SSIM of latents and frames against it
+  },
+}

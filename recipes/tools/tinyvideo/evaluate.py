@@ -1,0 +1,315 @@
+"""Evaluates the tiny model as adaspa runs it: the caption check, the policy quality tables and the
+attention observations. Every number comes from adaspa runs (build/adaspa); this script only
+drives them and reads their outputs (frames with check.py's reader, results.json).
+
+    python evaluate.py caption [--n 50] [--policy adaspa] [--sparsity 0.8]
+        each held-out prompt (heldout.txt) run dense and with the policy (one `adaspa recipe
+        compare` per prompt, same seed), the frames read back by check.py: a table of what each
+        prompt asked and what each run shows, and the % of prompts whose colour, shape and motion
+        all agree with the caption
+    python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
+        AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
+        against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
+        agreement, attention FLOPs, density and recall, averaged over the prompts
+    python evaluate.py observe
+        the attention of the model on a prompt: recipes/tools/probe_attention.lua (top-20% block
+        recall per head, its spread, layout Jaccard and LSE change between two steps), then a
+        trace of a real sampling run (recipes/tools/record_trace.lua) replayed by `adaspa recipe
+        replay` (every policy on the recorded q, k, v; layout and LSE stability across steps)
+    python evaluate.py all [--quick]      # the three; --quick: 3 prompts, 20 steps
+
+Common options: --weights FILE (default: the trained export, models/tiny/tiny.safetensors, read
+from adaspa itself), --out DIR (default /tmp/tiny_eval), --steps N (sampler steps, default 50),
+--seed N, --adaspa PATH (default build/adaspa of this repository), --threads N (OMP_NUM_THREADS).
+Outputs under --out: one folder per prompt and run kind, and caption.md / quality.md /
+quality.json / observe.txt with the tables printed.
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+sys.path.insert(0, str(HERE))
+import check  # noqa: E402
+
+
+def heldout(n):
+    rows = []
+    for line in (HERE / "heldout.txt").read_text().splitlines():
+        if line.strip():
+            seed, cap = line.split("\t", 1)
+            rows.append((int(seed), cap.strip()))
+    return rows[:n]
+
+
+def default_weights(adaspa):
+    out = subprocess.run([adaspa, "-e", 'print(require("adaspa.models.tiny").weights_path())'],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def run(cmd, log, env=None):
+    t0 = time.time()
+    with open(log, "w") as f:
+        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if p.returncode != 0:
+        tail = Path(log).read_text().splitlines()[-15:]
+        raise SystemExit("evaluate: failed (exit %d): %s\n  log %s:\n    %s" % (
+            p.returncode, " ".join(cmd), log, "\n    ".join(tail)))
+    return time.time() - t0
+
+
+def read_frames(folder):
+    """[F, H, W, 3] in 0..1 from folder/frame_NNN.png."""
+    from PIL import Image
+    import numpy as np
+    files = sorted(Path(folder).glob("frame_*.png"))
+    if not files:
+        raise SystemExit("evaluate: no frame_*.png in %s" % folder)
+    arr = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    return torch.from_numpy(arr).float() / 255.0
+
+
+def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
+    """One `adaspa recipe compare` of the tiny model on prompt; returns results.json (rows with
+    their frames scored)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        import shutil
+        shutil.rmtree(out_dir)
+    cmd = [a.adaspa, "recipe", str(ROOT / "recipes" / "compare.lua"), "model.name=tiny", "model.weights=" + a.weights,
+           "prompt=" + prompt, "sampler.shift=nil", "sampler.guidance=nil", "sampler.steps=%d" % a.steps,
+           "sampler.seed=%d" % a.seed] + (["policies=" + ",".join(policies)] if policies else []) + [
+           "sweep.sparsity={%s}" % ",".join(str(s) for s in sparsities), "output.frames=true", "output.dir=" + str(out_dir),
+           "gallery.layers={}"] + list(extra) + video_args(a)
+    env = dict(os.environ)
+    if a.threads:
+        env["OMP_NUM_THREADS"] = str(a.threads)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    secs = run(cmd, str(out_dir) + ".log", env)
+    res = json.loads((out_dir / "results.json").read_text())
+    rows = [res["reference"]] + res["runs"]
+    for r in rows:
+        if r.get("error"):
+            r["check"] = None
+            continue
+        r["check"] = check.score(prompt, read_frames(out_dir / r["frames_dir"]))
+    return rows, secs
+
+
+def video_args(a):
+    if not a.video:
+        return []
+    w, h, f = a.video.split("x")
+    return ["video.width=" + w, "video.height=" + h, "video.frames=" + f]
+
+
+def fmt_read(r):
+    g = r["read"]
+    return "%s %s %s" % (g["colour"], g["shape"], g["motion"])
+
+
+def cmd_caption(a):
+    prompts = heldout(a.n)
+    lines = ["# caption check: %d held-out prompts, dense and %s at sparsity %g (%d steps, seed %d)" % (
+        len(prompts), a.policy, a.sparsity, a.steps, a.seed), "",
+        "| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy, "| --- | --- | --- | --- | --- | --- | --- |"]
+    n_dense = n_pol = n_same = 0
+    parts = {"dense": {"colour": 0, "shape": 0, "motion": 0}, "policy": {"colour": 0, "shape": 0, "motion": 0}}
+    t0 = time.time()
+    for i, (seed, cap) in enumerate(prompts):
+        rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % i), ["dense", a.policy], [a.sparsity])
+        d, p = rows[0]["check"], rows[1]["check"]
+        if p is None:
+            raise SystemExit("evaluate: the %s run failed on %r: %s" % (a.policy, cap, rows[1]["error"]))
+        w = d["want"]
+        n_dense += d["all"]
+        n_pol += p["all"]
+        n_same += fmt_read(d) == fmt_read(p)
+        for k in ("colour", "shape", "motion"):
+            parts["dense"][k] += d[k]
+            parts["policy"][k] += p[k]
+        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % (i + 1, cap, w["colour"], w["shape"], w["motion"],
+                     fmt_read(d), "yes" if d["all"] else "no", fmt_read(p), "yes" if p["all"] else "no"))
+        print("caption %2d/%d  %5.1f s  dense %s  %s %s  %s" % (i + 1, len(prompts), secs, "ok " if d["all"] else "NO ",
+              a.policy, "ok" if p["all"] else "NO", cap), flush=True)
+    n = len(prompts)
+    lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
+        n_dense, n, 100 * n_dense / n, a.policy, n_pol, n, 100 * n_pol / n),
+        "per attribute (dense / %s): colour %.1f%% / %.1f%%, shape %.1f%% / %.1f%%, motion %.1f%% / %.1f%%" % (
+        a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion") for w in ("dense", "policy")]),
+        "the two runs read the same (colour, shape, motion): %d/%d = %.1f%%; %.0f s in all" % (
+        n_same, n, 100 * n_same / n, time.time() - t0)]
+    text = "\n".join(lines)
+    print(text)
+    (Path(a.out) / "caption.md").write_text(text + "\n")
+    res = {"prompts": n, "dense": n_dense, "policy": n_pol, "same": n_same, "policy_name": a.policy,
+           "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights}
+    (Path(a.out) / "caption.json").write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def mean(xs):
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def cmd_quality(a):
+    prompts = heldout(a.n)
+    policies = None   # recipes/compare.lua's list: dense, adaspa, adaspa recall 0.9, window, spatial_temporal, estimate
+    agg = {}
+    order = []
+    t0 = time.time()
+    for i, (seed, cap) in enumerate(prompts):
+        rows, secs = compare_run(a, cap, Path(a.out) / "quality" / ("p%02d" % i), policies, a.sparsities)
+        print("quality %2d/%d  %5.1f s  %s" % (i + 1, len(prompts), secs, cap), flush=True)
+        for r in rows:
+            lab = r["label"]
+            if lab not in agg:
+                agg[lab] = {k: [] for k in ("flops", "density", "recall", "lat_psnr", "lat_ssim", "psnr", "ssim", "check",
+                                            "attn_x", "total_x", "error")}
+                order.append(lab)
+            g = agg[lab]
+            if r.get("error"):
+                g["error"].append(r["error"])
+                continue
+            g["flops"].append(r.get("flops_fraction"))
+            g["density"].append(r.get("density"))
+            g["recall"].append(r.get("recall"))
+            inf = float("inf")   # results.json writes an infinite PSNR (identical to dense) as null
+            g["lat_psnr"].append(inf if r.get("latent_psnr") is None else r["latent_psnr"])
+            g["lat_ssim"].append(r.get("latent_ssim"))
+            g["psnr"].append(inf if r.get("preview_psnr") is None else r["preview_psnr"])
+            g["ssim"].append(r.get("preview_ssim"))
+            g["attn_x"].append(r.get("attention_speedup"))
+            g["total_x"].append(r.get("speedup"))
+            g["check"].append(1.0 if r["check"]["all"] else 0.0)
+    n = len(prompts)
+
+    def f(x, fmt):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt % x
+
+    def psnr(ref, m, xs):
+        """The mean over the prompts whose run differs from dense; inf when none does; (k inf)
+        when k prompts gave identical results."""
+        if ref:
+            return "inf"
+        k = sum(1 for x in xs if x is not None and not math.isfinite(x))
+        if k == len(xs):
+            return "inf"
+        return f(m, "%.2f") + (" (%d inf)" % k if k else "")
+
+    lines = ["# AdaSpa and the policy zoo against dense: tiny model, %d prompts, %d steps, seed %d" % (n, a.steps, a.seed), "",
+             "means over the prompts; PSNR / SSIM of the latents and of the decoded frames (RGB 0..255) against the dense run "
+             "with the same seed; caption: share of prompts whose frames agree with the caption (check.py); "
+             "attn x / total x: dense time over the run's (medians per step mode, this machine)", "",
+             "| run | FLOPs | density | recall | lat PSNR | lat SSIM | frame PSNR | frame SSIM | caption | attn x | total x |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    table = []
+    for lab in order:
+        g = agg[lab]
+        ref = lab == order[0]
+        row = {"run": lab, "prompts": len(g["check"]), "failed": len(g["error"]), "flops": mean(g["flops"]),
+               "density": mean(g["density"]), "recall": mean(g["recall"]),
+               "latent_psnr": None if ref else mean(g["lat_psnr"]), "latent_ssim": mean(g["lat_ssim"]),
+               "frame_psnr": None if ref else mean(g["psnr"]), "frame_ssim": mean(g["ssim"]),
+               "caption": mean(g["check"]), "attention_speedup": mean(g["attn_x"]), "speedup": mean(g["total_x"]),
+               "frames_identical": sum(1 for x in g["psnr"] if x is not None and not math.isfinite(x))}
+        table.append(row)
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lab + (" (%d failed)" % row["failed"] if row["failed"] else ""),
+            f(100 * row["flops"], "%.1f%%"), f(row["density"], "%.3f"), f(row["recall"], "%.3f"),
+            psnr(ref, row["latent_psnr"], g["lat_psnr"]), f(row["latent_ssim"], "%.4f"),
+            psnr(ref, row["frame_psnr"], g["psnr"]), f(row["frame_ssim"], "%.4f"), f(100 * row["caption"], "%.0f%%"),
+            f(row["attention_speedup"], "%.2f"), f(row["speedup"], "%.2f")))
+    lines.append("")
+    lines.append("%.0f s in all; per-prompt results: %s/quality/pNN/results.json (frames under frames/NN/)" % (
+        time.time() - t0, a.out))
+    text = "\n".join(lines)
+    print(text)
+    (Path(a.out) / "quality.md").write_text(text + "\n")
+    (Path(a.out) / "quality.json").write_text(json.dumps({"prompts": [c for _, c in prompts], "steps": a.steps,
+                                                          "seed": a.seed, "rows": table}, indent=2) + "\n")
+    return table
+
+
+def cmd_observe(a):
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompt = heldout(1)[0][1] if not a.prompt else a.prompt
+    env = dict(os.environ)
+    if a.threads:
+        env["OMP_NUM_THREADS"] = str(a.threads)
+    log = []
+    probe = [a.adaspa, str(ROOT / "recipes/tools/probe_attention.lua"), "weights=" + a.weights, "prompt=" + prompt]
+    run(probe, str(out / "probe.log"), env)
+    log.append("$ " + " ".join(probe))
+    log += (out / "probe.log").read_text().splitlines()
+    trace = out / "trace.safetensors"
+    steps = sorted({min(s, a.steps - 1) for s in (a.steps // 5 - 1, a.steps // 5, a.steps // 5 + 1, (2 * a.steps) // 5,
+                                                  (3 * a.steps) // 5, a.steps - 1)})
+    rec = [a.adaspa, str(ROOT / "recipes/tools/record_trace.lua"), str(trace), "weights=" + a.weights, "prompt=" + prompt,
+           "sampling=%d" % a.steps, "steps=" + ",".join(str(s) for s in steps), "seed=%d" % a.seed]
+    run(rec, str(out / "record.log"), env)
+    log += ["", "$ " + " ".join(rec)] + (out / "record.log").read_text().splitlines()[-3:]
+    rp = out / "replay"
+    if rp.exists():
+        import shutil
+        shutil.rmtree(rp)
+    warm = a.steps // 5
+    replay = [a.adaspa, "recipe", "replay", "trace=" + str(trace), "output.dir=" + str(rp), "warmup=%d" % warm,
+              "search=%d,%d" % (warm, (3 * a.steps) // 5), "stability.enabled=true"]
+    run(replay, str(out / "replay.log"), env)
+    log += ["", "$ " + " ".join(replay)] + (rp / "table.txt").read_text().splitlines()
+    text = "\n".join(log)
+    print(text)
+    (out / "observe.txt").write_text(text + "\n")
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cmd", choices=["caption", "quality", "observe", "all"])
+    ap.add_argument("--n", type=int, default=None, help="prompts (default 50; --quick 3)")
+    ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--policy", default="adaspa", help="caption: the sparse policy run beside dense")
+    ap.add_argument("--sparsity", type=float, default=0.8, help="caption: its sparsity")
+    ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
+    ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--video", default=None, help="WxHxF instead of the export's size (e.g. 128x128x17: faster)")
+    ap.add_argument("--out", default="/tmp/tiny_eval")
+    ap.add_argument("--adaspa", default=str(ROOT / "build" / "adaspa"))
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    a.n = a.n if a.n is not None else (3 if a.quick else 50)
+    a.steps = a.steps if a.steps is not None else (20 if a.quick else 50)
+    a.sparsities = [float(x) for x in a.sparsities.split(",")]
+    if not Path(a.adaspa).exists():
+        raise SystemExit("evaluate: no adaspa binary at %s (make, or --adaspa PATH)" % a.adaspa)
+    a.weights = a.weights or default_weights(a.adaspa)
+    if not Path(a.weights).exists():
+        raise SystemExit("evaluate: no weights at %s (the trained export; --weights FILE for another)" % a.weights)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    print("evaluate %s: weights %s, %d prompts, %d steps, output %s" % (a.cmd, a.weights, a.n, a.steps, a.out), flush=True)
+    if a.cmd in ("caption", "all"):
+        cmd_caption(a)
+    if a.cmd in ("quality", "all"):
+        cmd_quality(a)
+    if a.cmd in ("observe", "all"):
+        cmd_observe(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
