@@ -52,12 +52,10 @@ constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
  * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED is DENSE plus the block mass under
  * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
  * 64-key blocks and its own K/V ring (filled by its own producer thread). */
-enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2, DENSE176 = 3 };
+enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2 };
 
-/* keys per tile: DENSE176 is dense attention over 176-key tiles (S is m64n176, 88 accumulators;
- * two stages fill the shared memory): each tile's fixed costs (barriers, row-max shuffles, the
- * rescale vote) spread over 1.375x the GEMM work */
-__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : kind == DENSE176 ? 176 : 128; }
+/* keys per tile (176-key dense tiles in two stages were measured slower than 128 in three: NOTES) */
+__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : 128; }
 __host__ __device__ constexpr int rings(int kind) { return kind == SPARSE64 ? 2 : 1; }
 /* bytes of one 64-dim half of a key tile and of one ring stage (K and V) */
 __host__ __device__ constexpr uint32_t khalf(int kind) { return (uint32_t)key_tile(kind) * 128; }
@@ -152,19 +150,6 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[64], uint64_t da, uint64_t d
                "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
                "%62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
                : ADA_WGMMA_D64(d)
-               : "l"(da), "l"(db), "r"(scale_d));
-}
-
-/* d[88] (+)= A(smem desc) * B(smem desc), m64n176k16, K-major A and B; scale_d 0 overwrites d. */
-__device__ __forceinline__ void wgmma_ss(float (&d)[88], uint64_t da, uint64_t db, int scale_d) {
-  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %90, 0;\n"
-               "wgmma.mma_async.sync.aligned.m64n176k16.f32.bf16.bf16 {"
-               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
-               "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "
-               "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
-               "%62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, "
-               "%82, %83, %84, %85, %86, %87}, %88, %89, p, 1, 1, 0, 0;\n}\n"
-               : ADA_WGMMA_D64(d), ADA_WGMMA_D8(d, 64), ADA_WGMMA_D8(d, 72), ADA_WGMMA_D8(d, 80)
                : "l"(da), "l"(db), "r"(scale_d));
 }
 
@@ -646,9 +631,8 @@ template <typename OutT, int KIND, int ST, bool PP> int launch_t(const Sm90Param
   return (int)cudaGetLastError();
 }
 
-/* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong,
- * 5 (dense only) 176-key tiles in two stages, 6 the same + ping-pong (block-64 sparse: 3 stages
- * per ring, no ping-pong, whatever the variant) */
+/* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong
+ * (block-64 sparse: 3 stages per ring, no ping-pong, whatever the variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
   if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
@@ -661,8 +645,6 @@ template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStre
     }
   }
   switch (variant) {
-  case 5: return launch_t<OutT, DENSE176, 2, false>(P, st);
-  case 6: return launch_t<OutT, DENSE176, 2, true>(P, st);
   case 1: return launch_t<OutT, DENSE128, 2, false>(P, st);
   case 2: return launch_t<OutT, DENSE128, 2, true>(P, st);
   case 3: return launch_t<OutT, DENSE128, 3, false>(P, st);
@@ -686,7 +668,7 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
       !(p->mode == ADA_ATTN_SPARSE && (p->layout_block == 64 || p->layout_block == 128)))
     return 0;
   if (p->out_dtype != ADA_F32 && p->out_dtype != ADA_BF16 && p->out_dtype != ADA_F16) return 0;
-  if (p->tile_rows != kBM || p->variant < 1 || p->variant > 6 || (p->variant > 4 && p->mode != ADA_ATTN_DENSE)) return 0;
+  if (p->tile_rows != kBM || p->variant < 1 || p->variant > 4) return 0;
   if (!strides_ok(p->q, p->q_rs, p->q_hs) || !strides_ok(p->k, p->k_rs, p->k_hs) || !strides_ok(p->v, p->v_rs, p->v_hs))
     return 0;
   if (p->sq > INT32_MAX || p->skv > INT32_MAX || p->heads > 65535) return 0;
@@ -713,7 +695,7 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   if (dev < 0 || dev >= 64) return (int)cudaErrorInvalidDevice;
   if (!sched_base[dev] && (e = (int)cudaGetSymbolAddress((void **)&sched_base[dev], g_sched)) != 0) return e;
   P.sched = sched_base[dev] + launches++ % kSchedSlots;
-  const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : variant > 4 ? 176 : 128;
+  const int kt = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 ? 64 : 128;
   if ((e = make_map(&P.tq, p->q, p->sq, p->heads, p->q_rs, p->q_hs, kBM)) ||
       (e = make_map(&P.tk, p->k, p->kv_valid, p->heads, p->k_rs, p->k_hs, kt)) ||
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))

@@ -349,6 +349,16 @@ function recipe.run(path, overrides, opts)
     for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
       allow_input(guard, get_path(cfg, field))
     end
+    -- a model that ships trained weights (models/ under adaspa's home) runs them when the recipe
+    -- names none: that one file is readable too
+    local mc = type(cfg.model) == "table" and cfg.model or nil
+    if mc and mc.weights == nil and type(mc.name) == "string" then
+      local okm, M = pcall(require("adaspa.models").get, mc.name)
+      if okm and M.default_weights then
+        local okw, w = pcall(M.default_weights)
+        if okw and type(w) == "string" then allow_input(guard, w) end
+      end
+    end
     local name = path:match("([^/]+)%.lua$") or "run"
     local dir, mode = cfg.output and cfg.output.dir, "reuse"
     if dir ~= nil and not dir_from_cli then

@@ -58,26 +58,27 @@ static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
 #ifdef ADA_HAVE_SM90
 /* sm90 (kernels/attention_sm90.cu): 128-row tiles (sparse blocks of 64: two per CTA, one per
  * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
- * the two consumer warpgroups' GEMM issue); "n176", "n176pp" (dense only: 176-key tiles, two
- * stages). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
- * st3pp for dense attention of at least 64k keys (720p: 3-5% over st3), st3 otherwise (sparse and
- * fused 2-3% over st3pp; 540p dense even). */
+ * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
+ * st3pp for dense attention of at least 64k keys (720p: 3-5% over st3) and, since the fused mass
+ * is reduced every 4 tiles, for the fused pass too (720p: 330.6 / 328.8 ms against st3's 340.2 /
+ * 337.3, mass blocks 64 / 128; H200, second run of 2026-12-03); st3 otherwise (sparse 2-3% over
+ * st3pp; 540p dense even). */
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
-  static const char *const names[] = {"st2", "st2pp", "st3", "st3pp", "n176", "n176pp"};
+  static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   int v = 0;
   if (c->variant && c->variant[0]) {
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 4; i++)
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
-    if (!v || (v > 4 && p->mode != ADA_ATTN_DENSE)) return false;
+    if (!v) return false;
   } else {
-    v = p->mode == ADA_ATTN_DENSE && p->kv_valid >= 65536 ? 4 : 3;
+    v = (p->mode == ADA_ATTN_DENSE || p->mode == ADA_ATTN_FUSED) && p->kv_valid >= 65536 ? 4 : 3;
   }
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   p->tile_rows = 128;
   p->key_halves = 1;
   p->variant = v;
   snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
-  info->tile_keys = sparse64 ? 64 : v > 4 ? 176 : 128;
+  info->tile_keys = sparse64 ? 64 : 128;
   /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
    * run in natural order (the order counts 64-row blocks) */
   snprintf(info->schedule, sizeof info->schedule, "%s",
