@@ -67,6 +67,15 @@ describe("the tiny model's registry entry", function()
     assert.are.equal(2304, grid[1] * grid[2] * grid[3])
   end)
 
+  it("names how long the export was trained when its metadata says", function()
+    assert.is_nil(tiny.training(FIX)) -- the smoke export predates the time budgets
+    assert.is_nil(tiny.training("spec/fixtures/tiny/no_such_export.safetensors"))
+    local path = tiny.available()
+    if not path then return pending("needs the trained weights " .. tiny.WEIGHTS) end
+    local t = tiny.training(path)
+    assert.truthy(t and t:match("^trained %d+ s: autoencoder %d+ s, DiT %d+ steps of %d+ clips in %d+ s$"), tostring(t))
+  end)
+
   it("refuses a file that is not a tiny export, and says where the trained weights belong", function()
     spec_error(function() tiny.overrides({weights = "spec/fixtures/tiny/tiny_io.safetensors"}) end,
       "not a tiny model export")
@@ -130,7 +139,7 @@ describe("recipes/tiny.lua end to end (smoke export)", function()
     local sheet = adaspa.png.read(dir .. "/contact_sheet.png")
     assert.is_true(sheet:shape()[1] > 64 and sheet:shape()[2] > 64 * 8)
     local txt = spec_slurp(dir .. "/report.txt")
-    assert.truthy(txt:find("model      tiny (trained", 1, true))
+    assert.truthy(txt:find("model      tiny (HunyuanVideo architecture; trained)", 1, true))
     assert.truthy(txt:find("weights    " .. FIX, 1, true))
     assert.truthy(txt:find("encoded by the tiny model's text encoder", 1, true))
     assert.truthy(txt:find("50 steps", 1, true) == nil and txt:find("6 steps, shift 3,", 1, true))

@@ -229,9 +229,22 @@ tiny.tokens = hy.tokens
 tiny.weight_shapes = hy.weight_shapes
 tiny.estimate = hy.estimate
 
+-- How long the export was trained, from its metadata's final_losses (train.py writes ae_seconds,
+-- dit_seconds, steps and batch there): a phrase, or nil when the export does not say.
+function tiny.training(path)
+  local ok, _, meta = pcall(adaspa.safetensors.info, path)
+  local fl = ok and type(meta) == "table" and meta.final_losses
+  if type(fl) ~= "string" then return nil end
+  local function num(k) return tonumber(fl:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) end
+  local ae, dit, steps, batch = num("ae_seconds"), num("dit_seconds"), num("steps"), num("batch")
+  if not (ae and dit and steps and batch) then return nil end
+  return string.format("trained %.0f s: autoencoder %.0f s, DiT %d steps of %d clips in %.0f s", ae + dit, ae, steps, batch, dit)
+end
+
 function tiny.describe(cfg)
-  return string.format("tiny (trained, HunyuanVideo architecture), %d double + %d single blocks, %d heads x %d, hidden %d",
-    cfg.layers.double, cfg.layers.single, cfg.heads, cfg.head_dim, cfg.hidden)
+  local t = cfg.export and tiny.training(cfg.export)
+  return string.format("tiny (HunyuanVideo architecture; %s), %d double + %d single blocks, %d heads x %d, hidden %d",
+    t or "trained", cfg.layers.double, cfg.layers.single, cfg.heads, cfg.head_dim, cfg.hidden)
 end
 
 -- The export's tensors: the DiT's through adaspa.weights.load (checked against cfg; the text
