@@ -81,7 +81,7 @@ describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/t
     assert.is_true(ex < 1e-4, "x_next " .. ex)
   end)
 
-  it_gpu("velocity on the GPU in bf16 within relative L2 1e-2, the CFG step within what that makes of it", function()
+  it_gpu("velocity and CFG step on the GPU in bf16 within relative L2 1e-2", function()
     local m = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny.safetensors", cfg, {device = "cuda", dtype = "bf16"}))
     local function on(x) return x:to("bf16"):to("cuda") end
     local x = on(io_.x)
@@ -93,16 +93,17 @@ describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/t
     local v = cfg_combine(vc:to("f32"), vu:to("f32"), g):to("cpu")
     local delta = adaspa.scale(v, sigma_next - sigma)
     local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
-    -- the step combines the passes as uncond + g (cond - uncond): relative errors of 1e-2 in each
-    -- pass reach the step scaled by amp = (|g| |v_cond| + |g - 1| |v_uncond|) / |v| (4.5 on this
-    -- fixture; H200, 2026-12-03: passes 6.5e-3 each, step 1.5e-2)
+    -- the step combines the passes as uncond + g (cond - uncond), which scales the passes' errors
+    -- by up to amp = (|g| |v_cond| + |g - 1| |v_uncond|) / |v| (4.5 on this fixture). H200,
+    -- 2026-12-03: passes 6.5e-3 each, step 1.5e-2: over the issue's 1e-2 until the time embedding,
+    -- modulation and norms run in f32 as diffusers' do (README: Wan2.1)
     local amp = (math.abs(g) * io_.v_cond:norm() + math.abs(g - 1) * io_.v_uncond:norm())
       / cfg_combine(io_.v_cond, io_.v_uncond, g):norm()
-    print(string.format("\n  wan parity (GPU, bf16): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e (limit %.2e)",
-      ec, eu, ed, 1e-2 * amp))
+    print(string.format("\n  wan parity (GPU, bf16): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e (guidance amplifies x%.1f)",
+      ec, eu, ed, amp))
     assert.is_true(ec < 1e-2, "cond " .. ec)
     assert.is_true(eu < 1e-2, "uncond " .. eu)
-    assert.is_true(ed < 1e-2 * amp, "step " .. ed)
+    assert.is_true(ed < 1e-2, "step " .. ed)
   end)
 
   it("the original release's layout loads to the same weights", function()
