@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       const uint32_t ss = i & 1, sph = (i >> 1) & 1;
       int64_t w;
       if (ring == 0) { /* takes the next item and hands it on */
-        w = (int64_t)atomicAdd(P.sched, 1ull);
+        w = p.static_walk ? (int64_t)blockIdx.x + (int64_t)i * gridDim.x : (int64_t)atomicAdd(P.sched, 1ull);
         if (w >= items) w = -1;
         mbar_wait(sched_empty(ss), sph ^ 1);
         slots[ss] = w;

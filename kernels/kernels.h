@@ -148,6 +148,9 @@ typedef struct ada_attn_params {
    * all of it; 2: two row groups x two key halves); variant: the family's own variant number
    * (sm90: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong). */
   int32_t tile_rows, key_halves, variant;
+  /* sm90: 0 (default) hands work items out inside the kernel (an atomic counter); 1 walks them in a
+   * fixed stride (item = blockIdx.x + i * gridDim.x), the earlier scheme, kept for A/B timing */
+  int32_t static_walk;
 } ada_attn_params;
 
 /* kernels/attention_sm80.cu: the sm80 family (mma.sync m16n8k16 bf16, f32 accumulation, cp.async;

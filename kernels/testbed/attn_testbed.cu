@@ -172,6 +172,14 @@ static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
+/* the fixed-stride walk instead of the in-kernel counter (A/B of the scheduler) */
+static int sm90_static(const ada_attn_params *p, int v, void *st) {
+  ada_attn_params q = *p;
+  q.static_walk = 1;
+  return sm90_variant(&q, v, st);
+}
+static int sm90_v3s(const ada_attn_params *p, void *st) { return sm90_static(p, 3, st); }
+static int sm90_v4s(const ada_attn_params *p, void *st) { return sm90_static(p, 4, st); }
 
 
 int main(int argc, char **argv) {
@@ -217,7 +225,9 @@ int main(int argc, char **argv) {
               {"sm90 st2", sm90_v1},
               {"sm90 st2 pp", sm90_v2},
               {"sm90 st3", sm90_v3},
-              {"sm90 st3 pp", sm90_v4}};
+              {"sm90 st3 pp", sm90_v4},
+              {"sm90 st3 static", sm90_v3s},
+              {"sm90 st3 pp static", sm90_v4s}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
