@@ -540,6 +540,23 @@ function Model:lin(x, name, opts)
   return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"], opts)
 end
 
+-- A weight in f32 (cast once and kept): the time embedding, the modulation tables and the norms
+-- run in f32 when the weights are bf16 or f16, as diffusers' Wan does.
+function Model:w32(name)
+  self.f32 = self.f32 or {}
+  local t = self.f32[name]
+  if not t then
+    local w = self.w[name]
+    t = w:dtype() == "f32" and w or w:to("f32")
+    self.f32[name] = t
+  end
+  return t
+end
+
+function Model:lin32(x, name)
+  return adaspa.linear(x, self:w32(name .. ".weight"), self:w32(name .. ".bias"))
+end
+
 local function drop(...)
   for j = 1, select("#", ...) do
     local t = select(j, ...)
@@ -590,11 +607,26 @@ function Model:forward(x, t, cond, ctx)
   local w = self.w
 
   -- time: sinusoidal (cos first) -> Linear-SiLU-Linear = temb; SiLU -> Linear = 6 modulation rows
-  local tsin = adaspa.timestep_embedding(adaspa.tensor({t}, {dtype = "f32", device = dev}), cfg.freq_dim, 10000):to(dt)
-  local h1 = self:lin(tsin, "condition_embedder.time_embedder.linear_1")
+  -- With bf16 or f16 weights the time embedding, the modulation, the norms and the residual stream
+  -- run in f32 (as diffusers' Wan does); the linears and attention in the weights' dtype.
+  local low = dt ~= "f32"
+  local function narrow_dt(y) -- a linear's input in the weights' dtype
+    if not low then return y end
+    local r = y:to(dt)
+    drop(y)
+    return r
+  end
+  local function wide(y) -- a linear's output into the f32 stream
+    if not low then return y end
+    local r = y:to("f32")
+    drop(y)
+    return r
+  end
+  local tsin = adaspa.timestep_embedding(adaspa.tensor({t}, {dtype = "f32", device = dev}), cfg.freq_dim, 10000)
+  local h1 = self:lin32(tsin, "condition_embedder.time_embedder.linear_1")
   adaspa.silu(h1, {out = h1})
-  local temb = self:lin(h1, "condition_embedder.time_embedder.linear_2"):reshape({d})      -- [dim]
-  local tproj = self:lin(adaspa.silu(temb:reshape({1, d})), "condition_embedder.time_proj"):reshape({6 * d})
+  local temb = self:lin32(h1, "condition_embedder.time_embedder.linear_2"):reshape({d})    -- [dim] f32
+  local tproj = self:lin32(adaspa.silu(temb:reshape({1, d})), "condition_embedder.time_proj"):reshape({6 * d})
   drop(tsin, h1)
   local text = self:embed_text(cond.states)                                                 -- [L, dim]
   local L = text:shape()[1]
@@ -602,6 +634,7 @@ function Model:forward(x, t, cond, ctx)
   -- sequence parallelism (ctx.sp, adaspa.parallel): this rank's contiguous rows of the tokens
   local sp = parallel.of(ctx)
   local img, rows = parallel.embed_patches(sp, x, self.patch_w, w["patch_embedding.bias"])   -- [rows, dim]
+  img = wide(img)                                                                             -- the f32 stream
   local function heads(y, r) return y:reshape({r, H, D}) end
   local function rotate(q3, k3) -- RoPE of whole sequences (with sp: after the exchange)
     adaspa.rope3d(q3, grid, cfg.rope_axes, cfg.rope_theta, n, {out = q3})
@@ -610,10 +643,10 @@ function Model:forward(x, t, cond, ctx)
 
   for i = 0, cfg.layers - 1 do
     local p = "blocks." .. i .. "."
-    local mod = adaspa.add(self.tables[i], tproj)
+    local mod = adaspa.add(low and self:w32(p .. "scale_shift_table"):reshape({6 * d}) or self.tables[i], tproj)
     local shift, scale, gate, c_shift, c_scale, c_gate = unpack(chunks(mod, 6, d))
     -- self-attention
-    local xm = adaspa.layernorm_modulate(img, eps, nil, nil, shift, scale)
+    local xm = narrow_dt(adaspa.layernorm_modulate(img, eps, nil, nil, shift, scale))
     local q = self:lin(xm, p .. "attn1.to_q")
     local k = self:lin(xm, p .. "attn1.to_k")
     local v = self:lin(xm, p .. "attn1.to_v")
@@ -631,12 +664,14 @@ function Model:forward(x, t, cond, ctx)
     end
     drop(q, k, v, q3, k3, v3)
     local a2 = a:reshape({rows, d})
-    local o = self:lin(a2, p .. "attn1.to_out.0")
+    local o = wide(self:lin(a2, p .. "attn1.to_out.0"))
     drop(a, a2)
     adaspa.gated_add(img, gate, o, {out = img})
     drop(o)
     -- cross-attention (dense)
-    local xn = cfg.cross_attn_norm and adaspa.layernorm(img, eps, w[p .. "norm2.weight"], w[p .. "norm2.bias"]) or img
+    local xn = cfg.cross_attn_norm and adaspa.layernorm(img, eps, self:w32(p .. "norm2.weight"), self:w32(p .. "norm2.bias"))
+      or (low and img:to(dt) or img)
+    if cfg.cross_attn_norm then xn = narrow_dt(xn) end
     q = self:lin(xn, p .. "attn2.to_q")
     if xn ~= img then drop(xn) end
     k = self:lin(text, p .. "attn2.to_k")
@@ -647,27 +682,29 @@ function Model:forward(x, t, cond, ctx)
     a = adaspa.attention(q3, k3, v3)
     drop(q, k, v, q3, k3, v3)
     a2 = a:reshape({rows, d})
-    o = self:lin(a2, p .. "attn2.to_out.0")
+    o = wide(self:lin(a2, p .. "attn2.to_out.0"))
     drop(a, a2)
     adaspa.add(img, o, {out = img})
     drop(o)
     -- feed-forward
-    xm = adaspa.layernorm_modulate(img, eps, nil, nil, c_shift, c_scale)
+    xm = narrow_dt(adaspa.layernorm_modulate(img, eps, nil, nil, c_shift, c_scale))
     local y = self:lin(xm, p .. "ffn.net.0.proj")
     drop(xm)
     adaspa.gelu_tanh(y, {out = y})
-    local z = self:lin(y, p .. "ffn.net.2")
+    local z = wide(self:lin(y, p .. "ffn.net.2"))
     drop(y)
     adaspa.gated_add(img, c_gate, z, {out = img})
     drop(z, mod, shift, scale, gate, c_shift, c_scale, c_gate)
   end
 
   -- output: LayerNorm modulated by (table + temb), proj_out, unpatchify
-  local fmod = adaspa.add(self.out_table, adaspa.concat({temb, temb}))
+  local fmod = adaspa.add(low and self:w32("scale_shift_table"):reshape({2 * d}) or self.out_table, adaspa.concat({temb, temb}))
   local f_shift, f_scale = unpack(chunks(fmod, 2, d))
   local xm = adaspa.layernorm_modulate(img, eps, nil, nil, f_shift, f_scale)
   drop(img)
-  local out = adaspa.linear(xm, self.proj_w, self.proj_b)
+  -- the output head in f32 too (the velocity is not rounded to the weights' dtype)
+  if low and not self.proj_w32 then self.proj_w32, self.proj_b32 = self.proj_w:to("f32"), self.proj_b:to("f32") end
+  local out = adaspa.linear(xm, low and self.proj_w32 or self.proj_w, low and self.proj_b32 or self.proj_b)
   drop(xm)
   out = parallel.gather_rows(sp, out, n)                                                     -- [n, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
@@ -697,12 +734,21 @@ function M.estimate(cfg, video, dtype)
   local n, d, L, f = g[1] * g[2] * g[3], cfg.dim, cfg.text_len, cfg.ffn
   local latent_n = lat[1] * lat[2] * lat[3] * lat[4]
   local act = M.SLACK * (n * (5 * d + f) + L * (cfg.text_dim + 3 * d)) * bytes + 6 * latent_n * 4
+  -- bf16 / f16: the residual stream is f32 (n x d at 4 bytes instead of 2), and the f32 copies of
+  -- the time embedding, the modulation tables, the norms and the output head are kept with the
+  -- weights
+  local w32 = 0
+  if bytes ~= 4 then
+    act = act + M.SLACK * n * d * 2
+    w32 = 4 * (cfg.freq_dim * d + d * d + 6 * d * d + 8 * d + cfg.layers * (6 * d + 2 * d) + 2 * d
+      + (cfg.out_channels * 4 + 1) * (d + 1))
+  end
   local linear = cfg.layers * (2 * n * (8 * d * d + 2 * d * f) + 4 * L * d * d + 4 * n * L * d)
     + 2 * L * d * (cfg.text_dim + d) + 2 * n * d * cfg.in_channels * 4 * 2
   local attn = cfg.layers * 4 * n * n * d
   return {tokens = n, image_tokens = n, params = params, largest = largest, heads = cfg.heads, layers = cfg.layers,
           activation_bytes = act, linear_flops = linear, attention_flops = attn, output_bytes = n * d * bytes,
-          weights_bytes = params * bytes, flops_per_step = 2 * (linear + attn)}
+          weights_bytes = params * bytes + w32, flops_per_step = 2 * (linear + attn)}
 end
 
 -- One line for progress lines and reports.
