@@ -79,6 +79,26 @@ describe("the adaspa host", function()
     assert.truthy(s:find("/lua/?.lua", 1, true), s)
   end)
 
+  it("runs OpenMP with passive waiting unless the user chose a policy (and keeps its pid)", function()
+    local probe = os.tmpname()
+    local pf = assert(io.open(probe, "w"))
+    pf:write("local f = io.open('/proc/self/stat')\nprint(os.getenv('OMP_WAIT_POLICY'), f:read('*l'):match('^%d+'))\n")
+    pf:close()
+    local function run(env)
+      local f = io.popen("env -u OMP_WAIT_POLICY " .. env .. " sh -c 'echo $$; exec " .. spec_bin .. " " .. probe .. "' 2>&1")
+      local s = f:read("*a")
+      f:close()
+      return s
+    end
+    local s = run("")
+    local shell_pid, policy, pid = s:match("^(%d+)\n(%S+)%s+(%d+)")
+    assert.equal("passive", policy, s)
+    assert.equal(shell_pid, pid, s) -- exec, not a child: signals and launch's pids still reach it
+    local s2 = run("OMP_WAIT_POLICY=active")
+    os.remove(probe)
+    assert.truthy(s2:find("\nactive", 1, true), s2)
+  end)
+
   it("fails clearly when the Lua library cannot be found", function()
     local dir = os.tmpname()
     os.remove(dir)
