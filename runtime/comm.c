@@ -354,57 +354,67 @@ static ada_status check_split(const ada_comm *c, const char *op, const int64_t *
   return ADA_OK;
 }
 
+/* The byte counts and offsets of a Ulysses exchange with every rank d. Sequence side (this rank's
+ * [tokens[me], H, row] regrouped by destination): tokens[me] x nheads[d] rows at tokens[me] x
+ * hoff[d]; head side ([S, nheads[me], row]): tokens[d] x nheads[me] rows at the prefix of tokens. */
+static void ulysses_counts(const ada_comm *c, const int64_t *tokens, const int32_t *nheads, const int32_t *hoff,
+                           size_t row, size_t *seq_c, size_t *seq_d, size_t *head_c, size_t *head_d) {
+  const int32_t me = c->rank;
+  int64_t toff = 0;
+  for (int32_t d = 0; d < c->world; d++) {
+    seq_c[d] = (size_t)tokens[me] * (size_t)nheads[d] * row;
+    seq_d[d] = (size_t)tokens[me] * (size_t)hoff[d] * row;
+    head_c[d] = (size_t)tokens[d] * (size_t)nheads[me] * row;
+    head_d[d] = (size_t)toff * (size_t)nheads[me] * row;
+    toff += tokens[d];
+  }
+}
+
+/* Between this rank's x [tokens[me], H, row] and the sequence side grouped by rank (rank d's part:
+ * [tokens[me], nheads[d], row] in d's head order, at seq_d[d]): pack (x -> buf) or unpack. */
+static void ulysses_permute(const ada_comm *c, int pack, char *x, char *buf, const int64_t *tokens,
+                            const int32_t *nheads, const int32_t *heads, const int32_t *hoff, int32_t H, size_t row,
+                            const size_t *seq_d) {
+  for (int32_t d = 0; d < c->world; d++)
+    for (int64_t t = 0; t < tokens[c->rank]; t++)
+      for (int32_t j = 0; j < nheads[d]; j++) {
+        char *a = x + ((size_t)t * (size_t)H + (size_t)heads[hoff[d] + j]) * row;
+        char *b = buf + seq_d[d] + ((size_t)t * (size_t)nheads[d] + (size_t)j) * row;
+        if (pack) memcpy(b, a, row);
+        else memcpy(a, b, row);
+      }
+}
+
 ada_status ada_comm_seq_to_heads(ada_comm *c, const void *x, void *y, const int64_t *tokens, const int32_t *nheads,
                                  const int32_t *heads, int32_t H, size_t row) {
-  int32_t W = c->world, me = c->rank, hoff[COMM_MAX_WORLD + 1];
+  int32_t hoff[COMM_MAX_WORLD + 1];
   int64_t S;
   ada_status s = check_split(c, "seq_to_heads", tokens, nheads, heads, H, &S, hoff);
   if (s) return s;
-  size_t n_me = (size_t)tokens[me] * (size_t)H * row;
+  size_t n_me = (size_t)tokens[c->rank] * (size_t)H * row;
   char *pack = malloc(n_me ? n_me : 1);
   if (!pack) return ada_fail(ADA_ENOMEM, "comm seq_to_heads: out of memory (%zu bytes)", n_me);
-  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], rc[COMM_MAX_WORLD], rd[COMM_MAX_WORLD], off = 0;
-  int64_t toff = 0;
-  for (int32_t d = 0; d < W; d++) {
-    sd[d] = off;
-    for (int64_t t = 0; t < tokens[me]; t++)
-      for (int32_t j = hoff[d]; j < hoff[d + 1]; j++, off += row)
-        memcpy(pack + off, (const char *)x + ((size_t)t * (size_t)H + (size_t)heads[j]) * row, row);
-    sc[d] = off - sd[d];
-    rc[d] = (size_t)tokens[d] * (size_t)nheads[me] * row;
-    rd[d] = (size_t)toff * (size_t)nheads[me] * row;
-    toff += tokens[d];
-  }
-  s = ada_comm_all_to_all(c, pack, sc, sd, y, rc, rd);
+  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], hc[COMM_MAX_WORLD], hd[COMM_MAX_WORLD];
+  ulysses_counts(c, tokens, nheads, hoff, row, sc, sd, hc, hd);
+  ulysses_permute(c, 1, (char *)(uintptr_t)x, pack, tokens, nheads, heads, hoff, H, row, sd);
+  s = ada_comm_all_to_all(c, pack, sc, sd, y, hc, hd);
   free(pack);
   return s;
 }
 
 ada_status ada_comm_heads_to_seq(ada_comm *c, const void *y, void *x, const int64_t *tokens, const int32_t *nheads,
                                  const int32_t *heads, int32_t H, size_t row) {
-  int32_t W = c->world, me = c->rank, hoff[COMM_MAX_WORLD + 1];
+  int32_t hoff[COMM_MAX_WORLD + 1];
   int64_t S;
   ada_status s = check_split(c, "heads_to_seq", tokens, nheads, heads, H, &S, hoff);
   if (s) return s;
-  size_t n_me = (size_t)tokens[me] * (size_t)H * row;
+  size_t n_me = (size_t)tokens[c->rank] * (size_t)H * row;
   char *recv = malloc(n_me ? n_me : 1);
   if (!recv) return ada_fail(ADA_ENOMEM, "comm heads_to_seq: out of memory (%zu bytes)", n_me);
-  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], rc[COMM_MAX_WORLD], rd[COMM_MAX_WORLD];
-  int64_t toff = 0;
-  for (int32_t d = 0; d < W; d++) {
-    sd[d] = (size_t)toff * (size_t)nheads[me] * row;
-    sc[d] = (size_t)tokens[d] * (size_t)nheads[me] * row;
-    toff += tokens[d];
-    rd[d] = (size_t)tokens[me] * (size_t)hoff[d] * row;
-    rc[d] = (size_t)tokens[me] * (size_t)nheads[d] * row;
-  }
-  s = ada_comm_all_to_all(c, y, sc, sd, recv, rc, rd);
-  if (s == ADA_OK) /* from rank r: [tokens[me], nheads[r], row] in r's head order */
-    for (int32_t r = 0; r < W; r++)
-      for (int64_t t = 0; t < tokens[me]; t++)
-        for (int32_t j = 0; j < nheads[r]; j++)
-          memcpy((char *)x + ((size_t)t * (size_t)H + (size_t)heads[hoff[r] + j]) * row,
-                 recv + rd[r] + ((size_t)t * (size_t)nheads[r] + (size_t)j) * row, row);
+  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], hc[COMM_MAX_WORLD], hd[COMM_MAX_WORLD];
+  ulysses_counts(c, tokens, nheads, hoff, row, sc, sd, hc, hd);
+  s = ada_comm_all_to_all(c, y, hc, hd, recv, sc, sd);
+  if (s == ADA_OK) ulysses_permute(c, 0, x, recv, tokens, nheads, heads, hoff, H, row, sd);
   free(recv);
   return s;
 }
