@@ -120,6 +120,18 @@ describe("recipes/tiny.lua end to end (smoke export)", function()
       "attention.warmup=2 attention.search=2,4 output.quiet=true output.dir=%s %s", FIX, prompt, dir, extra or ""))
   end
 
+  it("runs the shipped weights when the recipe names none (the sandbox lets that one file be read)", function()
+    local path = tiny.available()
+    if not path then return pending("needs the trained weights " .. tiny.WEIGHTS) end
+    local dir = spec_tmpdir()
+    local _, se, code = spec_run(string.format("recipe recipes/tiny.lua sampler.steps=2 attention.policy=dense "
+      .. "output.quiet=true output.dir=%s", dir))
+    assert.are.equal(0, code, se)
+    local txt = spec_slurp(dir .. "/report.txt")
+    assert.truthy(txt:find("weights    " .. path, 1, true), txt)
+    assert.truthy(txt:find("trained %d+ s: autoencoder"), txt)
+  end)
+
   it("writes decoded frames, a contact sheet, the latents and a report naming the model", function()
     local dir = spec_tmpdir()
     local _, se, code = run(dir, "a red square moving left over a striped blue background")
