@@ -540,21 +540,21 @@ function Model:lin(x, name, opts)
   return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"], opts)
 end
 
--- A weight in f32 (cast once and kept): the time embedding, the modulation tables and the norms
--- run in f32 when the weights are bf16 or f16, as diffusers' Wan does.
-function Model:w32(name)
-  self.f32 = self.f32 or {}
-  local t = self.f32[name]
-  if not t then
-    local w = self.w[name]
-    t = w:dtype() == "f32" and w or w:to("f32")
-    self.f32[name] = t
+-- The parts that run in f32 whatever the weights' dtype, as diffusers' Wan does: the time
+-- embedding, the modulation tables, cross-attention's norm and the output head. With f32 weights
+-- they are the weights themselves; with bf16 or f16 weights f32 copies, made at the first forward
+-- and kept (0.75 GB at 14B).
+function Model:f32_parts()
+  if self.f32 then return self.f32 end
+  local function f(t) return t:dtype() == "f32" and t or t:to("f32") end
+  local P = {w = {}, tables = {}, out_table = f(self.out_table), proj_w = f(self.proj_w), proj_b = f(self.proj_b)}
+  for i = 0, self.cfg.layers - 1 do P.tables[i] = f(self.tables[i]) end
+  for name, t in pairs(self.w) do
+    if name:find("^condition_embedder%.time_") or name:find("%.norm2%.") then P.w[name] = f(t) end
   end
-  return t
-end
-
-function Model:lin32(x, name)
-  return adaspa.linear(x, self:w32(name .. ".weight"), self:w32(name .. ".bias"))
+  function P.lin(x, name) return adaspa.linear(x, P.w[name .. ".weight"], P.w[name .. ".bias"]) end
+  self.f32 = P
+  return P
 end
 
 local function drop(...)
@@ -622,11 +622,12 @@ function Model:forward(x, t, cond, ctx)
     drop(y)
     return r
   end
+  local P = self:f32_parts()
   local tsin = adaspa.timestep_embedding(adaspa.tensor({t}, {dtype = "f32", device = dev}), cfg.freq_dim, 10000)
-  local h1 = self:lin32(tsin, "condition_embedder.time_embedder.linear_1")
+  local h1 = P.lin(tsin, "condition_embedder.time_embedder.linear_1")
   adaspa.silu(h1, {out = h1})
-  local temb = self:lin32(h1, "condition_embedder.time_embedder.linear_2"):reshape({d})    -- [dim] f32
-  local tproj = self:lin32(adaspa.silu(temb:reshape({1, d})), "condition_embedder.time_proj"):reshape({6 * d})
+  local temb = P.lin(h1, "condition_embedder.time_embedder.linear_2"):reshape({d})         -- [dim] f32
+  local tproj = P.lin(adaspa.silu(temb:reshape({1, d})), "condition_embedder.time_proj"):reshape({6 * d})
   drop(tsin, h1)
   local text = self:embed_text(cond.states)                                                 -- [L, dim]
   local L = text:shape()[1]
@@ -643,7 +644,7 @@ function Model:forward(x, t, cond, ctx)
 
   for i = 0, cfg.layers - 1 do
     local p = "blocks." .. i .. "."
-    local mod = adaspa.add(low and self:w32(p .. "scale_shift_table"):reshape({6 * d}) or self.tables[i], tproj)
+    local mod = adaspa.add(P.tables[i], tproj)
     local shift, scale, gate, c_shift, c_scale, c_gate = unpack(chunks(mod, 6, d))
     -- self-attention
     local xm = narrow_dt(adaspa.layernorm_modulate(img, eps, nil, nil, shift, scale))
@@ -669,9 +670,8 @@ function Model:forward(x, t, cond, ctx)
     adaspa.gated_add(img, gate, o, {out = img})
     drop(o)
     -- cross-attention (dense)
-    local xn = cfg.cross_attn_norm and adaspa.layernorm(img, eps, self:w32(p .. "norm2.weight"), self:w32(p .. "norm2.bias"))
+    local xn = cfg.cross_attn_norm and narrow_dt(adaspa.layernorm(img, eps, P.w[p .. "norm2.weight"], P.w[p .. "norm2.bias"]))
       or (low and img:to(dt) or img)
-    if cfg.cross_attn_norm then xn = narrow_dt(xn) end
     q = self:lin(xn, p .. "attn2.to_q")
     if xn ~= img then drop(xn) end
     k = self:lin(text, p .. "attn2.to_k")
@@ -698,13 +698,11 @@ function Model:forward(x, t, cond, ctx)
   end
 
   -- output: LayerNorm modulated by (table + temb), proj_out, unpatchify
-  local fmod = adaspa.add(low and self:w32("scale_shift_table"):reshape({2 * d}) or self.out_table, adaspa.concat({temb, temb}))
+  local fmod = adaspa.add(P.out_table, adaspa.concat({temb, temb}))
   local f_shift, f_scale = unpack(chunks(fmod, 2, d))
   local xm = adaspa.layernorm_modulate(img, eps, nil, nil, f_shift, f_scale)
   drop(img)
-  -- the output head in f32 too (the velocity is not rounded to the weights' dtype)
-  if low and not self.proj_w32 then self.proj_w32, self.proj_b32 = self.proj_w:to("f32"), self.proj_b:to("f32") end
-  local out = adaspa.linear(xm, low and self.proj_w32 or self.proj_w, low and self.proj_b32 or self.proj_b)
+  local out = adaspa.linear(xm, P.proj_w, P.proj_b) -- f32: the velocity is not rounded to the weights' dtype
   drop(xm)
   out = parallel.gather_rows(sp, out, n)                                                     -- [n, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
