@@ -188,6 +188,21 @@ int main(int argc, char **argv) {
    * contains it */
   const bool quick = argc > 1 && !strcmp(argv[1], "quick"), time_only = argc > 1 && !strcmp(argv[1], "time");
   const char *filter = argc > 2 ? argv[2] : nullptr;
+  /* TESTBED_FAMS="sm90 st3|sm90 st3 pp static": in `time` mode, time only the families named
+   * (exact names, '|' between them); the others print 0 */
+  const char *fams_env = getenv("TESTBED_FAMS");
+  auto fam_selected = [&](const char *name) {
+    if (!time_only || !fams_env || !*fams_env) return true;
+    const size_t n = strlen(name);
+    for (const char *s = fams_env; *s;) {
+      const char *e = strchr(s, '|');
+      const size_t len = e ? (size_t)(e - s) : strlen(s);
+      if (len == n && !strncmp(s, name, n)) return true;
+      if (!e) break;
+      s = e + 1;
+    }
+    return false;
+  };
   setvbuf(stdout, nullptr, _IOLBF, 0);
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
@@ -315,6 +330,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
     }
     for (int f = 0; f < NF; f++) {
+      if (!fam_selected(fams[f].name)) continue;
       p.out = out[f];
       p.lse = lse[f];
       ada_attn_params p90 = p;
