@@ -233,22 +233,6 @@ template <int N> __device__ __forceinline__ void fence_a(uint32_t (&a)[N][4]) {
     for (int j = 0; j < 4; j++) asm volatile("" : "+r"(a[i][j])::"memory");
 }
 
-/* Keeps the P fragments (the A operand of the PV wgmma in flight) live in ptxas's eyes until the
- * softmax of the next tile is done. Without it ptxas sees them dead once that wgmma is issued,
- * gives their registers to the softmax's temporaries and, to protect the wgmma's asynchronous
- * reads, hoists the wait for it (SASS: WARPGROUP.DEPBAR.LE gsb0, 0x0) above the whole softmax:
- * every variant ran its softmax after its own PV instead of beside it (kernels/testbed/NOTES.md).
- * The fragments are folded (xor) with the row sums, the softmax's last results, into a store that
- * never runs (heads >= 1 inside a work item; ptxas cannot know): about 18 instructions a tile. */
-template <int N> __device__ __forceinline__ void hold_p(const uint32_t (&a)[N][4], const float (&l)[2], int heads, uint32_t addr) {
-  uint32_t x = __float_as_uint(l[0]) ^ __float_as_uint(l[1]);
-#pragma unroll
-  for (int i = 0; i < N; i++)
-#pragma unroll
-    for (int j = 0; j < 4; j++) x ^= a[i][j];
-  asm volatile("{\n.reg .pred q;\nsetp.eq.s32 q, %1, 0;\n@q st.shared.u32 [%2], %0;\n}\n" ::"r"(x), "r"(heads), "r"(addr) : "memory");
-}
-
 template <typename OutT, int KIND, int ST, bool PP>
 __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_constant__ Sm90Params P) {
   constexpr int KT = key_tile(KIND), NJ = KT / 8, NR = rings(KIND);
@@ -548,7 +532,6 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
         softmax(tl.j0(t), mlo, mhi);
-        hold_p(pa, l, p.heads, smem_u32(red));
         wgmma_wait<0>();
         fence_regs(o);
         fence_a(pa);
