@@ -135,7 +135,19 @@ def main(argv):
     V = cfg["video"]
     if a.init_from and not a.resume:
         ap.error("--init-from needs --resume (the autoencoder comes from the state)")
-    gen = data.batch_fast if a.data == "batch" or (a.data == "auto" and dev.type == "cuda") else data.batch
+    batched = a.data == "batch" or (a.data == "auto" and dev.type == "cuda")
+
+    def gen(*args, **kw):
+        """The clip generator --data chose; should the batched one fail (it is checked against the
+        per-clip one on the CPU only), the run goes on one clip at a time instead of ending."""
+        nonlocal batched
+        if batched:
+            try:
+                return data.batch_fast(*args, **kw)
+            except Exception as e:   # noqa: BLE001 - a one-shot device run keeps going
+                batched = False
+                log(logf, f"data.batch_fast failed ({type(e).__name__}: {e}); one clip at a time from here")
+        return data.batch(*args, **kw)
     vocab = data.vocabulary()
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
