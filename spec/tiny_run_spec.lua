@@ -239,3 +239,58 @@ describe("the trained tiny model #trained", function()
     assert.is_true(n("policy") >= 3, spec_slurp(out .. "/caption.md"))
   end)
 end)
+
+-- The training tool's batched clip generator and its resume paths (recipes/tools/tinyvideo, run
+-- through Python with torch: $ADASPA_PYTHON or python3); pending without torch.
+describe("train.py's batched clips and resumes", function()
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+  local function need_torch()
+    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
+      pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+      return false
+    end
+    return true
+  end
+
+  it("draws the same clips and captions a batch at a time as one clip at a time", function()
+    if not need_torch() then return end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s data.py selftest > %s/selftest.log 2>&1", py, out))
+    local log = spec_slurp(out .. "/selftest.log")
+    assert.are.equal(0, code, log)
+    assert.truthy(log:find("identical to batch()", 1, true), log)
+  end)
+
+  it("resumes with another batch size, restarts its schedule, and trains on from an export", function()
+    if not need_torch() then return end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/t.safetensors --steps 2 ", py, out)
+    local function train(args, want)
+      local code = os.execute(string.format("%s %s >> %s/train.log 2>&1", base, args, out))
+      assert.are.equal(want or 0, code, spec_slurp(out .. "/train.log"))
+    end
+    train("")
+    local log = spec_slurp(out .. "/t.log")
+    assert.truthy(log:find("saved .-t%.state%.pt %(stage 2, step 2, done%)"), log)
+    -- a finished state trains on under a new schedule, with a batch of 3 instead of 2
+    train("--resume --restart-schedule --batch 3")
+    log = spec_slurp(out .. "/t.log")
+    assert.truthy(log:find("new schedule from step 2", 1, true), log)
+    assert.truthy(log:find("dit  done: 4 steps", 1, true), log)
+    -- the DiT of an export, the autoencoder of the state (the same one): steps counted on
+    train("--resume --init-from " .. out .. "/t.safetensors --batch 2")
+    log = spec_slurp(out .. "/t.log")
+    assert.truthy(log:find("4 steps, .- s trained; fresh optimizer, new schedule"), log)
+    assert.truthy(log:find("dit  done: 6 steps", 1, true), log)
+    -- another autoencoder's export is refused, naming the tensor
+    os.execute(string.format("cp %s/t.safetensors %s/first.safetensors", out, out))
+    os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --seed 5 --out %s/u.safetensors --steps 1 > /dev/null 2>&1", py, out))
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/u.safetensors --resume --init-from %s/first.safetensors > %s/refused.log 2>&1",
+      py, out, out, out))
+    local refused = spec_slurp(out .. "/refused.log")
+    assert.are_not.equal(0, code)
+    assert.truthy(refused:find("is not the state's decoder", 1, true), refused)
+  end)
+end)

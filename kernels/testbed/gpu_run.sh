@@ -12,8 +12,9 @@
 #             of $BLOCKS (64)
 #   train     recipes/tools/tinyvideo/train.py --device cuda $TRAIN_ARGS --time-limit $TRAIN_LIMIT (issue 14):
 #             resumes from the state parts in .train/ when they are there; leaves the export
-#             (tiny.safetensors) and, when the time limit stopped it, the state in 15 MB parts
-#             (state.part.NN: a device call returns files of 16 MiB at most) in $TRAIN_OUT (default $OUT)
+#             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
+#             device call returns files of 16 MiB at most; saved when the time limit stopped it or
+#             the run finished) in $TRAIN_OUT (default $OUT)
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -51,8 +52,10 @@ for stage in "$@"; do
       fi
       (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 train.py --device cuda --out "$tdir/tiny.safetensors" \
         $resume ${TRAIN_ARGS:-} --time-limit ${TRAIN_LIMIT:-540}) > "$out/train.log" 2>&1; r=$?
-      if [ $r = 3 ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
-      elif [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; else rc=1; fi
+      # the state comes back in parts whenever there is one (a finished run saves it too: train on from it
+      # with --resume --restart-schedule); a finished run also returns the export
+      if [ $r = 3 ] || [ $r = 0 ]; then [ -f "$tdir/tiny.state.pt" ] && split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."; fi
+      if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
     *) echo "unknown stage $stage"; exit 2 ;;

@@ -2,11 +2,12 @@
 attention observations. Every number comes from adaspa runs (build/adaspa); this script only
 drives them and reads their outputs (frames with check.py's reader, results.json).
 
-    python evaluate.py caption [--n 50] [--policy adaspa] [--sparsity 0.8]
+    python evaluate.py caption [--n 50] [--policy adaspa | none] [--sparsity 0.8] [--guidance S]
         each held-out prompt (heldout.txt) run dense and with the policy (one `adaspa recipe
-        compare` per prompt, same seed), the frames read back by check.py: a table of what each
-        prompt asked and what each run shows, and the % of prompts whose colour, shape and motion
-        all agree with the caption
+        compare` per prompt, same seed; --policy none: dense only, with a column per attribute),
+        the frames read back by check.py: a table of what each prompt asked and what each run
+        shows, the % of prompts whose colour, shape and motion all agree with the caption, and
+        the % for each attribute apart
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
@@ -86,7 +87,7 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
         import shutil
         shutil.rmtree(out_dir)
     cmd = [a.adaspa, "recipe", str(ROOT / "recipes" / "compare.lua"), "model.name=tiny", "model.weights=" + a.weights,
-           "prompt=" + prompt, "sampler.shift=nil", "sampler.guidance=nil", "sampler.steps=%d" % a.steps,
+           "prompt=" + prompt, "sampler.shift=nil"] + guidance_args(a) + ["sampler.steps=%d" % a.steps,
            "sampler.seed=%d" % a.seed] + (["policies=" + ",".join(policies)] if policies else []) + [
            "sweep.sparsity={%s}" % ",".join(str(s) for s in sparsities), "output.frames=true", "output.dir=" + str(out_dir),
            "gallery.layers={}"] + list(extra) + video_args(a)
@@ -105,6 +106,19 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
     return rows, secs
 
 
+def guidance_args(a):
+    """--guidance S: classifier-free guidance at scale S (a blank-prompt pass per step); S = 1 and
+    no --guidance: one conditional pass (the recipe's guidance_kind=cfg at scale 1 is the same
+    velocity at twice the cost)."""
+    if a.guidance is None or a.guidance == 1:
+        return ["sampler.guidance=nil"]
+    return ["sampler.guidance_kind=cfg", "sampler.guidance=%g" % a.guidance]
+
+
+def guidance_label(a):
+    return "no guidance" if a.guidance is None or a.guidance == 1 else "CFG %g" % a.guidance
+
+
 def video_args(a):
     if not a.video:
         return []
@@ -119,15 +133,21 @@ def fmt_read(r):
 
 def cmd_caption(a):
     prompts = heldout(a.n)
-    lines = ["# caption check: %d held-out prompts, dense and %s at sparsity %g (%d steps, seed %d)" % (
-        len(prompts), a.policy, a.sparsity, a.steps, a.seed), "",
-        "| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy, "| --- | --- | --- | --- | --- | --- | --- |"]
+    solo = a.policy == "none"
+    lines = ["# caption check: %d held-out prompts, dense%s (%d steps, seed %d, %s)" % (
+        len(prompts), "" if solo else " and %s at sparsity %g" % (a.policy, a.sparsity), a.steps, a.seed,
+        guidance_label(a)), ""]
+    lines += (["| # | prompt | wants | dense reads | colour | shape | motion |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              if solo else ["| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy,
+                            "| --- | --- | --- | --- | --- | --- | --- |"])
     n_dense = n_pol = n_same = 0
     parts = {"dense": {"colour": 0, "shape": 0, "motion": 0}, "policy": {"colour": 0, "shape": 0, "motion": 0}}
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % i), ["dense", a.policy], [a.sparsity])
-        d, p = rows[0]["check"], rows[1]["check"]
+        rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % i), ["dense"] if solo else ["dense", a.policy],
+                                 [a.sparsity])
+        d = rows[0]["check"]
+        p = d if solo else rows[1]["check"]
         if p is None:
             raise SystemExit("evaluate: the %s run failed on %r: %s" % (a.policy, cap, rows[1]["error"]))
         w = d["want"]
@@ -137,22 +157,31 @@ def cmd_caption(a):
         for k in ("colour", "shape", "motion"):
             parts["dense"][k] += d[k]
             parts["policy"][k] += p[k]
-        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % (i + 1, cap, w["colour"], w["shape"], w["motion"],
-                     fmt_read(d), "yes" if d["all"] else "no", fmt_read(p), "yes" if p["all"] else "no"))
+        yn = {True: "yes", False: "no"}
+        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % ((i + 1, cap, w["colour"], w["shape"], w["motion"], fmt_read(d))
+                     + ((yn[bool(d["colour"])], yn[bool(d["shape"])], yn[bool(d["motion"])]) if solo else
+                        (yn[bool(d["all"])], fmt_read(p), yn[bool(p["all"])]))))
         print("caption %2d/%d  %5.1f s  dense %s  %s %s  %s" % (i + 1, len(prompts), secs, "ok " if d["all"] else "NO ",
               a.policy, "ok" if p["all"] else "NO", cap), flush=True)
     n = len(prompts)
-    lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
-        n_dense, n, 100 * n_dense / n, a.policy, n_pol, n, 100 * n_pol / n),
-        "per attribute (dense / %s): colour %.1f%% / %.1f%%, shape %.1f%% / %.1f%%, motion %.1f%% / %.1f%%" % (
-        a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion") for w in ("dense", "policy")]),
-        "the two runs read the same (colour, shape, motion): %d/%d = %.1f%%; %.0f s in all" % (
-        n_same, n, 100 * n_same / n, time.time() - t0)]
+    if solo:
+        lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%" % (
+            n_dense, n, 100 * n_dense / n),
+            "per attribute (dense): colour %.1f%%, shape %.1f%%, motion %.1f%%; %.0f s in all" % (
+            *[100 * parts["dense"][k] / n for k in ("colour", "shape", "motion")], time.time() - t0)]
+    else:
+        lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
+            n_dense, n, 100 * n_dense / n, a.policy, n_pol, n, 100 * n_pol / n),
+            "per attribute (dense / %s): colour %.1f%% / %.1f%%, shape %.1f%% / %.1f%%, motion %.1f%% / %.1f%%" % (
+            a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion") for w in ("dense", "policy")]),
+            "the two runs read the same (colour, shape, motion): %d/%d = %.1f%%; %.0f s in all" % (
+            n_same, n, 100 * n_same / n, time.time() - t0)]
     text = "\n".join(lines)
     print(text)
     (Path(a.out) / "caption.md").write_text(text + "\n")
     res = {"prompts": n, "dense": n_dense, "policy": n_pol, "same": n_same, "policy_name": a.policy,
-           "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights}
+           "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights, "guidance": a.guidance,
+           "dense_parts": parts["dense"], "policy_parts": parts["policy"]}
     (Path(a.out) / "caption.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 
@@ -283,6 +312,9 @@ def main(argv):
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--policy", default="adaspa", help="caption: the sparse policy run beside dense")
     ap.add_argument("--sparsity", type=float, default=0.8, help="caption: its sparsity")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale (sampler.guidance_kind=cfg; the unconditional pass on the"
+                         " blank prompt); default and 1: none")
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--weights", default=None)

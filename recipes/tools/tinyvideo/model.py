@@ -153,8 +153,20 @@ def timestep_embedding(t, dim=256, max_period=10000.0):
     return torch.cat([torch.cos(a), torch.sin(a)], 1).float()
 
 
+_ROPE_CACHE = {}
+
+
 def rope_tables(grid, axes, theta, device):
-    """cos, sin [n, D/2] for the tokens of grid (t-major, then h, then w); pairs t, h, w."""
+    """cos, sin [n, D/2] for the tokens of grid (t-major, then h, then w); pairs t, h, w. Made once
+    per (grid, axes, theta, device): training calls this every step, and a fresh table would be a
+    host-to-device copy (a wait for the device) each time."""
+    key = (tuple(grid), tuple(axes), float(theta), str(torch.device(device)))
+    if key not in _ROPE_CACHE:
+        _ROPE_CACHE[key] = _rope_tables(grid, axes, theta, device)
+    return _ROPE_CACHE[key]
+
+
+def _rope_tables(grid, axes, theta, device):
     T, H, W = grid
     pos = torch.stack(torch.meshgrid(torch.arange(T), torch.arange(H), torch.arange(W), indexing="ij"), -1).view(-1, 3)
     angles = []
@@ -229,12 +241,16 @@ class DiT(nn.Module):
         if zero_init:
             self._zero_init()
 
-    def _zero_init(self):
+    def _zero_init_guidance(self):
         g = self.guidance_in["mlp"]["2"]
-        nn.init.zeros_(g.weight)
-        nn.init.zeros_(g.bias)
+        with torch.no_grad():
+            g.weight.zero_()
+            g.bias.zero_()
         g.weight.requires_grad_(False)
         g.bias.requires_grad_(False)
+
+    def _zero_init(self):
+        self._zero_init_guidance()
         # adaLN-zero: every gate and the output start at zero
         for b in self.double_blocks:
             for s in ("img", "txt"):

@@ -53,12 +53,12 @@ def make_config(base, video):
 
 
 def encode_captions(caps, vocab, max_len, device):
-    ids = [data.word_ids(c, vocab) for c in caps]
-    valid = torch.tensor([len(i) for i in ids], device=device)
-    pad = torch.zeros(len(ids), max_len, dtype=torch.long, device=device)
-    for r, i in enumerate(ids):
-        pad[r, :len(i)] = torch.tensor(i[:max_len], device=device)
-    return pad, valid
+    """Word ids padded to max_len [n, max_len] and lengths [n], built on the CPU and sent in one copy."""
+    ids = [data.word_ids(c, vocab)[:max_len] for c in caps]
+    rows = torch.tensor([i + [0] * (max_len - len(i)) + [len(i)] for i in ids], dtype=torch.long)
+    dev = torch.device(device)
+    rows = rows.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else rows.to(dev)
+    return rows[:, :max_len], rows[:, max_len]
 
 
 def flat_metadata(cfg, prefix="tiny."):
@@ -108,6 +108,18 @@ def main(argv):
                          " export whose attention changes the output (timing and pipeline tests)")
     ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto",
                     help="bf16 autocast for the forward passes (auto: on for cuda)")
+    ap.add_argument("--data", choices=["auto", "batch", "clip"], default="auto",
+                    help="clip generation: batch = the whole batch at once on --device (data.batch_fast: ~350 ops"
+                         " and one copy a batch, no waits for the device), clip = one clip at a time (data.batch: ~64"
+                         " ops and 5 blocking copies a clip); the same clips and captions either way; auto: batch on"
+                         " cuda, clip on the CPU (where the batch's large tensors cost more than the ops)")
+    ap.add_argument("--warmup", type=int, default=500, help="stage 2 learning-rate warm-up steps")
+    ap.add_argument("--restart-schedule", action="store_true",
+                    help="with --resume in stage 2: a new warm-up and cosine over this run's --steps / --dit-seconds"
+                         " (the weights and the optimizer's moments kept)")
+    ap.add_argument("--init-from", default=None, metavar="EXPORT",
+                    help="with --resume: the text encoder and DiT from EXPORT (a train.py export whose decoder is the"
+                         " state's), a fresh optimizer and a new schedule; the state gives the autoencoder")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -121,11 +133,27 @@ def main(argv):
     dtype = a.dtype
     dev = torch.device(a.device)
     V = cfg["video"]
+    if a.init_from and not a.resume:
+        ap.error("--init-from needs --resume (the autoencoder comes from the state)")
+    batched = a.data == "batch" or (a.data == "auto" and dev.type == "cuda")
+
+    def gen(*args, **kw):
+        """The clip generator --data chose; should the batched one fail (it is checked against the
+        per-clip one on the CPU only), the run goes on one clip at a time instead of ending."""
+        nonlocal batched
+        if batched:
+            try:
+                return data.batch_fast(*args, **kw)
+            except Exception as e:   # noqa: BLE001 - a one-shot device run keeps going
+                batched = False
+                log(logf, f"data.batch_fast failed ({type(e).__name__}: {e}); one clip at a time from here")
+        return data.batch(*args, **kw)
     vocab = data.vocabulary()
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True   # the encoder's convolutions have one shape all run long
 
     def autocast():
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp)
@@ -177,7 +205,7 @@ def main(argv):
             break
         if out_of_time():
             return save_state(1, s, opt=opt.state_dict(), ae_spent=spent)
-        video, _ = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)
+        video, _ = gen(a.seed, clip, bs, V["width"], V["frames"], dev)
         clip += bs
         with autocast():
             z = ae.encoder(video)
@@ -189,11 +217,13 @@ def main(argv):
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (s + 1) / 200) * (0.5 * (1 + math.cos(math.pi * p)))
         opt.step()
-        ae_loss = loss.item()
         if s % every == 0:
+            ae_loss = loss.item()   # a wait for the device: only when logging
             log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s  ({100 * p:.1f}%)")
         s += 1
     if st is None or st["stage"] == 1:
+        if s > start:
+            ae_loss = loss.item()
         ae_done, ae_spent = s, ae_spent + time.time() - t_stage
         log(logf, f"ae   done: {ae_done} steps, {ae_spent:.1f} s, loss {ae_loss:.5f}")
     ae.eval()
@@ -203,14 +233,14 @@ def main(argv):
         ae_psnr = st["ae_psnr"]   # the statistics came with the decoder's state
     else:
         with torch.no_grad():   # per-channel latent statistics over a few batches
-            zs = [ae.encoder(data.batch(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
+            zs = [ae.encoder(gen(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
                   for i in range(2 if smoke else 16)]
             z = torch.cat(zs).transpose(0, 1).flatten(1)
             ae.decoder.lat_mean.copy_(z.mean(1))
             ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
-            rec = ae.decoder(ae.encode(data.batch(a.seed, clip, bs, V["width"], V["frames"], dev)[0]))
-            ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), data.batch(a.seed, clip, bs, V["width"],
-                                                                                      V["frames"], dev)[0]) / 4))
+            ref = gen(a.seed, clip, bs, V["width"], V["frames"], dev)[0]
+            rec = ae.decoder(ae.encode(ref))
+            ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), ref) / 4))
     log(logf, f"ae   reconstruction PSNR {ae_psnr:.2f} dB")
 
     # ---- stage 2: DiT + text encoder
@@ -223,23 +253,57 @@ def main(argv):
     fm_loss = float("nan")
     ema = None
     start = 0
-    if st and st["stage"] == 2:
+    dit_spent = 0.0      # seconds of the current schedule (before this run)
+    sched_from = 0       # the step the current schedule started at
+    dit_before = 0.0     # seconds of stage 2 under earlier schedules
+    if a.init_from:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+        with safe_open(a.init_from, "pt") as f:
+            imeta = f.metadata()
+        tensors = load_file(a.init_from)
+        mine = M.export_tensors(text, ae, dit)
+        for k in [k for k in mine if k.startswith("decoder.")]:
+            if k not in tensors or not torch.allclose(tensors[k].float(), mine[k].cpu(), rtol=1e-2, atol=1e-3):
+                raise SystemExit(f"train: --init-from {a.init_from}: its {k} is not the state's decoder (another"
+                                 " autoencoder); resume from the state that export was trained from")
+        itext, _, idit = M.load_exported(tensors, json.loads(imeta["config"]), len(vocab))
+        text.load_state_dict(itext.state_dict())
+        dit.load_state_dict({k: v for k, v in idit.state_dict().items()})
+        if zero_init:   # the guidance embedder stays frozen at zero (it is zero in the export too)
+            dit._zero_init_guidance()
+        done = json.loads(imeta.get("final_losses", "{}"))
+        start = sched_from = int(done.get("steps", 0))
+        dit_before = float(done.get("dit_seconds", 0.0))
+        fm_loss, ema = done.get("flow", fm_loss), done.get("flow_avg")
+        log(logf, f"dit  from {a.init_from}: {start} steps, {dit_before:.1f} s trained; fresh optimizer, new schedule")
+    elif st and st["stage"] == 2:
         text.load_state_dict(st["text"])
         dit.load_state_dict(st["dit"])
         opt.load_state_dict(st["opt"])
         start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
-    dit_spent = st.get("dit_spent", 0.0) if st and st["stage"] == 2 else 0.0
-    s, t_stage = start, time.time()
+        sched_from, dit_spent = st.get("sched_from", 0), st.get("dit_spent", 0.0)
+        dit_before = st.get("dit_before", 0.0)
+        if a.restart_schedule:
+            sched_from, dit_before, dit_spent = start, dit_before + dit_spent, 0.0
+            log(logf, f"dit  new schedule from step {start}")
+    ema_t = None if ema is None else torch.tensor(float(ema), device=dev)
+    s, t_stage, t_log, s_log = start, time.time(), time.time(), start
+
+    def stage2_state(spent):
+        return dict(opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
+                    fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
+                    sched_from=sched_from, dit_before=dit_before, batch=bs)
     while True:
         spent = dit_spent + time.time() - t_stage
-        p = progress(s, steps, spent, a.dit_seconds)
+        p = progress(s - sched_from, steps, spent, a.dit_seconds)
         if p >= 1:
             break
         if out_of_time():
-            return save_state(2, s, opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(),
-                              ae_psnr=ae_psnr, fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done,
-                              ae_spent=ae_spent)
-        video, caps = data.batch(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
+            if s > start:
+                fm_loss, ema = loss.item(), ema_t.item()
+            return save_state(2, s, **stage2_state(spent))
+        video, caps = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
         clip += bs
         with torch.no_grad(), autocast():
             x0 = ae.encode(video).float()
@@ -256,16 +320,25 @@ def main(argv):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (s + 1) / 500) * (0.5 * (1 + math.cos(math.pi * p)))
+            g["lr"] = a.lr * min(1.0, (s - sched_from + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * p)))
         opt.step()
-        fm_loss = loss.item()
-        ema = fm_loss if ema is None else 0.99 * ema + 0.01 * fm_loss
+        with torch.no_grad():   # the average stays on the device: no wait for it but when logging
+            ema_t = loss.detach().float() if ema_t is None else 0.99 * ema_t + 0.01 * loss.detach().float()
         if s % every == 0:
-            log(logf, f"dit  step {s:6d}/{steps}  loss {fm_loss:.5f} (avg {ema:.5f})  {time.time() - t0:7.1f} s"
-                      f"  ({100 * p:.1f}%)")
+            fm_loss, ema = loss.item(), ema_t.item()
+            now = time.time()
+            rate = (s - s_log) * bs / max(now - t_log, 1e-9)
+            t_log, s_log = now, s
+            log(logf, f"dit  step {s:6d}/{sched_from + steps}  loss {fm_loss:.5f} (avg {ema:.5f})  {now - t0:7.1f} s"
+                      f"  ({100 * p:.1f}%)" + (f"  {rate:.0f} clips/s" if rate > 0 else ""))
         s += 1
+    if s > start:
+        fm_loss, ema = loss.item(), ema_t.item()
     dit_done, dit_spent = s, dit_spent + time.time() - t_stage
-    log(logf, f"dit  done: {dit_done} steps, {dit_spent:.1f} s, loss {fm_loss:.5f} (avg {ema:.5f})")
+    log(logf, f"dit  done: {dit_done} steps, {dit_before + dit_spent:.1f} s, loss {fm_loss:.5f} (avg {ema:.5f})")
+    torch.save({"stage": 2, "step": s, "clip": clip, "ae": ae.state_dict(), "ae_loss": ae_loss, **stage2_state(dit_spent)},
+               state_path)   # to train on from here: --resume --restart-schedule
+    log(logf, f"saved {state_path} (stage 2, step {s}, done)")
 
     # ---- export
     tensors = M.export_tensors(text, ae, dit)
@@ -279,7 +352,7 @@ def main(argv):
         "data_seed": str(a.seed),
         "final_losses": json.dumps({"ae": ae_loss, "ae_psnr_db": ae_psnr, "flow": fm_loss, "flow_avg": ema,
                                     "ae_steps": ae_done, "steps": dit_done, "batch": bs,
-                                    "ae_seconds": round(ae_spent, 1), "dit_seconds": round(dit_spent, 1),
+                                    "ae_seconds": round(ae_spent, 1), "dit_seconds": round(dit_before + dit_spent, 1),
                                     "amp_bf16": amp}),
         "seconds": "%.1f" % (time.time() - t0),
         "note": "smoke run: untrained" if smoke else "trained by recipes/tools/tinyvideo/train.py",

@@ -1,0 +1,103 @@
+"""Where a training step's time goes: clip generation (one clip at a time, data.batch, or the whole
+batch at once, data.batch_fast), the autoencoder's encoding, and the DiT + text encoder forward,
+backward and optimizer step, timed apart at train.py's full sizes, with the number of tensor ops
+each one dispatches (on a GPU each is a kernel launch: at these sizes the launches, not the
+arithmetic, can bound a step).
+
+    python bench.py [--device cpu] [--batch 16,64] [--repeat 2] [--threads 2] [--model-batch 16]
+"""
+import argparse
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import data
+import model as M
+import train
+
+
+class OpCount(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def timed(fn, dev, repeat):
+    """Median seconds of fn() over `repeat` runs (after one warm-up), and its op count."""
+    fn()
+    ts = []
+    for _ in range(repeat):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        ts.append(time.perf_counter() - t)
+    with OpCount() as c:
+        fn()
+    return sorted(ts)[len(ts) // 2], c.n
+
+
+def main(argv):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", default="16,64", help="batch sizes for clip generation")
+    ap.add_argument("--model-batch", default="16", help="batch sizes for the model step (empty: none)")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    cfg = train.make_config(train.FULL, train.FULL["video"])
+    V = cfg["video"]
+    S, Fr = V["width"], V["frames"]
+    print(f"device {dev}, {a.threads} threads, clips {S}x{S}x{Fr}; median of {a.repeat} after a warm-up")
+    for bs in [int(x) for x in a.batch.split(",")]:
+        for name, gen in (("data.batch (per clip)", data.batch), ("data.batch_fast (batch)", data.batch_fast)):
+            sec, ops = timed(lambda: gen(0, 1000, bs, S, Fr, dev, drop=0.1), dev, a.repeat)
+            print(f"batch {bs:4d}  {name:26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
+    vocab = data.vocabulary()
+    tc = cfg["text"]
+    ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
+                       cfg["ae"]["dec_mlp"]).to(dev).eval()
+    text = M.TextEncoder(len(vocab), tc["dim"], tc["layers"], tc["heads"], tc["max_len"], cfg["dit"]["pooled_dim"]).to(dev)
+    dit = M.DiT(cfg["dit"], zero_init=False).to(dev)
+    params = [p for p in list(text.parameters()) + list(dit.parameters()) if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    for bs in [int(x) for x in a.model_batch.split(",") if x]:
+        video, caps = data.batch_fast(0, 0, bs, S, Fr, dev, drop=0.1)
+
+        def encode():
+            with torch.no_grad():
+                return ae.encode(video)
+        sec, ops = timed(encode, dev, a.repeat)
+        print(f"batch {bs:4d}  {'ae.encode (no grad)':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
+        x0 = encode().float()
+
+        def step():
+            ids, valid = train.encode_captions(caps, vocab, tc["max_len"], dev)
+            sig = torch.sigmoid(torch.randn(bs, device=dev))
+            e = torch.randn_like(x0)
+            xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
+            states, pooled = text(ids, valid)
+            v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev))
+            loss = F.mse_loss(v, e - x0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+        sec, ops = timed(step, dev, a.repeat)
+        print(f"batch {bs:4d}  {'text + DiT fwd/bwd + AdamW':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
