@@ -1,6 +1,7 @@
 /* comm.c: the communicator (comm.h): single-rank and shared-memory transports. */
 #define _DEFAULT_SOURCE
 #include "comm.h"
+#include "layout.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -416,5 +417,131 @@ ada_status ada_comm_heads_to_seq(ada_comm *c, const void *y, void *x, const int6
   s = ada_comm_all_to_all(c, y, hc, hd, recv, sc, sd);
   if (s == ADA_OK) ulysses_permute(c, 0, x, recv, tokens, nheads, heads, hoff, H, row, sd);
   free(recv);
+  return s;
+}
+
+/* ---- moving heads' layouts -------------------------------------------------------------------- */
+
+ada_status ada_comm_move_layout(ada_comm *c, const ada_layout *mine, const int32_t *n_old, const int32_t *old_heads,
+                                const int32_t *n_new, const int32_t *new_heads, int32_t H, ada_layout **out,
+                                uint64_t *sent) {
+  const char *op = "comm move_layout";
+  *out = NULL;
+  *sent = 0;
+  const int32_t W = c->world, me = c->rank;
+  int32_t hoff[COMM_MAX_WORLD + 1], noff[COMM_MAX_WORLD + 1];
+  int64_t S;
+  int64_t zeros[COMM_MAX_WORLD] = {0};
+  ada_status s = check_split(c, op, zeros, n_old, old_heads, H, &S, hoff);
+  if (s) return s;
+  if (!mine || mine->heads != n_old[me])
+    return ada_fail(ADA_EINVAL, "%s: rank %d holds a layout of %d heads, its old list has %d", op, me, mine ? mine->heads : 0,
+                    n_old[me]);
+  noff[0] = 0;
+  for (int32_t r = 0; r < W; r++) {
+    if (n_new[r] < 0) return ada_fail(ADA_EINVAL, "%s: rank %d is to hold %d heads", op, r, n_new[r]);
+    noff[r + 1] = noff[r] + n_new[r];
+  }
+  if (n_new[me] < 1) return ada_fail(ADA_EINVAL, "%s: rank %d is to hold no head (every rank needs one)", op, me);
+  for (int32_t i = 0; i < noff[W]; i++)
+    if (new_heads[i] < 0 || new_heads[i] >= H)
+      return ada_fail(ADA_EINVAL, "%s: new head list entry %d (%d) is out of range 0..%d", op, i, new_heads[i], H - 1);
+  int32_t *owner = malloc(sizeof(int32_t) * 2 * (size_t)H), *pos = owner + H; /* old owner, position there */
+  int32_t *local = malloc(sizeof(int32_t) * (size_t)(noff[W] > 0 ? noff[W] : 1));
+  uint64_t *sizes = malloc(sizeof(uint64_t) * (size_t)W * (size_t)W);
+  size_t sc[COMM_MAX_WORLD], sd[COMM_MAX_WORLD], rc[COMM_MAX_WORLD], rd[COMM_MAX_WORLD];
+  int32_t nloc[COMM_MAX_WORLD], loff[COMM_MAX_WORLD + 1];
+  char *sbuf = NULL, *rbuf = NULL;
+  ada_layout *got = NULL;
+  if (!owner || !local || !sizes) {
+    s = ada_fail(ADA_ENOMEM, "%s: out of memory", op);
+    goto done;
+  }
+  for (int32_t r = 0; r < W; r++)
+    for (int32_t j = hoff[r]; j < hoff[r + 1]; j++) owner[old_heads[j]] = r, pos[old_heads[j]] = j - hoff[r];
+  /* my messages: to rank d, my old heads that new[d] lists, in new[d]'s order */
+  size_t total = 0;
+  loff[0] = 0;
+  for (int32_t d = 0; d < W; d++) {
+    nloc[d] = 0;
+    for (int32_t i = noff[d]; i < noff[d + 1]; i++)
+      if (owner[new_heads[i]] == me) local[loff[d] + nloc[d]++] = pos[new_heads[i]];
+    loff[d + 1] = loff[d] + nloc[d];
+    sc[d] = nloc[d] ? ada_layout_msg_size(mine, local + loff[d], nloc[d]) : 0;
+    sd[d] = total;
+    total += sc[d];
+  }
+  sbuf = malloc(total ? total : 1);
+  if (!sbuf) {
+    s = ada_fail(ADA_ENOMEM, "%s: out of memory for %zu bytes of messages", op, total);
+    goto done;
+  }
+  for (int32_t d = 0; d < W && !s; d++) {
+    size_t n = 0;
+    if (nloc[d]) s = ada_layout_encode(mine, local + loff[d], nloc[d], sbuf + sd[d], sc[d], &n);
+  }
+  if (s) goto done;
+  /* the sizes every rank sends every rank: rank r's row of W */
+  uint64_t row[COMM_MAX_WORLD];
+  for (int32_t d = 0; d < W; d++) row[d] = sc[d];
+  if ((s = ada_comm_all_gather(c, row, sizeof(uint64_t) * (size_t)W, sizes))) goto done;
+  size_t rtotal = 0;
+  for (int32_t r = 0; r < W; r++) {
+    rc[r] = (size_t)sizes[(size_t)r * (size_t)W + (size_t)me];
+    rd[r] = rtotal;
+    if (rc[r] > ada_comm_max_bytes(c) || rtotal + rc[r] < rtotal) {
+      s = ada_fail(ADA_EINVAL, "%s: rank %d says it sends rank %d %zu bytes (at most %zu)", op, r, me, rc[r],
+                   ada_comm_max_bytes(c));
+      goto done;
+    }
+    rtotal += rc[r];
+  }
+  rbuf = malloc(rtotal ? rtotal : 1);
+  if (!rbuf) {
+    s = ada_fail(ADA_ENOMEM, "%s: out of memory for %zu bytes of messages", op, rtotal);
+    goto done;
+  }
+  if ((s = ada_comm_all_to_all(c, sbuf, sc, sd, rbuf, rc, rd))) goto done;
+  for (int32_t d = 0; d < W; d++)
+    if (d != me) *sent += sc[d];
+  if ((s = ada_layout_decode(&got, rbuf, rtotal, op))) goto done;
+  /* got holds, source by source (rank order), the heads of new[me] each source owned, in new[me]'s
+   * order: the position of each of new[me]'s heads in got */
+  int32_t seen[COMM_MAX_WORLD] = {0}, at[COMM_MAX_WORLD + 1];
+  at[0] = 0;
+  for (int32_t r = 0; r < W; r++) {
+    int32_t k = 0;
+    for (int32_t i = noff[me]; i < noff[me + 1]; i++) k += owner[new_heads[i]] == r;
+    at[r + 1] = at[r] + k;
+  }
+  if (got->heads != at[W]) {
+    s = ada_fail(ADA_EINVAL, "%s: rank %d received %d heads, expected %d", op, me, got->heads, at[W]);
+    goto done;
+  }
+  bool in_order = true;
+  for (int32_t i = noff[me]; i < noff[me + 1]; i++) {
+    int32_t r = owner[new_heads[i]];
+    local[i - noff[me]] = at[r] + seen[r]++;
+    in_order = in_order && local[i - noff[me]] == i - noff[me];
+  }
+  if (in_order) {
+    *out = got;
+    got = NULL;
+  } else {
+    int32_t *part = calloc((size_t)n_new[me], sizeof(int32_t));
+    if (!part) s = ada_fail(ADA_ENOMEM, "%s: out of memory", op);
+    else {
+      const ada_layout *parts[1] = {got};
+      s = ada_layout_pick(out, parts, 1, part, local, n_new[me], op);
+      free(part);
+    }
+  }
+done:
+  ada_layout_free(got);
+  free(owner);
+  free(local);
+  free(sizes);
+  free(sbuf);
+  free(rbuf);
   return s;
 }

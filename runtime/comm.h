@@ -75,4 +75,16 @@ ada_status ada_comm_seq_to_heads(ada_comm *c, const void *x, void *y, const int6
 ada_status ada_comm_heads_to_seq(ada_comm *c, const void *y, void *x, const int64_t *tokens, const int32_t *nheads,
                                  const int32_t *heads, int32_t H, size_t row);
 
+/* ---- moving heads' layouts -------------------------------------------------------------------
+ * old: per rank its heads (n_old[r] of old_heads, as `heads` above: a partition of 0..H-1);
+ * mine: this rank's layout, old[me]'s heads in that order. new: per rank the heads it is to
+ * hold (n_new[r] of new_heads, each in 0..H-1; a head may go to several ranks). *out: a layout
+ * of new[me]'s heads in that order. Heads travel as compact messages (ada_layout_encode), not
+ * masks: the ranks first agree on the message sizes, then exchange the messages; what arrives
+ * is checked (ada_layout_decode). *sent: the bytes this rank sent (its messages to the others). */
+struct ada_layout;
+ada_status ada_comm_move_layout(ada_comm *c, const struct ada_layout *mine, const int32_t *n_old, const int32_t *old_heads,
+                                const int32_t *n_new, const int32_t *new_heads, int32_t H, struct ada_layout **out,
+                                uint64_t *sent);
+
 #endif

@@ -10,11 +10,14 @@
  *   c:seq_to_heads(x, tokens, heads) x [tokens[me], H, D] -> [S, #heads[me], D]
  *   c:heads_to_seq(y, tokens, heads) y [S, #heads[me], D] -> [tokens[me], H, D]
  *     tokens: a list of each rank's token count; heads: per rank a list of 1-based head indices.
+ *   c:move_layout(layout, old, new) -> layout of new[me]'s heads, bytes this rank sent
+ *     old, new: per rank lists of 1-based heads (comm.h: ada_comm_move_layout); layout: old[me]'s.
  * Tensors go through host memory (the shm transport); a result comes back on x's device. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../comm.h"
+#include "../layout.h"
 #include "lbind.h"
 
 #define LADA_COMM_MT "adaspa.Comm"
@@ -247,6 +250,51 @@ static int32_t split(lua_State *L, int idx, int32_t W, int64_t *tokens, int32_t 
   return H;
 }
 
+/* Per rank lists of 1-based heads at idx -> n[r] and the 0-based heads of all ranks in a userdata
+ * left on the stack. */
+static int32_t *head_lists(lua_State *L, int idx, int32_t W, int32_t *n, const char *fname, const char *arg) {
+  if (!lua_istable(L, idx) || (int32_t)lua_objlen(L, idx) != W)
+    lada_error(L, fname, "%s must be a list of %d head lists (one per rank)", arg, W);
+  int32_t total = 0;
+  for (int32_t r = 0; r < W; r++) {
+    lua_rawgeti(L, idx, r + 1);
+    if (!lua_istable(L, -1)) lada_error(L, fname, "%s[%d] must be a list of head indices", arg, r + 1);
+    n[r] = (int32_t)lua_objlen(L, -1);
+    total += n[r];
+    lua_pop(L, 1);
+  }
+  int32_t *hv = lua_newuserdata(L, sizeof(int32_t) * (size_t)(total ? total : 1));
+  int32_t k = 0;
+  for (int32_t r = 0; r < W; r++) {
+    lua_rawgeti(L, idx, r + 1);
+    for (int32_t j = 0; j < n[r]; j++) {
+      lua_rawgeti(L, -1, j + 1);
+      if (!lua_isnumber(L, -1)) lada_error(L, fname, "%s[%d][%d] must be a head number", arg, r + 1, j + 1);
+      hv[k++] = (int32_t)lua_tointeger(L, -1) - 1;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+  return hv;
+}
+
+static int m_move_layout(lua_State *L) {
+  const char *fname = "comm:move_layout";
+  SELF(fname);
+  int32_t W = ada_comm_size(c), n_old[64], n_new[64];
+  ada_layout *l = lada_check_layout(L, 2, fname, "layout");
+  int32_t *old = head_lists(L, 3, W, n_old, fname, "old");
+  int32_t *nw = head_lists(L, 4, W, n_new, fname, "new");
+  int32_t H = 0;
+  for (int32_t r = 0; r < W; r++) H += n_old[r];
+  ada_layout *out = NULL;
+  uint64_t sent = 0;
+  lada_check(L, ada_comm_move_layout(c, l, n_old, old, n_new, nw, H, &out, &sent), fname);
+  lada_push_layout(L, out);
+  lua_pushnumber(L, (lua_Number)sent);
+  return 2;
+}
+
 static int exchange(lua_State *L, int to_heads) {
   const char *fname = to_heads ? "comm:seq_to_heads" : "comm:heads_to_seq";
   SELF(fname);
@@ -306,6 +354,7 @@ void lada_open_comm(lua_State *L) {
                                      {"abort", m_abort},         {"all_gather", m_all_gather},
                                      {"all_reduce", m_all_reduce}, {"all_to_all", m_all_to_all},
                                      {"seq_to_heads", m_seq_to_heads}, {"heads_to_seq", m_heads_to_seq},
+                                     {"move_layout", m_move_layout},
                                      {NULL, NULL}};
   lada_class_register(L, &comm_class, methods);
   lua_pop(L, 1);
