@@ -253,6 +253,29 @@ assert(math.abs(sp.last_balance["2:2"].after - sp.last_balance["2:2"].before) < 
 io.stderr:write(string.format("rank %d: moved and gathered\n", me - 1))
 ]]
 
+-- Moves sparse heads at 720p size (1857 x 1857 blocks of 64) between 2 ranks: the layouts arrive
+-- exactly, and the bytes sent are a fraction of the f16 masks of the same heads.
+local MOVE_BIG_SCRIPT = [[
+local parallel = require "adaspa.parallel"
+local c = adaspa.comm.world()
+local sp = parallel.new(c)
+local me = c:rank() + 1
+local n, H = 1857, 4
+local mass = adaspa.softmax(adaspa.randn({H, n, n}, {seed = 5}))
+local global = adaspa.layout.topk(mass, {density = {0.05, 0.1, 0.2, 0.1}})
+mass:free()
+local old, new = {{1, 2}, {3, 4}}, {{3, 1}, {4, 2}}
+local cache = adaspa.Cache.new(1)
+cache:set(1, {layout = global:select(old[me]), step = 2, recall = {0.5, 0.6}})
+sp:move_layer(cache, 1, old, new, H)
+assert(cache:layout(1):encode() == global:select(new[me]):encode(), "the moved layout differs")
+assert(cache:step(1) == 2, "step kept")
+local m = sp.moved
+assert(m.heads == 1, "one head left each rank, got " .. m.heads)
+assert(m.layout_bytes * 4 < m.mask_bytes, string.format("sent %d bytes, f16 masks %d", m.layout_bytes, m.mask_bytes))
+io.stderr:write(string.format("rank %d: moved %d bytes for %d bytes of masks\n", me - 1, m.layout_bytes, m.mask_bytes))
+]]
+
 describe("adaspa.parallel per-head state", function()
   it("moves a layer's layout, recall and LSE rows with their heads and gathers every head to rank 0 (3 processes)", function()
     local p = spec_tmpfile(MOVE_SCRIPT)
@@ -262,6 +285,22 @@ describe("adaspa.parallel per-head state", function()
     for r = 1, 2 do assert.truthy(err:find(string.format("[rank %d] rank %d: moved and gathered", r, r), 1, true), err) end
     assert.truthy(err:find("rank 0: moved and gathered", 1, true), err)
     assert.equal("", out)
+  end)
+
+  it("moves sparse 720p layouts as compact messages, a fraction of their f16 masks (2 processes)", function()
+    local p = spec_tmpfile(MOVE_BIG_SCRIPT)
+    local out, err, code = launch(2, p)
+    os.remove(p)
+    assert.equal(0, code, err)
+    -- rank 0 sends head 2 (density 0.1), rank 1 head 3 (0.2): 2-byte indices and 1858 offsets
+    local mask = 1857 * 1857 * 2
+    for r, d in ipairs({0.1, 0.2}) do
+      local b, mb = err:match(string.format("rank %d: moved (%%d+) bytes for (%%d+) bytes of masks", r - 1))
+      assert.truthy(b, err)
+      assert.equal(mask, tonumber(mb))
+      assert.equal(40 + 1858 * 8 + 1857 * math.floor(d * 1857 + 0.5) * 2, tonumber(b))
+      assert.truthy(tonumber(b) * (r == 1 and 9 or 4) < mask, err) -- 9.8x and 4.9x smaller
+    end
   end)
 end)
 
