@@ -616,6 +616,26 @@ ada_status ada_comm_poll(ada_comm *c, const char *op, double t0) {
   return ADA_OK;
 }
 
+int32_t ada_comm_gone(ada_comm *c, double wait_s, int32_t *pid) {
+  *pid = 0;
+  if (!c->h) return -1;
+  double t0 = now_s();
+  for (;;) {
+    int32_t ab = atomic_load(&c->h->aborted);
+    if (ab > 0 && ab - 1 != c->rank) return ab - 1;
+    for (int32_t r = 0; r < c->world; r++) {
+      int32_t p = atomic_load(&c->h->pids[r]);
+      if (r != c->rank && p > 0 && kill((pid_t)p, 0) != 0 && errno == ESRCH) {
+        *pid = p;
+        return r;
+      }
+    }
+    if (now_s() - t0 >= wait_s) return -1;
+    struct timespec ts = {0, 10000000};
+    nanosleep(&ts, NULL);
+  }
+}
+
 /* Before a device call: a transport, not broken. */
 static ada_status dev_ready(ada_comm *c, const char *op) {
   if (!c->dops)

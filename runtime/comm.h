@@ -141,6 +141,10 @@ void ada_comm_register_device(const ada_comm_device_ops *ops);
  * given time to be seen finished), or more than the timeout has passed since t0 (ada_comm_now). */
 ada_status ada_comm_poll(ada_comm *c, const char *op, double t0);
 double ada_comm_now(void);
+/* After a device transport's failure: a peer that aborted or whose process is gone, looked for
+ * during up to wait_s seconds (a killed peer's pid lingers until it is reaped); -1 when none.
+ * *pid: its pid (0 when it aborted). */
+int32_t ada_comm_gone(ada_comm *c, double wait_s, int32_t *pid);
 double ada_comm_timeout(const ada_comm *c);
 
 #endif

@@ -118,10 +118,16 @@ static void abort_comm(nstate *st) {
   }
 }
 
-static ada_status nccl_fail(nstate *st, const char *op, const char *call, ncclResult_t r) {
+/* An NCCL failure of op: names the call, NCCL's error and last message, and the peer that is gone
+ * when one is (NCCL's error about a lost connection does not name it); aborts the communicator. */
+static ada_status nccl_fail(nstate *st, ada_comm *c, const char *op, const char *call, ncclResult_t r) {
   const char *last = st && st->comm ? nc.GetLastError(st->comm) : NULL;
-  ada_status s = ada_fail(ADA_EDEVICE, "comm %s: %s: %s%s%s", op, call, nc.GetErrorString(r), last && *last ? ": " : "",
-                          last && *last ? last : "");
+  char gone[96] = "";
+  int32_t pid = 0, who = c && r != ncclInvalidArgument && r != ncclInvalidUsage ? ada_comm_gone(c, 2.0, &pid) : -1;
+  if (who >= 0 && pid > 0) snprintf(gone, sizeof gone, "; rank %d (pid %d) is gone", who, pid);
+  else if (who >= 0) snprintf(gone, sizeof gone, "; rank %d failed (aborted the communicator)", who);
+  ada_status s = ada_fail(ADA_EDEVICE, "comm %s: rank %d: %s: %s%s%s%s", op, c ? ada_comm_rank(c) : -1, call,
+                          nc.GetErrorString(r), last && *last ? ": " : "", last && *last ? last : "", gone);
   if (st) abort_comm(st);
   return s;
 }
@@ -130,13 +136,13 @@ static ada_status nccl_fail(nstate *st, const char *op, const char *call, ncclRe
  * with it (nonblocking mode answers ncclInProgress). */
 static ada_status settle(nstate *st, ada_comm *c, const char *op, const char *call, ncclResult_t r, double t0) {
   if (r == ncclSuccess) return ADA_OK;
-  if (r != ncclInProgress) return nccl_fail(st, op, call, r);
+  if (r != ncclInProgress) return nccl_fail(st, c, op, call, r);
   for (;;) {
     ncclResult_t a = ncclInProgress;
     ncclResult_t q = nc.CommGetAsyncError(st->comm, &a);
-    if (q != ncclSuccess) return nccl_fail(st, op, "ncclCommGetAsyncError", q);
+    if (q != ncclSuccess) return nccl_fail(st, c, op, "ncclCommGetAsyncError", q);
     if (a == ncclSuccess) return ADA_OK;
-    if (a != ncclInProgress) return nccl_fail(st, op, call, a);
+    if (a != ncclInProgress) return nccl_fail(st, c, op, call, a);
     ada_status s = ada_comm_poll(c, op, t0);
     if (s) {
       abort_comm(st);
@@ -164,8 +170,8 @@ static ada_status finish(nstate *st, ada_comm *c, const char *op, double t0) {
     }
     ncclResult_t a = ncclSuccess;
     ncclResult_t q = nc.CommGetAsyncError(st->comm, &a);
-    if (q != ncclSuccess) return nccl_fail(st, op, "ncclCommGetAsyncError", q);
-    if (a != ncclSuccess && a != ncclInProgress) return nccl_fail(st, op, "the collective", a);
+    if (q != ncclSuccess) return nccl_fail(st, c, op, "ncclCommGetAsyncError", q);
+    if (a != ncclSuccess && a != ncclInProgress) return nccl_fail(st, c, op, "the collective", a);
     ada_status s = ada_comm_poll(c, op, t0);
     if (s) {
       abort_comm(st);
@@ -229,7 +235,7 @@ static ada_status nccl_open(void **out, ada_comm *c, int32_t gpu) {
   cfg.blocking = 0;
   ncclResult_t r = nc.CommInitRankConfig(&st->comm, W, id, me, &cfg);
   if (r != ncclSuccess && r != ncclInProgress) {
-    s = nccl_fail(st, op, "ncclCommInitRankConfig", r);
+    s = nccl_fail(st, c, op, "ncclCommInitRankConfig", r);
   } else {
     if (!st->comm) s = ada_fail(ADA_EDEVICE, "comm %s: ncclCommInitRankConfig gave no communicator", op);
     else s = settle(st, c, op, "ncclCommInitRankConfig", r, t0);
