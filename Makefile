@@ -46,11 +46,36 @@ LUA_SRC := $(wildcard runtime/lua/*.c)
 # The CUDA backend (runtime/cuda/ and kernels/) registers itself at start-up; without it nothing
 # of it is compiled or linked. A kernel family file kernels/attention_smNN.cu that exists is
 # built and listed in the attention plan (runtime/cuda/attention_plan.c) through -DADA_HAVE_SMNN.
+# NCCL (the communicator's GPU transport, runtime/cuda/nccl.c): built with the CUDA backend when
+# nccl.h is found (NCCL_HOME, CUDA_HOME, /usr, /usr/local); NCCL=0 leaves it out, NCCL=1 insists.
+# libnccl itself is loaded at run time (dlopen), only when ADASPA_COMM_DEVICE=nccl asks for it.
+ifeq ($(CUDA),1)
+  NCCL_H := $(firstword $(wildcard $(if $(NCCL_HOME),$(NCCL_HOME)/include/nccl.h) $(CUDA_HOME)/include/nccl.h \
+                                   /usr/include/nccl.h /usr/local/include/nccl.h))
+  NCCL_SO := $(firstword $(wildcard $(if $(NCCL_HOME),$(NCCL_HOME)/lib/libnccl.so.2 $(NCCL_HOME)/lib64/libnccl.so.2) \
+                                    $(CUDA_HOME)/lib64/libnccl.so.2 $(CUDA_HOME)/lib/libnccl.so.2 \
+                                    /usr/lib/x86_64-linux-gnu/libnccl.so.2 /usr/local/lib/libnccl.so.2))
+  ifeq ($(origin NCCL),undefined)
+    NCCL := $(if $(NCCL_H),1,0)
+  endif
+  ifeq ($(NCCL),1)
+    ifeq ($(NCCL_H),)
+      $(error NCCL=1 but nccl.h was not found (set NCCL_HOME))
+    endif
+  endif
+endif
 ifeq ($(CUDA),1)
   CU_HOST := $(wildcard runtime/cuda/*.c)
+  ifneq ($(NCCL),1)
+    CU_HOST := $(filter-out runtime/cuda/nccl.c,$(CU_HOST))
+  endif
+  WITH_NCCL := $(NCCL)
   CU_SRC  := $(wildcard kernels/*.cu)
   CU_FAMILIES := $(patsubst kernels/attention_%.cu,%,$(wildcard kernels/attention_sm*.cu))
   CFLAGS_CUDA := -I$(CUDA_HOME)/include $(foreach f,$(CU_FAMILIES),-DADA_HAVE_$(shell echo $(f) | tr a-z A-Z))
+  ifeq ($(NCCL),1)
+    CFLAGS_NCCL := -I$(dir $(NCCL_H)) -DADA_HAVE_NCCL -DADA_NCCL_LIBDIR='"$(patsubst %/,%,$(dir $(NCCL_SO)))"'
+  endif
   LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++
 else
   CU_HOST :=
@@ -60,7 +85,7 @@ C_SRC := $(RT_SRC) $(LUA_SRC) $(CU_HOST)
 OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o) $(CU_SRC:%.cu=$(BUILD)/obj/%.o)
 DEP := $(OBJ:.o=.d)
 
-BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)
+BACKENDS := cpu$(if $(filter 1,$(CUDA)), cuda)$(if $(filter 1,$(WITH_NCCL)), (comm: nccl, $(NCCL_H)))
 
 .PHONY: all deps deps-check test asan fuzz install uninstall clean bench run print-backends testbed
 # DEPS_CHECK=0 skips the dependency check (machines without a package registry, such as the GPU
@@ -83,6 +108,10 @@ $(BUILD)/adaspa: $(OBJ)
 $(BUILD)/obj/runtime/cuda/%.o: runtime/cuda/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(CFLAGS_CUDA) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/runtime/cuda/nccl.o: runtime/cuda/nccl.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(CFLAGS_CUDA) $(CFLAGS_NCCL) $(PKG_CFLAGS) -MMD -MP -c $< -o $@
 
 # the plan lists the families whose files exist: rebuilt when one comes or goes
 $(BUILD)/obj/runtime/cuda/attention_plan.o: $(wildcard kernels/attention_sm*.cu)

@@ -87,18 +87,21 @@ static void drain(rank_io *io, int rank) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: adaspa launch -n N [--all-output] [--grace S] [--] ARGS...\n"
+          "usage: adaspa launch -n N [--nccl] [--all-output] [--grace S] [--] ARGS...\n"
           "  starts N processes of adaspa ARGS (a recipe, a script, a subcommand), rank 0..N-1, with\n"
           "  ADASPA_RANK / ADASPA_WORLD_SIZE / ADASPA_LOCAL_RANK (and RANK, WORLD_SIZE, LOCAL_RANK) and\n"
           "  ADASPA_COMM (their shared communicator file under /dev/shm, slots of ADASPA_COMM_MB MiB, 256\n"
           "  by default) set, and OMP_NUM_THREADS (cores / N) unless set. Rank 0's output passes through; the others' standard output is dropped\n"
           "  (--all-output: kept) and their standard error is prefixed \"[rank r] \". Ctrl-C is forwarded;\n"
           "  when a rank fails the others get --grace seconds (10) to stop on their own, then SIGTERM.\n"
-          "  The exit status is the first failing rank's (0 when every rank succeeds).\n");
+          "  The exit status is the first failing rank's (0 when every rank succeeds).\n"
+          "  --nccl (or ADASPA_COMM_DEVICE=nccl): GPU tensors' collectives go by NCCL (ADASPA_COMM_DEVICE=nccl in\n"
+          "  every rank), and rank r gets one GPU: CUDA_VISIBLE_DEVICES = the r-th entry of the launcher's\n"
+          "  CUDA_VISIBLE_DEVICES, or r when it is unset.\n");
 }
 
 int ada_launch_main(int argc, char **argv, int first) {
-  int n = 0, all_output = 0, i = first;
+  int n = 0, all_output = 0, nccl = 0, i = first;
   double grace = 10;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "-n") && i + 1 < argc) {
@@ -118,6 +121,8 @@ int ada_launch_main(int argc, char **argv, int first) {
       }
     } else if (!strcmp(argv[i], "--all-output")) {
       all_output = 1;
+    } else if (!strcmp(argv[i], "--nccl")) {
+      nccl = 1;
     } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
       usage(stdout);
       return 0;
@@ -132,6 +137,28 @@ int ada_launch_main(int argc, char **argv, int first) {
     fprintf(stderr, "adaspa launch: %s\n", n == 0 ? "-n N is required" : "nothing to run (ARGS...)");
     usage(stderr);
     return 2;
+  }
+  const char *cd = getenv("ADASPA_COMM_DEVICE");
+  if (cd && !strcmp(cd, "nccl")) nccl = 1;
+  /* --nccl: one GPU a rank, the r-th of the launcher's CUDA_VISIBLE_DEVICES (or r) */
+  char gpus[MAX_RANKS][32];
+  if (nccl) {
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    int k = 0;
+    if (vis && *vis) {
+      const char *p = vis;
+      while (*p && k < MAX_RANKS) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof gpus[0]) break;
+        memcpy(gpus[k], p, len), gpus[k][len] = 0, k++;
+        p += len + (p[len] == ',');
+      }
+      if (k < n) {
+        fprintf(stderr, "adaspa launch: --nccl: %d ranks need %d GPUs, CUDA_VISIBLE_DEVICES=%s lists %d\n", n, n, vis, k);
+        return 2;
+      }
+    } else
+      for (k = 0; k < n; k++) snprintf(gpus[k], sizeof gpus[k], "%d", k);
   }
   char self[PATH_MAX];
   ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -201,6 +228,7 @@ int ada_launch_main(int argc, char **argv, int first) {
       setenv("ADASPA_LOCAL_RANK", rb, 1), setenv("LOCAL_RANK", rb, 1);
       setenv("ADASPA_WORLD_SIZE", nbuf, 1), setenv("WORLD_SIZE", nbuf, 1);
       setenv("ADASPA_COMM", path, 1);
+      if (nccl) setenv("ADASPA_COMM_DEVICE", "nccl", 1), setenv("CUDA_VISIBLE_DEVICES", gpus[r], 1);
       if (!getenv("OMP_NUM_THREADS")) { /* the host's cores shared by the ranks (waits spin) */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         char tb[24];

@@ -557,3 +557,219 @@ ada_status ada_layout_threshold(ada_layout **out, const ada_tensor *mass, const 
   }
   return select_finish(&c, out, op, block);
 }
+
+/* ---- messages ---------------------------------------------------------------------------- */
+
+#define MSG_MAGIC 0x31594c41u /* "ALY1" */
+
+typedef struct msg_header {
+  uint32_t magic, width;
+  int32_t heads, nqb, nkb, block;
+  uint64_t nnz, total;
+} msg_header;
+_Static_assert(sizeof(msg_header) == ADA_LAYOUT_MSG_HEADER, "the message header is 40 bytes");
+
+static uint32_t msg_width(int32_t nkb) { return nkb <= 65536 ? 2u : 4u; }
+
+static int64_t head_nnz(const ada_layout *l, int32_t h) {
+  const int64_t *o = l->offsets + (int64_t)h * (l->nqb + 1);
+  return o[l->nqb] - o[0];
+}
+
+size_t ada_layout_msg_size(const ada_layout *l, const int32_t *heads, int32_t n) {
+  size_t nnz = 0;
+  for (int32_t j = 0; j < n; j++) nnz += (size_t)head_nnz(l, heads[j]);
+  return ADA_LAYOUT_MSG_HEADER + (size_t)n * ((size_t)l->nqb + 1) * sizeof(uint64_t) + nnz * msg_width(l->nkb);
+}
+
+ada_status ada_layout_encode(const ada_layout *l, const int32_t *heads, int32_t n, void *buf, size_t cap, size_t *bytes) {
+  const char *op = "layout encode";
+  if (!l) return ada_fail(ADA_EINVAL, "%s: layout is missing", op);
+  if (n < 1) return ada_fail(ADA_EINVAL, "%s: a message holds at least one head, got %d", op, n);
+  for (int32_t j = 0; j < n; j++)
+    if (heads[j] < 0 || heads[j] >= l->heads)
+      return ada_fail(ADA_EINVAL, "%s: head %d is out of range 1..%d", op, heads[j] + 1, l->heads);
+  size_t size = ada_layout_msg_size(l, heads, n);
+  if (size > cap) return ada_fail(ADA_EINVAL, "%s: the message needs %zu bytes, the buffer has %zu", op, size, cap);
+  const uint32_t w = msg_width(l->nkb);
+  msg_header hd = {MSG_MAGIC, w, n, l->nqb, l->nkb, l->block, 0, size};
+  char *p = (char *)buf + sizeof hd;
+  uint64_t run = 0;
+  for (int32_t j = 0; j < n; j++) {
+    const int64_t *o = l->offsets + (int64_t)heads[j] * (l->nqb + 1);
+    for (int32_t qb = 0; qb <= l->nqb; qb++, p += sizeof(uint64_t)) {
+      uint64_t v = run + (uint64_t)(o[qb] - o[0]);
+      memcpy(p, &v, sizeof v);
+    }
+    run += (uint64_t)(o[l->nqb] - o[0]);
+  }
+  hd.nnz = run;
+  memcpy(buf, &hd, sizeof hd);
+  for (int32_t j = 0; j < n; j++) {
+    const int64_t *o = l->offsets + (int64_t)heads[j] * (l->nqb + 1);
+    for (int64_t i = o[0]; i < o[l->nqb]; i++, p += w) {
+      if (w == 2) {
+        uint16_t v = (uint16_t)l->indices[i];
+        memcpy(p, &v, 2);
+      } else
+        memcpy(p, &l->indices[i], 4);
+    }
+  }
+  *bytes = size;
+  return ADA_OK;
+}
+
+/* Checks the header of the message at p (avail bytes left) against the first one's sizes (first
+ * NULL: this is the first). */
+static ada_status msg_check_header(const msg_header *h, size_t at, size_t avail, const msg_header *first, const char *op) {
+  if (h->magic != MSG_MAGIC)
+    return ada_fail(ADA_EINVAL, "%s: the message at byte %zu is not a layout message (magic 0x%08x)", op, at, (unsigned)h->magic);
+  ada_status s = check_dims(op, h->heads, h->nqb, h->nkb, h->block);
+  if (s) return s;
+  if (h->width != msg_width(h->nkb))
+    return ada_fail(ADA_EINVAL, "%s: the message at byte %zu has %u-byte indices, %d key blocks need %u", op, at,
+                    (unsigned)h->width, h->nkb, (unsigned)msg_width(h->nkb));
+  if (first && (h->nqb != first->nqb || h->nkb != first->nkb || h->block != first->block))
+    return ada_fail(ADA_EINVAL, "%s: the message at byte %zu has %d x %d blocks of %d, the first one %d x %d of %d", op, at,
+                    h->nqb, h->nkb, h->block, first->nqb, first->nkb, first->block);
+  /* sizes in 64 bits without overflow: heads, nqb < 2^31 and nqb * nkb < 2^32 */
+  uint64_t offs = (uint64_t)h->heads * ((uint64_t)h->nqb + 1);
+  uint64_t most = (uint64_t)h->heads * (uint64_t)h->nqb * (uint64_t)h->nkb;
+  if (h->nnz > most)
+    return ada_fail(ADA_EINVAL, "%s: the message at byte %zu claims %llu entries, more than its %d heads of %d x %d blocks hold",
+                    op, at, (unsigned long long)h->nnz, h->heads, h->nqb, h->nkb);
+  if (offs > avail / sizeof(uint64_t) || h->nnz > avail / h->width ||
+      h->total != ADA_LAYOUT_MSG_HEADER + offs * sizeof(uint64_t) + h->nnz * h->width || h->total > avail)
+    return ada_fail(ADA_EINVAL,
+                    "%s: the message at byte %zu (%d heads, %d x %d blocks, %llu entries) says %llu bytes, needs %llu, "
+                    "and %zu are left",
+                    op, at, h->heads, h->nqb, h->nkb, (unsigned long long)h->nnz, (unsigned long long)h->total,
+                    (offs > avail / sizeof(uint64_t) || h->nnz > avail / h->width)
+                        ? (unsigned long long)UINT64_MAX
+                        : (unsigned long long)(ADA_LAYOUT_MSG_HEADER + offs * sizeof(uint64_t) + h->nnz * h->width),
+                    avail);
+  return ADA_OK;
+}
+
+ada_status ada_layout_decode(ada_layout **out, const void *msg, size_t bytes, const char *op) {
+  *out = NULL;
+  const char *base = msg;
+  msg_header first, h;
+  size_t at = 0;
+  int64_t heads = 0, nnz = 0;
+  ada_status s;
+  /* pass 1: the headers (sizes only) */
+  while (at < bytes) {
+    size_t avail = bytes - at;
+    if (avail < sizeof h)
+      return ada_fail(ADA_EINVAL, "%s: %zu bytes at byte %zu are too few for a layout message header (%d)", op, avail, at,
+                      ADA_LAYOUT_MSG_HEADER);
+    memcpy(&h, base + at, sizeof h);
+    if ((s = msg_check_header(&h, at, avail, at ? &first : NULL, op))) return s;
+    if (!at) first = h;
+    heads += h.heads;
+    nnz += (int64_t)h.nnz;
+    if (heads > INT32_MAX) return ada_fail(ADA_EINVAL, "%s: the messages hold more than %d heads", op, INT32_MAX);
+    at += (size_t)h.total;
+  }
+  if (!heads) return ada_fail(ADA_EINVAL, "%s: no message (0 bytes)", op);
+  ada_layout *l;
+  if ((s = new_layout(&l, op, (int32_t)heads, first.nqb, first.nkb, first.block))) return s;
+  l->nnz = nnz;
+  if ((s = alloc_indices(l, op))) {
+    ada_layout_free(l);
+    return s;
+  }
+  /* pass 2: offsets and indices, each checked as it is read */
+  int64_t hbase = 0, ibase = 0;
+  for (at = 0; at < bytes; at += (size_t)h.total) {
+    memcpy(&h, base + at, sizeof h);
+    const char *po = base + at + sizeof h;
+    const char *pi = po + (size_t)h.heads * ((size_t)h.nqb + 1) * sizeof(uint64_t);
+    uint64_t prev = 0;
+    for (int64_t hh = 0; hh < h.heads; hh++) {
+      int64_t *o = l->offsets + (hbase + hh) * (h.nqb + 1);
+      for (int64_t qb = 0; qb <= h.nqb; qb++) {
+        uint64_t v;
+        memcpy(&v, po + ((size_t)hh * ((size_t)h.nqb + 1) + (size_t)qb) * sizeof v, sizeof v);
+        bool bad = qb == 0 ? v != prev : (v < prev || v - prev > (uint64_t)h.nkb || v > h.nnz);
+        if (!bad && hh == h.heads - 1 && qb == h.nqb && v != h.nnz) bad = true;
+        if (bad) {
+          ada_layout_free(l);
+          return ada_fail(ADA_EINVAL,
+                          "%s: the message at byte %zu: offset %lld of head %lld is %llu after %llu (offsets must start "
+                          "at 0, grow by at most %d a row and end at nnz %llu)",
+                          op, at, (long long)qb, (long long)hh + 1, (unsigned long long)v, (unsigned long long)prev, h.nkb,
+                          (unsigned long long)h.nnz);
+        }
+        o[qb] = ibase + (int64_t)v;
+        prev = v;
+      }
+    }
+    for (int64_t hh = 0; hh < h.heads; hh++) {
+      const int64_t *o = l->offsets + (hbase + hh) * (h.nqb + 1);
+      for (int64_t qb = 0; qb < h.nqb; qb++)
+        for (int64_t i = o[qb]; i < o[qb + 1]; i++) {
+          const char *q = pi + (size_t)(i - ibase) * h.width;
+          int64_t k;
+          if (h.width == 2) {
+            uint16_t v;
+            memcpy(&v, q, 2);
+            k = v;
+          } else {
+            int32_t v;
+            memcpy(&v, q, 4);
+            k = v;
+          }
+          if (k < 0 || k >= h.nkb || (i > o[qb] && k <= l->indices[i - 1])) {
+            ada_layout_free(l);
+            return ada_fail(ADA_EINVAL,
+                            "%s: the message at byte %zu: head %lld, row %lld keeps key block %lld (key blocks must be "
+                            "strictly increasing within [0, %d))",
+                            op, at, (long long)hh + 1, (long long)qb + 1, (long long)k, h.nkb);
+          }
+          l->indices[i] = (int32_t)k;
+        }
+    }
+    hbase += h.heads;
+    ibase += (int64_t)h.nnz;
+  }
+  *out = l;
+  return ADA_OK;
+}
+
+ada_status ada_layout_pick(ada_layout **out, const ada_layout *const *parts, int32_t n_parts, const int32_t *part,
+                           const int32_t *head, int32_t n, const char *op) {
+  *out = NULL;
+  if (n < 1 || n_parts < 1) return ada_fail(ADA_EINVAL, "%s: pick %d heads of %d layouts (at least one of each)", op, n, n_parts);
+  const ada_layout *a = parts[0];
+  for (int32_t p = 0; p < n_parts; p++)
+    if (!parts[p] || parts[p]->nqb != a->nqb || parts[p]->nkb != a->nkb || parts[p]->block != a->block)
+      return ada_fail(ADA_EINVAL, "%s: layout %d is missing or differs in blocks from the first (%d x %d of %d)", op, p + 1,
+                      a->nqb, a->nkb, a->block);
+  int64_t nnz = 0;
+  for (int32_t j = 0; j < n; j++) {
+    if (part[j] < 0 || part[j] >= n_parts || head[j] < 0 || head[j] >= parts[part[j]]->heads)
+      return ada_fail(ADA_EINVAL, "%s: entry %d picks head %d of layout %d, out of range", op, j + 1, head[j] + 1, part[j] + 1);
+    nnz += head_nnz(parts[part[j]], head[j]);
+  }
+  ada_layout *l;
+  ada_status s = new_layout(&l, op, n, a->nqb, a->nkb, a->block);
+  if (s) return s;
+  l->nnz = nnz;
+  if ((s = alloc_indices(l, op))) {
+    ada_layout_free(l);
+    return s;
+  }
+  int64_t run = 0;
+  for (int32_t j = 0; j < n; j++) {
+    const ada_layout *src = parts[part[j]];
+    const int64_t *o = src->offsets + (int64_t)head[j] * (src->nqb + 1);
+    int64_t *d = l->offsets + (int64_t)j * (a->nqb + 1);
+    for (int32_t qb = 0; qb <= a->nqb; qb++) d[qb] = run + (o[qb] - o[0]);
+    memcpy(l->indices + run, src->indices + o[0], sizeof(int32_t) * (size_t)(o[a->nqb] - o[0]));
+    run += o[a->nqb] - o[0];
+  }
+  *out = l;
+  return ADA_OK;
+}

@@ -437,3 +437,120 @@ describe("layout errors", function()
     assert.truthy(tostring(l):find("freed", 1, true))
   end)
 end)
+
+-- Layout messages (layout:encode, adaspa.layout.decode): what moves a head's layout between
+-- processes. Header (40 bytes, host order): magic u32, index width u32, heads, nqb, nkb, block
+-- (i32), nnz u64, total bytes u64; then heads * (nqb + 1) u64 offsets; then the indices.
+local function le(v, n) -- v as n little-endian bytes (v < 2^53)
+  local t = {}
+  for i = 1, n do t[i] = string.char(v % 256); v = math.floor(v / 256) end
+  return table.concat(t)
+end
+local function put(s, pos, bytes) return s:sub(1, pos - 1) .. bytes .. s:sub(pos + #bytes) end -- pos 1-based
+local function get(s, pos, n) local v = 0 for i = n, 1, -1 do v = v * 256 + s:byte(pos + i - 1) end return v end
+
+local function small_layout()
+  local r = adaspa.randn({3, 5, 7}, {seed = 11}):totable()
+  for h = 1, 3 do for qb = 1, 5 do for kb = 1, 7 do r[h][qb][kb] = (r[h][qb][kb] > 0.2 and qb ~= 4) and 1 or 0 end end end
+  return adaspa.layout.from_mask(adaspa.tensor(r, {dtype = "u8"}), 64), r
+end
+
+describe("layout messages", function()
+  it("round-trip every head, a selection in any order, and messages back to back", function()
+    local l, r = small_layout()
+    assert.truthy(l:nnz() > 10)
+    local msg = l:encode()
+    assert.equal(40 + 3 * 6 * 8 + l:nnz() * 2, #msg)
+    assert.equal(0x31594c41, get(msg, 1, 4)); assert.equal(2, get(msg, 5, 4)); assert.equal(l:nnz(), get(msg, 25, 8))
+    local back = adaspa.layout.decode(msg)
+    assert.same(r, back:to_mask():totable())
+    assert.equal(64, back:block())
+    local picked = adaspa.layout.decode(l:encode({3, 1, 3}))
+    assert.same({r[3], r[1], r[3]}, picked:to_mask():totable())
+    assert.same({r[3], r[1], r[3]}, l:select({3, 1, 3}):to_mask():totable())
+    local joined = adaspa.layout.decode(l:encode({2}) .. l:encode({1, 3}))
+    assert.same({r[2], r[1], r[3]}, joined:to_mask():totable())
+    assert.equal(msg, back:encode()) -- bytes of a decoded layout are those it came from
+    -- 4-byte indices past 65536 key blocks
+    local wide = adaspa.zeros({1, 2, 70000}, {dtype = "u8"})
+    wide:set(1, 1, 1, 3); wide:set(1, 1, 1, 69999); wide:set(1, 1, 2, 70000)
+    local wl = adaspa.layout.from_mask(wide)
+    local wm = wl:encode()
+    assert.equal(4, get(wm, 5, 4)); assert.equal(40 + 3 * 8 + 3 * 4, #wm)
+    local wb = adaspa.layout.decode(wm)
+    assert.same({3, 69999}, wb:row(1, 1)); assert.same({70000}, wb:row(1, 2))
+  end)
+
+  it("are much smaller than f16 masks for sparse heads at 720p (1857 x 1857 blocks of 64)", function()
+    local n = 1857
+    local mass = adaspa.softmax(adaspa.randn({2, n, n}, {seed = 3}))
+    local l = adaspa.layout.topk(mass, {density = 0.1})
+    mass:free()
+    local msg = l:encode()
+    local mask_f16 = 2 * n * n * 2
+    -- 0.1 x 1857 = 186 blocks a row: 2 x 1857 x 186 indices of 2 bytes + 2 x 1858 offsets of 8
+    assert.equal(40 + 2 * (n + 1) * 8 + 2 * n * 186 * 2, #msg)
+    assert.truthy(#msg * 9 < mask_f16, string.format("message %d bytes, f16 masks %d", #msg, mask_f16))
+    assert.truthy(#msg * 4 < mask_f16 / 2, "smaller than a u8 mask by 4x too")
+    local back = adaspa.layout.decode(msg)
+    assert.equal(msg, back:encode())
+    assert.same(l:row(2, 1000), back:row(2, 1000))
+    -- a dense head still takes no more than its f16 mask (2-byte indices + offsets)
+    local full = adaspa.layout.full(1, n, n)
+    assert.truthy(#full:encode() < n * n * 2 + 40 + (n + 1) * 8 + 1)
+  end)
+
+  it("refuse corrupt, truncated and oversized messages with an error naming what is wrong", function()
+    local l = small_layout()
+    local msg = l:encode()
+    local nnz, offs = l:nnz(), 41 -- offsets start at byte 41 (1-based)
+    local idx = offs + 3 * 6 * 8
+    local function bad(m, ...) spec_error(function() adaspa.layout.decode(m) end, "adaspa.layout.decode", ...) end
+    bad("", "no message (0 bytes)")
+    for cut = 1, #msg - 1 do -- every truncation
+      spec_error(function() adaspa.layout.decode(msg:sub(1, cut)) end, "adaspa.layout.decode")
+    end
+    bad(msg .. "x", "too few for a layout message header")
+    bad(msg .. msg:sub(1, 40), "left")
+    bad(put(msg, 1, "XXXX"), "is not a layout message")
+    bad(put(msg, 5, le(4, 4)), "4-byte indices, 7 key blocks need 2")
+    bad(put(msg, 9, le(0, 4)), "heads, nqb and nkb must be in [1")
+    bad(put(msg, 9, le(0x7fffffff, 4)), "needs", "are left")              -- 2^31 heads in a few bytes
+    bad(put(msg, 13, le(0x40000000, 4)), "blocks per head is too many")
+    bad(put(msg, 21, le(32, 4)), "block must be 64 or 128, got 32")
+    bad(put(msg, 25, le(nnz + 1, 8)), "says")                              -- nnz and total disagree
+    bad(put(put(msg, 25, le(2 ^ 40, 8)), 33, le(2 ^ 41, 8)), "claims")     -- more entries than blocks
+    bad(put(msg, 33, le(#msg + 2, 8)), "says")
+    bad(put(msg, offs, le(1, 8)), "offset 0 of head 1 is 1 after 0")      -- must start at 0
+    bad(put(msg, offs + 8, le(9, 8)), "grow by at most 7 a row")           -- row longer than nkb
+    local o2 = get(msg, offs + 16, 8)
+    bad(put(msg, offs + 8, le(o2 + 1, 8)), "offset 2 of head 1")           -- decreasing
+    bad(put(msg, offs + 3 * 6 * 8 - 8, le(nnz - 1, 8)), "end at nnz")     -- last offset short of nnz
+    bad(put(msg, idx, le(7, 2)), "keeps key block 7")                     -- index out of range
+    local first_row = l:row(1, 1)
+    assert.truthy(#first_row >= 2)
+    bad(put(msg, idx + 2, le(first_row[1] - 1, 2)), "strictly increasing")
+    local other = adaspa.layout.full(1, 5, 6):encode()
+    bad(msg .. other, "has 5 x 6 blocks of 64, the first one 5 x 7 of 64")
+    -- every single-byte change either decodes to a well-formed layout or is refused (never a crash)
+    local refused = 0
+    for i = 1, #msg do
+      for _, v in ipairs({0, 1, 0x7f, 0xff}) do
+        local ok, got = pcall(adaspa.layout.decode, put(msg, i, string.char(v)))
+        if ok then
+          for h = 1, got:heads() do for qb = 1, got:nqb() do
+            local row = got:row(h, qb)
+            for j, kb in ipairs(row) do assert(kb >= 1 and kb <= got:nkb() and (j == 1 or kb > row[j - 1])) end
+          end end
+        else
+          assert.truthy(tostring(got):find("adaspa.layout.decode", 1, true), tostring(got))
+          refused = refused + 1
+        end
+      end
+    end
+    assert.truthy(refused > #msg, "most corruptions are refused: " .. refused)
+    spec_error(function() adaspa.layout.decode(12) end, "adaspa.layout.decode", "bytes must be a string")
+    spec_error(function() l:encode({4}) end, "layout:encode", "heads[1] must be an integer in [1, 3]")
+    spec_error(function() l:select({}) end, "layout:select", "non-empty list")
+  end)
+end)

@@ -19,10 +19,21 @@ function spec_run_env(env, cmdline)
   return slurp(o), slurp(e), code
 end
 
+-- SPEC_COMM_DEV=cuda: the tensors live on the GPU (with ADASPA_COMM_DEVICE=nccl their collectives
+-- go by NCCL and their results stay there: counted as "on the GPU").
 local COMM_SCRIPT = [[
 local c = adaspa.comm.world()
 local r, n = c:rank(), c:size()
-local checks = 0
+local checks, on_gpu = 0, 0
+local DEV = os.getenv("SPEC_COMM_DEV") or "cpu"
+local function T(t) if DEV == "cpu" then return t end return t:to(DEV) end
+local function R(t) -- a tensor result: where it is
+  if DEV ~= "cpu" then
+    assert(t:device() == "cuda:0", "rank " .. r .. ": a result on " .. t:device())
+    if c:device_transport() == "nccl" then on_gpu = on_gpu + 1 end
+  end
+  return t
+end
 local function close(a, b, what)
   assert(#a == #b, what .. ": sizes " .. #a .. " vs " .. #b)
   for i = 1, #a do
@@ -32,15 +43,15 @@ local function close(a, b, what)
   end
   checks = checks + 1
 end
-local function flat(t) return t:contiguous():reshape({-1}):totable() end
+local function flat(t) return t:to("cpu"):contiguous():reshape({-1}):totable() end
 local function data(rank, len) -- rank-dependent values, not zeros
   local t = {}
   for i = 1, len do t[i] = (rank + 1) * 1000 + i * 0.5 - 3 * ((i * 7 + rank) % 5) end
   return t
 end
 -- all_gather of an odd shape [5, 3]
-local x = adaspa.tensor(data(r, 15)):reshape({5, 3})
-local g = c:all_gather(x)
+local x = T(adaspa.tensor(data(r, 15)):reshape({5, 3}))
+local g = R(c:all_gather(x))
 assert(g:shape()[1] == n and g:shape()[2] == 5 and g:shape()[3] == 3)
 local want = {}
 for q = 0, n - 1 do for _, v in ipairs(data(q, 15)) do want[#want + 1] = v end end
@@ -56,8 +67,8 @@ local mine = data(r, 13)
 for i = 1, 13 do mine[i] = mine[i] * (((i + r) % 2 == 0) and 1 or -1) end
 close(c:all_reduce(mine, "sum"), sum, "all_reduce sum (list)")
 close(c:all_reduce(mine, "max"), mx, "all_reduce max (list)")
-close(flat(c:all_reduce(adaspa.tensor(mine), "sum")), sum, "all_reduce sum (tensor)")
-close(flat(c:all_reduce(adaspa.tensor(mine), "max")), mx, "all_reduce max (tensor)")
+close(flat(R(c:all_reduce(T(adaspa.tensor(mine)), "sum"))), sum, "all_reduce sum (tensor)")
+close(flat(R(c:all_reduce(T(adaspa.tensor(mine)), "max"))), mx, "all_reduce max (tensor)")
 -- all_to_all with uneven rows: rank q sends q + d + 1 rows of 3 to rank d, row values name (q, d, row)
 local function rows(q, d) local t = {} for k = 1, q + d + 1 do for j = 1, 3 do t[#t + 1] = q * 100 + d * 10 + k + j / 8 end end return t end
 local send, sr, rr, expect = {}, {}, {}, {}
@@ -66,24 +77,25 @@ for d = 0, n - 1 do
   sr[d + 1], rr[d + 1] = r + d + 1, d + r + 1
   for _, v in ipairs(rows(d, r)) do expect[#expect + 1] = v end
 end
-close(flat(c:all_to_all(adaspa.tensor(send):reshape({#send / 3, 3}), sr, rr)), expect, "all_to_all")
+close(flat(R(c:all_to_all(T(adaspa.tensor(send):reshape({#send / 3, 3})), sr, rr))), expect, "all_to_all")
 -- Ulysses exchange: S = 7 tokens, H = 5 heads, D = 4; uneven tokens, a scattered head assignment
 local S, H, D = 7, 5, 4
-local X = adaspa.randn({S, H, D}, {seed = 11})
+local X = T(adaspa.randn({S, H, D}, {seed = 11}))
 local tokens = parallel.split(S, n)
 local heads = n == 3 and {{5, 1}, {3}, {2, 4}} or (n == 2 and {{4, 1, 2}, {5, 3}} or {{1, 2, 3, 4, 5}})
 local first = 1
 for q = 1, r do first = first + tokens[q] end
 local xr = X:narrow(1, first, tokens[r + 1])
-local y = c:seq_to_heads(xr, tokens, heads)
+local y = R(c:seq_to_heads(xr, tokens, heads))
 local mineh = heads[r + 1]
 assert(y:shape()[1] == S and y:shape()[2] == #mineh and y:shape()[3] == D)
 local ok_heads = 0
 for j, h in ipairs(mineh) do close(flat(y:narrow(2, j, 1)), flat(X:narrow(2, h, 1)), "seq_to_heads head " .. h); ok_heads = ok_heads + 1 end
 checks = checks - ok_heads + 1
-close(flat(c:heads_to_seq(y, tokens, heads)), flat(xr), "heads_to_seq")
+close(flat(R(c:heads_to_seq(y, tokens, heads))), flat(xr), "heads_to_seq")
 c:barrier()
-io.stderr:write(string.format("rank %d of %d: %d checks passed\n", r, n, checks))
+io.stderr:write(string.format("rank %d of %d: %d checks passed (%d on the GPU by %s)\n", r, n, checks, on_gpu,
+  c:device_transport() or "host"))
 ]]
 
 describe("adaspa.comm", function()
@@ -175,6 +187,90 @@ describe("adaspa.comm", function()
   end)
 end)
 
+-- The NCCL device transport (ADASPA_COMM_DEVICE=nccl, adaspa launch --nccl). Its collectives run
+-- on a GPU (tagged gpu: the lead runs them on the GPU machine); what the CPU can check runs here.
+local function gpu_count()
+  local f = io.popen("nvidia-smi -L 2>/dev/null")
+  local n = 0
+  for line in f:lines() do if line:match("^GPU %d+") then n = n + 1 end end
+  f:close()
+  return n
+end
+
+describe("NCCL transport", function()
+  it("is asked for by ADASPA_COMM_DEVICE=nccl, and without NCCL or a GPU that is an error naming why", function()
+    local p = spec_tmpfile("local c = adaspa.comm.world() io.stderr:write('transport ', tostring(c:device_transport()), '\\n')")
+    local _, err0, code0 = spec_run_env("", p)
+    assert.equal(0, code0, err0)
+    assert.truthy(err0:find("transport nil", 1, true), err0)           -- the default: host copies
+    local _, errh, codeh = spec_run_env("ADASPA_COMM_DEVICE=host", p)
+    assert.equal(0, codeh, errh)
+    local _, errb, codeb = spec_run_env("ADASPA_COMM_DEVICE=mpi", p)
+    assert.equal(1, codeb)
+    assert.truthy(errb:find('ADASPA_COMM_DEVICE must be "host" or "nccl", got "mpi"', 1, true), errb)
+    if not has_gpu then
+      local _, err, code = spec_run_env("ADASPA_COMM_DEVICE=nccl", p)
+      assert.equal(1, code)
+      if adaspa.comm.device_built() == "nccl" then
+        assert.truthy(err:find("ADASPA_COMM_DEVICE=nccl, but rank 0 sees no GPU", 1, true), err)
+      else
+        assert.truthy(err:find("this build has no NCCL transport", 1, true), err)
+      end
+      -- launched: every rank fails naming why, the launcher with the first failing rank's status
+      local _, errl, codel = launch(2, "--nccl " .. p)
+      assert.equal(1, codel)
+      assert.truthy(errl:find("adaspa.comm.world", 1, true), errl)
+    end
+    os.remove(p)
+    local _, errc, codec = spec_run_env("CUDA_VISIBLE_DEVICES=3", "launch -n 2 --nccl x.lua")
+    assert.equal(2, codec)
+    assert.truthy(errc:find("--nccl: 2 ranks need 2 GPUs, CUDA_VISIBLE_DEVICES=3 lists 1", 1, true), errc)
+  end)
+
+  local dev_script = "local parallel = require 'adaspa.parallel'\n" .. COMM_SCRIPT
+  it_gpu("runs all_gather, all_reduce, all_to_all and the Ulysses exchange on GPU tensors, 1 rank (one GPU)", function()
+    assert.equal("nccl", adaspa.comm.device_built(), "this GPU build has no NCCL transport (make printed why)")
+    local p = spec_tmpfile(dev_script)
+    local out, err, code = spec_run_env("SPEC_COMM_DEV=cuda ADASPA_COMM_DEVICE=nccl ADASPA_COMM_TIMEOUT=120", p)
+    os.remove(p)
+    assert.equal(0, code, err)
+    assert.truthy(err:find("rank 0 of 1: 8 checks passed (6 on the GPU by nccl)", 1, true), err)
+    assert.equal("", out)
+  end)
+
+  local ngpu = has_gpu and gpu_count() or 0
+  if ngpu >= 2 then
+    it_gpu("runs them on 2 ranks, one GPU each (adaspa launch -n 2 --nccl), as the host transport does", function()
+      local p = spec_tmpfile(dev_script)
+      local out, err, code = launch(2, "--nccl " .. p, "SPEC_COMM_DEV=cuda ADASPA_COMM_TIMEOUT=120")
+      os.remove(p)
+      assert.equal(0, code, err)
+      assert.truthy(err:find("[rank 1] rank 1 of 2: 8 checks passed (6 on the GPU by nccl)", 1, true), err)
+      assert.truthy(err:find("rank 0 of 2: 8 checks passed (6 on the GPU by nccl)", 1, true), err)
+      assert.equal("", out)
+    end)
+    it_gpu("a rank killed during a stream of GPU collectives ends the other with an error naming it, bounded (2 GPUs)", function()
+      local p = spec_tmpfile([[
+local c = adaspa.comm.world()
+local x = adaspa.randn({4096, 4096}, {seed = 1}):to("cuda") -- 64 MB
+c:all_gather(x:narrow(1, 1, 8))
+if c:rank() == 1 then os.execute("(sleep 1; kill -9 $PPID) &") end -- $PPID: this adaspa
+for _ = 1, 100000 do c:all_to_all(x, {2048, 2048}, {2048, 2048}):free() end
+]])
+      local _, err, code, secs = launch(2, "--nccl " .. p, "ADASPA_COMM_TIMEOUT=60")
+      os.remove(p)
+      assert.truthy(code ~= 0, err)
+      assert.truthy(err:find("adaspa launch: rank 1 %(pid %d+%) was killed by signal 9"), err)
+      -- rank 0's error names rank 1: from its host-side size agreement ("rank 0: rank 1 (pid N) died
+      -- before ..."), its NCCL wait ("died during the call") or NCCL's own error ("; rank 1 (pid N) is gone")
+      assert.truthy(err:find("comm [%w_]+: rank 0: .*rank 1 %(pid %d+%)"), err)
+      assert.truthy(secs < 30, "it ended in " .. secs .. " s")
+    end)
+  else
+    pending("NCCL on 2 ranks #gpu (needs 2 GPUs; nvidia-smi -L lists " .. ngpu .. ")")
+  end
+end)
+
 describe("adaspa.parallel head balance", function()
   it("greedy longest-first balances kept blocks better than contiguous ranges", function()
     local work = {0.9, 0.8, 0.7, 0.6, 0.1, 0.1, 0.1, 0.1}
@@ -253,6 +349,29 @@ assert(math.abs(sp.last_balance["2:2"].after - sp.last_balance["2:2"].before) < 
 io.stderr:write(string.format("rank %d: moved and gathered\n", me - 1))
 ]]
 
+-- Moves sparse heads at 720p size (1857 x 1857 blocks of 64) between 2 ranks: the layouts arrive
+-- exactly, and the bytes sent are a fraction of the f16 masks of the same heads.
+local MOVE_BIG_SCRIPT = [[
+local parallel = require "adaspa.parallel"
+local c = adaspa.comm.world()
+local sp = parallel.new(c)
+local me = c:rank() + 1
+local n, H = 1857, 4
+local mass = adaspa.softmax(adaspa.randn({H, n, n}, {seed = 5}))
+local global = adaspa.layout.topk(mass, {density = {0.05, 0.1, 0.2, 0.1}})
+mass:free()
+local old, new = {{1, 2}, {3, 4}}, {{3, 1}, {4, 2}}
+local cache = adaspa.Cache.new(1)
+cache:set(1, {layout = global:select(old[me]), step = 2, recall = {0.5, 0.6}})
+sp:move_layer(cache, 1, old, new, H)
+assert(cache:layout(1):encode() == global:select(new[me]):encode(), "the moved layout differs")
+assert(cache:step(1) == 2, "step kept")
+local m = sp.moved
+assert(m.heads == 1, "one head left each rank, got " .. m.heads)
+assert(m.layout_bytes * 4 < m.mask_bytes, string.format("sent %d bytes, f16 masks %d", m.layout_bytes, m.mask_bytes))
+io.stderr:write(string.format("rank %d: moved %d bytes for %d bytes of masks\n", me - 1, m.layout_bytes, m.mask_bytes))
+]]
+
 describe("adaspa.parallel per-head state", function()
   it("moves a layer's layout, recall and LSE rows with their heads and gathers every head to rank 0 (3 processes)", function()
     local p = spec_tmpfile(MOVE_SCRIPT)
@@ -262,6 +381,22 @@ describe("adaspa.parallel per-head state", function()
     for r = 1, 2 do assert.truthy(err:find(string.format("[rank %d] rank %d: moved and gathered", r, r), 1, true), err) end
     assert.truthy(err:find("rank 0: moved and gathered", 1, true), err)
     assert.equal("", out)
+  end)
+
+  it("moves sparse 720p layouts as compact messages, a fraction of their f16 masks (2 processes)", function()
+    local p = spec_tmpfile(MOVE_BIG_SCRIPT)
+    local out, err, code = launch(2, p)
+    os.remove(p)
+    assert.equal(0, code, err)
+    -- rank 0 sends head 2 (density 0.1), rank 1 head 3 (0.2): 2-byte indices and 1858 offsets
+    local mask = 1857 * 1857 * 2
+    for r, d in ipairs({0.1, 0.2}) do
+      local b, mb = err:match(string.format("rank %d: moved (%%d+) bytes for (%%d+) bytes of masks", r - 1))
+      assert.truthy(b, err)
+      assert.equal(mask, tonumber(mb))
+      assert.equal(40 + 1858 * 8 + 1857 * math.floor(d * 1857 + 0.5) * 2, tonumber(b))
+      assert.truthy(tonumber(b) * (r == 1 and 9 or 4) < mask, err) -- 9.8x and 4.9x smaller
+    end
   end)
 end)
 

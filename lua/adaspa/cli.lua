@@ -255,13 +255,15 @@ cli.topics = {
     "  backend does not run the models, recipes/tiny.lua (the small trained model: a real video) when its\n" ..
     "  weights (models/tiny/tiny.safetensors) are there; otherwise recipes/hunyuan.lua (on a CPU: the small\n" ..
     "  preset with SYNTHETIC weights). It prints which and why first.",
-  launch = "usage: adaspa launch -n N [--all-output] [--grace S] [--] ARGS...\n" ..
+  launch = "usage: adaspa launch -n N [--nccl] [--all-output] [--grace S] [--] ARGS...\n" ..
     "  N processes of adaspa ARGS (a recipe, a script), ranks 0..N-1 of one communicator (adaspa.comm):\n" ..
     "  RANK / WORLD_SIZE / LOCAL_RANK (and ADASPA_*), ADASPA_COMM and OMP_NUM_THREADS (cores / N) are set.\n" ..
     "  Rank 0's output passes through, the others' standard error is prefixed [rank r] (--all-output: their\n" ..
     "  standard output too); Ctrl-C is forwarded; a failing rank ends the others (--grace S, 10, then SIGTERM);\n" ..
     "  the exit status is the first failing rank's. Models with sequence parallelism: hunyuan, wan\n" ..
-    "  (adaspa.parallel: Ulysses; heads rebalanced by kept blocks after each search).",
+    "  (adaspa.parallel: Ulysses; heads rebalanced by kept blocks after each search).\n" ..
+    "  --nccl (or ADASPA_COMM_DEVICE=nccl): collectives of GPU tensors go by NCCL (a build with it: CUDA=1 and\n" ..
+    "  nccl.h found), rank r on one GPU (CUDA_VISIBLE_DEVICES: the r-th of the launcher's, or r).",
 }
 
 -- adaspa help [COMMAND] (also adaspa --help).

@@ -25,6 +25,8 @@
 --   sp:gather_cache(cache, n_layers [, branch]) -> an adaspa.Cache holding every head (what one
 --       process's cache holds) on rank 0: for saving it once
 --   sp:gather_heads(values_of_my_heads, H [, key]) -> a list of H values (every rank's, global order)
+--   sp.moved: {layout_bytes, mask_bytes, heads}: what this rank's moved layouts sent to the others
+--       (compact CSR messages), what the same heads would have taken as f16 masks, and their count
 -- A world of one rank is the identity everywhere (no copies).
 local adaspa = require "adaspa"
 
@@ -226,12 +228,19 @@ function SP:move_layer(cache, layer, old, new, H)
   local step, lse_step = cache:step(layer), cache:lse_step(layer)
   local moved_layout, recall, moved_lse
   if layout then
-    local mask = layout:to_mask()                  -- u8 [heads, nqb, nkb]; moved as f16 (concat takes floats)
-    local mf = mask:to("f16")
-    local m2 = self:move_rows(mf, old, new)
-    local m8 = m2:to("u8")
-    moved_layout = adaspa.layout.from_mask(m8, layout:block())
-    mask:free(); mf:free(); m2:free(); m8:free()
+    -- compact CSR messages (layout:encode), checked on receipt; the bytes sent are counted in
+    -- self.moved against the f16 masks the same heads would have taken
+    local sent
+    moved_layout, sent = self.comm:move_layout(layout, old, new)
+    local mine, heads_out = {}, 0
+    for _, h in ipairs(old[me]) do mine[h] = true end
+    for d = 1, self.size do
+      if d ~= me then for _, h in ipairs(new[d]) do if mine[h] then heads_out = heads_out + 1 end end end
+    end
+    local m = self.moved or {layout_bytes = 0, mask_bytes = 0, heads = 0}
+    m.layout_bytes, m.heads = m.layout_bytes + sent, m.heads + heads_out
+    m.mask_bytes = m.mask_bytes + heads_out * layout:nqb() * layout:nkb() * 2
+    self.moved = m
     local rec = cache:recall(layer)
     if rec then
       local all = self:gather_lists(rec, H, old)

@@ -3,6 +3,7 @@
  *                                            once; world size 1 without one)
  *   adaspa.comm.create(path, size, slot_bytes)  a communicator file (what `adaspa launch` does)
  *   adaspa.comm.open(rank, size, path [, timeout_s])
+ *   adaspa.comm.device_built()              "nccl" when this build has the NCCL transport, else nil
  *   c:rank() c:size() c:local_rank() c:transport() c:max_bytes() c:barrier() c:abort()
  *   c:all_gather(x)                  -> [size, ...x's shape] (every rank's x, equal shapes)
  *   c:all_reduce(x [, "sum"|"max"])  -> an f32 tensor of x's shape, or a list of numbers (f64)
@@ -10,11 +11,17 @@
  *   c:seq_to_heads(x, tokens, heads) x [tokens[me], H, D] -> [S, #heads[me], D]
  *   c:heads_to_seq(y, tokens, heads) y [S, #heads[me], D] -> [tokens[me], H, D]
  *     tokens: a list of each rank's token count; heads: per rank a list of 1-based head indices.
- * Tensors go through host memory (the shm transport); a result comes back on x's device. */
+ *   c:move_layout(layout, old, new) -> layout of new[me]'s heads, bytes this rank sent
+ *     old, new: per rank lists of 1-based heads (comm.h: ada_comm_move_layout); layout: old[me]'s.
+ *   c:device_transport() -> "nccl" or nil;  c:gpu() -> the device transport's GPU index or nil
+ * A tensor on the GPU of a communicator with a device transport (ADASPA_COMM_DEVICE=nccl) stays
+ * there: the collective runs on device memory and the result is a tensor of that GPU. Otherwise
+ * tensors go through host memory (the host transport) and a result comes back on x's device. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "../comm.h"
+#include "../layout.h"
 #include "lbind.h"
 
 #define LADA_COMM_MT "adaspa.Comm"
@@ -59,6 +66,13 @@ static int l_open(lua_State *L) {
   return 1;
 }
 
+static int l_device_built(lua_State *L) {
+  const char *t = ada_comm_dev_built();
+  if (t) lua_pushstring(L, t);
+  else lua_pushnil(L);
+  return 1;
+}
+
 static int m_rank(lua_State *L) { SELF("comm:rank"); lua_pushinteger(L, ada_comm_rank(c)); return 1; }
 static int m_size(lua_State *L) { SELF("comm:size"); lua_pushinteger(L, ada_comm_size(c)); return 1; }
 static int m_local(lua_State *L) { SELF("comm:local_rank"); lua_pushinteger(L, ada_comm_local_rank(c)); return 1; }
@@ -84,6 +98,27 @@ static ada_tensor *host(lua_State *L, int idx, const char *fname, const char *ar
   return hc;
 }
 
+/* Whether the tensor x goes by the device transport: one is open and x is on its GPU. */
+static int by_device(ada_comm *c, const ada_tensor *x) {
+  return ada_comm_dev_transport(c) && x->storage->device.type == ADA_CUDA && x->storage->device.index == ada_comm_gpu(c);
+}
+
+/* The tensor at idx ready for a collective: contiguous, on the communicator's GPU when the device
+ * transport takes it (*dev 1), else in host memory; *own: a copy to free. */
+static ada_tensor *stage(lua_State *L, ada_comm *c, int idx, const char *fname, const char *arg, int *own, int *dev) {
+  ada_tensor *x = lada_check_tensor(L, idx, fname, arg);
+  *dev = by_device(c, x);
+  if (!*dev) return host(L, idx, fname, arg, own);
+  if (ada_tensor_is_contiguous(x)) {
+    *own = 0;
+    return x;
+  }
+  ada_tensor *xc = NULL;
+  lada_check(L, ada_tensor_contiguous(&xc, x), fname);
+  *own = 1;
+  return xc;
+}
+
 /* Pushes out, moved to dev (takes out). */
 static void push_on(lua_State *L, ada_tensor *out, ada_device dev, const char *fname) {
   if (dev.type != ADA_CPU) {
@@ -99,8 +134,8 @@ static void push_on(lua_State *L, ada_tensor *out, ada_device dev, const char *f
 static int m_all_gather(lua_State *L) {
   const char *fname = "comm:all_gather";
   SELF(fname);
-  int own;
-  ada_tensor *x = host(L, 2, fname, "x", &own);
+  int own, bydev;
+  ada_tensor *x = stage(L, c, 2, fname, "x", &own, &bydev);
   ada_device dev = lada_check_tensor(L, 2, fname, "x")->storage->device;
   int64_t shape[ADA_MAX_DIMS];
   if (x->ndim >= ADA_MAX_DIMS) {
@@ -110,14 +145,15 @@ static int m_all_gather(lua_State *L) {
   shape[0] = ada_comm_size(c);
   memcpy(shape + 1, x->shape, sizeof(int64_t) * (size_t)x->ndim);
   ada_tensor *out = NULL;
-  ada_status s = ada_tensor_empty(&out, x->ndim + 1, shape, x->dtype, (ada_device){ADA_CPU, 0});
+  ada_status s = ada_tensor_empty(&out, x->ndim + 1, shape, x->dtype, bydev ? dev : (ada_device){ADA_CPU, 0});
+  size_t n = (size_t)ada_tensor_numel(x) * (size_t)ada_dtype_size(x->dtype);
   if (s == ADA_OK)
-    s = ada_comm_all_gather(c, ada_tensor_data(x), (size_t)ada_tensor_numel(x) * (size_t)ada_dtype_size(x->dtype),
-                            ada_tensor_data(out));
+    s = bydev ? ada_comm_dev_all_gather(c, ada_tensor_data(x), n, ada_tensor_data(out))
+              : ada_comm_all_gather(c, ada_tensor_data(x), n, ada_tensor_data(out));
   if (own) ada_tensor_free(x);
   if (s != ADA_OK) ada_tensor_free(out);
   lada_check(L, s, fname);
-  push_on(L, out, dev, fname);
+  push_on(L, out, bydev ? (ada_device){ADA_CPU, 0} : dev, fname);
   return 1;
 }
 
@@ -156,18 +192,24 @@ static int m_all_reduce(lua_State *L) {
   }
   ada_tensor *x0 = lada_check_tensor(L, 2, fname, "x");
   if (x0->dtype != ADA_F32) return lada_error(L, fname, "x must be f32 (or a list of numbers), got %s", ada_dtype_name(x0->dtype));
-  int own;
-  ada_tensor *x = host(L, 2, fname, "x", &own);
+  int own, bydev;
+  ada_tensor *x = stage(L, c, 2, fname, "x", &own, &bydev);
   ada_tensor *out = NULL;
-  ada_status s = ada_tensor_empty(&out, x->ndim, x->shape, ADA_F32, (ada_device){ADA_CPU, 0});
-  if (s == ADA_OK) {
-    memcpy(ada_tensor_data(out), ada_tensor_data(x), sizeof(float) * (size_t)ada_tensor_numel(x));
-    s = ada_comm_all_reduce(c, ada_tensor_data(out), ada_tensor_numel(x), ADA_COMM_F32, op);
+  ada_status s;
+  if (bydev) {
+    s = own ? (out = x, own = 0, ADA_OK) : ada_tensor_contiguous(&out, x); /* a copy to reduce in place */
+    if (s == ADA_OK) s = ada_comm_dev_all_reduce(c, ada_tensor_data(out), ada_tensor_numel(x0), ADA_COMM_F32, op);
+  } else {
+    s = ada_tensor_empty(&out, x->ndim, x->shape, ADA_F32, (ada_device){ADA_CPU, 0});
+    if (s == ADA_OK) {
+      memcpy(ada_tensor_data(out), ada_tensor_data(x), sizeof(float) * (size_t)ada_tensor_numel(x));
+      s = ada_comm_all_reduce(c, ada_tensor_data(out), ada_tensor_numel(x), ADA_COMM_F32, op);
+    }
   }
   if (own) ada_tensor_free(x);
   if (s != ADA_OK) ada_tensor_free(out);
   lada_check(L, s, fname);
-  push_on(L, out, x0->storage->device, fname);
+  push_on(L, out, bydev ? (ada_device){ADA_CPU, 0} : x0->storage->device, fname);
   return 1;
 }
 
@@ -197,8 +239,8 @@ static int m_all_to_all(lua_State *L) {
   for (int32_t r = 0; r < W; r++) ssum += sr[r], rsum += rr[r];
   if (ssum != x0->shape[0]) return lada_error(L, fname, "send_rows sum to %lld, x has %lld rows", (long long)ssum, (long long)x0->shape[0]);
   if (rsum < 1) return lada_error(L, fname, "recv_rows sum to 0 (no empty tensors)");
-  int own;
-  ada_tensor *x = host(L, 2, fname, "x", &own);
+  int own, bydev;
+  ada_tensor *x = stage(L, c, 2, fname, "x", &own, &bydev);
   size_t rowb = (size_t)(ada_tensor_numel(x) / x->shape[0]) * (size_t)ada_dtype_size(x->dtype);
   size_t sc[64], sd[64], rc[64], rd[64], so = 0, ro = 0;
   for (int32_t r = 0; r < W; r++) {
@@ -209,90 +251,116 @@ static int m_all_to_all(lua_State *L) {
   memcpy(shape, x->shape, sizeof shape);
   shape[0] = rsum;
   ada_tensor *out = NULL;
-  ada_status s = ada_tensor_empty(&out, x->ndim, shape, x->dtype, (ada_device){ADA_CPU, 0});
-  if (s == ADA_OK) s = ada_comm_all_to_all(c, ada_tensor_data(x), sc, sd, ada_tensor_data(out), rc, rd);
+  ada_status s = ada_tensor_empty(&out, x->ndim, shape, x->dtype, bydev ? x0->storage->device : (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK)
+    s = bydev ? ada_comm_dev_all_to_all(c, ada_tensor_data(x), sc, sd, ada_tensor_data(out), rc, rd)
+              : ada_comm_all_to_all(c, ada_tensor_data(x), sc, sd, ada_tensor_data(out), rc, rd);
   if (own) ada_tensor_free(x);
   if (s != ADA_OK) ada_tensor_free(out);
   lada_check(L, s, fname);
-  push_on(L, out, x0->storage->device, fname);
+  push_on(L, out, bydev ? (ada_device){ADA_CPU, 0} : x0->storage->device, fname);
   return 1;
 }
 
-/* tokens (idx) and heads (idx + 1) of a Ulysses exchange: fills tokens, nheads, heads (0-based). */
-static int32_t split(lua_State *L, int idx, int32_t W, int64_t *tokens, int32_t *nheads, int32_t **heads, const char *fname) {
-  int_list(L, idx, W, tokens, fname, "tokens");
-  if (!lua_istable(L, idx + 1) || (int32_t)lua_objlen(L, idx + 1) != W)
-    lada_error(L, fname, "heads must be a list of %d head lists (one per rank)", W);
-  int32_t H = 0;
+/* Per rank lists of 1-based heads at idx -> n[r] and the 0-based heads of all ranks in a userdata
+ * left on the stack. */
+static int32_t *head_lists(lua_State *L, int idx, int32_t W, int32_t *n, const char *fname, const char *arg) {
+  if (!lua_istable(L, idx) || (int32_t)lua_objlen(L, idx) != W)
+    lada_error(L, fname, "%s must be a list of %d head lists (one per rank)", arg, W);
+  int32_t total = 0;
   for (int32_t r = 0; r < W; r++) {
-    lua_rawgeti(L, idx + 1, r + 1);
-    if (!lua_istable(L, -1)) lada_error(L, fname, "heads[%d] must be a list of head indices", r + 1);
-    nheads[r] = (int32_t)lua_objlen(L, -1);
-    H += nheads[r];
+    lua_rawgeti(L, idx, r + 1);
+    if (!lua_istable(L, -1)) lada_error(L, fname, "%s[%d] must be a list of head indices", arg, r + 1);
+    n[r] = (int32_t)lua_objlen(L, -1);
+    total += n[r];
     lua_pop(L, 1);
   }
-  int32_t *hv = malloc(sizeof(int32_t) * (size_t)(H ? H : 1)); /* the caller frees it; no error past here */
-  if (!hv) lada_error(L, fname, "out of memory");
+  int32_t *hv = lua_newuserdata(L, sizeof(int32_t) * (size_t)(total ? total : 1));
   int32_t k = 0;
   for (int32_t r = 0; r < W; r++) {
-    lua_rawgeti(L, idx + 1, r + 1);
-    for (int32_t j = 0; j < nheads[r]; j++) {
+    lua_rawgeti(L, idx, r + 1);
+    for (int32_t j = 0; j < n[r]; j++) {
       lua_rawgeti(L, -1, j + 1);
+      if (!lua_isnumber(L, -1)) lada_error(L, fname, "%s[%d][%d] must be a head number", arg, r + 1, j + 1);
       hv[k++] = (int32_t)lua_tointeger(L, -1) - 1;
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
   }
-  *heads = hv;
-  return H;
+  return hv;
+}
+
+static int m_move_layout(lua_State *L) {
+  const char *fname = "comm:move_layout";
+  SELF(fname);
+  int32_t W = ada_comm_size(c), n_old[64], n_new[64];
+  ada_layout *l = lada_check_layout(L, 2, fname, "layout");
+  int32_t *old = head_lists(L, 3, W, n_old, fname, "old");
+  int32_t *nw = head_lists(L, 4, W, n_new, fname, "new");
+  int32_t H = 0;
+  for (int32_t r = 0; r < W; r++) H += n_old[r];
+  ada_layout *out = NULL;
+  uint64_t sent = 0;
+  lada_check(L, ada_comm_move_layout(c, l, n_old, old, n_new, nw, H, &out, &sent), fname);
+  lada_push_layout(L, out);
+  lua_pushnumber(L, (lua_Number)sent);
+  return 2;
 }
 
 static int exchange(lua_State *L, int to_heads) {
   const char *fname = to_heads ? "comm:seq_to_heads" : "comm:heads_to_seq";
   SELF(fname);
-  int32_t W = ada_comm_size(c), me = ada_comm_rank(c), nheads[64], *heads;
+  int32_t W = ada_comm_size(c), me = ada_comm_rank(c), nheads[64];
   int64_t tokens[64];
   ada_tensor *x0 = lada_check_tensor(L, 2, fname, "x");
-  int32_t H = split(L, 3, W, tokens, nheads, &heads, fname), *hcopy = heads;
+  int_list(L, 3, W, tokens, fname, "tokens");
+  int32_t *heads = head_lists(L, 4, W, nheads, fname, "heads"), H = 0;
+  for (int32_t r = 0; r < W; r++) H += nheads[r];
   int64_t S = 0;
   for (int32_t r = 0; r < W; r++) S += tokens[r];
   char sh[64];
   ada_shape_format(x0->ndim, x0->shape, sh, sizeof sh);
   int bad = x0->ndim != 3 || (to_heads ? (x0->shape[0] != tokens[me] || x0->shape[1] != H)
                                        : (x0->shape[0] != S || x0->shape[1] != nheads[me]));
-  if (bad || (to_heads ? nheads[me] : tokens[me]) < 1) {
-    free(hcopy);
+  if (bad || (to_heads ? nheads[me] : tokens[me]) < 1)
     return lada_error(L, fname, "x is %s; rank %d expects [%lld, %d, D] (tokens %lld of %lld, heads %d of %d)", sh, me,
                       (long long)(to_heads ? tokens[me] : S), to_heads ? H : nheads[me], (long long)tokens[me],
                       (long long)S, nheads[me], H);
-  }
-  int own;
-  ada_tensor *x0c = NULL;
-  if (!(x0->storage->device.type == ADA_CPU && ada_tensor_is_contiguous(x0))) { /* host() raises: free hcopy first */
-    ada_tensor *h = NULL;
-    ada_status hs = ada_tensor_to(&h, x0, x0->dtype, (ada_device){ADA_CPU, 0});
-    if (hs == ADA_OK) hs = ada_tensor_contiguous(&x0c, h);
-    ada_tensor_free(h);
-    if (hs != ADA_OK) {
-      free(hcopy);
-      lada_check(L, hs, fname);
-    }
-  }
-  ada_tensor *x = x0c ? x0c : x0;
-  own = x0c != NULL;
+  int own, bydev;
+  ada_tensor *x = stage(L, c, 2, fname, "x", &own, &bydev);
   int64_t D = x->shape[2];
   int64_t shape[3] = {to_heads ? S : tokens[me], to_heads ? nheads[me] : H, D};
   ada_tensor *out = NULL;
   size_t row = (size_t)D * (size_t)ada_dtype_size(x->dtype);
-  ada_status s = ada_tensor_empty(&out, 3, shape, x->dtype, (ada_device){ADA_CPU, 0});
-  if (s == ADA_OK)
-    s = to_heads ? ada_comm_seq_to_heads(c, ada_tensor_data(x), ada_tensor_data(out), tokens, nheads, hcopy, H, row)
-                 : ada_comm_heads_to_seq(c, ada_tensor_data(x), ada_tensor_data(out), tokens, nheads, hcopy, H, row);
-  free(hcopy);
+  ada_status s = ada_tensor_empty(&out, 3, shape, x->dtype, bydev ? x0->storage->device : (ada_device){ADA_CPU, 0});
+  if (s == ADA_OK) {
+    void *in = ada_tensor_data(x), *o = ada_tensor_data(out);
+    if (bydev)
+      s = to_heads ? ada_comm_dev_seq_to_heads(c, in, o, tokens, nheads, heads, H, row)
+                   : ada_comm_dev_heads_to_seq(c, in, o, tokens, nheads, heads, H, row);
+    else
+      s = to_heads ? ada_comm_seq_to_heads(c, in, o, tokens, nheads, heads, H, row)
+                   : ada_comm_heads_to_seq(c, in, o, tokens, nheads, heads, H, row);
+  }
   if (own) ada_tensor_free(x);
   if (s != ADA_OK) ada_tensor_free(out);
   lada_check(L, s, fname);
-  push_on(L, out, x0->storage->device, fname);
+  push_on(L, out, bydev ? (ada_device){ADA_CPU, 0} : x0->storage->device, fname);
+  return 1;
+}
+
+static int m_device_transport(lua_State *L) {
+  SELF("comm:device_transport");
+  const char *t = ada_comm_dev_transport(c);
+  if (t) lua_pushstring(L, t);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int m_gpu(lua_State *L) {
+  SELF("comm:gpu");
+  if (ada_comm_gpu(c) >= 0) lua_pushinteger(L, ada_comm_gpu(c));
+  else lua_pushnil(L);
   return 1;
 }
 
@@ -306,10 +374,12 @@ void lada_open_comm(lua_State *L) {
                                      {"abort", m_abort},         {"all_gather", m_all_gather},
                                      {"all_reduce", m_all_reduce}, {"all_to_all", m_all_to_all},
                                      {"seq_to_heads", m_seq_to_heads}, {"heads_to_seq", m_heads_to_seq},
+                                     {"move_layout", m_move_layout}, {"device_transport", m_device_transport},
+                                     {"gpu", m_gpu},
                                      {NULL, NULL}};
   lada_class_register(L, &comm_class, methods);
   lua_pop(L, 1);
-  static const luaL_Reg funcs[] = {{"world", l_world}, {"create", l_create}, {"open", l_open}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"world", l_world}, {"create", l_create}, {"open", l_open}, {"device_built", l_device_built}, {NULL, NULL}};
   lua_newtable(L);
   luaL_setfuncs(L, funcs, 0);
   lua_setfield(L, -2, "comm");

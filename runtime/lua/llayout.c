@@ -4,7 +4,11 @@
  *   adaspa.layout.from_mask(mask u8 [H, nqb, nkb] [, block=64])
  *   adaspa.layout.topk(mass, {density=, row_wise=true, force=, block=64})
  *   adaspa.layout.threshold(mass, {recall=, min_blocks=1, max_blocks=0, force=, block=64})
+ *   adaspa.layout.decode(bytes)  a layout from messages (a Lua string; layout.h: checked, a corrupt
+ *       message is an error)
  *   layout:heads() block() nqb() nkb() nnz() density() recall(mass) to_mask() row(h, qb) free()
+ *   layout:encode([heads])  the compact message (a Lua string) of the listed heads (default all)
+ *   layout:select(heads)    a new layout of the listed heads, in that order
  * mass: float [H, nqb, nkb] on the CPU or a GPU (selected there). density / recall: a number in [0, 1] or a table of H of
  * them. force = {cols = {{kb_first, kb_last}, ...}, rows = {{qb_first, qb_last}, ...},
  * diagonal = bool}. Block numbers and ranges are 1-based and inclusive here; the runtime's are
@@ -321,13 +325,76 @@ static int m_row(lua_State *L) {
   return 1;
 }
 
+/* The list of 1-based heads at idx (default: every head) as 0-based, in a userdata left on the
+ * stack; *n its length. */
+static int32_t *head_list(lua_State *L, int idx, const ada_layout *l, const char *fname, int32_t *n) {
+  if (lua_isnoneornil(L, idx)) {
+    int32_t *h = lua_newuserdata(L, sizeof(int32_t) * (size_t)l->heads);
+    for (int32_t i = 0; i < l->heads; i++) h[i] = i;
+    *n = l->heads;
+    return h;
+  }
+  if (!lua_istable(L, idx) || lua_objlen(L, idx) < 1)
+    lada_error(L, fname, "heads must be a non-empty list of head numbers, got %s", lada_typename(L, idx));
+  int32_t k = (int32_t)lua_objlen(L, idx);
+  int32_t *h = lua_newuserdata(L, sizeof(int32_t) * (size_t)k);
+  for (int32_t i = 0; i < k; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    char arg[32];
+    snprintf(arg, sizeof arg, "heads[%d]", (int)i + 1);
+    h[i] = check_int(L, lua_gettop(L), fname, arg, 1, l->heads) - 1;
+    lua_pop(L, 1);
+  }
+  *n = k;
+  return h;
+}
+
+static int m_encode(lua_State *L) {
+  const char *fname = "layout:encode";
+  SELF(fname);
+  int32_t n;
+  int32_t *h = head_list(L, 2, l, fname, &n);
+  size_t size = ada_layout_msg_size(l, h, n), got = 0;
+  void *buf = lua_newuserdata(L, size);
+  lada_check(L, ada_layout_encode(l, h, n, buf, size, &got), fname);
+  lua_pushlstring(L, buf, got);
+  return 1;
+}
+
+static int m_select(lua_State *L) {
+  const char *fname = "layout:select";
+  SELF(fname);
+  int32_t n;
+  int32_t *h = head_list(L, 2, l, fname, &n);
+  int32_t *part = lua_newuserdata(L, sizeof(int32_t) * (size_t)n);
+  for (int32_t i = 0; i < n; i++) part[i] = 0;
+  const ada_layout *parts[1] = {l};
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_pick(&made, parts, 1, part, h, n, fname), fname);
+  u->obj = made;
+  return 1;
+}
+
+static int l_decode(lua_State *L) {
+  const char *fname = "adaspa.layout.decode";
+  if (lua_type(L, 1) != LUA_TSTRING) return lada_error(L, fname, "bytes must be a string, got %s", lada_typename(L, 1));
+  size_t n;
+  const char *p = lua_tolstring(L, 1, &n);
+  lada_object *u = push_new(L);
+  ada_layout *made = NULL;
+  lada_check(L, ada_layout_decode(&made, p, n, fname), fname);
+  u->obj = made;
+  return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"heads", m_heads},     {"block", m_block},   {"nqb", m_nqb},         {"nkb", m_nkb},
     {"nnz", m_nnz},         {"density", m_density}, {"recall", m_recall}, {"to_mask", m_to_mask},
-    {"row", m_row},         {NULL, NULL}};
+    {"row", m_row},         {"encode", m_encode},   {"select", m_select}, {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-    {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {NULL, NULL}};
+    {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {"decode", l_decode}, {NULL, NULL}};
 
 void lada_open_layout(lua_State *L) {
   lada_class_register(L, &layout_class, methods);
