@@ -137,7 +137,7 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ADASPA_BIN=build-asan/adaspa build-asan/adaspa spec/busted.lua $(SPEC_ARGS)
 
-# Fuzz campaign (spec/fuzz/run.sh): libFuzzer on the safetensors, JSON and PNG readers, Lua
+# Fuzz campaign (spec/fuzz/run.sh): libFuzzer on the safetensors, JSON, PNG and layout-message readers, Lua
 # mutators on traces and recipe overrides; FUZZ_SECONDS per harness (12: about a minute in all).
 FUZZ_SECONDS ?= 12
 fuzz: all
