@@ -1012,6 +1012,13 @@ function M.estimate(cfg, video, dtype)
   end
   local linear = cfg.layers * (2 * n * (8 * d * d + 2 * d * f) + 4 * L * d * d + 4 * n * L * d)
     + 2 * L * d * (cfg.text_dim + d) + 2 * n * d * cfg.in_channels * 4 * 2
+  if M.is_i2v(cfg) then
+    -- image-to-video: the image branch of each cross-attention (k, v of the Li image tokens and
+    -- the attention over them), the image embedder, and its activations
+    local Li, e = cfg.image_len, cfg.image_dim
+    linear = linear + cfg.layers * (4 * Li * d * d + 4 * n * Li * d) + 2 * Li * e * (e + d)
+    act = act + M.SLACK * Li * (e + 3 * d) * bytes
+  end
   local attn = cfg.layers * 4 * n * n * d
   return {tokens = n, image_tokens = n, params = params, largest = largest, heads = cfg.heads, layers = cfg.layers,
           activation_bytes = act, linear_flops = linear, attention_flops = attn, output_bytes = n * d * bytes,
@@ -1020,8 +1027,9 @@ end
 
 -- One line for progress lines and reports.
 function M.describe(cfg)
-  return string.format("Wan2.1 %s, %d blocks, %d heads x %d, ffn %d", tostring(cfg.preset), cfg.layers, cfg.heads,
-    cfg.head_dim, cfg.ffn)
+  return string.format("Wan2.1 %s, %d blocks, %d heads x %d, ffn %d%s", tostring(cfg.preset), cfg.layers, cfg.heads,
+    cfg.head_dim, cfg.ffn, M.is_i2v(cfg) and string.format(", image-to-video (image %d, in %d)", cfg.image_dim,
+    cfg.in_channels) or "")
 end
 
 local C = require "adaspa.check"
@@ -1032,6 +1040,8 @@ M.schema = {
   layers = C.integer{min = 1, max = 1000, doc = "transformer blocks (default: the preset's: 30 for 1.3B, 40 for 14B)"},
   ffn = C.integer{min = 1, max = 262144, doc = "feed-forward width (default: the preset's)"},
   text_len = C.integer{min = 1, max = 4096, doc = "text tokens of the cross-attention (default 512, the encoder's)"},
+  task = C.string{one_of = {"t2v", "i2v"}, doc = "i2v: the image-to-video variant of the preset (auto, 14B -> I2V-14B-720P, " ..
+    "small -> small_i2v; or name an I2V preset); t2v: insist on text-to-video (default: the preset's)"},
 }
 
 -- wan.config overrides from the recipe's model table (its M.schema fields).
