@@ -609,9 +609,15 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
     local vc = mb:forward(io_.x:to("bf16"), t, b(io_.cond))
     local vu = mb:forward(io_.x:to("bf16"), t, b(io_.uncond))
     local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
-    print(string.format("\n  wan i2v parity (CPU, bf16 weights): velocity rel L2 cond %.2e, uncond %.2e", ec, eu))
+    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+    local delta = adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma)
+    local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
+    print(string.format("\n  wan i2v parity (CPU, bf16 weights): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    -- most of it is the weights' rounding: bf16-rounded weights with f32 compute give 6.6e-3 on
+    -- this fixture (its 24-wide random layers average little), bf16 inputs with f32 weights 1.1e-3
     assert.is_true(ec < 1e-2, "cond " .. ec)
     assert.is_true(eu < 1e-2, "uncond " .. eu)
+    assert.is_true(ed < 2e-2, "step " .. ed)   -- guidance 5 amplifies the passes' errors (see the T2V GPU spec)
   end)
 
   it_gpu("velocity and CFG step on the GPU in bf16 within relative L2 1e-2", function()
