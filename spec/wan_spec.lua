@@ -766,6 +766,10 @@ describe("wan image-to-video presets, weights, conditioning", function()
     assert.equal(0, l:narrow(2, 2, 2):norm())
     assert.is_true(l:narrow(1, 5, 4):narrow(2, 1, 1):norm() > 1)
     assert.equal(l, m:condition_latents(s2.cond.image, 3, 6, 10, "f32", "cpu"))   -- made once per size
+    -- a file's latents in another dtype than the latent's: converted (once)
+    local lb = m:condition_latents({latents = io_.image_latents}, 3, 6, 10, "bf16", "cpu")
+    assert.equal("bf16", lb:dtype())
+    assert.is_true(spec_maxdiff(lb:to("f32"), io_.image_latents) < 2e-2)
     local v = m:forward(io_.x, 500, s2.cond)
     assert.is_true(finite(v))
     -- bad shapes

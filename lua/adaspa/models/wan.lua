@@ -601,7 +601,7 @@ function M.synthetic_condition_latents(cfg, T, H, W, seed, dt, dev)
 end
 
 -- A tensor of a file, [n1, n2, ...] or with a leading batch of 1 (as diffusers' pipelines keep
--- them), as f32 without the batch.
+-- them), without the batch.
 local function unbatch(t, dims)
   local s = t:shape()
   if #s == dims + 1 and s[1] == 1 then
@@ -800,7 +800,12 @@ function Model:condition_latents(image, T, H, W, dt, dev)
       fail("forward: image_latents%s have shape %s, the latent is [%d, %d, %d, %d]: they were made for another video size",
         image.latents_from and (" of " .. image.latents_from) or "", shape_str(s), cfg.out_channels, T, H, W)
     end
-    return image.latents
+    if image.latents:dtype() == dt and image.latents:device() == dev then return image.latents end
+    -- another dtype or device than the latent's: a converted copy, made once
+    image.converted = image.converted or {}
+    local key = dt .. "/" .. dev
+    if not image.converted[key] then image.converted[key] = image.latents:to(dt):to(dev) end
+    return image.converted[key]
   end
   if type(image.seed) ~= "number" then
     fail("forward: cond.image has neither latents [%d, T, H, W] nor a seed for synthetic ones", Cc)
