@@ -56,7 +56,8 @@ enum {
   ADA_NN_MUL,          /* x * a */
   ADA_NN_SCALE,        /* x * s */
   ADA_NN_SILU,         /* x / (1 + exp(-x)) */
-  ADA_NN_GELU_TANH     /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+  ADA_NN_GELU_TANH,    /* 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
+  ADA_NN_GELU          /* 0.5 x (1 + erf(x / sqrt 2)) = 0.5 x erfc(-x / sqrt 2), the exact GELU */
 };
 
 /* out [rows, c] = kind(x, a, b, s); out may be x (same elements) for in-place use. */

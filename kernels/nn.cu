@@ -1,5 +1,5 @@
 /* nn.cu: the non-GEMM neural-network ops: row-wise elementwise ops (modulate, gated_add, add,
- * mul, scale, silu, gelu_tanh), layernorm / rmsnorm (and the fused layernorm + modulate), softmax, 3D
+ * mul, scale, silu, gelu_tanh, gelu), layernorm / rmsnorm (and the fused layernorm + modulate), softmax, 3D
  * RoPE, patchify / unpatchify and the sinusoidal timestep embedding.
  *
  * Math is f32 (the CPU reference's order of operations); RoPE and timestep angles are computed
@@ -159,7 +159,8 @@ __global__ void __launch_bounds__(kThreads) ew_kernel(const EwParams P) {
         else if (KIND == ADA_NN_MUL) y[k] = v * a[k];
         else if (KIND == ADA_NN_SCALE) y[k] = v * P.s;
         else if (KIND == ADA_NN_SILU) y[k] = v / (1.0f + expf(-v));
-        else y[k] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        else if (KIND == ADA_NN_GELU_TANH) y[k] = 0.5f * v * (1.0f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)));
+        else y[k] = 0.5f * v * erfcf(-v * 0.7071067811865476f); /* = 1 + erf(v / sqrt 2), accurate for v < 0 */
       }
       stc(P.out, odt, r * P.c + c0, n, P.vec, y);
     }
@@ -668,7 +669,7 @@ extern "C" int ada_launch_rowwise(int32_t kind, void *out, ada_dtype odt, int64_
   switch (kind) {
   case ADA_NN_MODULATE: case ADA_NN_GATED_ADD: nops = 2; break;
   case ADA_NN_ADD: case ADA_NN_MUL: nops = 1; break;
-  case ADA_NN_SCALE: case ADA_NN_SILU: case ADA_NN_GELU_TANH: break;
+  case ADA_NN_SCALE: case ADA_NN_SILU: case ADA_NN_GELU_TANH: case ADA_NN_GELU: break;
   default: return (int)cudaErrorInvalidValue;
   }
   if ((nops >= 1 && (!P.a.p || !float_dt(P.a.dt))) || (nops >= 2 && (!P.b.p || !float_dt(P.b.dt))))
@@ -683,7 +684,8 @@ extern "C" int ada_launch_rowwise(int32_t kind, void *out, ada_dtype odt, int64_
   case ADA_NN_MUL: return launch_ew_dt<ADA_NN_MUL>(P, dt, st);
   case ADA_NN_SCALE: return launch_ew_dt<ADA_NN_SCALE>(P, dt, st);
   case ADA_NN_SILU: return launch_ew_dt<ADA_NN_SILU>(P, dt, st);
-  default: return launch_ew_dt<ADA_NN_GELU_TANH>(P, dt, st);
+  case ADA_NN_GELU_TANH: return launch_ew_dt<ADA_NN_GELU_TANH>(P, dt, st);
+  default: return launch_ew_dt<ADA_NN_GELU>(P, dt, st);
   }
 }
 

@@ -71,7 +71,7 @@ typedef enum ada_rowwise_kind {
 } ada_rowwise_kind;
 
 /* Elementwise ops of one tensor. */
-typedef enum ada_unary_kind { ADA_UNARY_SCALE, ADA_UNARY_SILU, ADA_UNARY_GELU_TANH } ada_unary_kind;
+typedef enum ada_unary_kind { ADA_UNARY_SCALE, ADA_UNARY_SILU, ADA_UNARY_GELU_TANH, ADA_UNARY_GELU } ada_unary_kind;
 
 /* One validated attention call (runtime/attention.c builds it). Tensors a mode does not use
  * are NULL: DENSE and SPARSE write out and lse, FUSED out, lse and mass under lse_in, MASS only

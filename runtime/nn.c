@@ -266,6 +266,8 @@ ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x) {
   return unary("gelu_tanh", ADA_UNARY_GELU_TANH, out, x, 0);
 }
 
+ada_status ada_op_gelu(ada_tensor *out, const ada_tensor *x) { return unary("gelu", ADA_UNARY_GELU, out, x, 0); }
+
 /* ---- video DiT pieces -------------------------------------------------------------------------------- */
 
 /* Checks shared by rope3d and rmsnorm_rope3d: x [S, H, D], out x's shape, the grid, axes, theta

@@ -55,6 +55,8 @@ ada_status ada_op_mul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b)
 ada_status ada_op_scale(ada_tensor *out, const ada_tensor *x, double s);
 ada_status ada_op_silu(ada_tensor *out, const ada_tensor *x);
 ada_status ada_op_gelu_tanh(ada_tensor *out, const ada_tensor *x);
+/* out = 0.5 x (1 + erf(x / sqrt 2)), the exact GELU (PyTorch's GELU(approximate="none")) */
+ada_status ada_op_gelu(ada_tensor *out, const ada_tensor *x);
 
 /* ---- video DiT pieces -------------------------------------------------------------------------- */
 /* 3D RoPE on x [S, H, D] for tokens s < n_tokens = T * Hh * Ww at grid position

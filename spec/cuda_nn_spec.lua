@@ -228,7 +228,7 @@ describe("cuda nn ops: elementwise", function()
     end
   end)
 
-  it_gpu("scale, silu and gelu_tanh match the CPU, extremes included", function()
+  it_gpu("scale, silu, gelu_tanh and gelu match the CPU, extremes included", function()
     for _, dt in ipairs({"f32", "bf16"}) do
       for _, n in ipairs(NS) do
         for _, c in ipairs(CS) do
@@ -243,11 +243,18 @@ describe("cuda nn ops: elementwise", function()
           out = poisoned({n, c}, dt)
           adaspa.gelu_tanh(xg, {out = out})
           near(out, adaspa.gelu_tanh(x), dt, fmt("gelu_tanh", dt, n, c))
+          out = poisoned({n, c}, dt)
+          adaspa.gelu(xg, {out = out})
+          near(out, adaspa.gelu(x), dt, fmt("gelu", dt, n, c))
         end
       end
       local ext = adaspa.tensor({-100, -30, -5, 0, 1e-3, 5, 30, 100}, {dtype = dt})
       near(adaspa.silu(ext:to("cuda")), adaspa.silu(ext), dt, "silu extremes " .. dt)
       near(adaspa.gelu_tanh(ext:to("cuda")), adaspa.gelu_tanh(ext), dt, "gelu_tanh extremes " .. dt)
+      near(adaspa.gelu(ext:to("cuda")), adaspa.gelu(ext), dt, "gelu extremes " .. dt)
+      -- exact, not the tanh form: at -3 they differ by 4e-4
+      local m3 = adaspa.tensor({-3, -2.5}, {dtype = dt}):to("cuda")
+      assert.is_true(spec_maxdiff(adaspa.gelu(m3):to("cpu"), adaspa.gelu_tanh(m3):to("cpu")) > 2e-4, "gelu is not gelu_tanh " .. dt)
     end
   end)
 
@@ -262,6 +269,7 @@ describe("cuda nn ops: elementwise", function()
       near(adaspa.modulate(xg, gg, yg), adaspa.modulate(xc, gc, yc), dt, "modulate strided " .. dt)
       near(adaspa.add(xg, yg), adaspa.add(xc, yc), dt, "add strided " .. dt)
       near(adaspa.gelu_tanh(xg), adaspa.gelu_tanh(xc), dt, "gelu_tanh strided " .. dt)
+      near(adaspa.gelu(xg), adaspa.gelu(xc), dt, "gelu strided " .. dt)
       near(adaspa.silu(xg), adaspa.silu(xc), dt, "silu strided " .. dt)
       -- the MLP half of a single block's linear1 output: columns narrowed out of wide rows
       local lin1 = rnd({33, 3 * 64 + 256}, dt)
@@ -311,9 +319,11 @@ describe("cuda nn ops: elementwise", function()
         ref = adaspa.scale(ref, 0.5)
         adaspa.gelu_tanh(xg, {out = xg})
         ref = adaspa.gelu_tanh(ref)
+        adaspa.gelu(xg, {out = xg})
+        ref = adaspa.gelu(ref)
         adaspa.silu(xg, {out = xg})
         ref = adaspa.silu(ref)
-        near(xg, ref, dt, fmt("scale, gelu_tanh, silu in place", dt, c))
+        near(xg, ref, dt, fmt("scale, gelu_tanh, gelu, silu in place", dt, c))
       end
     end
   end)

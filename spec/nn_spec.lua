@@ -89,6 +89,38 @@ local function gelu_ref(v)
   return 0.5 * v * (1 + th)
 end
 
+-- erf and erfc in float64: the Maclaurin series of erf below 3 (about 1e-13 after cancellation),
+-- erfc's continued fraction (evaluated from its tail, 80 terms) above, so erfc keeps its relative
+-- accuracy far into the tail
+local function erfc_pos(a) -- a >= 3
+  local f = a
+  for k = 80, 1, -1 do f = a + (k / 2) / f end
+  return math.exp(-a * a) / math.sqrt(math.pi) / f
+end
+local function erf_ref(v)
+  local a = math.abs(v)
+  local r
+  if a < 3 then
+    local term, sum, n = a, a, 0
+    repeat
+      n = n + 1
+      term = -term * a * a / n
+      sum = sum + term / (2 * n + 1)
+    until math.abs(term / (2 * n + 1)) <= 1e-17 * math.abs(sum)
+    r = 2 / math.sqrt(math.pi) * sum
+  else
+    r = 1 - erfc_pos(a)
+  end
+  return v < 0 and -r or r
+end
+local function erfc_ref(z)
+  if z >= 3 then return erfc_pos(z) end
+  if z <= -3 then return 2 - erfc_pos(-z) end
+  return 1 - erf_ref(z)
+end
+-- GELU(v) = 0.5 v (1 + erf(v / sqrt 2)) = 0.5 v erfc(-v / sqrt 2)
+local function gelu_erf_ref(v) return 0.5 * v * erfc_ref(-v / math.sqrt(2)) end
+
 -- X: x's values as a flat list (default flat(x)), e.g. a float64 reference's output
 local function rope_ref(x, grid, axes, theta, n_tokens, X)
   X = X or flat(x)
@@ -451,6 +483,37 @@ describe("elementwise ops", function()
     check(adaspa.silu(r), rowwise_ref(r, {}, silu_ref), 1e-5, "silu strided")
     check(adaspa.gelu_tanh(r, {out = poisoned({4, 30}, "bf16")}), rowwise_ref(r, {}, gelu_ref), 1e-2, "gelu bf16")
   end)
+
+  it("gelu (exact, erf) matches a float64 reference element by element and differs from gelu_tanh", function()
+    -- the reference itself: erf(1) and erf(3.5) to 1e-12, and GELU(-3) as PyTorch's exact GELU gives it
+    assert.is_true(math.abs(erf_ref(1) - 0.8427007929497149) < 1e-12)
+    assert.is_true(math.abs(erf_ref(3.5) - 0.9999992569016276) < 1e-12)
+    assert.is_true(math.abs(erfc_ref(5) / 1.5374597944280349e-12 - 1) < 1e-12)
+    assert.is_true(math.abs(gelu_erf_ref(-3) + 0.004049694) < 1e-8)
+    local vals = {-80, -30, -9, -5, -4.2, -3, -2.5, -1, -0.25, -1e-3, 0, 1e-3, 0.5, 1, 2.9, 3.1, 5, 20, 88}
+    local x = adaspa.tensor(vals)
+    local out = adaspa.gelu(x, {out = poisoned({#vals})})
+    local got = flat(out)
+    for i, v in ipairs(vals) do
+      local ref = gelu_erf_ref(v)
+      -- f32: relative 2e-6, widened by v^2 in the negative tail (there the rounding of v / sqrt 2
+      -- in f32 moves erfc by a relative 2 |z| eps), absolute 1e-30 where f32 underflows
+      assert(math.abs(got[i] - ref) <= 2e-6 * math.max(1, v * v) * math.abs(ref) + 1e-30,
+        string.format("gelu(%g) = %.9g, reference %.9g", v, got[i], ref))
+    end
+    -- the tanh form is 10% off at -3: the op is not it
+    local tanh3 = flat(adaspa.gelu_tanh(adaspa.tensor({-3})))[1]
+    assert.is_true(math.abs(tanh3 - gelu_erf_ref(-3)) > 3e-4)
+    local r = adaspa.randn({4, 37}, {seed = 441}):narrow(2, 3, 30)
+    local rs = adaspa.scale(r, 3)
+    check(adaspa.gelu(rs), rowwise_ref(rs, {}, gelu_erf_ref), 1e-6, "gelu strided")
+    check(adaspa.gelu(rs:to("bf16"), {out = poisoned({4, 30}, "bf16")}), rowwise_ref(rs, {}, gelu_erf_ref), 1e-2, "gelu bf16")
+    -- in place
+    local y = adaspa.scale(adaspa.randn({5, 8}, {seed = 442}), 2)
+    local ref = rowwise_ref(y, {}, gelu_erf_ref)
+    assert.equal(y, adaspa.gelu(y, {out = y}))
+    check(y, ref, 1e-6, "gelu in place")
+  end)
 end)
 
 -- ---- video DiT pieces ----------------------------------------------------------------------------------
@@ -680,6 +743,8 @@ describe("nn op errors", function()
     spec_error(function() adaspa.scale(x, 0 / 0) end, "adaspa.scale: s must be a number, got nan")
     spec_error(function() adaspa.silu(x, {out = adaspa.empty({8, 4})}) end, "adaspa.silu: option out has shape [8, 4], expected [4, 8]")
     spec_error(function() adaspa.gelu_tanh(i32) end, "adaspa.gelu_tanh: x must be f32, bf16 or f16, got i32")
+    spec_error(function() adaspa.gelu(i32) end, "adaspa.gelu: x must be f32, bf16 or f16, got i32")
+    spec_error(function() adaspa.gelu(x, {out = adaspa.empty({8, 4})}) end, "adaspa.gelu: option out has shape [8, 4], expected [4, 8]")
     spec_error(function() adaspa.silu(x, 5) end, "adaspa.silu: options must be a table, got number")
   end)
 

@@ -462,6 +462,14 @@ describe("Ulysses sequence parallelism (Wan, CPU)", function()
     end)
   end
 
+  it("image-to-video (small_i2v): 2 processes give the one-process latents, bit for bit", function()
+    local base = same_as_one("recipes/wan_i2v.lua output.previews=false output.pictures=false sampler.steps=3 model.heads=4 "
+      .. "attention.policy=dense", {2})
+    local rep = io.open(base .. "-2/report.txt"):read("*a")
+    assert.truthy(rep:find("image-to-video", 1, true) and rep:find("SYNTHETIC image states", 1, true), rep)
+    os.execute("rm -rf " .. base .. "-1 " .. base .. "-2")
+  end)
+
   it("names the limits: more ranks than heads, a model without sequence parallelism", function()
     local _, err, code = launch(3, "recipe recipes/wan.lua sampler.steps=1 output.previews=false output.dir=/tmp/adaspa-spec-noheads")
     assert.are_not.equal(0, code)

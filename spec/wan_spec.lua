@@ -170,7 +170,7 @@ describe("wan config and presets", function()
     assert.equal(3, c.layers)
     assert.same({width = 256, height = 192, frames = 5}, c.video)
     assert.equal(2, wan.config("small").layers)          -- the preset itself is untouched
-    spec_error(function() wan.config("7B") end, "wan: unknown preset \"7B\"", "1.3B, 14B, small")
+    spec_error(function() wan.config("7B") end, "wan: unknown preset \"7B\"", "1.3B, 14B, I2V-14B-480P, I2V-14B-720P, small, small_i2v")
     spec_error(function() wan.config("small", {depth = 3}) end, "wan: unknown config field \"depth\"")
     spec_error(function() wan.config("small", {dim = 129}) end, "wan: dim (129) must be a multiple of heads (2)")
     spec_error(function() wan.config("small", {dim = 10, heads = 2}) end, "wan: head_dim", "must be even")
@@ -524,5 +524,312 @@ describe("recipes/wan.lua", function()
     assert.is_false(r.attention.text_sink)
     assert.is_true(r.attention.first_frame_sink)
     assert.equal("", r.text.negative)
+  end)
+end)
+
+-- ---- image-to-video -----------------------------------------------------------------------------
+
+-- the configuration wan_reference.py --i2v builds (CONFIG_I2V there; text padded to 512 tokens)
+local TINY_I2V = {dim = 24, heads = 2, layers = 2, ffn = 32, in_channels = 12, out_channels = 4, text_dim = 16,
+  text_len = 512, freq_dim = 32, image_dim = 16}
+local function tiny_i2v_cfg() return wan.config("small_i2v", TINY_I2V) end
+
+-- text states [L, D] zero-padded to 512 rows, as Wan's pipeline pads the encoder's output
+local function pad512(s)
+  local L, D = unpack(s:shape())
+  local full = adaspa.zeros({512, D})
+  full:narrow(1, 1, L):copy(s)
+  return full
+end
+
+describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan_reference.py --i2v)", function()
+  local cfg = tiny_i2v_cfg()
+  local io_, meta = adaspa.safetensors.load(FIX .. "wan_tiny_i2v_io.safetensors")
+  local t = io_.t:totable()[1]
+  local image = {embeds = io_.image_embeds, latents = io_.image_latents}
+  local function branch(states) return {states = pad512(states), image = image} end
+  local m = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg))
+
+  it("the fixture is the configuration this spec assumes", function()
+    local c = meta.config
+    for _, part in ipairs({'"num_attention_heads": 2', '"attention_head_dim": 12', '"in_channels": 12',
+      '"out_channels": 4', '"text_dim": 16', '"freq_dim": 32', '"ffn_dim": 32', '"num_layers": 2', '"image_dim": 16',
+      '"added_kv_proj_dim": 24', '"image_len": 5', '"text_pad": 512'}) do
+      assert(c:find(part, 1, true), "fixture config lacks " .. part .. ": " .. c)
+    end
+    assert.same({4, 4, 4}, cfg.rope_axes)
+    assert.same({4, 3, 6, 10}, io_.x:shape())
+    assert.same({8, 3, 6, 10}, io_.image_latents:shape())
+    assert.same({5, 16}, io_.image_embeds:shape())
+    -- the mask channels as the pipeline sets them: 1 on the first latent frame, 0 after
+    assert.equal(0, spec_maxdiff(io_.image_latents:narrow(1, 1, 4):narrow(2, 1, 1), adaspa.ones({4, 1, 6, 10})))
+    assert.equal(0, io_.image_latents:narrow(1, 1, 4):narrow(2, 2, 2):norm())
+  end)
+
+  it("velocity (conditional and unconditional) within relative L2 1e-4 in f32", function()
+    local vc = m:forward(io_.x, t, branch(io_.cond))
+    local vu = m:forward(io_.x, t, branch(io_.uncond))
+    assert.same({4, 3, 6, 10}, vc:shape())
+    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
+    print(string.format("\n  wan i2v parity: velocity rel L2 cond %.2e, uncond %.2e", ec, eu))
+    assert.is_true(ec < 1e-4, "cond " .. ec)
+    assert.is_true(eu < 1e-4, "uncond " .. eu)
+    assert.is_true(rel_l2(flat(vc), flat(io_.v_uncond)) > 100 * ec)
+    -- the whole input (noisy latent and condition latents concatenated) gives the same velocity
+    local whole = adaspa.concat({io_.x, io_.image_latents})
+    assert.equal(0, spec_maxdiff(vc, m:forward(whole, t, {states = pad512(io_.cond), image = {embeds = io_.image_embeds}})))
+  end)
+
+  it("the image reaches the output: through its states (the added key/value) and its latents", function()
+    local vc = m:forward(io_.x, t, branch(io_.cond))
+    local other_states = {states = pad512(io_.cond), image = {embeds = adaspa.scale(io_.image_embeds, -1), latents = io_.image_latents}}
+    local other_latents = {states = pad512(io_.cond), image = {embeds = io_.image_embeds, latents = adaspa.scale(io_.image_latents, 0.5)}}
+    assert.is_true(rel_l2(flat(m:forward(io_.x, t, other_states)), flat(vc)) > 1e-2)
+    assert.is_true(rel_l2(flat(m:forward(io_.x, t, other_latents)), flat(vc)) > 1e-2)
+  end)
+
+  it("one full CFG Euler step within relative L2 1e-4 (the step's change and the new latent)", function()
+    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+    local v = cfg_combine(m:forward(io_.x, 1000 * sigma, branch(io_.cond)), m:forward(io_.x, 1000 * sigma, branch(io_.uncond)), g)
+    local x = io_.x:clone()
+    adaspa.add(x, adaspa.scale(v, sigma_next - sigma), {out = x})
+    local ref_delta = adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))
+    local delta = adaspa.add(x, adaspa.scale(io_.x, -1))
+    local ed, ex = rel_l2(flat(delta), flat(ref_delta)), rel_l2(flat(x), flat(io_.x_next))
+    print(string.format("\n  wan i2v parity: CFG step rel L2 of the change %.2e, of the new latent %.2e", ed, ex))
+    assert.is_true(ed < 1e-4, "delta " .. ed)
+    assert.is_true(ex < 1e-4, "x_next " .. ex)
+  end)
+
+  it("bf16 weights on the CPU: velocity within relative L2 1e-2", function()
+    local mb = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg, {dtype = "bf16"}))
+    local function b(s)
+      return {states = pad512(s):to("bf16"), image = {embeds = io_.image_embeds:to("bf16"), latents = io_.image_latents:to("bf16")}}
+    end
+    local vc = mb:forward(io_.x:to("bf16"), t, b(io_.cond))
+    local vu = mb:forward(io_.x:to("bf16"), t, b(io_.uncond))
+    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
+    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+    local delta = adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma)
+    local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
+    print(string.format("\n  wan i2v parity (CPU, bf16 weights): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    -- most of it is the weights' rounding: bf16-rounded weights with f32 compute give 6.6e-3 on
+    -- this fixture (its 24-wide random layers average little), bf16 inputs with f32 weights 1.1e-3
+    assert.is_true(ec < 1e-2, "cond " .. ec)
+    assert.is_true(eu < 1e-2, "uncond " .. eu)
+    assert.is_true(ed < 2e-2, "step " .. ed)   -- guidance 5 amplifies the passes' errors (see the T2V GPU spec)
+  end)
+
+  it_gpu("velocity and CFG step on the GPU in bf16 within relative L2 1e-2", function()
+    local mg = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg, {device = "cuda", dtype = "bf16"}))
+    local function on(x) return x:to("bf16"):to("cuda") end
+    local img = {embeds = on(io_.image_embeds), latents = on(io_.image_latents)}
+    local vc = mg:forward(on(io_.x), t, {states = on(pad512(io_.cond)), image = img})
+    local vu = mg:forward(on(io_.x), t, {states = on(pad512(io_.uncond)), image = img})
+    assert.equal("cuda", vc:device():sub(1, 4))
+    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
+    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+    local v = cfg_combine(vc:to("f32"), vu:to("f32"), g):to("cpu")
+    local ed = rel_l2(flat(adaspa.scale(v, sigma_next - sigma)), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
+    print(string.format("\n  wan i2v parity (GPU, bf16): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    assert.is_true(ec < 1e-2, "cond " .. ec)
+    assert.is_true(eu < 1e-2, "uncond " .. eu)
+    assert.is_true(ed < 2e-2, "step " .. ed)   -- guidance 5 amplifies the passes' errors (see the T2V GPU spec)
+  end)
+
+  it("the original release's layout (img_emb.proj.N, cross_attn.k_img / v_img / norm_k_img) loads to the same weights", function()
+    local a = wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg)
+    local b = wan.load_weights(FIX .. "wan_tiny_i2v_original.safetensors", cfg)
+    assert.same(sorted(a), sorted(b))
+    for name, ta in pairs(a) do assert.equal(0, spec_maxdiff(ta, b[name]), name) end
+    local info = adaspa.safetensors.info(FIX .. "wan_tiny_i2v_original.safetensors")
+    local names = {}
+    for _, e in ipairs(info) do names[e.name] = true end
+    assert.is_true(names["img_emb.proj.1.weight"] and names["blocks.1.cross_attn.k_img.weight"]
+      and names["blocks.0.cross_attn.norm_k_img.weight"] and true)
+  end)
+end)
+
+describe("wan image-to-video presets, weights, conditioning", function()
+  local function save(tbl)
+    local p = os.tmpname() .. ".safetensors"
+    adaspa.safetensors.save(p, tbl)
+    return p
+  end
+
+  it("has the 14B I2V 480P / 720P configurations as diffusers sets them, and model.task maps presets", function()
+    for _, name in ipairs({"I2V-14B-480P", "I2V-14B-720P"}) do
+      local c = wan.config(name)
+      assert.same({5120, 40, 40, 13824, 36, 16, 1280, 4096}, {c.dim, c.heads, c.layers, c.ffn, c.in_channels,
+        c.out_channels, c.image_dim, c.text_dim})
+      assert.is_true(wan.is_i2v(c))
+      local shapes = wan.weight_shapes(c)
+      assert.same({5120, 5120}, shapes["blocks.39.attn2.add_k_proj.weight"])   -- added_kv_proj_dim = dim
+      assert.same({1280, 1280}, shapes["condition_embedder.image_embedder.ff.net.0.proj.weight"])
+      assert.same({5120, 1280}, shapes["condition_embedder.image_embedder.ff.net.2.weight"])
+      assert.same({5120, 36, 1, 2, 2}, shapes["patch_embedding.weight"])
+      -- the released I2V transformer: 16.4e9 parameters (the 14B's plus 2 x 40 x 5120^2 added k, v)
+      local e = wan.estimate(c)
+      assert.is_true(e.params > 16.3e9 and e.params < 16.5e9, tostring(e.params))
+      assert.truthy(wan.describe(c):find("image-to-video (image 1280, in 36)", 1, true))
+    end
+    assert.equal(3.0, wan.config("I2V-14B-480P").shift)
+    assert.same({width = 832, height = 480, frames = 81}, wan.config("I2V-14B-480P").video)
+    assert.equal(5.0, wan.config("I2V-14B-720P").shift)
+    assert.same({width = 1280, height = 720, frames = 81}, wan.config("I2V-14B-720P").video)
+    assert.is_false(wan.is_i2v(wan.config("14B")))
+    -- the latent the sampler integrates has the output's 16 channels
+    local _, lat = wan.grid({width = 832, height = 480, frames = 81}, wan.config("I2V-14B-480P"))
+    assert.same({16, 21, 60, 104}, lat)
+    assert.equal("I2V-14B-720P", wan.config("14B", {task = "i2v"}).preset)
+    assert.equal("small_i2v", wan.config("small", {task = "i2v", layers = 1}).preset)
+    assert.equal("I2V-14B-480P", wan.config("I2V-14B-480P", {task = "i2v"}).preset)
+    assert.equal("small", wan.config("small", {task = "t2v"}).preset)
+    spec_error(function() wan.config("1.3B", {task = "i2v"}) end, "wan: task i2v: preset 1.3B has no image-to-video variant")
+    spec_error(function() wan.config("small_i2v", {task = "t2v"}) end, "wan: task t2v: preset small_i2v is an image-to-video one")
+    spec_error(function() wan.config("small", {task = "v2v"}) end, "wan: task must be \"t2v\" or \"i2v\"")
+    spec_error(function() wan.config("small_i2v", {in_channels = 16}) end, "in_channels (16) must exceed out_channels (16)")
+    spec_error(function() wan.config("small", {image_dim = -1}) end, "wan: image_dim must be a non-negative integer")
+  end)
+
+  it("synthetic I2V weights: exactly weight_shapes, deterministic, and the T2V part is the T2V preset's", function()
+    local cfg = wan.config("small_i2v", {layers = 2})
+    local shapes = wan.weight_shapes(cfg)
+    local w = wan.synthetic_weights(cfg, {seed = 3})
+    assert.same(sorted(shapes), sorted(w))
+    for name, s in pairs(shapes) do assert.same(s, w[name]:shape(), name) end
+    assert.equal(2 * (27 + 5) + 15 + 8, #sorted(shapes))   -- 5 more per block, 8 in the image embedder
+    local again = wan.synthetic_weights(cfg, {seed = 3})
+    assert.equal(0, spec_maxdiff(w["blocks.1.attn2.add_v_proj.weight"], again["blocks.1.attn2.add_v_proj.weight"]))
+    local t2v = wan.synthetic_weights(wan.config("small"), {seed = 3})
+    assert.equal(0, spec_maxdiff(w["blocks.1.attn1.to_q.weight"], t2v["blocks.1.attn1.to_q.weight"]))
+  end)
+
+  it("the loader: I2V weights under a T2V config and T2V weights under an I2V config say what is wrong", function()
+    local t2v_cfg = wan.config("small", {dim = 24, heads = 2, layers = 2, ffn = 32, in_channels = 12, out_channels = 4,
+      text_dim = 16, text_len = 512, freq_dim = 32})
+    spec_error(function() wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", t2v_cfg) end, "unexpected key",
+      "image-to-video weight", "use an I2V preset")
+    local cfg = tiny_i2v_cfg()
+    local raw = adaspa.safetensors.load(FIX .. "wan_tiny_i2v.safetensors")
+    raw["blocks.1.attn2.norm_added_k.weight"] = nil
+    local p = save(raw)
+    spec_error(function() wan.load_weights(p, cfg) end, "missing key 'blocks.1.attn2.norm_added_k.weight' (expected shape [24])",
+      "image 16")
+    os.remove(p)
+    -- a query norm of the image branch (some I2V checkpoints carry it; the model never uses it) is ignored
+    raw = adaspa.safetensors.load(FIX .. "wan_tiny_i2v.safetensors")
+    raw["blocks.0.attn2.norm_added_q.weight"] = adaspa.ones({24})
+    p = save(raw)
+    local w = wan.load_weights(p, cfg)
+    os.remove(p)
+    assert.is_nil(w["blocks.0.attn2.norm_added_q.weight"])
+    assert.same(sorted(wan.weight_shapes(cfg)), sorted(w))
+  end)
+
+  it("conditioning: a file's image_embeds and image_latents (batched or not), else synthetic, said so", function()
+    local cfg = tiny_i2v_cfg()
+    local io_ = adaspa.safetensors.load(FIX .. "wan_tiny_i2v_io.safetensors")
+    local p = save({text_states = io_.cond, negative_text_states = io_.uncond,
+      image_embeds = io_.image_embeds:reshape({1, 5, 16}), image_latents = io_.image_latents})
+    local c = wan.conditioning(cfg, {embeds = p, guidance = 5, prompt = "x"})
+    assert.equal(c.cond.image, c.uncond.image)                          -- both branches see the same image
+    assert.equal(0, spec_maxdiff(c.cond.image.embeds, io_.image_embeds))
+    assert.equal(0, spec_maxdiff(c.cond.image.latents, io_.image_latents))
+    assert.is_false(c.image.synthetic)
+    assert.truthy(c.source:find("image: image_embeds [5, 16], image_latents [8, 3, 6, 10]", 1, true), c.source)
+    assert.is_nil(c.source:find("SYNTHETIC", 1, true))
+    -- through the model: the file's conditioning gives the fixture's velocity
+    local m = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg))
+    local vc = m:forward(io_.x, io_.t:totable()[1], c.cond)
+    assert.is_true(rel_l2(flat(vc), flat(io_.v_cond)) < 1e-4)
+    -- latents made for another size
+    spec_error(function() m:forward(adaspa.randn({4, 2, 6, 10}, {seed = 1}), 500, c.cond) end,
+      "wan: forward: image_latents of " .. p, "have shape [8, 3, 6, 10], the latent is [4, 2, 6, 10]")
+    os.remove(p)
+    -- without them: synthetic, seeded by the prompt, said so
+    p = save({text_states = io_.cond, negative_text_states = io_.uncond})
+    local s = wan.conditioning(cfg, {embeds = p, guidance = 5, prompt = "a fox"})
+    os.remove(p)
+    assert.truthy(s.source:find("image: SYNTHETIC image states [257, 16] from \"a fox\"", 1, true), s.source)
+    assert.truthy(s.source:find("SYNTHETIC condition latents", 1, true))
+    assert.is_true(s.image.synthetic)
+    assert.same({257, 16}, s.cond.image.embeds:shape())
+    local s2 = wan.conditioning(cfg, {prompt = "a fox"})
+    local s3 = wan.conditioning(cfg, {prompt = "a hare"})
+    assert.equal(0, spec_maxdiff(s.cond.image.embeds, s2.cond.image.embeds))
+    assert.is_true(spec_maxdiff(s.cond.image.embeds, s3.cond.image.embeds) > 0.1)
+    -- the synthetic condition latents: the pipeline's mask, a random first frame, zeros after it
+    local l = m:condition_latents(s2.cond.image, 3, 6, 10, "f32", "cpu")
+    assert.same({8, 3, 6, 10}, l:shape())
+    assert.equal(0, spec_maxdiff(l:narrow(1, 1, 4):narrow(2, 1, 1), adaspa.ones({4, 1, 6, 10})))
+    assert.equal(0, l:narrow(2, 2, 2):norm())
+    assert.is_true(l:narrow(1, 5, 4):narrow(2, 1, 1):norm() > 1)
+    assert.equal(l, m:condition_latents(s2.cond.image, 3, 6, 10, "f32", "cpu"))   -- made once per size
+    -- a file's latents in another dtype than the latent's: converted (once)
+    local lb = m:condition_latents({latents = io_.image_latents}, 3, 6, 10, "bf16", "cpu")
+    assert.equal("bf16", lb:dtype())
+    assert.is_true(spec_maxdiff(lb:to("f32"), io_.image_latents) < 2e-2)
+    local v = m:forward(io_.x, 500, s2.cond)
+    assert.is_true(finite(v))
+    -- bad shapes
+    p = save({text_states = io_.cond, image_embeds = adaspa.randn({5, 15}, {seed = 1})})
+    spec_error(function() wan.conditioning(cfg, {embeds = p, guidance = 1}) end, "image_embeds has shape [5, 15], expected [N, 16]")
+    os.remove(p)
+    p = save({text_states = io_.cond, image_latents = adaspa.randn({7, 3, 6, 10}, {seed = 1})})
+    spec_error(function() wan.conditioning(cfg, {embeds = p, guidance = 1}) end, "image_latents has shape [7, 3, 6, 10], expected [8, T, H, W]")
+    os.remove(p)
+    -- a text-to-video config says the file's image tensors are not used
+    p = save({text_states = adaspa.randn({5, 24}, {seed = 1}), image_embeds = adaspa.randn({5, 16}, {seed = 1})})
+    assert.truthy(wan.conditioning(tiny_cfg(), {embeds = p, guidance = 1}).source:find("not used (a text-to-video config)", 1, true))
+    os.remove(p)
+    spec_error(function() m:forward(io_.x, 500, {states = pad512(io_.cond)}) end, "wan: forward: image-to-video: cond.image must be")
+    spec_error(function() m:forward(adaspa.randn({5, 3, 6, 10}, {seed = 1}), 500, s2.cond) end,
+      "wan: forward: x must have shape [4 (or 12 with the condition latents), T, H, W]")
+  end)
+
+  it("samples the small_i2v preset with CFG and the AdaSpa policy: finite, quick", function()
+    local cfg = wan.config("small_i2v")
+    local t0 = adaspa.now()
+    local m = wan.new(cfg, wan.synthetic_weights(cfg, {seed = 1}))
+    local c = wan.conditioning(cfg, {prompt = "a red fox running through fresh snow at dawn", guidance = 5})
+    local _, lat = wan.grid(cfg.video, cfg)
+    assert.same({16, 3, 24, 32}, lat)
+    local steps = 5
+    local function ctx()
+      return attention.new(adaspa_policy.new({sparsity = 0.6, warmup = 2, search = {2}, first_frame_sink = true,
+        text_sink = false}, steps), {layers = wan.attention_layers(cfg)})
+    end
+    local cc, cu = ctx(), ctx()
+    local modes = {}
+    local x = adaspa.randn(lat, {seed = 42})
+    sampler.euler(x, function(x_, t, step)
+      cc:begin_step(step); cu:begin_step(step)
+      local vc = m:forward(x_, t, c.cond, cc)
+      local vu = m:forward(x_, t, c.uncond, cu)
+      modes[step] = attention.summarize(cc:end_step()).mode
+      cu:end_step()
+      return cfg_combine(vc, vu, 5)
+    end, {steps = steps, shift = cfg.shift, quiet = true})
+    local secs = adaspa.now() - t0
+    print(string.format("\n  wan small_i2v preset: %d CFG steps on %d tokens (+257 image tokens) in %.2f s", steps,
+      wan.tokens(cfg).n_img, secs))
+    assert.same({[0] = "dense", "dense", "search", "sparse", "sparse"}, modes)
+    assert.is_true(finite(x))
+    local r = rms(x)
+    assert.is_true(r > 0.2 and r < 5, "latent rms " .. r)
+    assert.is_true(secs < 30, "took " .. secs)
+  end)
+end)
+
+describe("recipes/wan_i2v.lua", function()
+  it("loads: the wan model with task i2v, its sampler defaults, the first-frame sink", function()
+    local r = require("adaspa.recipe").load("recipes/wan_i2v.lua")
+    assert.equal("wan", r.model.name)
+    assert.equal("i2v", r.model.task)
+    assert.equal("auto", r.model.preset)
+    assert.equal(wan.sampler_defaults.guidance.kind, r.sampler.guidance_kind)
+    assert.is_false(r.attention.text_sink)
+    assert.is_true(r.attention.first_frame_sink)
   end)
 end)

@@ -26,6 +26,14 @@ What it writes (safetensors, float32; the mask 1.0 for the leading valid tokens,
            valid tokens; and always negative_text_states / negative_text_mask for the negative
            prompt (--negative, default empty: Wan samples with classifier-free guidance).
 
+  wan --image PATH (Wan2.1 image-to-video; needs the I2V release: image_encoder, image_processor,
+           vae): also image_embeds [257, 1280] (CLIP ViT-H/14's penultimate hidden states of the
+           image, WanImageToVideoPipeline.encode_image) and image_latents [20, T, H/8, W/8] (the
+           pipeline's prepare_latents: 4 mask channels, 1 on the first latent frame, and the VAE
+           latents of the image resized to --width x --height followed by zero frames,
+           normalized), for a video of --width x --height x --frames (default 832x480x81; adaspa
+           checks they match the recipe's video size).
+
 adaspa's loader (lua/adaspa/text.lua) wants exactly L = the model's text length, D = its text
 width, the mask right-padded (1s then 0s) with at least one valid token. Both pipelines assume a
 tokenizer that pads on the right (HunyuanVideo crops the template's first 95 tokens, Wan keeps
@@ -111,6 +119,35 @@ def load_wan(weights, device, dtype):
     return WanPipeline(tokenizer=tok, text_encoder=te, vae=None, scheduler=None, transformer=None), switched
 
 
+def load_wan_image(weights, device, dtype):
+    """The image-to-video pipeline's image parts: its own encode_image and prepare_latents (the text
+    is encoded by WanPipeline above: the same encode_prompt); the VAE in float32, as the pipelines
+    load it."""
+    import torch
+    from diffusers import AutoencoderKLWan, WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    enc = _from_pretrained(CLIPVisionModel, weights, "image_encoder", dtype).to(device).eval()
+    proc = CLIPImageProcessor.from_pretrained(weights, subfolder="image_processor")
+    vae = _from_pretrained(AutoencoderKLWan, weights, "vae", torch.float32).to(device).eval()
+    return WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=None, image_processor=proc,
+                                   image_encoder=enc, transformer=None)
+
+
+def encode_wan_image(pipe, path, width, height, frames, device):
+    """-> image_embeds [N, D] and image_latents [4 + z, T, H/8, W/8] (float32, cpu), as
+    WanImageToVideoPipeline computes them for a video of width x height x frames."""
+    import torch
+    from diffusers.utils import load_image
+
+    img = load_image(path)
+    with torch.no_grad():
+        embeds = pipe.encode_image(img, device)
+        pix = pipe.video_processor.preprocess(img, height=height, width=width).to(device, dtype=torch.float32)
+        _, cond = pipe.prepare_latents(pix, 1, pipe.vae.config.z_dim, height, width, frames, torch.float32, device)
+    return embeds[0].float().cpu(), cond[0].float().cpu()
+
+
 def wan_mask(pipe, prompt, max_length):
     """The attention mask WanPipeline's _get_t5_prompt_embeds computes (it returns the states only)."""
     from diffusers.pipelines.wan.pipeline_wan import prompt_clean
@@ -157,6 +194,10 @@ def encode(args):
         (ps, pm), (ns, nm) = encode_wan(pipe, args.prompt, args.negative or "", L, device)
         put("", ps, pm)
         put("negative_", ns, nm)
+        if args.image is not None:
+            e, lat = encode_wan_image(load_wan_image(args.weights, device, dtype), args.image, args.width, args.height, args.frames, device)
+            tensors["image_embeds"] = e.contiguous()
+            tensors["image_latents"] = lat.contiguous()
     if switched:
         notes.append("the tokenizer was configured to pad on the left: switched to the right, as the pipeline assumes")
     meta = {"format": "adaspa.text", "version": "1", "model": args.model, "weights": str(args.weights),
@@ -166,6 +207,8 @@ def encode(args):
         meta["pooled_dim"] = str(tensors["text_pooled"].shape[0])
     if "negative_text_states" in tensors:
         meta["negative_prompt"] = args.negative or ""
+    if args.image is not None:
+        meta.update(image=str(args.image), video=f"{args.width}x{args.height}x{args.frames}")
     return tensors, meta, notes
 
 
@@ -180,7 +223,19 @@ def parse(argv):
     p.add_argument("--max-length", type=int, default=None, help="text tokens L (hunyuan 256, wan 512)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["f32", "bf16", "f16"], help="of the text encoders")
+    p.add_argument("--image", default=None,
+                   help="wan image-to-video: the first frame (a file or URL); also writes image_embeds and image_latents")
+    p.add_argument("--width", type=int, default=832, help="with --image: the video's width (a multiple of 16)")
+    p.add_argument("--height", type=int, default=480, help="with --image: the video's height (a multiple of 16)")
+    p.add_argument("--frames", type=int, default=81, help="with --image: the video's frames (4k + 1)")
     a = p.parse_args(argv)
+    if a.image is not None:
+        if a.model != "wan":
+            p.error("--image is for --model wan (Wan2.1 image-to-video)")
+        if a.width % 16 or a.height % 16 or a.width < 16 or a.height < 16:
+            p.error("--width and --height must be positive multiples of 16")
+        if a.frames < 1 or (a.frames - 1) % 4:
+            p.error("--frames must be 4k + 1")
     if a.max_length is not None and not 1 <= a.max_length <= 4096:
         p.error("--max-length must be in 1..4096 (adaspa's model.text_len)")
     if not a.out.endswith(".safetensors"):
@@ -203,7 +258,11 @@ def main(argv=None):
     for n in notes:
         print("  note: " + n)
     hint = "model.text_len=%s " % meta["text_len"] if int(meta["text_len"]) != DEFAULT_LEN[args.model] else ""
-    print(f"  use: adaspa recipe {args.model} model.weights=... {hint}text.embeds={args.out}")
+    recipe = args.model
+    if args.image is not None:
+        recipe = "recipes/wan_i2v.lua"
+        hint += f"video.width={args.width} video.height={args.height} video.frames={args.frames} "
+    print(f"  use: adaspa recipe {recipe} model.weights=... {hint}text.embeds={args.out}")
     return 0
 
 

@@ -11,6 +11,10 @@ its output is compared with an independent computation from the same tiny models
                        adaspa's own loader (text.load, run in build/adaspa) accepts the file
   encode_text wan      UMT5's last hidden states, zeros after the valid tokens, the mask, the
                        negative prompt ("" -> one valid token, </s>)
+  encode_text wan --image  CLIP vision's penultimate hidden states of the image, and the
+                       condition latents: the first-frame mask and the VAE latents (mode,
+                       normalized) of the resized image followed by zero frames; adaspa's
+                       wan.conditioning takes the file and an image-to-video forward runs on it
   decode_latents       latents from a real adaspa run (build/adaspa, tiny configuration) decoded
                        by each VAE: 4 (T - 1) + 1 PNG frames of 8H x 8W equal to the VAE's output
                        as the pipelines post-process it; video.mp4 with that many frames (ffprobe)
@@ -186,6 +190,73 @@ def test_wan_text(tmp, tiny):
     check(meta.get("negative_prompt") == "" and meta.get("text_len") == str(WAN_LEN), "metadata")
 
 
+def test_wan_image(tmp, tiny):
+    import numpy as np
+    import torch
+    from diffusers import AutoencoderKLWan
+    from diffusers.video_processor import VideoProcessor
+    from PIL import Image
+    from transformers import CLIPImageProcessor, CLIPVisionModel
+
+    print("encode_text.py --model wan --image")
+    w = os.path.join(tiny, "wan")
+    img_path = os.path.join(tmp, "first_frame.png")
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)).save(img_path)
+    W, H, F = 64, 48, 5
+    out = os.path.join(tmp, "wan_i2v.safetensors")
+    log = run([PY, os.path.join(HERE, "encode_text.py"), "--model", "wan", "--weights", w, "--prompt", PROMPT,
+               "--out", out, "--max-length", str(WAN_LEN), "--image", img_path, "--width", str(W), "--height", str(H),
+               "--frames", str(F), "--device", "cpu"])
+    check("recipes/wan_i2v.lua" in log and "video.frames=5" in log, "prints the I2V recipe command")
+    t, meta = load(out)
+    check(sorted(t) == sorted(["text_states", "text_mask", "negative_text_states", "negative_text_mask", "image_embeds",
+                               "image_latents"]), "text and image tensors: " + ", ".join(sorted(t)))
+    img = Image.open(img_path).convert("RGB")
+    enc = CLIPVisionModel.from_pretrained(w, subfolder="image_encoder").eval()
+    proc = CLIPImageProcessor.from_pretrained(w, subfolder="image_processor")
+    with torch.no_grad():
+        ref_e = enc(**proc(images=img, return_tensors="pt"), output_hidden_states=True).hidden_states[-2][0]
+    e = t["image_embeds"]
+    check(list(e.shape) == list(ref_e.shape) and float((e - ref_e).abs().max()) < 1e-5,
+          f"image_embeds {list(e.shape)} = CLIP vision's penultimate hidden states")
+    vae = AutoencoderKLWan.from_pretrained(w, subfolder="vae").eval()
+    pix = VideoProcessor(vae_scale_factor=8).preprocess(img, height=H, width=W).float()   # [1, 3, H, W]
+    video = torch.cat([pix[:, :, None], torch.zeros(1, 3, F - 1, H, W)], dim=2)
+    with torch.no_grad():
+        z = vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    z = ((z - mean) / std)[0]
+    T = (F - 1) // 4 + 1
+    lat = t["image_latents"]
+    check(list(lat.shape) == [4 + z.shape[0], T, H // 8, W // 8], f"image_latents {list(lat.shape)} = [4 + 16, T, H/8, W/8]")
+    mask = lat[:4]
+    check(bool((mask[:, 0] == 1).all()) and bool((mask[:, 1:] == 0).all()), "the mask: 1 on the first latent frame, 0 after")
+    diff = float((lat[4:] - z).abs().max())
+    check(diff < 1e-4 * max(1.0, float(z.abs().max())), f"the latents: the VAE's of the image then zero frames (max diff {diff:.2e})")
+    check(meta.get("video") == f"{W}x{H}x{F}" and meta.get("image") == img_path, "metadata: image, video size")
+    b = adaspa_bin()
+    if b:
+        lua = ("local wan = require 'adaspa.models.wan'; "
+               "local cfg = wan.config('small_i2v', {layers = 1, text_dim = %d, text_len = %d, image_dim = %d}); "
+               "local c = wan.conditioning(cfg, {embeds = arg[1], guidance = 5}); "
+               "local m = wan.new(cfg, wan.synthetic_weights(cfg, {seed = 1})); "
+               "local _, lat = wan.grid({width = %d, height = %d, frames = %d}, cfg); "
+               "local v = m:forward(adaspa.randn(lat, {seed = 1}), 900, c.uncond); "
+               "print('i2v', table.concat(v:shape(), 'x'), c.source)"
+               % (t["text_states"].shape[1], WAN_LEN, e.shape[1], W, H, F))
+        script = os.path.join(tmp, "i2v.lua")
+        with open(script, "w") as f:
+            f.write(lua)
+        r = run([b, script, out], cwd=ROOT)
+        want = "i2v\t16x%dx%dx%d" % (T, H // 8, W // 8)
+        check(want in r and "image_embeds [%d, %d], image_latents [20, %d, %d, %d]" % (e.shape[0], e.shape[1], T, H // 8, W // 8)
+              in r and "SYNTHETIC" not in r, "adaspa's wan.conditioning takes it, an I2V forward runs: " + r.strip())
+    else:
+        print("  skip  adaspa's wan.conditioning (no build/adaspa: make first)")
+
+
 def make_latents(tmp):
     """latents.safetensors from a real adaspa run (tiny configuration), else written here."""
     b = adaspa_bin()
@@ -260,6 +331,7 @@ def main(argv):
         print(run([PY, os.path.join(HERE, "tiny_models.py"), tiny]).strip().splitlines()[-1])
         test_hunyuan_text(tmp, tiny, fixture)
         test_wan_text(tmp, tiny)
+        test_wan_image(tmp, tiny)
         test_decode(tmp, tiny)
     finally:
         if keep:

@@ -5,7 +5,8 @@ configurations), saved with save_pretrained in the diffusers folder layout the t
 
     DIR/hunyuan/{tokenizer, text_encoder (LlamaModel), tokenizer_2, text_encoder_2 (CLIPTextModel),
                  vae (AutoencoderKLHunyuanVideo)}
-    DIR/wan/{tokenizer, text_encoder (UMT5EncoderModel), vae (AutoencoderKLWan)}
+    DIR/wan/{tokenizer, text_encoder (UMT5EncoderModel), vae (AutoencoderKLWan),
+             image_encoder (CLIPVisionModel: 5 tokens of 32), image_processor (CLIPImageProcessor, 28 px)}
 
 Used by test_tools.sh to run encode_text.py and decode_latents.py end to end without real
 weights. The tokenizers are word-level (the `tokenizers` library) with the special tokens the
@@ -26,6 +27,7 @@ WORDS = (
 ).split()
 
 HY_TEXT_DIM, HY_POOLED_DIM, WAN_TEXT_DIM = 64, 32, 48
+WAN_IMAGE_DIM = 32      # CLIP vision width; 28 px images in 14 px patches: 4 + 1 tokens
 
 
 def word_tokenizer(specials, bos=None, eos=None, pad="<pad>", unk="<unk>", padding_side="right", llama=False):
@@ -96,6 +98,16 @@ def wan(root):
     t5.save_pretrained(os.path.join(root, "text_encoder"))
     vae = AutoencoderKLWan(base_dim=8, z_dim=16, num_res_blocks=1)
     vae.save_pretrained(os.path.join(root, "vae"))
+    # the image-to-video pipeline's CLIP vision encoder (after the VAE: the parts above keep their
+    # random values)
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=WAN_IMAGE_DIM, intermediate_size=48, num_hidden_layers=3,
+                                            num_attention_heads=4, image_size=28, patch_size=14,
+                                            projection_dim=WAN_IMAGE_DIM))
+    clip.save_pretrained(os.path.join(root, "image_encoder"))
+    CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}).save_pretrained(
+        os.path.join(root, "image_processor"))
 
 
 def main(argv):
@@ -105,7 +117,7 @@ def main(argv):
     hunyuan(os.path.join(argv[1], "hunyuan"))
     wan(os.path.join(argv[1], "wan"))
     print(f"tiny_models: wrote {argv[1]}/hunyuan (text_dim {HY_TEXT_DIM}, pooled_dim {HY_POOLED_DIM}) and "
-          f"{argv[1]}/wan (text_dim {WAN_TEXT_DIM})")
+          f"{argv[1]}/wan (text_dim {WAN_TEXT_DIM}, image_dim {WAN_IMAGE_DIM})")
     return 0
 
 

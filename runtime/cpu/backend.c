@@ -153,6 +153,7 @@ static ada_status cpu_unary(ada_unary_kind kind, ada_tensor *out, const ada_tens
     case ADA_UNARY_SCALE: ada_cpu_scale(o, f32(ux), (float)sc, n); break;
     case ADA_UNARY_SILU: ada_cpu_silu(o, f32(ux), n); break;
     case ADA_UNARY_GELU_TANH: ada_cpu_gelu_tanh(o, f32(ux), n); break;
+    case ADA_UNARY_GELU: ada_cpu_gelu(o, f32(ux), n); break;
     }
     s = ada_cpu_f32_out_done(out, tout);
     tout = NULL;

@@ -42,6 +42,8 @@ void ada_cpu_mul(float *out, const float *a, const float *b, int64_t ld_b, int64
 void ada_cpu_scale(float *out, const float *x, float s, int64_t n);
 void ada_cpu_silu(float *out, const float *x, int64_t n);
 void ada_cpu_gelu_tanh(float *out, const float *x, int64_t n);
+/* exact GELU: 0.5 x (1 + erf(x / sqrt 2)) */
+void ada_cpu_gelu(float *out, const float *x, int64_t n);
 
 /* 3D RoPE (see ada_op_rope3d): x [S, H, D] with strides (xs_s, xs_h, 1), out [S, H, D]
  * contiguous (may be x when x is contiguous). */

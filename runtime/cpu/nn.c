@@ -1,5 +1,5 @@
 /* nn.c: CPU kernels of the non-GEMM neural-network ops: layernorm, rmsnorm, softmax, the row-wise
- * elementwise ops (modulate, gated_add, add, mul) and the unary ones (scale, silu, gelu_tanh),
+ * elementwise ops (modulate, gated_add, add, mul) and the unary ones (scale, silu, gelu_tanh, gelu),
  * 3D RoPE, patchify / unpatchify and the sinusoidal timestep embedding. f32 in and out; every
  * output element is computed by one thread in a fixed order, whatever the thread count. */
 #include <math.h>
@@ -135,6 +135,15 @@ void ada_cpu_gelu_tanh(float *out, const float *x, int64_t n) {
   for (int64_t i = 0; i < n; i++) {
     const float v = x[i];
     out[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void ada_cpu_gelu(float *out, const float *x, int64_t n) {
+  const float r = 0.7071067811865476f; /* 1 / sqrt(2) */
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+  for (int64_t i = 0; i < n; i++) {
+    const float v = x[i];
+    out[i] = 0.5f * v * erfcf(-v * r); /* erfc(-z) = 1 + erf(z), without its cancellation for v < 0 */
   }
 }
 

@@ -180,6 +180,7 @@ ada_status ada_cuda_op_unary(ada_unary_kind kind, ada_tensor *out, const ada_ten
   case ADA_UNARY_SCALE: return rowwise("scale", ADA_NN_SCALE, out, x, NULL, NULL, (float)s);
   case ADA_UNARY_SILU: return rowwise("silu", ADA_NN_SILU, out, x, NULL, NULL, 0.0f);
   case ADA_UNARY_GELU_TANH: return rowwise("gelu_tanh", ADA_NN_GELU_TANH, out, x, NULL, NULL, 0.0f);
+  case ADA_UNARY_GELU: return rowwise("gelu", ADA_NN_GELU, out, x, NULL, NULL, 0.0f);
   }
   return ada_fail(ADA_EINVAL, "cuda unary: unknown kind %d", (int)kind);
 }

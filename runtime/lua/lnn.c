@@ -1,5 +1,5 @@
 /* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm, softmax,
- * modulate, gated_add, add, mul, scale, silu, gelu_tanh, rope3d, rmsnorm_rope3d, patchify, unpatchify,
+ * modulate, gated_add, add, mul, scale, silu, gelu_tanh, gelu, rope3d, rmsnorm_rope3d, patchify, unpatchify,
  * timestep_embedding, concat and split. Each takes an optional final table {out = tensor};
  * without it the result is a new tensor with the dtype and device of the first tensor input. */
 #include <math.h>
@@ -218,6 +218,7 @@ static int unary(lua_State *L, const char *fn, ada_status (*f)(ada_tensor *, con
 
 static int l_silu(lua_State *L) { return unary(L, "adaspa.silu", ada_op_silu); }
 static int l_gelu_tanh(lua_State *L) { return unary(L, "adaspa.gelu_tanh", ada_op_gelu_tanh); }
+static int l_gelu(lua_State *L) { return unary(L, "adaspa.gelu", ada_op_gelu); }
 
 /* ---- video DiT pieces ----------------------------------------------------------------------------- */
 
@@ -400,7 +401,7 @@ void lada_open_nn(lua_State *L) {
       {"rmsnorm", l_rmsnorm},     {"softmax", l_softmax},     {"layernorm_modulate", l_layernorm_modulate},
       {"modulate", l_modulate},   {"gated_add", l_gated_add},
       {"add", l_add},             {"mul", l_mul},             {"scale", l_scale},
-      {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"rope3d", l_rope3d},  {"rmsnorm_rope3d", l_rmsnorm_rope3d},
+      {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"gelu", l_gelu}, {"rope3d", l_rope3d},  {"rmsnorm_rope3d", l_rmsnorm_rope3d},
       {"patchify", l_patchify},   {"unpatchify", l_unpatchify}, {"timestep_embedding", l_timestep_embedding},
       {"concat", l_concat},       {"split", l_split},         {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);

@@ -89,15 +89,21 @@ local function resolve(cfg)
   local M = models.get(cfg.model.name)
   local device = pipeline.device(cfg.model.device, notes)
   local preset = cfg.model.preset
+  local auto_note
   if preset == "auto" then
     preset = models.auto_preset(M, device)
     if device == "cpu" and preset ~= M.default_preset then
       notes[#notes + 1] = string.format("preset auto -> %s (the %s model needs a GPU)", preset, M.default_preset)
+      auto_note = #notes
     end
   end
   -- a model that ships trained weights runs them when the recipe names none (M.default_weights)
   if cfg.model.weights == nil and M.default_weights then cfg.model.weights = M.default_weights() end
   local mcfg = M.config(preset, model_overrides(M, cfg.model, preset))
+  -- the model may map the preset on (Wan's model.task = i2v: small -> small_i2v): name the one run
+  if auto_note and mcfg.preset ~= nil and mcfg.preset ~= preset then
+    notes[auto_note] = string.format("preset auto -> %s (the %s model needs a GPU)", mcfg.preset, M.default_preset)
+  end
   for _, k in ipairs({"width", "height", "frames"}) do
     if cfg.video[k] == nil then cfg.video[k] = mcfg.video[k] end
   end

@@ -1,5 +1,5 @@
--- adaspa.models.wan: the Wan2.1 text-to-video transformer (diffusers' WanTransformer3DModel)
--- built from core ops.
+-- adaspa.models.wan: the Wan2.1 text-to-video and image-to-video transformer (diffusers'
+-- WanTransformer3DModel) built from core ops.
 --
 --   local wan = require "adaspa.models.wan"
 --   local cfg = wan.config("small", {layers = 1})                 -- a preset plus overrides
@@ -16,22 +16,43 @@
 -- RoPE, dense, plain residual), feed-forward (GELU tanh, modulated and gated). Self-attention
 -- goes through ctx:attention(q, k, v, info), info = {layer = block + 1, kind = "self", index =
 -- block, kv_valid = n, n_img = n, n_txt = 0, grid = {T, H, W}}; cross-attention never does.
+--
+-- Image-to-video (cfg.image_dim > 0: the I2V presets): the input is the noisy latent [16, T, H, W]
+-- with the condition latents [in_channels - 16, T, H, W] (4 mask channels, 1 on the first latent
+-- frame, and the VAE latents of the first frame followed by zero frames, as diffusers'
+-- WanImageToVideoPipeline builds them) concatenated on channels before the patch embedding; the
+-- image embedder (LayerNorm eps 1e-5 -> Linear -> exact GELU -> Linear -> LayerNorm eps 1e-5, all
+-- affine) maps the CLIP image states [257, image_dim] to [257, dim]; in each block's
+-- cross-attention the same normalized query also attends to them through add_k_proj (RMSNorm
+-- norm_added_k over the whole width) and add_v_proj, and that attention's output is added to the
+-- text attention's before to_out. Both guidance branches see the same image.
 local adaspa = require "adaspa"
 local parallel = require "adaspa.parallel"
 
 local M = {}
 
 M.name = "wan"
-M.doc = "Wan2.1 text-to-video transformer (1.3B, 14B; diffusers' WanTransformer3DModel), true CFG"
+M.doc = "Wan2.1 text-to-video (1.3B, 14B) and image-to-video (14B 480P, 720P) transformer (diffusers' " ..
+  "WanTransformer3DModel), true CFG"
 
+-- image_dim 0: text-to-video (no image embedder, no added key/value); image_len: the CLIP image
+-- tokens of synthetic image states (a file's image_embeds may have any count)
 local common = {
   in_channels = 16, out_channels = 16, text_dim = 4096, text_len = 512, freq_dim = 256, eps = 1e-6,
-  rope_theta = 10000, cross_attn_norm = true,
+  rope_theta = 10000, cross_attn_norm = true, image_dim = 0, image_len = 257,
 }
 
 local function with_common(p)
   for k, v in pairs(common) do if p[k] == nil then p[k] = v end end
   return p
+end
+
+-- image-to-video: the latent's 16 channels plus 4 mask and 16 image-latent channels; CLIP ViT-H/14
+-- penultimate states (1280 wide, 257 tokens); added_kv_proj_dim = dim (the embedder's output)
+local i2v = {in_channels = 36, image_dim = 1280}
+local function with_i2v(p)
+  for k, v in pairs(i2v) do p[k] = v end
+  return with_common(p)
 end
 
 M.presets = {
@@ -41,7 +62,18 @@ M.presets = {
     video = {width = 1280, height = 720, frames = 81}},
   small = with_common {dim = 128, heads = 2, layers = 2, ffn = 256, shift = 5.0,
     video = {width = 256, height = 192, frames = 9}},
+  -- diffusers' Wan2.1-I2V-14B-480P / -720P: the 14B shapes with image conditioning; shift 3 at
+  -- 480p, 5 at 720p (as Wan recommends)
+  ["I2V-14B-480P"] = with_i2v {dim = 5120, heads = 40, layers = 40, ffn = 13824, shift = 3.0,
+    video = {width = 832, height = 480, frames = 81}},
+  ["I2V-14B-720P"] = with_i2v {dim = 5120, heads = 40, layers = 40, ffn = 13824, shift = 5.0,
+    video = {width = 1280, height = 720, frames = 81}},
+  small_i2v = with_i2v {dim = 128, heads = 2, layers = 2, ffn = 256, shift = 5.0,
+    video = {width = 256, height = 192, frames = 9}},
 }
+-- model.task = "i2v" turns a text-to-video preset into its image-to-video one (so that preset =
+-- auto picks the right size on the GPU and the CPU)
+M.i2v_of = {["14B"] = "I2V-14B-720P", small = "small_i2v"}
 -- model.preset = "auto" (adaspa.models): the real 14B on a GPU, small on the CPU
 M.default_preset = "14B"
 M.cpu_preset = "small"
@@ -66,12 +98,36 @@ function M.rope_axes(head_dim)
   return {head_dim - 2 * hw, hw, hw}
 end
 
-local INT_FIELDS = {"dim", "heads", "layers", "ffn", "in_channels", "out_channels", "text_dim", "text_len", "freq_dim"}
+local INT_FIELDS = {"dim", "heads", "layers", "ffn", "in_channels", "out_channels", "text_dim", "text_len", "freq_dim",
+  "image_len"}
+
+-- Whether a configuration conditions on an image (image-to-video).
+function M.is_i2v(cfg) return (cfg.image_dim or 0) > 0 end
 
 -- A preset's configuration with overrides merged in (video merges field by field); no preset:
--- "small".
+-- "small". overrides.task = "i2v" maps a text-to-video preset to its image-to-video one
+-- (M.i2v_of); "t2v" asks for a text-to-video preset.
 function M.config(preset, overrides)
   preset = preset or M.cpu_preset
+  if overrides ~= nil and type(overrides) == "table" and overrides.task ~= nil then
+    local task = overrides.task
+    local rest = {}
+    for k, v in pairs(overrides) do if k ~= "task" then rest[k] = v end end
+    overrides = rest
+    local p = M.presets[preset]
+    if task == "i2v" then
+      if p and (p.image_dim or 0) == 0 then
+        if not M.i2v_of[preset] then
+          fail("task i2v: preset %s has no image-to-video variant (I2V presets: I2V-14B-480P, I2V-14B-720P, small_i2v)", preset)
+        end
+        preset = M.i2v_of[preset]
+      end
+    elseif task == "t2v" then
+      if p and (p.image_dim or 0) > 0 then fail("task t2v: preset %s is an image-to-video one", preset) end
+    else
+      fail("task must be \"t2v\" or \"i2v\", got %s", tostring(task))
+    end
+  end
   local p = M.presets[preset]
   if not p then
     local names = {}
@@ -105,11 +161,17 @@ function M.config(preset, overrides)
   if type(cfg.eps) ~= "number" or cfg.eps <= 0 then fail("eps must be a positive number, got %s", tostring(cfg.eps)) end
   if type(cfg.shift) ~= "number" or cfg.shift <= 0 then fail("shift must be a positive number, got %s", tostring(cfg.shift)) end
   if type(cfg.cross_attn_norm) ~= "boolean" then fail("cross_attn_norm must be a boolean") end
+  if not is_int(cfg.image_dim, 0) then fail("image_dim must be a non-negative integer (0: text-to-video), got %s", tostring(cfg.image_dim)) end
+  if cfg.image_dim > 0 and cfg.in_channels <= cfg.out_channels then
+    fail("image-to-video (image_dim %d): in_channels (%d) must exceed out_channels (%d) by the condition latents' channels",
+      cfg.image_dim, cfg.in_channels, cfg.out_channels)
+  end
   return cfg
 end
 
 -- Token grid {T, H, W} and latent shape {C, T, H, W} of a video {width, height, frames}: the VAE
--- divides time by 4 (T = (frames - 1) / 4 + 1) and space by 8, the patch is 1 x 2 x 2.
+-- divides time by 4 (T = (frames - 1) / 4 + 1) and space by 8, the patch is 1 x 2 x 2. C is the
+-- sampled latent's (out_channels; image-to-video adds its condition channels inside forward).
 function M.grid(video, cfg)
   if type(video) ~= "table" then fail("video must be a table {width=, height=, frames=}, got %s", type(video)) end
   local w, h, f = video.width, video.height, video.frames
@@ -120,7 +182,7 @@ function M.grid(video, cfg)
     fail("video frames must be 4k + 1 (1, 5, 9, ..., 81), got %s", tostring(f))
   end
   local T = (f - 1) / 4 + 1
-  local C = cfg and cfg.in_channels or 16
+  local C = cfg and cfg.out_channels or 16
   return {T, h / 16, w / 16}, {C, T, h / 8, w / 8}
 end
 
@@ -162,6 +224,22 @@ function M.weight_shapes(cfg)
   end
   lin("proj_out", cfg.out_channels * 4, d)
   shapes["scale_shift_table"] = {1, 2, d}
+  if M.is_i2v(cfg) then
+    local e = cfg.image_dim
+    local pre = "condition_embedder.image_embedder."
+    for _, nrm in ipairs({{"norm1", e}, {"norm2", d}}) do
+      shapes[pre .. nrm[1] .. ".weight"] = {nrm[2]}
+      shapes[pre .. nrm[1] .. ".bias"] = {nrm[2]}
+    end
+    lin(pre .. "ff.net.0.proj", e, e)
+    lin(pre .. "ff.net.2", d, e)
+    for i = 0, cfg.layers - 1 do
+      local p = "blocks." .. i .. ".attn2."
+      lin(p .. "add_k_proj", d, d)
+      lin(p .. "add_v_proj", d, d)
+      shapes[p .. "norm_added_k.weight"] = {d}
+    end
+  end
   return shapes
 end
 
@@ -176,7 +254,7 @@ local TOP = {
   ["time_projection.1"] = "condition_embedder.time_proj",
   ["head.head"] = "proj_out",
   ["patch_embedding"] = "patch_embedding",
-  -- image-to-video parts (not run by this module; named so the error says what they are)
+  -- image-to-video: the image embedder
   ["img_emb.proj.0"] = "condition_embedder.image_embedder.norm1",
   ["img_emb.proj.1"] = "condition_embedder.image_embedder.ff.net.0.proj",
   ["img_emb.proj.3"] = "condition_embedder.image_embedder.ff.net.2",
@@ -253,8 +331,9 @@ local function shape_str(s) return "[" .. table.concat(s, ", ") .. "]" end
 local function same_shape(a, b) return table.concat(a, ",") == table.concat(b, ",") end
 
 local function cfg_str(cfg)
-  return string.format("config %s: dim %d, heads %d, layers %d, ffn %d, in %d, text %d", tostring(cfg.preset or "custom"),
-    cfg.dim, cfg.heads, cfg.layers, cfg.ffn, cfg.in_channels, cfg.text_dim)
+  return string.format("config %s: dim %d, heads %d, layers %d, ffn %d, in %d, text %d%s", tostring(cfg.preset or "custom"),
+    cfg.dim, cfg.heads, cfg.layers, cfg.ffn, cfg.in_channels, cfg.text_dim,
+    M.is_i2v(cfg) and string.format(", image %d", cfg.image_dim) or "")
 end
 
 local function readable(path)
@@ -350,9 +429,13 @@ function M.load_weights(source, cfg, opts)
   for i, name in ipairs(names) do
     local e, c = entries[name], canon[i]
     local shown = c ~= name and string.format("'%s' (%s)", name, c) or string.format("'%s'", name)
-    if not expected[c] then
-      local note = (c:find("image_embedder") or c:find("add_[kv]_proj") or c:find("norm_added_k"))
-        and ", an image-to-video weight: this module runs text-to-video only" or ""
+    if c:find("^blocks%.%d+%.attn2%.norm_added_q%.") then
+      -- some I2V checkpoints carry a query norm of the image branch that the model never runs
+      -- (diffusers ignores it on load too)
+    elseif not expected[c] then
+      local note = (not M.is_i2v(cfg) and (c:find("image_embedder") or c:find("add_[kv]_proj") or c:find("norm_added_k")))
+        and ", an image-to-video weight: this is a text-to-video config (use an I2V preset, e.g. I2V-14B-720P, " ..
+          "or model.task=i2v)" or ""
       bad.unexpected[#bad.unexpected + 1] = string.format("unexpected key %s (%s %s%s)", shown, e.dtype, shape_str(e.shape), note)
     elseif not same_shape(expected[c], e.shape) then
       bad.shape[#bad.shape + 1] = string.format("key %s has shape %s, expected %s", shown, shape_str(e.shape),
@@ -460,18 +543,12 @@ end
 local COND_OPTS = {embeds = true, prompt = true, negative = true, guidance = true, cfg = true, device = true, dtype = true,
   model = true}
 
--- conditioning(cfg, {embeds=, prompt=, negative=, guidance=, device=, dtype=}) ->
--- {cond = {states [text_len, text_dim], valid=}, uncond = {...} or nil, source = string}.
+-- The text part of conditioning (opts.file: the embeddings file's tensors, or nil).
 -- The unconditional branch is built when opts.cfg is true (when nil: when guidance ~= 1); a file
 -- must then hold negative_text_states (an error otherwise); synthetic runs derive it from the
 -- negative prompt ("" by default, as Wan's pipeline). A file's negative states are read whenever
 -- present.
-function M.conditioning(cfg, opts)
-  opts = opts or {}
-  for k in pairs(opts) do
-    if not COND_OPTS[k] then fail("conditioning: unknown option '%s'", tostring(k)) end
-  end
-  local dt, dev = opts.dtype or "f32", opts.device or "cpu"
+local function text_conditioning(cfg, opts, dt, dev)
   local guidance = opts.guidance or M.sampler_defaults.guidance.scale
   if type(guidance) ~= "number" then fail("conditioning: guidance must be a number, got %s", type(guidance)) end
   local need_uncond = opts.cfg
@@ -479,8 +556,7 @@ function M.conditioning(cfg, opts)
   if opts.embeds then
     local path = opts.embeds
     if type(path) ~= "string" then fail("conditioning: embeds must be a path, got %s", type(path)) end
-    local ok, t = pcall(adaspa.safetensors.load, path)
-    if not ok then fail("embeds: %s", tostring(t)) end
+    local t = opts.file
     if not t.text_states then fail("%s: no tensor 'text_states' ([L, %d] text encoder states)", path, cfg.text_dim) end
     local cond = file_states(t, path, "", cfg, dt, dev)
     local uncond
@@ -504,6 +580,118 @@ function M.conditioning(cfg, opts)
   return {cond = cond, uncond = uncond, source = cond.source .. (uncond and ", negative " .. uncond.source or "")}
 end
 
+-- The channels of the condition latents (image-to-video): in_channels - out_channels (20 = 4
+-- mask + 16 VAE latents).
+function M.condition_channels(cfg) return cfg.in_channels - cfg.out_channels end
+
+-- Synthetic condition latents [Cc, T, H, W] as diffusers' pipeline lays them out: the 4 mask
+-- channels 1 on the first latent frame and 0 after it; the image latents N(0, 1) (seeded) on the
+-- first frame, zeros after it (a stand-in for the VAE latents of the zero frames).
+function M.synthetic_condition_latents(cfg, T, H, W, seed, dt, dev)
+  local Cc = M.condition_channels(cfg)
+  local masks = math.min(4, Cc)
+  local z = adaspa.zeros({Cc, T, H, W}, {dtype = "f32"})
+  local first = z:narrow(2, 1, 1)
+  first:narrow(1, 1, masks):fill(1)
+  if Cc > masks then first:narrow(1, masks + 1, Cc - masks):copy(adaspa.randn({Cc - masks, 1, H, W}, {seed = seed})) end
+  if dt == "f32" and dev == "cpu" then return z end
+  local out = z:to(dt):to(dev)
+  z:free()
+  return out
+end
+
+-- A tensor of a file, [n1, n2, ...] or with a leading batch of 1 (as diffusers' pipelines keep
+-- them), without the batch.
+local function unbatch(t, dims)
+  local s = t:shape()
+  if #s == dims + 1 and s[1] == 1 then
+    local r = {}
+    for i = 2, #s do r[i - 1] = s[i] end
+    t = t:reshape(r)
+  end
+  return t
+end
+
+-- The image conditioning of an image-to-video config: {embeds = [N, image_dim], latents =
+-- [Cc, T, H, W] or nil (then synthetic for whatever latent forward gets: seed), source =}.
+local function image_conditioning(cfg, t, path, prompt, dt, dev)
+  local img, parts = {}, {}
+  local seed = text_hash("wan-image/" .. prompt)
+  if t and t.image_embeds then
+    local e = unbatch(t.image_embeds, 2)
+    local s = e:shape()
+    if #s ~= 2 or s[2] ~= cfg.image_dim or s[1] < 1 then
+      fail("%s: image_embeds has shape %s, expected [N, %d] (the image encoder's states; CLIP: N = 257)", path,
+        shape_str(t.image_embeds:shape()), cfg.image_dim)
+    end
+    if not FLOAT[e:dtype()] then fail("%s: image_embeds has dtype %s, expected a float type", path, e:dtype()) end
+    img.embeds = e:to(dt):to(dev)
+    parts[#parts + 1] = string.format("image_embeds [%d, %d]", s[1], s[2])
+  else
+    img.embeds = adaspa.randn({cfg.image_len, cfg.image_dim}, {seed = seed, dtype = dt, device = dev})
+    parts[#parts + 1] = string.format("SYNTHETIC image states [%d, %d] from %q (seed %d)", cfg.image_len, cfg.image_dim,
+      prompt, seed)
+  end
+  local Cc = M.condition_channels(cfg)
+  if t and t.image_latents then
+    local l = unbatch(t.image_latents, 4)
+    local s = l:shape()
+    if #s ~= 4 or s[1] ~= Cc then
+      fail("%s: image_latents has shape %s, expected [%d, T, H, W] (%d mask channels and the VAE latents of the first " ..
+        "frame then zero frames, as diffusers' WanImageToVideoPipeline builds them)", path, shape_str(t.image_latents:shape()),
+        Cc, math.min(4, Cc))
+    end
+    if not FLOAT[l:dtype()] then fail("%s: image_latents has dtype %s, expected a float type", path, l:dtype()) end
+    img.latents = l:to(dt):to(dev)
+    img.latents_from = path
+    parts[#parts + 1] = string.format("image_latents %s", shape_str(s))
+  else
+    img.seed = seed
+    parts[#parts + 1] = string.format("SYNTHETIC condition latents (mask + N(0, 1) first frame, seed %d)", seed)
+  end
+  img.synthetic = not (t and t.image_embeds and t.image_latents)
+  img.source = table.concat(parts, ", ")
+  return img
+end
+
+-- conditioning(cfg, {embeds=, prompt=, negative=, guidance=, device=, dtype=}) ->
+-- {cond = {states [text_len, text_dim], valid=, image=}, uncond = {...} or nil, source = string}.
+-- Image-to-video configs add image = {embeds [N, image_dim], latents [Cc, T, H, W] or nil (then
+-- synthetic, made by forward for its latent's size), source=}, the same table in both branches:
+-- from the embeddings file's image_embeds ([257, 1280], CLIP's penultimate states; a leading
+-- batch of 1 is allowed) and image_latents ([20, T, H, W]: mask and first-frame latents), or
+-- synthetic ones seeded by the prompt (and said so in source).
+function M.conditioning(cfg, opts)
+  opts = opts or {}
+  for k in pairs(opts) do
+    if not COND_OPTS[k] then fail("conditioning: unknown option '%s'", tostring(k)) end
+  end
+  local dt, dev = opts.dtype or "f32", opts.device or "cpu"
+  local file
+  if opts.embeds then
+    if type(opts.embeds) ~= "string" then fail("conditioning: embeds must be a path, got %s", type(opts.embeds)) end
+    local ok, t = pcall(adaspa.safetensors.load, opts.embeds)
+    if not ok then fail("embeds: %s", tostring(t)) end
+    file = t
+  end
+  local topts = {}
+  for k, v in pairs(opts) do topts[k] = v end
+  topts.file = file
+  local r = text_conditioning(cfg, topts, dt, dev)
+  if M.is_i2v(cfg) then
+    local prompt = opts.prompt or ""
+    if type(prompt) ~= "string" then fail("conditioning: prompt must be a string, got %s", type(prompt)) end
+    local img = image_conditioning(cfg, file, opts.embeds, prompt, dt, dev)
+    r.cond.image = img
+    if r.uncond then r.uncond.image = img end
+    r.image = img
+    r.source = r.source .. "; image: " .. img.source
+  elseif file and (file.image_embeds or file.image_latents) then
+    r.source = r.source .. "; image_embeds / image_latents in the file not used (a text-to-video config)"
+  end
+  return r
+end
+
 -- ---- the model ---------------------------------------------------------------------------------
 
 local Model = {}
@@ -523,7 +711,8 @@ function M.new(cfg, weights)
       fail("weight %s has shape %s, expected %s", name, shape_str(w:shape()), shape_str(shapes[name]))
     end
   end
-  local m = setmetatable({cfg = cfg, w = weights, text_cache = setmetatable({}, {__mode = "k"})}, Model)
+  local m = setmetatable({cfg = cfg, w = weights, text_cache = setmetatable({}, {__mode = "k"}),
+    image_cache = setmetatable({}, {__mode = "k"})}, Model)
   local d, C = cfg.dim, cfg.out_channels
   -- the patch embedding is a linear over C*4 inputs per token (input index c*4 + kh*2 + kw)
   m.patch_w = weights["patch_embedding.weight"]:reshape({d, cfg.in_channels * 4})
@@ -583,14 +772,69 @@ function Model:embed_text(states)
   return e
 end
 
+-- The image embedder's output [N, dim] of an image conditioning (kept while its embeds live):
+-- LayerNorm (eps 1e-5, affine) -> Linear -> exact GELU -> Linear -> LayerNorm (eps 1e-5, affine).
+M.IMAGE_EPS = 1e-5   -- the embedder's norms are PyTorch LayerNorms with their default eps
+function Model:embed_image(embeds)
+  local e = self.image_cache[embeds]
+  if e then return e end
+  local w, pre = self.w, "condition_embedder.image_embedder."
+  local h0 = adaspa.layernorm(embeds, M.IMAGE_EPS, w[pre .. "norm1.weight"], w[pre .. "norm1.bias"])
+  local h = self:lin(h0, pre .. "ff.net.0.proj")
+  adaspa.gelu(h, {out = h})
+  local h2 = self:lin(h, pre .. "ff.net.2")
+  e = adaspa.layernorm(h2, M.IMAGE_EPS, w[pre .. "norm2.weight"], w[pre .. "norm2.bias"])
+  drop(h0, h, h2)
+  self.image_cache[embeds] = e
+  return e
+end
+
+-- The condition latents [Cc, T, H, W] of an image conditioning for a latent of T x H x W: the
+-- file's (checked against the latent's size) or synthetic ones (made once per size and kept).
+function Model:condition_latents(image, T, H, W, dt, dev)
+  local cfg = self.cfg
+  local Cc = M.condition_channels(cfg)
+  if image.latents then
+    local s = image.latents:shape()
+    if s[2] ~= T or s[3] ~= H or s[4] ~= W then
+      fail("forward: image_latents%s have shape %s, the latent is [%d, %d, %d, %d]: they were made for another video size",
+        image.latents_from and (" of " .. image.latents_from) or "", shape_str(s), cfg.out_channels, T, H, W)
+    end
+    if image.latents:dtype() == dt and image.latents:device() == dev then return image.latents end
+    -- another dtype or device than the latent's: a converted copy, made once
+    image.converted = image.converted or {}
+    local key = dt .. "/" .. dev
+    if not image.converted[key] then image.converted[key] = image.latents:to(dt):to(dev) end
+    return image.converted[key]
+  end
+  if type(image.seed) ~= "number" then
+    fail("forward: cond.image has neither latents [%d, T, H, W] nor a seed for synthetic ones", Cc)
+  end
+  image.synthetic_latents = image.synthetic_latents or {}
+  local key = table.concat({T, H, W, dt, dev}, "/")
+  local l = image.synthetic_latents[key]
+  if not l then
+    l = M.synthetic_condition_latents(cfg, T, H, W, image.seed, dt, dev)
+    image.synthetic_latents[key] = l
+  end
+  return l
+end
+
 -- One velocity evaluation. x: latent [C, T, H, W] (H, W even); t: timestep in [0, 1000];
 -- cond = {states [L, text_dim]} (wan.conditioning's cond or uncond); ctx: an attention context
--- (ctx:attention(q, k, v, info)) or nil for dense attention.
+-- (ctx:attention(q, k, v, info)) or nil for dense attention. Image-to-video: cond.image =
+-- {embeds [N, image_dim], latents [Cc, T, H, W] or seed} (wan.conditioning's), and x is the noisy
+-- latent [out_channels, T, H, W] (the condition latents are concatenated here) or already the
+-- whole input [in_channels, T, H, W]; the velocity has out_channels.
 function Model:forward(x, t, cond, ctx)
   local cfg = self.cfg
+  local i2v = M.is_i2v(cfg)
   local shp = x:shape()
-  if #shp ~= 4 or shp[1] ~= cfg.in_channels or shp[3] % 2 ~= 0 or shp[4] % 2 ~= 0 then
-    fail("forward: x must have shape [%d, T, H, W] with H and W even, got %s", cfg.in_channels, shape_str(shp))
+  local ok_c = shp[1] == cfg.in_channels or (i2v and shp[1] == cfg.out_channels)
+  if #shp ~= 4 or not ok_c or shp[3] % 2 ~= 0 or shp[4] % 2 ~= 0 then
+    fail("forward: x must have shape [%s, T, H, W] with H and W even, got %s",
+      i2v and string.format("%d (or %d with the condition latents)", cfg.out_channels, cfg.in_channels) or tostring(cfg.in_channels),
+      shape_str(shp))
   end
   if type(cond) ~= "table" or not adaspa.is_tensor(cond.states) then
     fail("forward: cond must be a table with states [L, %d] (wan.conditioning's cond)", cfg.text_dim)
@@ -599,6 +843,22 @@ function Model:forward(x, t, cond, ctx)
   if #st ~= 2 or st[2] ~= cfg.text_dim then
     fail("forward: cond.states has shape %s, expected [L, %d]", shape_str(st), cfg.text_dim)
   end
+  local img_e, x_in
+  if i2v then
+    local image = cond.image
+    if type(image) ~= "table" or not adaspa.is_tensor(image.embeds) then
+      fail("forward: image-to-video: cond.image must be a table with embeds [N, %d] (wan.conditioning's cond)", cfg.image_dim)
+    end
+    local es = image.embeds:shape()
+    if #es ~= 2 or es[2] ~= cfg.image_dim then
+      fail("forward: cond.image.embeds has shape %s, expected [N, %d]", shape_str(es), cfg.image_dim)
+    end
+    img_e = self:embed_image(image.embeds)                                                    -- [N, dim]
+    if shp[1] == cfg.out_channels then
+      x_in = adaspa.concat({x, self:condition_latents(image, shp[2], shp[3], shp[4], x:dtype(), x:device())})
+    end
+  end
+  x = x_in or x
   local _, T, Hl, Wl = unpack(shp)
   local grid = {T, Hl / 2, Wl / 2}
   local n = grid[1] * grid[2] * grid[3]
@@ -680,7 +940,20 @@ function Model:forward(x, t, cond, ctx)
     adaspa.rmsnorm(k, w[p .. "attn2.norm_k.weight"], eps, {out = k})
     q3, k3, v3 = heads(q, rows), heads(k, L), heads(v, L)
     a = adaspa.attention(q3, k3, v3)
-    drop(q, k, v, q3, k3, v3)
+    drop(k, v, k3, v3)
+    if img_e then
+      -- the image branch: the same normalized query over the embedded image states; its output
+      -- is added to the text attention's before to_out
+      local ki = self:lin(img_e, p .. "attn2.add_k_proj")
+      local vi = self:lin(img_e, p .. "attn2.add_v_proj")
+      adaspa.rmsnorm(ki, w[p .. "attn2.norm_added_k.weight"], eps, {out = ki})
+      local Li = ki:shape()[1]
+      local ki3, vi3 = heads(ki, Li), heads(vi, Li)
+      local ai = adaspa.attention(q3, ki3, vi3)
+      adaspa.add(a, ai, {out = a})
+      drop(ki, vi, ki3, vi3, ai)
+    end
+    drop(q, q3)
     a2 = a:reshape({rows, d})
     o = wide(self:lin(a2, p .. "attn2.to_out.0"))
     drop(a, a2)
@@ -707,6 +980,7 @@ function Model:forward(x, t, cond, ctx)
   out = parallel.gather_rows(sp, out, n)                                                     -- [n, out]
   local velocity = adaspa.unpatchify(out, {T, Hl, Wl})
   drop(out, fmod, f_shift, f_scale, temb, tproj)
+  if x_in then x_in:free() end
   return velocity
 end
 
@@ -743,6 +1017,13 @@ function M.estimate(cfg, video, dtype)
   end
   local linear = cfg.layers * (2 * n * (8 * d * d + 2 * d * f) + 4 * L * d * d + 4 * n * L * d)
     + 2 * L * d * (cfg.text_dim + d) + 2 * n * d * cfg.in_channels * 4 * 2
+  if M.is_i2v(cfg) then
+    -- image-to-video: the image branch of each cross-attention (k, v of the Li image tokens and
+    -- the attention over them), the image embedder, and its activations
+    local Li, e = cfg.image_len, cfg.image_dim
+    linear = linear + cfg.layers * (4 * Li * d * d + 4 * n * Li * d) + 2 * Li * e * (e + d)
+    act = act + M.SLACK * Li * (e + 3 * d) * bytes
+  end
   local attn = cfg.layers * 4 * n * n * d
   return {tokens = n, image_tokens = n, params = params, largest = largest, heads = cfg.heads, layers = cfg.layers,
           activation_bytes = act, linear_flops = linear, attention_flops = attn, output_bytes = n * d * bytes,
@@ -751,8 +1032,9 @@ end
 
 -- One line for progress lines and reports.
 function M.describe(cfg)
-  return string.format("Wan2.1 %s, %d blocks, %d heads x %d, ffn %d", tostring(cfg.preset), cfg.layers, cfg.heads,
-    cfg.head_dim, cfg.ffn)
+  return string.format("Wan2.1 %s, %d blocks, %d heads x %d, ffn %d%s", tostring(cfg.preset), cfg.layers, cfg.heads,
+    cfg.head_dim, cfg.ffn, M.is_i2v(cfg) and string.format(", image-to-video (image %d, in %d)", cfg.image_dim,
+    cfg.in_channels) or "")
 end
 
 local C = require "adaspa.check"
@@ -763,6 +1045,8 @@ M.schema = {
   layers = C.integer{min = 1, max = 1000, doc = "transformer blocks (default: the preset's: 30 for 1.3B, 40 for 14B)"},
   ffn = C.integer{min = 1, max = 262144, doc = "feed-forward width (default: the preset's)"},
   text_len = C.integer{min = 1, max = 4096, doc = "text tokens of the cross-attention (default 512, the encoder's)"},
+  task = C.string{one_of = {"t2v", "i2v"}, doc = "i2v: the image-to-video variant of the preset (auto, 14B -> I2V-14B-720P, " ..
+    "small -> small_i2v; or name an I2V preset); t2v: insist on text-to-video (default: the preset's)"},
 }
 
 -- wan.config overrides from the recipe's model table (its M.schema fields).

@@ -9,6 +9,8 @@
 -- * Linears ~ N(0, 1/fan_in), biases ~ N(0, 0.02^2); the time projection (all modulation) is
 --   small (0.3 / sqrt(dim)); each block's scale_shift_table is N(0, 0.1^2) with its two gate rows
 --   (self-attention, feed-forward) set to 0.3 sqrt(4 / layers), so the residual stream stays O(1).
+-- * Image-to-video configs: the image embedder's norms are the identity, its linears as above,
+--   and each block's added key/value linears N(0, 1/dim), norm_added_k 1.
 -- * Structure (opts.structure, default true): every self-attention head gets the same bias b on
 --   its q and k rows, with RMS 1 on chosen RoPE pairs; after the RMSNorm it dominates the
 --   input-dependent part (rows scaled to std 0.5), so q_i . k_j ~ sum_p |b_p|^2 cos(theta_p
@@ -97,6 +99,23 @@ function synth.weights(cfg, opts)
   end
   lin("proj_out", 1 / math.sqrt(d))
   rnd("scale_shift_table", C.table_std)
+  if wan.is_i2v(cfg) then
+    -- image-to-video: the image embedder (identity norms, linears as above) and each block's added
+    -- key/value of the cross-attention (its output joins the text attention's, O(1) like it)
+    local e, pre = cfg.image_dim, "condition_embedder.image_embedder."
+    for _, nrm in ipairs({{"norm1", e}, {"norm2", d}}) do
+      W[pre .. nrm[1] .. ".weight"] = adaspa.ones({nrm[2]}, o)
+      W[pre .. nrm[1] .. ".bias"] = adaspa.zeros({nrm[2]}, o)
+    end
+    lin(pre .. "ff.net.0.proj", 1 / math.sqrt(e), 0.1)
+    lin(pre .. "ff.net.2", 1 / math.sqrt(e))
+    for i = 0, cfg.layers - 1 do
+      local p = "blocks." .. i .. ".attn2."
+      lin(p .. "add_k_proj", 1 / math.sqrt(d))
+      lin(p .. "add_v_proj", 1 / math.sqrt(d))
+      W[p .. "norm_added_k.weight"] = adaspa.ones({d}, o)
+    end
+  end
   for name, shape in pairs(shapes) do
     if not W[name] then
       error(string.format("wan: synthetic_weights: no rule for weight %s [%s]", name, table.concat(shape, ", ")), 0)
