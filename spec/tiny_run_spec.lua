@@ -263,6 +263,18 @@ describe("train.py's batched clips and resumes", function()
     assert.truthy(log:find("identical to batch()", 1, true), log)
   end)
 
+  it("reads colour, shape, motion and the background's colour back from real clips", function()
+    if not need_torch() then return end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    -- check.py selftest: every attribute of 20 real clips (256x256, 33 frames) agrees with its
+    -- caption, and the background read tells the caption's colour from another
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s check.py selftest --n 20 > %s/check.log 2>&1", py, out))
+    local log = spec_slurp(out .. "/check.log")
+    assert.are.equal(0, code, log)
+    assert.truthy(log:find("all 1.000 (background 1.000)", 1, true), log)
+  end)
+
   it("resumes with another batch size, restarts its schedule, and trains on from an export", function()
     if not need_torch() then return end
     local out = spec_tmpdir()
