@@ -287,6 +287,14 @@ describe("train.py's batched clips and resumes", function()
     train("")
     local log = spec_slurp(out .. "/t.log")
     assert.truthy(log:find("saved .-t%.state%.pt %(stage 2, step 2, done%)"), log)
+    -- textgain.py on that export and state: a loss row per noise level, then the caption check
+    -- on the autoencoder's reconstructions of the same clips
+    local gcode = os.execute(string.format("cd recipes/tools/tinyvideo && %s textgain.py %s/t.safetensors %s/t.state.pt --n 2 --sigmas 0.5,0.9 --threads 1 > %s/gain.log 2>&1",
+      py, out, out, out))
+    local gain = spec_slurp(out .. "/gain.log")
+    assert.are.equal(0, gcode, gain)
+    assert.truthy(gain:find("\n 0%.50 +%d+%.%d+ +%d+%.%d+ +%d+%.%d+ +%d+%.%d+ +%d+%.%d+\n 0%.90 "), gain)
+    assert.truthy(gain:find("autoencoder: the caption check %(colour, shape, motion%) reads %d of 2 reconstructions right %(%d of 2 originals%)"), gain)
     -- a finished state trains on under a new schedule, with a batch of 3 instead of 2
     train("--resume --restart-schedule --batch 3")
     log = spec_slurp(out .. "/t.log")
