@@ -230,7 +230,9 @@ tiny.weight_shapes = hy.weight_shapes
 tiny.estimate = hy.estimate
 
 -- How long the export was trained, from its metadata's final_losses (train.py writes ae_seconds,
--- dit_seconds, steps and batch there): a phrase, or nil when the export does not say.
+-- dit_seconds, steps, batch and dit_clips there): a phrase, or nil when the export does not say.
+-- batch is the last run's; an export trained on from another at another batch size says how
+-- many clips its DiT saw in all (dit_clips), so the phrase gives the clips, not steps x batch.
 function tiny.training(path)
   local ok, _, meta = pcall(adaspa.safetensors.info, path)
   local fl = ok and type(meta) == "table" and meta.final_losses
@@ -238,6 +240,11 @@ function tiny.training(path)
   local function num(k) return tonumber(fl:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) end
   local ae, dit, steps, batch = num("ae_seconds"), num("dit_seconds"), num("steps"), num("batch")
   if not (ae and dit and steps and batch) then return nil end
+  local clips = num("dit_clips")
+  if clips and clips ~= steps * batch then
+    return string.format("trained %.0f s: autoencoder %.0f s, DiT %d steps, %d clips in %.0f s", ae + dit, ae, steps,
+      clips, dit)
+  end
   return string.format("trained %.0f s: autoencoder %.0f s, DiT %d steps of %d clips in %.0f s", ae + dit, ae, steps, batch, dit)
 end
 

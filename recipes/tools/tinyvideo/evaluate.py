@@ -141,7 +141,7 @@ def cmd_caption(a):
               if solo else ["| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy,
                             "| --- | --- | --- | --- | --- | --- | --- |"])
     n_dense = n_pol = n_same = 0
-    parts = {"dense": {"colour": 0, "shape": 0, "motion": 0}, "policy": {"colour": 0, "shape": 0, "motion": 0}}
+    parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0} for w in ("dense", "policy")}
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
         rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % i), ["dense"] if solo else ["dense", a.policy],
@@ -154,7 +154,7 @@ def cmd_caption(a):
         n_dense += d["all"]
         n_pol += p["all"]
         n_same += fmt_read(d) == fmt_read(p)
-        for k in ("colour", "shape", "motion"):
+        for k in ("colour", "shape", "motion", "background"):
             parts["dense"][k] += d[k]
             parts["policy"][k] += p[k]
         yn = {True: "yes", False: "no"}
@@ -167,13 +167,14 @@ def cmd_caption(a):
     if solo:
         lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%" % (
             n_dense, n, 100 * n_dense / n),
-            "per attribute (dense): colour %.1f%%, shape %.1f%%, motion %.1f%%; %.0f s in all" % (
-            *[100 * parts["dense"][k] / n for k in ("colour", "shape", "motion")], time.time() - t0)]
+            "per attribute (dense): colour %.1f%%, shape %.1f%%, motion %.1f%% (background colour %.1f%%); %.0f s in all" % (
+            *[100 * parts["dense"][k] / n for k in ("colour", "shape", "motion", "background")], time.time() - t0)]
     else:
         lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
             n_dense, n, 100 * n_dense / n, a.policy, n_pol, n, 100 * n_pol / n),
-            "per attribute (dense / %s): colour %.1f%% / %.1f%%, shape %.1f%% / %.1f%%, motion %.1f%% / %.1f%%" % (
-            a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion") for w in ("dense", "policy")]),
+            "per attribute (dense / %s): colour %.1f%% / %.1f%%, shape %.1f%% / %.1f%%, motion %.1f%% / %.1f%%"
+            " (background colour %.1f%% / %.1f%%)" % (
+            a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion", "background") for w in ("dense", "policy")]),
             "the two runs read the same (colour, shape, motion): %d/%d = %.1f%%; %.0f s in all" % (
             n_same, n, 100 * n_same / n, time.time() - t0)]
     text = "\n".join(lines)

@@ -2,7 +2,9 @@
 train on, with each clip's own caption, with the blank caption (the unconditional branch of
 classifier-free guidance) and with another clip's caption, per noise level. A model that follows
 its prompts has a clearly lower loss with the true caption than blank or wrong at high noise,
-where colour, shape and motion are decided; equal losses mean the text is ignored.
+where colour, shape and motion are decided; equal losses mean the text is ignored. Then the
+caption check (check.py) on the autoencoder's reconstructions of the same clips: what the DiT
+can at best make the frames show.
 
     python textgain.py EXPORT STATE [--n 8] [--sigmas 0.3,0.6,0.8,0.95] [--threads 2]
 
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+import check
 import data
 import model as M
 import train
@@ -65,6 +68,11 @@ def main(argv):
                 loss[name] = float(F.mse_loss(v, e - x0))
             print(f"{s:5.2f}   {loss['true']:12.4f}   {loss['blank']:7.4f}   {loss['wrong']:13.4f}"
                   f"   {loss['blank'] / loss['true']:10.3f}   {loss['wrong'] / loss['true']:10.3f}", flush=True)
+        rec = ae.decoder(x0).clamp(-1, 1)
+        orig = sum(check.score(c, v)["all"] for c, v in zip(caps, video))
+        back = sum(check.score(c, v)["all"] for c, v in zip(caps, rec))
+        print(f"autoencoder: the caption check (colour, shape, motion) reads {back} of {a.n} reconstructions right"
+              f" ({orig} of {a.n} originals)")
     return 0
 
 

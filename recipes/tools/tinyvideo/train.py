@@ -256,6 +256,7 @@ def main(argv):
     dit_spent = 0.0      # seconds of the current schedule (before this run)
     sched_from = 0       # the step the current schedule started at
     dit_before = 0.0     # seconds of stage 2 under earlier schedules
+    dit_clips = 0        # clips stage 2 has trained on, all runs together (batch sizes may differ)
     if a.init_from:
         from safetensors import safe_open
         from safetensors.torch import load_file
@@ -276,6 +277,10 @@ def main(argv):
         start = sched_from = int(done.get("steps", 0))
         dit_before = float(done.get("dit_seconds", 0.0))
         fm_loss, ema = done.get("flow", fm_loss), done.get("flow_avg")
+        # exports before dit_clips were trained at one batch size; data_next: the first clip it
+        # did not draw, so this run draws new clips, not again those the export saw after the state
+        dit_clips = int(done.get("dit_clips", start * int(done.get("batch", bs))))
+        clip = max(clip, int(done.get("data_next", 0)))
         log(logf, f"dit  from {a.init_from}: {start} steps, {dit_before:.1f} s trained; fresh optimizer, new schedule")
     elif st and st["stage"] == 2:
         text.load_state_dict(st["text"])
@@ -284,6 +289,7 @@ def main(argv):
         start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
         sched_from, dit_spent = st.get("sched_from", 0), st.get("dit_spent", 0.0)
         dit_before = st.get("dit_before", 0.0)
+        dit_clips = st.get("dit_clips", start * st.get("batch", bs))
         if a.restart_schedule:
             sched_from, dit_before, dit_spent = start, dit_before + dit_spent, 0.0
             log(logf, f"dit  new schedule from step {start}")
@@ -293,7 +299,7 @@ def main(argv):
     def stage2_state(spent):
         return dict(opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
-                    sched_from=sched_from, dit_before=dit_before, batch=bs)
+                    sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips)
     while True:
         spent = dit_spent + time.time() - t_stage
         p = progress(s - sched_from, steps, spent, a.dit_seconds)
@@ -305,6 +311,7 @@ def main(argv):
             return save_state(2, s, **stage2_state(spent))
         video, caps = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
         clip += bs
+        dit_clips += bs
         with torch.no_grad(), autocast():
             x0 = ae.encode(video).float()
         ids, valid = encode_captions(caps, vocab, tc["max_len"], dev)
@@ -335,7 +342,8 @@ def main(argv):
     if s > start:
         fm_loss, ema = loss.item(), ema_t.item()
     dit_done, dit_spent = s, dit_spent + time.time() - t_stage
-    log(logf, f"dit  done: {dit_done} steps, {dit_before + dit_spent:.1f} s, loss {fm_loss:.5f} (avg {ema:.5f})")
+    log(logf, f"dit  done: {dit_done} steps, {dit_clips} clips, {dit_before + dit_spent:.1f} s, loss {fm_loss:.5f}"
+              f" (avg {ema:.5f})")
     torch.save({"stage": 2, "step": s, "clip": clip, "ae": ae.state_dict(), "ae_loss": ae_loss, **stage2_state(dit_spent)},
                state_path)   # to train on from here: --resume --restart-schedule
     log(logf, f"saved {state_path} (stage 2, step {s}, done)")
@@ -351,7 +359,8 @@ def main(argv):
         "command": cmd,
         "data_seed": str(a.seed),
         "final_losses": json.dumps({"ae": ae_loss, "ae_psnr_db": ae_psnr, "flow": fm_loss, "flow_avg": ema,
-                                    "ae_steps": ae_done, "steps": dit_done, "batch": bs,
+                                    "ae_steps": ae_done, "steps": dit_done, "batch": bs, "dit_clips": dit_clips,
+                                    "data_next": clip,
                                     "ae_seconds": round(ae_spent, 1), "dit_seconds": round(dit_before + dit_spent, 1),
                                     "amp_bf16": amp}),
         "seconds": "%.1f" % (time.time() - t0),
