@@ -38,6 +38,20 @@ local function cfg_combine(vc, vu, g)
   return adaspa.add(vu, adaspa.scale(adaspa.add(vc, adaspa.scale(vu, -1)), g))
 end
 
+-- One CFG Euler step of the fixture io_ from the velocities of the two branches, against the
+-- reference step: asserts the relative L2 of the step's change and of the new latent under 1e-4.
+local function check_cfg_step(io_, vc, vu, label)
+  local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+  local x = io_.x:clone()
+  adaspa.add(x, adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma), {out = x})
+  local ref_delta = adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))
+  local delta = adaspa.add(x, adaspa.scale(io_.x, -1))
+  local ed, ex = rel_l2(flat(delta), flat(ref_delta)), rel_l2(flat(x), flat(io_.x_next))
+  print(string.format("\n  %s: CFG step rel L2 of the change %.2e, of the new latent %.2e", label, ed, ex))
+  assert.is_true(ed < 1e-4, "delta " .. ed)
+  assert.is_true(ex < 1e-4, "x_next " .. ex)
+end
+
 describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/tools/wan_reference.py)", function()
   local cfg = tiny_cfg()
   local io_, meta = adaspa.safetensors.load(FIX .. "wan_tiny_io.safetensors")
@@ -67,18 +81,10 @@ describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/t
 
   it("one full CFG Euler step within relative L2 1e-4 (the step's change and the new latent)", function()
     local m = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny.safetensors", cfg))
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    assert.equal(5, g)
-    local v = cfg_combine(m:forward(io_.x, 1000 * sigma, {states = io_.cond}),
-      m:forward(io_.x, 1000 * sigma, {states = io_.uncond}), g)
-    local x = io_.x:clone()
-    adaspa.add(x, adaspa.scale(v, sigma_next - sigma), {out = x})
-    local ref_delta = adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))
-    local delta = adaspa.add(x, adaspa.scale(io_.x, -1))
-    local ed, ex = rel_l2(flat(delta), flat(ref_delta)), rel_l2(flat(x), flat(io_.x_next))
-    print(string.format("\n  wan parity: CFG step rel L2 of the change %.2e, of the new latent %.2e", ed, ex))
-    assert.is_true(ed < 1e-4, "delta " .. ed)
-    assert.is_true(ex < 1e-4, "x_next " .. ex)
+    local sigma = io_.sigma:totable()[1]
+    assert.equal(5, io_.guidance:totable()[1])
+    check_cfg_step(io_, m:forward(io_.x, 1000 * sigma, {states = io_.cond}),
+      m:forward(io_.x, 1000 * sigma, {states = io_.uncond}), "wan parity")
   end)
 
   it("bf16 weights on the CPU: velocity and CFG step within relative L2 1e-2 (f32 modulation, norms and stream)", function()
@@ -589,16 +595,9 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
   end)
 
   it("one full CFG Euler step within relative L2 1e-4 (the step's change and the new latent)", function()
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    local v = cfg_combine(m:forward(io_.x, 1000 * sigma, branch(io_.cond)), m:forward(io_.x, 1000 * sigma, branch(io_.uncond)), g)
-    local x = io_.x:clone()
-    adaspa.add(x, adaspa.scale(v, sigma_next - sigma), {out = x})
-    local ref_delta = adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))
-    local delta = adaspa.add(x, adaspa.scale(io_.x, -1))
-    local ed, ex = rel_l2(flat(delta), flat(ref_delta)), rel_l2(flat(x), flat(io_.x_next))
-    print(string.format("\n  wan i2v parity: CFG step rel L2 of the change %.2e, of the new latent %.2e", ed, ex))
-    assert.is_true(ed < 1e-4, "delta " .. ed)
-    assert.is_true(ex < 1e-4, "x_next " .. ex)
+    local sigma = io_.sigma:totable()[1]
+    check_cfg_step(io_, m:forward(io_.x, 1000 * sigma, branch(io_.cond)), m:forward(io_.x, 1000 * sigma, branch(io_.uncond)),
+      "wan i2v parity")
   end)
 
   it("bf16 weights on the CPU: velocity within relative L2 1e-2", function()
