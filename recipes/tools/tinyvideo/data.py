@@ -139,8 +139,9 @@ def _track(p, frames):
     return x, y, r
 
 
-def render(p, size=256, frames=33, device="cpu"):
-    """Clip of params p: float32 [3, frames, size, size] in [-1, 1]."""
+def render(p, size=256, frames=33, device="cpu", alpha_out=False):
+    """Clip of params p: float32 [3, frames, size, size] in [-1, 1]; alpha_out: and the shape's
+    coverage float32 [1, frames, size, size] in [0, 1]."""
     dev = torch.device(device)
     f = torch.arange(frames, device=dev, dtype=torch.float32).view(frames, 1, 1)
     coords = (torch.arange(size, device=dev, dtype=torch.float32) + 0.5) / size
@@ -187,7 +188,7 @@ def render(p, size=256, frames=33, device="cpu"):
         sd = torch.maximum(torch.maximum(top - yy, yy - (cy + r)), (dx.abs() - (yy - top) / 2) / math.sqrt(1.25))
     alpha = (0.5 - sd * size).clamp(0, 1).unsqueeze(0)
     img = img * (1 - alpha) + fg * alpha
-    return img * 2 - 1
+    return (img * 2 - 1, alpha) if alpha_out else img * 2 - 1
 
 
 def train_seed(data_seed, index):
@@ -199,15 +200,19 @@ def heldout():
     return [(HELDOUT_BASE + i, caption(sample_params(HELDOUT_BASE + i))) for i in range(HELDOUT_COUNT)]
 
 
-def batch(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0):
-    """Clips start..start+n-1 of the training stream: (video [n, 3, F, S, S], captions)."""
-    vids, caps = [], []
+def batch(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False):
+    """Clips start..start+n-1 of the training stream: (video [n, 3, F, S, S], captions), and with
+    alpha_out the shapes' coverage [n, 1, F, S, S] third."""
+    vids, alphas, caps = [], [], []
     r = random.Random(train_seed(data_seed, start) ^ 0x5EED)
     for i in range(n):
         p = sample_params(train_seed(data_seed, start + i))
-        vids.append(render(p, size, frames, device))
+        v = render(p, size, frames, device, alpha_out)
+        vids.append(v[0] if alpha_out else v)
+        if alpha_out:
+            alphas.append(v[1])
         caps.append("" if r.random() < drop else caption(p))
-    return torch.stack(vids), caps
+    return (torch.stack(vids), caps, torch.stack(alphas)) if alpha_out else (torch.stack(vids), caps)
 
 
 # ---- the same clips, a whole batch at once on the training device ------------------------------------
@@ -264,12 +269,12 @@ def _runs(keys):
     return out
 
 
-def render_batch(ps, size=256, frames=33, device="cpu"):
+def render_batch(ps, size=256, frames=33, device="cpu", alpha_out=False):
     """render() of every clip of params ps (a list), together on `device`: float32 [n, 3, frames,
     size, size] in [-1, 1], the same pixels as render(). The numbers go over in one copy; each
     run of consecutive clips with one texture (and within it one shape) is drawn by one set of
     batched ops, so clips ordered by (texture, shape) take a fixed ~200 ops whatever n, and no op
-    waits for the device."""
+    waits for the device. alpha_out: and the shapes' coverage [n, 1, frames, size, size]."""
     dev = torch.device(device)
     q = pack_params(ps)
     q = q.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else q.to(dev)
@@ -315,7 +320,7 @@ def render_batch(ps, size=256, frames=33, device="cpu"):
                                     (dx.abs() - (yy - top) / 2) / math.sqrt(1.25))
     alpha = (0.5 - sd * size).clamp(0, 1).unsqueeze(1)                 # [n, 1, F, S, S]
     img = img * (1 - alpha) + fg * alpha
-    return img * 2 - 1
+    return (img * 2 - 1, alpha) if alpha_out else img * 2 - 1
 
 
 def batch_params(data_seed, start, n, drop=0.0):
@@ -329,13 +334,15 @@ def batch_params(data_seed, start, n, drop=0.0):
     return ps, caps
 
 
-def batch_fast(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0):
+def batch_fast(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False):
     """batch()'s clips and captions, drawn together on `device` by render_batch: the same pairs
     (video, caption), ordered by texture then shape (the order inside a batch means nothing to
     training; it lets render_batch draw each kind of clip with one set of ops)."""
     ps, caps = batch_params(data_seed, start, n, drop)
     order = sorted(range(n), key=lambda i: (TEXTURES.index(ps[i]["texture"]), SHAPES.index(ps[i]["shape"])))
-    return render_batch([ps[i] for i in order], size, frames, device), [caps[i] for i in order]
+    out = render_batch([ps[i] for i in order], size, frames, device, alpha_out)
+    caps = [caps[i] for i in order]
+    return (out[0], caps, out[1]) if alpha_out else (out, caps)
 
 
 def selftest(n=64, size=64, frames=9, data_seed=3):
@@ -357,6 +364,13 @@ def selftest(n=64, size=64, frames=9, data_seed=3):
     d = float((render_batch([ps[i] for i in mixed], size, frames) - v1[mixed]).abs().max())
     if d > 1e-5:
         bad.append(f"render_batch in another order differs by up to {d:.3g}")
+    _, _, a1 = batch(data_seed, 5, n, size, frames, drop=0.1, alpha_out=True)
+    v3, _, a2 = batch_fast(data_seed, 5, n, size, frames, drop=0.1, alpha_out=True)
+    d = max(float((a1[order] - a2).abs().max()), float((v3 - v2).abs().max()))
+    if d > 1e-5:
+        bad.append(f"the shapes' coverage (alpha_out) differs between batch() and batch_fast by up to {d:.3g}")
+    if not all(float(a.amax()) > 0.99 and float(a.mean()) < 0.2 for a in a1):
+        bad.append("a clip's shape coverage is not a small object (max <= 0.99 or mean >= 0.2)")
     kinds = {(p["texture"], p["shape"], p["motion"]) for p in ps}
     return bad, len(kinds)
 

@@ -61,6 +61,18 @@ def encode_captions(caps, vocab, max_len, device):
     return rows[:, :max_len], rows[:, max_len]
 
 
+def object_mask(alpha, latent):
+    """The latent pixels a clip's shape covers: alpha [n, 1, F, H, W] (the shape's coverage per
+    pixel) -> [n, 1, F', H', W'] (latent = (F', H', W')) in {0, 1}: max over each latent pixel's
+    frames and 8x8 pixels (the encoder's: frame 0 alone, then 4 a latent frame), dilated by one
+    latent pixel in space so the shape's edge counts as the shape."""
+    a = torch.cat([alpha[:, :, :1].expand(-1, -1, 3, -1, -1), alpha], 2)
+    f, h, w = latent
+    m = F.adaptive_max_pool3d(a, (f, h, w))
+    m = F.max_pool3d(m, (1, 3, 3), 1, (0, 1, 1))
+    return (m > 0.5).float()
+
+
 def flat_metadata(cfg, prefix="tiny."):
     """The config as flat string entries adaspa reads without a JSON parser: "tiny.dit.hidden" =
     "128", lists joined by commas ("tiny.dit.rope_axes" = "16,24,24"), the vocabulary by spaces."""
@@ -117,6 +129,12 @@ def main(argv):
     ap.add_argument("--restart-schedule", action="store_true",
                     help="with --resume in stage 2: a new warm-up and cosine over this run's --steps / --dit-seconds"
                          " (the weights and the optimizer's moments kept)")
+    ap.add_argument("--object-weight", type=float, default=1.0, metavar="W",
+                    help="stage 2: the flow loss weighs the latent pixels the clip's shape covers (dilated by one)"
+                         " W times the background's (1: plain MSE); the logged loss stays the plain MSE")
+    ap.add_argument("--t-mean", type=float, default=0.0, metavar="M",
+                    help="stage 2: the mean of the logit-normal the noise level is drawn from before the shift of 3"
+                         " (0: the standard one; 0.5 draws s around 0.83 most often, toward high noise)")
     ap.add_argument("--init-from", default=None, metavar="EXPORT",
                     help="with --resume: the text encoder and DiT from EXPORT (a train.py export whose decoder is the"
                          " state's), a fresh optimizer and a new schedule; the state gives the autoencoder")
@@ -135,6 +153,11 @@ def main(argv):
     V = cfg["video"]
     if a.init_from and not a.resume:
         ap.error("--init-from needs --resume (the autoencoder comes from the state)")
+    if not (a.object_weight >= 1.0 and math.isfinite(a.object_weight)):
+        ap.error(f"--object-weight {a.object_weight}: must be a number >= 1")
+    if not (abs(a.t_mean) <= 4.0):
+        ap.error(f"--t-mean {a.t_mean}: must be within [-4, 4]")
+    weigh = a.object_weight != 1.0
     batched = a.data == "batch" or (a.data == "auto" and dev.type == "cuda")
 
     def gen(*args, **kw):
@@ -309,22 +332,29 @@ def main(argv):
             if s > start:
                 fm_loss, ema = loss.item(), ema_t.item()
             return save_state(2, s, **stage2_state(spent))
-        video, caps = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1)
+        got = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1, alpha_out=weigh)
+        video, caps = got[0], got[1]
         clip += bs
         dit_clips += bs
         with torch.no_grad(), autocast():
             x0 = ae.encode(video).float()
         ids, valid = encode_captions(caps, vocab, tc["max_len"], dev)
-        sig = torch.sigmoid(torch.randn(bs, device=dev))
+        sig = torch.sigmoid(torch.randn(bs, device=dev) + a.t_mean)
         sig = 3 * sig / (1 + 2 * sig)   # shift 3 toward noise
         e = torch.randn_like(x0)
         xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
         with autocast():
             states, pooled = text(ids, valid)
             v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev)).float()
-        loss = F.mse_loss(v, e - x0)
+        err = (v - (e - x0)).pow(2)
+        loss = err.mean()   # what is logged: the plain flow MSE, comparable across runs
+        if weigh:
+            w = 1 + (a.object_weight - 1) * object_mask(got[2], x0.shape[2:])
+            objective = (err * w).sum() / (w.sum() * err.shape[1])
+        else:
+            objective = loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (s - sched_from + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * p)))
