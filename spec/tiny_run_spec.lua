@@ -275,6 +275,39 @@ describe("train.py's batched clips and resumes", function()
     assert.truthy(log:find("all 1.000 (background 1.000)", 1, true), log)
   end)
 
+  it("weighs the flow loss toward the shape and draws noise levels toward high noise on request", function()
+    if not need_torch() then return end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    -- object_mask: one shape pixel in frame 5 of 9 (latent frame 2: frames 1-4 -> 1, 5-8 -> 2),
+    -- row 20, column 9 (latent pixel 2, 1), dilated by one latent pixel in space: 3 x 3 of 9 x 4 x 4
+    local probe = [[
+import sys; sys.path.insert(0, ".")
+import torch, train
+a = torch.zeros(1, 1, 9, 32, 32); a[0, 0, 5, 20, 9] = 1.0
+m = train.object_mask(a, (3, 4, 4))
+print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int(m[0, 0, :2].sum()))
+]]
+    local f = assert(io.open(out .. "/probe.py", "w")); f:write(probe); f:close()
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s %s/probe.py > %s/mask.log 2>&1", py, out, out))
+    local mask = spec_slurp(out .. "/mask.log")
+    assert.are.equal(0, code, mask)
+    assert.truthy(mask:find("mask (1, 1, 3, 4, 4) 9 9 0", 1, true), mask)
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/w.safetensors --steps 2 ", py, out)
+    code = os.execute(base .. "--object-weight 4 --t-mean 0.5 > " .. out .. "/w.log 2>&1")
+    local log = spec_slurp(out .. "/w.log")
+    assert.are.equal(0, code, log)
+    assert.truthy(log:find("dit  done: 2 steps", 1, true), log)
+    local _, meta = adaspa.safetensors.info(out .. "/w.safetensors")
+    assert.truthy(meta.command:find("--object-weight 4 --t-mean 0.5", 1, true), meta.command)
+    for _, bad in ipairs({"--object-weight 0.5", "--object-weight nan", "--t-mean 9"}) do
+      code = os.execute(base .. bad .. " > " .. out .. "/bad.log 2>&1")
+      local msg = spec_slurp(out .. "/bad.log")
+      assert.are_not.equal(0, code)
+      assert.truthy(msg:find(bad:match("^%S+"), 1, true), msg)
+    end
+  end)
+
   it("resumes with another batch size, restarts its schedule, and trains on from an export", function()
     if not need_torch() then return end
     local out = spec_tmpdir()

@@ -42,13 +42,14 @@ sys.path.insert(0, str(HERE))
 import check  # noqa: E402
 
 
-def heldout(n):
+def heldout(n, skip=0):
+    """Held-out prompts skip+1 .. skip+n: [(seed, caption)] (skip splits a long check into parts)."""
     rows = []
     for line in (HERE / "heldout.txt").read_text().splitlines():
         if line.strip():
             seed, cap = line.split("\t", 1)
             rows.append((int(seed), cap.strip()))
-    return rows[:n]
+    return rows[skip:skip + n]
 
 
 def default_weights(adaspa):
@@ -132,7 +133,7 @@ def fmt_read(r):
 
 
 def cmd_caption(a):
-    prompts = heldout(a.n)
+    prompts = heldout(a.n, a.skip)
     solo = a.policy == "none"
     lines = ["# caption check: %d held-out prompts, dense%s (%d steps, seed %d, %s)" % (
         len(prompts), "" if solo else " and %s at sparsity %g" % (a.policy, a.sparsity), a.steps, a.seed,
@@ -158,7 +159,7 @@ def cmd_caption(a):
             parts["dense"][k] += d[k]
             parts["policy"][k] += p[k]
         yn = {True: "yes", False: "no"}
-        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % ((i + 1, cap, w["colour"], w["shape"], w["motion"], fmt_read(d))
+        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % ((a.skip + i + 1, cap, w["colour"], w["shape"], w["motion"], fmt_read(d))
                      + ((yn[bool(d["colour"])], yn[bool(d["shape"])], yn[bool(d["motion"])]) if solo else
                         (yn[bool(d["all"])], fmt_read(p), yn[bool(p["all"])]))))
         print("caption %2d/%d  %5.1f s  dense %s  %s %s  %s" % (i + 1, len(prompts), secs, "ok " if d["all"] else "NO ",
@@ -193,7 +194,7 @@ def mean(xs):
 
 
 def cmd_quality(a):
-    prompts = heldout(a.n)
+    prompts = heldout(a.n, a.skip)
     policies = None   # recipes/compare.lua's list: dense, adaspa, adaspa recall 0.9, window, spatial_temporal, estimate
     agg = {}
     order = []
@@ -308,6 +309,7 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cmd", choices=["caption", "quality", "observe", "all"])
     ap.add_argument("--n", type=int, default=None, help="prompts (default 50; --quick 3)")
+    ap.add_argument("--skip", type=int, default=0, help="caption, quality: start after the first SKIP held-out prompts")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
     ap.add_argument("--seed", type=int, default=42)
