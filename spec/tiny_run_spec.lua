@@ -275,6 +275,27 @@ describe("train.py's batched clips and resumes", function()
     assert.truthy(log:find("all 1.000 (background 1.000)", 1, true), log)
   end)
 
+  it("checks captions of a slice of the held-out prompts with recipe overrides (evaluate.py)", function()
+    if not need_torch() then return end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    -- the smoke export (64x64, 9 frames, untrained): what it reads does not matter here, only
+    -- which prompts ran, under which fields
+    local cmd = string.format("%s recipes/tools/tinyvideo/evaluate.py caption --n 2 --skip 48 --steps 2 --policy none"
+      .. " --threads 1 --adaspa %s --weights %s --out %s/ev --set sampler.shift=5", py, spec_bin, FIX, out)
+    local code = os.execute(cmd .. " > " .. out .. "/ev.log 2>&1")
+    local log = spec_slurp(out .. "/ev.log")
+    assert.are.equal(0, code, log)
+    local md = spec_slurp(out .. "/ev/caption.md")
+    assert.truthy(md:find("2 held-out prompts, dense (2 steps, seed 42, no guidance, sampler.shift=5)", 1, true), md)
+    assert.truthy(md:find("\n| 49 | ") and md:find("\n| 50 | "), md)
+    assert.falsy(md:find("\n| 1 | "), md)
+    assert.truthy(spec_slurp(out .. "/ev/caption/p00.log"):find("shift 5,", 1, true))
+    code = os.execute(cmd .. " --set shift > " .. out .. "/bad.log 2>&1")
+    assert.are_not.equal(0, code)
+    assert.truthy(spec_slurp(out .. "/bad.log"):find("--set 'shift': give FIELD=VALUE", 1, true))
+  end)
+
   it("weighs the flow loss toward the shape and draws noise levels toward high noise on request", function()
     if not need_torch() then return end
     local out = spec_tmpdir()

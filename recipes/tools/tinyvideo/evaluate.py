@@ -27,6 +27,7 @@ quality.json / observe.txt with the tables printed.
 """
 import argparse
 import json
+import re
 import math
 import os
 import subprocess
@@ -91,7 +92,7 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
            "prompt=" + prompt, "sampler.shift=nil"] + guidance_args(a) + ["sampler.steps=%d" % a.steps,
            "sampler.seed=%d" % a.seed] + (["policies=" + ",".join(policies)] if policies else []) + [
            "sweep.sparsity={%s}" % ",".join(str(s) for s in sparsities), "output.frames=true", "output.dir=" + str(out_dir),
-           "gallery.layers={}"] + list(extra) + video_args(a)
+           "gallery.layers={}"] + list(extra) + video_args(a) + list(a.set)
     env = dict(os.environ)
     if a.threads:
         env["OMP_NUM_THREADS"] = str(a.threads)
@@ -137,7 +138,7 @@ def cmd_caption(a):
     solo = a.policy == "none"
     lines = ["# caption check: %d held-out prompts, dense%s (%d steps, seed %d, %s)" % (
         len(prompts), "" if solo else " and %s at sparsity %g" % (a.policy, a.sparsity), a.steps, a.seed,
-        guidance_label(a)), ""]
+        guidance_label(a) + "".join(", " + x for x in a.set)), ""]
     lines += (["| # | prompt | wants | dense reads | colour | shape | motion |", "| --- | --- | --- | --- | --- | --- | --- |"]
               if solo else ["| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy,
                             "| --- | --- | --- | --- | --- | --- | --- |"])
@@ -309,6 +310,8 @@ def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cmd", choices=["caption", "quality", "observe", "all"])
     ap.add_argument("--n", type=int, default=None, help="prompts (default 50; --quick 3)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="caption, quality: a recipe override for every run (repeatable), e.g. sampler.shift=5")
     ap.add_argument("--skip", type=int, default=0, help="caption, quality: start after the first SKIP held-out prompts")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
@@ -326,6 +329,9 @@ def main(argv):
     ap.add_argument("--adaspa", default=str(ROOT / "build" / "adaspa"))
     ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args(argv)
+    for x in a.set:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*=", x):
+            ap.error("--set %r: give FIELD=VALUE (a recipe field, as on adaspa's command line)" % x)
     a.n = a.n if a.n is not None else (3 if a.quick else 50)
     a.steps = a.steps if a.steps is not None else (20 if a.quick else 50)
     a.sparsities = [float(x) for x in a.sparsities.split(",")]
