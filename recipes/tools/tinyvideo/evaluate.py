@@ -342,7 +342,8 @@ def main(argv):
         raise SystemExit("evaluate: no weights at %s (the trained export; --weights FILE for another)" % a.weights)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    print("evaluate %s: weights %s, %d prompts, %d steps, output %s" % (a.cmd, a.weights, a.n, a.steps, a.out), flush=True)
+    what = "one prompt" if a.cmd == "observe" else "%d prompts" % a.n
+    print("evaluate %s: weights %s, %s, %d steps, output %s" % (a.cmd, a.weights, what, a.steps, a.out), flush=True)
     if a.cmd in ("caption", "all"):
         cmd_caption(a)
     if a.cmd in ("quality", "all"):
