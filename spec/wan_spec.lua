@@ -40,6 +40,18 @@ end
 
 -- One CFG Euler step of the fixture io_ from the velocities of the two branches, against the
 -- reference step: asserts the relative L2 of the step's change and of the new latent under 1e-4.
+-- Relative L2 of both passes' velocities and of one CFG Euler step's change against the
+-- fixture's (f32 on the CPU), for passes of any dtype and device; prints them under label.
+local function pass_errors(io_, vc, vu, label)
+  vc, vu = vc:to("f32"):to("cpu"), vu:to("f32"):to("cpu")
+  local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
+  local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
+  local delta = adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma)
+  local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
+  print(string.format("\n  %s: velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", label, ec, eu, ed))
+  return ec, eu, ed
+end
+
 local function check_cfg_step(io_, vc, vu, label)
   local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
   local x = io_.x:clone()
@@ -93,11 +105,7 @@ describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/t
     local vc = m:forward(x, t, {states = io_.cond:to("bf16")})
     local vu = m:forward(x, t, {states = io_.uncond:to("bf16")})
     assert.equal("f32", vc:dtype()) -- the output head runs in f32: the velocity is not rounded to bf16
-    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    local delta = adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma)
-    local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
-    print(string.format("\n  wan parity (CPU, bf16 weights): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    local ec, eu, ed = pass_errors(io_, vc, vu, "wan parity (CPU, bf16 weights)")
     -- with the modulation, norms and residual stream in the weights' dtype these were 6.6e-3,
     -- 6.9e-3 and 1.6e-2; with bf16-rounded weights and f32 everywhere else 2.8e-3 and 4.6e-3
     assert.is_true(ec < 1e-2, "cond " .. ec)
@@ -112,19 +120,15 @@ describe("wan parity with diffusers' WanTransformer3DModel (fixture of recipes/t
     local vc = m:forward(x, t, {states = on(io_.cond)})
     local vu = m:forward(x, t, {states = on(io_.uncond)})
     assert.equal("cuda", vc:device():sub(1, 4))
-    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    local v = cfg_combine(vc:to("f32"), vu:to("f32"), g):to("cpu")
-    local delta = adaspa.scale(v, sigma_next - sigma)
-    local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
+    local ec, eu, ed = pass_errors(io_, vc, vu, "wan parity (GPU, bf16)")
+    local g = io_.guidance:totable()[1]
     -- the step combines the passes as uncond + g (cond - uncond), which scales the passes' errors
     -- by up to amp = (|g| |v_cond| + |g - 1| |v_uncond|) / |v| (4.5 on this fixture). H200,
     -- 2026-12-03, with everything in bf16: passes 6.5e-3 each, step 1.5e-2; since then the time
     -- embedding, modulation, norms, stream and output head run in f32 (CPU bf16: 9.1e-3)
     local amp = (math.abs(g) * io_.v_cond:norm() + math.abs(g - 1) * io_.v_uncond:norm())
       / cfg_combine(io_.v_cond, io_.v_uncond, g):norm()
-    print(string.format("\n  wan parity (GPU, bf16): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e (guidance amplifies x%.1f)",
-      ec, eu, ed, amp))
+    print(string.format("  (guidance amplifies the passes' errors x%.1f)", amp))
     assert.is_true(ec < 1e-2, "cond " .. ec)
     assert.is_true(eu < 1e-2, "uncond " .. eu)
     assert.is_true(ed < 1e-2, "step " .. ed)
@@ -607,11 +611,7 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
     end
     local vc = mb:forward(io_.x:to("bf16"), t, b(io_.cond))
     local vu = mb:forward(io_.x:to("bf16"), t, b(io_.uncond))
-    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    local delta = adaspa.scale(cfg_combine(vc, vu, g), sigma_next - sigma)
-    local ed = rel_l2(flat(delta), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
-    print(string.format("\n  wan i2v parity (CPU, bf16 weights): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    local ec, eu, ed = pass_errors(io_, vc, vu, "wan i2v parity (CPU, bf16 weights)")
     -- most of it is the weights' rounding: bf16-rounded weights with f32 compute give 6.6e-3 on
     -- this fixture (its 24-wide random layers average little), bf16 inputs with f32 weights 1.1e-3
     assert.is_true(ec < 1e-2, "cond " .. ec)
@@ -626,11 +626,7 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
     local vc = mg:forward(on(io_.x), t, {states = on(pad512(io_.cond)), image = img})
     local vu = mg:forward(on(io_.x), t, {states = on(pad512(io_.uncond)), image = img})
     assert.equal("cuda", vc:device():sub(1, 4))
-    local ec, eu = rel_l2(flat(vc), flat(io_.v_cond)), rel_l2(flat(vu), flat(io_.v_uncond))
-    local sigma, sigma_next, g = io_.sigma:totable()[1], io_.sigma_next:totable()[1], io_.guidance:totable()[1]
-    local v = cfg_combine(vc:to("f32"), vu:to("f32"), g):to("cpu")
-    local ed = rel_l2(flat(adaspa.scale(v, sigma_next - sigma)), flat(adaspa.add(io_.x_next, adaspa.scale(io_.x, -1))))
-    print(string.format("\n  wan i2v parity (GPU, bf16): velocity rel L2 cond %.2e, uncond %.2e; CFG step %.2e", ec, eu, ed))
+    local ec, eu, ed = pass_errors(io_, vc, vu, "wan i2v parity (GPU, bf16)")
     assert.is_true(ec < 1e-2, "cond " .. ec)
     assert.is_true(eu < 1e-2, "uncond " .. eu)
     assert.is_true(ed < 2e-2, "step " .. ed)   -- guidance 5 amplifies the passes' errors (see the T2V GPU spec)
