@@ -455,34 +455,38 @@ describe("wan forward", function()
   end)
 end)
 
+-- Samples a small preset for `steps` CFG steps (scale g) with the AdaSpa policy, one attention
+-- context per branch so the unconditional pass keeps its own layouts. Returns the final latent,
+-- the initial one, the conditional branch's mode per step, the seconds taken and the config.
+local function sample_small(preset, steps, g)
+  local cfg = wan.config(preset)
+  local t0 = adaspa.now()
+  local m = wan.new(cfg, wan.synthetic_weights(cfg, {seed = 1}))
+  local c = wan.conditioning(cfg, {prompt = "a red fox running through fresh snow at dawn", guidance = g})
+  local _, lat = wan.grid(cfg.video, cfg)
+  local function ctx()
+    return attention.new(adaspa_policy.new({sparsity = 0.6, warmup = 2, search = {2}, first_frame_sink = true,
+      text_sink = false}, steps), {layers = wan.attention_layers(cfg)})
+  end
+  local cc, cu = ctx(), ctx()
+  local modes = {}
+  local x = adaspa.randn(lat, {seed = 42})
+  local x0 = x:clone()
+  sampler.euler(x, function(x_, t, step)
+    cc:begin_step(step); cu:begin_step(step)
+    local vc = m:forward(x_, t, c.cond, cc)
+    local vu = m:forward(x_, t, c.uncond, cu)
+    modes[step] = attention.summarize(cc:end_step()).mode
+    cu:end_step()
+    return cfg_combine(vc, vu, g)
+  end, {steps = steps, shift = cfg.shift, quiet = true})
+  return x, x0, modes, adaspa.now() - t0, cfg
+end
+
 describe("wan small preset sampling", function()
   it("samples with CFG and the AdaSpa policy (dense, search, sparse steps): finite and quick", function()
-    local cfg = wan.config("small")
-    local t0 = adaspa.now()
-    local m = wan.new(cfg, wan.synthetic_weights(cfg, {seed = 1}))
-    local c = wan.conditioning(cfg, {prompt = "a red fox running through fresh snow at dawn", guidance = 5})
-    local _, lat = wan.grid(cfg.video, cfg)
-    local steps = 6
-    -- one attention context per branch, so the unconditional pass keeps its own layouts
-    local function ctx()
-      return attention.new(adaspa_policy.new({sparsity = 0.6, warmup = 2, search = {2}, first_frame_sink = true,
-        text_sink = false}, steps), {layers = wan.attention_layers(cfg)})
-    end
-    local cc, cu = ctx(), ctx()
-    local modes = {}
-    local x = adaspa.randn(lat, {seed = 42})
-    local x0 = x:clone()
-    sampler.euler(x, function(x_, t, step)
-      cc:begin_step(step); cu:begin_step(step)
-      local vc = m:forward(x_, t, c.cond, cc)
-      local vu = m:forward(x_, t, c.uncond, cu)
-      modes[step] = attention.summarize(cc:end_step()).mode
-      cu:end_step()
-      return cfg_combine(vc, vu, wan.sampler_defaults.guidance.scale)
-    end, {steps = steps, shift = cfg.shift, quiet = true})
-    local secs = adaspa.now() - t0
-    print(string.format("\n  wan small preset: %d CFG steps on %s tokens in %.2f s", steps,
-      wan.tokens(cfg).n_img, secs))
+    local x, x0, modes, secs, cfg = sample_small("small", 6, wan.sampler_defaults.guidance.scale)
+    print(string.format("\n  wan small preset: %d CFG steps on %s tokens in %.2f s", 6, wan.tokens(cfg).n_img, secs))
     assert.same({[0] = "dense", "dense", "search", "sparse", "sparse", "sparse"}, modes)
     assert.is_true(finite(x))
     local r = rms(x)
@@ -784,30 +788,9 @@ describe("wan image-to-video presets, weights, conditioning", function()
   end)
 
   it("samples the small_i2v preset with CFG and the AdaSpa policy: finite, quick", function()
-    local cfg = wan.config("small_i2v")
-    local t0 = adaspa.now()
-    local m = wan.new(cfg, wan.synthetic_weights(cfg, {seed = 1}))
-    local c = wan.conditioning(cfg, {prompt = "a red fox running through fresh snow at dawn", guidance = 5})
-    local _, lat = wan.grid(cfg.video, cfg)
-    assert.same({16, 3, 24, 32}, lat)
-    local steps = 5
-    local function ctx()
-      return attention.new(adaspa_policy.new({sparsity = 0.6, warmup = 2, search = {2}, first_frame_sink = true,
-        text_sink = false}, steps), {layers = wan.attention_layers(cfg)})
-    end
-    local cc, cu = ctx(), ctx()
-    local modes = {}
-    local x = adaspa.randn(lat, {seed = 42})
-    sampler.euler(x, function(x_, t, step)
-      cc:begin_step(step); cu:begin_step(step)
-      local vc = m:forward(x_, t, c.cond, cc)
-      local vu = m:forward(x_, t, c.uncond, cu)
-      modes[step] = attention.summarize(cc:end_step()).mode
-      cu:end_step()
-      return cfg_combine(vc, vu, 5)
-    end, {steps = steps, shift = cfg.shift, quiet = true})
-    local secs = adaspa.now() - t0
-    print(string.format("\n  wan small_i2v preset: %d CFG steps on %d tokens (+257 image tokens) in %.2f s", steps,
+    local x, _, modes, secs, cfg = sample_small("small_i2v", 5, 5)
+    assert.same({16, 3, 24, 32}, x:shape())
+    print(string.format("\n  wan small_i2v preset: %d CFG steps on %d tokens (+257 image tokens) in %.2f s", 5,
       wan.tokens(cfg).n_img, secs))
     assert.same({[0] = "dense", "dense", "search", "sparse", "sparse"}, modes)
     assert.is_true(finite(x))
