@@ -136,9 +136,12 @@ def fmt_read(r):
 def cmd_caption(a):
     prompts = heldout(a.n, a.skip)
     solo = a.policy == "none"
+    # --set policies.2.FIELD=V changes the policy run beside dense: its title says so instead of the sparsity
+    own = [x[len("policies.2."):] for x in a.set if x.startswith("policies.2.")]
+    pol = " and %s at sparsity %g" % (a.policy, a.sparsity) if not own else " and %s with %s" % (a.policy, ", ".join(own))
     lines = ["# caption check: %d held-out prompts, dense%s (%d steps, seed %d, %s)" % (
-        len(prompts), "" if solo else " and %s at sparsity %g" % (a.policy, a.sparsity), a.steps, a.seed,
-        guidance_label(a) + "".join(", " + x for x in a.set)), ""]
+        len(prompts), "" if solo else pol, a.steps, a.seed,
+        guidance_label(a) + "".join(", " + x for x in a.set if not x.startswith("policies.2."))), ""]
     lines += (["| # | prompt | wants | dense reads | colour | shape | motion |", "| --- | --- | --- | --- | --- | --- | --- |"]
               if solo else ["| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy,
                             "| --- | --- | --- | --- | --- | --- | --- |"])
