@@ -783,6 +783,8 @@ describe("wan image-to-video presets, weights, conditioning", function()
     assert.truthy(wan.conditioning(tiny_cfg(), {embeds = p, guidance = 1}).source:find("not used (a text-to-video config)", 1, true))
     os.remove(p)
     spec_error(function() m:forward(io_.x, 500, {states = pad512(io_.cond)}) end, "wan: forward: image-to-video: cond.image must be")
+    spec_error(function() m:forward(io_.x, 500, {states = pad512(io_.cond), image = {embeds = adaspa.ones({5, 7})}}) end,
+      "wan: forward: cond.image.embeds has shape [5, 7], expected [N, 16]")
     spec_error(function() m:forward(adaspa.randn({5, 3, 6, 10}, {seed = 1}), 500, s2.cond) end,
       "wan: forward: x must have shape [4 (or 12 with the condition latents), T, H, W]")
   end)

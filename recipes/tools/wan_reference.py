@@ -61,22 +61,8 @@ CONFIG = dict(
 )
 LATENT = (4, 3, 6, 10)   # C, T, H, W -> token grid 3 x 3 x 5
 
-CONFIG_I2V = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=12,
-    in_channels=12,
-    out_channels=4,
-    text_dim=16,
-    freq_dim=32,
-    ffn_dim=32,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=16,
-    added_kv_proj_dim=24,
-)
+CONFIG_I2V = dict(CONFIG, attention_head_dim=12, in_channels=12, text_dim=16, freq_dim=32, ffn_dim=32,
+                  image_dim=16, added_kv_proj_dim=24)   # the T2V config with these changed and added
 IMAGE_LEN = 5
 TEXT_PAD = 512           # diffusers' WanAttnProcessor: the last 512 tokens are the text
 TEXT_LEN = 7

@@ -328,6 +328,14 @@ end
 
 local FLOAT = {f32 = true, bf16 = true, f16 = true}
 local function shape_str(s) return "[" .. table.concat(s, ", ") .. "]" end
+
+-- forward's check of a [rows, width] input: what names it in the error, rows the letter of its rows.
+local function need_rows(t, width, what, rows)
+  local s = t:shape()
+  if #s ~= 2 or s[2] ~= width then
+    fail("forward: %s has shape %s, expected [%s, %d]", what, shape_str(s), rows, width)
+  end
+end
 local function same_shape(a, b) return table.concat(a, ",") == table.concat(b, ",") end
 
 local function cfg_str(cfg)
@@ -839,20 +847,14 @@ function Model:forward(x, t, cond, ctx)
   if type(cond) ~= "table" or not adaspa.is_tensor(cond.states) then
     fail("forward: cond must be a table with states [L, %d] (wan.conditioning's cond)", cfg.text_dim)
   end
-  local st = cond.states:shape()
-  if #st ~= 2 or st[2] ~= cfg.text_dim then
-    fail("forward: cond.states has shape %s, expected [L, %d]", shape_str(st), cfg.text_dim)
-  end
+  need_rows(cond.states, cfg.text_dim, "cond.states", "L")
   local img_e, x_in
   if i2v then
     local image = cond.image
     if type(image) ~= "table" or not adaspa.is_tensor(image.embeds) then
       fail("forward: image-to-video: cond.image must be a table with embeds [N, %d] (wan.conditioning's cond)", cfg.image_dim)
     end
-    local es = image.embeds:shape()
-    if #es ~= 2 or es[2] ~= cfg.image_dim then
-      fail("forward: cond.image.embeds has shape %s, expected [N, %d]", shape_str(es), cfg.image_dim)
-    end
+    need_rows(image.embeds, cfg.image_dim, "cond.image.embeds", "N")
     img_e = self:embed_image(image.embeds)                                                    -- [N, dim]
     if shp[1] == cfg.out_channels then
       x_in = adaspa.concat({x, self:condition_latents(image, shp[2], shp[3], shp[4], x:dtype(), x:device())})
