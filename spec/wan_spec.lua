@@ -608,13 +608,20 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
       "wan i2v parity")
   end)
 
-  it("bf16 weights on the CPU: velocity within relative L2 1e-2", function()
-    local mb = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg, {dtype = "bf16"}))
-    local function b(s)
-      return {states = pad512(s):to("bf16"), image = {embeds = io_.image_embeds:to("bf16"), latents = io_.image_latents:to("bf16")}}
+  -- both passes with bf16 weights and inputs, on the CPU (device nil) or on device
+  local function bf16_passes(device)
+    local m = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg, {device = device, dtype = "bf16"}))
+    local function on(x)
+      x = x:to("bf16")
+      return device and x:to(device) or x
     end
-    local vc = mb:forward(io_.x:to("bf16"), t, b(io_.cond))
-    local vu = mb:forward(io_.x:to("bf16"), t, b(io_.uncond))
+    local img = {embeds = on(io_.image_embeds), latents = on(io_.image_latents)}
+    return m:forward(on(io_.x), t, {states = on(pad512(io_.cond)), image = img}),
+      m:forward(on(io_.x), t, {states = on(pad512(io_.uncond)), image = img})
+  end
+
+  it("bf16 weights on the CPU: velocity within relative L2 1e-2", function()
+    local vc, vu = bf16_passes(nil)
     local ec, eu, ed = pass_errors(io_, vc, vu, "wan i2v parity (CPU, bf16 weights)")
     -- most of it is the weights' rounding: bf16-rounded weights with f32 compute give 6.6e-3 on
     -- this fixture (its 24-wide random layers average little), bf16 inputs with f32 weights 1.1e-3
@@ -624,11 +631,7 @@ describe("wan image-to-video parity with diffusers (fixture of recipes/tools/wan
   end)
 
   it_gpu("velocity and CFG step on the GPU in bf16 within relative L2 1e-2", function()
-    local mg = wan.new(cfg, wan.load_weights(FIX .. "wan_tiny_i2v.safetensors", cfg, {device = "cuda", dtype = "bf16"}))
-    local function on(x) return x:to("bf16"):to("cuda") end
-    local img = {embeds = on(io_.image_embeds), latents = on(io_.image_latents)}
-    local vc = mg:forward(on(io_.x), t, {states = on(pad512(io_.cond)), image = img})
-    local vu = mg:forward(on(io_.x), t, {states = on(pad512(io_.uncond)), image = img})
+    local vc, vu = bf16_passes("cuda")
     assert.equal("cuda", vc:device():sub(1, 4))
     local ec, eu, ed = pass_errors(io_, vc, vu, "wan i2v parity (GPU, bf16)")
     assert.is_true(ec < 1e-2, "cond " .. ec)
