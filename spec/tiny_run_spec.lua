@@ -245,40 +245,43 @@ end)
 -- through Python with torch: $ADASPA_PYTHON or python3); pending without torch.
 describe("train.py's batched clips and resumes", function()
   local py = os.getenv("ADASPA_PYTHON") or "python3"
-  local function need_torch()
+  -- a fresh folder for the test's files; nil (and the test pending) without torch
+  local function torch_workdir()
     if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
       pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
-      return false
+      return nil
     end
-    return true
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    return out
+  end
+  -- runs `python ARGS` in recipes/tools/tinyvideo, its output to out/log: exit code, output
+  local function tool(out, args, log)
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s %s > %s/%s 2>&1", py, args, out, log))
+    return code, spec_slurp(out .. "/" .. log)
   end
 
   it("draws the same clips and captions a batch at a time as one clip at a time", function()
-    if not need_torch() then return end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
-    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s data.py selftest > %s/selftest.log 2>&1", py, out))
-    local log = spec_slurp(out .. "/selftest.log")
+    local out = torch_workdir()
+    if not out then return end
+    local code, log = tool(out, "data.py selftest", "selftest.log")
     assert.are.equal(0, code, log)
     assert.truthy(log:find("identical to batch()", 1, true), log)
   end)
 
   it("reads colour, shape, motion and the background's colour back from real clips", function()
-    if not need_torch() then return end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
+    local out = torch_workdir()
+    if not out then return end
     -- check.py selftest: every attribute of 20 real clips (256x256, 33 frames) agrees with its
     -- caption, and the background read tells the caption's colour from another
-    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s check.py selftest --n 20 > %s/check.log 2>&1", py, out))
-    local log = spec_slurp(out .. "/check.log")
+    local code, log = tool(out, "check.py selftest --n 20", "check.log")
     assert.are.equal(0, code, log)
     assert.truthy(log:find("all 1.000 (background 1.000)", 1, true), log)
   end)
 
   it("checks captions of a slice of the held-out prompts with recipe overrides (evaluate.py)", function()
-    if not need_torch() then return end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
+    local out = torch_workdir()
+    if not out then return end
     -- the smoke export (64x64, 9 frames, untrained): what it reads does not matter here, only
     -- which prompts ran, under which fields
     local cmd = string.format("%s recipes/tools/tinyvideo/evaluate.py caption --n 2 --skip 48 --steps 2 --policy none"
@@ -297,9 +300,8 @@ describe("train.py's batched clips and resumes", function()
   end)
 
   it("weighs the flow loss toward the shape and draws noise levels toward high noise on request", function()
-    if not need_torch() then return end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
+    local out = torch_workdir()
+    if not out then return end
     -- object_mask: one shape pixel in frame 5 of 9 (latent frame 2: frames 1-4 -> 1, 5-8 -> 2),
     -- row 20, column 9 (latent pixel 2, 1), dilated by one latent pixel in space: 3 x 3 of 9 x 4 x 4
     local probe = [[
@@ -310,8 +312,7 @@ m = train.object_mask(a, (3, 4, 4))
 print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int(m[0, 0, :2].sum()))
 ]]
     local f = assert(io.open(out .. "/probe.py", "w")); f:write(probe); f:close()
-    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s %s/probe.py > %s/mask.log 2>&1", py, out, out))
-    local mask = spec_slurp(out .. "/mask.log")
+    local code, mask = tool(out, out .. "/probe.py", "mask.log")
     assert.are.equal(0, code, mask)
     assert.truthy(mask:find("mask (1, 1, 3, 4, 4) 9 9 0", 1, true), mask)
     local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/w.safetensors --steps 2 ", py, out)
@@ -330,9 +331,8 @@ print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int
   end)
 
   it("resumes with another batch size, restarts its schedule, and trains on from an export", function()
-    if not need_torch() then return end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
+    local out = torch_workdir()
+    if not out then return end
     local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/t.safetensors --steps 2 ", py, out)
     local function train(args, want)
       local code = os.execute(string.format("%s %s >> %s/train.log 2>&1", base, args, out))
@@ -343,9 +343,8 @@ print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int
     assert.truthy(log:find("saved .-t%.state%.pt %(stage 2, step 2, done%)"), log)
     -- textgain.py on that export and state: a loss row per noise level, then the caption check
     -- on the autoencoder's reconstructions of the same clips
-    local gcode = os.execute(string.format("cd recipes/tools/tinyvideo && %s textgain.py %s/t.safetensors %s/t.state.pt --n 2 --sigmas 0.5,0.9 --threads 1 > %s/gain.log 2>&1",
-      py, out, out, out))
-    local gain = spec_slurp(out .. "/gain.log")
+    local gcode, gain = tool(out, string.format("textgain.py %s/t.safetensors %s/t.state.pt --n 2 --sigmas 0.5,0.9 --threads 1",
+      out, out), "gain.log")
     assert.are.equal(0, gcode, gain)
     assert.truthy(gain:find("\n 0%.50 +%d+%.%d+ +%d+%.%d+ +%d+%.%d+ +%d+%.%d+ +%d+%.%d+\n 0%.90 "), gain)
     assert.truthy(gain:find("autoencoder: the caption check %(colour, shape, motion%) reads %d of 2 reconstructions right %(%d of 2 originals%)"), gain)
@@ -372,10 +371,9 @@ print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int
     assert.truthy(tiny.training(out .. "/t.safetensors"):find("DiT 2 steps of 2 clips in", 1, true))
     -- another autoencoder's export is refused, naming the tensor
     os.execute(string.format("cp %s/t.safetensors %s/first.safetensors", out, out))
-    os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --seed 5 --out %s/u.safetensors --steps 1 > /dev/null 2>&1", py, out))
-    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/u.safetensors --resume --init-from %s/first.safetensors > %s/refused.log 2>&1",
-      py, out, out, out))
-    local refused = spec_slurp(out .. "/refused.log")
+    tool(out, string.format("train.py --smoke --seed 5 --out %s/u.safetensors --steps 1", out), "u.log")
+    local code, refused = tool(out, string.format("train.py --smoke --out %s/u.safetensors --resume --init-from %s/first.safetensors",
+      out, out), "refused.log")
     assert.are_not.equal(0, code)
     assert.truthy(refused:find("is not the state's decoder", 1, true), refused)
   end)
