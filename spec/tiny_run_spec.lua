@@ -294,9 +294,12 @@ describe("train.py's batched clips and resumes", function()
     assert.truthy(md:find("\n| 49 | ") and md:find("\n| 50 | "), md)
     assert.falsy(md:find("\n| 1 | "), md)
     assert.truthy(spec_slurp(out .. "/ev/caption/p00.log"):find("shift 5,", 1, true))
-    code = os.execute(cmd .. " --set shift > " .. out .. "/bad.log 2>&1")
-    assert.are_not.equal(0, code)
-    assert.truthy(spec_slurp(out .. "/bad.log"):find("--set 'shift': give FIELD=VALUE", 1, true))
+    for bad, says in pairs({["--set shift"] = "--set 'shift': give FIELD=VALUE",
+        ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1"}) do
+      code = os.execute(cmd .. " " .. bad .. " > " .. out .. "/bad.log 2>&1")
+      assert.are_not.equal(0, code, bad)
+      assert.truthy(spec_slurp(out .. "/bad.log"):find(says, 1, true), bad)
+    end
   end)
 
   it("weighs the flow loss toward the shape and draws noise levels toward high noise on request", function()

@@ -336,6 +336,10 @@ def main(argv):
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*=", x):
             ap.error("--set %r: give FIELD=VALUE (a recipe field, as on adaspa's command line)" % x)
     a.n = a.n if a.n is not None else (3 if a.quick else 50)
+    total = len(heldout(10 ** 6))
+    if a.n < 1 or not 0 <= a.skip < total:
+        ap.error("--n %d --skip %d: the held-out set has %d prompts; give --n >= 1 and 0 <= --skip < %d"
+                 % (a.n, a.skip, total, total))
     a.steps = a.steps if a.steps is not None else (20 if a.quick else 50)
     a.sparsities = [float(x) for x in a.sparsities.split(",")]
     if not Path(a.adaspa).exists():
