@@ -36,6 +36,7 @@
 
 #include "attn.h"
 #include "layout.h"
+#include "ops.h" /* ada_linear_opts */
 #include "status.h"
 #include "tensor.h"
 
@@ -92,7 +93,9 @@ typedef struct ada_attn_call {
 
 typedef struct ada_backend_ops {
   /* nn ops (runtime/nn.c validates; signatures as the ada_op_ functions of ops.h) */
-  ada_status (*linear)(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b);
+  /* opts: never NULL here (nn.c passes the defaults), act and accumulate already checked */
+  ada_status (*linear)(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                       const ada_linear_opts *opts);
   ada_status (*matmul)(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
   ada_status (*layernorm)(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                           const ada_tensor *bias);

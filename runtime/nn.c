@@ -91,7 +91,20 @@ static ada_status chk_dims(const char *op, const char *arg, const ada_tensor *t)
 /* ---- GEMM ------------------------------------------------------------------------------------- */
 
 ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b) {
+  return ada_op_linear_ex(out, x, w, b, NULL);
+}
+
+ada_status ada_op_linear_ex(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                            const ada_linear_opts *opts) {
   const char *op = "linear";
+  const ada_linear_opts o = opts ? *opts : (ada_linear_opts){ADA_LINEAR_ACT_NONE, false};
+  if (o.act != ADA_LINEAR_ACT_NONE && o.act != ADA_LINEAR_ACT_GELU_TANH)
+    return ada_fail(ADA_EINVAL, "%s: unknown act %d (known: %d none, %d gelu_tanh)", op, (int)o.act,
+                    (int)ADA_LINEAR_ACT_NONE, (int)ADA_LINEAR_ACT_GELU_TANH);
+  if (o.act != ADA_LINEAR_ACT_NONE && o.accumulate)
+    return ada_fail(ADA_EINVAL, "%s: act and accumulate cannot be combined (the activation would apply to out's "
+                                "previous values too); run the activation as its own op",
+                    op);
   ada_status s;
   if ((s = chk_in(op, "x", x)) || (s = chk_in(op, "w", w)) || (b && (s = chk_in(op, "b", b))) ||
       (s = chk_out(op, out)) || (s = devices(op, "x", x, "w", w, "b", b, "out", out)) ||
@@ -102,7 +115,7 @@ ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor 
       (s = chk_overlap(op, out, "x", x, false)) || (s = chk_overlap(op, out, "w", w, false)) ||
       (s = chk_overlap(op, out, "b", b, false)))
     return s;
-  DISPATCH(op, x, linear, out, x, w, b);
+  DISPATCH(op, x, linear, out, x, w, b, &o);
 }
 
 ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {

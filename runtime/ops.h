@@ -27,6 +27,23 @@
 /* ---- GEMM ------------------------------------------------------------------------------ */
 /* out [N, O] = x [N, I] . w[O, I]^T (+ b [O]). */
 ada_status ada_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b);
+
+/* Epilogue options of ada_op_linear_ex; a zeroed struct (or NULL) is plain ada_op_linear. */
+typedef enum ada_linear_act {
+  ADA_LINEAR_ACT_NONE = 0,
+  ADA_LINEAR_ACT_GELU_TANH = 1 /* 0.5 y (1 + tanh(sqrt(2/pi) (y + 0.044715 y^3))), as ada_op_gelu_tanh */
+} ada_linear_act;
+typedef struct ada_linear_opts {
+  ada_linear_act act; /* applied to y = x . w^T + b in f32 (the accumulator), before the one rounding to
+                       * out's dtype: saves the separate pass over out of an activation op */
+  bool accumulate;    /* out = out + x . w^T (+ b): out's previous values are read (it must hold
+                       * them: not a fresh tensor) and the sum is rounded once, saving the pass of an
+                       * add op and the temporary */
+} ada_linear_opts;
+/* ada_op_linear with epilogue options (opts NULL: the defaults). act and accumulate together, or
+ * an act value not in ada_linear_act: ADA_EINVAL. Checks as ada_op_linear. */
+ada_status ada_op_linear_ex(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                            const ada_linear_opts *opts);
 /* out [M, N] = a [M, K] . b [K, N]. */
 ada_status ada_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
 

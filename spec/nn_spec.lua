@@ -277,6 +277,117 @@ describe("linear", function()
   end)
 end)
 
+describe("linear options act and accumulate", function()
+  -- x [37, 19] a narrow of wider rows (strided), w [23, 19], b [23]: odd sizes everywhere
+  local function inputs(seed, dt)
+    local x = adaspa.randn({37, 25}, {seed = seed, dtype = dt}):narrow(2, 4, 19)
+    local w = adaspa.randn({23, 19}, {seed = seed + 1, dtype = dt})
+    local b = adaspa.randn({23}, {seed = seed + 2, dtype = dt})
+    assert.is_false(x:is_contiguous())
+    return x, w, b
+  end
+  local function map(list, f)
+    local r = {}
+    for i, v in ipairs(list) do r[i] = f(v) end
+    return r
+  end
+  local function plus(a, c)
+    local r = {}
+    for i = 1, #a do r[i] = a[i] + c[i] end
+    return r
+  end
+
+  it("act = gelu_tanh gives gelu_tanh(x w^T + b) on the f32 result, f32 and bf16 out", function()
+    for _, bias in ipairs({false, true}) do
+      local x, w, b = inputs(300, "f32")
+      b = bias and b or nil
+      local what = bias and "with bias" or "without bias"
+      local ref = map(linear_ref(x, w, b), gelu_ref)
+      local y = adaspa.linear(x, w, b, {out = poisoned({37, 23}), act = "gelu_tanh"})
+      check(y, ref, 1e-5, "f32 " .. what)
+      -- the unfused pair computes the same f32 values
+      local plain = adaspa.linear(x, w, b)
+      assert.equal(0, spec_maxdiff(y, adaspa.gelu_tanh(plain)), what)
+      -- not the plain linear: the activation was applied
+      assert.is_true(spec_maxdiff(y, plain) > 0.1, what)
+      -- bf16 out: one rounding of the f32 result
+      local yb = adaspa.linear(x, w, b, {out = poisoned({37, 23}, "bf16"), act = "gelu_tanh"})
+      check(yb, ref, 4e-3, "bf16 out " .. what)
+      -- without out: a new tensor of x's dtype
+      check(adaspa.linear(x, w, b, {act = "gelu_tanh"}), ref, 1e-5, "new out " .. what)
+    end
+  end)
+
+  it("act = gelu_tanh with bf16 inputs and a 3-D x matches linear then gelu_tanh", function()
+    local x, w, b = inputs(310, "bf16")
+    local ref = map(linear_ref(x, w, b), gelu_ref) -- from the bf16 values: exact inputs
+    local y = adaspa.linear(x, w, b, {act = "gelu_tanh"})
+    assert.equal("bf16", y:dtype())
+    check(y, ref, 4e-3, "bf16")
+    -- unfused: two roundings to bf16 instead of one, so near, not equal
+    check(adaspa.gelu_tanh(adaspa.linear(x, w, b)), ref, 1e-2, "unfused bf16")
+    local x3 = adaspa.randn({2, 5, 19}, {seed = 313})
+    local y3 = adaspa.linear(x3, w:to("f32"), nil, {act = "gelu_tanh"})
+    assert.same({2, 5, 23}, y3:shape())
+    check(y3, map(linear_ref(x3, w), gelu_ref), 1e-5, "3-D x")
+  end)
+
+  it("accumulate = true adds x w^T (+ b) onto out's previous values, f32 and bf16 out", function()
+    for _, bias in ipairs({false, true}) do
+      local x, w, b = inputs(320, "f32")
+      b = bias and b or nil
+      local what = bias and "with bias" or "without bias"
+      local old = adaspa.randn({37, 23}, {seed = 330})
+      local ref = plus(flat(old), linear_ref(x, w, b))
+      local out = old:clone()
+      local got = adaspa.linear(x, w, b, {out = out, accumulate = true})
+      assert.is_true(rawequal(got, out))
+      check(out, ref, 1e-5, "f32 " .. what)
+      -- the unfused pair computes the same f32 values
+      assert.equal(0, spec_maxdiff(out, adaspa.add(old, adaspa.linear(x, w, b))), what)
+      -- accumulate = false is the plain op: out's values are replaced
+      check(adaspa.linear(x, w, b, {out = old:clone(), accumulate = false}), linear_ref(x, w, b), 1e-5, "false " .. what)
+      -- bf16 out: its bf16 values are read, the sum is rounded once
+      local oldb = adaspa.randn({37, 23}, {seed = 331, dtype = "bf16"})
+      local outb = oldb:clone()
+      adaspa.linear(x, w, b, {out = outb, accumulate = true})
+      check(outb, plus(flat(oldb), linear_ref(x, w, b)), 4e-3, "bf16 out " .. what)
+    end
+  end)
+
+  it("accumulate = true with bf16 inputs and a 3-D out adds onto it", function()
+    local x, w, b = inputs(340, "bf16")
+    local old = adaspa.randn({37, 23}, {seed = 343, dtype = "bf16"})
+    local out = old:clone()
+    adaspa.linear(x, w, b, {out = out, accumulate = true})
+    check(out, plus(flat(old), linear_ref(x, w, b)), 4e-3, "bf16")
+    local x3 = adaspa.randn({2, 5, 19}, {seed = 344})
+    local old3 = adaspa.randn({2, 5, 23}, {seed = 345})
+    local out3 = old3:clone()
+    adaspa.linear(x3, w:to("f32"), nil, {out = out3, accumulate = true})
+    check(out3, plus(flat(old3), linear_ref(x3, w)), 1e-5, "3-D")
+  end)
+
+  it("names the option and the value when one is wrong", function()
+    local x, w, b = inputs(350, "f32")
+    local out = adaspa.randn({37, 23}, {seed = 353})
+    spec_error(function() adaspa.linear(x, w, b, {activation = "gelu_tanh"}) end,
+      "adaspa.linear", "unknown option 'activation'", "known: out, act, accumulate")
+    spec_error(function() adaspa.linear(x, w, b, {act = 1}) end,
+      "adaspa.linear: option act must be a string", "gelu_tanh", "got number")
+    spec_error(function() adaspa.linear(x, w, b, {act = "relu"}) end,
+      "adaspa.linear: option act must be \"gelu_tanh\"", "got \"relu\"")
+    spec_error(function() adaspa.linear(x, w, b, {out = out, accumulate = 1}) end,
+      "adaspa.linear: option accumulate must be a boolean, got number")
+    spec_error(function() adaspa.linear(x, w, b, {accumulate = true}) end,
+      "adaspa.linear: option accumulate = true needs option out", "the tensor to add onto")
+    spec_error(function() adaspa.linear(x, w, b, {out = out, act = "gelu_tanh", accumulate = true}) end,
+      "adaspa.linear: option act = \"gelu_tanh\" cannot be combined with accumulate = true")
+    -- nothing was written by the failed calls
+    assert.equal(0, spec_maxdiff(out, adaspa.randn({37, 23}, {seed = 353})))
+  end)
+end)
+
 describe("matmul", function()
   it("matches a float64 reference, with b possibly transposed", function()
     local seed = 200

@@ -1,7 +1,10 @@
 /* backend.c: the CPU backend (backend.h), registered at start-up: host memory, the wall-clock
  * events of timers, and the op table. The nn entries below stage their validated arguments to
  * f32 (stage.h) and run the kernels of gemm.c and nn.c; attention and its plan are in
- * attention.c. The CPU backend is the reference for every op and is always built. */
+ * attention.c. The CPU backend is the reference for every op and is always built.
+ * linear's epilogue options (ada_linear_opts) run on the GEMM's f32 result before it is rounded
+ * into out: act = gelu_tanh applies ada_cpu_gelu_tanh to it; accumulate adds an f32 copy of
+ * out's previous values, taken before the GEMM writes (the f32 buffer may be out itself). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,35 +32,43 @@ static ada_status gemm_in(const ada_tensor *t, const ada_tensor **use, ada_tenso
   return t->dtype == ADA_F32 ? ADA_OK : ada_cpu_f32_in(t, true, use, tmp);
 }
 
-/* out [m, n] = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt. */
+/* out [m, n] = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt; then, per
+ * opts, gelu_tanh on the f32 result or out's previous values added, before the one rounding. */
 static ada_status run_gemm(ada_tensor *out, const ada_tensor *a, const ada_tensor *b, bool bt,
-                           const ada_tensor *bias) {
+                           const ada_tensor *bias, const ada_linear_opts *opts) {
   const ada_tensor *ua, *ub, *ubias = NULL;
-  ada_tensor *ta = NULL, *tb = NULL, *tbias = NULL, *tout = NULL, *buf;
+  ada_tensor *ta = NULL, *tb = NULL, *tbias = NULL, *tout = NULL, *old = NULL, *buf;
   ada_status s = gemm_in(a, &ua, &ta);
   if (!s) s = gemm_in(b, &ub, &tb);
   if (!s && bias) s = ada_cpu_f32_in(bias, true, &ubias, &tbias);
+  /* accumulate: an f32 copy of out's values before the GEMM overwrites them (buf may be out) */
+  if (!s && opts->accumulate) s = ada_tensor_to(&old, out, ADA_F32, (ada_device){ADA_CPU, 0});
   if (!s) s = ada_cpu_f32_out(out, &buf, &tout);
   if (!s) {
     const int64_t m = out->shape[0], n = out->shape[1], k = a->shape[1];
-    s = ada_cpu_gemm(ada_tensor_data(buf), n, f32(ua), ua->stride[0], ua->stride[1], f32(ub),
-                     ub->stride[bt ? 1 : 0], ub->stride[bt ? 0 : 1], f32(ubias), m, n, k);
+    float *c = ada_tensor_data(buf);
+    s = ada_cpu_gemm(c, n, f32(ua), ua->stride[0], ua->stride[1], f32(ub), ub->stride[bt ? 1 : 0],
+                     ub->stride[bt ? 0 : 1], f32(ubias), m, n, k);
     if (!s) {
+      if (old) ada_cpu_add(c, c, f32(old), n, m, n);
+      if (opts->act == ADA_LINEAR_ACT_GELU_TANH) ada_cpu_gelu_tanh(c, c, m * n); /* elementwise: in place is fine */
       s = ada_cpu_f32_out_done(out, tout);
       tout = NULL;
     }
   }
   ada_tensor_free(tout);
+  ada_tensor_free(old);
   free3(ta, tb, tbias);
   return s;
 }
 
-static ada_status cpu_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b) {
-  return run_gemm(out, x, w, true, b);
+static ada_status cpu_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                             const ada_linear_opts *opts) {
+  return run_gemm(out, x, w, true, b, opts);
 }
 
 static ada_status cpu_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return run_gemm(out, a, b, false, NULL);
+  return run_gemm(out, a, b, false, NULL, &(const ada_linear_opts){ADA_LINEAR_ACT_NONE, false});
 }
 
 /* ---- norms and elementwise ops ------------------------------------------------------------------ */

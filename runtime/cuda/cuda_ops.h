@@ -19,7 +19,9 @@
 #include "../backend.h"
 
 /* gemm_cuda.c (cuBLASLt, cuBLAS as a fallback) */
-ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b);
+/* linear with its epilogue options (opts not NULL; see ops.h's ada_linear_opts) */
+ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                              const ada_linear_opts *opts);
 ada_status ada_cuda_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b);
 
 /* nn_cuda.c (kernels/nn.cu) */

@@ -13,6 +13,13 @@
  *   an f32 scratch that is then converted into out.
  * - Bias in the epilogue (CUBLASLT_EPILOGUE_BIAS; the vector in D's dtype, converted when it is
  *   not). When no algorithm takes it, the bias is added by the row-wise add kernel afterwards.
+ * - linear's options (ada_linear_opts): act = gelu_tanh runs in the epilogue on the f32
+ *   accumulator (CUBLASLT_EPILOGUE_GELU_BIAS with a bias, CUBLASLT_EPILOGUE_GELU without;
+ *   cuBLASLt's GELU is the tanh approximation, which the GPU spec of linear checks against the
+ *   CPU), so out is written once; when no algorithm takes it, the plain (or bias) GEMM runs and
+ *   the row-wise gelu_tanh kernel follows in place on D. accumulate is beta = 1 with C = D = out
+ *   (an f32 scratch D is first filled from out), so out's previous values are added in the
+ *   GEMM's f32 epilogue, one read and one write of out.
  * - One cuBLASLt and one cuBLAS handle per device, created on first use under a mutex; every
  *   call is enqueued on the device's one stream. The workspace (32 MiB) comes from the caching
  *   allocator for each call and goes back right after it (reuse is ordered on the stream).
@@ -150,9 +157,23 @@ static ada_status add_bias(void *d, ada_dtype ddt, int64_t m, int64_t n, const v
                   cudaGetErrorName((cudaError_t)e));
 }
 
-/* out [m, n] (contiguous) = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt. */
+/* gelu_tanh over d [m, n] (contiguous, dtype dt), in place: the activation when no algorithm
+ * took the GELU epilogue. */
+static ada_status gelu_in_place(void *d, ada_dtype dt, int64_t m, int64_t n, cudaStream_t st, const char *op) {
+  const ada_nn_operand x = {d, dt, 0, {1, 0, m * n}}; /* one long row: the grid spreads over all of it */
+  const bool vec = ((uintptr_t)d & 15u) == 0;
+  const int e = ada_launch_rowwise(ADA_NN_GELU_TANH, d, dt, 1, m * n, &x, NULL, NULL, 0.0f, vec, (void *)st);
+  if (e == 0) return ADA_OK;
+  (void)cudaGetLastError();
+  return ada_fail(ADA_EDEVICE, "%s: gelu_tanh kernel launch failed: %s (%s)", op,
+                  cudaGetErrorString((cudaError_t)e), cudaGetErrorName((cudaError_t)e));
+}
+
+/* out [m, n] (contiguous) = a [m, k] . B (+ bias [n]), B = b [k, n], or b^T for b [n, k] when bt;
+ * then opts->act on it, or out's previous values added (opts->accumulate). */
 static ada_status gemm(const char *op, ada_tensor *out, const ada_tensor *a, const ada_tensor *b, bool bt,
-                       const ada_tensor *bias) {
+                       const ada_tensor *bias, const ada_linear_opts *opts) {
+  const bool gelu = opts->act == ADA_LINEAR_ACT_GELU_TANH, acc = opts->accumulate;
   const int32_t dev = out->storage->device.index;
   const ada_device device = out->storage->device;
   cudaStream_t st;
@@ -190,6 +211,7 @@ static ada_status gemm(const char *op, ada_tensor *out, const ada_tensor *a, con
   void *d = ada_tensor_data(out);
   if (d_dt != out->dtype) {
     if ((s = ada_tensor_empty(&tout, 2, out->shape, ADA_F32, device))) goto done;
+    if (acc && (s = ada_tensor_copy(tout, out))) goto done; /* C = D: out's previous values */
     d = ada_tensor_data(tout);
   }
   /* bias: contiguous in D's dtype */
@@ -204,7 +226,7 @@ static ada_status gemm(const char *op, ada_tensor *out, const ada_tensor *a, con
   }
   if ((s = ada_cuda_malloc(&ws, WORKSPACE_BYTES, dev))) goto done;
 
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f, beta = acc ? 1.0f : 0.0f; /* accumulate: D = A.B (+ bias) + C, C = D */
   const cudaDataType_t t_in = cuda_type(in_dt), t_d = cuda_type(d_dt);
   BLAS_TRY(op, cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &ma.op, sizeof ma.op));
@@ -222,27 +244,30 @@ static ada_status gemm(const char *op, ada_tensor *out, const ada_tensor *a, con
   BLAS_TRY(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, 4));
   BLAS_TRY(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, 4));
 
-  cublasLtMatmulHeuristicResult_t res;
-  int found = 0;
-  bool bias_done = false;
+  /* epilogues to try, best first: the fused one (GELU with or without bias, or bias), then
+   * fewer fused steps; whatever the chosen one lacks runs as a kernel afterwards */
+  cublasLtEpilogue_t epis[3];
+  int n_epi = 0;
+  if (gelu) epis[n_epi++] = bias_p ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
   if (bias_p) {
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    epis[n_epi++] = CUBLASLT_EPILOGUE_BIAS;
     const int32_t bias_t = (int32_t)t_d;
-    BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
     BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_p, sizeof bias_p));
     BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_t, sizeof bias_t));
+  }
+  epis[n_epi++] = CUBLASLT_EPILOGUE_DEFAULT;
+  cublasLtMatmulHeuristicResult_t res;
+  int found = 0;
+  bool bias_done = false, gelu_done = false;
+  for (int i = 0; i < n_epi && found == 0; i++) {
+    BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epis[i], sizeof epis[i]));
     if (cublasLtMatmulAlgoGetHeuristic(h->lt, desc, la, lb, ld, ld, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
       found = 0;
     if (found > 0) {
-      bias_done = true;
-    } else { /* no algorithm with the bias epilogue: plain GEMM, bias added afterwards */
-      const cublasLtEpilogue_t none = CUBLASLT_EPILOGUE_DEFAULT;
-      BLAS_TRY(op, cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &none, sizeof none));
+      bias_done = epis[i] == CUBLASLT_EPILOGUE_GELU_BIAS || epis[i] == CUBLASLT_EPILOGUE_BIAS;
+      gelu_done = epis[i] == CUBLASLT_EPILOGUE_GELU_BIAS || epis[i] == CUBLASLT_EPILOGUE_GELU;
     }
   }
-  if (found == 0 &&
-      cublasLtMatmulAlgoGetHeuristic(h->lt, desc, la, lb, ld, ld, pref, 1, &res, &found) != CUBLAS_STATUS_SUCCESS)
-    found = 0;
   if (found > 0) {
     BLAS_TRY(op, cublasLtMatmul(h->lt, desc, &alpha, ma.p, la, mb.p, lb, &beta, d, ld, d, ld, &res.algo, ws,
                                 WORKSPACE_BYTES, st));
@@ -259,6 +284,7 @@ static ada_status gemm(const char *op, ada_tensor *out, const ada_tensor *a, con
                               t_in, (int)mb.ld, &beta, d, t_d, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
   }
   if (bias_p && !bias_done && (s = add_bias(d, d_dt, m, n, bias_p, d_dt, st, op))) goto done;
+  if (gelu && !gelu_done && (s = gelu_in_place(d, d_dt, m, n, st, op))) goto done;
   if (tout) s = ada_tensor_copy(out, tout);
 
 done:
@@ -277,10 +303,11 @@ done:
   return s;
 }
 
-ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b) {
-  return gemm("linear", out, x, w, true, b);
+ada_status ada_cuda_op_linear(ada_tensor *out, const ada_tensor *x, const ada_tensor *w, const ada_tensor *b,
+                              const ada_linear_opts *opts) {
+  return gemm("linear", out, x, w, true, b, opts);
 }
 
 ada_status ada_cuda_op_matmul(ada_tensor *out, const ada_tensor *a, const ada_tensor *b) {
-  return gemm("matmul", out, a, b, false, NULL);
+  return gemm("matmul", out, a, b, false, NULL, &(const ada_linear_opts){ADA_LINEAR_ACT_NONE, false});
 }

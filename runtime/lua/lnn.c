@@ -1,7 +1,8 @@
 /* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm, softmax,
  * modulate, gated_add, add, mul, scale, silu, gelu_tanh, gelu, rope3d, rmsnorm_rope3d, patchify, unpatchify,
  * timestep_embedding, concat and split. Each takes an optional final table {out = tensor};
- * without it the result is a new tensor with the dtype and device of the first tensor input. */
+ * without it the result is a new tensor with the dtype and device of the first tensor input.
+ * linear's table also takes act = "gelu_tanh" and accumulate = true (ada_linear_opts). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -66,12 +67,47 @@ static ada_tensor *push_reshaped(lua_State *L, const ada_tensor *t, int32_t ndim
 
 /* ---- GEMM ----------------------------------------------------------------------------------- */
 
-/* adaspa.linear(x [..., in], w [out, in], b [out] or nil [, opts]) -> [..., out] */
+/* The epilogue options act and accumulate of adaspa.linear's options table at idx (nil: none). */
+static ada_linear_opts linear_opts(lua_State *L, int idx, const char *fn) {
+  ada_linear_opts o = {ADA_LINEAR_ACT_NONE, false};
+  if (!lua_istable(L, idx)) return o;
+  lua_getfield(L, idx, "act");
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TSTRING)
+      lada_error(L, fn, "option act must be a string (accepted: \"gelu_tanh\"), got %s", lada_typename(L, -1));
+    if (strcmp(lua_tostring(L, -1), "gelu_tanh") != 0)
+      lada_error(L, fn, "option act must be \"gelu_tanh\" (the only activation accepted), got \"%s\"",
+                 lua_tostring(L, -1));
+    o.act = ADA_LINEAR_ACT_GELU_TANH;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "accumulate");
+  if (!lua_isnil(L, -1) && !lua_isboolean(L, -1))
+    lada_error(L, fn, "option accumulate must be a boolean, got %s", lada_typename(L, -1));
+  o.accumulate = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (o.accumulate) {
+    lua_getfield(L, idx, "out");
+    const bool has_out = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (!has_out) lada_error(L, fn, "option accumulate = true needs option out (the tensor to add onto)");
+    if (o.act != ADA_LINEAR_ACT_NONE)
+      lada_error(L, fn, "option act = \"gelu_tanh\" cannot be combined with accumulate = true (the activation "
+                        "would apply to out's previous values too)");
+  }
+  return o;
+}
+
+/* adaspa.linear(x [..., in], w [out, in], b [out] or nil [, opts]) -> [..., out];
+ * opts: out, act = "gelu_tanh" (the activation on the f32 result), accumulate = true (out = out +
+ * x . w^T (+ b); needs out). */
 static int l_linear(lua_State *L) {
   const char *fn = "adaspa.linear";
+  static const char *const keys[] = {"out", "act", "accumulate", NULL};
   ada_tensor *x = lada_check_tensor(L, 1, fn, "x"), *w = lada_check_tensor(L, 2, fn, "w");
   ada_tensor *b = opt_tensor(L, 3, fn, "b");
-  lada_check_opts(L, 4, fn, OUT_OPT);
+  lada_check_opts(L, 4, fn, keys);
+  const ada_linear_opts opts = linear_opts(L, 4, fn);
   char s1[96], s2[96];
   if (x->ndim < 1) return lada_error(L, fn, "x must have at least one dimension, got []");
   const int64_t in = x->shape[x->ndim - 1], n = ada_tensor_numel(x) / in;
@@ -89,7 +125,7 @@ static int l_linear(lua_State *L) {
     x = push_reshaped(L, x, 2, (const int64_t[]){n, in}, fn);
     out = push_reshaped(L, out, 2, (const int64_t[]){n, w->shape[0]}, fn);
   }
-  lada_check(L, ada_op_linear(out, x, w, b), fn);
+  lada_check(L, ada_op_linear_ex(out, x, w, b, &opts), fn);
   lua_pushvalue(L, out_idx);
   return 1;
 }
