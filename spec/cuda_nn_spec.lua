@@ -115,6 +115,113 @@ describe("cuda nn ops: GEMM", function()
   end)
 end)
 
+describe("cuda nn ops: linear options act and accumulate", function()
+  -- x scaled by 1 / sqrt(k) so x w^T + b is of order 1, where gelu_tanh differs from the exact
+  -- (erf) GELU by about 2e-4 relative L2: the f32 tolerance 1e-5 then tells the forms apart
+  local function unit_rows(m, k, dt)
+    return adaspa.scale(rnd({m, k}, dt), 1 / math.sqrt(k))
+  end
+
+  it_gpu("linear act = gelu_tanh matches the CPU at [1000, 777] x [333, 777]^T, f32 and bf16, with and without bias",
+    function()
+      local m, k, n = 1000, 777, 333
+      for _, dt in ipairs({"f32", "bf16"}) do
+        for _, bias in ipairs({false, true}) do
+          local x, w = unit_rows(m, k, dt), rnd({n, k}, dt)
+          local b = bias and rnd({n}, dt) or nil
+          local what = fmt("act", dt, bias and "bias" or "no bias")
+          local out = poisoned({m, n}, dt)
+          local got = adaspa.linear(x:to("cuda"), w:to("cuda"), b and b:to("cuda"), {out = out, act = "gelu_tanh"})
+          assert.is_true(rawequal(got, out))
+          local ref = adaspa.linear(x, w, b, {act = "gelu_tanh"})
+          near(out, ref, dt, what)
+          if dt == "f32" then -- the tanh form, not the exact GELU
+            local e = spec_rel_l2(spec_flat(out), spec_flat(adaspa.gelu(adaspa.linear(x, w, b))))
+            assert(e > 5e-5, string.format("%s: as near the erf GELU as %.3g", what, e))
+          end
+          -- an f32 out from bf16 inputs, and an f16 out (f32 scratch on the device)
+          if dt == "bf16" then
+            local outf = poisoned({m, n}, "f32")
+            adaspa.linear(x:to("cuda"), w:to("cuda"), b and b:to("cuda"), {out = outf, act = "gelu_tanh"})
+            near(outf, adaspa.linear(x, w, b, {out = adaspa.empty({m, n}), act = "gelu_tanh"}), "f32", what .. ", f32 out")
+            local outh = poisoned({m, n}, "f16")
+            adaspa.linear(x:to("cuda"), w:to("cuda"), b and b:to("cuda"), {out = outh, act = "gelu_tanh"})
+            near(outh, ref, "f16", what .. ", f16 out")
+          end
+        end
+      end
+    end)
+
+  it_gpu("linear accumulate = true matches the CPU at [1000, 777] x [333, 777]^T, f32 and bf16, with and without bias",
+    function()
+      local m, k, n = 1000, 777, 333
+      for _, dt in ipairs({"f32", "bf16"}) do
+        for _, bias in ipairs({false, true}) do
+          local x, w = rnd({m, k}, dt), rnd({n, k}, dt)
+          local b = bias and rnd({n}, dt) or nil
+          local what = fmt("accumulate", dt, bias and "bias" or "no bias")
+          local old = adaspa.scale(rnd({m, n}, dt), 30) -- of the order of x w^T
+          local ref = old:clone()
+          adaspa.linear(x, w, b, {out = ref, accumulate = true})
+          local out = old:to("cuda")
+          local got = adaspa.linear(x:to("cuda"), w:to("cuda"), b and b:to("cuda"), {out = out, accumulate = true})
+          assert.is_true(rawequal(got, out))
+          near(out, ref, dt, what)
+          -- the previous values were added: not the plain product
+          assert(spec_rel_l2(spec_flat(out), spec_flat(adaspa.linear(x, w, b))) > 0.3, what .. ": old values lost")
+          if dt == "bf16" then -- an f16 out from bf16 inputs: the f32 scratch starts from out's values
+            local oldh = old:to("f16")
+            local refh = oldh:clone()
+            adaspa.linear(x, w, b, {out = refh, accumulate = true})
+            local outh = oldh:to("cuda")
+            adaspa.linear(x:to("cuda"), w:to("cuda"), b and b:to("cuda"), {out = outh, accumulate = true})
+            near(outh, refh, "f16", what .. ", f16 out")
+          end
+        end
+      end
+    end)
+
+  it_gpu("linear act and accumulate at [4096, 3072] x [12288, 3072]^T bf16 (HunyuanVideo's MLP) match the CPU", function()
+    local m, k, n = 4096, 3072, 12288
+    local x = adaspa.scale(adaspa.randn({m, k}, {seed = 7801, dtype = "bf16", device = "cuda"}), 1 / math.sqrt(k))
+    local w = adaspa.randn({n, k}, {seed = 7802, dtype = "bf16", device = "cuda"})
+    local b = adaspa.randn({n}, {seed = 7803, dtype = "bf16", device = "cuda"})
+    -- relative L2 error of got (on the GPU) against ref, reduced on the GPU in f32 (50M elements
+    -- are too many for Lua lists); a NaN fails it
+    local function check_big(got, ref, what)
+      assert.equal("cuda:0", got:device(), what)
+      local r = ref:to("cuda"):to("f32")
+      local e = adaspa.add(got:to("f32"), adaspa.scale(r, -1)):norm() / r:norm()
+      assert(e < TOL.bf16, string.format("%s: relative L2 error %.3g (tolerance %g)", what, e, TOL.bf16))
+    end
+    -- rows checked against the CPU: the first, the last and some in between (the full CPU GEMM is slow)
+    local picks = {{1, 64}, {2001, 64}, {m - 63, 64}}
+    local wc, bc = w:to("cpu"):to("f32"), b:to("cpu")
+    local function rows_near(got, ref_of, what)
+      for _, p in ipairs(picks) do
+        check_big(got:narrow(1, p[1], p[2]), ref_of(x:narrow(1, p[1], p[2]):to("cpu"), p), fmt(what, "rows", p[1]))
+      end
+    end
+    for _, bias in ipairs({false, true}) do
+      local bb, bcc = bias and b or nil, bias and bc or nil
+      local what = bias and "bias" or "no bias"
+      local out = poisoned({m, n}, "bf16")
+      adaspa.linear(x, w, bb, {out = out, act = "gelu_tanh"})
+      rows_near(out, function(xc) return adaspa.linear(xc, wc, bcc, {act = "gelu_tanh"}) end, "act " .. what)
+      -- the whole tensor against the unfused GPU ops (one rounding to bf16 more there)
+      check_big(out, adaspa.gelu_tanh(adaspa.linear(x, w, bb)), "act vs linear then gelu_tanh, " .. what)
+      local old = adaspa.scale(adaspa.randn({m, n}, {seed = 7804, dtype = "bf16", device = "cuda"}), 2)
+      local acc = old:clone()
+      adaspa.linear(x, w, bb, {out = acc, accumulate = true})
+      rows_near(acc, function(xc, p)
+        local r = old:narrow(1, p[1], p[2]):to("cpu"):clone() -- old itself stays as it was
+        return adaspa.linear(xc, wc, bcc, {out = r, accumulate = true})
+      end, "accumulate " .. what)
+      check_big(acc, adaspa.add(old, adaspa.linear(x, w, bb)), "accumulate vs linear then add, " .. what)
+    end
+  end)
+end)
+
 describe("cuda nn ops: norms", function()
   it_gpu("layernorm and rmsnorm match the CPU at odd sizes, with and without weight and bias", function()
     for _, dt in ipairs({"f32", "bf16"}) do
