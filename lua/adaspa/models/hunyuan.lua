@@ -171,8 +171,9 @@ end
 
 -- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given;
 -- with rope = {grid = {T, H, W}, n = T*H*W}, the first n tokens of q and k also get the 3D RoPE, in
--- the same pass: adaspa.rmsnorm_rope3d).
-function Model:split_qkv(qkv, qn, kn, rope)
+-- the same pass: adaspa.rmsnorm_rope3d). With norms, qo and ko (optional, contiguous [S, heads,
+-- head_dim]) receive the normalized q and k (and are returned), else they are new tensors.
+function Model:split_qkv(qkv, qn, kn, rope, qo, ko)
   local S, H, D = qkv:shape()[1], self.cfg.heads, self.cfg.head_dim
   -- every view holds its storage until freed or collected: the temporary ones are freed here
   local r = qkv:reshape({S, 3, H, D})
@@ -187,12 +188,13 @@ function Model:split_qkv(qkv, qn, kn, rope)
   if qn then
     local qr, kr = q, k
     local c = self.cfg
+    local qopt, kopt = qo and {out = qo}, ko and {out = ko}
     if rope then
-      q = adaspa.rmsnorm_rope3d(qr, self.w[qn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n)
-      k = adaspa.rmsnorm_rope3d(kr, self.w[kn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n)
+      q = adaspa.rmsnorm_rope3d(qr, self.w[qn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n, qopt)
+      k = adaspa.rmsnorm_rope3d(kr, self.w[kn], c.eps, rope.grid, c.rope_axes, c.rope_theta, rope.n, kopt)
     else
-      q = adaspa.rmsnorm(qr, self.w[qn], c.eps)
-      k = adaspa.rmsnorm(kr, self.w[kn], c.eps)
+      q = adaspa.rmsnorm(qr, self.w[qn], c.eps, qopt)
+      k = adaspa.rmsnorm(kr, self.w[kn], c.eps, kopt)
     end
     qr:free()
     kr:free()
@@ -291,11 +293,11 @@ function Model:forward(x, t, text, a4, a5)
     adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
     adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
   end
-  local function proj_qkv(x_, m, name, qn, kn, rope_)
+  local function proj_qkv(x_, m, name, qn, kn, rope_, qo, ko)
     local xm = self:ln_mod(x_, m[1], m[2])
     local qkv = self:lin(xm, name)
     drop(xm)
-    local q, k, v = self:split_qkv(qkv, qn, kn, rope_)
+    local q, k, v = self:split_qkv(qkv, qn, kn, rope_, qo, ko)
     drop(qkv) -- v stays valid: a view keeps the storage
     return q, k, v
   end
@@ -304,12 +306,27 @@ function Model:forward(x, t, text, a4, a5)
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight",
-      rope)
-    local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight")
-    if not sp then rotate(iq, ik) end
-    local q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
-    drop(iq, ik, iv, tq, tk, tv)
+    local q, k, v
+    local iqn, ikn = p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight"
+    local tqn, tkn = p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight"
+    if rope then
+      -- RoPE fused: the norms write q and k straight into their row ranges of the joint
+      -- [rows + L, heads, head_dim] tensors (image rows normalized and rotated, then the text
+      -- rows normalized), so only v, a strided view of each qkv, is concatenated
+      q = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
+      k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
+      local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", iqn, ikn, rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows))
+      local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", tqn, tkn, nil, q:narrow(1, rows + 1, L),
+        k:narrow(1, rows + 1, L))
+      v = adaspa.concat({iv, tv})
+      drop(iq, ik, iv, tq, tk, tv) -- the row views of q and k, and the qkv views of v
+    else
+      local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", iqn, ikn)
+      local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", tqn, tkn)
+      if not sp then rotate(iq, ik) end
+      q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
+      drop(iq, ik, iv, tq, tk, tv)
+    end
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "double", index = i})
     drop(q, k, v)
@@ -323,9 +340,9 @@ function Model:forward(x, t, text, a4, a5)
     drop(pi, pt)
     local function mlp(x_, m, s)
       local xm = self:ln_mod(x_, m[4], m[5])
-      local y = self:lin(xm, p .. "." .. s .. "_mlp.fc1")
+      local y = self:lin(xm, p .. "." .. s .. "_mlp.fc1", {act = "gelu_tanh"}) -- GELU in the GEMM's epilogue
       drop(xm)
-      local z = self:lin(adaspa.gelu_tanh(y, {out = y}), p .. "." .. s .. "_mlp.fc2")
+      local z = self:lin(y, p .. "." .. s .. "_mlp.fc2")
       drop(y)
       adaspa.gated_add(x_, m[6], z, {out = x_})
       drop(z)
@@ -342,28 +359,32 @@ function Model:forward(x, t, text, a4, a5)
     local p = "single_blocks." .. i
     local m = self:mod(vs, p .. ".modulation.linear", 3)
     local xm = self:ln_mod(xs, m[1], m[2])
-    local lin1 = self:lin(xm, p .. ".linear1")                                             -- [S, 3h + mlp]
-    drop(xm)
-    -- q, k, v read in place from the first 3h columns (strided rows): no copy
-    local l1qkv = lin1:narrow(2, 1, 3 * h)
-    local q, k, v = self:split_qkv(l1qkv, p .. ".q_norm.weight", p .. ".k_norm.weight", rope)
-    drop(l1qkv)
+    -- linear1 [3h + mlp, h] as two GEMMs over its row ranges (views of the weight and bias): the
+    -- q, k, v part [S, 3h], and the MLP part [S, mlp] with the GELU in its epilogue (after the
+    -- attention, so xm [S, h] rather than the activation is held across it)
+    local w1, b1 = self.w[p .. ".linear1.weight"], self.w[p .. ".linear1.bias"]
+    local w1q, b1q = w1:narrow(1, 1, 3 * h), b1:narrow(1, 1, 3 * h)
+    local qkv = adaspa.linear(xm, w1q, b1q)                                                 -- [S, 3h]
+    drop(w1q, b1q)
+    -- q, k, v read in place from qkv (strided rows): no copy
+    local q, k, v = self:split_qkv(qkv, p .. ".q_norm.weight", p .. ".k_norm.weight", rope)
+    drop(qkv) -- v stays valid: a view keeps the storage
     if not sp then rotate(q, k) end
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "single", index = i})
     drop(q, k, v)
     local a2 = a:reshape({S, h})
-    local l1mlp = lin1:narrow(2, 3 * h + 1, mlp_w)
-    local act = adaspa.gelu_tanh(l1mlp)
-    drop(lin1, l1mlp)
+    local w1m, b1m = w1:narrow(1, 3 * h + 1, mlp_w), b1:narrow(1, 3 * h + 1, mlp_w)
+    local act = adaspa.linear(xm, w1m, b1m, {act = "gelu_tanh"})                           -- [S, mlp]
+    drop(xm, w1m, b1m)
+    -- linear2 over [attention, activation]: the attention half, then the MLP half accumulated
+    -- onto it in the GEMM (no temporary, no separate add)
     local w2 = self.w[p .. ".linear2.weight"]
     local w2a, w2m = w2:narrow(2, 1, h), w2:narrow(2, h + 1, mlp_w)
     local y = adaspa.linear(a2, w2a, self.w[p .. ".linear2.bias"])
     drop(a, a2)
-    local y2 = adaspa.linear(act, w2m, nil)
+    adaspa.linear(act, w2m, nil, {out = y, accumulate = true})
     drop(act, w2a, w2m)
-    adaspa.add(y, y2, {out = y})
-    drop(y2)
     xs = adaspa.gated_add(xs, m[3], y, {out = xs})
     drop(y)
   end
@@ -478,7 +499,8 @@ end
 -- h, MLP width m; the widest moment of a block is the single block's: the stream [S, h], its first
 -- linear [S, 3h + m], normalized q and k [S, h] each, the MLP activation [S, m], the attention
 -- output and two projections [S, h] each: 7h + 2m values per token, times hy.SLACK (measured on
--- the CPU: a step's peak holds about 2.5 times it), plus the f32 latents.
+-- the CPU: a step's peak holds about 2.5 times it), plus the f32 latents. (An upper bound since
+-- linear1 runs as two GEMMs: q, k, v [S, 3h] and, after the attention, the activation [S, m].)
 hy.SLACK = 2.5
 function hy.estimate(cfg, video, dtype)
   local bytes = dtype == "f32" and 4 or 2
