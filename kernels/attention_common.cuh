@@ -54,16 +54,26 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 template <typename T> struct OutPair;
 template <> struct OutPair<float> {
   static __device__ __forceinline__ void store2(float *p, float a, float b) { *reinterpret_cast<float2 *>(p) = make_float2(a, b); }
+  /* streaming store (st.global.cs: written once, evict first) */
+  static __device__ __forceinline__ void store2_cs(float *p, float a, float b) { __stcs(reinterpret_cast<float2 *>(p), make_float2(a, b)); }
   static __device__ __forceinline__ void store1(float *p, float a) { *p = a; }
 };
 template <> struct OutPair<__nv_bfloat16> {
   static __device__ __forceinline__ void store2(__nv_bfloat16 *p, float a, float b) {
     *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
   }
+  static __device__ __forceinline__ void store2_cs(__nv_bfloat16 *p, float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    __stcs(reinterpret_cast<unsigned int *>(p), *reinterpret_cast<const unsigned int *>(&v));
+  }
   static __device__ __forceinline__ void store1(__nv_bfloat16 *p, float a) { *p = __float2bfloat16_rn(a); }
 };
 template <> struct OutPair<__half> {
   static __device__ __forceinline__ void store2(__half *p, float a, float b) { *reinterpret_cast<__half2 *>(p) = __floats2half2_rn(a, b); }
+  static __device__ __forceinline__ void store2_cs(__half *p, float a, float b) {
+    const __half2 v = __floats2half2_rn(a, b);
+    __stcs(reinterpret_cast<unsigned int *>(p), *reinterpret_cast<const unsigned int *>(&v));
+  }
   static __device__ __forceinline__ void store1(__half *p, float a) { *p = __float2half_rn(a); }
 };
 

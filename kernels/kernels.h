@@ -152,6 +152,10 @@ typedef struct ada_attn_params {
   /* sm90: 0 (default) hands work items out inside the kernel (an atomic counter); 1 walks them in a
    * fixed stride (item = blockIdx.x + i * gridDim.x), the earlier scheme, kept for A/B timing */
   int32_t static_walk;
+  /* sm90: 1 gives the loads and stores L2 priorities: Q (read once) evict-first, K and V (read by
+   * every query tile of the head) evict-last, out written with streaming stores; 0 (default) none.
+   * For A/B timing in the test bed. */
+  int32_t l2_hint;
 } ada_attn_params;
 
 /* kernels/attention_sm80.cu: the sm80 family (mma.sync m16n8k16 bf16, f32 accumulation, cp.async;

@@ -172,14 +172,18 @@ static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
-/* the fixed-stride walk instead of the in-kernel counter (A/B of the scheduler) */
-static int sm90_static(const ada_attn_params *p, int v, void *st) {
+/* A/B flags on variant v: static_walk (the fixed-stride walk instead of the in-kernel counter)
+ * and l2_hint (L2 priorities: Q evict-first, K/V evict-last, streaming out) */
+static int sm90_flags(const ada_attn_params *p, int v, int static_walk, int l2_hint, void *st) {
   ada_attn_params q = *p;
-  q.static_walk = 1;
+  q.static_walk = static_walk;
+  q.l2_hint = l2_hint;
   return sm90_variant(&q, v, st);
 }
-static int sm90_v3s(const ada_attn_params *p, void *st) { return sm90_static(p, 3, st); }
-static int sm90_v4s(const ada_attn_params *p, void *st) { return sm90_static(p, 4, st); }
+static int sm90_v3s(const ada_attn_params *p, void *st) { return sm90_flags(p, 3, 1, 0, st); }
+static int sm90_v4s(const ada_attn_params *p, void *st) { return sm90_flags(p, 4, 1, 0, st); }
+static int sm90_v3h(const ada_attn_params *p, void *st) { return sm90_flags(p, 3, 0, 1, st); }
+static int sm90_v4h(const ada_attn_params *p, void *st) { return sm90_flags(p, 4, 0, 1, st); }
 
 
 int main(int argc, char **argv) {
@@ -242,7 +246,9 @@ int main(int argc, char **argv) {
               {"sm90 st3", sm90_v3},
               {"sm90 st3 pp", sm90_v4},
               {"sm90 st3 static", sm90_v3s},
-              {"sm90 st3 pp static", sm90_v4s}};
+              {"sm90 st3 pp static", sm90_v4s},
+              {"sm90 st3 hint", sm90_v3h},
+              {"sm90 st3 pp hint", sm90_v4h}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));

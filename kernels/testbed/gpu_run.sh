@@ -6,6 +6,9 @@
 #   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu)
 #   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
 #   testbed   the kernel test bed: validate, then time every family and variant
+#   ncu       Nsight Compute (clocks left alone) over the first attention kernel of each test-bed case
+#             named in $NCU_CASES ('|' between names; default "720p sparse128 d0.1"), of the families in
+#             $TESTBED_FAMS (default "sm90 st3 pp"): throughput, L2 / DRAM, warp stalls; reports in $OUT
 #   attention recipes/bench/attention.lua (540p and 720p, cuDNN SDPA and FlexAttention beside)
 #   step      recipes/bench/step.lua steps for $MODEL (hunyuan: 720p-129f, PyTorch blocks beside;
 #             wan: 14B 720p-81f, diffusers' Wan block beside when .whl/ carries its wheel) for each
@@ -33,6 +36,16 @@ for stage in "$@"; do
         echo "$tool ($1): exit $? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|failures|passed' "$out/$tool.log" | tr '\n' ' ')"
       done ;;
     testbed) build/attn_testbed > "$out/testbed.log" 2>&1 || rc=1; grep -v " ok$" "$out/testbed.log" ;;
+    ncu)
+      IFS='|' read -ra ncases <<< "${NCU_CASES:-720p sparse128 d0.1}"
+      for c in "${ncases[@]}"; do
+        f="$out/ncu_$(echo "$c" | tr -c 'A-Za-z0-9.\n' '_').txt"
+        TESTBED_FAMS=${TESTBED_FAMS:-sm90 st3 pp} timeout ${NCU_TIMEOUT:-150} ncu --clock-control none -k regex:attn_sm90 -c 1 \
+          --section SpeedOfLight --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats \
+          build/attn_testbed time "$c" > "$f" 2>&1
+        echo "ncu $c: exit $?"
+        grep -E "^ +(Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Hit Rate|L1/TEX Hit Rate|Executed Ipc Active|Issue Slots Busy|Warp Cycles Per Issued Instruction)" "$f" | head -12
+      done ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
       peers=${STEP_PEERS:-}   # STEP_PEERS=nopeers skips the PyTorch blocks

@@ -59,10 +59,10 @@ static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
 /* sm90 (kernels/attention_sm90.cu): 128-row tiles (sparse blocks of 64: two per CTA, one per
  * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
  * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
- * st3pp for dense attention of at least 64k keys (720p: 3-5% over st3) and, since the fused mass
- * is reduced every 4 tiles, for the fused pass too (720p: 330.6 / 328.8 ms against st3's 340.2 /
- * 337.3, mass blocks 64 / 128; H200, second run of 2026-12-03); st3 otherwise (sparse 2-3% over
- * st3pp; 540p dense even). */
+ * st3 with L2 priorities for dense attention (below; before them st3pp was the dense default over
+ * 64k keys, 3-5% over st3); st3pp for the fused pass over 64k keys (since its mass is reduced
+ * every 4 tiles; 720p: 330.6 / 328.8 ms against st3's 340.2 / 337.3, mass blocks 64 / 128; H200,
+ * second run of 2026-12-03); st3 otherwise (sparse 2-3% over st3pp). */
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   int v = 0;
@@ -71,8 +71,12 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
     if (!v) return false;
   } else {
-    v = (p->mode == ADA_ATTN_DENSE || p->mode == ADA_ATTN_FUSED) && p->kv_valid >= 65536 ? 4 : 3;
+    v = p->mode == ADA_ATTN_FUSED && p->kv_valid >= 65536 ? 4 : 3;
   }
+  /* dense: L2 priorities on (Q evict-first, K/V evict-last, streaming out): 720p st3 540 -> 586
+   * TFLOP/s, st3pp 543 -> 569, in one test-bed run (H200, sixth session of 2026-12-03); sparse
+   * even, the fused pass even to 2% slower, so only dense takes them */
+  p->l2_hint = p->mode == ADA_ATTN_DENSE;
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   p->tile_rows = 128;
   p->key_halves = 1;
@@ -82,7 +86,9 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
    * run in natural order (the order counts 64-row blocks) */
   snprintf(info->schedule, sizeof info->schedule, "%s",
-           p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first" : "persistent");
+           p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
+           : p->l2_hint                            ? "persistent, L2 priorities"
+                                                   : "persistent");
   return true;
 }
 #endif
