@@ -27,8 +27,8 @@ function td.new(weights, cfg)
   return self
 end
 
-function Dec:lin(x, name)
-  return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"])
+function Dec:lin(x, name, opts)
+  return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"], opts)
 end
 
 function Dec:ln(x, name)
@@ -79,7 +79,7 @@ function Dec:decode(latent)
   end
   for i = 0, cfg.mlp - 1 do
     local p = "mlp." .. i .. "."
-    x = adaspa.add(x, self:lin(adaspa.gelu_tanh(self:lin(self:ln(x, p .. "norm"), p .. "fc1")), p .. "fc2"))
+    x = adaspa.add(x, self:lin(self:lin(self:ln(x, p .. "norm"), p .. "fc1", {act = "gelu_tanh"}), p .. "fc2"))
   end
   local px = self:lin(self:ln(x, "norm"), "lin_out")                            -- [N, 4 x 8 x 8 x 3]
   -- (T, h, w, f, py*px*c) -> (T, f, h, w, py*px*c) -> (F, h, py, w, px*c) -> [F, 8h, 8w, 3]

@@ -53,8 +53,8 @@ function Enc:ids(prompt)
   return ids
 end
 
-function Enc:lin(x, name)
-  return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"])
+function Enc:lin(x, name, opts)
+  return adaspa.linear(x, self.w[name .. ".weight"], self.w[name .. ".bias"], opts)
 end
 
 function Enc:ln(x, name)
@@ -74,7 +74,7 @@ function Enc:encode(prompt)
     local function part(j) return qkv:narrow(2, j, 1):reshape({n, H, D / H}) end
     local a = adaspa.attention(part(1), part(2), part(3))
     x = adaspa.add(x, self:lin(a:reshape({n, D}), p .. "proj"))
-    x = adaspa.add(x, self:lin(adaspa.gelu_tanh(self:lin(self:ln(x, p .. "norm2"), p .. "fc1")), p .. "fc2"))
+    x = adaspa.add(x, self:lin(self:lin(self:ln(x, p .. "norm2"), p .. "fc1", {act = "gelu_tanh"}), p .. "fc2"))
   end
   local states = self:ln(x, "norm")
   local mean = adaspa.matmul(adaspa.full({1, n}, 1 / n, {dtype = states:dtype(), device = states:device()}), states)
