@@ -7,7 +7,9 @@
 -- steps (default when neither is named): one model forward at the default preset in each mode:
 --   dense, search (fused dense + block mass and AdaSpa's selection at sparsity 0.8, as a run's
 --   search step; the 0.9 layouts are selected from the same mass too, timed apart and printed),
---   sparse at 0.8, sparse at 0.9; each split into attention (everything the attention
+--   sparse at 0.8, sparse at 0.9, then both sparse steps again on the same layouts ("again": what
+--   the steps between two searches do; the first use of a layout also uploads its device mirror,
+--   the CSR and the CTA order, once); each split into attention (everything the attention
 --   context does: kernels, selection, recall), GEMMs (adaspa.linear and adaspa.matmul, timed with a
 --   device synchronize around each call) and the rest (norms, RoPE, modulation, residuals, glue);
 --   the peak GPU memory of each step, the weights and the AdaSpa cache at 720p.
@@ -112,15 +114,16 @@ if args.steps then
     mcfg.video.width, mcfg.video.height, frames, S, tok.n_txt))
   local x = adaspa.randn(lshape, {seed = 42, dtype = dtype, device = dev})
   -- The schedule the bench drives: step 0 dense (keeps the LSE), 1 search, 2 sparse at 0.8; the
-  -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step).
+  -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step);
+  -- steps 4 and 5 run steps 2 and 3 again on the same layouts (their mirrors now uploaded).
   local block = args.block or 64
-  local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}, block = block}, 4)
-  local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}, block = block}, 4)
+  local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}, block = block}, 6)
+  local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}, block = block}, 6)
   local alt = {}
   local bench_policy = {name = "bench", block = block}
   print(string.format("step bench: layout blocks of %d%s", block,
     cond.valid and string.format(", %d of %d text tokens valid", cond.valid, mcfg.text_len) or ""))
-  function bench_policy:mode(step) return ({"dense", "search", "sparse", "plan"})[step + 1] end
+  function bench_policy:mode(step) return ({"dense", "search", "sparse", "plan", "sparse", "plan"})[step + 1] end
   -- a run's search step selects once: the bench's second selection (the 0.9 layouts) is timed
   -- apart (a synchronize on each side) and taken out of the search row, and printed
   local extra = {seconds = 0}
@@ -134,7 +137,7 @@ if args.steps then
   end
   function bench_policy:plan(q, k, v, info) return alt[info.layer] end
   local ctx = attention.new(bench_policy, {layers = n_layers, sync = gpu})
-  local names = {"dense", "search", "sparse 0.8", "sparse 0.9"}
+  local names = {"dense", "search", "sparse 0.8", "sparse 0.9", "sparse 0.8 again", "sparse 0.9 again"}
   for i, name in ipairs(names) do
     extra.seconds = 0
     local r = one_step(ctx, x, i - 1)
