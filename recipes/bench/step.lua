@@ -8,8 +8,8 @@
 --   dense, search (fused dense + block mass and AdaSpa's selection at sparsity 0.8, as a run's
 --   search step; the 0.9 layouts are selected from the same mass too, timed apart and printed),
 --   sparse at 0.8, sparse at 0.9, then both sparse steps again on the same layouts ("again": what
---   the steps between two searches do; the first use of a layout also uploads its device mirror,
---   the CSR and the CTA order, once); each split into attention (everything the attention
+--   the steps between two searches do, with nothing left of a layout's first use); each split
+--   into attention (everything the attention
 --   context does: kernels, selection, recall), GEMMs (adaspa.linear and adaspa.matmul, timed with a
 --   device synchronize around each call) and the rest (norms, RoPE, modulation, residuals, glue);
 --   the peak GPU memory of each step, the weights and the AdaSpa cache at 720p.
@@ -115,7 +115,7 @@ if args.steps then
   local x = adaspa.randn(lshape, {seed = 42, dtype = dtype, device = dev})
   -- The schedule the bench drives: step 0 dense (keeps the LSE), 1 search, 2 sparse at 0.8; the
   -- search also selects the 0.9 layouts from the same mass, which step 3 uses (a plan step);
-  -- steps 4 and 5 run steps 2 and 3 again on the same layouts (their mirrors now uploaded).
+  -- steps 4 and 5 run steps 2 and 3 again on the same layouts.
   local block = args.block or 64
   local p8 = adaspa_policy.new({sparsity = 0.8, warmup = 1, search = {1}, block = block}, 6)
   local p9 = adaspa_policy.new({sparsity = 0.9, warmup = 1, search = {1}, block = block}, 6)
