@@ -30,6 +30,12 @@ describe("the bench scripts", function()
       assert.equal(0, code, b .. ": " .. err)
       assert.matches(row, out, 1, true)
     end
+    -- the step bench at the model's small preset on the CPU: every mode, the sparse steps twice
+    local out, err, code = spec_run("recipes/bench/step.lua quick cpu nopeers")
+    assert.equal(0, code, "step: " .. err)
+    for _, mode in ipairs({"dense", "search", "sparse 0.8", "sparse 0.9", "sparse 0.8 again", "sparse 0.9 again"}) do
+      assert.matches("\n| " .. mode .. " | %d+%.%d+ | %d+%.%d+ | %d+%.%d+ | %-?%d+%.%d+ |", out)
+    end
     if not adaspa.cuda.available() then
       for _, b in ipairs({"attention", "cuda_nn", "select", "step"}) do
         local out, err, code = spec_run("recipes/bench/" .. b .. ".lua quick")
