@@ -120,7 +120,7 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, i
                : "memory");
 }
 
-/* tma_load with an L2 cache policy (createpolicy): the test bed's l2_hint A/B. */
+/* tma_load with an L2 cache policy (createpolicy): ada_attn_params.l2_hint. */
 __device__ __forceinline__ void tma_load_hint(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, uint32_t bar,
                                               uint64_t policy) {
   asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1, {%2, %3, %4}], [%5], %6;\n" ::"r"(
@@ -304,7 +304,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tv)) : "memory");
     }
     uint32_t it = 0, qi = 0;
-    const bool hint = p.l2_hint != 0; /* the policies are made at each load: this warp has 24 registers */
+    /* the policies are made at each load: this warp has 24 registers */
+    const bool hint_q = (p.l2_hint & ADA_L2_Q_FIRST) != 0, hint_kv = (p.l2_hint & ADA_L2_KV_LAST) != 0;
     for (uint32_t i = 0;; i++) {
       const uint32_t ss = i & 1, sph = (i >> 1) & 1;
       int64_t w;
@@ -330,7 +331,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           mbar_wait(bar_q_empty, (qi & 1) ^ 1);
           mbar_expect_tx(bar_q_full, kQBytes);
           for (int hf = 0; hf < 2; hf++) {
-            if (hint) tma_load_hint(base + hf * kQHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full, policy_evict_first());
+            if (hint_q) tma_load_hint(base + hf * kQHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full, policy_evict_first());
             else tma_load(base + hf * kQHalf, &P.tq, hf * 64, h, (int)(qt * kBM), bar_q_full);
           }
           qi++;
@@ -343,12 +344,12 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         const uint32_t kd = k_smem(ring, s), vd = kd + TILE;
         mbar_expect_tx(k_full(ring, s), TILE);
         for (int hf = 0; hf < 2; hf++) {
-          if (hint) tma_load_hint(kd + hf * KH, &P.tk, hf * 64, h, j0, k_full(ring, s), policy_evict_last());
+          if (hint_kv) tma_load_hint(kd + hf * KH, &P.tk, hf * 64, h, j0, k_full(ring, s), policy_evict_last());
           else tma_load(kd + hf * KH, &P.tk, hf * 64, h, j0, k_full(ring, s));
         }
         mbar_expect_tx(v_full(ring, s), TILE);
         for (int hf = 0; hf < 2; hf++) {
-          if (hint) tma_load_hint(vd + hf * KH, &P.tv, hf * 64, h, j0, v_full(ring, s), policy_evict_last());
+          if (hint_kv) tma_load_hint(vd + hf * KH, &P.tv, hf * 64, h, j0, v_full(ring, s), policy_evict_last());
           else tma_load(vd + hf * KH, &P.tv, hf * 64, h, j0, v_full(ring, s));
         }
       }
@@ -605,7 +606,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       OutT *orow = out + row * o_rs + (int64_t)h * p.out_dim;
 #pragma unroll
       for (int j = 0; j < 16; j++) {
-        if (p.l2_hint) ada_attn::OutPair<OutT>::store2_cs(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
+        if (p.l2_hint & ADA_L2_OUT_STREAM) ada_attn::OutPair<OutT>::store2_cs(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
         else ada_attn::OutPair<OutT>::store2(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
       }
       if (tig == 0) p.lse[(int64_t)h * p.sq + row] = ls > 0.0f ? fmaf(m[rh], p.scale, logf(ls)) : -INFINITY;

@@ -124,6 +124,9 @@ int ada_launch_timestep_embedding(void *out, ada_dtype odt, const void *t, ada_d
  * the block's rows. The host's attention plan (runtime/cuda/attention_plan.c) fills the shapes,
  * the head dimension, the tiles and the variant; a family's supports() says whether it takes
  * them, and its launcher enqueues the kernel (cudaErrorInvalidValue for what supports() refuses). */
+/* ada_attn_params.l2_hint bits (sm90) */
+typedef enum ada_l2_hint { ADA_L2_Q_FIRST = 1, ADA_L2_KV_LAST = 2, ADA_L2_OUT_STREAM = 4, ADA_L2_ALL = 7 } ada_l2_hint;
+
 typedef struct ada_attn_params {
   int32_t mode;                 /* ada_attn_mode: DENSE/SPARSE write out and lse, FUSED out, lse
                                    and mass under lse_in, MASS only mass under lse_in */
@@ -152,9 +155,9 @@ typedef struct ada_attn_params {
   /* sm90: 0 (default) hands work items out inside the kernel (an atomic counter); 1 walks them in a
    * fixed stride (item = blockIdx.x + i * gridDim.x), the earlier scheme, kept for A/B timing */
   int32_t static_walk;
-  /* sm90: 1 gives the loads and stores L2 priorities: Q (read once) evict-first, K and V (read by
-   * every query tile of the head) evict-last, out written with streaming stores; 0 (default) none.
-   * For A/B timing in the test bed. */
+  /* sm90: L2 priorities, a mask of ada_l2_hint: Q (read once) evict-first, K and V (read by every
+   * query tile of the head) evict-last, out written with streaming stores; 0: none. The plan sets
+   * all three for dense attention. */
   int32_t l2_hint;
 } ada_attn_params;
 

@@ -76,7 +76,7 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   /* dense: L2 priorities on (Q evict-first, K/V evict-last, streaming out): 720p st3 540 -> 586
    * TFLOP/s, st3pp 543 -> 569, in one test-bed run (H200, sixth session of 2026-12-03); sparse
    * even, the fused pass even to 2% slower, so only dense takes them */
-  p->l2_hint = p->mode == ADA_ATTN_DENSE;
+  p->l2_hint = p->mode == ADA_ATTN_DENSE ? ADA_L2_ALL : 0;
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   p->tile_rows = 128;
   p->key_halves = 1;
