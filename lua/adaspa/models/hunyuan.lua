@@ -306,27 +306,19 @@ function Model:forward(x, t, text, a4, a5)
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    local q, k, v
-    local iqn, ikn = p .. ".img_attn_q_norm.weight", p .. ".img_attn_k_norm.weight"
-    local tqn, tkn = p .. ".txt_attn_q_norm.weight", p .. ".txt_attn_k_norm.weight"
-    if rope then
-      -- RoPE fused: the norms write q and k straight into their row ranges of the joint
-      -- [rows + L, heads, head_dim] tensors (image rows normalized and rotated, then the text
-      -- rows normalized), so only v, a strided view of each qkv, is concatenated
-      q = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
-      k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
-      local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", iqn, ikn, rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows))
-      local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", tqn, tkn, nil, q:narrow(1, rows + 1, L),
-        k:narrow(1, rows + 1, L))
-      v = adaspa.concat({iv, tv})
-      drop(iq, ik, iv, tq, tk, tv) -- the row views of q and k, and the qkv views of v
-    else
-      local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", iqn, ikn)
-      local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", tqn, tkn)
-      if not sp then rotate(iq, ik) end
-      q, k, v = adaspa.concat({iq, tq}), adaspa.concat({ik, tk}), adaspa.concat({iv, tv})
-      drop(iq, ik, iv, tq, tk, tv)
-    end
+    -- the norms write q and k straight into their row ranges of the joint [rows + L, heads,
+    -- head_dim] tensors (image rows normalized, and rotated when RoPE is fused, then the text
+    -- rows), so only v, a strided view of each qkv, is concatenated; the separate RoPE pass, when
+    -- there is one, rotates the image rows of the joint tensors (rope3d takes the first n_img)
+    local q = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
+    local k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
+    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight",
+      p .. ".img_attn_k_norm.weight", rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows))
+    local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight",
+      p .. ".txt_attn_k_norm.weight", nil, q:narrow(1, rows + 1, L), k:narrow(1, rows + 1, L))
+    local v = adaspa.concat({iv, tv})
+    drop(iq, ik, iv, tq, tk, tv) -- the row views of q and k, and the qkv views of v
+    if not sp then rotate(q, k) end
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "double", index = i})
     drop(q, k, v)
