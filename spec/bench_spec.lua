@@ -36,6 +36,13 @@ describe("the bench scripts", function()
     for _, mode in ipairs({"dense", "search", "sparse 0.8", "sparse 0.9", "sparse 0.8 again", "sparse 0.9 again"}) do
       assert.matches("\n| " .. mode .. " | %d+%.%d+ | %d+%.%d+ | %d+%.%d+ | %-?%d+%.%d+ |", out)
     end
+    -- the again rows run the same layouts as the first ones (their densities agree)
+    for _, sp in ipairs({"0.8", "0.9"}) do
+      local first = out:match("\n  sparse " .. sp .. " +[%d.]+ s[^\n]*density ([%d.]+)")
+      local again = out:match("\n  sparse " .. sp .. " again +[%d.]+ s[^\n]*density ([%d.]+)")
+      assert.is_truthy(first, "no density printed for sparse " .. sp)
+      assert.equal(first, again, "sparse " .. sp .. " again ran other layouts")
+    end
     if not adaspa.cuda.available() then
       for _, b in ipairs({"attention", "cuda_nn", "select", "step"}) do
         local out, err, code = spec_run("recipes/bench/" .. b .. ".lua quick")
