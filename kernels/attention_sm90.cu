@@ -363,7 +363,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
    * PV product runs, wait for it, rescale O to the new max and round P_t to bf16; finally O +=
    * P_{n-1} V_{n-1}. */
   asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-  const int c = wg - 1, lt = tid - 128 * wg, warp = lt / 32, lane = lt & 31;
+  /* c comes through a shuffle from lane 0 so that the compiler sees it warp-uniform: the wgmma
+   * descriptors built from it then live in uniform registers (no R2UR per descriptor) */
+  const int c = __shfl_sync(0xffffffffu, wg - 1, 0), lt = tid - 128 * wg, warp = lt / 32, lane = lt & 31;
   const int ring = NR == 2 ? c : 0;
   const int g = lane >> 2, tig = lane & 3;
   const float sl2 = p.scale * kLog2e;
@@ -376,7 +378,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   for (uint32_t i = 0;; i++) {
     const uint32_t ss = i & 1;
     mbar_wait(sched_full(ss), (i >> 1) & 1);
-    const int64_t w = slots[ss];
+    const int64_t w = __shfl_sync(0xffffffffu, slots[ss], 0); /* warp-uniform, as c */
     __syncwarp();
     if (lane == 0) mbar_arrive(sched_empty(ss));
     if (w < 0) break;
@@ -414,19 +416,21 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       }
     }
 
+    /* descriptors: a shared address's field is (addr & 0x3FFFF) >> 4 and shared memory ends below
+     * 0x40000, so desc128(a + d) = desc128(a) + d / 16 for the 16-byte multiples d added here */
     auto issue_s = [&](uint32_t s) {
-      const uint32_t kb = k_smem(ring, s);
+      const uint64_t qd = desc128(base + (uint32_t)c * 8192, 16, 1024), kd = desc128(k_smem(ring, 0), 16, 1024) + (s * STAGE >> 4);
 #pragma unroll
       for (int kk = 0; kk < kD / 16; kk++) {
         const uint32_t qo = (uint32_t)(kk >> 2) * kQHalf + (uint32_t)(kk & 3) * 32;
         const uint32_t ko = (uint32_t)(kk >> 2) * KH + (uint32_t)(kk & 3) * 32;
-        wgmma_ss(sc, desc128(base + qo + (uint32_t)c * 8192, 16, 1024), desc128(kb + ko, 16, 1024), kk > 0);
+        wgmma_ss(sc, qd + (qo >> 4), kd + (ko >> 4), kk > 0);
       }
     };
     auto issue_pv = [&](uint32_t s) {
-      const uint32_t vb = k_smem(ring, s) + TILE;
+      const uint64_t vd = desc128(k_smem(ring, 0) + TILE, KH, 1024) + (s * STAGE >> 4);
 #pragma unroll
-      for (int kk = 0; kk < KT / 16; kk++) wgmma_rs(o, pa[kk], desc128(vb + (uint32_t)kk * 2048, KH, 1024));
+      for (int kk = 0; kk < KT / 16; kk++) wgmma_rs(o, pa[kk], vd + (uint32_t)kk * (2048 >> 4));
     };
     /* masks keys past kv_valid, updates m and l, leaves exp2 of the scores in sc and the O
      * rescale factors in alpha; FUSED: the tile's mass partials of the two 64-key halves */
@@ -458,10 +462,10 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           }
         }
         l[rh] = fmaf(l[rh], alpha[rh], rs[0] + rs[1]);
-        if (KIND == FUSED) {
-          const float f = ex2(ms - lc2[rh]);
-          mlo += rs[0] > 0.0f ? rs[0] * f : 0.0f;
-          mhi += rs[1] > 0.0f ? rs[1] * f : 0.0f;
+        if (KIND == FUSED) { /* f capped at 2^64 so that a row with no keys (rs 0) adds 0, never 0 x inf */
+          const float f = ex2(fminf(ms - lc2[rh], 64.0f));
+          mlo = fmaf(rs[0], f, mlo);
+          mhi = fmaf(rs[1], f, mhi);
         }
       }
     };

@@ -60,9 +60,9 @@ static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
  * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
  * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
  * st3 with L2 priorities for dense attention (below; before them st3pp was the dense default over
- * 64k keys, 3-5% over st3); st3pp for the fused pass over 64k keys (since its mass is reduced
- * every 4 tiles; 720p: 330.6 / 328.8 ms against st3's 340.2 / 337.3, mass blocks 64 / 128; H200,
- * second run of 2026-12-03); st3 otherwise (sparse 2-3% over st3pp). */
+ * 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
+ * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
+ * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp. */
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   int v = 0;
@@ -71,7 +71,7 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
     if (!v) return false;
   } else {
-    v = p->mode == ADA_ATTN_FUSED && p->kv_valid >= 65536 ? 4 : 3;
+    v = 3;
   }
   /* dense: L2 priorities on (Q evict-first, K/V evict-last, streaming out): 720p st3 540 -> 586
    * TFLOP/s, st3pp 543 -> 569, in one test-bed run (H200, sixth session of 2026-12-03); sparse
