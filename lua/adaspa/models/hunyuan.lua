@@ -293,9 +293,9 @@ function Model:forward(x, t, text, a4, a5)
     adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
     adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
   end
-  local function proj_qkv(x_, m, name, qn, kn, rope_, qo, ko)
+  local function proj_qkv(x_, m, name, qn, kn, rope_, qo, ko, qkv_out)
     local xm = self:ln_mod(x_, m[1], m[2])
-    local qkv = self:lin(xm, name)
+    local qkv = self:lin(xm, name, {out = qkv_out})
     drop(xm)
     local q, k, v = self:split_qkv(qkv, qn, kn, rope_, qo, ko)
     drop(qkv) -- v stays valid: a view keeps the storage
@@ -306,18 +306,23 @@ function Model:forward(x, t, text, a4, a5)
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
     local tm = self:mod(vs, p .. ".txt_mod.linear", 6)
-    -- the norms write q and k straight into their row ranges of the joint [rows + L, heads,
+    -- both streams' QKV GEMMs write their row ranges of one joint [rows + L, 3 hidden] tensor,
+    -- and the norms write q and k straight into their row ranges of the joint [rows + L, heads,
     -- head_dim] tensors (image rows normalized, and rotated when RoPE is fused, then the text
-    -- rows), so only v, a strided view of each qkv, is concatenated; the separate RoPE pass, when
-    -- there is one, rotates the image rows of the joint tensors (rope3d takes the first n_img)
-    local q = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
-    local k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, {dtype = img:dtype(), device = img:device()})
+    -- rows), so v is a strided view of the joint qkv and nothing is concatenated; the separate
+    -- RoPE pass, when there is one, rotates the image rows of the joint tensors (rope3d takes the
+    -- first n_img)
+    local dt = {dtype = img:dtype(), device = img:device()}
+    local q = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, dt)
+    local k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, dt)
+    local qkv = adaspa.empty({rows + L, 3 * h}, dt)
+    local qkv_i, qkv_t = qkv:narrow(1, 1, rows), qkv:narrow(1, rows + 1, L)
     local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight",
-      p .. ".img_attn_k_norm.weight", rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows))
+      p .. ".img_attn_k_norm.weight", rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows), qkv_i)
     local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight",
-      p .. ".txt_attn_k_norm.weight", nil, q:narrow(1, rows + 1, L), k:narrow(1, rows + 1, L))
-    local v = adaspa.concat({iv, tv})
-    drop(iq, ik, iv, tq, tk, tv) -- the row views of q and k, and the qkv views of v
+      p .. ".txt_attn_k_norm.weight", nil, q:narrow(1, rows + 1, L), k:narrow(1, rows + 1, L), qkv_t)
+    local vq, vk, v = self:split_qkv(qkv) -- v: a view of the joint qkv's v columns
+    drop(iq, ik, iv, tq, tk, tv, qkv_i, qkv_t, vq, vk, qkv) -- the row views; v keeps the storage
     if not sp then rotate(q, k) end
     layer = layer + 1
     local a = attend(q, k, v, {layer = layer, kind = "double", index = i})
