@@ -399,6 +399,16 @@ torch.save({"step": 0}, "%s/noae.pt")
     assert.truthy(md:find("\n| 49 | ") and md:find("\n| 50 | "), md)
     assert.falsy(md:find("\n| 1 | "), md)
     assert.truthy(spec_slurp(out .. "/ev/caption/p00.log"):find("shift 5,", 1, true))
+    -- --rescore: the same frames read again without runs (the tables written anew); another
+    -- slice than the one that ran is refused
+    os.remove(out .. "/ev/caption.md")
+    code = os.execute(cmd .. " --rescore > " .. out .. "/rescore.log 2>&1")
+    assert.are.equal(0, code, spec_slurp(out .. "/rescore.log"))
+    local again = spec_slurp(out .. "/ev/caption.md")
+    assert.truthy(again:find("\n| 49 | ") and again:find("\n| 50 | "), again)
+    code = os.execute(cmd:gsub("%-%-skip 48", "--skip 47") .. " --rescore > " .. out .. "/rescore2.log 2>&1")
+    assert.are_not.equal(0, code)
+    assert.truthy(spec_slurp(out .. "/rescore2.log"):find("did not run", 1, true), spec_slurp(out .. "/rescore2.log"))
     for bad, says in pairs({["--set shift"] = "--set 'shift': give FIELD=VALUE",
         ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1"}) do
       code = os.execute(cmd .. " " .. bad .. " > " .. out .. "/bad.log 2>&1")
