@@ -276,7 +276,112 @@ describe("train.py's batched clips and resumes", function()
     -- caption, and the background read tells the caption's colour from another
     local code, log = tool(out, "check.py selftest --n 20", "check.log")
     assert.are.equal(0, code, log)
-    assert.truthy(log:find("all 1.000 (background 1.000)", 1, true), log)
+    assert.truthy(log:find("all 1.000 (background 1.000;", 1, true), log)
+    -- the 3x3 table of shapes read: every clip on the diagonal, none off it
+    local rows = {}
+    for shape, a, b, c, none in log:gmatch("\n  (%a+)%s+(%d+)%s+(%d+)%s+(%d+)%s+(%d+)") do
+      rows[shape] = {tonumber(a), tonumber(b), tonumber(c), tonumber(none)}
+    end
+    local total = 0
+    for i, shape in ipairs({"square", "circle", "triangle"}) do
+      assert.is_table(rows[shape], log)
+      for j = 1, 4 do
+        if j ~= i then assert.are.equal(0, rows[shape][j], log) end
+      end
+      total = total + rows[shape][i]
+    end
+    assert.are.equal(20, total, log)
+  end)
+
+  it("reads each shape from its coverage and fails a caption naming another shape (check.py)", function()
+    local out = torch_workdir()
+    if not out then return end
+    -- a clip of each shape, big and small: the template fit reads it; the same clip under a
+    -- caption naming either other shape fails on the shape (and so in all); the earlier
+    -- fill-of-box reading is still reported beside it
+    local script = [[
+import sys; sys.path.insert(0, ".")
+import check, data
+seen = {}
+for seed in range(400):
+    p = data.sample_params(seed)
+    key = (p["shape"], p["size"])
+    if key in seen:
+        continue
+    seen[key] = seed
+    v = data.render(p, 256, 17)
+    cap = data.caption(p)
+    r = check.score(cap, v)
+    g = r["read"]
+    err = g["shape_err"]
+    print("clip", p["shape"], p["size"], g["shape"], int(r["shape"]), int(r["all"]), g["fill_shape"],
+          int(min(err, key=err.get) == p["shape"]))
+    for other in data.SHAPES:
+        if other != p["shape"]:
+            w = check.score(cap.replace(" %s " % p["shape"], " %s " % other), v)
+            print("wrong", p["shape"], other, int(w["shape"]), int(w["all"]))
+    if len(seen) == 6:
+        break
+]]
+    local f = assert(io.open(out .. "/shapes.py", "w"))
+    f:write(script)
+    f:close()
+    local code, log = tool(out, out .. "/shapes.py", "shapes.log")
+    assert.are.equal(0, code, log)
+    local clips, wrongs = 0, 0
+    for shape, size, got, ok, all, fill, fit in log:gmatch("clip (%a+) (%a+) (%a+) (%d) (%d) (%a+) (%d)") do
+      assert.are.equal(shape, got, log)
+      assert.are.equal("1", ok, log)
+      assert.are.equal("1", all, log)
+      assert.are.equal(shape, fill, log)
+      assert.are.equal("1", fit, log)
+      clips = clips + 1
+    end
+    for shape, other, ok, all in log:gmatch("wrong (%a+) (%a+) (%d) (%d)") do
+      assert.are_not.equal(shape, other)
+      assert.are.equal("0", ok, log)
+      assert.are.equal("0", all, log)
+      wrongs = wrongs + 1
+    end
+    assert.are.equal(6, clips, log)
+    assert.are.equal(12, wrongs, log)
+  end)
+
+  it("measures the check's ceiling through an autoencoder state given in parts (check.py selftest --ae)", function()
+    local out = torch_workdir()
+    if not out then return end
+    -- an untrained autoencoder of the full configuration, saved as a training state ({"ae": ...})
+    -- split in three pieces: the selftest joins them, round-trips each clip and prints its table
+    local script = string.format([[
+import sys; sys.path.insert(0, ".")
+import io, torch, model as M, train
+torch.manual_seed(1)
+cfg = train.make_config(train.FULL, train.FULL["video"])
+ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"], cfg["ae"]["dec_mlp"])
+buf = io.BytesIO()
+torch.save({"ae": ae.state_dict(), "step": 0}, buf)
+raw = buf.getvalue()
+k = len(raw) // 3
+for i, piece in enumerate((raw[:k], raw[k:2 * k], raw[2 * k:])):
+    open("%s/state.part.%%02d" %% i, "wb").write(piece)
+torch.save({"step": 0}, "%s/noae.pt")
+]], out, out)
+    local f = assert(io.open(out .. "/mk.py", "w"))
+    f:write(script)
+    f:close()
+    local code, log = tool(out, out .. "/mk.py", "mk.log")
+    assert.are.equal(0, code, log)
+    code, log = tool(out, "check.py selftest --n 3 --size 64 --frames 9 --ae " .. out .. "/state.part.00", "ae.log")
+    assert.are.equal(0, code, log)
+    assert.truthy(log:find("agreement on 3 real clips round-tripped through the autoencoder of " .. out
+      .. "/state.part.00 (64x64, 9 frames)", 1, true), log)
+    assert.truthy(log:find("true\\read", 1, true), log)
+    code, log = tool(out, "check.py selftest --n 3 --size 64 --frames 9 --ae " .. out .. "/noae.pt", "bad.log")
+    assert.are_not.equal(0, code, log)
+    assert.truthy(log:find("holds no autoencoder state_dict", 1, true), log)
+    code, log = tool(out, "check.py selftest --n 3 --ae " .. out .. "/state.part.01x", "bad2.log")
+    assert.are_not.equal(0, code, log)
+    assert.truthy(log:find("no autoencoder state at", 1, true), log)
   end)
 
   it("checks captions of a slice of the held-out prompts with recipe overrides (evaluate.py)", function()
@@ -294,6 +399,16 @@ describe("train.py's batched clips and resumes", function()
     assert.truthy(md:find("\n| 49 | ") and md:find("\n| 50 | "), md)
     assert.falsy(md:find("\n| 1 | "), md)
     assert.truthy(spec_slurp(out .. "/ev/caption/p00.log"):find("shift 5,", 1, true))
+    -- --rescore: the same frames read again without runs (the tables written anew); another
+    -- slice than the one that ran is refused
+    os.remove(out .. "/ev/caption.md")
+    code = os.execute(cmd .. " --rescore > " .. out .. "/rescore.log 2>&1")
+    assert.are.equal(0, code, spec_slurp(out .. "/rescore.log"))
+    local again = spec_slurp(out .. "/ev/caption.md")
+    assert.truthy(again:find("\n| 49 | ") and again:find("\n| 50 | "), again)
+    code = os.execute(cmd:gsub("%-%-skip 48", "--skip 47") .. " --rescore > " .. out .. "/rescore2.log 2>&1")
+    assert.are_not.equal(0, code)
+    assert.truthy(spec_slurp(out .. "/rescore2.log"):find("did not run", 1, true), spec_slurp(out .. "/rescore2.log"))
     for bad, says in pairs({["--set shift"] = "--set 'shift': give FIELD=VALUE",
         ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1"}) do
       code = os.execute(cmd .. " " .. bad .. " > " .. out .. "/bad.log 2>&1")

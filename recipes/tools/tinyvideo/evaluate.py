@@ -2,12 +2,13 @@
 attention observations. Every number comes from adaspa runs (build/adaspa); this script only
 drives them and reads their outputs (frames with check.py's reader, results.json).
 
-    python evaluate.py caption [--n 50] [--policy adaspa | none] [--sparsity 0.8] [--guidance S]
+    python evaluate.py caption [--n 50] [--policy adaspa | none] [--sparsity 0.8] [--guidance S] [--rescore]
         each held-out prompt (heldout.txt) run dense and with the policy (one `adaspa recipe
         compare` per prompt, same seed; --policy none: dense only, with a column per attribute),
         the frames read back by check.py: a table of what each prompt asked and what each run
         shows, the % of prompts whose colour, shape and motion all agree with the caption, and
-        the % for each attribute apart
+        the % for each attribute apart; --rescore: no runs, the frames an earlier caption run left
+        under --out read again (after a change of check.py), its tables written anew
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
@@ -85,6 +86,18 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
     """One `adaspa recipe compare` of the tiny model on prompt; returns results.json (rows with
     their frames scored)."""
     out_dir = Path(out_dir)
+    if getattr(a, "rescore", False):
+        # --rescore: the frames of an earlier run under --out, read again (check.py changed)
+        if not (out_dir / "results.json").exists():
+            raise SystemExit("evaluate: --rescore: no earlier run at %s (results.json)" % out_dir)
+        res = json.loads((out_dir / "results.json").read_text())
+        if ("prompt=" + prompt) not in res.get("command", ""):
+            raise SystemExit("evaluate: --rescore: %s did not run %r (give the --n / --skip of that run)" % (
+                out_dir, prompt))
+        rows = [res["reference"]] + res["runs"]
+        for r in rows:
+            r["check"] = None if r.get("error") else check.score(prompt, read_frames(out_dir / r["frames_dir"]))
+        return rows, 0.0
     if out_dir.exists():
         import shutil
         shutil.rmtree(out_dir)
@@ -316,6 +329,9 @@ def main(argv):
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="caption, quality: a recipe override for every run (repeatable), e.g. sampler.shift=5")
     ap.add_argument("--skip", type=int, default=0, help="caption, quality: start after the first SKIP held-out prompts")
+    ap.add_argument("--rescore", action="store_true",
+                    help="caption: no adaspa runs; read the frames of an earlier caption run under --out again (same"
+                         " --n, --skip, --policy and --sparsity) with the current check.py")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
     ap.add_argument("--seed", type=int, default=42)
