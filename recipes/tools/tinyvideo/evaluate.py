@@ -82,6 +82,14 @@ def read_frames(folder):
     return torch.from_numpy(arr).float() / 255.0
 
 
+def scored_rows(prompt, out_dir, res):
+    """The rows of a compare run's results.json (reference first), each with its frames scored."""
+    rows = [res["reference"]] + res["runs"]
+    for r in rows:
+        r["check"] = None if r.get("error") else check.score(prompt, read_frames(out_dir / r["frames_dir"]))
+    return rows
+
+
 def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
     """One `adaspa recipe compare` of the tiny model on prompt; returns results.json (rows with
     their frames scored)."""
@@ -94,10 +102,7 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
         if ("prompt=" + prompt) not in res.get("command", ""):
             raise SystemExit("evaluate: --rescore: %s did not run %r (give the --n / --skip of that run)" % (
                 out_dir, prompt))
-        rows = [res["reference"]] + res["runs"]
-        for r in rows:
-            r["check"] = None if r.get("error") else check.score(prompt, read_frames(out_dir / r["frames_dir"]))
-        return rows, 0.0
+        return scored_rows(prompt, out_dir, res), 0.0
     if out_dir.exists():
         import shutil
         shutil.rmtree(out_dir)
@@ -111,14 +116,7 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
         env["OMP_NUM_THREADS"] = str(a.threads)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     secs = run(cmd, str(out_dir) + ".log", env)
-    res = json.loads((out_dir / "results.json").read_text())
-    rows = [res["reference"]] + res["runs"]
-    for r in rows:
-        if r.get("error"):
-            r["check"] = None
-            continue
-        r["check"] = check.score(prompt, read_frames(out_dir / r["frames_dir"]))
-    return rows, secs
+    return scored_rows(prompt, out_dir, json.loads((out_dir / "results.json").read_text())), secs
 
 
 def guidance_args(a):
