@@ -1,6 +1,7 @@
 /* nn.cu: the non-GEMM neural-network ops: row-wise elementwise ops (modulate, gated_add, add,
- * mul, scale, silu, gelu_tanh, gelu), layernorm / rmsnorm (and the fused layernorm + modulate), softmax, 3D
- * RoPE, patchify / unpatchify and the sinusoidal timestep embedding.
+ * mul, scale, silu, gelu_tanh, gelu), layernorm / rmsnorm (and the fused layernorm + modulate, and
+ * gated_add + layernorm + modulate), softmax, 3D RoPE, patchify / unpatchify and the sinusoidal
+ * timestep embedding.
  *
  * Math is f32 (the CPU reference's order of operations); RoPE and timestep angles are computed
  * in double as the CPU does. Each tensor carries its own dtype (f32, bf16, f16). Kernels are
