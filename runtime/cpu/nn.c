@@ -63,11 +63,17 @@ void ada_cpu_gated_add_layernorm_modulate(float *x_out, float *out, const float 
   for (int64_t r = 0; r < rows; r++) {
     const float *xr = x + r * n, *g = gate + r * ld_gate, *yr = y + r * ld_y;
     float *xo = x_out + r * n, *o = out + r * n;
-    /* ada_cpu_gated_add, rounded as storing x_out rounds it */
-    for (int64_t j = 0; j < n; j++) xo[j] = round_to(xr[j] + g[j] * yr[j], xo_dt);
+    /* ada_cpu_gated_add, rounded as storing x_out rounds it (f32: plain loops, vectorized) */
+    if (xo_dt == ADA_F32)
+      for (int64_t j = 0; j < n; j++) xo[j] = xr[j] + g[j] * yr[j];
+    else
+      for (int64_t j = 0; j < n; j++) xo[j] = round_to(xr[j] + g[j] * yr[j], xo_dt);
     /* ada_cpu_layernorm of the stored row, rounded into out, then ada_cpu_modulate in place */
     layernorm_row(o, xo, n, eps, weight, bias);
-    for (int64_t j = 0; j < n; j++) o[j] = round_to(o[j], out_dt) * (1.0f + scale[j]) + shift[j];
+    if (out_dt == ADA_F32)
+      for (int64_t j = 0; j < n; j++) o[j] = o[j] * (1.0f + scale[j]) + shift[j];
+    else
+      for (int64_t j = 0; j < n; j++) o[j] = round_to(o[j], out_dt) * (1.0f + scale[j]) + shift[j];
   }
 }
 
