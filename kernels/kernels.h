@@ -67,7 +67,11 @@ int ada_launch_rowwise(int32_t kind, void *out, ada_dtype odt, int64_t rows, int
 /* Norms over the last dimension c of x [rows, c]: layernorm (rms = 0) or rmsnorm (rms = 1);
  * w, bias: [c] vectors or NULL (bias only for layernorm). With shift and scale (broadcast [c]
  * vectors, both or neither; layernorm only) the result is also modulated: y * (1 + scale) +
- * shift, the fused layernorm + modulate. out may be x when x is contiguous. */
+ * shift, the fused layernorm + modulate. out may be x when x is contiguous.
+ * With gate.p and y.p set (the fused gated_add + layernorm + modulate; needs shift and scale):
+ * the row normalized is x + gate * y (gate, y: operands as the row-wise ops take them), rounded
+ * to xodt and stored in x_out (contiguous [rows, c]; may be x when x is contiguous, not out)
+ * before the norm reads it; with `vec`, x_out is 16-byte aligned and gate and y are as x. */
 typedef struct ada_nn_norm_args {
   void *out;
   ada_dtype odt;
@@ -77,6 +81,9 @@ typedef struct ada_nn_norm_args {
   int32_t rms, vec;
   const void *w, *bias, *shift, *scale;
   ada_dtype wdt, bdt, shdt, scdt;
+  ada_nn_operand gate, y; /* p NULL: plain norm */
+  void *x_out;
+  ada_dtype xodt;
 } ada_nn_norm_args;
 int ada_launch_norm(const ada_nn_norm_args *a, void *stream);
 

@@ -1,6 +1,7 @@
 /* nn.cu: the non-GEMM neural-network ops: row-wise elementwise ops (modulate, gated_add, add,
- * mul, scale, silu, gelu_tanh, gelu), layernorm / rmsnorm (and the fused layernorm + modulate), softmax, 3D
- * RoPE, patchify / unpatchify and the sinusoidal timestep embedding.
+ * mul, scale, silu, gelu_tanh, gelu), layernorm / rmsnorm (and the fused layernorm + modulate, and
+ * gated_add + layernorm + modulate), softmax, 3D RoPE, patchify / unpatchify and the sinusoidal
+ * timestep embedding.
  *
  * Math is f32 (the CPU reference's order of operations); RoPE and timestep angles are computed
  * in double as the CPU does. Each tensor carries its own dtype (f32, bf16, f16). Kernels are
@@ -226,7 +227,36 @@ struct NormParams {
   const void *w, *bias, *shift, *scale;
   int wdt, bdt, shdt, scdt;
   bool vec;
+  /* MODE 3 (gated_add + layernorm + modulate): the row is x + gate * y, rounded to xodt and
+   * stored in x_out (contiguous) */
+  ada_nn_operand g, y;
+  void *xout;
+  int xodt;
 };
+
+/* v as stored in dtype dt and read back (round to nearest even, as st1 and st8 store). */
+__device__ __forceinline__ float round_dt(float v, int dt) {
+  if (dt == ADA_BF16) return __bfloat162float(__float2bfloat16_rn(v));
+  if (dt == ADA_F16) return __half2float(__float2half_rn(v));
+  return v;
+}
+
+/* Chunk of n (0..8) elements from column c0 of row r of a norm's input (missing ones 0): x at xo,
+ * or in MODE 3 x + gate * y (the row-wise gated_add's arithmetic), rounded to x_out's dtype and
+ * stored there, the value a separate gated_add would have written. */
+template <int MODE>
+__device__ __forceinline__ void norm_load(const NormParams &P, int64_t r, int64_t xo, int64_t c0, int n, int xdt,
+                                          int gdt, int ydt, int xodt, float v[8]) {
+  ldc(P.x, xdt, xo + c0, n, P.vec, v);
+  if (MODE == 3) {
+    float g[8], y[8];
+    ldc(P.g.p, gdt, (P.g.bcast ? 0 : row_start(P.g.rows, r)) + c0, n, P.vec, g);
+    ldc(P.y.p, ydt, (P.y.bcast ? 0 : row_start(P.y.rows, r)) + c0, n, P.vec, y);
+#pragma unroll
+    for (int k = 0; k < 8; k++) v[k] = round_dt(v[k] + g[k] * y[k], xodt);
+    stc(P.xout, xodt, r * P.c + c0, n, P.vec, v);
+  }
+}
 
 /* Sum over the G threads of a group (aligned lanes of a warp for G <= 32; the block for G = 128). */
 template <int G> __device__ __forceinline__ float group_sum(float v, float *red) {
@@ -262,7 +292,7 @@ __device__ __forceinline__ void norm_emit(const NormParams &P, const float *src,
 #pragma unroll
     for (int k = 0; k < 8; k++) y[k] += t[k];
   }
-  if (MODE == 2) {
+  if (MODE >= 2) {
     float sh[8];
     ldc(P.scale, scdt, c0, n, P.vec, t);
     ldc(P.shift, shdt, c0, n, P.vec, sh);
@@ -272,8 +302,10 @@ __device__ __forceinline__ void norm_emit(const NormParams &P, const float *src,
   stc(P.out, odt, oo + c0, n, P.vec, y);
 }
 
-/* MODE 0: layernorm, 1: rmsnorm, 2: layernorm + modulate. G threads per row; each keeps up to
- * MAXCH chunks of its row in registers (MAXCH 0: the row is read from memory in each pass). */
+/* MODE 0: layernorm, 1: rmsnorm, 2: layernorm + modulate, 3: gated_add, then layernorm + modulate.
+ * G threads per row; each keeps up to MAXCH chunks of its row in registers (MAXCH 0: the row is
+ * read from memory in each pass: in MODE 3 the first pass writes x_out and the others read it
+ * back, each thread its own chunks). */
 template <int DT, int G, int MAXCH, int MODE>
 __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
   constexpr int R = kThreads / G; /* rows per block */
@@ -281,13 +313,17 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
   const int lane = threadIdx.x % G, grp = threadIdx.x / G;
   const int xdt = dt_of<DT>(P.xdt), odt = dt_of<DT>(P.odt), wdt = dt_of<DT>(P.wdt), bdt = dt_of<DT>(P.bdt);
   const int shdt = dt_of<DT>(P.shdt), scdt = dt_of<DT>(P.scdt);
+  const int gdt = dt_of<DT>(P.g.dt), ydt = dt_of<DT>(P.y.dt), xodt = dt_of<DT>(P.xodt);
   const int64_t chunks = (P.c + 7) / 8;
   const float inv_c = 1.0f / (float)P.c;
+  /* where passes after the first read the row: x, or in MODE 3 x_out */
+  const void *const xsrc = MODE == 3 ? P.xout : P.x;
+  const int sdt = MODE == 3 ? xodt : xdt;
   /* the loop bound is uniform over the block (shuffles and barriers need every thread) */
   for (int64_t base = (int64_t)blockIdx.x * R; base < P.rows; base += (int64_t)gridDim.x * R) {
     const int64_t r = base + grp;
     const bool active = r < P.rows;
-    const int64_t xo = active ? row_start(P.xr, r) : 0, oo = r * P.c;
+    const int64_t xo = active ? row_start(P.xr, r) : 0, oo = r * P.c, so = MODE == 3 ? oo : xo;
     float v[MAXCH > 0 ? MAXCH : 1][8];
     float sum = 0.0f;
     if (MODE != 1) {
@@ -296,7 +332,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
         for (int i = 0; i < MAXCH; i++) {
           const int64_t j = lane + (int64_t)i * G, c0 = j * 8;
           const int n = !active || j >= chunks ? 0 : P.c - c0 < 8 ? (int)(P.c - c0) : 8;
-          ldc(P.x, xdt, xo + c0, n, P.vec, v[i]);
+          norm_load<MODE>(P, r, xo, c0, n, xdt, gdt, ydt, xodt, v[i]);
 #pragma unroll
           for (int k = 0; k < 8; k++) sum += v[i][k];
         }
@@ -304,7 +340,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
         for (int64_t j = lane; j < chunks; j += G) {
           const int64_t c0 = j * 8;
           const int n = P.c - c0 < 8 ? (int)(P.c - c0) : 8;
-          ldc(P.x, xdt, xo + c0, n, P.vec, v[0]);
+          norm_load<MODE>(P, r, xo, c0, n, xdt, gdt, ydt, xodt, v[0]);
 #pragma unroll
           for (int k = 0; k < 8; k++) sum += v[0][k];
         }
@@ -329,7 +365,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
       for (int64_t j = lane; j < chunks; j += G) {
         const int64_t c0 = j * 8;
         const int n = P.c - c0 < 8 ? (int)(P.c - c0) : 8;
-        ldc(P.x, xdt, xo + c0, n, P.vec, v[0]);
+        ldc(xsrc, sdt, so + c0, n, P.vec, v[0]);
 #pragma unroll
         for (int k = 0; k < 8; k++) {
           const float d = k < n ? v[0][k] - mean : 0.0f;
@@ -349,7 +385,7 @@ __global__ void __launch_bounds__(kThreads) norm_kernel(const NormParams P) {
     } else {
       for (int64_t j = lane; j < chunks; j += G) {
         const int64_t c0 = j * 8;
-        ldc(P.x, xdt, xo + c0, P.c - c0 < 8 ? (int)(P.c - c0) : 8, P.vec, v[0]);
+        ldc(xsrc, sdt, so + c0, P.c - c0 < 8 ? (int)(P.c - c0) : 8, P.vec, v[0]);
         norm_emit<MODE>(P, v[0], c0, oo, mean, rstd, xdt, odt, wdt, bdt, shdt, scdt);
       }
     }
@@ -383,7 +419,8 @@ template <int DT> int launch_norm_dt(const NormParams &P, int mode, cudaStream_t
   switch (mode) {
   case 0: return launch_norm_mode<DT, 0>(P, st);
   case 1: return launch_norm_mode<DT, 1>(P, st);
-  default: return launch_norm_mode<DT, 2>(P, st);
+  case 2: return launch_norm_mode<DT, 2>(P, st);
+  default: return launch_norm_mode<DT, 3>(P, st);
   }
 }
 
@@ -692,7 +729,12 @@ extern "C" int ada_launch_rowwise(int32_t kind, void *out, ada_dtype odt, int64_
 extern "C" int ada_launch_norm(const ada_nn_norm_args *a, void *stream) {
   if (!a || !a->out || !a->x.p || a->rows < 1 || a->c < 1 || !float_dt(a->odt) || !float_dt(a->x.dt) ||
       (a->w && !float_dt(a->wdt)) || (a->bias && !float_dt(a->bdt)) || (!a->shift != !a->scale) ||
-      (a->shift && (a->rms || !float_dt(a->shdt) || !float_dt(a->scdt))) || (a->rms && a->bias))
+      (a->shift && (a->rms || !float_dt(a->shdt) || !float_dt(a->scdt))) || (a->rms && a->bias) ||
+      (!a->gate.p != !a->y.p))
+    return (int)cudaErrorInvalidValue;
+  const bool fused = a->y.p != NULL;
+  if (fused && (!a->shift || !a->x_out || a->x_out == a->out || !float_dt(a->gate.dt) || !float_dt(a->y.dt) ||
+                !float_dt(a->xodt)))
     return (int)cudaErrorInvalidValue;
   NormParams P;
   P.out = a->out;
@@ -712,10 +754,16 @@ extern "C" int ada_launch_norm(const ada_nn_norm_args *a, void *stream) {
   P.shdt = a->shift ? a->shdt : -1;
   P.scdt = a->scale ? a->scdt : -1;
   P.vec = a->vec != 0;
-  const int dts[6] = {P.odt, P.xdt, P.wdt, P.bdt, P.shdt, P.scdt};
-  const int mode = a->rms ? 1 : a->shift ? 2 : 0;
+  const ada_nn_operand none = {NULL, ADA_F32, 1, {1, 0, 0}};
+  P.g = fused ? a->gate : none;
+  P.y = fused ? a->y : none;
+  P.xout = fused ? a->x_out : NULL;
+  P.xodt = fused ? (int)a->xodt : -1;
+  const int dts[9] = {P.odt, P.xdt, P.wdt, P.bdt, P.shdt, P.scdt, fused ? (int)P.g.dt : -1, fused ? (int)P.y.dt : -1,
+                      P.xodt};
+  const int mode = a->rms ? 1 : fused ? 3 : a->shift ? 2 : 0;
   cudaStream_t st = (cudaStream_t)stream;
-  switch (common_dt(dts, 6)) {
+  switch (common_dt(dts, 9)) {
   case ADA_F32: return launch_norm_dt<ADA_F32>(P, mode, st);
   case ADA_BF16: return launch_norm_dt<ADA_BF16>(P, mode, st);
   default: return launch_norm_dt<DT_ANY>(P, mode, st);

@@ -66,6 +66,7 @@ bool ada_backend_supports(const ada_backend *b, ada_op op, const void *args, cha
   case ADA_OP_MATMUL: has = o->matmul != NULL; break;
   case ADA_OP_LAYERNORM: has = o->layernorm != NULL; break;
   case ADA_OP_LAYERNORM_MODULATE: has = o->layernorm_modulate != NULL; break;
+  case ADA_OP_GATED_ADD_LAYERNORM_MODULATE: has = o->gated_add_layernorm_modulate != NULL; break;
   case ADA_OP_RMSNORM: has = o->rmsnorm != NULL; break;
   case ADA_OP_SOFTMAX: has = o->softmax != NULL; break;
   case ADA_OP_ROWWISE: has = o->rowwise != NULL; break;

@@ -48,6 +48,7 @@ typedef enum ada_op {
   ADA_OP_MATMUL,
   ADA_OP_LAYERNORM,
   ADA_OP_LAYERNORM_MODULATE,
+  ADA_OP_GATED_ADD_LAYERNORM_MODULATE,
   ADA_OP_RMSNORM,
   ADA_OP_SOFTMAX,
   ADA_OP_ROWWISE,
@@ -102,6 +103,12 @@ typedef struct ada_backend_ops {
   /* One pass with [C] shift and scale; NULL: the core runs layernorm, then modulate. */
   ada_status (*layernorm_modulate)(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                                    const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
+  /* One pass of gated_add then layernorm_modulate (ops.h), shift and scale [C] vectors (gate and
+   * y [C] or x's shape); NULL: the core runs ada_op_gated_add, then ada_op_layernorm_modulate. */
+  ada_status (*gated_add_layernorm_modulate)(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                             const ada_tensor *gate, const ada_tensor *y, double eps,
+                                             const ada_tensor *weight, const ada_tensor *bias,
+                                             const ada_tensor *shift, const ada_tensor *scale);
   ada_status (*rmsnorm)(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
   ada_status (*softmax)(ada_tensor *out, const ada_tensor *x, double scale);
   /* b is NULL for ADD and MUL. */

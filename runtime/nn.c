@@ -30,10 +30,10 @@ static bool same_view(const ada_tensor *a, const ada_tensor *b) {
   return true;
 }
 
-/* Fails when out shares memory with input t (t may be NULL). With may_alias, t may be exactly
- * out's view: the op then runs in place (each element is read before it is written). */
-static ada_status chk_overlap(const char *op, const ada_tensor *out, const char *arg, const ada_tensor *t,
-                              bool may_alias) {
+/* Fails when output out (named outn) shares memory with input t (t may be NULL). With may_alias, t
+ * may be exactly out's view: the op then runs in place (each element is read before it is written). */
+static ada_status chk_overlap_named(const char *op, const char *outn, const ada_tensor *out, const char *arg,
+                                   const ada_tensor *t, bool may_alias) {
   if (!t || !ada_tensor_same_storage(out, t) || (may_alias && same_view(out, t))) return ADA_OK;
   const ada_tensor *v[2] = {out, t};
   uintptr_t lo[2], hi[2];
@@ -44,8 +44,17 @@ static ada_status chk_overlap(const char *op, const ada_tensor *out, const char 
     hi[i] = lo[i] + (uintptr_t)((span + 1) * ada_dtype_size(v[i]->dtype));
   }
   if (lo[0] >= hi[1] || lo[1] >= hi[0]) return ADA_OK;
-  return ada_fail(ADA_EINVAL, "%s: out %s overlaps %s %s in memory%s", op, ada_chk_shape_str(out), arg,
-                  ada_chk_shape_str(t), may_alias ? " (out may be that very tensor, not another view of it)" : "");
+  if (may_alias)
+    return ada_fail(ADA_EINVAL, "%s: %s %s overlaps %s %s in memory (%s may be that very tensor, not another view of it)",
+                    op, outn, ada_chk_shape_str(out), arg, ada_chk_shape_str(t), outn);
+  return ada_fail(ADA_EINVAL, "%s: %s %s overlaps %s %s in memory", op, outn, ada_chk_shape_str(out), arg,
+                  ada_chk_shape_str(t));
+}
+
+/* chk_overlap_named for the output called out. */
+static ada_status chk_overlap(const char *op, const ada_tensor *out, const char *arg, const ada_tensor *t,
+                              bool may_alias) {
+  return chk_overlap_named(op, "out", out, arg, t, may_alias);
 }
 
 /* The n tensors ts (NULL entries skipped) on one device: each on the device of the first, the
@@ -258,6 +267,39 @@ ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, doubl
       (s = chk_overlap(op, out, "shift", shift, false)) || (s = chk_overlap(op, out, "scale", scale, false)))
     return s;
   return norm(op, true, out, x, eps, weight, bias, shift, scale);
+}
+
+ada_status ada_op_gated_add_layernorm_modulate(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                               const ada_tensor *gate, const ada_tensor *y, double eps,
+                                               const ada_tensor *weight, const ada_tensor *bias,
+                                               const ada_tensor *shift, const ada_tensor *scale) {
+  const char *op = "gated_add_layernorm_modulate";
+  ada_status s;
+  int64_t ld;
+  if ((s = chk_in(op, "x", x)) || (s = chk_dims(op, "x", x)) || (s = chk_operand(op, "gate", gate, "x", x, &ld)) ||
+      (s = chk_operand(op, "y", y, "x", x, &ld)) || (s = chk_operand(op, "shift", shift, "x", x, &ld)) ||
+      (s = chk_operand(op, "scale", scale, "x", x, &ld)) || (weight && (s = chk_in(op, "weight", weight))) ||
+      (bias && (s = chk_in(op, "bias", bias))) || (s = chk_in(op, "x_out", x_out)) ||
+      (s = ada_chk_contiguous(op, "x_out", x_out)) || (s = chk_out(op, out)))
+    return s;
+  const char *const names[] = {"x", "gate", "y", "weight", "bias", "shift", "scale", "x_out", "out"};
+  const ada_tensor *const ts[] = {x, gate, y, weight, bias, shift, scale, x_out, out};
+  const int64_t c = x->shape[x->ndim - 1];
+  if ((s = chk_devices(op, 9, names, ts)) || (weight && (s = ada_chk_shape(op, "weight", weight, 1, &c))) ||
+      (bias && (s = ada_chk_shape(op, "bias", bias, 1, &c))) ||
+      (s = ada_chk_same_shape(op, "x_out", x_out, "x", x)) || (s = ada_chk_same_shape(op, "out", out, "x", x)) ||
+      (s = chk_eps(op, eps)))
+    return s;
+  /* x_out: x itself or apart from every input; out: apart from everything */
+  for (int i = 0; i < 7; i++)
+    if ((s = chk_overlap_named(op, "x_out", x_out, names[i], ts[i], i == 0))) return s;
+  for (int i = 0; i < 8; i++)
+    if ((s = chk_overlap(op, out, names[i], ts[i], false))) return s;
+  const ada_backend *b = ada_backend_of(x);
+  if (b->ops.gated_add_layernorm_modulate && ada_tensor_numel(shift) == c && ada_tensor_numel(scale) == c)
+    return b->ops.gated_add_layernorm_modulate(x_out, out, x, gate, y, eps, weight, bias, shift, scale);
+  s = ada_op_gated_add(x_out, x, gate, y);
+  return s ? s : ada_op_layernorm_modulate(out, x_out, eps, weight, bias, shift, scale);
 }
 
 static ada_status unary(const char *op, ada_unary_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {

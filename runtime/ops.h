@@ -55,6 +55,20 @@ ada_status ada_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, co
  * the input of attention and MLP in every DiT block, one pass on the GPU. out may be x. */
 ada_status ada_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                                      const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
+/* The residual update of a DiT block followed by the next block's input norm, in one pass:
+ *   x_out = x + gate * y                                       (ada_op_gated_add)
+ *   out   = layernorm(x_out, eps, weight, bias) * (1 + scale) + shift   (ada_op_layernorm_modulate)
+ * x [.., C] (at least one dimension); gate, y, shift and scale [C] (broadcast over the rows; any
+ * tensor of C elements with C last, e.g. [1, C]) or x's shape; weight, bias [C] or NULL; x_out and
+ * out x's shape. x_out is rounded to its dtype before the norm reads it, as the two ops in turn
+ * do, so the results are those of the two calls: bit for bit on the CPU; on a GPU one read of x,
+ * gate and y and one write of x_out and out (with [C] shift and scale; otherwise the two ops).
+ * x_out may be x itself (in place: the residual stream) but no other view overlapping x, gate or
+ * y; out must not overlap x_out or any input. */
+ada_status ada_op_gated_add_layernorm_modulate(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                               const ada_tensor *gate, const ada_tensor *y, double eps,
+                                               const ada_tensor *weight, const ada_tensor *bias,
+                                               const ada_tensor *shift, const ada_tensor *scale);
 /* out = x / sqrt(mean(x^2) + eps) * weight [C] (weight may be NULL). */
 ada_status ada_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_tensor *weight, double eps);
 /* Softmax over the last dimension C of scale * x: out [.., C] (x's shape) =

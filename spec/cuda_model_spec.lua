@@ -56,4 +56,25 @@ describe("the model on the GPU", function()
     local err = spec_rel_l2(spec_flat(vg), spec_flat(vc))
     assert.is_true(err < 3e-2, "fused step: relative L2 " .. err)
   end)
+
+  it_gpu("with fused_add_norm (adaspa.gated_add_layernorm_modulate), a bf16 GPU step matches the f32 CPU step and the unfused GPU step", function()
+    local layers = {double = 2, single = 2, refiner = 1}
+    local cfg = hy.config("small", {layers = layers})
+    local w = synth.weights(cfg, {seed = 7})
+    local wg = {}
+    for k, t in pairs(w) do wg[k] = t:to("bf16"):to("cuda") end
+    local unfused = hy.config("small", {layers = layers, fused_add_norm = false})
+    local _, shape = hy.grid({width = 320, height = 256, frames = 9})
+    local x = adaspa.randn(shape, {seed = 8})
+    local c = text.synthetic("a heron", cfg)
+    local cg = {states = c.states:to("bf16"):to("cuda"), pooled = c.pooled:to("bf16"):to("cuda"), valid = c.valid}
+    local xg = x:to("bf16"):to("cuda")
+    local vc = hy.new(cfg, w):forward(x, 700, c, 6.0)
+    local vg = hy.new(cfg, wg):forward(xg, 700, cg, 6.0)
+    local vu = hy.new(unfused, wg):forward(xg, 700, cg, 6.0)
+    local err = spec_rel_l2(spec_flat(vg), spec_flat(vc))
+    assert.is_true(err < 3e-2, "fused_add_norm step against the CPU: relative L2 " .. err)
+    local eu = spec_rel_l2(spec_flat(vg), spec_flat(vu))
+    assert.is_true(eu < 1e-2, "fused_add_norm step against the unfused GPU step: relative L2 " .. eu)
+  end)
 end)

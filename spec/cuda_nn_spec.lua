@@ -308,6 +308,86 @@ describe("cuda nn ops: norms", function()
       end
     end
   end)
+
+  it_gpu("gated_add_layernorm_modulate matches the CPU and the two CUDA ops; odd sizes, poisoned outputs, in place", function()
+    local op = adaspa.gated_add_layernorm_modulate
+    -- 8195 > 8192: the kernel's path that reads the row back from x_out in each pass
+    for _, dt in ipairs({"f32", "bf16"}) do
+      for _, n in ipairs({1, 7, 65, 300}) do
+        for _, c in ipairs(n < 300 and {3, 64, 130, 3072, 8195} or {3, 64, 130, 3072}) do
+          local x, y = rnd({n, c}, dt), rnd({n, c}, dt)
+          local sh, sc, w, b = rnd({c}, dt), rnd({c}, dt), rnd({c}, dt), rnd({c}, dt)
+          for _, gform in ipairs({{c}, {n, c}}) do
+            local g = rnd(gform, dt)
+            local wb = #gform == 2
+            local wx, bx = wb and w or nil, wb and b or nil
+            local what = fmt("gated_add_layernorm_modulate", dt, n, c, "gate [" .. table.concat(gform, ", ") .. "]",
+              wb and "weight, bias" or "")
+            local ref, ref_xo = op(x, g, y, 1e-6, wx, bx, sh, sc)
+            local xg, gg, yg = x:to("cuda"), g:to("cuda"), y:to("cuda")
+            local shg, scg = sh:to("cuda"), sc:to("cuda")
+            local wg, bg = wx and wx:to("cuda"), bx and bx:to("cuda")
+            -- into poisoned x_out and out
+            local xo, out = poisoned({n, c}, dt), poisoned({n, c}, dt)
+            local r1, r2 = op(xg, gg, yg, 1e-6, wg, bg, shg, scg, {x_out = xo, out = out})
+            assert.is_true(rawequal(r1, out) and rawequal(r2, xo), what)
+            near(xo, ref_xo, dt, what .. ": x_out")
+            near(out, ref, dt, what .. ": out")
+            assert.equal(0, spec_maxdiff(xg, x), what .. ": x untouched")
+            -- the two CUDA ops in turn give the same values
+            local xo2 = adaspa.gated_add(xg, gg, yg)
+            near(xo2, ref_xo, dt, what .. ": gated_add")
+            near(adaspa.layernorm_modulate(xo2, 1e-6, wg, bg, shg, scg), out:to("cpu"), dt, what .. ": against the two ops")
+            -- in place: x_out = x
+            local out2 = poisoned({n, c}, dt)
+            op(xg, gg, yg, 1e-6, wg, bg, shg, scg, {x_out = xg, out = out2})
+            near(xg, ref_xo, dt, what .. ": in place x")
+            near(out2, ref, dt, what .. ": in place out")
+          end
+        end
+      end
+    end
+  end)
+
+  it_gpu("gated_add_layernorm_modulate reads strided, 3-D and mixed-dtype inputs", function()
+    local op = adaspa.gated_add_layernorm_modulate
+    for _, dt in ipairs({"f32", "bf16"}) do
+      -- narrowed x and y rows, a [C] gate narrowed out of an f32 modulation vector at an odd offset
+      local xc, xg = narrowed(65, 130, dt)
+      local yc, yg = narrowed(65, 130, dt)
+      local mod = rnd({3 * 130}, "f32")
+      local gc, gg = mod:narrow(1, 131, 130), mod:to("cuda"):narrow(1, 131, 130)
+      local sh, sc = rnd({130}, dt), rnd({130}, "f32")
+      local ref, ref_xo = op(xc, gc, yc, 1e-6, nil, nil, sh, sc)
+      local out, xo = op(xg, gg, yg, 1e-6, nil, nil, sh:to("cuda"), sc:to("cuda"),
+        {out = poisoned({65, 130}, dt), x_out = poisoned({65, 130}, dt)})
+      near(xo, ref_xo, dt, "strided x_out " .. dt)
+      near(out, ref, dt, "strided out " .. dt)
+      -- 3-D x (rows fold), [1, C] gate, gapped y (copied first)
+      local x3 = rnd({3, 11, 64}, dt)
+      local g1 = rnd({1, 1, 64}, dt)
+      local ybase = rnd({3, 11, 64, 2}, dt)
+      local function gap(t) return t:narrow(4, 2, 1):reshape({3, 11, 64}) end
+      local w = rnd({64}, dt)
+      local r3, rx3 = op(x3, g1, gap(ybase), 1e-6, w, nil, sh:narrow(1, 1, 64), sh:narrow(1, 2, 64))
+      local o3, ox3 = op(x3:to("cuda"), g1:to("cuda"), gap(ybase:to("cuda")), 1e-6, w:to("cuda"), nil,
+        sh:to("cuda"):narrow(1, 1, 64), sh:to("cuda"):narrow(1, 2, 64))
+      near(ox3, rx3, dt, "3-D x_out " .. dt)
+      near(o3, r3, dt, "3-D out " .. dt)
+    end
+    -- bf16 x and x_out with an f32 gate, f16 y and f32 out: x_out rounded to bf16 before the norm
+    local x, g, y = rnd({65, 64}, "bf16"), rnd({64}), rnd({65, 64}, "f16")
+    local sh, sc = rnd({64}), rnd({64})
+    local ref, ref_xo = op(x, g, y, 1e-6, nil, nil, sh, sc, {out = adaspa.empty({65, 64})})
+    local out, xo = op(x:to("cuda"), g:to("cuda"), y:to("cuda"), 1e-6, nil, nil, sh:to("cuda"), sc:to("cuda"),
+      {out = poisoned({65, 64}, "f32")})
+    assert.equal("bf16", xo:dtype())
+    near(xo, ref_xo, "bf16", "mixed dtypes: x_out")
+    near(out, ref, "f32", "mixed dtypes: out")
+    -- tensors on different devices are named
+    spec_error(function() op(x:to("cuda"), g:to("cuda"), y:to("cuda"), 1e-6, nil, nil, sh:to("cuda"), sc:to("cuda"),
+      {x_out = adaspa.empty({65, 64}, {dtype = "bf16"})}) end, "adaspa.gated_add_layernorm_modulate", "x_out is on cpu")
+  end)
 end)
 
 describe("cuda nn ops: elementwise", function()

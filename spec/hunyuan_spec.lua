@@ -404,6 +404,33 @@ describe("hunyuan model against a float64 reference", function()
     assert.equal(0, spec_maxdiff(fused, got))
   end)
 
+  it("gives the same velocity, f32 and bf16, with each residual update fused into the next norm or not (fused_add_norm)", function()
+    -- two blocks of each kind: updates carried from block to block, from the last double block
+    -- into the concatenation, from the last single block into the final layer
+    local cfg2 = {}
+    for k, v in pairs(CFG) do cfg2[k] = v end
+    cfg2.layers = {double = 2, single = 2, refiner = 1}
+    local w2 = make_weights(cfg2)
+    local function with(cfg, weights, fused, dt)
+      local c = {}
+      for k, v in pairs(cfg) do c[k] = v end
+      c.fused_add_norm = fused
+      local w = {}
+      for k, v in pairs(weights) do w[k] = v:to(dt) end
+      local text = {states = TEXT.states:to(dt), valid = TEXT.valid, pooled = TEXT.pooled:to(dt)}
+      return hy.new(c, w):forward(X:to(dt), TSTEP, text, GUIDANCE)
+    end
+    assert.is_nil(CFG.fused_add_norm) -- the default: fused
+    assert.equal(0, spec_maxdiff(with(CFG, WEIGHTS, false, "f32"), got))
+    local f2 = with(cfg2, w2, true, "f32")
+    assert.equal(0, spec_maxdiff(f2, with(cfg2, w2, false, "f32")))
+    assert.is_true(spec_maxdiff(f2, got) > 1e-3) -- the extra blocks do act
+    local fb, ub = with(cfg2, w2, true, "bf16"), with(cfg2, w2, false, "bf16")
+    assert.equal("bf16", fb:dtype())
+    assert.equal(0, spec_maxdiff(fb, ub))
+    assert.is_true(spec_maxdiff(fb, f2) > 0) -- bf16 does round differently from f32
+  end)
+
   it("is deterministic", function()
     local again = MODEL:forward(X, TSTEP, TEXT, GUIDANCE)
     assert.are.equal(0, spec_maxdiff(got, again))

@@ -629,6 +629,175 @@ end)
 
 -- ---- video DiT pieces ----------------------------------------------------------------------------------
 
+describe("gated_add_layernorm_modulate", function()
+  local op = adaspa.gated_add_layernorm_modulate
+
+  -- float64: xo = x + gate * y, out = layernorm(xo, eps, w, b) * (1 + scale) + shift; operands [C]
+  -- (any tensor of C elements) or x's shape. Returns out, xo as flat lists.
+  local function ref(x, g, y, eps, w, b, sh, sc)
+    local X = flat(x)
+    local shape = x:shape()
+    local c = shape[#shape]
+    local function at(t)
+      local T, bc = flat(t), t:numel() == c
+      return function(i) return bc and T[(i - 1) % c + 1] or T[i] end
+    end
+    local G, Y, SH, SC = at(g), at(y), at(sh), at(sc)
+    local W, B = w and flat(w), b and flat(b)
+    local xo, out = {}, {}
+    for i = 1, #X do xo[i] = X[i] + G(i) * Y(i) end
+    for r = 0, #X / c - 1 do
+      local mean, var = 0, 0
+      for j = 1, c do mean = mean + xo[r * c + j] end
+      mean = mean / c
+      for j = 1, c do var = var + (xo[r * c + j] - mean) ^ 2 end
+      local inv = 1 / math.sqrt(var / c + eps)
+      for j = 1, c do
+        local i = r * c + j
+        local v = (xo[i] - mean) * inv
+        if W then v = v * W[j] end
+        if B then v = v + B[j] end
+        out[i] = v * (1 + SC(i)) + SH(i)
+      end
+    end
+    return out, xo
+  end
+
+  local seed = 830
+  local function rnd(shape, dt)
+    seed = seed + 1
+    return adaspa.randn(shape, {seed = seed, dtype = dt or "f32"})
+  end
+
+  it("matches a float64 reference at odd sizes, with [C], [1, C] and full operands, weight and bias", function()
+    for _, s in ipairs({{1, 1}, {1, 33}, {5, 37}, {3, 2, 19}, {9, 131}}) do
+      local c = s[#s]
+      local one = {}
+      for d = 1, #s - 1 do one[d] = 1 end
+      one[#s] = c
+      for _, form in ipairs({"vec", "row", "full"}) do
+        local oshape = form == "vec" and {c} or form == "row" and one or s
+        local x, y = rnd(s), rnd(s)
+        -- the gate takes every form; shift and scale the same (full ones run the two ops in turn)
+        local g, sh, sc = rnd(oshape), rnd(oshape), rnd(oshape)
+        local w, b = rnd({c}), rnd({c})
+        for _, wb in ipairs({false, true}) do
+          local what = string.format("%s operands %s%s", table.concat(s, "x"), form, wb and " weight, bias" or "")
+          local want, want_xo = ref(x, g, y, 1e-5, wb and w, wb and b, sh, sc)
+          local out, xo = op(x, g, y, 1e-5, wb and w or nil, wb and b or nil, sh, sc,
+            {out = poisoned(s), x_out = poisoned(s)})
+          assert.same(s, out:shape())
+          check(xo, want_xo, 1e-6, what .. ": x_out")
+          if c > 1 then check(out, want, 1e-5, what .. ": out") end
+        end
+      end
+    end
+  end)
+
+  it("gives the bits of gated_add then layernorm_modulate, f32, bf16 and f16, in place and not", function()
+    for _, dt in ipairs({"f32", "bf16", "f16"}) do
+      for _, s in ipairs({{7, 33}, {4, 3, 130}, {65, 64}}) do
+        local c = s[#s]
+        local x, y, gv, gf = rnd(s, dt), rnd(s, dt), rnd({c}, dt), rnd(s, dt)
+        local sh, sc, w, b = rnd({c}, dt), rnd({c}, dt), rnd({c}, dt), rnd({c}, dt)
+        for _, g in ipairs({gv, gf}) do
+          for _, wb in ipairs({false, true}) do
+            local what = string.format("%s %s gate %s%s", dt, table.concat(s, "x"), g == gv and "[C]" or "full",
+              wb and " weight, bias" or "")
+            local wx, wy = wb and w or nil, wb and b or nil
+            local x1 = x:clone()
+            adaspa.gated_add(x1, g, y, {out = x1})
+            local want = adaspa.layernorm_modulate(x1, 1e-6, wx, wy, sh, sc)
+            -- in place: x_out = x, returned as is
+            local x2 = x:clone()
+            local out, xo = op(x2, g, y, 1e-6, wx, wy, sh, sc, {x_out = x2})
+            assert.is_true(rawequal(xo, x2), what)
+            assert.equal(dt, out:dtype())
+            assert.equal(0, spec_maxdiff(x2, x1), what .. ": x_out")
+            assert.equal(0, spec_maxdiff(out, want), what .. ": out")
+            -- into new tensors: x is left as it was
+            local out3, xo3 = op(x, g, y, 1e-6, wx, wy, sh, sc)
+            assert.equal(0, spec_maxdiff(xo3, x1), what .. ": new x_out")
+            assert.equal(0, spec_maxdiff(out3, want), what .. ": new out")
+            assert.is_true(spec_maxdiff(x, x1) > 0, what .. ": x unchanged")
+          end
+        end
+      end
+    end
+  end)
+
+  it("rounds x_out to its own dtype before the norm reads it (mixed dtypes, strided inputs)", function()
+    -- f32 x, bf16 x_out and out, a gate narrowed out of a modulation vector, strided y
+    local x = rnd({6, 40})
+    local y = rnd({6, 45}, "bf16"):narrow(2, 3, 40)
+    local g = rnd({3 * 40}):narrow(1, 41, 40)
+    local sh, sc = rnd({40}, "bf16"), rnd({40})
+    local xo_b = adaspa.empty({6, 40}, {dtype = "bf16"})
+    local want_xo = adaspa.gated_add(x, g, y, {out = adaspa.empty({6, 40}, {dtype = "bf16"})})
+    local want = adaspa.layernorm_modulate(want_xo, 1e-6, nil, nil, sh, sc, {out = adaspa.empty({6, 40}, {dtype = "bf16"})})
+    local out = op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = xo_b, out = poisoned({6, 40}, "bf16")})
+    assert.equal(0, spec_maxdiff(xo_b, want_xo))
+    assert.equal(0, spec_maxdiff(out, want))
+    -- the rounding matters: the norm of the unrounded f32 sum differs
+    local unrounded = adaspa.layernorm_modulate(adaspa.gated_add(x, g, y), 1e-6, nil, nil, sh, sc,
+      {out = adaspa.empty({6, 40}, {dtype = "bf16"})})
+    assert.is_true(spec_maxdiff(out, unrounded) > 0)
+  end)
+
+  it("uses the default eps 1e-6 when eps is nil", function()
+    local x, g, y = rnd({3, 17}), rnd({17}), rnd({3, 17})
+    local sh, sc = rnd({17}), rnd({17})
+    local a = op(x, g, y, nil, nil, nil, sh, sc)
+    local b = op(x, g, y, 1e-6, nil, nil, sh, sc)
+    assert.equal(0, spec_maxdiff(a, b))
+    local c = op(x, g, y, 0.5, nil, nil, sh, sc)
+    assert.is_true(spec_maxdiff(a, c) > 1e-3)
+  end)
+
+  it("names the op, the argument and the shapes in its errors, and writes nothing then", function()
+    local fn = "adaspa.gated_add_layernorm_modulate"
+    local x, y, g = rnd({4, 8}), rnd({4, 8}), rnd({8})
+    local sh, sc = rnd({8}), rnd({8})
+    local i32 = adaspa.zeros({4, 8}, {dtype = "i32"})
+    spec_error(function() op(x, rnd({7}), y, 1e-6, nil, nil, sh, sc) end, fn,
+      "gate must have shape [8] or the shape of x [4, 8], got [7]")
+    spec_error(function() op(x, g, rnd({4, 7}), 1e-6, nil, nil, sh, sc) end, fn,
+      "y must have shape [8] or the shape of x [4, 8], got [4, 7]")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, rnd({5}), sc) end, fn, "shift must have shape [8]", "got [5]")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, rnd({2, 8})) end, fn, "scale must have shape [8]", "got [2, 8]")
+    spec_error(function() op(x, g, y, 1e-6, rnd({9}), nil, sh, sc) end, fn, "weight", "[9]")
+    spec_error(function() op(x, g, y, 1e-6, nil, rnd({8, 1}), sh, sc) end, fn, "bias", "[8, 1]")
+    spec_error(function() op(x, g, i32, 1e-6, nil, nil, sh, sc) end, fn, "y must be f32, bf16 or f16, got i32")
+    spec_error(function() op(x, g, y, -1, nil, nil, sh, sc) end, fn, "eps must be a finite number >= 0, got -1")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, nil, sc) end, fn, "shift")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = rnd({4, 7})}) end, fn,
+      "option x_out has shape [4, 7], expected [4, 8]")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {out = rnd({3, 8})}) end, fn,
+      "option out has shape [3, 8], expected [4, 8]")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {bogus = 1}) end, fn, "bogus")
+    -- overlaps: out with x_out or an input; x_out with anything but x itself
+    local big = rnd({5, 8})
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = x, out = x}) end, fn,
+      "out [4, 8] overlaps x [4, 8] in memory")
+    local xo = rnd({4, 8})
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = xo, out = xo}) end, fn,
+      "out [4, 8] overlaps x_out [4, 8] in memory")
+    spec_error(function() op(big:narrow(1, 1, 4), g, y, 1e-6, nil, nil, sh, sc, {x_out = big:narrow(1, 2, 4)}) end, fn,
+      "x_out [4, 8] overlaps x [4, 8] in memory (x_out may be that very tensor")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = y}) end, fn, "x_out [4, 8] overlaps y [4, 8]")
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {out = y}) end, fn, "out [4, 8] overlaps y [4, 8]")
+    -- a non-contiguous x_out
+    local wide = rnd({4, 9})
+    spec_error(function() op(x, g, y, 1e-6, nil, nil, sh, sc, {x_out = wide:narrow(2, 1, 8)}) end, fn, "x_out")
+    -- nothing written by a failing call
+    local keep = x:clone()
+    local o = adaspa.full({4, 8}, 7)
+    pcall(op, x, g, y, 1e-6, rnd({9}), nil, sh, sc, {x_out = x, out = o})
+    assert.equal(0, spec_maxdiff(x, keep))
+    assert.equal(224, o:sum())
+  end)
+end)
+
 describe("rope3d", function()
   it("rotates each pair by position x frequency (hand-checked angles)", function()
     -- grid {2, 3, 4}, axes {4, 6, 6}, D = 16: pairs 0-1 time, 2-4 height, 5-7 width.

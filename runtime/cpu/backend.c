@@ -152,6 +152,38 @@ static ada_status cpu_rowwise(ada_rowwise_kind kind, ada_tensor *out, const ada_
   return s;
 }
 
+/* gated_add, then layernorm_modulate, in one pass over each row (ada_cpu_gated_add_layernorm_modulate):
+ * the same rounding points as the two ops, so the same bits. shift and scale are [C] vectors. */
+static ada_status cpu_gated_add_layernorm_modulate(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                                   const ada_tensor *gate, const ada_tensor *y, double eps,
+                                                   const ada_tensor *weight, const ada_tensor *bias,
+                                                   const ada_tensor *shift, const ada_tensor *scale) {
+  const int64_t c = x->shape[x->ndim - 1], rows = ada_tensor_numel(x) / c;
+  const int64_t ld_gate = operand_ld(gate, x), ld_y = operand_ld(y, x);
+  enum { X, GATE, Y, W, B, SHIFT, SCALE, N_IN };
+  const ada_tensor *in[N_IN] = {x, gate, y, weight, bias, shift, scale}, *u[N_IN] = {NULL};
+  ada_tensor *t[N_IN] = {NULL}, *txo = NULL, *tout = NULL, *bxo, *bout;
+  ada_status s = ADA_OK;
+  for (int i = 0; i < N_IN && !s; i++)
+    if (in[i]) s = ada_cpu_f32_in(in[i], true, &u[i], &t[i]);
+  /* x_out's buffer is x's f32 data itself when x_out is x in f32 (in place, row by row) */
+  if (!s) s = ada_cpu_f32_out(x_out, &bxo, &txo);
+  if (!s) s = ada_cpu_f32_out(out, &bout, &tout);
+  if (!s) {
+    ada_cpu_gated_add_layernorm_modulate(ada_tensor_data(bxo), ada_tensor_data(bout), f32(u[X]), f32(u[GATE]), ld_gate,
+                                         f32(u[Y]), ld_y, eps, f32(u[W]), f32(u[B]), f32(u[SHIFT]), f32(u[SCALE]),
+                                         rows, c, x_out->dtype, out->dtype);
+    s = ada_cpu_f32_out_done(x_out, txo);
+    txo = NULL;
+    if (!s) s = ada_cpu_f32_out_done(out, tout);
+    tout = NULL;
+  }
+  ada_tensor_free(txo);
+  ada_tensor_free(tout);
+  for (int i = 0; i < N_IN; i++) ada_tensor_free(t[i]);
+  return s;
+}
+
 static ada_status cpu_unary(ada_unary_kind kind, ada_tensor *out, const ada_tensor *x, double sc) {
   const ada_tensor *ux;
   ada_tensor *tx = NULL, *tout = NULL, *buf;
@@ -387,6 +419,7 @@ static const ada_backend cpu_backend = {
             .linear = cpu_linear,
             .matmul = cpu_matmul,
             .layernorm = cpu_layernorm,
+            .gated_add_layernorm_modulate = cpu_gated_add_layernorm_modulate,
             .rmsnorm = cpu_rmsnorm,
             .softmax = cpu_softmax,
             .rowwise = cpu_rowwise,

@@ -11,6 +11,7 @@
 
 #include <stdint.h>
 
+#include "../scalar.h"
 #include "../status.h"
 
 /* c [m, n] (row stride ldc) = a [m, k] . b [k, n] (+ bias [n] when non-NULL). Element (i, p) of
@@ -35,6 +36,17 @@ void ada_cpu_modulate(float *out, const float *x, const float *shift, int64_t ld
 /* out = x + gate * y */
 void ada_cpu_gated_add(float *out, const float *x, const float *gate, int64_t ld_gate, const float *y, int64_t ld_y,
                        int64_t rows, int64_t n);
+/* x_out = x + gate * y, rounded to xo_dt (as storing it in that dtype rounds it); then out =
+ * layernorm(x_out, eps, weight, bias) rounded to out_dt, * (1 + scale) + shift: the operations,
+ * order and rounding points of ada_cpu_gated_add, ada_cpu_layernorm and ada_cpu_modulate run in
+ * turn with their results stored in between, in one pass over each row. shift, scale (and weight,
+ * bias unless NULL) are [n] vectors; x_out may be x; out overlaps nothing. out is not rounded at
+ * the end (the caller stores it in out_dt). */
+void ada_cpu_gated_add_layernorm_modulate(float *x_out, float *out, const float *x, const float *gate,
+                                          int64_t ld_gate, const float *y, int64_t ld_y, double eps,
+                                          const float *weight, const float *bias, const float *shift,
+                                          const float *scale, int64_t rows, int64_t n, ada_dtype xo_dt,
+                                          ada_dtype out_dt);
 void ada_cpu_add(float *out, const float *a, const float *b, int64_t ld_b, int64_t rows, int64_t n);
 void ada_cpu_mul(float *out, const float *a, const float *b, int64_t ld_b, int64_t rows, int64_t n);
 

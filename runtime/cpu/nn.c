@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../scalar.h"
 #include "cpu_nn.h"
 
 /* Below this many elements a loop runs on one thread. */
@@ -27,21 +28,52 @@ static double row_sum(const float *x, int64_t n, int sq, double mean) {
   return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* One row of layernorm: o = (xr - mean) / sqrt(var + eps) (* weight) (+ bias); o may be xr. */
+static void layernorm_row(float *o, const float *xr, int64_t n, double eps, const float *weight, const float *bias) {
+  const double mean = row_sum(xr, n, 0, 0.0) / (double)n;
+  const double var = row_sum(xr, n, 1, mean) / (double)n;
+  const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
+  for (int64_t j = 0; j < n; j++) {
+    float v = (xr[j] - mu) * rstd;
+    if (weight) v *= weight[j];
+    if (bias) v += bias[j];
+    o[j] = v;
+  }
+}
+
 void ada_cpu_layernorm(float *out, const float *x, int64_t rows, int64_t n, double eps, const float *weight,
                        const float *bias) {
 #pragma omp parallel for schedule(static) if (rows * n > PAR_MIN)
+  for (int64_t r = 0; r < rows; r++) layernorm_row(out + r * n, x + r * n, n, eps, weight, bias);
+}
+
+/* v rounded to dtype dt and back (the value an f32 result has once stored as dt). */
+static inline float round_to(float v, ada_dtype dt) {
+  if (dt == ADA_BF16) return ada_bf16_to_f32(ada_f32_to_bf16(v));
+  if (dt == ADA_F16) return ada_f16_to_f32(ada_f32_to_f16(v));
+  return v;
+}
+
+void ada_cpu_gated_add_layernorm_modulate(float *x_out, float *out, const float *x, const float *gate,
+                                          int64_t ld_gate, const float *y, int64_t ld_y, double eps,
+                                          const float *weight, const float *bias, const float *shift,
+                                          const float *scale, int64_t rows, int64_t n, ada_dtype xo_dt,
+                                          ada_dtype out_dt) {
+#pragma omp parallel for schedule(static) if (rows * n > PAR_MIN)
   for (int64_t r = 0; r < rows; r++) {
-    const float *xr = x + r * n;
-    float *o = out + r * n;
-    const double mean = row_sum(xr, n, 0, 0.0) / (double)n;
-    const double var = row_sum(xr, n, 1, mean) / (double)n;
-    const float mu = (float)mean, rstd = (float)(1.0 / sqrt(var + eps));
-    for (int64_t j = 0; j < n; j++) {
-      float v = (xr[j] - mu) * rstd;
-      if (weight) v *= weight[j];
-      if (bias) v += bias[j];
-      o[j] = v;
-    }
+    const float *xr = x + r * n, *g = gate + r * ld_gate, *yr = y + r * ld_y;
+    float *xo = x_out + r * n, *o = out + r * n;
+    /* ada_cpu_gated_add, rounded as storing x_out rounds it (f32: plain loops, vectorized) */
+    if (xo_dt == ADA_F32)
+      for (int64_t j = 0; j < n; j++) xo[j] = xr[j] + g[j] * yr[j];
+    else
+      for (int64_t j = 0; j < n; j++) xo[j] = round_to(xr[j] + g[j] * yr[j], xo_dt);
+    /* ada_cpu_layernorm of the stored row, rounded into out, then ada_cpu_modulate in place */
+    layernorm_row(o, xo, n, eps, weight, bias);
+    if (out_dt == ADA_F32)
+      for (int64_t j = 0; j < n; j++) o[j] = o[j] * (1.0f + scale[j]) + shift[j];
+    else
+      for (int64_t j = 0; j < n; j++) o[j] = round_to(o[j], out_dt) * (1.0f + scale[j]) + shift[j];
   }
 }
 

@@ -42,6 +42,7 @@ static const ada_backend cuda_backend = {
             .matmul = ada_cuda_op_matmul,
             .layernorm = ada_cuda_op_layernorm,
             .layernorm_modulate = ada_cuda_op_layernorm_modulate,
+            .gated_add_layernorm_modulate = ada_cuda_op_gated_add_layernorm_modulate,
             .rmsnorm = ada_cuda_op_rmsnorm,
             .softmax = ada_cuda_op_softmax,
             .rowwise = ada_cuda_op_rowwise,

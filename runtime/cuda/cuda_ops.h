@@ -32,6 +32,13 @@ ada_status ada_cuda_op_softmax(ada_tensor *out, const ada_tensor *x, double scal
 /* out = layernorm(x, eps, weight, bias) * (1 + scale) + shift in one pass (shift and scale: [C]). */
 ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                                           const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale);
+/* x_out = x + gate * y (gate, y: [C] or x's shape), then out = layernorm_modulate(x_out, ...) as
+ * above, in one pass: the row is rounded to x_out's dtype before it is normalized (shift and
+ * scale: [C]). x_out may be x. */
+ada_status ada_cuda_op_gated_add_layernorm_modulate(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                                    const ada_tensor *gate, const ada_tensor *y, double eps,
+                                                    const ada_tensor *weight, const ada_tensor *bias,
+                                                    const ada_tensor *shift, const ada_tensor *scale);
 /* The row-wise and unary ops of backend.h's table (kernels/nn.cu's ada_launch_rowwise). */
 ada_status ada_cuda_op_rowwise(ada_rowwise_kind kind, ada_tensor *out, const ada_tensor *x, const ada_tensor *a,
                               const ada_tensor *b);

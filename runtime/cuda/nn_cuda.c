@@ -187,23 +187,27 @@ ada_status ada_cuda_op_unary(ada_unary_kind kind, ada_tensor *out, const ada_ten
 
 /* ---- norms ------------------------------------------------------------------------------------- */
 
-static ada_status norm(const char *op, bool rms, ada_tensor *out, const ada_tensor *x, double eps,
-                       const ada_tensor *weight, const ada_tensor *bias, const ada_tensor *shift,
-                       const ada_tensor *scale) {
+/* layernorm / rmsnorm (rms), modulated with shift and scale when given; with x_out (and gate, y)
+ * the row normalized is x + gate * y, stored in x_out first (gated_add_layernorm_modulate). */
+static ada_status norm_ex(const char *op, bool rms, ada_tensor *out, const ada_tensor *x, double eps,
+                          const ada_tensor *weight, const ada_tensor *bias, const ada_tensor *shift,
+                          const ada_tensor *scale, ada_tensor *x_out, const ada_tensor *gate, const ada_tensor *y) {
   cudaStream_t st;
   ada_status s = begin(out, op, &st);
   if (s) return s;
   const int64_t c = x->shape[x->ndim - 1];
   ada_nn_norm_args a;
   memset(&a, 0, sizeof a);
-  ada_tensor *tmp[5] = {NULL, NULL, NULL, NULL, NULL};
+  ada_tensor *tmp[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
   s = stage_rows(x, &a.x, &tmp[0]);
   if (!s && weight) s = stage_vec(weight, &a.w, &a.wdt, &tmp[1]);
   if (!s && bias) s = stage_vec(bias, &a.bias, &a.bdt, &tmp[2]);
   if (!s && shift) s = stage_vec(shift, &a.shift, &a.shdt, &tmp[3]);
   if (!s && scale) s = stage_vec(scale, &a.scale, &a.scdt, &tmp[4]);
+  if (!s && x_out) s = stage_operand(gate, c, &a.gate, &tmp[5]);
+  if (!s && x_out) s = stage_operand(y, c, &a.y, &tmp[6]);
   if (s) {
-    free_all(tmp, 5);
+    free_all(tmp, 7);
     return s;
   }
   a.out = ada_tensor_data(out);
@@ -212,10 +216,23 @@ static ada_status norm(const char *op, bool rms, ada_tensor *out, const ada_tens
   a.c = c;
   a.eps = eps;
   a.rms = rms;
-  a.vec = aligned16(a.out) && (a.rows == 1 || c % 8 == 0) && aligned16(a.x.p) && rows_vec(&a.x.rows, a.rows);
+  bool vec = aligned16(a.out) && (a.rows == 1 || c % 8 == 0) && aligned16(a.x.p) && rows_vec(&a.x.rows, a.rows);
+  if (x_out) {
+    a.x_out = ada_tensor_data(x_out);
+    a.xodt = x_out->dtype;
+    vec = vec && aligned16(a.x_out) && aligned16(a.gate.p) && (a.gate.bcast || rows_vec(&a.gate.rows, a.rows)) &&
+          aligned16(a.y.p) && (a.y.bcast || rows_vec(&a.y.rows, a.rows));
+  }
+  a.vec = vec;
   s = launched(ada_launch_norm(&a, (void *)st), op);
-  free_all(tmp, 5);
+  free_all(tmp, 7);
   return s;
+}
+
+static ada_status norm(const char *op, bool rms, ada_tensor *out, const ada_tensor *x, double eps,
+                       const ada_tensor *weight, const ada_tensor *bias, const ada_tensor *shift,
+                       const ada_tensor *scale) {
+  return norm_ex(op, rms, out, x, eps, weight, bias, shift, scale, NULL, NULL, NULL);
 }
 
 ada_status ada_cuda_op_layernorm(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
@@ -230,6 +247,13 @@ ada_status ada_cuda_op_rmsnorm(ada_tensor *out, const ada_tensor *x, const ada_t
 ada_status ada_cuda_op_layernorm_modulate(ada_tensor *out, const ada_tensor *x, double eps, const ada_tensor *weight,
                                           const ada_tensor *bias, const ada_tensor *shift, const ada_tensor *scale) {
   return norm("layernorm_modulate", false, out, x, eps, weight, bias, shift, scale);
+}
+
+ada_status ada_cuda_op_gated_add_layernorm_modulate(ada_tensor *x_out, ada_tensor *out, const ada_tensor *x,
+                                                    const ada_tensor *gate, const ada_tensor *y, double eps,
+                                                    const ada_tensor *weight, const ada_tensor *bias,
+                                                    const ada_tensor *shift, const ada_tensor *scale) {
+  return norm_ex("gated_add_layernorm_modulate", false, out, x, eps, weight, bias, shift, scale, x_out, gate, y);
 }
 
 /* ---- softmax ----------------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /* lnn.c: Lua bindings of the neural-network ops: adaspa.linear, matmul, layernorm, rmsnorm, softmax,
- * modulate, gated_add, add, mul, scale, silu, gelu_tanh, gelu, rope3d, rmsnorm_rope3d, patchify, unpatchify,
- * timestep_embedding, concat and split. Each takes an optional final table {out = tensor};
+ * layernorm_modulate, gated_add_layernorm_modulate, modulate, gated_add, add, mul, scale, silu,
+ * gelu_tanh, gelu, rope3d, rmsnorm_rope3d, patchify, unpatchify, timestep_embedding, concat and
+ * split. Each takes an optional final table {out = tensor};
  * without it the result is a new tensor with the dtype and device of the first tensor input.
  * linear's table also takes act = "gelu_tanh" and accumulate = true (ada_linear_opts). */
 #include <math.h>
@@ -170,6 +171,42 @@ static int l_layernorm_modulate(lua_State *L) {
   ada_tensor *out = lada_push_out(L, 7, fn, x, x->ndim, x->shape);
   lada_check(L, ada_op_layernorm_modulate(out, x, eps, w, b, sh, sc), fn);
   return 1;
+}
+
+/* adaspa.gated_add_layernorm_modulate(x, gate, y, eps, weight, bias, shift, scale [, opts]) -> out, x_out:
+ * x_out = x + gate * y (gated_add), out = layernorm_modulate(x_out, eps, weight, bias, shift, scale),
+ * in one pass; eps nil: 1e-6; weight, bias may be nil. opts: out, and x_out (x itself: in place;
+ * default a new tensor like x). */
+static int l_gated_add_layernorm_modulate(lua_State *L) {
+  const char *fn = "adaspa.gated_add_layernorm_modulate";
+  static const char *const keys[] = {"out", "x_out", NULL};
+  ada_tensor *x = lada_check_tensor(L, 1, fn, "x");
+  ada_tensor *g = lada_check_tensor(L, 2, fn, "gate"), *y = lada_check_tensor(L, 3, fn, "y");
+  const double eps = opt_number(L, 4, fn, "eps", 1e-6);
+  ada_tensor *w = opt_tensor(L, 5, fn, "weight"), *b = opt_tensor(L, 6, fn, "bias");
+  ada_tensor *sh = lada_check_tensor(L, 7, fn, "shift"), *sc = lada_check_tensor(L, 8, fn, "scale");
+  lada_check_opts(L, 9, fn, keys);
+  ada_tensor *out = lada_push_out(L, 9, fn, x, x->ndim, x->shape);
+  ada_tensor *x_out = NULL;
+  if (lua_istable(L, 9)) {
+    lua_getfield(L, 9, "x_out");
+    if (!lua_isnil(L, -1)) {
+      x_out = lada_check_tensor(L, lua_gettop(L), fn, "option x_out");
+      if (x_out->ndim != x->ndim || memcmp(x_out->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim)) {
+        char s1[96], s2[96];
+        return lada_error(L, fn, "option x_out has shape %s, expected %s (the shape of x)",
+                          shape_str(x_out, s1, sizeof s1), shape_str(x, s2, sizeof s2));
+      }
+    } else {
+      lua_pop(L, 1);
+    }
+  }
+  if (!x_out) {
+    lada_check(L, ada_tensor_empty(&x_out, x->ndim, x->shape, x->dtype, x->storage->device), fn);
+    lada_push_tensor(L, x_out);
+  }
+  lada_check(L, ada_op_gated_add_layernorm_modulate(x_out, out, x, g, y, eps, w, b, sh, sc), fn);
+  return 2; /* out, x_out: the top two values of the stack */
 }
 
 /* adaspa.rmsnorm(x, weight, eps [, opts]); weight may be nil; eps nil: 1e-6 */
@@ -435,6 +472,7 @@ void lada_open_nn(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"linear", l_linear},       {"matmul", l_matmul},       {"layernorm", l_layernorm},
       {"rmsnorm", l_rmsnorm},     {"softmax", l_softmax},     {"layernorm_modulate", l_layernorm_modulate},
+      {"gated_add_layernorm_modulate", l_gated_add_layernorm_modulate},
       {"modulate", l_modulate},   {"gated_add", l_gated_add},
       {"add", l_add},             {"mul", l_mul},             {"scale", l_scale},
       {"silu", l_silu},           {"gelu_tanh", l_gelu_tanh}, {"gelu", l_gelu}, {"rope3d", l_rope3d},  {"rmsnorm_rope3d", l_rmsnorm_rope3d},

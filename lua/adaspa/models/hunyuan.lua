@@ -169,6 +169,17 @@ function Model:ln_mod(x, shift, scale)
   return adaspa.layernorm_modulate(x, self.cfg.eps, nil, nil, shift, scale)
 end
 
+-- x = x + gate * y (in place), then ln_mod(x, shift, scale): a block's residual update and the
+-- next input norm in one pass over the stream (adaspa.gated_add_layernorm_modulate); with
+-- cfg.fused_add_norm = false the two ops in turn. The same bits on the CPU either way.
+function Model:add_ln_mod(x, gate, y, shift, scale)
+  if self.cfg.fused_add_norm == false then
+    adaspa.gated_add(x, gate, y, {out = x})
+    return self:ln_mod(x, shift, scale)
+  end
+  return (adaspa.gated_add_layernorm_modulate(x, gate, y, self.cfg.eps, nil, nil, shift, scale, {x_out = x}))
+end
+
 -- qkv [S, 3*hidden] -> q, k, v views [S, heads, head_dim] (q and k RMS-normalized when norms given;
 -- with rope = {grid = {T, H, W}, n = T*H*W}, the first n tokens of q and k also get the 3D RoPE, in
 -- the same pass: adaspa.rmsnorm_rope3d). With norms, qo and ko (optional, contiguous [S, heads,
@@ -293,8 +304,22 @@ function Model:forward(x, t, text, a4, a5)
     adaspa.rope3d(q, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = q})
     adaspa.rope3d(k, grid, cfg.rope_axes, cfg.rope_theta, n_img, {out = k})
   end
-  local function proj_qkv(x_, m, name, qn, kn, rope_, qo, ko, qkv_out)
-    local xm = self:ln_mod(x_, m[1], m[2])
+  -- A residual update x_ = x_ + gate * y is kept pending as {gate, y} until x_ is next read: a
+  -- ln_mod there applies it in the same pass (norm_after), anything else applies it first
+  -- (settle). y is freed once applied; a pending update never spans an attention.
+  local function settle(x_, pend)
+    if not pend then return end
+    adaspa.gated_add(x_, pend[1], pend[2], {out = x_})
+    drop(pend[2])
+  end
+  local function norm_after(x_, pend, shift, scale)
+    if not pend then return self:ln_mod(x_, shift, scale) end
+    local xm = self:add_ln_mod(x_, pend[1], pend[2], shift, scale)
+    drop(pend[2])
+    return xm
+  end
+  local function proj_qkv(x_, m, pend, name, qn, kn, rope_, qo, ko, qkv_out)
+    local xm = norm_after(x_, pend, m[1], m[2])
     local qkv = self:lin(xm, name, {out = qkv_out})
     drop(xm)
     local q, k, v = self:split_qkv(qkv, qn, kn, rope_, qo, ko)
@@ -302,6 +327,7 @@ function Model:forward(x, t, text, a4, a5)
     return q, k, v
   end
 
+  local img_pend, txt_pend -- the MLP updates of the previous double block
   for i = 0, cfg.layers.double - 1 do
     local p = "double_blocks." .. i
     local im = self:mod(vs, p .. ".img_mod.linear", 6)
@@ -317,10 +343,11 @@ function Model:forward(x, t, text, a4, a5)
     local k = adaspa.empty({rows + L, cfg.heads, cfg.head_dim}, dt)
     local qkv = adaspa.empty({rows + L, 3 * h}, dt)
     local qkv_i, qkv_t = qkv:narrow(1, 1, rows), qkv:narrow(1, rows + 1, L)
-    local iq, ik, iv = proj_qkv(img, im, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight",
+    local iq, ik, iv = proj_qkv(img, im, img_pend, p .. ".img_attn_qkv", p .. ".img_attn_q_norm.weight",
       p .. ".img_attn_k_norm.weight", rope, q:narrow(1, 1, rows), k:narrow(1, 1, rows), qkv_i)
-    local tq, tk, tv = proj_qkv(txt, tm, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight",
+    local tq, tk, tv = proj_qkv(txt, tm, txt_pend, p .. ".txt_attn_qkv", p .. ".txt_attn_q_norm.weight",
       p .. ".txt_attn_k_norm.weight", nil, q:narrow(1, rows + 1, L), k:narrow(1, rows + 1, L), qkv_t)
+    img_pend, txt_pend = nil, nil
     local vq, vk, v = self:split_qkv(qkv) -- v: a view of the joint qkv's v columns
     drop(iq, ik, iv, tq, tk, tv, qkv_i, qkv_t, vq, vk, qkv) -- the row views; v keeps the storage
     if not sp then rotate(q, k) end
@@ -332,30 +359,32 @@ function Model:forward(x, t, text, a4, a5)
     local pi = self:lin(ai, p .. ".img_attn_proj")
     local pt = self:lin(at, p .. ".txt_attn_proj")
     drop(a, a2, ai, at)
-    img = adaspa.gated_add(img, im[3], pi, {out = img})
-    txt = adaspa.gated_add(txt, tm[3], pt, {out = txt})
-    drop(pi, pt)
-    local function mlp(x_, m, s)
-      local xm = self:ln_mod(x_, m[4], m[5])
+    -- the attention's residual update (gate 3) applied in the MLP's input norm; the MLP's own
+    -- update (gate 6) left pending for the next block's first norm
+    local function mlp(x_, m, s, proj)
+      local xm = norm_after(x_, {m[3], proj}, m[4], m[5])
       local y = self:lin(xm, p .. "." .. s .. "_mlp.fc1", {act = "gelu_tanh"}) -- GELU in the GEMM's epilogue
       drop(xm)
       local z = self:lin(y, p .. "." .. s .. "_mlp.fc2")
       drop(y)
-      adaspa.gated_add(x_, m[6], z, {out = x_})
-      drop(z)
+      return {m[6], z}
     end
-    mlp(img, im, "img")
-    mlp(txt, tm, "txt")
+    img_pend = mlp(img, im, "img", pi)
+    txt_pend = mlp(txt, tm, "txt", pt)
   end
+  settle(img, img_pend) -- the concatenation reads the streams
+  settle(txt, txt_pend)
 
   local xs = adaspa.concat({img, txt})                                                       -- [rows + L, hidden]
   drop(img, txt)
   local S = rows + L
   local mlp_w = h * cfg.mlp_ratio
+  local xs_pend -- the previous single block's update
   for i = 0, cfg.layers.single - 1 do
     local p = "single_blocks." .. i
     local m = self:mod(vs, p .. ".modulation.linear", 3)
-    local xm = self:ln_mod(xs, m[1], m[2])
+    local xm = norm_after(xs, xs_pend, m[1], m[2])
+    xs_pend = nil
     -- linear1 [3h + mlp, h] as two GEMMs over its row ranges (views of the weight and bias): the
     -- q, k, v part [S, 3h], and the MLP part [S, mlp] with the GELU in its epilogue (after the
     -- attention, so xm [S, h] rather than the activation is held across it)
@@ -382,13 +411,19 @@ function Model:forward(x, t, text, a4, a5)
     drop(a, a2)
     adaspa.linear(act, w2m, nil, {out = y, accumulate = true})
     drop(act, w2a, w2m)
-    xs = adaspa.gated_add(xs, m[3], y, {out = xs})
-    drop(y)
+    xs_pend = {m[3], y}
   end
 
+  -- the final layer reads the image rows only: the last update is applied to them alone, in its norm
   local fm = self:mod(vs, "final_layer.adaLN_modulation.1", 2)                              -- shift, scale
   local xs_img = xs:narrow(1, 1, rows)
-  local xm = self:ln_mod(xs_img, fm[1], fm[2])
+  local xm
+  if xs_pend then
+    xm = norm_after(xs_img, {xs_pend[1], xs_pend[2]:narrow(1, 1, rows)}, fm[1], fm[2])
+    drop(xs_pend[2])
+  else
+    xm = self:ln_mod(xs_img, fm[1], fm[2])
+  end
   drop(xs, xs_img)
   local out = self:lin(xm, "final_layer.linear")
   drop(xm)
@@ -431,6 +466,9 @@ hy.schema = {
   text_len = C.integer{min = 1, max = 4096, doc = "text tokens (default: the preset's; with text.embeds, the file's)"},
   fused_norm_rope = C.boolean{default = true,
     doc = "q and k RMSNorm + RoPE in one pass (adaspa.rmsnorm_rope3d; same results as the two passes)"},
+  fused_add_norm = C.boolean{default = true,
+    doc = "each residual update and the next LayerNorm + modulation in one pass (adaspa.gated_add_layernorm_modulate; "
+      .. "same results on the CPU as the two passes)"},
   layers = {double = C.integer{min = 0, max = 1000, doc = "double-stream blocks (default: the preset's)"},
             single = C.integer{min = 0, max = 1000, doc = "single-stream blocks (default: the preset's)"},
             refiner = C.integer{min = 0, max = 1000, doc = "text refiner blocks (default: the preset's)"}},
@@ -439,7 +477,9 @@ hy.schema = {
 -- hy.config overrides from the recipe's model table (its hy.schema fields).
 function hy.overrides(m, preset)
   local over = {}
-  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len", "fused_norm_rope"}) do over[k] = m[k] end
+  for _, k in ipairs({"hidden", "heads", "head_dim", "mlp_ratio", "text_len", "fused_norm_rope", "fused_add_norm"}) do
+    over[k] = m[k]
+  end
   over.layers = {}
   for k, v in pairs(m.layers or {}) do over.layers[k] = v end
   if over.hidden == nil and (over.heads or over.head_dim) then
