@@ -566,11 +566,13 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
         softmax(tl.j0(t), mlo, mhi);
+        /* FUSED: the mass partials (and every kMassG tiles their reduction, with its warpgroup
+         * barrier) while O += P V still runs, not after it */
+        if (KIND == FUSED) push_mass(t, mlo, mhi);
         wgmma_wait<0>();
         fence_regs(o);
         fence_a(pa);
         if (lane == 0) mbar_arrive(kv_empty(ring, sp));
-        if (KIND == FUSED) push_mass(t, mlo, mhi);
         /* after the first tiles a row's max rarely moves: alpha is then exactly 1 for every row
          * of the warp and the 64 multiplies are skipped (the same bits either way) */
         if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
