@@ -12,7 +12,9 @@
  *     query rows: S = Q K^T as 8 wgmma m64n128k16 from shared memory (f32 accumulators in
  *     registers), the online softmax on the accumulator fragments (exp2 with scale*log2(e) folded
  *     into one FFMA), P rounded to bf16 in registers, O += P V as 8 wgmma with A from registers
- *     and V read transposed (MN-major) from shared memory.
+ *     and V read transposed (MN-major) from shared memory. Dense: the warpgroup's 4 warps meet at
+ *     a named barrier every 4 key tiles (+8-10% on the H200, NOTES session 9); the fused pass meets
+ *     at each mass reduction, which runs while the tile's P V product is in flight.
  * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
