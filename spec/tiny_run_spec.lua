@@ -223,14 +223,16 @@ describe("the trained tiny model #trained", function()
   it("makes videos that agree with their captions on held-out prompts", function()
     local path = tiny.available()
     if not path then return pending("needs the trained weights " .. tiny.WEIGHTS) end
-    -- eight 50-step runs at 2,328 tokens: minutes with the -O2 binary, far longer under ASan
+    -- eight 50-step runs at 2,328 tokens, two passes a step (the recipe's default run:
+    -- AdaSpa 0.7 with classifier-free guidance at 3, recipes/tiny.lua): minutes with the -O2 binary,
+    -- far longer under ASan
     if spec_bin:find("asan", 1, true) then return pending("the caption check runs with the optimized binary only") end
     local py = os.getenv("ADASPA_PYTHON") or "python3"
     if os.execute(py .. " -c 'import torch, PIL' > /dev/null 2>&1") ~= 0 then
       return pending("needs Python with torch and PIL (" .. py .. "; set ADASPA_PYTHON)")
     end
     local out = spec_tmpdir()
-    local code = os.execute(string.format("%s recipes/tools/tinyvideo/evaluate.py caption --n 4 --adaspa %s --out %s > %s.log 2>&1",
+    local code = os.execute(string.format("%s recipes/tools/tinyvideo/evaluate.py caption --n 4 --guidance 3 --sparsity 0.7 --adaspa %s --out %s > %s.log 2>&1",
       py, spec_bin, out, out))
     assert.are.equal(0, code, spec_slurp(out .. ".log"))
     local js = spec_slurp(out .. "/caption.json")

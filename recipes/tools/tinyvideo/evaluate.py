@@ -8,7 +8,9 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         the frames read back by check.py: a table of what each prompt asked and what each run
         shows, the % of prompts whose colour, shape and motion all agree with the caption, and
         the % for each attribute apart; --rescore: no runs, the frames an earlier caption run left
-        under --out read again (after a change of check.py), its tables written anew
+        under --out read again (after a change of check.py), its tables written anew; the
+        recipe's default run (recipes/tiny.lua since 2026-12-04: AdaSpa 0.7, CFG 3) is --guidance 3
+        --sparsity 0.7 (the defaults here stay those of the runs before: 0.8, one pass a step)
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
@@ -337,7 +339,7 @@ def main(argv):
     ap.add_argument("--sparsity", type=float, default=0.8, help="caption: its sparsity")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale (sampler.guidance_kind=cfg; the unconditional pass on the"
-                         " blank prompt); default and 1: none")
+                         " blank prompt); default and 1: none (recipes/tiny.lua's default run: 3, at --sparsity 0.7)")
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--weights", default=None)
