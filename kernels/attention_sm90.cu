@@ -244,8 +244,8 @@ template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_pa
 
 /* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
  * on barrier 1 + c, issues, then lets the other one go, so one warpgroup's softmax overlaps the
- * other's GEMMs. Barrier 3 + c (one warpgroup) orders the mass partials and keeps the warpgroup's warps
- * together every sync_every tiles. */
+ * other's GEMMs. Barrier 3 + c (one warpgroup) orders the mass partials and, in dense walks,
+ * brings the warpgroup's warps together every SYNC tiles. */
 __device__ __forceinline__ void pp_sync(int c) { asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory"); }
 __device__ __forceinline__ void pp_arrive(int c) { asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory"); }
 __device__ __forceinline__ void bar_wg(int c) { asm volatile("bar.sync %0, 128;\n" ::"r"(3 + c) : "memory"); }
@@ -576,7 +576,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         if (KIND == FUSED) push_mass(t, mlo, mhi);
         /* SYNC: the warpgroup's 4 warps meet every SYNC tiles (dense only; FUSED meets at each
          * mass flush): H200 test bed, same call, dense 720p 577 -> 633 TFLOP/s with the period a
-         * constant, only 580 -> 594 with it read at run time; sparse ran 2-7% slower (NOTES) */
+         * constant, only 580 -> 594 with it read at run time; sparse ran 1-7% slower (NOTES) */
         if (SYNC > 0 && t % (SYNC > 0 ? SYNC : 1) == SYNC - 1) bar_wg(c);
         wgmma_wait<0>();
         fence_regs(o);
