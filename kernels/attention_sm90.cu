@@ -14,7 +14,9 @@
  *     into one FFMA), P rounded to bf16 in registers, O += P V as 8 wgmma with A from registers
  *     and V read transposed (MN-major) from shared memory. Dense: the warpgroup's 4 warps meet at
  *     a named barrier every 4 key tiles (+8-10% on the H200, NOTES session 9); the fused pass meets
- *     at each mass reduction, which runs while the tile's P V product is in flight.
+ *     at each mass reduction, which runs while the tile's P V product is in flight. Sparse and
+ *     fused walks (block 128) compute the rescale exponentials (and the mass factor) only in tiles
+ *     where a row max of the warp moved (LAZY: sparse block 128 +2-3.5%, NOTES session 10).
  * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
@@ -259,6 +261,14 @@ template <int N> __device__ __forceinline__ void fence_a(uint32_t (&a)[N][4]) {
 template <typename OutT, int KIND, int ST, bool PP, int SYNC>
 __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_constant__ Sm90Params P) {
   constexpr int KT = key_tile(KIND), NJ = KT / 8, NR = rings(KIND);
+  /* LAZY: alpha's exponentials, and the fused pass's mass factor 2^(max - lse_in) of each row,
+   * only in tiles where some row max of the warp moved, which after the first tiles is rare.
+   * H200 test bed (tenth session, NOTES): sparse block 128 +2-3.5% in the same call, fused 720p
+   * mass 64 +2.5% in one call and even in the next. Not taken by the dense walk (DENSE128 with
+   * the SYNC barrier: the launcher's dense instantiations; 0.8% slower with it) nor by block 64
+   * (even in the test bed, 3-6% lower in one attention bench). Dense without the barrier but
+   * LAZY runs as fast as with the barrier (720p 639-641 against 642-647 TFLOP/s). */
+  constexpr bool LAZY = KIND != SPARSE64 && !(KIND == DENSE128 && SYNC > 0);
   constexpr uint32_t KH = khalf(KIND), TILE = 2 * KH, STAGE = stage_bytes(KIND);
   static_assert(!(PP && KIND == SPARSE64), "ping-pong needs equal tile counts in both warpgroups");
   static_assert(SYNC == 0 || KIND == DENSE128, "the periodic warpgroup barrier is for dense walks");
@@ -398,7 +408,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     uint32_t pa[KT / 16][4];
 #pragma unroll
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2];
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {1.0f, 1.0f};
+    bool chg = true;               /* LAZY: some row max of the warp moved in this tile */
+    float fr[2] = {0.0f, 0.0f};    /* LAZY FUSED: 2^(scale max - lse_in) of the two rows */
 
     /* FUSED: lse_in of the rows (log2 units), the mass rows this warpgroup (mb 64) or the CTA
      * (mb 128) writes, 1 / their valid rows */
@@ -410,6 +422,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       for (int rh = 0; rh < 2; rh++) {
         const int64_t row = r0 + 8 * rh;
         lc2[rh] = row < p.sq ? p.lse_in[(int64_t)h * p.sq + row] * kLog2e : INFINITY;
+        fr[rh] = ex2(fminf(-lc2[rh], 64.0f)); /* the factor of a row whose max is still -inf (ms 0) */
       }
       const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
       const int64_t mq = mb == 64 ? 2 * qt + c : qt;
@@ -446,16 +459,40 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           if (j0 + (i >> 2) * 8 + 2 * tig + (i & 1) >= p.kv_valid) sc[i] = -INFINITY;
       }
       mlo = mhi = 0.0f;
+      if (LAZY) { /* the exponentials of alpha (and the mass factor) only when some row max moved */
+        float mxs[2];
+#pragma unroll
+        for (int rh = 0; rh < 2; rh++) {
+          float mx = m[rh];
+#pragma unroll
+          for (int j = 0; j < NJ; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mxs[rh] = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        }
+        chg = __any_sync(0xffffffffu, mxs[0] != m[0] || mxs[1] != m[1]);
+        alpha[0] = alpha[1] = 1.0f;
+        if (chg) {
+#pragma unroll
+          for (int rh = 0; rh < 2; rh++) {
+            const float mx = mxs[rh];
+            alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
+            if (KIND == FUSED) fr[rh] = ex2(fminf((mx == -INFINITY ? 0.0f : mx * sl2) - lc2[rh], 64.0f));
+            m[rh] = mx;
+          }
+        }
+      }
 #pragma unroll
       for (int rh = 0; rh < 2; rh++) {
-        float mx = m[rh];
+        if (!LAZY) {
+          float mx = m[rh];
 #pragma unroll
-        for (int j = 0; j < NJ; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float ms = mx == -INFINITY ? 0.0f : mx * sl2;
-        alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
-        m[rh] = mx;
+          for (int j = 0; j < NJ; j++) mx = fmaxf(mx, fmaxf(sc[4 * j + 2 * rh], sc[4 * j + 2 * rh + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
+          m[rh] = mx;
+        }
+        const float ms = m[rh] == -INFINITY ? 0.0f : m[rh] * sl2;
         float rs[2] = {0.0f, 0.0f};
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
@@ -468,7 +505,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         }
         l[rh] = fmaf(l[rh], alpha[rh], rs[0] + rs[1]);
         if (KIND == FUSED) { /* f capped at 2^64 so that a row with no keys (rs 0) adds 0, never 0 x inf */
-          const float f = ex2(fminf(ms - lc2[rh], 64.0f));
+          const float f = LAZY ? fr[rh] : ex2(fminf(ms - lc2[rh], 64.0f));
           mlo = fmaf(rs[0], f, mlo);
           mhi = fmaf(rs[1], f, mhi);
         }
@@ -584,7 +621,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         if (lane == 0) mbar_arrive(kv_empty(ring, sp));
         /* after the first tiles a row's max rarely moves: alpha is then exactly 1 for every row
          * of the warp and the 64 multiplies are skipped (the same bits either way) */
-        if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
+        if (LAZY ? chg : __any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) {
 #pragma unroll
           for (int j = 0; j < 16; j++) {
             o[4 * j] *= alpha[0];
