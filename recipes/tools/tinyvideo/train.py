@@ -197,8 +197,9 @@ def main(argv):
             ap.error(f"--refit-encoder {a.refit_encoder}: no such file")
         try:
             refit = read_export(a.refit_encoder)
+            if refit[0].get("format") != "adaspa-tiny-1":
+                raise ValueError(f"format {refit[0].get('format')!r}")
             rcfg = json.loads(refit[0]["config"])
-            assert refit[0]["format"] == "adaspa-tiny-1", refit[0]["format"]
         except Exception as e:   # noqa: BLE001 - any unreadable file: one message
             ap.error(f"--refit-encoder {a.refit_encoder}: not a train.py export ({type(e).__name__}: {e})")
         rvocab = rcfg.pop("vocab", None)
@@ -244,9 +245,9 @@ def main(argv):
             ap.error(f"--resume: {state_path} stopped fitting an encoder: resume it with --refit-encoder EXPORT")
     refit_info = st.get("refit") if st else None   # what the encoder's refit did, for the metadata
     if refit and not st:
-        prior = json.loads(refit[0].get("final_losses", "{}"))
-        refit_info = {"from": a.refit_encoder, **{"export_" + k: prior.get(k) for k in ("ae_steps", "ae_seconds",
-                                                                                       "ae_psnr_db")}}
+        prior = json.loads(refit[0].get("final_losses", "{}"))   # the export's own autoencoder
+        refit_info = {"from": a.refit_encoder}
+        refit_info.update(("export_" + k, prior.get(k)) for k in ("ae_steps", "ae_seconds", "ae_psnr_db"))
         log(logf, f"ae   refit: a fresh encoder against the frozen decoder of {a.refit_encoder}")
     clip = st["clip"] if st else 0
     ae_loss = st["ae_loss"] if st else float("nan")
