@@ -96,7 +96,7 @@ def flat_metadata(cfg, prefix="tiny."):
 def read_export(path):
     """A train.py export's (metadata, tensors)."""
     with safe_open(path, "pt") as f:
-        meta = f.metadata()
+        meta = f.metadata() or {}
     return meta, load_file(path)
 
 
