@@ -501,4 +501,80 @@ print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int
     assert.are_not.equal(0, code)
     assert.truthy(refused:find("is not the state's decoder", 1, true), refused)
   end)
+
+  it("trains on from an export alone: a fresh encoder fitted to its frozen decoder (--refit-encoder)", function()
+    local out = torch_workdir()
+    if not out then return end
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 ", py)
+    local function train(args, want)   -- the exit code compared (3: the time limit; 2: a refusal)
+      os.execute(string.format("%s %s >> %s/train.log 2>&1; echo $? > %s/rc", base, args, out, out))
+      local log = spec_slurp(out .. "/train.log")
+      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), log)
+      return log
+    end
+    -- the export, its state lost
+    train("--out " .. out .. "/e.safetensors --steps 2")
+    os.remove(out .. "/e.state.pt")
+    local refit = string.format("--out %s/r.safetensors --refit-encoder %s/e.safetensors --ae-steps 30 --steps 2 ", out, out)
+    -- the time limit stops the encoder's fit (state saved, exit 3); that state resumes only as a refit
+    train(refit .. "--time-limit 0", 3)
+    local log = spec_slurp(out .. "/r.log")
+    assert.truthy(log:find("ae   refit: a fresh encoder against the frozen decoder of", 1, true), log)
+    assert.truthy(log:find("saved .-r%.state%.pt %(stage 1, step 0%)"), log)
+    local msg = train(string.format("--out %s/r.safetensors --resume", out), 2)
+    assert.truthy(msg:find("stopped fitting an encoder: resume it with --refit-encoder EXPORT", 1, true), msg)
+    train(refit .. "--resume")
+    log = spec_slurp(out .. "/r.log")
+    assert.truthy(log:find("resuming from .-r%.state%.pt: stage 1, step 0"), log)
+    assert.truthy(log:find("ae   done: 30 steps", 1, true), log)
+    assert.truthy(log:find("ae   refit latents per channel: |mean| <= ", 1, true), log)
+    -- then stage 2 as --init-from the export: its 2 steps counted on, new clips drawn
+    assert.truthy(log:find("dit  from .-e%.safetensors: 2 steps, .- s trained; fresh optimizer, new schedule"), log)
+    assert.truthy(log:find("dit  done: 4 steps, 8 clips,", 1, true), log)
+    local _, emeta = adaspa.safetensors.info(out .. "/e.safetensors")
+    local _, meta = adaspa.safetensors.info(out .. "/r.safetensors")
+    assert.truthy(meta.command:find("--refit-encoder", 1, true), meta.command)
+    local fl = meta.final_losses
+    assert.truthy(fl:find('"encoder_refit": {"from": "' .. out .. '/e.safetensors"', 1, true), fl)
+    assert.truthy(fl:find('"fit_steps": 30, "fit_seconds": [%d.]+, "loss": [%d.]+, "psnr_db": [%d.]+}'), fl)
+    assert.truthy(fl:find('"ae_steps": 33,', 1, true), fl)   -- the export's 3 and the refit's 30
+    assert.is_true(tonumber(fl:match('"data_next": (%d+)')) > tonumber(emeta.final_losses:match('"data_next": (%d+)')))
+    assert.truthy(tiny.training(out .. "/r.safetensors"):find("DiT 4 steps of 2 clips in", 1, true))
+    -- adaspa loads it, and its decoder is the export's, value for value
+    local e, r = tiny.load(out .. "/e.safetensors"), tiny.load(out .. "/r.safetensors")
+    local n = 0
+    for name, t in pairs(e.weights) do
+      if name:find("^decoder%.") then
+        assert.is_true(identical(t, r.weights[name]), name)
+        n = n + 1
+      end
+    end
+    assert.is_true(n > 10)
+    -- the finished state trains on from itself (not the export again), its decoder still checked
+    train(refit .. "--resume --steps 4")
+    log = spec_slurp(out .. "/r.log")
+    assert.truthy(log:find("dit  done: 6 steps, 12 clips,", 1, true), log)
+    assert.is_nil(log:match("dit  from .*dit  from"), log)
+    -- refused: with --init-from, a missing file, another configuration's export, another decoder
+    local function refused(args, says)
+      local m = train(args, 2)
+      assert.truthy(m:find(says, 1, true), args .. "\n" .. m)
+    end
+    refused(refit .. "--resume --init-from " .. out .. "/e.safetensors", "--refit-encoder with --init-from: give one")
+    refused("--out " .. out .. "/x.safetensors --refit-encoder " .. out .. "/none.safetensors", "none.safetensors: no such file")
+    refused("--out " .. out .. "/x.safetensors --refit-encoder ../../../spec/tiny_run_spec.lua", "not a train.py export")
+    os.execute(string.format("cp %s/e.safetensors %s/full.safetensors", out, out))
+    local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s -c \"import sys; sys.path.insert(0, '.');"
+      .. " import json, train; from safetensors import safe_open; from safetensors.torch import load_file, save_file;"
+      .. " p = '%s/full.safetensors'; m = safe_open(p, 'pt').metadata(); c = json.loads(m['config']);"
+      .. " c['ae']['dec_dim'] = 64; m['config'] = json.dumps(c); save_file(load_file(p), p, metadata=m)\"", py, out))
+    assert.are.equal(0, code)
+    refused("--out " .. out .. "/x.safetensors --refit-encoder " .. out .. "/full.safetensors",
+      "its configuration is not this run's (it differs in ae; this run is --smoke)")
+    train("--out " .. out .. "/o.safetensors --steps 1 --seed 5")
+    refused(string.format("--out %s/r.safetensors --resume --refit-encoder %s/o.safetensors", out, out),
+      "r.state.pt fitted its encoder to another decoder")
+    refused(string.format("--out %s/o.safetensors --resume --refit-encoder %s/o.safetensors", out, out),
+      "o.state.pt is not a --refit-encoder run's state")
+  end)
 end)

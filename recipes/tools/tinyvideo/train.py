@@ -4,9 +4,12 @@ Stage 1: the autoencoder (L1 + MSE reconstruction, a small latent penalty, noise
 so the decoder tolerates the DiT's errors). Then the per-channel latent statistics.
 Stage 2: the DiT and the text encoder together, flow matching (x_s = (1 - s) x0 + s e, target
 e - x0, timestep 1000 s, s from a shifted logit-normal), captions dropped 10% of the time.
+--refit-encoder EXPORT (an export whose state is lost): stage 1 fits a fresh encoder to the export's
+frozen decoder and latent statistics, then stage 2 goes on from the export's DiT (as --init-from).
 
     python train.py --smoke                           # every stage a few steps on the CPU (< 2 min)
     python train.py --device cuda --out tiny.safetensors   # the real run (see the README)
+    python train.py --device cuda --refit-encoder EXPORT --ae-seconds 120 ...   # on from an export alone
 """
 import argparse
 import json
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import data
 import model as M
@@ -89,6 +93,13 @@ def flat_metadata(cfg, prefix="tiny."):
     return out
 
 
+def read_export(path):
+    """A train.py export's (metadata, tensors)."""
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+    return meta, load_file(path)
+
+
 def log(f, msg):
     print(msg, flush=True)
     f.write(msg + "\n")
@@ -138,6 +149,12 @@ def main(argv):
     ap.add_argument("--init-from", default=None, metavar="EXPORT",
                     help="with --resume: the text encoder and DiT from EXPORT (a train.py export whose decoder is the"
                          " state's), a fresh optimizer and a new schedule; the state gives the autoencoder")
+    ap.add_argument("--refit-encoder", default=None, metavar="EXPORT",
+                    help="train on from EXPORT alone (its state lost): stage 1 fits a fresh encoder to EXPORT's"
+                         " decoder, frozen with its latent statistics, for --ae-steps / --ae-seconds (the"
+                         " reconstruction loss, plus the normalized latents' per-channel mean and variance pulled to"
+                         " 0 and 1: the latents the DiT was trained on), then stage 2 as --init-from EXPORT; the"
+                         " export keeps EXPORT's decoder. With --resume: continues such a run's state")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -172,6 +189,25 @@ def main(argv):
                 log(logf, f"data.batch_fast failed ({type(e).__name__}: {e}); one clip at a time from here")
         return data.batch(*args, **kw)
     vocab = data.vocabulary()
+    refit = None   # --refit-encoder: the export's (metadata, tensors)
+    if a.refit_encoder:
+        if a.init_from:
+            ap.error("--refit-encoder with --init-from: give one (--refit-encoder EXPORT goes on as --init-from EXPORT)")
+        if not Path(a.refit_encoder).is_file():
+            ap.error(f"--refit-encoder {a.refit_encoder}: no such file")
+        try:
+            refit = read_export(a.refit_encoder)
+            if refit[0].get("format") != "adaspa-tiny-1":
+                raise ValueError(f"format {refit[0].get('format')!r}")
+            rcfg = json.loads(refit[0]["config"])
+        except Exception as e:   # noqa: BLE001 - any unreadable file: one message
+            ap.error(f"--refit-encoder {a.refit_encoder}: not a train.py export ({type(e).__name__}: {e})")
+        rvocab = rcfg.pop("vocab", None)
+        diff = sorted(k for k in set(cfg) | set(rcfg) if cfg.get(k) != rcfg.get(k))
+        diff += ["vocab"] if rvocab != vocab else []
+        if diff:
+            ap.error(f"--refit-encoder {a.refit_encoder}: its configuration is not this run's (it differs in"
+                     f" {', '.join(diff)}; this run is {'--smoke' if smoke else 'the full one, without --smoke'})")
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -193,11 +229,26 @@ def main(argv):
     # ---- stage 1: autoencoder
     ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
                        cfg["ae"]["dec_mlp"]).to(dev)
-    opt = torch.optim.AdamW(ae.parameters(), lr=a.lr, weight_decay=0.0)
+    if refit:   # the export's decoder, frozen: its latent statistics are folded into lin_in (lat_mean 0, lat_std 1)
+        ae.decoder.load_state_dict(M.load_exported(refit[1], cfg, len(vocab))[1].state_dict())
+        ae.decoder.requires_grad_(False)
+    opt = torch.optim.AdamW((ae.encoder if refit else ae).parameters(), lr=a.lr, weight_decay=0.0)
     state_path = out.with_suffix(".state.pt")
     st = torch.load(state_path, map_location=dev) if a.resume else None
     if a.resume:
         log(logf, f"resuming from {state_path}: stage {st['stage']}, step {st['step']}")
+        if refit and not st.get("refit"):
+            ap.error(f"--refit-encoder with --resume: {state_path} is not a --refit-encoder run's state")
+        if refit and any(not torch.equal(v, st["ae"]["decoder." + k]) for k, v in ae.decoder.state_dict().items()):
+            ap.error(f"--refit-encoder {a.refit_encoder}: {state_path} fitted its encoder to another decoder")
+        if st.get("refit") and st["stage"] == 1 and not refit:
+            ap.error(f"--resume: {state_path} stopped fitting an encoder: resume it with --refit-encoder EXPORT")
+    refit_info = st.get("refit") if st else None   # what the encoder's refit did, for the metadata
+    if refit and not st:
+        prior = json.loads(refit[0].get("final_losses", "{}"))   # the export's own autoencoder
+        refit_info = {"from": a.refit_encoder}
+        refit_info.update(("export_" + k, prior.get(k)) for k in ("ae_steps", "ae_seconds", "ae_psnr_db"))
+        log(logf, f"ae   refit: a fresh encoder against the frozen decoder of {a.refit_encoder}")
     clip = st["clip"] if st else 0
     ae_loss = st["ae_loss"] if st else float("nan")
     start = 0
@@ -227,22 +278,29 @@ def main(argv):
         if p >= 1:
             break
         if out_of_time():
-            return save_state(1, s, opt=opt.state_dict(), ae_spent=spent)
+            return save_state(1, s, opt=opt.state_dict(), ae_spent=spent, refit=refit_info)
         video, _ = gen(a.seed, clip, bs, V["width"], V["frames"], dev)
         clip += bs
         with autocast():
-            z = ae.encoder(video)
+            z = ae.encode(video) if refit else ae.encoder(video)
             zn = z + 0.05 * z.detach().std() * torch.randn_like(z)
             rec = ae.decoder(zn).float()
-        loss = F.l1_loss(rec, video) + F.mse_loss(rec, video) + 1e-4 * z.float().pow(2).mean()
+        loss = F.l1_loss(rec, video) + F.mse_loss(rec, video)
+        if refit:   # the normalized latents' per-channel mean 0 and variance 1, as the DiT's training saw them
+            zc = z.float().transpose(0, 1).flatten(1)
+            moments = zc.mean(1).pow(2).mean() + (zc.var(1) - 1).pow(2).mean()
+            objective = loss + moments
+        else:
+            loss = objective = loss + 1e-4 * z.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (s + 1) / 200) * (0.5 * (1 + math.cos(math.pi * p)))
         opt.step()
         if s % every == 0:
             ae_loss = loss.item()   # a wait for the device: only when logging
-            log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s  ({100 * p:.1f}%)")
+            log(logf, f"ae   step {s:6d}/{ae_steps}  loss {ae_loss:.5f}  {time.time() - t0:7.1f} s  ({100 * p:.1f}%)"
+                      + (f"  moments {moments.item():.5f}" if refit else ""))
         s += 1
     if st is None or st["stage"] == 1:
         if s > start:
@@ -256,14 +314,20 @@ def main(argv):
         ae_psnr = st["ae_psnr"]   # the statistics came with the decoder's state
     else:
         with torch.no_grad():   # per-channel latent statistics over a few batches
-            zs = [ae.encoder(gen(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])
-                  for i in range(2 if smoke else 16)]
+            zs = [ae.encode(gen(a.seed, clip + i * bs, bs, V["width"], V["frames"], dev)[0])   # the encoder's output:
+                  for i in range(2 if smoke else 16)]   # lat_mean 0, lat_std 1 (not set yet, or the export's folded)
             z = torch.cat(zs).transpose(0, 1).flatten(1)
-            ae.decoder.lat_mean.copy_(z.mean(1))
-            ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
+            if refit:   # the export's statistics stay: how near the fitted encoder's latents come to them
+                log(logf, f"ae   refit latents per channel: |mean| <= {z.mean(1).abs().max():.3f}, std"
+                          f" {z.std(1).min():.3f} to {z.std(1).max():.3f} (the DiT's training: 0 and 1)")
+            else:
+                ae.decoder.lat_mean.copy_(z.mean(1))
+                ae.decoder.lat_std.copy_(z.std(1).clamp(min=1e-3))
             ref = gen(a.seed, clip, bs, V["width"], V["frames"], dev)[0]
             rec = ae.decoder(ae.encode(ref))
             ae_psnr = float(-10 * torch.log10(F.mse_loss(rec.clamp(-1, 1), ref) / 4))
+        if refit:
+            refit_info.update(fit_steps=ae_done, fit_seconds=round(ae_spent, 1), loss=ae_loss, psnr_db=ae_psnr)
     log(logf, f"ae   reconstruction PSNR {ae_psnr:.2f} dB")
 
     # ---- stage 2: DiT + text encoder
@@ -280,16 +344,13 @@ def main(argv):
     sched_from = 0       # the step the current schedule started at
     dit_before = 0.0     # seconds of stage 2 under earlier schedules
     dit_clips = 0        # clips stage 2 has trained on, all runs together (batch sizes may differ)
-    if a.init_from:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        with safe_open(a.init_from, "pt") as f:
-            imeta = f.metadata()
-        tensors = load_file(a.init_from)
+    init = a.init_from or (a.refit_encoder if not (st and st["stage"] == 2) else None)
+    if init:   # a refit run's state in stage 2 has the export's DiT trained on already: from the state (below)
+        imeta, tensors = refit or read_export(init)
         mine = M.export_tensors(text, ae, dit)
         for k in [k for k in mine if k.startswith("decoder.")]:
             if k not in tensors or not torch.allclose(tensors[k].float(), mine[k].cpu(), rtol=1e-2, atol=1e-3):
-                raise SystemExit(f"train: --init-from {a.init_from}: its {k} is not the state's decoder (another"
+                raise SystemExit(f"train: --init-from {init}: its {k} is not the state's decoder (another"
                                  " autoencoder); resume from the state that export was trained from")
         itext, _, idit = M.load_exported(tensors, json.loads(imeta["config"]), len(vocab))
         text.load_state_dict(itext.state_dict())
@@ -304,7 +365,7 @@ def main(argv):
         # did not draw, so this run draws new clips, not again those the export saw after the state
         dit_clips = int(done.get("dit_clips", start * int(done.get("batch", bs))))
         clip = max(clip, int(done.get("data_next", 0)))
-        log(logf, f"dit  from {a.init_from}: {start} steps, {dit_before:.1f} s trained; fresh optimizer, new schedule")
+        log(logf, f"dit  from {init}: {start} steps, {dit_before:.1f} s trained; fresh optimizer, new schedule")
     elif st and st["stage"] == 2:
         text.load_state_dict(st["text"])
         dit.load_state_dict(st["dit"])
@@ -322,7 +383,7 @@ def main(argv):
     def stage2_state(spent):
         return dict(opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
-                    sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips)
+                    sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info)
     while True:
         spent = dit_spent + time.time() - t_stage
         p = progress(s - sched_from, steps, spent, a.dit_seconds)
@@ -383,16 +444,18 @@ def main(argv):
     td = torch.float16 if dtype == "f16" else torch.float32
     tensors = {k: v.to("cpu", td).contiguous() for k, v in tensors.items()}
     cfg["vocab"] = vocab
+    was = refit_info or {}   # a refit encoder's autoencoder time adds to the export's
     meta = {
         "format": "adaspa-tiny-1",
         "config": json.dumps(cfg),
         "command": cmd,
         "data_seed": str(a.seed),
         "final_losses": json.dumps({"ae": ae_loss, "ae_psnr_db": ae_psnr, "flow": fm_loss, "flow_avg": ema,
-                                    "ae_steps": ae_done, "steps": dit_done, "batch": bs, "dit_clips": dit_clips,
-                                    "data_next": clip,
-                                    "ae_seconds": round(ae_spent, 1), "dit_seconds": round(dit_before + dit_spent, 1),
-                                    "amp_bf16": amp}),
+                                    "ae_steps": ae_done + (was.get("export_ae_steps") or 0), "steps": dit_done,
+                                    "batch": bs, "dit_clips": dit_clips, "data_next": clip,
+                                    "ae_seconds": round(ae_spent + (was.get("export_ae_seconds") or 0.0), 1),
+                                    "dit_seconds": round(dit_before + dit_spent, 1), "amp_bf16": amp,
+                                    **({"encoder_refit": refit_info} if refit_info else {})}),
         "seconds": "%.1f" % (time.time() - t0),
         "note": "smoke run: untrained" if smoke else "trained by recipes/tools/tinyvideo/train.py",
     }
