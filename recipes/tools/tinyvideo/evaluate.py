@@ -7,7 +7,8 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         compare` per prompt, same seed; --policy none: dense only, with a column per attribute),
         the frames read back by check.py: a table of what each prompt asked and what each run
         shows, the % of prompts whose colour, shape and motion all agree with the caption, and
-        the % for each attribute apart; --rescore: no runs, the frames an earlier caption run left
+        the % for each attribute apart, and how many runs show one object (check.py's `objects`;
+        "xN" in the table when N != 1) and agree strictly (the three and one object); --rescore: no runs, the frames an earlier caption run left
         under --out read again (after a change of check.py), its tables written anew; the
         recipe's default run (recipes/tiny.lua since 2026-12-04: AdaSpa 0.7, CFG 3) is --guidance 3
         --sparsity 0.7 (the defaults here stay those of the runs before: 0.8, one pass a step)
@@ -20,7 +21,12 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         recall per head, its spread, layout Jaccard and LSE change between two steps), then a
         trace of a real sampling run (recipes/tools/record_trace.lua) replayed by `adaspa recipe
         replay` (every policy on the recorded q, k, v; layout and LSE stability across steps)
-    python evaluate.py all [--quick]      # the three; --quick: 3 prompts, 20 steps
+    python evaluate.py examples [--prompts 1,2,3,4] [--sheet FILE] [--guidance 3 --sparsity 0.7]
+        a contact sheet of the policy run on held-out prompts (default the first --n after --skip):
+        each prompt's caption with check.py's verdict ([ok], or what it read where it disagrees)
+        and 6 frames from the first to the last; models/tiny/examples.png is
+        `examples --n 4 --guidance 3 --sparsity 0.7 --sheet models/tiny/examples.png`
+    python evaluate.py all [--quick]      # caption, quality and observe; --quick: 3 prompts, 20 steps
 
 Common options: --weights FILE (default: the trained export, models/tiny/tiny.safetensors, read
 from adaspa itself), --out DIR (default /tmp/tiny_eval), --steps N (sampler steps, default 50),
@@ -142,8 +148,10 @@ def video_args(a):
 
 
 def fmt_read(r):
+    """colour shape motion, and "x N" when the frames show N != 1 objects"""
     g = r["read"]
-    return "%s %s %s" % (g["colour"], g["shape"], g["motion"])
+    n = g.get("objects", 1)
+    return "%s %s %s%s" % (g["colour"], g["shape"], g["motion"], "" if n == 1 else " x%d" % n)
 
 
 def cmd_caption(a):
@@ -159,7 +167,7 @@ def cmd_caption(a):
               if solo else ["| # | prompt | wants | dense reads | ok | %s reads | ok |" % a.policy,
                             "| --- | --- | --- | --- | --- | --- | --- |"])
     n_dense = n_pol = n_same = 0
-    parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0} for w in ("dense", "policy")}
+    parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0, "one": 0, "strict": 0} for w in ("dense", "policy")}
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
         rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % i), ["dense"] if solo else ["dense", a.policy],
@@ -171,8 +179,8 @@ def cmd_caption(a):
         w = d["want"]
         n_dense += d["all"]
         n_pol += p["all"]
-        n_same += fmt_read(d) == fmt_read(p)
-        for k in ("colour", "shape", "motion", "background"):
+        n_same += all(d["read"][k] == p["read"][k] for k in ("colour", "shape", "motion"))
+        for k in ("colour", "shape", "motion", "background", "one", "strict"):
             parts["dense"][k] += d[k]
             parts["policy"][k] += p[k]
         yn = {True: "yes", False: "no"}
@@ -186,7 +194,9 @@ def cmd_caption(a):
         lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%" % (
             n_dense, n, 100 * n_dense / n),
             "per attribute (dense): colour %.1f%%, shape %.1f%%, motion %.1f%% (background colour %.1f%%); %.0f s in all" % (
-            *[100 * parts["dense"][k] / n for k in ("colour", "shape", "motion", "background")], time.time() - t0)]
+            *[100 * parts["dense"][k] / n for k in ("colour", "shape", "motion", "background")], time.time() - t0),
+            "one object (a caption asks for one; xN in the table: N objects): dense %d/%d; the three and one object: dense %d/%d = %.1f%%" % (
+            parts["dense"]["one"], n, parts["dense"]["strict"], n, 100 * parts["dense"]["strict"] / n)]
     else:
         lines += ["", "agreement with the caption (colour, shape and motion all right): dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
             n_dense, n, 100 * n_dense / n, a.policy, n_pol, n, 100 * n_pol / n),
@@ -194,15 +204,64 @@ def cmd_caption(a):
             " (background colour %.1f%% / %.1f%%)" % (
             a.policy, *[100 * parts[w][k] / n for k in ("colour", "shape", "motion", "background") for w in ("dense", "policy")]),
             "the two runs read the same (colour, shape, motion): %d/%d = %.1f%%; %.0f s in all" % (
-            n_same, n, 100 * n_same / n, time.time() - t0)]
+            n_same, n, 100 * n_same / n, time.time() - t0),
+            "one object (a caption asks for one; xN in the table: N objects): dense %d/%d, %s %d/%d; the three and one"
+            " object: dense %d/%d = %.1f%%, %s %d/%d = %.1f%%" % (
+            parts["dense"]["one"], n, a.policy, parts["policy"]["one"], n, parts["dense"]["strict"], n,
+            100 * parts["dense"]["strict"] / n, a.policy, parts["policy"]["strict"], n, 100 * parts["policy"]["strict"] / n)]
     text = "\n".join(lines)
     print(text)
     (Path(a.out) / "caption.md").write_text(text + "\n")
     res = {"prompts": n, "dense": n_dense, "policy": n_pol, "same": n_same, "policy_name": a.policy,
+           "dense_strict": parts["dense"]["strict"], "policy_strict": parts["policy"]["strict"],
            "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights, "guidance": a.guidance,
            "dense_parts": parts["dense"], "policy_parts": parts["policy"]}
     (Path(a.out) / "caption.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def cmd_examples(a):
+    """A contact sheet of the policy run (the recipe's default: --guidance 3 --sparsity 0.7) on
+    held-out prompts: per prompt its caption, check.py's verdict, and 6 frames evenly spaced from
+    the first to the last."""
+    from PIL import Image, ImageDraw
+    picks = [int(x) for x in a.prompts.split(",")] if a.prompts else list(range(a.skip + 1, a.skip + a.n + 1))
+    rows_all = heldout(10 ** 6)
+    if not picks or min(picks) < 1 or max(picks) > len(rows_all):
+        raise SystemExit("evaluate: --prompts %s: held-out prompts are numbered 1..%d" % (a.prompts, len(rows_all)))
+    tile, text_h, cols = 96, 14, 6
+    sheet = Image.new("RGB", (cols * tile, len(picks) * (tile + text_h)), "white")
+    draw = ImageDraw.Draw(sheet)
+    lines = []
+    for k, i in enumerate(picks):
+        cap = rows_all[i - 1][1]
+        out_dir = Path(a.out) / "examples" / ("p%02d" % i)
+        rows, secs = compare_run(a, cap, out_dir, ["dense", a.policy], [a.sparsity])
+        r = rows[1]
+        if r["check"] is None:
+            raise SystemExit("evaluate: the %s run failed on %r: %s" % (a.policy, cap, r["error"]))
+        c = r["check"]
+        wrong = [str(c["read"][k2]) for k2 in ("colour", "shape", "motion") if not c[k2]]
+        if not c["one"]:
+            wrong.append("%d objects" % c["read"].get("objects", 0))
+        verdict = "ok" if not wrong else "read: " + ", ".join(wrong)
+        frames = read_frames(out_dir / r["frames_dir"])
+        nf = frames.shape[0]
+        y = k * (tile + text_h)
+        draw.text((2, y + 1), "%s  [%s]" % (cap, verdict), fill="black")
+        for j in range(cols):
+            f = round(j * (nf - 1) / (cols - 1))
+            img = Image.fromarray((frames[f].clamp(0, 1) * 255).round().byte().numpy()).resize((tile, tile), Image.BILINEAR)
+            sheet.paste(img, (j * tile, y + text_h))
+        lines.append("%d. %s [%s] (%.0f s)" % (i, cap, verdict, secs))
+        print("examples %d/%d  %5.1f s  %s  [%s]" % (k + 1, len(picks), secs, cap, verdict), flush=True)
+    path = Path(a.sheet) if a.sheet else Path(a.out) / "examples.png"
+    sheet.save(path)
+    head = "examples: %s at sparsity %g, %s, %d steps, seed %d; frames %s of each run" % (
+        a.policy, a.sparsity, guidance_label(a), a.steps, a.seed,
+        ", ".join(str(round(j * (nf - 1) / (cols - 1))) for j in range(cols)))
+    print(head + "\n" + "\n".join(lines) + "\nwrote " + str(path))
+    return path
 
 
 def mean(xs):
@@ -324,7 +383,7 @@ def cmd_observe(a):
 
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cmd", choices=["caption", "quality", "observe", "all"])
+    ap.add_argument("cmd", choices=["caption", "quality", "observe", "examples", "all"])
     ap.add_argument("--n", type=int, default=None, help="prompts (default 50; --quick 3)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="caption, quality: a recipe override for every run (repeatable), e.g. sampler.shift=5")
@@ -342,6 +401,9 @@ def main(argv):
                          " blank prompt); default and 1: none (recipes/tiny.lua's default run: 3, at --sparsity 0.7)")
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
+    ap.add_argument("--prompts", default=None, metavar="I,J,..",
+                    help="examples: the held-out prompts by number (1-based; default the first --n after --skip)")
+    ap.add_argument("--sheet", default=None, help="examples: the PNG to write (default OUT/examples.png)")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--video", default=None, help="WxHxF instead of the export's size (e.g. 128x128x17: faster)")
     ap.add_argument("--out", default="/tmp/tiny_eval")
@@ -351,7 +413,7 @@ def main(argv):
     for x in a.set:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*=", x):
             ap.error("--set %r: give FIELD=VALUE (a recipe field, as on adaspa's command line)" % x)
-    a.n = a.n if a.n is not None else (3 if a.quick else 50)
+    a.n = a.n if a.n is not None else (3 if a.quick else 4 if a.cmd == "examples" else 50)
     total = len(heldout(10 ** 6))
     if a.n < 1 or not 0 <= a.skip < total:
         ap.error("--n %d --skip %d: the held-out set has %d prompts; give --n >= 1 and 0 <= --skip < %d"
@@ -373,6 +435,8 @@ def main(argv):
         cmd_quality(a)
     if a.cmd in ("observe", "all"):
         cmd_observe(a)
+    if a.cmd == "examples":
+        cmd_examples(a)
     return 0
 
 
