@@ -389,7 +389,7 @@ def main(argv):
                     help="caption, quality: a recipe override for every run (repeatable), e.g. sampler.shift=5")
     ap.add_argument("--skip", type=int, default=0, help="caption, quality: start after the first SKIP held-out prompts")
     ap.add_argument("--rescore", action="store_true",
-                    help="caption: no adaspa runs; read the frames of an earlier caption run under --out again (same"
+                    help="caption, examples: no adaspa runs; read the frames of an earlier run under --out again (same"
                          " --n, --skip, --policy and --sparsity) with the current check.py")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
