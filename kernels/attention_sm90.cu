@@ -70,11 +70,13 @@ constexpr uint32_t kQBytes = 2 * kQHalf;
 /* smem: Q, the rings (ring r stage s at kQBytes + (r * ST + s) * stage_bytes, K then V), then the
  * barriers (8 bytes each): q_full, q_empty, then per ring k_full[ST], v_full[ST], kv_empty[ST],
  * then the work queue (sched_full[2], sched_empty[2], two int64 item slots: 48 bytes), then the
- * mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32) */
+ * mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32),
+ * then per warpgroup its mass row pointer and scale (FUSED: 16 bytes each) */
+constexpr uint32_t kRedBytes = 2 * 2 * 4 * 8 * 4, kMassSlotBytes = 2 * 16;
 __host__ __device__ constexpr uint32_t bar_off(int kind, int st) { return kQBytes + (uint32_t)(rings(kind) * st) * stage_bytes(kind); }
 __host__ __device__ constexpr uint32_t sched_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
 __host__ __device__ constexpr uint32_t red_off(int kind, int st) { return sched_off(kind, st) + 48; }
-__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + 2 * 2 * 4 * 8 * 4 + 32 + 1024; /* + alignment slack */ }
+__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + kRedBytes + kMassSlotBytes + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
   CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid; boxes of key_tile rows) */
@@ -386,9 +388,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   const float sl2 = p.scale * kLog2e;
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
-  float *red = reinterpret_cast<float *>(smem + red_off(KIND, ST)); /* [2 parities][2 warpgroups][4 warps][8] */
-  const uint32_t red_s = smem_u32(red);
-  const uint32_t mslot = red_s + 2 * 2 * 4 * 8 * 4 + 16 * (uint32_t)c; /* FUSED: this warpgroup's mass row and scale */
+  const uint32_t red_s = smem_u32(smem + red_off(KIND, ST)); /* f32 [2 parities][2 warpgroups][4 warps][8] */
+  const uint32_t mslot = red_s + kRedBytes + 16 * (uint32_t)c; /* FUSED: this warpgroup's mass row and scale */
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
@@ -533,7 +534,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     float pend[2 * kMassG];
 #pragma unroll
     for (int i = 0; i < 2 * kMassG; i++) pend[i] = 0.0f;
-    int nflush = 0; /* flushes of this item: the parity picks the half of red */
+    int nflush = 0; /* flushes of this item: the parity picks the half of the partials' buffer */
     auto flush_mass = [&](int t_last, int vlo) { /* entries of slots vlo.. are this item's tiles */
       const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
       float a4[4], a2[2];

@@ -118,11 +118,11 @@ def part_ids(mask):
     return ids[:, 0].repeat_interleave(4, 1).repeat_interleave(4, 2)[:, :H, :W] * mask
 
 
-def count_objects(mask, ok):
-    """The number of objects: in each frame the mask's connected parts (part_ids) of at least a
-    quarter of its largest part's pixels, the median over the frames in ok. Real clips read 1
-    (50 of 50 held-out ones); a model that draws the object twice reads 2."""
-    ids = part_ids(mask)
+def count_objects(mask, ok, ids=None):
+    """The number of objects: in each frame the mask's connected parts (part_ids, or ids: those of
+    mask & ok) of at least a quarter of its largest part's pixels, the median over the frames in ok.
+    Real clips read 1 (50 of 50 held-out ones); a model that draws the object twice reads 2."""
+    ids = part_ids(mask) if ids is None else ids
     ns = []
     for f in torch.nonzero(ok).flatten().tolist():
         lab = ids[f][mask[f]]
@@ -132,11 +132,11 @@ def count_objects(mask, ok):
     return sorted(ns)[len(ns) // 2] if ns else 0
 
 
-def largest_parts(mask):
-    """[F, H, W] bool: in each frame, the mask's largest connected part (part_ids): the shape
-    reading fits one object."""
+def largest_parts(mask, ids=None):
+    """[F, H, W] bool: in each frame, the mask's largest connected part (part_ids, or ids when
+    already found): the shape reading fits one object."""
     Fn = mask.shape[0]
-    ids = part_ids(mask)
+    ids = part_ids(mask) if ids is None else ids
     out = torch.zeros_like(mask)
     for f in range(Fn):
         lab = ids[f][mask[f]]
@@ -146,15 +146,15 @@ def largest_parts(mask):
     return out
 
 
-def shape_errors(v, mask, ok, colour, bg):
+def shape_errors(v, mask, ok, colour, bg, ids=None):
     """{shape: error} summed over the frames `ok`: the template fit of each shape on the coverage
     of the mask's largest part, in a window around it (its bounding box grown by half its size,
     at least 8 pixels; the coverage kept within 6 pixels of the part); {} when no frame has a
-    coverage to fit."""
+    coverage to fit. ids: part_ids(mask & ok) when already found."""
     al = coverage(v, colour, bg)
     if al is None:
         al = mask.float()
-    part = largest_parts(mask & ok.view(-1, 1, 1))
+    part = largest_parts(mask & ok.view(-1, 1, 1), ids)
     near = F_.max_pool2d(part.float().unsqueeze(1), 13, 1, 6)[:, 0] > 0
     al = al * near
     F, H, W = mask.shape
@@ -221,10 +221,11 @@ def read(frames):
     fill = sorted(fills)[len(fills) // 2]
     out["fill"] = fill
     out["fill_shape"] = "square" if fill > 0.88 else ("circle" if fill > 0.64 else "triangle")
-    errs = shape_errors(v, mask, ok, best, out["background"])
+    ids = part_ids(mask & ok.view(-1, 1, 1))   # the connected parts, once for the shape and the count
+    errs = shape_errors(v, mask, ok, best, out["background"], ids)
     out["shape_err"] = errs
     out["shape"] = min(errs, key=errs.get) if errs else out["fill_shape"]
-    out["objects"] = count_objects(mask, ok)
+    out["objects"] = count_objects(mask, ok, ids)
     idx = torch.nonzero(ok).flatten()
     k = max(1, min(3, len(idx) // 4))
     first, last = idx[:k], idx[-k:]
