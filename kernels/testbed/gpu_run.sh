@@ -9,6 +9,12 @@
 #   ncu       Nsight Compute (clocks left alone) over the first attention kernel of each test-bed case
 #             named in $NCU_CASES ('|' between names; default "720p sparse128 d0.1"), of the families in
 #             $TESTBED_FAMS (default "sm90 st3 pp"): throughput, L2 / DRAM, warp stalls; reports in $OUT
+#   stalls    Nsight Compute warp-stall reasons a issued instruction, instructions and time of the first
+#             attention kernel of each test-bed case in $NCU_CASES (default "720p dense"), once per value of
+#             ADA_SM90_SYNC in $STALL_SYNC (default "0 1": the dense warpgroup barrier off and on), families
+#             $TESTBED_FAMS (default "sm90 st3 hint"); the tenth session's call, folded in here
+#   power     SM clock and board power (nvidia-smi every 50 ms) while the test bed times $POWER_CASE
+#             (default "720p dense"), once per ADA_SM90_SYNC value in $STALL_SYNC: medians over the busy samples
 #   attention recipes/bench/attention.lua (540p and 720p, cuDNN SDPA and FlexAttention beside)
 #   step      recipes/bench/step.lua steps for $MODEL (hunyuan: 720p-129f, PyTorch blocks beside;
 #             wan: 14B 720p-81f, diffusers' Wan block beside when .whl/ carries its wheel) for each
@@ -45,6 +51,39 @@ for stage in "$@"; do
           build/attn_testbed time "$c" > "$f" 2>&1
         echo "ncu $c: exit $?"
         grep -E "^ +(Duration|Compute \(SM\) Throughput|Memory Throughput|DRAM Throughput|L2 Hit Rate|L1/TEX Hit Rate|Executed Ipc Active|Issue Slots Busy|Warp Cycles Per Issued Instruction)" "$f" | head -12
+      done ;;
+    stalls)
+      IFS='|' read -ra ncases <<< "${NCU_CASES:-720p dense}"
+      for c in "${ncases[@]}"; do for sy in ${STALL_SYNC:-0 1}; do
+        f="$out/stalls_$(echo "$c" | tr -c 'A-Za-z0-9.\n' '_')_sync$sy.csv"
+        ADA_SM90_SYNC=$sy TESTBED_FAMS=${TESTBED_FAMS:-sm90 st3 hint} timeout ${NCU_TIMEOUT:-150} ncu --clock-control none \
+          -k regex:attn_sm90 -c 1 --csv --page raw --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio,smsp__inst_executed.sum,gpu__time_duration.sum' \
+          build/attn_testbed time "$c" > "$f" 2>&1
+        python3 - "$f" "$c" "$sy" <<'PY'
+import csv, sys
+rows = list(csv.reader(l for l in open(sys.argv[1]) if l.startswith('"')))
+if len(rows) < 3: sys.exit(print(sys.argv[2], "sync", sys.argv[3], ": no ncu data (see", sys.argv[1] + ")"))
+d = dict(zip(rows[0], rows[2]))
+top = sorted(((float(v.replace(",", "")), k.split("stalled_")[1].split("_per_issue")[0]) for k, v in d.items() if "stalled_" in k), reverse=True)[:6]
+print("%s, ADA_SM90_SYNC=%s: %s ns, %s instructions; stalls a issued instruction: %s" % (sys.argv[2], sys.argv[3],
+      d.get("gpu__time_duration.sum"), d.get("smsp__inst_executed.sum"), ", ".join("%s %.2f" % (k, v) for v, k in top)))
+PY
+      done; done ;;
+    power)
+      for sy in ${STALL_SYNC:-0 1}; do
+        f="$out/power_sync$sy.csv"
+        nvidia-smi --query-gpu=clocks.sm,power.draw --format=csv,noheader,nounits -lms 50 > "$f" 2>/dev/null & sp=$!
+        ADA_SM90_SYNC=$sy TESTBED_FAMS=${TESTBED_FAMS:-sm90 st3 hint} build/attn_testbed time "${POWER_CASE:-720p dense}" > "$out/power_tb_sync$sy.log" 2>&1
+        kill $sp; wait $sp 2>/dev/null
+        python3 - "$f" "$sy" "$out/power_tb_sync$sy.log" <<'PY'
+import sys
+s = [tuple(float(x) for x in l.split(",")[:2]) for l in open(sys.argv[1]) if l.count(",") >= 1 and l.split(",")[0].strip().replace(".", "").isdigit()]
+busy = [r for r in s if r[1] > 300]   # the samples while the kernel runs (as measured in the tenth session)
+med = lambda xs: sorted(xs)[len(xs) // 2] if xs else float("nan")
+tb = [l.strip().replace("| 0.0 ms 0 ", "") for l in open(sys.argv[3]) if l.startswith("| ") and " ms " in l]
+print("ADA_SM90_SYNC=%s: %d samples; over 300 W: SM clock median %.0f MHz, power median %.0f W :: %s" % (
+      sys.argv[2], len(s), med([r[0] for r in busy]), med([r[1] for r in busy]), " ".join(tb)))
+PY
       done ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
