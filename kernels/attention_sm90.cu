@@ -13,10 +13,13 @@
  *     registers), the online softmax on the accumulator fragments (exp2 with scale*log2(e) folded
  *     into one FFMA), P rounded to bf16 in registers, O += P V as 8 wgmma with A from registers
  *     and V read transposed (MN-major) from shared memory. Dense: the warpgroup's 4 warps meet at
- *     a named barrier every 4 key tiles (+8-10% on the H200, NOTES session 9); the fused pass meets
- *     at each mass reduction, which runs while the tile's P V product is in flight. Sparse and
- *     fused walks (block 128) compute the rescale exponentials (and the mass factor) only in tiles
- *     where a row max of the warp moved (LAZY: sparse block 128 +2-3.5%, NOTES session 10).
+ *     a named barrier every 4 key tiles (+8-10% on the H200, NOTES session 9). Sparse and fused
+ *     walks (block 128) compute the rescale exponentials (and the mass factor) only in tiles
+ *     where a row max of the warp moved (LAZY: sparse block 128 +2-3.5%, NOTES session 10);
+ *   - fused pass: the consumers pre-add each tile's block-mass partials over a few lanes and store
+ *     them into a mass slot of the tile's ring stage while its P V product runs; warp 1 + s of
+ *     the producer warpgroup, the reducer of stage s, adds them up and writes the mass (NOTES
+ *     session 11: 1.057x -> ~1.04x of dense at 720p).
  * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
@@ -54,10 +57,13 @@ constexpr int kBM = 128;      /* query rows per work item (2 consumer warpgroups
 constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
 
 /* Kernel kinds: DENSE128 walks 128-key tiles, all of them (DENSE) or the layout row's blocks of
- * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED is DENSE plus the block mass under
+ * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED64/128 are DENSE plus the block mass under
  * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
  * 64-key blocks and its own K/V ring (filled by its own producer thread). */
-enum Kind { DENSE128 = 0, FUSED = 1, SPARSE64 = 2 };
+enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3 };
+/* the fused pass with mass blocks of 64 (FUSED64) or 128 (FUSED128), a compile-time choice: with
+ * 128 the two key halves of a tile are one block, 7 instructions a tile fewer */
+[[maybe_unused]] __host__ __device__ constexpr bool is_fused(int kind) { return kind == FUSED64 || kind == FUSED128; }
 
 /* keys per tile (176-key dense tiles in two stages were measured slower than 128 in three: NOTES) */
 __host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : 128; }
@@ -70,13 +76,14 @@ constexpr uint32_t kQBytes = 2 * kQHalf;
 /* smem: Q, the rings (ring r stage s at kQBytes + (r * ST + s) * stage_bytes, K then V), then the
  * barriers (8 bytes each): q_full, q_empty, then per ring k_full[ST], v_full[ST], kv_empty[ST],
  * then the work queue (sched_full[2], sched_empty[2], two int64 item slots: 48 bytes), then the
- * mass partials (FUSED: 2 parities x 2 warpgroups x 4 warps x 8 (4 tiles x 2 key halves), f32),
- * then per warpgroup its mass row pointer and scale (FUSED: 16 bytes each) */
-constexpr uint32_t kRedBytes = 2 * 2 * 4 * 8 * 4, kMassSlotBytes = 2 * 16;
+ * mass queue (fused: mass_full[ST], 32 bytes) and its ST slots, 16 byte aligned, slot s the warp
+ * partials of the key tile in ring stage s: f32 [2 warpgroups][16 entries][4 warps] */
+constexpr uint32_t kMassSlotBytes = 2 * 4 * 16 * 4;
 __host__ __device__ constexpr uint32_t bar_off(int kind, int st) { return kQBytes + (uint32_t)(rings(kind) * st) * stage_bytes(kind); }
 __host__ __device__ constexpr uint32_t sched_off(int kind, int st) { return bar_off(kind, st) + 8 * (2 + 3 * rings(kind) * st); }
-__host__ __device__ constexpr uint32_t red_off(int kind, int st) { return sched_off(kind, st) + 48; }
-__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return red_off(kind, st) + kRedBytes + kMassSlotBytes + 1024; /* + alignment slack */ }
+__host__ __device__ constexpr uint32_t mq_off(int kind, int st) { return sched_off(kind, st) + 48; }
+__host__ __device__ constexpr uint32_t mslot_off(int kind, int st) { return (mq_off(kind, st) + 32 + 15) & ~15u; }
+__host__ __device__ constexpr uint32_t smem_bytes(int kind, int st) { return mslot_off(kind, st) + (uint32_t)st * kMassSlotBytes + 1024; /* + alignment slack */ }
 
 struct Sm90Params {
   CUtensorMap tq, tk, tv; /* 3D maps {dim, head, row} of q, k, v (k, v end at kv_valid; boxes of key_tile rows) */
@@ -150,6 +157,10 @@ __device__ __forceinline__ uint64_t policy_evict_last() {
 __device__ __forceinline__ uint64_t desc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
 }
+
+/* desc128(addr, lbo, 1024) as its low word and the high word they all share */
+__device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return ((addr & 0x3FFFFu) >> 4) | ((lbo >> 4) << 16); }
+__device__ __forceinline__ uint64_t desc_pack(uint32_t lo) { return ((uint64_t)((1024u >> 4) | (1u << 30)) << 32) | lo; }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -229,7 +240,7 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
   return r;
 }
 
-/* The w-th work item of the persistent walk (item = h * nqt + qt). DENSE and FUSED: head-major,
+/* The w-th work item of the persistent walk (item = h * nqt + qt). DENSE and fused: head-major,
  * so the CTAs in flight share a head's K and V in L2. SPARSE over blocks of 128: the layout's
  * longest-first order. SPARSE64: head-major too (the layout's order counts 64-row blocks), with
  * each head's query tiles rotated by 37 h: when nqt is a multiple of the grid (540p: 528 = 4 x 132)
@@ -293,6 +304,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   auto sched_full = [&](uint32_t s) { return sq_base + 8 * s; };
   auto sched_empty = [&](uint32_t s) { return sq_base + 16 + 8 * s; };
   volatile int64_t *slots = reinterpret_cast<volatile int64_t *>(smem + sched_off(KIND, ST) + 32);
+  /* fused: the mass queue, slot s for the key tile in ring stage s; the reducer frees a slot by
+   * its arrival on the stage's kv_empty, so a consumer that holds the stage's K finds the slot free */
+  const uint32_t mq_base = base + mq_off(KIND, ST), ms_base = base + mslot_off(KIND, ST);
+  auto mass_full = [&](uint32_t s) { return mq_base + 8 * s; };
+  constexpr int kReducers = is_fused(KIND) ? ST : 0; /* the mass reducer warps take the work queue too */
 
   if (tid == 0) {
     mbar_init(bar_q_full, 1);
@@ -301,11 +317,12 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       for (int s = 0; s < ST; s++) {
         mbar_init(k_full(r, s), 1);
         mbar_init(v_full(r, s), 1);
-        mbar_init(kv_empty(r, s), 8 / NR); /* the warps that read the ring */
+        mbar_init(kv_empty(r, s), 8 / NR + (is_fused(KIND) ? 32 : 0)); /* the warps that read the ring, its reducer's lanes */
+        if (is_fused(KIND)) mbar_init(mass_full(s), 128);              /* 16 lanes of each consumer warp */
       }
     for (int s = 0; s < 2; s++) {
       mbar_init(sched_full(s), 1);
-      mbar_init(sched_empty(s), 8 + (NR - 1)); /* the consumer warps and the second producer */
+      mbar_init(sched_empty(s), 8 + (NR - 1) + kReducers); /* consumer warps, second producer, reducers */
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -314,6 +331,74 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   if (wg == 0) { /* ---- producer: thread 32 r fills ring r (thread 0 also loads Q) ---- */
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
     const int ring = tid / 32;
+    if (is_fused(KIND) && ring >= 1 && ring <= ST) { /* ---- the mass reducers ----
+      * Warp 1 + s takes the key tiles of ring stage s, in the consumers' order, so each of the
+      * SM's 4 schedulers issues a third of the reducers' work. For each such tile it reads the 16
+      * pre-added partials of each of the 8 consumer warps from mass slot s (lane 16 c + j loads
+      * warp 0..3's entry j of warpgroup c as one float4; FUSED64: entry 8 half + k, 8 lanes then
+      * meet in 3 shuffles; FUSED128: all 32 in 5), frees the slot and the stage (kv_empty), scales
+      * by 1 / the valid rows and writes the mass. One writer per entry, a fixed order: the same
+      * bits every run, no atomics. */
+      constexpr int mb = KIND == FUSED128 ? 128 : 64;
+      const int lane = tid & 31;
+      const uint32_t stage = (uint32_t)ring - 1, la = ms_base + stage * kMassSlotBytes + 16 * (uint32_t)lane;
+      const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
+      uint32_t mt = 0, use = 0; /* tiles of the walk so far, tiles of stage s taken */
+      for (uint32_t i = 0;; i++) {
+        const uint32_t ss = i & 1;
+        mbar_wait(sched_full(ss), (i >> 1) & 1);
+        const int64_t w = slots[ss];
+        __syncwarp();
+        if (lane == 0) mbar_arrive(sched_empty(ss));
+        if (w < 0) break;
+        const int64_t item = item_of<KIND>(p, w, nqt);
+        const int h = (int)(item / nqt);
+        const int64_t qt = item - (int64_t)h * nqt;
+        const int n = item_tiles<KIND>(p, h, qt, nqt, 0).n;
+        /* the writers: mb 64 lanes 0, 8, 16, 24 (query block 2 qt + lane / 16, key blocks 2 t +
+         * lane / 8 % 2 below kv_valid), mb 128 lane 0 (query block qt, key block t) */
+        float *dst = nullptr;
+        int lim = 0, step = 1;
+        float minv = 0.0f;
+        if (mb == 64 ? (lane & 7) == 0 : lane == 0) {
+          const int64_t mq = mb == 64 ? 2 * qt + (lane >> 4) : qt;
+          if (mq < nmqb) {
+            float *row = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
+            minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
+            if (mb == 64) {
+              const int hf = (lane >> 3) & 1;
+              if (hf == 0 && stage == 0) /* blocks past kv_valid (mb 128: the launcher zeroes the whole mass) */
+                for (int64_t kb = nkvm; kb < nmkb; kb++) row[kb] = 0.0f;
+              dst = row + hf;
+              lim = (int)((nkvm - hf + 1) / 2);
+              step = 2;
+            } else {
+              dst = row;
+              lim = n;
+            }
+          }
+        }
+        /* this warp's first tile of the item: the first t with (mt + t) % ST == stage */
+        int t = (int)((stage + ST - mt % ST) % ST);
+        mt += (uint32_t)n;
+        for (; t < n; t += ST, use++) {
+          mbar_wait(mass_full(stage), use & 1);
+          float4 v;
+          asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(la) : "memory");
+          mbar_arrive(kv_empty(0, stage)); /* each lane after its own load (release): slot and stage free */
+          float x = (v.x + v.y) + (v.z + v.w);
+          x += __shfl_xor_sync(0xffffffffu, x, 1);
+          x += __shfl_xor_sync(0xffffffffu, x, 2);
+          x += __shfl_xor_sync(0xffffffffu, x, 4);
+          if (KIND == FUSED128) {
+            x += __shfl_xor_sync(0xffffffffu, x, 8);
+            x += __shfl_xor_sync(0xffffffffu, x, 16);
+          }
+          if (t < lim) dst[(int64_t)t * step] = x * minv;
+        }
+      }
+      return;
+    }
     if ((tid & 31) != 0 || ring >= NR) return;
     if (ring == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&P.tq)) : "memory");
@@ -388,8 +473,10 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   const float sl2 = p.scale * kLog2e;
   OutT *out = static_cast<OutT *>(p.out);
   const int64_t o_rs = (int64_t)p.heads * p.out_dim;
-  const uint32_t red_s = smem_u32(smem + red_off(KIND, ST)); /* f32 [2 parities][2 warpgroups][4 warps][8] */
-  const uint32_t mslot = red_s + kRedBytes + 16 * (uint32_t)c; /* FUSED: this warpgroup's mass row and scale */
+  /* fused: where this lane's pre-added partial goes in a mass slot, [warpgroup c][entry][warp]:
+   * FUSED64 lanes with lane & 8 == 0 at entry 8 (lane / 16) + lane % 8, FUSED128 lanes 0-15 at
+   * entry lane */
+  const uint32_t ms_lane = ms_base + (uint32_t)((c * 16 + (KIND == FUSED128 ? lane & 15 : (lane >> 4) * 8 + (lane & 7))) * 4 + warp) * 4;
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
@@ -413,45 +500,29 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     for (int i = 0; i < 64; i++) o[i] = 0.0f;
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, alpha[2] = {1.0f, 1.0f};
     bool chg = true;               /* LAZY: some row max of the warp moved in this tile */
-    float fr[2] = {0.0f, 0.0f};    /* LAZY FUSED: 2^(scale max - lse_in) of the two rows */
+    float fr[2] = {0.0f, 0.0f};    /* LAZY fused: 2^(scale max - lse_in) of the two rows */
 
-    /* FUSED: lse_in of the rows (log2 units), the mass rows this warpgroup (mb 64) or the CTA
-     * (mb 128) writes, 1 / their valid rows */
-    float lc2[2] = {0.0f, 0.0f}, minv = 0.0f;
-    float *mrow = nullptr;
-    int mb = 64;
-    if (KIND == FUSED) {
-      mb = p.mass_block;
+    /* fused: lse_in of the rows (log2 units) */
+    float lc2[2] = {0.0f, 0.0f};
+    if (is_fused(KIND)) {
       for (int rh = 0; rh < 2; rh++) {
         const int64_t row = r0 + 8 * rh;
         lc2[rh] = row < p.sq ? p.lse_in[(int64_t)h * p.sq + row] * kLog2e : INFINITY;
         fr[rh] = ex2(fminf(-lc2[rh], 64.0f)); /* the factor of a row whose max is still -inf (ms 0) */
       }
-      const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
-      const int64_t mq = mb == 64 ? 2 * qt + c : qt;
-      if (mq < nmqb) {
-        mrow = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
-        if (mb == 64) /* blocks past kv_valid (mb 128: the launcher zeroes the whole mass) */
-          for (int64_t kb = nkvm + lt; kb < nmkb; kb += 128) mrow[kb] = 0.0f;
-        minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
-      }
-      if (lt == 0) { /* read back only by warp 0 (lanes 0-7) at each flush, in program order after this */
-        const uint64_t mp = (uint64_t)(uintptr_t)mrow;
-        asm volatile("st.shared.v2.u32 [%0], {%1, %2};" ::"r"(mslot), "r"((uint32_t)mp), "r"((uint32_t)(mp >> 32)) : "memory");
-        asm volatile("st.shared.f32 [%0], %1;" ::"r"(mslot + 8), "f"(minv) : "memory");
-      }
-      __syncwarp();
     }
 
     /* descriptors: a shared address's field is (addr & 0x3FFFF) >> 4 and shared memory ends below
-     * 0x40000, so desc128(a + d) = desc128(a) + d / 16 for the 16-byte multiples d added here */
+     * 0x40000, so desc128(a + d) = desc128(a) + d / 16 for the 16-byte multiples d added here; the
+     * sums are 32-bit (desc_lo) under the one high word of every descriptor here (stride 1024, the
+     * 128-byte swizzle): ptxas then adds in 32 bits, with no carries into the high word */
     auto issue_s = [&](uint32_t s) {
-      const uint64_t qd = desc128(base + (uint32_t)c * 8192, 16, 1024), kd = desc128(k_smem(ring, 0), 16, 1024) + (s * STAGE >> 4);
+      const uint32_t qd = desc_lo(base + (uint32_t)c * 8192, 16), kd = desc_lo(k_smem(ring, 0), 16) + (s * STAGE >> 4);
 #pragma unroll
       for (int kk = 0; kk < kD / 16; kk++) {
         const uint32_t qo = (uint32_t)(kk >> 2) * kQHalf + (uint32_t)(kk & 3) * 32;
         const uint32_t ko = (uint32_t)(kk >> 2) * KH + (uint32_t)(kk & 3) * 32;
-        wgmma_ss(sc, qd + (qo >> 4), kd + (ko >> 4), kk > 0);
+        wgmma_ss(sc, desc_pack(qd + (qo >> 4)), desc_pack(kd + (ko >> 4)), kk > 0);
       }
     };
     auto issue_pv = [&](uint32_t s) {
@@ -460,7 +531,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       for (int kk = 0; kk < KT / 16; kk++) wgmma_rs(o, pa[kk], vd + (uint32_t)kk * (2048 >> 4));
     };
     /* masks keys past kv_valid, updates m and l, leaves exp2 of the scores in sc and the O
-     * rescale factors in alpha; FUSED: the tile's mass partials of the two 64-key halves */
+     * rescale factors in alpha; fused: the tile's mass partials (FUSED64: of the two 64-key
+     * halves, mhi stays 0 for FUSED128) */
     auto softmax = [&](int64_t j0, float &mlo, float &mhi) {
       if (j0 + KT > p.kv_valid) {
 #pragma unroll
@@ -485,7 +557,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           for (int rh = 0; rh < 2; rh++) {
             const float mx = mxs[rh];
             alpha[rh] = mx == m[rh] ? 1.0f : ex2((m[rh] - mx) * sl2);
-            if (KIND == FUSED) fr[rh] = ex2(fminf((mx == -INFINITY ? 0.0f : mx * sl2) - lc2[rh], 64.0f));
+            if (is_fused(KIND)) fr[rh] = ex2(fminf((mx == -INFINITY ? 0.0f : mx * sl2) - lc2[rh], 64.0f));
             m[rh] = mx;
           }
         }
@@ -513,76 +585,37 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           }
         }
         l[rh] = fmaf(l[rh], alpha[rh], rs[0] + rs[1]);
-        if (KIND == FUSED) { /* f capped at 2^64 so that a row with no keys (rs 0) adds 0, never 0 x inf */
+        if (is_fused(KIND)) { /* f capped at 2^64 so that a row with no keys (rs 0) adds 0, never 0 x inf */
           const float f = LAZY ? fr[rh] : ex2(fminf(ms - lc2[rh], 64.0f));
-          mlo = fmaf(rs[0], f, mlo);
-          mhi = fmaf(rs[1], f, mhi);
+          if (KIND == FUSED128) {
+            mlo = fmaf(rs[0] + rs[1], f, mlo);
+          } else {
+            mlo = fmaf(rs[0], f, mlo);
+            mhi = fmaf(rs[1], f, mhi);
+          }
         }
       }
     };
-    /* FUSED: the mass partials of the last kMassG tiles wait in registers (pend[2 slot + half],
-     * the newest tile in the last slot); every kMassG tiles (and at the item's end) one transposed
-     * butterfly sums all 8 values over the warp's 32 lanes in 9 shuffles (lane 4 i ends with value
-     * i), the warps' sums meet in shared memory behind one warpgroup barrier, and a fixed order
-     * adds them: 4x fewer barriers and shuffles than a reduction per tile, the same bits every run.
-     * A flush comes every kMassG tiles by t, the partials go through shared memory by address
-     * (ld/st.shared, not generic), and the mass row and its scale are read back from shared memory
-     * (written at the item's start) instead of living through the loop: fewer uniform registers
-     * live, so ptxas keeps the QK descriptors as dense does (SASS: 16 uniform moves a tile fewer;
-     * H200 test bed, same call: +0.5-1%, tenth session) */
-    constexpr int kMassG = 4;
-    float pend[2 * kMassG];
-#pragma unroll
-    for (int i = 0; i < 2 * kMassG; i++) pend[i] = 0.0f;
-    int nflush = 0; /* flushes of this item: the parity picks the half of the partials' buffer */
-    auto flush_mass = [&](int t_last, int vlo) { /* entries of slots vlo.. are this item's tiles */
-      const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4;
-      float a4[4], a2[2];
-#pragma unroll
-      for (int i = 0; i < 4; i++)
-        a4[i] = (b4 ? pend[i + 4] : pend[i]) + __shfl_xor_sync(0xffffffffu, b4 ? pend[i] : pend[i + 4], 16);
-#pragma unroll
-      for (int i = 0; i < 2; i++)
-        a2[i] = (b3 ? a4[i + 2] : a4[i]) + __shfl_xor_sync(0xffffffffu, b3 ? a4[i] : a4[i + 2], 8);
-      float a1 = (b2 ? a2[1] : a2[0]) + __shfl_xor_sync(0xffffffffu, b2 ? a2[0] : a2[1], 4);
-      a1 += __shfl_xor_sync(0xffffffffu, a1, 2);
-      a1 += __shfl_xor_sync(0xffffffffu, a1, 1);
-      const uint32_t rbs = red_s + (uint32_t)(((nflush & 1) * 64 + c * 32) * 4); /* [4 warps][8 values] */
-      auto rb = [&](int i) { float v; asm volatile("ld.shared.f32 %0, [%1];" : "=f"(v) : "r"(rbs + 4 * i)); return v; };
-      if ((lane & 3) == 0) asm volatile("st.shared.f32 [%0], %1;" ::"r"(rbs + 4 * (warp * 8 + (lane >> 2))), "f"(a1) : "memory");
-      bar_wg(c);
-      const int mb = p.mass_block;
-      float *mrow = nullptr;
-      float minv = 0.0f;
-      if (mb == 64 ? lt < 2 * kMassG : lt < kMassG) { /* warp 0 wrote them at the item's start */
-        uint32_t lo, hi;
-        asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(lo), "=r"(hi) : "r"(mslot));
-        asm volatile("ld.shared.f32 %0, [%1];" : "=f"(minv) : "r"(mslot + 8));
-        mrow = (float *)(uintptr_t)(((uint64_t)hi << 32) | lo);
+    /* fused: the tile's mass partials of this thread's two rows are pre-added over lanes and 16
+     * lanes store them into the mass slot of the tile's ring stage s for a reducer warp, which
+     * does the rest. FUSED64 (mlo, mhi: the two 64-key halves): over the 4 lanes L, L ^ 8, L ^ 16,
+     * L ^ 24 in two shuffles (the first one transposed: lanes 0-15 keep half 0, 16-31 half 1);
+     * FUSED128 (mlo, the whole tile): over L and L ^ 16 in one. A reduction over the warpgroup
+     * here cost ~40 instructions a tile (9% of the loop, tenth session's profile). No wait: K of
+     * stage s came after the reducer freed the slot */
+    auto push_mass = [&](uint32_t s, float mlo, float mhi) {
+      float x;
+      if (KIND == FUSED128) {
+        x = mlo + __shfl_xor_sync(0xffffffffu, mlo, 16);
+      } else {
+        const bool b4 = lane & 16;
+        x = (b4 ? mhi : mlo) + __shfl_xor_sync(0xffffffffu, b4 ? mlo : mhi, 16);
+        x += __shfl_xor_sync(0xffffffffu, x, 8);
       }
-      if (mrow) {
-        if (mb == 64 && lt < 2 * kMassG) { /* entry (slot lt / 2, half lt % 2) */
-          const int slot = lt >> 1, t = t_last - (kMassG - 1) + slot;
-          const int64_t kb64 = 2 * (int64_t)t + (lt & 1);
-          if (slot >= vlo && kb64 < (p.kv_valid + 63) / 64)
-            mrow[kb64] = ((rb(lt) + rb(8 + lt)) + (rb(16 + lt) + rb(24 + lt))) * minv;
-        } else if (mb == 128 && lt < kMassG) {
-          /* mass blocks of 128 rows span both warpgroups: each adds its 64 rows' share to the
-           * zeroed entry, two addends onto 0, so the bits do not depend on their order */
-          const int t = t_last - (kMassG - 1) + lt, i = 2 * lt;
-          if (lt >= vlo)
-            atomicAdd(mrow + t, (((rb(i) + rb(i + 1)) + (rb(8 + i) + rb(9 + i))) +
-                                 ((rb(16 + i) + rb(17 + i)) + (rb(24 + i) + rb(25 + i)))) * minv);
-        }
+      if (KIND == FUSED128 ? lane < 16 : (lane & 8) == 0) {
+        asm volatile("st.shared.f32 [%0], %1;" ::"r"(ms_lane + s * kMassSlotBytes), "f"(x) : "memory");
+        mbar_arrive(mass_full(s));
       }
-      nflush++;
-    };
-    auto push_mass = [&](int t, float mlo, float mhi) {
-#pragma unroll
-      for (int i = 0; i < 2 * kMassG - 2; i++) pend[i] = pend[i + 2];
-      pend[2 * kMassG - 2] = mlo;
-      pend[2 * kMassG - 1] = mhi;
-      if ((t & (kMassG - 1)) == kMassG - 1) flush_mass(t, 0);
     };
     auto to_p = [&]() {
 #pragma unroll
@@ -612,7 +645,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_regs(sc);
       if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
       softmax(tl.j0(0), mlo, mhi);
-      if (KIND == FUSED) push_mass(0, mlo, mhi);
+      if (is_fused(KIND)) push_mass(s, mlo, mhi);
       to_p();
       for (int t = 1; t < tl.n; t++) {
         const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
@@ -631,12 +664,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
         softmax(tl.j0(t), mlo, mhi);
-        /* FUSED: the mass partials (and every kMassG tiles their reduction, with its warpgroup
-         * barrier) while O += P V still runs, not after it */
-        if (KIND == FUSED) push_mass(t, mlo, mhi);
-        /* SYNC: the warpgroup's 4 warps meet every SYNC tiles (dense only; FUSED meets at each
-         * mass flush): H200 test bed, same call, dense 720p 577 -> 633 TFLOP/s with the period a
-         * constant, only 580 -> 594 with it read at run time; sparse ran 1-7% slower (NOTES) */
+        /* fused: the mass partials to the reducers while O += P V still runs, not after it */
+        if (is_fused(KIND)) push_mass(s, mlo, mhi);
+        /* SYNC: the warpgroup's 4 warps meet every SYNC tiles (dense and fused walks): H200 test
+         * bed, same call, dense 720p 577 -> 633 TFLOP/s with the period a constant, only 580 -> 594
+         * with it read at run time; sparse ran 1-7% slower (NOTES) */
         if (SYNC > 0 && t % (SYNC > 0 ? SYNC : 1) == SYNC - 1) bar_wg(c);
         wgmma_wait<0>();
         fence_regs(o);
@@ -666,8 +698,6 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_a(pa);
       if (lane == 0) mbar_arrive(kv_empty(ring, it % ST));
       it++;
-      if (KIND == FUSED && (tl.n & (kMassG - 1)) != 0)
-        flush_mass(tl.n - 1, kMassG - (tl.n & (kMassG - 1)));
     }
 
     /* epilogue: out = o / l, lse = scale * m + log(l) (natural log) */
@@ -745,16 +775,23 @@ template <typename OutT, int KIND, int ST, bool PP, int SYNC = 0> int launch_t(c
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
   if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
+    if (P.p.mass_block == 128) switch (variant) {
+      case 1: return launch_t<OutT, FUSED128, 2, false>(P, st);
+      case 2: return launch_t<OutT, FUSED128, 2, true>(P, st);
+      case 3: return launch_t<OutT, FUSED128, 3, false>(P, st);
+      case 4: return launch_t<OutT, FUSED128, 3, true>(P, st);
+      default: return (int)cudaErrorInvalidValue;
+      }
     switch (variant) {
-    case 1: return launch_t<OutT, FUSED, 2, false>(P, st);
-    case 2: return launch_t<OutT, FUSED, 2, true>(P, st);
-    case 3: return launch_t<OutT, FUSED, 3, false>(P, st);
-    case 4: return launch_t<OutT, FUSED, 3, true>(P, st);
+    case 1: return launch_t<OutT, FUSED64, 2, false>(P, st);
+    case 2: return launch_t<OutT, FUSED64, 2, true>(P, st);
+    case 3: return launch_t<OutT, FUSED64, 3, false>(P, st);
+    case 4: return launch_t<OutT, FUSED64, 3, true>(P, st);
     default: return (int)cudaErrorInvalidValue;
     }
   }
   /* dense st3 / st3pp: the warpgroup barrier every 4 tiles (ADA_SM90_SYNC=0 turns it off, for
-   * A/B timing) */
+   * A/B timing; the fused pass ran up to 6% slower with it once its mass went to the reducers) */
   static int sync = -1;
   if (sync < 0) {
     const char *env = getenv("ADA_SM90_SYNC");
@@ -818,7 +855,7 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))
     return e;
   cudaStream_t st = (cudaStream_t)stream;
-  if (p->mode == ADA_ATTN_FUSED && p->mass_block == 128) { /* the kernel adds two shares per entry */
+  if (p->mode == ADA_ATTN_FUSED && p->mass_block == 128) { /* entries past kv_valid (the kernel writes the others) */
     const int64_t nb = (p->sq + 127) / 128, nk = (p->skv + 127) / 128;
     cudaError_t me = cudaMemsetAsync(p->mass, 0, sizeof(float) * (size_t)p->heads * (size_t)nb * (size_t)nk, st);
     if (me != cudaSuccess) return (int)me;
