@@ -14,8 +14,10 @@ gaps between consecutive HGMMAs (1 when ptxas keeps every descriptor in uniform 
     cuobjdump -sass /tmp/a.cubin > /tmp/a.sass       # cuobjdump: CUDA toolkit or the PyPI wheel
     python3 kernels/testbed/sass_loop.py /tmp/a.sass bfloat16Li1ELi3ELb0   # fused, st3, bf16 out
 
-Kernel names: attn_sm90_kernel<OutT, KIND, ST, PP, SYNC>, KIND 0 dense/sparse-128, 1 fused,
-2 sparse-64; e.g. `Li0ELi3ELb0ELi4E` is the dense walk (3 stages, no ping-pong, barrier every 4).
+Kernel names: attn_sm90_kernel<OutT, KIND, ST, PP, SYNC>, KIND 0 dense/sparse-128, 1 fused
+(mass blocks of 64), 2 sparse-64, 3 fused (mass blocks of 128); e.g. `Li0ELi3ELb0ELi4E` is the
+dense walk (3 stages, no ping-pong, barrier every 4). Since the eleventh session the fused pass
+has no flush in its loop (reducer warps sum the mass), so its flush count reads 0.
 Static counts only: a guide for what to time, not a timing.
 """
 import re

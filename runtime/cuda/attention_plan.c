@@ -19,6 +19,7 @@
  *   mirror.c); the others in natural order.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_attn.h"
@@ -64,6 +65,17 @@ static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
  * before the priorities st3pp was the dense default over 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
  * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
  * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp. */
+/* the fused pass's L2 priorities: none, or for A/B timing ADA_SM90_FUSED_L2=kv (K/V evict-last)
+ * or =all (as dense) */
+static int fused_l2_hint(void) {
+  static int hint = -1;
+  if (hint < 0) {
+    const char *e = getenv("ADA_SM90_FUSED_L2");
+    hint = e && !strcmp(e, "kv") ? ADA_L2_KV_LAST : e && !strcmp(e, "all") ? ADA_L2_ALL : 0;
+  }
+  return hint;
+}
+
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   int v = 0;
@@ -77,7 +89,7 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   /* dense: L2 priorities on (Q evict-first, K/V evict-last, streaming out): 720p st3 540 -> 586
    * TFLOP/s, st3pp 543 -> 569, in one test-bed run (H200, sixth session of 2026-12-03); sparse
    * even, the fused pass even to 2% slower, so only dense takes them */
-  p->l2_hint = p->mode == ADA_ATTN_DENSE ? ADA_L2_ALL : 0;
+  p->l2_hint = p->mode == ADA_ATTN_DENSE ? ADA_L2_ALL : p->mode == ADA_ATTN_FUSED ? fused_l2_hint() : 0;
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   p->tile_rows = 128;
   p->key_halves = 1;
