@@ -304,6 +304,21 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   auto sched_full = [&](uint32_t s) { return sq_base + 8 * s; };
   auto sched_empty = [&](uint32_t s) { return sq_base + 16 + 8 * s; };
   volatile int64_t *slots = reinterpret_cast<volatile int64_t *>(smem + sched_off(KIND, ST) + 32);
+  /* a consumer or reducer warp takes the i-th item of the walk from the queue: false when it is
+   * over, else its head h and query tile qt (warp-uniform: lane 0's read through a shuffle, so
+   * the wgmma descriptors built from them live in uniform registers) */
+  auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt) {
+    const uint32_t ss = i & 1;
+    mbar_wait(sched_full(ss), (i >> 1) & 1);
+    const int64_t w = __shfl_sync(0xffffffffu, slots[ss], 0);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(sched_empty(ss));
+    if (w < 0) return false;
+    const int64_t item = item_of<KIND>(p, w, nqt);
+    h = (int)(item / nqt);
+    qt = item - (int64_t)h * nqt;
+    return true;
+  };
   /* fused: the mass queue, slot s for the key tile in ring stage s; the reducer frees a slot by
    * its arrival on the stage's kv_empty, so a consumer that holds the stage's K finds the slot free */
   const uint32_t mq_base = base + mq_off(KIND, ST), ms_base = base + mslot_off(KIND, ST);
@@ -344,16 +359,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       const uint32_t stage = (uint32_t)ring - 1, la = ms_base + stage * kMassSlotBytes + 16 * (uint32_t)lane;
       const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
       uint32_t mt = 0, use = 0; /* tiles of the walk so far, tiles of stage s taken */
-      for (uint32_t i = 0;; i++) {
-        const uint32_t ss = i & 1;
-        mbar_wait(sched_full(ss), (i >> 1) & 1);
-        const int64_t w = slots[ss];
-        __syncwarp();
-        if (lane == 0) mbar_arrive(sched_empty(ss));
-        if (w < 0) break;
-        const int64_t item = item_of<KIND>(p, w, nqt);
-        const int h = (int)(item / nqt);
-        const int64_t qt = item - (int64_t)h * nqt;
+      int h;
+      int64_t qt;
+      for (uint32_t i = 0; take_item(i, lane, h, qt); i++) {
         const int n = item_tiles<KIND>(p, h, qt, nqt, 0).n;
         /* the writers: mb 64 lanes 0, 8, 16, 24 (query block 2 qt + lane / 16, key blocks 2 t +
          * lane / 8 % 2 below kv_valid), mb 128 lane 0 (query block qt, key block t) */
@@ -480,16 +488,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
-  for (uint32_t i = 0;; i++) {
-    const uint32_t ss = i & 1;
-    mbar_wait(sched_full(ss), (i >> 1) & 1);
-    const int64_t w = __shfl_sync(0xffffffffu, slots[ss], 0); /* warp-uniform, as c */
-    __syncwarp();
-    if (lane == 0) mbar_arrive(sched_empty(ss));
-    if (w < 0) break;
-    const int64_t item = item_of<KIND>(p, w, nqt);
-    const int h = (int)(item / nqt);
-    const int64_t qt = item - (int64_t)h * nqt;
+  int h;
+  int64_t qt;
+  for (uint32_t i = 0; take_item(i, lane, h, qt); i++) {
     const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c);
     const int other_n = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1 - c).n : tl.n;
     const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
