@@ -8,10 +8,10 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         the frames read back by check.py: a table of what each prompt asked and what each run
         shows, the % of prompts whose colour, shape and motion all agree with the caption, and
         the % for each attribute apart, and how many runs show one object (check.py's `objects`;
-        "xN" in the table when N != 1) and agree strictly (the three and one object); --rescore: no runs, the frames an earlier caption run left
-        under --out read again (after a change of check.py), its tables written anew; the
-        recipe's default run (recipes/tiny.lua since 2026-12-04: AdaSpa 0.7, CFG 3) is --guidance 3
-        --sparsity 0.7 (the defaults here stay those of the runs before: 0.8, one pass a step)
+        "xN" in the table when N != 1) and agree strictly (the three and one object); --rescore:
+        no runs, the frames an earlier caption run left under --out read again (after a change
+        of check.py), its tables written anew; the recipe's default run (recipes/tiny.lua: one
+        pass a step at AdaSpa 0.7) is --sparsity 0.7 (the default here stays 0.8, the runs' before)
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
