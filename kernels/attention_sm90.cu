@@ -153,14 +153,17 @@ __device__ __forceinline__ uint64_t policy_evict_last() {
   return p;
 }
 
-/* wgmma shared-memory descriptor, 128-byte swizzle: start, leading and stride byte offsets. */
-__device__ __forceinline__ uint64_t desc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)(sbo >> 4) << 32) | (1ull << 62);
-}
-
-/* desc128(addr, lbo, 1024) as its low word and the high word they all share */
+/* wgmma shared-memory descriptor, 128-byte swizzle: start address and leading byte offset in the
+ * low word (desc_lo), stride byte offset and the swizzle mode in the high word (desc_hi) */
 __device__ __forceinline__ uint32_t desc_lo(uint32_t addr, uint32_t lbo) { return ((addr & 0x3FFFFu) >> 4) | ((lbo >> 4) << 16); }
-__device__ __forceinline__ uint64_t desc_pack(uint32_t lo) { return ((uint64_t)((1024u >> 4) | (1u << 30)) << 32) | lo; }
+__device__ __forceinline__ constexpr uint32_t desc_hi(uint32_t sbo) { return (sbo >> 4) | (1u << 30); }
+__device__ __forceinline__ uint64_t desc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  /* the low word as desc_lo's, widened before the OR: built from desc_lo (a 32-bit OR) ptxas emits
+   * different code (ULEA.HI for two uniform ops in the PV descriptors), not yet run on a GPU */
+  return (uint64_t)((addr & 0x3FFFFu) >> 4) | ((uint64_t)(lbo >> 4) << 16) | ((uint64_t)desc_hi(sbo) << 32);
+}
+/* a low word under the high word of every descriptor here (stride 1024) */
+__device__ __forceinline__ uint64_t desc_pack(uint32_t lo) { return ((uint64_t)desc_hi(1024) << 32) | lo; }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

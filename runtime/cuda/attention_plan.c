@@ -57,14 +57,6 @@ static bool sm80_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
 }
 
 #ifdef ADA_HAVE_SM90
-/* sm90 (kernels/attention_sm90.cu): 128-row tiles (sparse blocks of 64: two per CTA, one per
- * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
- * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
- * st3 with L2 priorities for dense attention (below; since the ninth session the kernel also
- * brings each warpgroup's warps together every 4 tiles in dense walks: 720p 595 -> 642 TFLOP/s;
- * before the priorities st3pp was the dense default over 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
- * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
- * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp. */
 /* the fused pass's L2 priorities: none, or for A/B timing ADA_SM90_FUSED_L2=kv (K/V evict-last)
  * or =all (as dense) */
 static int fused_l2_hint(void) {
@@ -76,6 +68,14 @@ static int fused_l2_hint(void) {
   return hint;
 }
 
+/* sm90 (kernels/attention_sm90.cu): 128-row tiles (sparse blocks of 64: two per CTA, one per
+ * consumer warpgroup). Variants: "st2", "st2pp", "st3", "st3pp" (K/V ring stages, and ping-pong of
+ * the two consumer warpgroups' GEMM issue). Default (H200, 2026-12-03, kernels/testbed/NOTES.md):
+ * st3 with L2 priorities for dense attention (below; since the ninth session the kernel also
+ * brings each warpgroup's warps together every 4 tiles in dense walks: 720p 595 -> 642 TFLOP/s;
+ * before the priorities st3pp was the dense default over 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
+ * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
+ * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp. */
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   int v = 0;

@@ -21,11 +21,11 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         recall per head, its spread, layout Jaccard and LSE change between two steps), then a
         trace of a real sampling run (recipes/tools/record_trace.lua) replayed by `adaspa recipe
         replay` (every policy on the recorded q, k, v; layout and LSE stability across steps)
-    python evaluate.py examples [--prompts 1,2,3,4] [--sheet FILE] [--guidance 3 --sparsity 0.7]
+    python evaluate.py examples [--prompts 1,2,3,4] [--sheet FILE] [--sparsity 0.7] [--guidance S]
         a contact sheet of the policy run on held-out prompts (default the first --n after --skip):
         each prompt's caption with check.py's verdict ([ok], or what it read where it disagrees)
         and 6 frames from the first to the last; models/tiny/examples.png is
-        `examples --n 4 --guidance 3 --sparsity 0.7 --sheet models/tiny/examples.png`
+        `examples --n 4 --sparsity 0.7 --sheet models/tiny/examples.png` (the default run)
     python evaluate.py all [--quick]      # caption, quality and observe; --quick: 3 prompts, 20 steps
 
 Common options: --weights FILE (default: the trained export, models/tiny/tiny.safetensors, read
@@ -221,7 +221,7 @@ def cmd_caption(a):
 
 
 def cmd_examples(a):
-    """A contact sheet of the policy run (the recipe's default: --guidance 3 --sparsity 0.7) on
+    """A contact sheet of the policy run (the recipe's default: --sparsity 0.7, one pass) on
     held-out prompts: per prompt its caption, check.py's verdict, and 6 frames evenly spaced from
     the first to the last."""
     from PIL import Image, ImageDraw
@@ -398,7 +398,7 @@ def main(argv):
     ap.add_argument("--sparsity", type=float, default=0.8, help="caption: its sparsity")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale (sampler.guidance_kind=cfg; the unconditional pass on the"
-                         " blank prompt); default and 1: none (recipes/tiny.lua's default run: 3, at --sparsity 0.7)")
+                         " blank prompt); default and 1: none, one pass a step (recipes/tiny.lua's default run)")
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--prompts", default=None, metavar="I,J,..",
