@@ -17,9 +17,9 @@
  *     walks (block 128) compute the rescale exponentials (and the mass factor) only in tiles
  *     where a row max of the warp moved (LAZY: sparse block 128 +2-3.5%, NOTES session 10);
  *   - fused pass: the consumers pre-add each tile's block-mass partials over a few lanes and store
- *     them into a mass slot of the tile's ring stage while its P V product runs; warp 1 + s of
- *     the producer warpgroup, the reducer of stage s, adds them up and writes the mass (NOTES
- *     session 11: 1.057x -> ~1.04x of dense at 720p).
+ *     them into a mass slot of the tile's ring stage once the next tile's GEMMs are issued; warp
+ *     1 + s of the producer warpgroup, the reducer of stage s, adds them up and writes the mass
+ *     (NOTES sessions 11 and 12: 1.057x -> 1.00-1.035x of dense).
  * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
@@ -649,7 +649,6 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_regs(sc);
       if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
       softmax(tl.j0(0), mlo, mhi);
-      if (is_fused(KIND)) push_mass(s, mlo, mhi);
       to_p();
       for (int t = 1; t < tl.n; t++) {
         const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
@@ -664,12 +663,13 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         issue_pv(sp);
         wgmma_commit();
         if (PP) pp_arrive(c);
+        /* fused: tile t - 1's mass partials to the reducers while the GEMMs run (pushed right
+         * after its softmax, their shuffle chain delayed the next issue: 2% of the pass) */
+        if (is_fused(KIND)) push_mass(sp, mlo, mhi);
         wgmma_wait<1>();
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
         softmax(tl.j0(t), mlo, mhi);
-        /* fused: the mass partials to the reducers while O += P V still runs, not after it */
-        if (is_fused(KIND)) push_mass(s, mlo, mhi);
         /* SYNC: the warpgroup's 4 warps meet every SYNC tiles (dense and fused walks): H200 test
          * bed, same call, dense 720p 577 -> 633 TFLOP/s with the period a constant, only 580 -> 594
          * with it read at run time; sparse ran 1-7% slower (NOTES) */
@@ -697,6 +697,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       issue_pv(it % ST);
       wgmma_commit();
       if (PP) pp_arrive(c);
+      if (is_fused(KIND)) push_mass(it % ST, mlo, mhi); /* the last tile's */
       wgmma_wait<0>();
       fence_regs(o);
       fence_a(pa);

@@ -7,6 +7,8 @@
 -- 4 * Sq * Skv * D * H for the blocks computed (the kept blocks for sparse; Q K^T only, half of
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
 -- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
+-- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
+-- medians: the fused / dense ratio free of the clock drift between rows (see `alternate`).
 local bench = require "adaspa.bench"
 local args = bench.args(arg)
 if not adaspa.cuda.available() then
@@ -67,6 +69,31 @@ local function peers(list)
 end
 
 local rows = {}
+local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
+
+-- Medians (seconds) of fns timed in alternation, `rounds` rounds after one warm-up each. Under the
+-- board's power cap (H200: ~690 W, 1.6-1.7 GHz in these kernels) rows timed apart in a run can sit at
+-- different clocks, so the ratio of two rows moves by a few percent from run to run; in alternation
+-- both see the same clocks (twelfth session: the fused pass 1.02-1.06x dense as rows, in one call).
+local function alternate(fns, rounds)
+  local ts = {}
+  for i, fn in ipairs(fns) do fn(); ts[i] = {} end
+  adaspa.cuda.synchronize()
+  for r = 1, rounds do
+    for i, fn in ipairs(fns) do
+      local t0 = adaspa.now()
+      fn()
+      adaspa.cuda.synchronize()
+      ts[i][r] = adaspa.now() - t0
+    end
+  end
+  local med = {}
+  for i, t in ipairs(ts) do
+    table.sort(t)
+    med[i] = t[math.floor((#t + 1) / 2)]
+  end
+  return med
+end
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
 end
@@ -104,6 +131,16 @@ for _, sh in ipairs(shapes) do
     end), dense, "sdpa_cudnn")
     mass:free()
   end
+  do -- the fused pass against dense in alternation (the goal: fused <= 1.03x dense)
+    local m64 = adaspa.empty({H, math.ceil(S / 64), math.ceil(S / 64)}, {device = "cuda"})
+    local m128 = adaspa.empty({H, math.ceil(S / 128), math.ceil(S / 128)}, {device = "cuda"})
+    alternated[#alternated + 1] = {shape = sh.name, ms = alternate({
+      function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end,
+      function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 64, out = out, lse_out = lse, mass_out = m64}) end,
+      function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 128, out = out, lse_out = lse, mass_out = m128}) end,
+    }, 9)}
+    m64:free(); m128:free()
+  end
   for _, b in ipairs({128, 64}) do
     for i, d in ipairs(densities) do
       local layout = sink_layout(S, b, d, 10 + i)
@@ -136,4 +173,10 @@ for _, r in ipairs(rows) do
   local p = r.peer_key and peer[r.shape] and peer[r.shape][r.peer_key]
   if p then note = string.format("%s %.2f ms %.0f TFLOP/s: ours %.2fx", r.peer_key, p.ms, p.tflops, p.ms / r.ms) end
   print(string.format("%-10s %-32s %9.2f %8.1f  %s", r.shape, r.op, r.ms, r.tflops, note))
+end
+print("fused pass against dense, timed in alternation (dense, mass 64, mass 128; 9 rounds, medians):")
+for _, a in ipairs(alternated) do
+  local d, f64, f128 = a.ms[1], a.ms[2], a.ms[3]
+  print(string.format("%-10s dense %.2f ms, attention_with_mass b64 %.2f ms (%.3fx), b128 %.2f ms (%.3fx)", a.shape,
+    d * 1e3, f64 * 1e3, f64 / d, f128 * 1e3, f128 / d))
 end
