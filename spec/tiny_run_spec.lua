@@ -404,7 +404,9 @@ torch.save({"step": 0}, "%s/noae.pt")
     assert.truthy(md:find("2 held-out prompts, dense (2 steps, seed 42, no guidance, sampler.shift=5)", 1, true), md)
     assert.truthy(md:find("\n| 49 | ") and md:find("\n| 50 | "), md)
     assert.falsy(md:find("\n| 1 | "), md)
-    assert.truthy(spec_slurp(out .. "/ev/caption/p00.log"):find("shift 5,", 1, true))
+    -- each prompt's folder is named by its held-out number (p48, p49), not by its place in the slice
+    assert.truthy(spec_slurp(out .. "/ev/caption/p48.log"):find("shift 5,", 1, true))
+    assert.is_nil(io.open(out .. "/ev/caption/p00.log"))
     -- --rescore: the same frames read again without runs (the tables written anew); another
     -- slice than the one that ran is refused
     os.remove(out .. "/ev/caption.md")
@@ -414,7 +416,14 @@ torch.save({"step": 0}, "%s/noae.pt")
     assert.truthy(again:find("\n| 49 | ") and again:find("\n| 50 | "), again)
     code = os.execute(cmd:gsub("%-%-skip 48", "--skip 47") .. " --rescore > " .. out .. "/rescore2.log 2>&1")
     assert.are_not.equal(0, code)
-    assert.truthy(spec_slurp(out .. "/rescore2.log"):find("did not run", 1, true), spec_slurp(out .. "/rescore2.log"))
+    assert.truthy(spec_slurp(out .. "/rescore2.log"):find("no earlier run at", 1, true), spec_slurp(out .. "/rescore2.log"))
+    -- a part run apart into the same --out (prompt 48), then one table over the three by --rescore
+    code = os.execute(cmd:gsub("%-%-n 2 %-%-skip 48", "--n 1 --skip 47") .. " > " .. out .. "/part.log 2>&1")
+    assert.are.equal(0, code, spec_slurp(out .. "/part.log"))
+    code = os.execute(cmd:gsub("%-%-n 2 %-%-skip 48", "--n 3 --skip 47") .. " --rescore > " .. out .. "/all.log 2>&1")
+    assert.are.equal(0, code, spec_slurp(out .. "/all.log"))
+    local all = spec_slurp(out .. "/ev/caption.md")
+    assert.truthy(all:find("\n| 48 | ") and all:find("\n| 49 | ") and all:find("\n| 50 | "), all)
     for bad, says in pairs({["--set shift"] = "--set 'shift': give FIELD=VALUE",
         ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1"}) do
       code = os.execute(cmd .. " " .. bad .. " > " .. out .. "/bad.log 2>&1")
