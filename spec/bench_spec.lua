@@ -21,6 +21,24 @@ describe("adaspa.bench", function()
     -- only overshoot, so the median is at least 0.03 (a mean would be 0.067) and below 0.1
     assert.is_true(t >= 0.03 and t < 0.1, tostring(t))
   end)
+
+  it("times functions in alternation: one warm-up each, then rounds of all in turn, medians", function()
+    local order, waits = {}, {a = {0.001, 0.1, 0.002}, b = {0.1, 0.002, 0.001}}
+    local n = {a = 0, b = 0}
+    local function f(name)
+      return function()
+        order[#order + 1] = name
+        n[name] = n[name] + 1
+        local t0 = adaspa.now()
+        while adaspa.now() - t0 < (waits[name][n[name] - 1] or 0) do end -- call 1 is the warm-up
+      end
+    end
+    local med = bench.alternate({f("a"), f("b")}, 3)
+    assert.same({"a", "b", "a", "b", "a", "b", "a", "b"}, order)
+    -- each one's waits sorted are 0.001 0.002 0.1: the median run waited 0.002 s (a mean would be 0.034)
+    assert.equal(2, #med)
+    for i = 1, 2 do assert.is_true(med[i] >= 0.002 and med[i] < 0.05, tostring(med[i])) end
+  end)
 end)
 
 describe("the bench scripts", function()

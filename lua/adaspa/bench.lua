@@ -33,4 +33,32 @@ function bench.time(fn, reps, warmup)
   return ts[math.floor((#ts + 1) / 2)]
 end
 
+-- Median seconds of each of fns, timed in alternation: one warm-up run each, then `rounds` rounds
+-- (default 9) of fns[1], fns[2], ... in turn. For the ratio of two kernels: a GPU at its power cap
+-- (the H200 at ~690 W in attention) moves its clock by a few percent over seconds, so rows timed
+-- apart compare different clocks; in alternation both see the same ones (twelfth session: the fused
+-- pass read 1.07x dense as rows and 1.02-1.035x in alternation, in one call).
+function bench.alternate(fns, rounds)
+  local ts = {}
+  for i, fn in ipairs(fns) do
+    fn()
+    ts[i] = {}
+  end
+  sync()
+  for r = 1, rounds or 9 do
+    for i, fn in ipairs(fns) do
+      local t0 = adaspa.now()
+      fn()
+      sync()
+      ts[i][r] = adaspa.now() - t0
+    end
+  end
+  local med = {}
+  for i, t in ipairs(ts) do
+    table.sort(t)
+    med[i] = t[math.floor((#t + 1) / 2)]
+  end
+  return med
+end
+
 return bench

@@ -8,7 +8,7 @@
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
 -- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
 -- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
--- medians: the fused / dense ratio free of the clock drift between rows (see `alternate`).
+-- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`).
 local bench = require "adaspa.bench"
 local args = bench.args(arg)
 if not adaspa.cuda.available() then
@@ -71,29 +71,6 @@ end
 local rows = {}
 local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
 
--- Medians (seconds) of fns timed in alternation, `rounds` rounds after one warm-up each. Under the
--- board's power cap (H200: ~690 W, 1.6-1.7 GHz in these kernels) rows timed apart in a run can sit at
--- different clocks, so the ratio of two rows moves by a few percent from run to run; in alternation
--- both see the same clocks (twelfth session: the fused pass 1.02-1.06x dense as rows, in one call).
-local function alternate(fns, rounds)
-  local ts = {}
-  for i, fn in ipairs(fns) do fn(); ts[i] = {} end
-  adaspa.cuda.synchronize()
-  for r = 1, rounds do
-    for i, fn in ipairs(fns) do
-      local t0 = adaspa.now()
-      fn()
-      adaspa.cuda.synchronize()
-      ts[i][r] = adaspa.now() - t0
-    end
-  end
-  local med = {}
-  for i, t in ipairs(ts) do
-    table.sort(t)
-    med[i] = t[math.floor((#t + 1) / 2)]
-  end
-  return med
-end
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
 end
@@ -134,7 +111,7 @@ for _, sh in ipairs(shapes) do
   do -- the fused pass against dense in alternation (the goal: fused <= 1.03x dense)
     local m64 = adaspa.empty({H, math.ceil(S / 64), math.ceil(S / 64)}, {device = "cuda"})
     local m128 = adaspa.empty({H, math.ceil(S / 128), math.ceil(S / 128)}, {device = "cuda"})
-    alternated[#alternated + 1] = {shape = sh.name, ms = alternate({
+    alternated[#alternated + 1] = {shape = sh.name, ms = bench.alternate({
       function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end,
       function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 64, out = out, lse_out = lse, mass_out = m64}) end,
       function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 128, out = out, lse_out = lse, mass_out = m128}) end,
