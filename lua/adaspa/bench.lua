@@ -17,20 +17,27 @@ end
 
 local function sync() if adaspa.cuda.available() then adaspa.cuda.synchronize() end end
 
+-- seconds of one run of fn, queued GPU work included
+local function timed(fn)
+  local t0 = adaspa.now()
+  fn()
+  sync()
+  return adaspa.now() - t0
+end
+
+local function median(ts)
+  table.sort(ts)
+  return ts[math.floor((#ts + 1) / 2)]
+end
+
 -- Median seconds of `reps` runs of fn (default 5) after `warmup` unmeasured runs (default 1);
 -- a GPU, when present, is synchronized before each clock read, so queued work is counted.
 function bench.time(fn, reps, warmup)
   for _ = 1, warmup or 1 do fn() end
   sync()
   local ts = {}
-  for i = 1, reps or 5 do
-    local t0 = adaspa.now()
-    fn()
-    sync()
-    ts[i] = adaspa.now() - t0
-  end
-  table.sort(ts)
-  return ts[math.floor((#ts + 1) / 2)]
+  for i = 1, reps or 5 do ts[i] = timed(fn) end
+  return median(ts)
 end
 
 -- Median seconds of each of fns, timed in alternation: one warm-up run each, then `rounds` rounds
@@ -46,18 +53,10 @@ function bench.alternate(fns, rounds)
   end
   sync()
   for r = 1, rounds or 9 do
-    for i, fn in ipairs(fns) do
-      local t0 = adaspa.now()
-      fn()
-      sync()
-      ts[i][r] = adaspa.now() - t0
-    end
+    for i, fn in ipairs(fns) do ts[i][r] = timed(fn) end
   end
   local med = {}
-  for i, t in ipairs(ts) do
-    table.sort(t)
-    med[i] = t[math.floor((#t + 1) / 2)]
-  end
+  for i, t in ipairs(ts) do med[i] = median(t) end
   return med
 end
 
