@@ -98,26 +98,22 @@ for _, sh in ipairs(shapes) do
     adaspa.attention(q, k, v, {out = out, lse_out = lse, kv_valid = masked})
   end), 4.0 * S * masked * D * H, "sdpa_cudnn")
   local lse_c = lse:clone()
+  local masses = {} -- [block] = the [H, S / block, S / block] mass, for the rows and the alternation
+  local function fused(b)
+    return function()
+      adaspa.attention_with_mass(q, k, v, lse_c, {block = b, out = out, lse_out = lse, mass_out = masses[b]})
+    end
+  end
   for _, b in ipairs({64, 128}) do
-    local nb = math.ceil(S / b)
-    local mass = adaspa.empty({H, nb, nb}, {device = "cuda"})
-    row(sh.name, "block_mass b" .. b, time(function() adaspa.block_mass(q, k, lse_c, {block = b, out = mass}) end),
+    masses[b] = adaspa.empty({H, math.ceil(S / b), math.ceil(S / b)}, {device = "cuda"})
+    row(sh.name, "block_mass b" .. b, time(function() adaspa.block_mass(q, k, lse_c, {block = b, out = masses[b]}) end),
       dense / 2)
-    row(sh.name, "attention_with_mass b" .. b, time(function()
-      adaspa.attention_with_mass(q, k, v, lse_c, {block = b, out = out, lse_out = lse, mass_out = mass})
-    end), dense, "sdpa_cudnn")
-    mass:free()
+    row(sh.name, "attention_with_mass b" .. b, time(fused(b)), dense, "sdpa_cudnn")
   end
-  do -- the fused pass against dense in alternation (the goal: fused <= 1.03x dense)
-    local m64 = adaspa.empty({H, math.ceil(S / 64), math.ceil(S / 64)}, {device = "cuda"})
-    local m128 = adaspa.empty({H, math.ceil(S / 128), math.ceil(S / 128)}, {device = "cuda"})
-    alternated[#alternated + 1] = {shape = sh.name, ms = bench.alternate({
-      function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end,
-      function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 64, out = out, lse_out = lse, mass_out = m64}) end,
-      function() adaspa.attention_with_mass(q, k, v, lse_c, {block = 128, out = out, lse_out = lse, mass_out = m128}) end,
-    }, 9)}
-    m64:free(); m128:free()
-  end
+  -- the fused pass against dense in alternation (the goal: fused <= 1.03x dense)
+  alternated[#alternated + 1] = {shape = sh.name, ms = bench.alternate({
+    function() adaspa.attention(q, k, v, {out = out, lse_out = lse}) end, fused(64), fused(128)}, 9)}
+  masses[64]:free(); masses[128]:free()
   for _, b in ipairs({128, 64}) do
     for i, d in ipairs(densities) do
       local layout = sink_layout(S, b, d, 10 + i)

@@ -98,6 +98,12 @@ def scored_rows(prompt, out_dir, res):
     return rows
 
 
+def prompt_dir(a, kind, i):
+    """The folder of the i-th prompt of this run's slice: pNN with NN its 0-based held-out number,
+    so parts run with --skip into one --out meet in one table with --rescore."""
+    return Path(a.out) / kind / ("p%02d" % (a.skip + i))
+
+
 def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
     """One `adaspa recipe compare` of the tiny model on prompt; returns results.json (rows with
     their frames scored)."""
@@ -170,7 +176,7 @@ def cmd_caption(a):
     parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0, "one": 0, "strict": 0} for w in ("dense", "policy")}
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, Path(a.out) / "caption" / ("p%02d" % (a.skip + i)), ["dense"] if solo else ["dense", a.policy],
+        rows, secs = compare_run(a, cap, prompt_dir(a, "caption", i), ["dense"] if solo else ["dense", a.policy],
                                  [a.sparsity])
         d = rows[0]["check"]
         p = d if solo else rows[1]["check"]
@@ -276,7 +282,7 @@ def cmd_quality(a):
     order = []
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, Path(a.out) / "quality" / ("p%02d" % (a.skip + i)), policies, a.sparsities)
+        rows, secs = compare_run(a, cap, prompt_dir(a, "quality", i), policies, a.sparsities)
         print("quality %2d/%d  %5.1f s  %s" % (i + 1, len(prompts), secs, cap), flush=True)
         for r in rows:
             lab = r["label"]
@@ -387,11 +393,11 @@ def main(argv):
     ap.add_argument("--n", type=int, default=None, help="prompts (default 50; --quick 3)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="caption, quality: a recipe override for every run (repeatable), e.g. sampler.shift=5")
-    ap.add_argument("--skip", type=int, default=0, help="caption, quality: start after the first SKIP held-out prompts (each prompt's folder is"
-                         " pNN, NN its 0-based held-out number, so parts run with --skip into one --out make the"
-                         " whole table with --rescore --n ALL)")
+    ap.add_argument("--skip", type=int, default=0,
+                    help="caption, quality: start after the first SKIP held-out prompts (each prompt's folder is pNN,"
+                         " NN its 0-based held-out number: parts run into one --out make one table with --rescore)")
     ap.add_argument("--rescore", action="store_true",
-                    help="caption, examples: no adaspa runs; read the frames of an earlier run under --out again (same"
+                    help="caption, quality, examples: no adaspa runs; read the frames of an earlier run under --out again (same"
                          " --n, --skip, --policy and --sparsity) with the current check.py")
     ap.add_argument("--quick", action="store_true", help="3 prompts, 20 steps")
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default 50; --quick 20)")
