@@ -227,7 +227,11 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
   constexpr int KT = key_tile(KIND);
   Tiles<KT> r;
   r.list = nullptr;
-  if (p.mode == ADA_ATTN_SPARSE) {
+  /* the fused walk is dense: compiled out of it, the sparse branch (and in the reducers the kv_valid
+   * zeroing loop, now the launcher's) no longer costs the whole kernel its uniform registers:
+   * ptxas kept the consumers' 8 Q descriptors in uniform registers again (fused st3 loop 716 ->
+   * 693 instructions with mass 128, 725 -> 702 with 64; dense 686) */
+  if (!is_fused(KIND) && p.mode == ADA_ATTN_SPARSE) {
     const int64_t nqb = KIND == SPARSE64 ? (p.sq + 63) / 64 : nqt, qb = KIND == SPARSE64 ? 2 * qt + c : qt;
     if (qb >= nqb) {
       r.n = 0;
@@ -376,10 +380,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           if (mq < nmqb) {
             float *row = p.mass + ((int64_t)h * nmqb + mq) * nmkb;
             minv = 1.0f / (float)(p.sq - mq * mb < mb ? p.sq - mq * mb : mb);
-            if (mb == 64) {
+            if (mb == 64) { /* blocks past kv_valid: the launcher zeroes them */
               const int hf = (lane >> 3) & 1;
-              if (hf == 0 && stage == 0) /* blocks past kv_valid (mb 128: the launcher zeroes the whole mass) */
-                for (int64_t kb = nkvm; kb < nmkb; kb++) row[kb] = 0.0f;
               dst = row + hf;
               lim = (int)((nkvm - hf + 1) / 2);
               step = 2;
@@ -603,19 +605,21 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     /* fused: the tile's mass partials of this thread's two rows are pre-added over lanes and 16
      * lanes store them into the mass slot of the tile's ring stage s for a reducer warp, which
      * does the rest. FUSED64 (mlo, mhi: the two 64-key halves): over the 4 lanes L, L ^ 8, L ^ 16,
-     * L ^ 24 in two shuffles (the first one transposed: lanes 0-15 keep half 0, 16-31 half 1);
-     * FUSED128 (mlo, the whole tile): over L and L ^ 16 in one. A reduction over the warpgroup
-     * here cost ~40 instructions a tile (9% of the loop, tenth session's profile). No wait: K of
-     * stage s came after the reducer freed the slot */
-    auto push_mass = [&](uint32_t s, float mlo, float mhi) {
-      float x;
-      if (KIND == FUSED128) {
-        x = mlo + __shfl_xor_sync(0xffffffffu, mlo, 16);
-      } else {
+     * L ^ 24 in two shuffles, the first one transposed (lanes 0-15 keep half 0, 16-31 half 1)
+     * and made by fold_mass right after the tile's softmax, so that the shuffle left for the push
+     * is one, as in FUSED128 (mlo, the whole tile: over L and L ^ 16). ptxas hoists the push's
+     * shuffles above the GEMM issue; with two chained ones, the second QK HGMMA waited on both
+     * (720p mass 64 test bed 274 -> 290 ms once the Q descriptors no longer filled the gap). A
+     * reduction over the warpgroup here cost ~40 instructions a tile (9% of the loop, tenth
+     * session's profile). No wait: K of stage s came after the reducer freed the slot */
+    auto fold_mass = [&](float &mlo, float mhi) {
+      if (KIND == FUSED64) {
         const bool b4 = lane & 16;
-        x = (b4 ? mhi : mlo) + __shfl_xor_sync(0xffffffffu, b4 ? mlo : mhi, 16);
-        x += __shfl_xor_sync(0xffffffffu, x, 8);
+        mlo = (b4 ? mhi : mlo) + __shfl_xor_sync(0xffffffffu, b4 ? mlo : mhi, 16);
       }
+    };
+    auto push_mass = [&](uint32_t s, float mf) {
+      const float x = mf + __shfl_xor_sync(0xffffffffu, mf, KIND == FUSED128 ? 16 : 8);
       if (KIND == FUSED128 ? lane < 16 : (lane & 8) == 0) {
         asm volatile("st.shared.f32 [%0], %1;" ::"r"(ms_lane + s * kMassSlotBytes), "f"(x) : "memory");
         mbar_arrive(mass_full(s));
@@ -649,6 +653,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       fence_regs(sc);
       if (tl.n == 1 && lane == 0) mbar_arrive(bar_q_empty); /* Q is no longer read */
       softmax(tl.j0(0), mlo, mhi);
+      fold_mass(mlo, mhi);
       to_p();
       for (int t = 1; t < tl.n; t++) {
         const uint32_t sp = it % ST, php = (it / ST) & 1; /* tile t - 1 */
@@ -663,13 +668,14 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         issue_pv(sp);
         wgmma_commit();
         if (PP) pp_arrive(c);
-        /* fused: tile t - 1's mass partials to the reducers while the GEMMs run (pushed right
-         * after its softmax, their shuffle chain delayed the next issue: 2% of the pass) */
-        if (is_fused(KIND)) push_mass(sp, mlo, mhi);
+        /* fused: tile t - 1's mass partials to the reducers while the GEMMs run (pushed whole
+         * right after its softmax, the shuffle chain delayed the next issue: 2% of the pass) */
+        if (is_fused(KIND)) push_mass(sp, mlo);
         wgmma_wait<1>();
         fence_regs(sc);
         if (t == tl.n - 1 && lane == 0) mbar_arrive(bar_q_empty);
         softmax(tl.j0(t), mlo, mhi);
+        fold_mass(mlo, mhi);
         /* SYNC: the warpgroup's 4 warps meet every SYNC tiles (dense and fused walks): H200 test
          * bed, same call, dense 720p 577 -> 633 TFLOP/s with the period a constant, only 580 -> 594
          * with it read at run time; sparse ran 1-7% slower (NOTES) */
@@ -697,7 +703,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       issue_pv(it % ST);
       wgmma_commit();
       if (PP) pp_arrive(c);
-      if (is_fused(KIND)) push_mass(it % ST, mlo, mhi); /* the last tile's */
+      if (is_fused(KIND)) push_mass(it % ST, mlo); /* the last tile's */
       wgmma_wait<0>();
       fence_regs(o);
       fence_a(pa);
@@ -860,10 +866,13 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))
     return e;
   cudaStream_t st = (cudaStream_t)stream;
-  if (p->mode == ADA_ATTN_FUSED && p->mass_block == 128) { /* entries past kv_valid (the kernel writes the others) */
-    const int64_t nb = (p->sq + 127) / 128, nk = (p->skv + 127) / 128;
-    cudaError_t me = cudaMemsetAsync(p->mass, 0, sizeof(float) * (size_t)p->heads * (size_t)nb * (size_t)nk, st);
-    if (me != cudaSuccess) return (int)me;
+  if (p->mode == ADA_ATTN_FUSED) { /* the key blocks past kv_valid, a column band of [heads x nb] rows (the kernel writes the rest) */
+    const int64_t mb = p->mass_block, nb = (p->sq + mb - 1) / mb, nk = (p->skv + mb - 1) / mb, nkv = (p->kv_valid + mb - 1) / mb;
+    if (nkv < nk) {
+      cudaError_t me = cudaMemset2DAsync(p->mass + nkv, sizeof(float) * (size_t)nk, 0, sizeof(float) * (size_t)(nk - nkv),
+                                         (size_t)p->heads * (size_t)nb, st);
+      if (me != cudaSuccess) return (int)me;
+    }
   }
   switch (p->out_dtype) {
   case ADA_F32: return launch_v<float>(P, variant, st);
