@@ -356,6 +356,61 @@ def export_tensors(text, ae, dit):
     return out
 
 
+def dit_layers(state):
+    """{"double": n, "single": m, "refiner": r}: the block counts of a DiT state_dict."""
+    def count(prefix):
+        idx = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+        return max(idx) + 1 if idx else 0
+    return {"double": count("double_blocks."), "single": count("single_blocks."),
+            "refiner": count("txt_in.individual_token_refiner.blocks.")}
+
+
+def load_grown(dit, src):
+    """Loads DiT src's weights into dit, a DiT of the same sizes with as many or more double and
+    single blocks: dit's blocks i < len(src's) are src's; the blocks after them keep their init
+    but for their modulation linears (img_mod / txt_mod, modulation: weight and bias), set to
+    zero. Every residual branch of a block is scaled by a gate taken from that linear's output,
+    so a new block is the identity and dit computes what src does. (double, single) added."""
+    nd = len(dit.double_blocks) - len(src.double_blocks)
+    ns = len(dit.single_blocks) - len(src.single_blocks)
+    if nd < 0 or ns < 0:
+        raise ValueError(f"load_grown: the DiT has fewer blocks ({len(dit.double_blocks)} double,"
+                         f" {len(dit.single_blocks)} single) than the one loaded ({len(src.double_blocks)},"
+                         f" {len(src.single_blocks)})")
+    own, theirs = dit.state_dict(), src.state_dict()
+    new = tuple(f"double_blocks.{i}." for i in range(len(src.double_blocks), len(dit.double_blocks))) + \
+        tuple(f"single_blocks.{i}." for i in range(len(src.single_blocks), len(dit.single_blocks)))
+    extra = sorted(set(theirs) - set(own)) + sorted(k for k in set(own) - set(theirs) if not k.startswith(new))
+    if extra:
+        raise ValueError(f"load_grown: the DiTs differ in more than appended blocks ({', '.join(extra[:4])} ...)")
+    own.update(theirs)
+    dit.load_state_dict(own)   # checks the shapes
+    with torch.no_grad():
+        for b in list(dit.double_blocks)[len(src.double_blocks):]:
+            for s in ("img", "txt"):
+                b[f"{s}_mod"]["linear"].weight.zero_()
+                b[f"{s}_mod"]["linear"].bias.zero_()
+        for b in list(dit.single_blocks)[len(src.single_blocks):]:
+            b["modulation"]["linear"].weight.zero_()
+            b["modulation"]["linear"].bias.zero_()
+    return nd, ns
+
+
+def dit_gap(a, b, cfg, device, seed=0):
+    """max |a(x) - b(x)| of two DiTs of configuration cfg on one random input (a 1-clip batch of
+    cfg's video size, random text states with half the text length valid), in f32 on device."""
+    g = torch.Generator().manual_seed(seed)
+    v = cfg["video"]
+    x = torch.randn(1, cfg["in_channels"], (v["frames"] + 3) // 4, v["height"] // 8, v["width"] // 8, generator=g)
+    states = torch.randn(1, cfg["text_len"], cfg["text_dim"], generator=g)
+    pooled = torch.randn(1, cfg["pooled_dim"], generator=g)
+    args = [t.to(device) for t in (x, torch.tensor([500.0]), states, torch.tensor([max(1, cfg["text_len"] // 2)]),
+                                   pooled, torch.tensor([6.0]))]
+    with torch.no_grad():
+        ya, yb = a(*args).float(), b(*args).float()
+    return float((ya - yb).abs().max()), float(ya.abs().max())
+
+
 def load_exported(tensors, cfg, vocab_size):
     """(text, decoder, dit) modules in f32 from exported tensors (the decoder with identity
     normalization: the export folded it in)."""

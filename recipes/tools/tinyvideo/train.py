@@ -10,6 +10,8 @@ frozen decoder and latent statistics, then stage 2 goes on from the export's DiT
     python train.py --smoke                           # every stage a few steps on the CPU (< 2 min)
     python train.py --device cuda --out tiny.safetensors   # the real run (see the README)
     python train.py --device cuda --refit-encoder EXPORT --ae-seconds 120 ...   # on from an export alone
+    python train.py --device cuda --resume --init-from EXPORT --grow-double 2 --grow-single 2 ...   # a deeper DiT,
+                                                      # new blocks the identity at first (their modulation zero)
 """
 import argparse
 import json
@@ -155,6 +157,13 @@ def main(argv):
                          " reconstruction loss, plus the normalized latents' per-channel mean and variance pulled to"
                          " 0 and 1: the latents the DiT was trained on), then stage 2 as --init-from EXPORT; the"
                          " export keeps EXPORT's decoder. With --resume: continues such a run's state")
+    ap.add_argument("--grow-double", type=int, default=0, metavar="N",
+                    help="with --init-from: N double blocks appended after the export's, their modulation linears"
+                         " zero (each new block is the identity: the grown DiT computes what the export's does),"
+                         " the rest of them initialized as usual; the run's config, state and export carry the"
+                         " new counts (--resume of its state rebuilds the grown DiT)")
+    ap.add_argument("--grow-single", type=int, default=0, metavar="M",
+                    help="with --init-from: M single blocks appended after the export's, as --grow-double")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -170,6 +179,11 @@ def main(argv):
     V = cfg["video"]
     if a.init_from and not a.resume:
         ap.error("--init-from needs --resume (the autoencoder comes from the state)")
+    for name, n in (("--grow-double", a.grow_double), ("--grow-single", a.grow_single)):
+        if n < 0:
+            ap.error(f"{name} {n}: must be >= 0")
+        if n and not a.init_from:
+            ap.error(f"{name} needs --init-from EXPORT (the blocks are appended to that export's DiT)")
     if not (a.object_weight >= 1.0 and math.isfinite(a.object_weight)):
         ap.error(f"--object-weight {a.object_weight}: must be a number >= 1")
     if not (abs(a.t_mean) <= 4.0):
@@ -203,11 +217,31 @@ def main(argv):
         except Exception as e:   # noqa: BLE001 - any unreadable file: one message
             ap.error(f"--refit-encoder {a.refit_encoder}: not a train.py export ({type(e).__name__}: {e})")
         rvocab = rcfg.pop("vocab", None)
+        cfg["dit"]["layers"] = dict(rcfg["dit"]["layers"])   # the DiT's depth is the export's (a grown one's too)
         diff = sorted(k for k in set(cfg) | set(rcfg) if cfg.get(k) != rcfg.get(k))
         diff += ["vocab"] if rvocab != vocab else []
         if diff:
             ap.error(f"--refit-encoder {a.refit_encoder}: its configuration is not this run's (it differs in"
                      f" {', '.join(diff)}; this run is {'--smoke' if smoke else 'the full one, without --smoke'})")
+    # the DiT's block counts: the run's configuration's, or those of the DiT it starts from (a
+    # --refit-encoder export's, set above; a stage-2 state's; an --init-from export's plus --grow-*)
+    state_path = out.with_suffix(".state.pt")
+    if a.resume and not state_path.is_file():
+        ap.error(f"--resume: no training state at {state_path} (the state of the run that wrote --out)")
+    st = torch.load(state_path, map_location=dev) if a.resume else None
+    if st and st["stage"] == 2:
+        cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
+    if a.init_from:
+        try:
+            with safe_open(a.init_from, "pt") as f:
+                imeta0 = f.metadata() or {}
+            if imeta0.get("format") != "adaspa-tiny-1":
+                raise ValueError(f"format {imeta0.get('format')!r}")
+            ilayers = json.loads(imeta0["config"])["dit"]["layers"]
+        except Exception as e:   # noqa: BLE001 - any unreadable file: one message
+            ap.error(f"--init-from {a.init_from}: not a train.py export ({type(e).__name__}: {e})")
+        cfg["dit"]["layers"] = dict(ilayers, double=ilayers["double"] + a.grow_double,
+                                    single=ilayers["single"] + a.grow_single)
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -233,8 +267,6 @@ def main(argv):
         ae.decoder.load_state_dict(M.load_exported(refit[1], cfg, len(vocab))[1].state_dict())
         ae.decoder.requires_grad_(False)
     opt = torch.optim.AdamW((ae.encoder if refit else ae).parameters(), lr=a.lr, weight_decay=0.0)
-    state_path = out.with_suffix(".state.pt")
-    st = torch.load(state_path, map_location=dev) if a.resume else None
     if a.resume:
         log(logf, f"resuming from {state_path}: stage {st['stage']}, step {st['step']}")
         if refit and not st.get("refit"):
@@ -354,9 +386,17 @@ def main(argv):
                                  " autoencoder); resume from the state that export was trained from")
         itext, _, idit = M.load_exported(tensors, json.loads(imeta["config"]), len(vocab))
         text.load_state_dict(itext.state_dict())
-        dit.load_state_dict({k: v for k, v in idit.state_dict().items()})
+        grown = M.load_grown(dit, idit)   # the same DiT, or with --grow-* blocks appended (identities)
         if zero_init:   # the guidance embedder stays frozen at zero (it is zero in the export too)
             dit._zero_init_guidance()
+        if any(grown):
+            gap, scale = M.dit_gap(dit, idit.to(dev), cfg["dit"], dev)
+            log(logf, f"dit  grown from {init}: double blocks {len(idit.double_blocks)} -> {len(dit.double_blocks)},"
+                      f" single blocks {len(idit.single_blocks)} -> {len(dit.single_blocks)} (appended, modulation zero);"
+                      f" max |grown - export| {gap:.3g} (output max {scale:.3g}; f32, one random input)")
+            if not gap <= 1e-4 * max(1.0, scale):
+                raise SystemExit(f"train: the grown DiT does not compute what {init}'s does (max difference {gap:.3g})")
+            del idit
         done = json.loads(imeta.get("final_losses", "{}"))
         start = sched_from = int(done.get("steps", 0))
         dit_before = float(done.get("dit_seconds", 0.0))
@@ -383,7 +423,8 @@ def main(argv):
     def stage2_state(spent):
         return dict(opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
-                    sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info)
+                    sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info,
+                    dit_layers=cfg["dit"]["layers"])
     while True:
         spent = dit_spent + time.time() - t_stage
         p = progress(s - sched_from, steps, spent, a.dit_seconds)

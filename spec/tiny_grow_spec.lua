@@ -1,0 +1,75 @@
+-- train.py --grow-double / --grow-single (recipes/tools/tinyvideo): an export's DiT made deeper
+-- by blocks appended with their modulation zero (each the identity), so the grown model computes
+-- what the export does; its export runs in adaspa with the new block counts (read from its
+-- metadata). Through Python with torch ($ADASPA_PYTHON or python3); pending without it.
+describe("train.py --grow-double / --grow-single", function()
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+
+  it("appends identity blocks: the export's output before training, in PyTorch and in adaspa; a grown run resumes deeper", function()
+    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
+      return pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+    end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 ", py)
+    local function train(args, want)   -- the exit code compared (3: the time limit; 2: a refusal); the output
+      os.execute(string.format("%s %s > %s/run.log 2>&1; echo $? > %s/rc", base, args, out, out))
+      local log = spec_slurp(out .. "/run.log")
+      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
+      return log
+    end
+    local function meta(name) return select(2, adaspa.safetensors.info(out .. "/" .. name .. ".safetensors")) end
+    local function recipe(name, extra)   -- a 2-step run of recipes/tiny.lua on out/NAME.safetensors: its folder
+      local dir = spec_tmpdir()
+      local _, se, code = spec_run(string.format("recipe recipes/tiny.lua model.weights=%s/%s.safetensors "
+        .. "'prompt=a red square moving left' sampler.steps=2 output.quiet=true output.dir=%s %s", out, name, dir, extra))
+      assert.are.equal(0, code, se)
+      return dir
+    end
+    local function latents(dir) return adaspa.safetensors.load(dir .. "/latents.safetensors").latents end
+
+    -- the export (smoke: 1 double, 1 single block), and its state for each grown run
+    train("--out " .. out .. "/b.safetensors --steps 2")
+    for _, n in ipairs({"g", "h"}) do os.execute(string.format("cp %s/b.state.pt %s/%s.state.pt", out, out, n)) end
+    -- grown by 1 double and 2 single blocks at learning rate 0: the export holds the grown model as it started
+    local log = train(string.format("--out %s/g.safetensors --resume --init-from %s/b.safetensors --grow-double 1"
+      .. " --grow-single 2 --steps 2 --lr 0", out, out))
+    local gap = log:match("double blocks 1 %-> 2, single blocks 1 %-> 3 %(appended, modulation zero%); max |grown %- export| (%S+)")
+    assert.truthy(gap and tonumber(gap) < 1e-5, log)
+    local m = meta("g")
+    assert.are.equal("2", m["tiny.dit.layers.double"])
+    assert.are.equal("3", m["tiny.dit.layers.single"])
+    assert.truthy(m.config:find('"layers": {"double": 2, "single": 3, "refiner": 1}', 1, true), m.config)
+    -- adaspa builds 2 + 3 blocks from the metadata, and they give the export's latents (dense attention)
+    local db, dg = recipe("b", "attention.policy=dense"), recipe("g", "attention.policy=dense")
+    assert.truthy(spec_slurp(dg .. "/report.txt"):find("2 double + 3 single blocks", 1, true))
+    assert.truthy(spec_slurp(db .. "/report.txt"):find("1 double + 1 single blocks", 1, true))
+    local lb, lg = latents(db), latents(dg)
+    assert.are.same(lb:shape(), lg:shape())
+    local diff = adaspa.add(lb:reshape({-1}), adaspa.scale(lg:reshape({-1}), -1)):norm()
+    assert.is_true(diff <= 1e-5 * lb:norm(), tostring(diff))
+
+    -- a grown run the time limit stops resumes from its state alone (no --init-from) as the grown DiT
+    train(string.format("--out %s/h.safetensors --resume --init-from %s/b.safetensors --grow-double 1 --grow-single 2"
+      .. " --steps 2 --time-limit 0", out, out), 3)
+    log = train("--out " .. out .. "/h.safetensors --resume --steps 2")
+    assert.truthy(log:find("dit  done: 4 steps", 1, true), log)
+    m = meta("h")
+    assert.are.equal("2", m["tiny.dit.layers.double"])
+    assert.are.equal("3", m["tiny.dit.layers.single"])
+    -- the trained grown export runs in adaspa (AdaSpa attention, its search on the first step)
+    local dh = recipe("h", "attention.warmup=1 attention.search=1")
+    assert.truthy(spec_slurp(dh .. "/report.txt"):find("2 double + 3 single blocks", 1, true))
+    -- --init-from a grown export takes its counts, and grows on from them
+    os.execute(string.format("cp %s/h.safetensors %s/h0.safetensors", out, out))
+    log = train(string.format("--out %s/h.safetensors --resume --init-from %s/h0.safetensors --grow-double 1 --steps 1", out, out))
+    assert.truthy(log:find("double blocks 2 -> 3, single blocks 3 -> 3", 1, true), log)
+    assert.are.equal("3", meta("h")["tiny.dit.layers.double"])
+
+    -- refused: without --init-from, a negative count
+    local msg = train("--out " .. out .. "/x.safetensors --grow-double 1", 2)
+    assert.truthy(msg:find("--grow-double needs --init-from EXPORT", 1, true), msg)
+    msg = train(string.format("--out %s/g.safetensors --resume --init-from %s/b.safetensors --grow-single -1", out, out), 2)
+    assert.truthy(msg:find("--grow-single -1: must be >= 0", 1, true), msg)
+  end)
+end)
