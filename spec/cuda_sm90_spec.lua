@@ -123,7 +123,9 @@ describe("cuda attention, Hopper family (sm90)", function()
 
   it_gpu("fused dense + block mass (blocks 64 and 128) matches the CPU, every variant", function()
     if not hopper() then return pending("not a Hopper GPU") end
-    for _, c in ipairs({{1000, 3, 64, 950}, {777, 2, 128, nil}, {1300, 2, 64, nil}, {1200, 3, 128, 1100}}) do
+    -- kv_valid cases: the launcher zeroes the key blocks past kv_valid, a band of 1 to 5 columns
+    for _, c in ipairs({{1000, 3, 64, 950}, {777, 2, 128, nil}, {1300, 2, 64, nil}, {1200, 3, 128, 1100},
+                        {1300, 2, 64, 1000}, {1300, 2, 128, 900}}) do
       local S, H, B, kvv = c[1], c[2], c[3], c[4]
       local q, k, v = qkv(S, H, 128)
       local _, l0 = adaspa.attention(q, k, v, {kv_valid = kvv})

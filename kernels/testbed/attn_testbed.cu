@@ -239,6 +239,8 @@ int main(int argc, char **argv) {
       {"720p sparse64 d0.4", 119056, 119056, 24, 0.4, 64, 0, 1},
       {"odd fused mass64", 1000, 950, 3, -1, 64, 1, 0},
       {"odd fused mass128", 777, 777, 2, -1, 128, 1, 0},
+      {"fused mass64 kv tail", 1300, 1000, 2, -1, 64, 1, 0},   /* 5 key blocks past kv_valid: the launcher's band */
+      {"fused mass128 kv tail", 1300, 900, 2, -1, 128, 1, 0},
       {"540p fused mass64", 67576, 67576, 24, -1, 64, 0, 1},
       {"540p fused mass128 text", 67576, 67520, 24, -1, 128, 0, 1},
       {"720p fused mass64", 119056, 119056, 24, -1, 64, 0, 1},
