@@ -19,7 +19,8 @@
  *   - fused pass: the consumers pre-add each tile's block-mass partials over a few lanes and store
  *     them into a mass slot of the tile's ring stage once the next tile's GEMMs are issued; warp
  *     1 + s of the producer warpgroup, the reducer of stage s, adds them up and writes the mass
- *     (NOTES sessions 11 and 12: 1.057x -> 1.00-1.035x of dense).
+ *     (NOTES sessions 11-13: 1.057x -> 1.00-1.03x of dense). The reducers' code stays small: a
+ *     branch or loop there once cost the whole kernel its uniform registers (session 13).
  * Shared-memory tiles are TMA boxes of 64 dims x 128 rows with the 128-byte swizzle (a row of the
  * box is 128 bytes; 16-byte chunk c of row r sits at chunk c ^ (r & 7)), the layout wgmma reads
  * with a 128B-swizzle descriptor: K-major for Q and K (8-row groups 1024 bytes apart), MN-major
