@@ -19,6 +19,10 @@
 #   step      recipes/bench/step.lua steps for $MODEL (hunyuan: 720p-129f, PyTorch blocks beside;
 #             wan: 14B 720p-81f, diffusers' Wan block beside when .whl/ carries its wheel) for each
 #             of $BLOCKS (64)
+#   ab        the test beds .gpu/bin/tb_*.xz (kernels/testbed/ab_build.sh: HEAD and patched kernels, built on
+#             the CPU machine): each validated (`quick`), then each "families:case" of $AB_CASES ('|' between
+#             them; default the fused pass, dense with its L2 priorities and block 64 at density 0.1, at
+#             540p and 720p) timed with every test bed in turn, $AB_ROUNDS rounds (default 2): ms per build
 #   train     recipes/tools/tinyvideo/train.py --device cuda $TRAIN_ARGS --time-limit $TRAIN_LIMIT (issue 14):
 #             resumes from the state parts in .train/ when they are there; leaves the export
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
@@ -85,6 +89,18 @@ print("ADA_SM90_SYNC=%s: %d samples; over 300 W: SM clock median %.0f MHz, power
       sys.argv[2], len(s), med([r[0] for r in busy]), med([r[1] for r in busy]), " ".join(tb)))
 PY
       done ;;
+    ab)
+      for f in .gpu/bin/tb_*.xz; do [ -e "$f" ] && xz -dkf "$f" && chmod +x "${f%.xz}"; done
+      tbs=$(ls .gpu/bin/tb_* 2>/dev/null | grep -v '\.xz$') || { echo "ab: no .gpu/bin/tb_* (kernels/testbed/ab_build.sh)"; exit 2; }
+      for tb in $tbs; do
+        n=${tb##*/tb_}; "$tb" quick > "$out/ab_quick_$n.log" 2>&1; r=$?
+        echo "$n: quick exit $r, $(grep -c ' ok$' "$out/ab_quick_$n.log") ok, $(grep -c FAIL "$out/ab_quick_$n.log") FAIL"; [ $r = 0 ] || rc=1
+      done
+      IFS='|' read -ra cases <<< "${AB_CASES:-sm90 st3:fused|sm90 st3 hint:p dense|sm90 st3:sparse64 d0.1}"
+      for r in $(seq "${AB_ROUNDS:-2}"); do for c in "${cases[@]}"; do for tb in $tbs; do
+        TESTBED_FAMS="${c%%:*}" "$tb" time "${c#*:}" 2>&1 | awk -F'|' -v b="${tb##*/tb_}" -v r="$r" \
+          '/^\| / { for (i = 3; i <= NF; i++) if ($i ~ / ms / && $i !~ /^ *0(\.0)? ms/) { sub(/^ +/, "", $2); sub(/ +$/, "", $2); print "round " r " " b ": " $2 ": " $i } }'
+      done; done; done | tee "$out/ab.log" ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)
       peers=${STEP_PEERS:-}   # STEP_PEERS=nopeers skips the PyTorch blocks
