@@ -95,11 +95,20 @@ def flat_metadata(cfg, prefix="tiny."):
     return out
 
 
-def read_export(path):
-    """A train.py export's (metadata, tensors)."""
+def export_meta(path):
+    """A train.py export's metadata and configuration (ValueError when the file is not one)."""
     with safe_open(path, "pt") as f:
         meta = f.metadata() or {}
-    return meta, load_file(path)
+    if meta.get("format") != "adaspa-tiny-1":
+        raise ValueError(f"format {meta.get('format')!r}")
+    cfg = json.loads(meta["config"])
+    dict(cfg["dit"]["layers"])   # every export names its DiT's block counts
+    return meta, cfg
+
+
+def read_export(path):
+    """A train.py export's (metadata, tensors)."""
+    return export_meta(path)[0], load_file(path)
 
 
 def log(f, msg):
@@ -203,19 +212,21 @@ def main(argv):
                 log(logf, f"data.batch_fast failed ({type(e).__name__}: {e}); one clip at a time from here")
         return data.batch(*args, **kw)
     vocab = data.vocabulary()
+
+    def checked_export(flag, path):
+        """(metadata, configuration) of the export given to flag; a refusal naming flag otherwise."""
+        if not Path(path).is_file():
+            ap.error(f"{flag} {path}: no such file")
+        try:
+            return export_meta(path)
+        except Exception as e:   # noqa: BLE001 - any unreadable file: one message
+            ap.error(f"{flag} {path}: not a train.py export ({type(e).__name__}: {e})")
     refit = None   # --refit-encoder: the export's (metadata, tensors)
     if a.refit_encoder:
         if a.init_from:
             ap.error("--refit-encoder with --init-from: give one (--refit-encoder EXPORT goes on as --init-from EXPORT)")
-        if not Path(a.refit_encoder).is_file():
-            ap.error(f"--refit-encoder {a.refit_encoder}: no such file")
-        try:
-            refit = read_export(a.refit_encoder)
-            if refit[0].get("format") != "adaspa-tiny-1":
-                raise ValueError(f"format {refit[0].get('format')!r}")
-            rcfg = json.loads(refit[0]["config"])
-        except Exception as e:   # noqa: BLE001 - any unreadable file: one message
-            ap.error(f"--refit-encoder {a.refit_encoder}: not a train.py export ({type(e).__name__}: {e})")
+        rmeta, rcfg = checked_export("--refit-encoder", a.refit_encoder)
+        refit = rmeta, load_file(a.refit_encoder)
         rvocab = rcfg.pop("vocab", None)
         cfg["dit"]["layers"] = dict(rcfg["dit"]["layers"])   # the DiT's depth is the export's (a grown one's too)
         diff = sorted(k for k in set(cfg) | set(rcfg) if cfg.get(k) != rcfg.get(k))
@@ -232,14 +243,7 @@ def main(argv):
     if st and st["stage"] == 2:
         cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
     if a.init_from:
-        try:
-            with safe_open(a.init_from, "pt") as f:
-                imeta0 = f.metadata() or {}
-            if imeta0.get("format") != "adaspa-tiny-1":
-                raise ValueError(f"format {imeta0.get('format')!r}")
-            ilayers = json.loads(imeta0["config"])["dit"]["layers"]
-        except Exception as e:   # noqa: BLE001 - any unreadable file: one message
-            ap.error(f"--init-from {a.init_from}: not a train.py export ({type(e).__name__}: {e})")
+        ilayers = checked_export("--init-from", a.init_from)[1]["dit"]["layers"]
         cfg["dit"]["layers"] = dict(ilayers, double=ilayers["double"] + a.grow_double,
                                     single=ilayers["single"] + a.grow_single)
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
