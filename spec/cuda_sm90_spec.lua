@@ -70,6 +70,12 @@ describe("cuda attention, Hopper family (sm90)", function()
     assert.equal("st3", pb.variant) -- dense: st3 with L2 priorities at every size
     assert.equal("persistent, L2 priorities", pb.schedule)
     assert.equal("st3", adaspa.attention_plan(big, big, {mode = "fused", block = 128}).variant) -- st3 since uniform descriptors
+    -- block 64: the head-major walk, or the layout mirror's tail walk under ADA_SM90_WALK64=tail
+    -- (kernels/testbed/gpu_run.sh runs this file both ways)
+    local l64 = adaspa.layout.full(2, 5, 5)
+    assert.equal(os.getenv("ADA_SM90_WALK64") == "tail" and "persistent, tail walk" or "persistent, head-major",
+                 adaspa.attention_plan(q, q, {mode = "sparse", layout = l64}).schedule)
+    l64:free()
     assert.equal("st3", p.variant)
     assert.equal(128, p.tile_rows)
     local q64 = adaspa.empty({300, 2, 64}, {dtype = "bf16", device = "cuda"})

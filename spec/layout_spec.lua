@@ -438,6 +438,106 @@ describe("layout errors", function()
   end)
 end)
 
+-- layout:walk64: the order in which the sm90 block-64 kernel's persistent CTAs take the items
+-- (runtime/walk.h), against a plain Lua transcription of its rule: base order head-major with
+-- head h's pairs rotated by 37 (h - 1); an item of cost c (its longer row + 2) moves up to the
+-- last place whose work left (its own included, in base order) is at least c * ctas; stable.
+local function ref_walk64(l, ctas)
+  local H, nqb = l:heads(), l:nqb()
+  local nqt = math.floor((nqb + 1) / 2)
+  local function cost(item) -- 1-based item
+    local h, p = math.floor((item - 1) / nqt) + 1, (item - 1) % nqt + 1
+    local a = #l:row(h, 2 * p - 1)
+    local b = 2 * p <= nqb and #l:row(h, 2 * p) or 0
+    return math.max(a, b) + 2
+  end
+  local base, costs = {}, {}
+  for h = 1, H do
+    for k = 0, nqt - 1 do
+      base[#base + 1] = (h - 1) * nqt + (k + 37 * (h - 1)) % nqt + 1
+      costs[#base] = cost(base[#base])
+    end
+  end
+  local n, suf = #base, {}
+  suf[n + 1] = 0
+  for w = n, 1, -1 do suf[w] = suf[w + 1] + costs[w] end
+  local keyed = {}
+  for w = 1, n do
+    local need, to = costs[w] * ctas, 1
+    for v = w, 1, -1 do -- the last place v <= w with enough work left
+      if suf[v] >= need then to = v break end
+    end
+    keyed[w] = {to, w}
+  end
+  table.sort(keyed, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local walk = {}
+  for i, kw in ipairs(keyed) do walk[i] = base[kw[2]] end
+  return walk, base, costs
+end
+
+-- the makespan of items taken in order by ctas workers, each the next free one (as the kernel's
+-- work counter hands them out), over the ideal total / ctas
+local function makespan(order, cost_of, ctas)
+  local free, total = {}, 0
+  for i = 1, ctas do free[i] = 0 end
+  for _, item in ipairs(order) do
+    local m = 1
+    for i = 2, ctas do if free[i] < free[m] then m = i end end
+    free[m] = free[m] + cost_of[item]
+    total = total + cost_of[item]
+  end
+  local last = 0
+  for i = 1, ctas do last = math.max(last, free[i]) end
+  return last / (total / ctas)
+end
+
+describe("layout:walk64", function()
+  it("is a permutation of the items and follows the rule on random layouts, odd block counts included", function()
+    for _, c in ipairs({{3, 13, 13, 0.3, 4}, {2, 9, 11, 0.5, 7}, {4, 20, 20, 0.15, 3}, {1, 1, 3, 0.5, 2}, {2, 6, 6, 0.4, 132}}) do
+      local H, nqb, nkb, d, ctas = c[1], c[2], c[3], c[4], c[5]
+      -- text-like rows: the last query block of each head keeps every key block
+      local l = adaspa.layout.topk(rand_mass(H, nqb, nkb, 40 + nqb), {density = d, row_wise = true,
+                                   force = {rows = {{nqb, nqb}}}})
+      local got = l:walk64(ctas)
+      local nqt = math.floor((nqb + 1) / 2)
+      assert.equal(H * nqt, #got)
+      local seen = {}
+      for _, item in ipairs(got) do
+        assert.is_true(item >= 1 and item <= H * nqt and not seen[item], "item " .. item)
+        seen[item] = true
+      end
+      assert.same((ref_walk64(l, ctas)), got)
+    end
+  end)
+
+  it("keeps the head-major rotated order when every item costs the same", function()
+    local l = adaspa.layout.full(3, 10, 10)
+    local walk, base = ref_walk64(l, 4)
+    assert.same(base, l:walk64(4))
+    assert.same(base, walk)
+    assert.same({1, 2, 3, 4, 5, 8, 9, 10, 6, 7}, {base[1], base[2], base[3], base[4], base[5], base[6], base[7], base[8], base[9], base[10]})
+  end)
+
+  it("moves the last heads' full text rows up so that they end with the rest", function()
+    -- 6 heads of 40 x 40 blocks at density 0.1 whose last 2 query blocks keep every key block, 8 CTAs
+    local H, nb, ctas = 6, 40, 8
+    local l = adaspa.layout.topk(rand_mass(H, nb, nb, 77), {density = 0.1, row_wise = true, force = {rows = {{nb - 1, nb}}}})
+    local walk, base, costs = ref_walk64(l, ctas)
+    local cost_of = {}
+    for w, item in ipairs(base) do cost_of[item] = costs[w] end
+    local before, after = makespan(base, cost_of, ctas), makespan(l:walk64(ctas), cost_of, ctas)
+    assert.same(walk, l:walk64(ctas))
+    assert.is_true(before > 1.1, "the base order's tail: " .. before) -- the last head's text pair starts late
+    assert.is_true(after < before - 0.05 and after < 1.06, string.format("makespan %.3f -> %.3f", before, after))
+  end)
+
+  it("refuses layouts of other blocks and bad CTA counts", function()
+    spec_error(function() adaspa.layout.full(2, 3, 3, 128):walk64() end, "layout:walk64",
+               "has blocks of 128; the walk pairs 64-row blocks")
+    spec_error(function() adaspa.layout.full(2, 3, 3):walk64(0) end, "layout:walk64", "ctas must be an integer")
+  end)
+end)
+
 -- Layout messages (layout:encode, adaspa.layout.decode): what moves a head's layout between
 -- processes. Header (40 bytes, host order): magic u32, index width u32, heads, nqb, nkb, block
 -- (i32), nnz u64, total bytes u64; then heads * (nqb + 1) u64 offsets; then the indices.

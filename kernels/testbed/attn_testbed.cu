@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "../kernels.h"
+#include "../../runtime/walk.h"
 
 
 #define CK(x)                                                                                                           \
@@ -278,7 +279,7 @@ int main(int argc, char **argv) {
     CK(cudaGetLastError());
     Layout L;
     int64_t *doff = nullptr;
-    int32_t *didx = nullptr, *dord = nullptr;
+    int32_t *didx = nullptr, *dord = nullptr, *dwalk = nullptr;
     int64_t pairs = S * c.kv_valid * H;
     if (c.density > 0) {
       L = make_layout(H, S, c.kv_valid, c.block, c.density, 77 + (uint64_t)S);
@@ -289,6 +290,19 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(doff, L.off.data(), L.off.size() * 8, cudaMemcpyHostToDevice));
       if (!L.idx.empty()) CK(cudaMemcpy(didx, L.idx.data(), L.idx.size() * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dord, L.order.data(), L.order.size() * 4, cudaMemcpyHostToDevice));
+      if (c.block == 64) { /* the sm90 kernel's walk (runtime/walk.h), taken with ADA_SM90_WALK64=tail */
+        const int64_t nqb = (S + 63) / 64;
+        std::vector<int32_t> walk((size_t)H * (size_t)((nqb + 1) / 2));
+        int dev = 0, sms = 0;
+        CK(cudaGetDevice(&dev));
+        CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        if (ada_walk64(H, nqb, L.off.data(), sms, walk.data()) != 0) {
+          fprintf(stderr, "%s: ada_walk64 failed\n", c.name);
+          exit(1);
+        }
+        CK(cudaMalloc(&dwalk, walk.size() * 4));
+        CK(cudaMemcpy(dwalk, walk.data(), walk.size() * 4, cudaMemcpyHostToDevice));
+      }
     }
     std::vector<__nv_bfloat16 *> out(NF);
     std::vector<float *> lse(NF);
@@ -315,6 +329,7 @@ int main(int argc, char **argv) {
     p.offsets = doff;
     p.indices = didx;
     p.order = dord;
+    p.walk = dwalk;
     p.layout_block = c.block;
     /* FUSED: lse_in is a dense pass's lse shifted by up to +-0.15 (a cached lse of an earlier step) */
     float *lse_in = nullptr;
@@ -505,6 +520,7 @@ int main(int argc, char **argv) {
       CK(cudaFree(doff));
       CK(cudaFree(didx));
       CK(cudaFree(dord));
+      if (dwalk) CK(cudaFree(dwalk));
     }
   }
   printf("\n| case (ms, TFLOP/s)");

@@ -97,9 +97,11 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
   info->tile_keys = sparse64 ? 64 : 128;
   /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
-   * run in natural order (the order counts 64-row blocks) */
+   * a head-major walk (the order counts 64-row blocks), or with ADA_SM90_WALK64=tail the mirror's
+   * walk, the same with the long items that would end last moved up (runtime/walk.h) */
   snprintf(info->schedule, sizeof info->schedule, "%s",
            p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
+           : sparse64                              ? (ada_sm90_walk64() ? "persistent, tail walk" : "persistent, head-major")
            : p->l2_hint                            ? "persistent, L2 priorities"
                                                    : "persistent");
   return true;

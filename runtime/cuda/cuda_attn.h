@@ -44,6 +44,8 @@ typedef struct ada_cuda_mirror {
   int64_t *offsets; /* [heads * (nqb + 1)] */
   int32_t *indices; /* [nnz] */
   int32_t *order;   /* CTA order [heads * nqb] */
+  int32_t *walk64;  /* layouts of blocks of 64: the sm90 kernel's walk [heads * ceil(nqb / 2)]
+                       (runtime/walk.h); NULL for other blocks */
   int32_t dev;
   size_t bytes;     /* reported device memory */
 } ada_cuda_mirror;
@@ -52,7 +54,8 @@ typedef struct ada_cuda_mirror {
 int32_t *ada_cuda_cta_order(const ada_layout *l);
 /* The mirror of l on dev, uploaded on first use there and kept in l's derived cache. */
 ada_status ada_cuda_mirror_get(const ada_layout *l, int32_t dev, const char *op, const ada_cuda_mirror **out);
-/* A new mirror of l's sizes on dev with the CTA order uploaded (offsets and indices not filled). */
+/* A new mirror of l's sizes on dev with the CTA order (and for blocks of 64 the walk, for dev's
+ * SM count) uploaded (offsets and indices not filled). */
 ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op, ada_cuda_mirror **out);
 /* Stores m in l's derived cache (freeing it on failure). */
 ada_status ada_cuda_mirror_keep(const ada_layout *l, ada_cuda_mirror *m);

@@ -3,11 +3,13 @@
  * and the CTA order of the sparse kernels (int32 [heads * nqb]). The CTA order, computed here
  * and nowhere else, lists the query-block rows h * nqb + qb by descending length (a stable
  * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
- * fill in at the end. A layout is immutable, so its mirror never goes stale; it goes back to the
+ * fill in at the end. Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
+ * (runtime/walk.h), for the device's SM count. A layout is immutable, so its mirror never goes stale; it goes back to the
  * allocator with the layout (ada_cuda_mirror_free through the backend's derived_free). */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../walk.h"
 #include "cuda_attn.h"
 #include "internal.h"
 
@@ -47,17 +49,30 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   const size_t b_off = round256(sizeof(int64_t) * noff);
   const size_t b_idx = round256(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
   const size_t b_ord = round256(sizeof(int32_t) * rows);
+  const size_t items = l->block == 64 ? (size_t)l->heads * (((size_t)l->nqb + 1) / 2) : 0;
   ada_cuda_mirror *m = calloc(1, sizeof *m);
-  int32_t *order = ada_cuda_cta_order(l);
-  if (!m || !order) {
+  int32_t *order = ada_cuda_cta_order(l), *walk = items ? malloc(sizeof(int32_t) * items) : NULL;
+  if (!m || !order || (items && !walk)) {
     free(m);
     free(order);
+    free(walk);
     return ada_fail(ADA_ENOMEM, "%s: out of host memory for the order of %zu layout rows", op, rows);
   }
+  ada_status s = ADA_OK;
+  if (items) {
+    int32_t major, minor, sms;
+    s = ada_cuda_props(dev, &major, &minor, &sms);
+    const int e = s ? 0 : ada_walk64(l->heads, l->nqb, l->offsets, sms, walk);
+    if (!s && e)
+      s = ada_fail(e == -2 ? ADA_ENOMEM : ADA_EINVAL, "%s: %s computing the walk of %zu work items (layout heads %d, %d x %d blocks of 64)",
+                   op, e == -2 ? "out of host memory" : "bad sizes", items, (int)l->heads, (int)l->nqb, (int)l->nkb);
+  }
   unsigned char *d = NULL;
-  ada_status s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord, dev);
+  if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + sizeof(int32_t) * items, dev);
   if (!s) s = ada_cuda_memcpy(d + b_off + b_idx, order, sizeof(int32_t) * rows, 0, dev);
+  if (!s && items) s = ada_cuda_memcpy(d + b_off + b_idx + b_ord, walk, sizeof(int32_t) * items, 0, dev);
   free(order); /* copies from pageable memory are staged before cudaMemcpyAsync returns */
+  free(walk);
   if (s) {
     ada_cuda_free(d, dev);
     free(m);
@@ -67,9 +82,10 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   m->offsets = (int64_t *)d;
   m->indices = (int32_t *)(d + b_off);
   m->order = (int32_t *)(d + b_off + b_idx);
+  m->walk64 = items ? (int32_t *)(d + b_off + b_idx + b_ord) : NULL;
   m->dev = dev;
   /* what the AdaSpa cache reports as the layout's device memory */
-  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * rows;
+  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * (rows + items);
   *out = m;
   return ADA_OK;
 }

@@ -9,6 +9,9 @@
  *   layout:heads() block() nqb() nkb() nnz() density() recall(mass) to_mask() row(h, qb) free()
  *   layout:encode([heads])  the compact message (a Lua string) of the listed heads (default all)
  *   layout:select(heads)    a new layout of the listed heads, in that order
+ *   layout:walk64([ctas=132])  the order in which the sm90 kernel's ctas persistent CTAs take the
+ *       work items of this block-64 layout (runtime/walk.h): a list of 1-based items
+ *       k = (h - 1) * ceil(nqb / 2) + p, the pair p of 64-row blocks 2p - 1 and 2p of head h
  * mass: float [H, nqb, nkb] on the CPU or a GPU (selected there). density / recall: a number in [0, 1] or a table of H of
  * them. force = {cols = {{kb_first, kb_last}, ...}, rows = {{qb_first, qb_last}, ...},
  * diagonal = bool}. Block numbers and ranges are 1-based and inclusive here; the runtime's are
@@ -19,6 +22,7 @@
 
 #include "../attn.h"
 #include "../layout.h"
+#include "../walk.h"
 #include "lbind.h"
 
 static void describe(const void *obj, char *buf, size_t n) {
@@ -388,10 +392,30 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+static int m_walk64(lua_State *L) {
+  const char *fname = "layout:walk64";
+  SELF(fname);
+  const int32_t ctas = lua_isnoneornil(L, 2) ? 132 : check_int(L, 2, fname, "ctas", 1, 1 << 20);
+  if (l->block != 64)
+    return lada_error(L, fname, "the layout (heads %d, %d x %d blocks) has blocks of %d; the walk pairs 64-row blocks",
+                      (int)l->heads, (int)l->nqb, (int)l->nkb, (int)l->block);
+  const int64_t n = (int64_t)l->heads * (((int64_t)l->nqb + 1) / 2);
+  int32_t *walk = lua_newuserdata(L, sizeof(int32_t) * (size_t)n);
+  const int e = ada_walk64(l->heads, l->nqb, l->offsets, ctas, walk);
+  if (e) return lada_error(L, fname, "%s for %lld items", e == -2 ? "out of memory" : "bad sizes", (long long)n);
+  lua_createtable(L, (int)n, 0);
+  for (int64_t i = 0; i < n; i++) {
+    lua_pushinteger(L, walk[i] + 1);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"heads", m_heads},     {"block", m_block},   {"nqb", m_nqb},         {"nkb", m_nkb},
     {"nnz", m_nnz},         {"density", m_density}, {"recall", m_recall}, {"to_mask", m_to_mask},
-    {"row", m_row},         {"encode", m_encode},   {"select", m_select}, {NULL, NULL}};
+    {"row", m_row},         {"encode", m_encode},   {"select", m_select},
+    {"walk64", m_walk64},   {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
     {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {"decode", l_decode}, {NULL, NULL}};

@@ -1,0 +1,90 @@
+/* walk.h: the order in which the persistent CTAs of the sm90 block-64 sparse kernel take their
+ * work items (kernels/attention_sm90.cu, ada_attn_params.walk). Header-only C, so that the CUDA
+ * backend's layout mirror (runtime/cuda/mirror.c), the Lua layout binding (layout:walk64) and the
+ * kernel test bed (kernels/testbed/attn_testbed.cu) compute the same walk.
+ *
+ * Item i = h * nqt + qt (nqt = ceil(nqb / 2)) is the pair of 64-row query blocks 2 qt and
+ * 2 qt + 1 of head h, one per consumer warpgroup; it costs about the longer block's key-block
+ * count, plus ADA_WALK64_ITEM_COST tiles for Q, the epilogue and the hand-over.
+ *
+ * Base order, what the kernel does without a walk: head-major, the k-th item of head h being
+ * qt = (k + 37 h) mod nqt, so a wave of CTAs shares one head's K and V in L2 and the full text
+ * rows of successive heads fall on different CTAs (37 is coprime with 132 SMs).
+ *
+ * The CTAs take items from an atomic counter, so an item of cost c that starts when work W is left
+ * (its own included) ends about c - W / ctas after the rest. Text rows read every key block (10x a
+ * row at density 0.1), and the last heads' text rows start too late: a modelled tail of 5.7% at
+ * 540p-129f and 1.3% at 720p-129f, density 0.1 (kernels/testbed/walk_sim.lua). The walk moves such
+ * an item up to the last place of the base order where c * ctas <= W; every other item keeps its
+ * place, and items moved to the same place keep their order (a stable sort on the place).
+ */
+#ifndef ADA_WALK_H
+#define ADA_WALK_H
+
+#include <stdint.h>
+#include <stdlib.h>
+
+#define ADA_WALK64_ITEM_COST 2 /* key-block tiles of per-item work besides the key blocks */
+#define ADA_WALK64_ROTATE 37   /* the base order's rotation per head (the kernel's too) */
+
+/* The item at place w of the base order. */
+static inline int64_t ada_walk64_base(int64_t w, int64_t nqt) {
+  const int64_t h = w / nqt, k = w - h * nqt;
+  return h * nqt + (k + ADA_WALK64_ROTATE * h) % nqt;
+}
+
+/* The cost of item i: the longer of its two rows (a block past nqb has none), plus the item cost.
+ * offsets: [heads * (nqb + 1)], row r of head h spans offsets[h * (nqb + 1) + r .. + 1]. */
+static inline int64_t ada_walk64_cost(const int64_t *offsets, int64_t nqb, int64_t nqt, int64_t i) {
+  const int64_t h = i / nqt, qb = 2 * (i - h * nqt);
+  const int64_t *o = offsets + h * (nqb + 1) + qb;
+  const int64_t a = o[1] - o[0], b = qb + 1 < nqb ? o[2] - o[1] : 0;
+  return (a > b ? a : b) + ADA_WALK64_ITEM_COST;
+}
+
+/* walk[heads * ceil(nqb / 2)]: the items in the order the CTAs take them, for ctas persistent
+ * CTAs. 0 on success; -1 on bad sizes (heads, nqb, ctas < 1, or more items than int32 holds),
+ * -2 out of memory (walk untouched then). */
+static inline int ada_walk64(int32_t heads, int64_t nqb, const int64_t *offsets, int32_t ctas, int32_t *walk) {
+  if (heads < 1 || nqb < 1 || ctas < 1 || !offsets || !walk) return -1;
+  const int64_t nqt = (nqb + 1) / 2, n = (int64_t)heads * nqt;
+  if (n > INT32_MAX) return -1;
+  int64_t *suf = (int64_t *)malloc(sizeof(int64_t) * (size_t)(n + 1)); /* work left at each place */
+  int64_t *start = (int64_t *)calloc((size_t)n + 1, sizeof(int64_t));   /* counting sort on the place */
+  int32_t *place = (int32_t *)malloc(sizeof(int32_t) * (size_t)n);
+  if (!suf || !start || !place) {
+    free(suf);
+    free(start);
+    free(place);
+    return -2;
+  }
+  suf[n] = 0;
+  for (int64_t w = n - 1; w >= 0; w--) suf[w] = suf[w + 1] + ada_walk64_cost(offsets, nqb, nqt, ada_walk64_base(w, nqt));
+  for (int64_t w = 0; w < n; w++) {
+    const int64_t need = ada_walk64_cost(offsets, nqb, nqt, ada_walk64_base(w, nqt)) * (int64_t)ctas;
+    int64_t to = w;
+    if (suf[w] < need) { /* suf does not increase with w: the last place lo < w with suf[lo] >= need */
+      if (suf[0] < need) {
+        to = 0;
+      } else {
+        int64_t lo = 0, hi = w; /* suf[lo] >= need > suf[hi] */
+        while (hi - lo > 1) {
+          const int64_t mid = lo + (hi - lo) / 2;
+          if (suf[mid] >= need) lo = mid;
+          else hi = mid;
+        }
+        to = lo;
+      }
+    }
+    place[w] = (int32_t)to;
+    start[to + 1]++;
+  }
+  for (int64_t w = 1; w <= n; w++) start[w] += start[w - 1];
+  for (int64_t w = 0; w < n; w++) walk[start[place[w]]++] = (int32_t)ada_walk64_base(w, nqt);
+  free(suf);
+  free(start);
+  free(place);
+  return 0;
+}
+
+#endif
