@@ -47,7 +47,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "attention_common.cuh"
 #include "kernels.h"
@@ -257,7 +256,7 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
  * 168 TFLOP/s, H200 2026-12-03); a head-minor walk fixed that (291) but lost the L2 reuse at 720p
  * (410 -> 290). The rotation keeps a wave inside one head (consecutive tiles, wrapping) and sends
  * head h's text rows to CTA (qt_text - 37 h) mod grid, a different one per head (37 is coprime
- * with 132). With p.walk (ADA_SM90_WALK64=tail) the same walk with the last heads' long items
+ * with 132). With p.walk (the plan's variant "tail") the same walk with the last heads' long items
  * moved up, so that they end with the rest (runtime/walk.h, the layout mirror's). */
 template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
   if (KIND == SPARSE64) {
@@ -847,15 +846,6 @@ extern "C" int ada_attention_sm90_supports(const ada_attn_params *p) {
   return major == 9;
 }
 
-extern "C" int ada_sm90_walk64(void) {
-  static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("ADA_SM90_WALK64");
-    on = e && strcmp(e, "tail") == 0;
-  }
-  return on;
-}
-
 extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream) {
   if (!ada_attention_sm90_supports(p) || !p->q || !p->k || !p->v || !p->out || !p->lse || p->sq < 1 ||
       p->kv_valid < 1 || p->kv_valid > p->skv || (p->mode == ADA_ATTN_SPARSE && (!p->offsets || !p->indices)) ||
@@ -864,7 +854,7 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   const int variant = p->variant;
   Sm90Params P;
   P.p = *p;
-  if (!(p->mode == ADA_ATTN_SPARSE && p->layout_block == 64 && ada_sm90_walk64())) P.p.walk = nullptr;
+  if (!(p->mode == ADA_ATTN_SPARSE && p->layout_block == 64)) P.p.walk = nullptr; /* the walk is block 64's */
   int e;
   /* this launch's work counter (per device: the symbol's address differs between devices) */
   static unsigned long long *sched_base[64];

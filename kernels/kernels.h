@@ -156,9 +156,11 @@ typedef struct ada_attn_params {
   const int32_t *order;
   int32_t layout_block;
   /* sm90, SPARSE over blocks of 64: walk[i] = h * nqt + qt, the i-th work item the persistent CTAs
-   * take (qt: the 64-row blocks 2 qt and 2 qt + 1; nqt = ceil(nqb / 2)), runtime/walk.h; used
-   * when ada_sm90_walk64() is on. NULL or off: head-major, each head's tiles rotated by 37 h. */
+   * take (qt: the 64-row blocks 2 qt and 2 qt + 1; nqt = ceil(nqb / 2)), runtime/walk.h; NULL:
+   * head-major, each head's tiles rotated by 37 h. tail_walk: the plan's variant "tail" asks the
+   * launch for the layout mirror's walk (the plan has no pointers). */
   const int32_t *walk;
+  int32_t tail_walk;
   /* The plan's tiles: query rows per CTA, and how a CTA's warps split a key tile (1: every warp
    * all of it; 2: two row groups x two key halves); variant: the family's own variant number
    * (sm90: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong). */
@@ -185,9 +187,6 @@ int ada_launch_attention_sm80(const ada_attn_params *p, void *stream);
  * blocks per CTA, one per consumer warpgroup); variant 1-4 (above). */
 int ada_attention_sm90_supports(const ada_attn_params *p);
 int ada_launch_attention_sm90(const ada_attn_params *p, void *stream);
-/* 1 when the sm90 block-64 sparse kernel takes its items in p->walk (ADA_SM90_WALK64=tail, an A/B
- * knob until the walk is timed on a GPU), 0 when it walks head-major rotated (the default). */
-int ada_sm90_walk64(void);
 
 /* kernels/nonfinite.cu: result[0] = number of non-finite values of x[0, n), result[1] = index of the first one
  * (UINT64_MAX when none); result is device memory, written by the kernels (2 launches). */

@@ -70,11 +70,13 @@ describe("cuda attention, Hopper family (sm90)", function()
     assert.equal("st3", pb.variant) -- dense: st3 with L2 priorities at every size
     assert.equal("persistent, L2 priorities", pb.schedule)
     assert.equal("st3", adaspa.attention_plan(big, big, {mode = "fused", block = 128}).variant) -- st3 since uniform descriptors
-    -- block 64: the head-major walk, or the layout mirror's tail walk under ADA_SM90_WALK64=tail
-    -- (kernels/testbed/gpu_run.sh runs this file both ways)
+    -- block 64: the head-major walk, or with variant "tail" the layout mirror's tail walk
     local l64 = adaspa.layout.full(2, 5, 5)
-    assert.equal(os.getenv("ADA_SM90_WALK64") == "tail" and "persistent, tail walk" or "persistent, head-major",
-                 adaspa.attention_plan(q, q, {mode = "sparse", layout = l64}).schedule)
+    local p64 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64})
+    assert.same({"st3", "persistent, head-major"}, {p64.variant, p64.schedule})
+    local pt = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "tail"})
+    assert.same({"sm90", "tail", "persistent, tail walk"}, {pt.family, pt.variant, pt.schedule})
+    spec_error(function() adaspa.attention_plan(q, q, {variant = "tail"}) end, "variant tail is unknown")
     l64:free()
     assert.equal("st3", p.variant)
     assert.equal(128, p.tile_rows)
@@ -113,7 +115,7 @@ describe("cuda attention, Hopper family (sm90)", function()
       local q, k, v = qkv(S, H, 128)
       local ro, rl = adaspa.sparse_attention(q, k, v, layout, {kv_valid = kvv})
       local gq, gk, gv = gpu(q, k, v)
-      for _, var in ipairs(B == 64 and {"st3"} or variants) do
+      for _, var in ipairs(B == 64 and {"st3", "tail"} or variants) do
         local o, l = adaspa.sparse_attention(gq, gk, gv, layout, {kv_valid = kvv, family = "sm90", variant = var,
           out = poisoned({S, H, 128}, "bf16"), lse_out = poisoned({H, S})})
         local w = string.format("S=%d H=%d block %d kv_valid=%s %s", S, H, B, tostring(kvv), var)

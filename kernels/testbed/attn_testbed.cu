@@ -164,6 +164,7 @@ static int launch_sm80(const ada_attn_params *p, void *st) {
 }
 static int sm90_variant(const ada_attn_params *p, int v, void *st) {
   ada_attn_params q = *p;
+  q.walk = nullptr; /* the head-major walk of block 64 (the case's tail walk: sm90_v3t) */
   q.tile_rows = 128;
   q.key_halves = 1;
   q.variant = v;
@@ -173,6 +174,14 @@ static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
+/* block 64 with the case's tail walk (runtime/walk.h; the plan's variant "tail"); only cases with a walk */
+static int sm90_v3t(const ada_attn_params *p, void *st) {
+  ada_attn_params q = *p;
+  q.tile_rows = 128;
+  q.key_halves = 1;
+  q.variant = 3;
+  return ada_launch_attention_sm90(&q, st);
+}
 /* A/B flags on variant v: static_walk (the fixed-stride walk instead of the in-kernel counter)
  * and l2_hint (a mask of ada_l2_hint: Q evict-first, K/V evict-last, streaming out) */
 static int sm90_flags(const ada_attn_params *p, int v, int static_walk, int l2_hint, void *st) {
@@ -260,7 +269,8 @@ int main(int argc, char **argv) {
               {"sm90 st3 hint", sm90_v3h},
               {"sm90 st3 pp hint", sm90_v4h},
               {"sm90 st3 kv hint", sm90_v3k},
-              {"sm90 st3 pp kv hint", sm90_v4k}};
+              {"sm90 st3 pp kv hint", sm90_v4k},
+              {"sm90 st3 tail", sm90_v3t}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -290,7 +300,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(doff, L.off.data(), L.off.size() * 8, cudaMemcpyHostToDevice));
       if (!L.idx.empty()) CK(cudaMemcpy(didx, L.idx.data(), L.idx.size() * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dord, L.order.data(), L.order.size() * 4, cudaMemcpyHostToDevice));
-      if (c.block == 64) { /* the sm90 kernel's walk (runtime/walk.h), taken with ADA_SM90_WALK64=tail */
+      if (c.block == 64) { /* the sm90 kernel's tail walk (runtime/walk.h): family "sm90 st3 tail" */
         const int64_t nqb = (S + 63) / 64;
         std::vector<int32_t> walk((size_t)H * (size_t)((nqb + 1) / 2));
         int dev = 0, sms = 0;
@@ -362,7 +372,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
     }
     for (int f = 0; f < NF; f++) {
-      if (!fam_selected(fams[f].name)) continue;
+      if (!fam_selected(fams[f].name) || (fams[f].fn == sm90_v3t && !p.walk)) continue; /* the tail walk: block 64 only */
       p.out = out[f];
       p.lse = lse[f];
       ada_attn_params p90 = p;

@@ -3,8 +3,7 @@
 # there, after `. .gpu/gpu-env.sh`): build, check, time. Logs go to $OUT (or ./gpu-logs).
 #   build     make -j CUDA=1 and the kernel test bed
 #   prebuilt  use binaries built on the CPU machine and carried in .gpu/bin (no build there)
-#   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu), then spec/cuda_sm90_spec.lua
-#             again with ADA_SM90_WALK64=tail
+#   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu)
 #   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
 #   testbed   the kernel test bed: validate, then time every family and variant
 #   ncu       Nsight Compute (clocks left alone) over the first attention kernel of each test-bed case
@@ -40,9 +39,7 @@ for stage in "$@"; do
     prebuilt) mkdir -p build && cp .gpu/bin/* build/ ;;
     build) { make -j"$(nproc)" CUDA=1 DEPS_CHECK=0 && make testbed DEPS_CHECK=0; } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; } ;;
     specs) build/adaspa spec/busted.lua --tags=gpu ${SPECS:-} > "$out/specs.log" 2>&1; r=$?; grep -v "^$" "$out/specs.log" | grep -iv "^ok\b" | tail -25; [ $r = 0 ] || rc=1
-      # the Hopper family's specs once more with the block-64 tail walk (an A/B knob until timed)
-      ADA_SM90_WALK64=tail build/adaspa spec/busted.lua --tags=gpu spec/cuda_sm90_spec.lua > "$out/specs_walk64.log" 2>&1 || rc=1
-      echo "with ADA_SM90_WALK64=tail: $(tail -1 "$out/specs_walk64.log")" ;;
+ ;;
     sanitize) # the test bed's validation cases when built, else the Hopper family's specs
       for tool in memcheck racecheck; do
         if [ -x build/attn_testbed ]; then set -- build/attn_testbed quick
@@ -98,7 +95,7 @@ PY
       for f in .gpu/bin/tb_*.xz; do [ -e "$f" ] && xz -dkf "$f" && chmod +x "${f%.xz}"; done
       tbs=$(ls .gpu/bin/tb_* 2>/dev/null | grep -v '\.xz$') || { echo "ab: no .gpu/bin/tb_* (kernels/testbed/ab_build.sh)"; exit 2; }
       # each test bed as it is, and once more under each environment assignment of $AB_ENVS ('|'
-      # between them; e.g. ADA_SM90_WALK64=tail, the block-64 walk): runs named build or build+VAR=value
+      # between them; e.g. ADA_SM90_SYNC=0): runs named build or build+VAR=value
       runs=(); IFS='|' read -ra envs <<< "${AB_ENVS:-}"
       for tb in $tbs; do runs+=("$tb:"); for e in "${envs[@]}"; do [ -n "$e" ] && runs+=("$tb:$e"); done; done
       for run in "${runs[@]}"; do
@@ -109,8 +106,8 @@ PY
       IFS='|' read -ra cases <<< "${AB_CASES:-sm90 st3:fused|sm90 st3 hint:p dense|sm90 st3:sparse64 d0.1}"
       for r in $(seq "${AB_ROUNDS:-2}"); do for c in "${cases[@]}"; do for run in "${runs[@]}"; do
         tb=${run%%:*} e=${run#*:}
-        env $e TESTBED_FAMS="${c%%:*}" "$tb" time "${c#*:}" 2>&1 | awk -F'|' -v b="${tb##*/tb_}${e:++$e}" -v r="$r" \
-          '/^\| / { for (i = 3; i <= NF; i++) if ($i ~ / ms / && $i !~ /^ *0(\.0)? ms/) { sub(/^ +/, "", $2); sub(/ +$/, "", $2); print "round " r " " b ": " $2 ": " $i } }'
+        env $e TESTBED_FAMS="${c%%:*}" "$tb" time "${c#*:}" 2>&1 | awk -F'|' -v b="${tb##*/tb_}${e:++$e}" -v r="$r" -v fam="${c%%:*}" \
+          '/^\| / { for (i = 3; i <= NF; i++) if ($i ~ / ms / && $i !~ /^ *0(\.0)? ms/) { sub(/^ +/, "", $2); sub(/ +$/, "", $2); print "round " r " " b " [" fam "]: " $2 ": " $i } }'
       done; done; done | tee "$out/ab.log" ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
     step) # BLOCKS: the layout blocks to run the search and sparse steps with (peers with the first)

@@ -8,7 +8,8 @@
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
 -- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
 -- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
--- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`).
+-- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`); and on
+-- sm90 block-64 sparse with the head-major walk against the tail walk (variant "tail"), the same way.
 local bench = require "adaspa.bench"
 local args = bench.args(arg)
 if not adaspa.cuda.available() then
@@ -70,6 +71,7 @@ end
 
 local rows = {}
 local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
+local walks = {} -- {shape=, d=, flops=, ms = {head-major, tail}}: the block-64 walks in alternation
 
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
@@ -122,6 +124,13 @@ for _, sh in ipairs(shapes) do
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
+      if b == 64 and adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
+        -- the block-64 walks in alternation: head-major, and the tail walk (variant "tail")
+        local function walk(variant)
+          return function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse, variant = variant}) end
+        end
+        walks[#walks + 1] = {shape = sh.name, d = d, flops = dense * dens, ms = bench.alternate({walk("st3"), walk("tail")}, 9)}
+      end
       if plan.family ~= "sm80" and i == 2 then
         row(sh.name, string.format("sparse b%d d=%.1f (sm80)", b, d),
           time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse, family = "sm80"}) end),
@@ -152,4 +161,12 @@ for _, a in ipairs(alternated) do
   local d, f64, f128 = a.ms[1], a.ms[2], a.ms[3]
   print(string.format("%-10s dense %.2f ms, attention_with_mass b64 %.2f ms (%.3fx), b128 %.2f ms (%.3fx)", a.shape,
     d * 1e3, f64 * 1e3, f64 / d, f128 * 1e3, f128 / d))
+end
+if #walks > 0 then
+  print("block-64 sparse, the head-major walk against the tail walk (variant \"tail\"), in alternation (9 rounds, medians):")
+  for _, w in ipairs(walks) do
+    local a, b = w.ms[1], w.ms[2]
+    print(string.format("%-10s d=%.1f head-major %.2f ms (%.0f TFLOP/s), tail %.2f ms (%.0f TFLOP/s): %.3fx", w.shape, w.d,
+      a * 1e3, w.flops / a / 1e12, b * 1e3, w.flops / b / 1e12, a / b))
+  end
 end

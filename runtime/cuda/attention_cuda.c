@@ -132,7 +132,7 @@ ada_status ada_cuda_attention(const ada_attn_call *c) {
     p.offsets = mir->offsets;
     p.indices = mir->indices;
     p.order = mir->order;
-    p.walk = mir->walk64;
+    if (plan.p.tail_walk) p.walk = mir->walk64; /* NULL for layouts of 128 */
   }
   int e = ada_cuda_attention_launch(&plan, &p, st);
   if (e) s = ada_cuda_error((cudaError_t)e, op, "ada_launch_attention(...)");

@@ -75,11 +75,19 @@ static int fused_l2_hint(void) {
  * brings each warpgroup's warps together every 4 tiles in dense walks: 720p 595 -> 642 TFLOP/s;
  * before the priorities st3pp was the dense default over 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
  * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
- * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp. */
+ * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp.
+ * Sparse blocks of 64 run st3 whatever the variant names; "tail" takes the layout mirror's tail
+ * walk of the work items (runtime/walk.h) instead of the head-major one, for A/B timing until
+ * a GPU measures it (modelled: 540p density 0.1 1.065x, kernels/testbed/walk_sim.lua). */
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
+  const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
+  const bool tail = c->variant && strcmp(c->variant, "tail") == 0;
   int v = 0;
-  if (c->variant && c->variant[0]) {
+  if (tail) {
+    if (!sparse64) return false;
+    v = 3;
+  } else if (c->variant && c->variant[0]) {
     for (int i = 0; i < 4; i++)
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
     if (!v) return false;
@@ -90,18 +98,18 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
    * TFLOP/s, st3pp 543 -> 569, in one test-bed run (H200, sixth session of 2026-12-03); sparse
    * even, the fused pass even to 2% slower, so only dense takes them */
   p->l2_hint = p->mode == ADA_ATTN_DENSE ? ADA_L2_ALL : p->mode == ADA_ATTN_FUSED ? fused_l2_hint() : 0;
-  const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   p->tile_rows = 128;
   p->key_halves = 1;
   p->variant = v;
-  snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
+  p->tail_walk = tail;
+  snprintf(info->variant, sizeof info->variant, "%s", tail ? "tail" : sparse64 ? "st3" : names[v - 1]);
   info->tile_keys = sparse64 ? 64 : 128;
   /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
-   * a head-major walk (the order counts 64-row blocks), or with ADA_SM90_WALK64=tail the mirror's
-   * walk, the same with the long items that would end last moved up (runtime/walk.h) */
+   * a head-major walk (the order counts 64-row blocks), or with variant "tail" the mirror's walk,
+   * the same with the long items that would end last moved up (runtime/walk.h) */
   snprintf(info->schedule, sizeof info->schedule, "%s",
            p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
-           : sparse64                              ? (ada_sm90_walk64() ? "persistent, tail walk" : "persistent, head-major")
+           : sparse64                              ? (tail ? "persistent, tail walk" : "persistent, head-major")
            : p->l2_hint                            ? "persistent, L2 priorities"
                                                    : "persistent");
   return true;
