@@ -443,19 +443,28 @@ import torch, train
 a = torch.zeros(1, 1, 9, 32, 32); a[0, 0, 5, 20, 9] = 1.0
 m = train.object_mask(a, (3, 4, 4))
 print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int(m[0, 0, :2].sum()))
+# two clips: that one pixel (a 3 x 3 mask) and a 9 x 9-pixel square (a 4 x 4 mask after the dilation)
+b = torch.zeros(2, 1, 9, 32, 32); b[0, 0, 5, 20, 9] = 1.0; b[1, 0, 5, 8:17, 8:17] = 1.0
+for bal in (False, True):
+    w = train.object_weights(b, (3, 4, 4), 5.0, bal)
+    extra = (w - 1).sum(dim=(1, 2, 3, 4))
+    print("weights", bal, round(float(w.min()), 4), round(float(extra[0]), 4), round(float(extra[1]), 4))
 ]]
     local f = assert(io.open(out .. "/probe.py", "w")); f:write(probe); f:close()
     local code, mask = tool(out, out .. "/probe.py", "mask.log")
     assert.are.equal(0, code, mask)
     assert.truthy(mask:find("mask (1, 1, 3, 4, 4) 9 9 0", 1, true), mask)
+    -- plain: 4 extra on each shape pixel (9 and 16 pixels); balanced: each clip's shape 50, the mean
+    assert.truthy(mask:find("weights False 1.0 36.0 64.0", 1, true), mask)
+    assert.truthy(mask:find("weights True 1.0 50.0 50.0", 1, true), mask)
     local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --out %s/w.safetensors --steps 2 ", py, out)
-    code = os.execute(base .. "--object-weight 4 --t-mean 0.5 > " .. out .. "/w.log 2>&1")
+    code = os.execute(base .. "--object-weight 4 --object-balance --t-mean 0.5 > " .. out .. "/w.log 2>&1")
     local log = spec_slurp(out .. "/w.log")
     assert.are.equal(0, code, log)
     assert.truthy(log:find("dit  done: 2 steps", 1, true), log)
     local _, meta = adaspa.safetensors.info(out .. "/w.safetensors")
-    assert.truthy(meta.command:find("--object-weight 4 --t-mean 0.5", 1, true), meta.command)
-    for _, bad in ipairs({"--object-weight 0.5", "--object-weight nan", "--t-mean 9"}) do
+    assert.truthy(meta.command:find("--object-weight 4 --object-balance --t-mean 0.5", 1, true), meta.command)
+    for _, bad in ipairs({"--object-weight 0.5", "--object-weight nan", "--t-mean 9", "--object-balance"}) do
       code = os.execute(base .. bad .. " > " .. out .. "/bad.log 2>&1")
       local msg = spec_slurp(out .. "/bad.log")
       assert.are_not.equal(0, code)

@@ -79,6 +79,19 @@ def object_mask(alpha, latent):
     return (m > 0.5).float()
 
 
+def object_weights(alpha, latent, weight, balance=False):
+    """The flow loss's weights per latent pixel [n, 1, F', H', W']: 1 on the background and `weight`
+    on the pixels the clip's shape covers (object_mask). balance: each clip's shape gets the same
+    extra weight in all, the batch's mean, (weight - 1) * mask * mean area / the clip's area, so a
+    small shape (a quarter of a big one's pixels, and the caption check's misses) is not a quarter
+    of the objective; the batch's total extra weight stays the same."""
+    m = object_mask(alpha, latent)
+    if balance:
+        area = m.sum(dim=(1, 2, 3, 4), keepdim=True)
+        m = m * torch.where(area > 0, area.mean() / area.clamp(min=1.0), torch.zeros_like(area))
+    return 1 + (weight - 1) * m
+
+
 def flat_metadata(cfg, prefix="tiny."):
     """The config as flat string entries adaspa reads without a JSON parser: "tiny.dit.hidden" =
     "128", lists joined by commas ("tiny.dit.rope_axes" = "16,24,24"), the vocabulary by spaces."""
@@ -154,6 +167,9 @@ def main(argv):
     ap.add_argument("--object-weight", type=float, default=1.0, metavar="W",
                     help="stage 2: the flow loss weighs the latent pixels the clip's shape covers (dilated by one)"
                          " W times the background's (1: plain MSE); the logged loss stays the plain MSE")
+    ap.add_argument("--object-balance", action="store_true",
+                    help="stage 2, with --object-weight: every clip's shape carries the same extra weight in all"
+                         " (the batch's mean), so small shapes weigh as much as big ones")
     ap.add_argument("--t-mean", type=float, default=0.0, metavar="M",
                     help="stage 2: the mean of the logit-normal the noise level is drawn from before the shift of 3"
                          " (0: the standard one; 0.5 draws s around 0.83 most often, toward high noise)")
@@ -195,6 +211,8 @@ def main(argv):
             ap.error(f"{name} needs --init-from EXPORT (the blocks are appended to that export's DiT)")
     if not (a.object_weight >= 1.0 and math.isfinite(a.object_weight)):
         ap.error(f"--object-weight {a.object_weight}: must be a number >= 1")
+    if a.object_balance and a.object_weight == 1.0:
+        ap.error("--object-balance: give --object-weight W > 1 (it balances the shapes' extra weight)")
     if not (abs(a.t_mean) <= 4.0):
         ap.error(f"--t-mean {a.t_mean}: must be within [-4, 4]")
     weigh = a.object_weight != 1.0
@@ -455,7 +473,7 @@ def main(argv):
         err = (v - (e - x0)).pow(2)
         loss = err.mean()   # what is logged: the plain flow MSE, comparable across runs
         if weigh:
-            w = 1 + (a.object_weight - 1) * object_mask(got[2], x0.shape[2:])
+            w = object_weights(got[2], x0.shape[2:], a.object_weight, a.object_balance)
             objective = (err * w).sum() / (w.sum() * err.shape[1])
         else:
             objective = loss
