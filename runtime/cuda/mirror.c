@@ -4,8 +4,9 @@
  * and nowhere else, lists the query-block rows h * nqb + qb by descending length (a stable
  * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
  * fill in at the end. Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
- * (runtime/walk.h), for the device's SM count. A layout is immutable, so its mirror never goes stale; it goes back to the
- * allocator with the layout (ada_cuda_mirror_free through the backend's derived_free). */
+ * (runtime/walk.h), for the device's SM count. A layout is immutable, so its mirror never goes
+ * stale; it goes back to the allocator with the layout (ada_cuda_mirror_free through the
+ * backend's derived_free). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,8 +65,9 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
     s = ada_cuda_props(dev, &major, &minor, &sms);
     const int e = s ? 0 : ada_walk64(l->heads, l->nqb, l->offsets, sms, walk);
     if (!s && e)
-      s = ada_fail(e == -2 ? ADA_ENOMEM : ADA_EINVAL, "%s: %s computing the walk of %zu work items (layout heads %d, %d x %d blocks of 64)",
-                   op, e == -2 ? "out of host memory" : "bad sizes", items, (int)l->heads, (int)l->nqb, (int)l->nkb);
+      s = ada_fail(e == -2 ? ADA_ENOMEM : ADA_EINVAL,
+                   "%s: %s computing the walk of %zu work items (layout heads %d, %d x %d blocks of 64)", op,
+                   e == -2 ? "out of host memory" : "bad sizes", items, (int)l->heads, (int)l->nqb, (int)l->nkb);
   }
   unsigned char *d = NULL;
   if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + sizeof(int32_t) * items, dev);
