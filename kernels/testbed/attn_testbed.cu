@@ -1,4 +1,5 @@
-/* attn_testbed.cu: the attention kernel test bed (make testbed; build/attn_testbed [quick]).
+/* attn_testbed.cu: the attention kernel test bed (make testbed; build/attn_testbed [quick | time
+ * [CASE] | bandwidth]).
  * One GPU call validates every kernel family against a float64 reference and against each other,
  * then times them: for each case it poisons the outputs (NaN), runs the launcher, checks that
  * every element was written and finite, compares out and lse, and reports the median of timed
@@ -31,7 +32,7 @@
     }                                                                                                                   \
   } while (0)
 
-static uint64_t mix(uint64_t x) {
+static __host__ __device__ uint64_t mix(uint64_t x) {
   x ^= x >> 33;
   x *= 0xff51afd7ed558ccdull;
   x ^= x >> 33;
@@ -198,8 +199,94 @@ static int sm90_v4h(const ada_attn_params *p, void *st) { return sm90_flags(p, 4
 static int sm90_v3k(const ada_attn_params *p, void *st) { return sm90_flags(p, 3, 0, ADA_L2_KV_LAST, st); }
 static int sm90_v4k(const ada_attn_params *p, void *st) { return sm90_flags(p, 4, 0, ADA_L2_KV_LAST, st); }
 
+/* `attn_testbed bandwidth`: what L2 and HBM deliver to the SMs, for block 64's roofline (NOTES: a
+ * 64 x 64 tile does 64 FLOP a byte of K and V, so 450 TFLOP/s needs 7 TB/s of K/V).
+ * - stream: each thread reads 16 bytes at a time, consecutive across the grid, over a buffer of
+ *   N MB, `reps` times (cache-global loads: L2, not L1);
+ * - tiles: one head's K/V tiles as the block-64 kernel gathers them from a [S, 3, 24, 128] bf16
+ *   tensor: 64 rows of 256 bytes, rows 18,432 bytes apart, K at column 24 + h and V at 48 + h,
+ *   each warp one random key block at a time (K then V, 32 KB). A head's K and V are 512 S bytes:
+ *   S = 16,384 (8 MB, all in L2), 67,576 (540p, 35 MB), 119,056 (720p, 61 MB, over the L2). */
+__global__ void bw_stream(const uint4 *x, int64_t n, int reps, unsigned *sink) {
+  uint32_t acc = 0;
+  for (int r = 0; r < reps; r++)
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+      const uint4 v = __ldcg(x + i);
+      acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+  if (acc == 0x9e3779b9u) atomicAdd(sink, 1u); /* keeps the loads */
+}
+__global__ void bw_tiles(const unsigned char *qkv, int64_t nkb, int tiles_per_warp, unsigned *sink) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  uint32_t acc = 0;
+  for (int t = 0; t < tiles_per_warp; t++) {
+    const int64_t kb = (int64_t)(mix((uint64_t)warp * 1000003ull + (uint64_t)t) % (uint64_t)nkb);
+    for (int kv = 1; kv <= 2; kv++) {
+      const unsigned char *base = qkv + kb * 64 * 18432 + (int64_t)(kv * 24) * 256;
+#pragma unroll 8
+      for (int i = 0; i < 32; i++) { /* 64 rows x 16 pieces of 16 bytes = 1024 pieces, 32 a lane */
+        const int piece = i * 32 + lane, row = piece >> 4, col = piece & 15;
+        const uint4 v = __ldcg(reinterpret_cast<const uint4 *>(base + (int64_t)row * 18432) + col);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+      }
+    }
+  }
+  if (acc == 0x9e3779b9u) atomicAdd(sink, 1u);
+}
+
+static int bandwidth() {
+  int sms = 0;
+  CK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  unsigned *sink;
+  CK(cudaMalloc(&sink, 4));
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  auto timed = [&](auto launch) { /* the median of 5, after one warm-up run */
+    launch();
+    CK(cudaGetLastError());
+    std::vector<float> ts;
+    for (int r = 0; r < 5; r++) {
+      CK(cudaEventRecord(e0));
+      launch();
+      CK(cudaEventRecord(e1));
+      CK(cudaEventSynchronize(e1));
+      float t;
+      CK(cudaEventElapsedTime(&t, e0, e1));
+      ts.push_back(t);
+    }
+    std::sort(ts.begin(), ts.end());
+    return (double)ts[2] * 1e-3;
+  };
+  printf("bandwidth, %d SMs (TB/s: bytes the SMs read over the kernel's time)\n", sms);
+  for (int mb : {8, 24, 35, 61, 512}) {
+    const int64_t n = (int64_t)mb << 16; /* uint4 pieces */
+    uint4 *x;
+    CK(cudaMalloc(&x, n * 16));
+    CK(cudaMemset(x, 1, n * 16));
+    const int reps = mb >= 512 ? 2 : 16;
+    const double s = timed([&] { bw_stream<<<sms * 4, 512>>>(x, n, reps, sink); });
+    printf("| stream | %4d MB | %.2f TB/s |\n", mb, (double)n * 16 * reps / s * 1e-12);
+    CK(cudaFree(x));
+  }
+  for (int64_t S : {16384LL, 67576LL, 119056LL}) {
+    const int64_t nkb = S / 64;
+    unsigned char *qkv;
+    CK(cudaMalloc(&qkv, S * 18432));
+    CK(cudaMemset(qkv, 1, S * 18432));
+    const int tpw = 64, warps = sms * 8 * 2; /* 2 CTAs of 256 threads an SM */
+    const double s = timed([&] { bw_tiles<<<sms * 2, 256>>>(qkv, nkb, tpw, sink); });
+    printf("| K/V tiles | S %6lld (a head's K+V %3lld MB) | %.2f TB/s |\n", (long long)S, (long long)(S * 512 >> 20),
+           (double)warps * tpw * 32768.0 / s * 1e-12);
+    CK(cudaFree(qkv));
+  }
+  CK(cudaFree(sink));
+  return 0;
+}
 
 int main(int argc, char **argv) {
+  if (argc > 1 && !strcmp(argv[1], "bandwidth")) return bandwidth();
   /* quick: the untimed cases only; time: the timed cases only, outputs checked for NaN poison but
    * not compared (run the untimed cases for that); a second argument keeps the cases whose name
    * contains it */

@@ -6,6 +6,8 @@
 #   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu)
 #   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
 #   testbed   the kernel test bed: validate, then time every family and variant
+#   bandwidth what L2 and HBM deliver to the SMs: streaming reads over 8 MB to 512 MB, and one head's
+#             K/V tiles gathered as block 64 does (block 64's roofline; about 10 s)
 #   ncu       Nsight Compute (clocks left alone) over the first attention kernel of each test-bed case
 #             named in $NCU_CASES ('|' between names; default "720p sparse128 d0.1"), of the families in
 #             $TESTBED_FAMS (default "sm90 st3 pp"): throughput, L2 / DRAM, warp stalls; reports in $OUT
@@ -48,6 +50,7 @@ for stage in "$@"; do
         echo "$tool ($1): exit $? :: $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|failures|passed' "$out/$tool.log" | tr '\n' ' ')"
       done ;;
     testbed) build/attn_testbed > "$out/testbed.log" 2>&1 || rc=1; grep -v " ok$" "$out/testbed.log" ;;
+    bandwidth) build/attn_testbed bandwidth 2>&1 | tee "$out/bandwidth.log" ;;
     ncu)
       IFS='|' read -ra ncases <<< "${NCU_CASES:-720p sparse128 d0.1}"
       for c in "${ncases[@]}"; do
