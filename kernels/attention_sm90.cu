@@ -48,6 +48,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../runtime/walk.h"
 #include "attention_common.cuh"
 #include "kernels.h"
 
@@ -260,9 +261,8 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
  * moved up, so that they end with the rest (runtime/walk.h, the layout mirror's). */
 template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
   if (KIND == SPARSE64) {
-    if (p.walk) return p.walk[w]; /* the same order, but the long items that would end last moved up (runtime/walk.h) */
-    const int64_t h = w / nqt, qt = w - h * nqt;
-    return h * nqt + (qt + 37 * h) % nqt;
+    /* the walk: the same order, but the long items that would end last moved up (runtime/walk.h) */
+    return p.walk ? (int64_t)p.walk[w] : ada_walk64_base(w, nqt);
   }
   return p.order ? (int64_t)p.order[w] : w;
 }

@@ -25,10 +25,16 @@
 #include <stdlib.h>
 
 #define ADA_WALK64_ITEM_COST 2 /* key-block tiles of per-item work besides the key blocks */
-#define ADA_WALK64_ROTATE 37   /* the base order's rotation per head (the kernel's too) */
+#define ADA_WALK64_ROTATE 37   /* the base order's rotation per head */
 
-/* The item at place w of the base order. */
-static inline int64_t ada_walk64_base(int64_t w, int64_t nqt) {
+#ifdef __CUDACC__
+#define ADA_WALK64_HD __host__ __device__
+#else
+#define ADA_WALK64_HD
+#endif
+
+/* The item at place w of the base order (also the kernel's walk when it is given none). */
+static inline ADA_WALK64_HD int64_t ada_walk64_base(int64_t w, int64_t nqt) {
   const int64_t h = w / nqt, k = w - h * nqt;
   return h * nqt + (k + ADA_WALK64_ROTATE * h) % nqt;
 }

@@ -163,9 +163,10 @@ static int launch_sm80(const ada_attn_params *p, void *st) {
   q.variant = 0;
   return ada_launch_attention_sm80(&q, st);
 }
-static int sm90_variant(const ada_attn_params *p, int v, void *st) {
+/* variant v; block 64 walks head-major, or with tail the case's tail walk (the plan's variant "tail") */
+static int sm90_variant(const ada_attn_params *p, int v, void *st, bool tail = false) {
   ada_attn_params q = *p;
-  q.walk = nullptr; /* the head-major walk of block 64 (the case's tail walk: sm90_v3t) */
+  if (!tail) q.walk = nullptr;
   q.tile_rows = 128;
   q.key_halves = 1;
   q.variant = v;
@@ -175,14 +176,7 @@ static int sm90_v1(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 2, st); }
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
-/* block 64 with the case's tail walk (runtime/walk.h; the plan's variant "tail"); only cases with a walk */
-static int sm90_v3t(const ada_attn_params *p, void *st) {
-  ada_attn_params q = *p;
-  q.tile_rows = 128;
-  q.key_halves = 1;
-  q.variant = 3;
-  return ada_launch_attention_sm90(&q, st);
-}
+static int sm90_v3t(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st, true); } /* cases with a walk */
 /* A/B flags on variant v: static_walk (the fixed-stride walk instead of the in-kernel counter)
  * and l2_hint (a mask of ada_l2_hint: Q evict-first, K/V evict-last, streaming out) */
 static int sm90_flags(const ada_attn_params *p, int v, int static_walk, int l2_hint, void *st) {
