@@ -41,6 +41,26 @@ describe("adaspa.bench", function()
   end)
 end)
 
+describe("adaspa.bench.sink_layout", function()
+  it("keeps the text rows and columns whole and the other rows at the density", function()
+    -- 1,000 tokens, the last 100 text, blocks of 64: 16 blocks, the text from block 15 (token 900)
+    local l = require("adaspa.bench").sink_layout(1000, 3, 100, 64, 0.25, 7)
+    assert.same({3, 16, 16, 64}, {l:heads(), l:nqb(), l:nkb(), l:block()})
+    for h = 1, 3 do
+      for qb = 1, 16 do
+        local row = l:row(h, qb)
+        if qb >= 15 then
+          assert.equal(16, #row)
+        else
+          assert.equal(4, #row, "head " .. h .. " row " .. qb) -- round(0.25 * 16), the 2 text columns among them
+          assert.same({15, 16}, {row[3], row[4]})
+        end
+      end
+    end
+    l:free()
+  end)
+end)
+
 describe("the bench scripts", function()
   it("run at quick CPU sizes, or say that they need a GPU", function()
     for b, row in pairs({cpu_ops = "sparse_attention 0.1", policies = "| window plan |"}) do

@@ -16,13 +16,6 @@ local shapes = {}
 if want["540p"] or not want["720p"] then shapes[#shapes + 1] = {name = "540p-129f", S = 67576} end
 if want["720p"] or not want["540p"] then shapes[#shapes + 1] = {name = "720p-129f", S = 119056} end
 
-local function layout(S, d, seed) -- as the attention bench builds its sparse layouts
-  local nb = math.ceil(S / B)
-  local first_text = math.floor((S - TEXT) / B) + 1
-  local x = adaspa.randn({H, nb, nb}, {seed = seed})
-  return adaspa.layout.topk(adaspa.mul(x, x), {density = d, row_wise = true, block = B,
-    force = {cols = {{first_text, nb}}, rows = {{first_text, nb}}}})
-end
 
 -- costs[item] for the 1-based items of layout:walk64, and the base order
 local function items(l)
@@ -70,7 +63,7 @@ print("| shape | density | items | head-major rotated | tail walk | items taken 
 print("| --- | --- | --- | --- | --- | --- | --- |")
 for _, sh in ipairs(shapes) do
   for i, d in ipairs({0.1, 0.2, 0.4}) do
-    local l = layout(sh.S, d, 10 + i)
+    local l = require("adaspa.bench").sink_layout(sh.S, H, TEXT, B, d, 10 + i) -- the attention bench's
     local cost, base = items(l)
     local walk = l:walk64(ctas)
     local pos = {}

@@ -1,5 +1,5 @@
--- adaspa.bench: what the scripts in recipes/bench/ share: their command-line arguments and one
--- way to time a piece of work.
+-- adaspa.bench: what the scripts in recipes/bench/ share: their command-line arguments, one way
+-- to time a piece of work, and the attention bench's sparse layouts.
 local adaspa = require "adaspa"
 
 local bench = {}
@@ -58,6 +58,17 @@ function bench.alternate(fns, rounds)
   local med = {}
   for i, t in ipairs(ts) do med[i] = median(t) end
   return med
+end
+
+-- The attention bench's sparse layouts (also kernels/testbed/walk_sim.lua's): heads x ceil(S / block)^2
+-- blocks, a row-wise top-k of random mass (normal draws squared, seed) at density d with the text
+-- rows and columns kept (the last `text` tokens, AdaSpa's text sink), on the device the mass is made on.
+function bench.sink_layout(S, heads, text, block, d, seed)
+  local nb = math.ceil(S / block)
+  local first_text = math.floor((S - text) / block) + 1 -- 1-based block holding the first text token
+  local x = adaspa.randn({heads, nb, nb}, {seed = seed})
+  return adaspa.layout.topk(adaspa.mul(x, x), {density = d, row_wise = true, block = block,
+    force = {cols = {{first_text, nb}}, rows = {{first_text, nb}}}})
 end
 
 return bench

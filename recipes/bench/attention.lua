@@ -27,15 +27,6 @@ local reps = 5
 
 local function time(fn) return bench.time(fn, reps) end
 
--- A row-wise top-k layout of random mass at density d with the text rows and columns kept.
-local function sink_layout(S, block, d, seed)
-  local nb = math.ceil(S / block)
-  local first_text = math.floor((S - TEXT) / block) + 1 -- 1-based block holding the first text token
-  local x = adaspa.randn({H, nb, nb}, {seed = seed})
-  local mass = adaspa.mul(x, x)
-  return adaspa.layout.topk(mass, {density = d, row_wise = true, block = block,
-    force = {cols = {{first_text, nb}}, rows = {{first_text, nb}}}})
-end
 
 local function mean(t)
   local s = 0
@@ -118,7 +109,7 @@ for _, sh in ipairs(shapes) do
   masses[64]:free(); masses[128]:free()
   for _, b in ipairs({128, 64}) do
     for i, d in ipairs(densities) do
-      local layout = sink_layout(S, b, d, 10 + i)
+      local layout = bench.sink_layout(S, H, TEXT, b, d, 10 + i)
       local dens = mean(layout:density())
       adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) -- uploads the layout
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
