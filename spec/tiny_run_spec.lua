@@ -424,8 +424,15 @@ torch.save({"step": 0}, "%s/noae.pt")
     assert.are.equal(0, code, spec_slurp(out .. "/all.log"))
     local all = spec_slurp(out .. "/ev/caption.md")
     assert.truthy(all:find("\n| 48 | ") and all:find("\n| 49 | ") and all:find("\n| 50 | "), all)
+    -- --prompts: those held-out prompts by number, read again from the same folders
+    code = os.execute(cmd .. " --prompts 50,48 --rescore > " .. out .. "/picks.log 2>&1")
+    assert.are.equal(0, code, spec_slurp(out .. "/picks.log"))
+    local picks = spec_slurp(out .. "/ev/caption.md")
+    assert.truthy(picks:find("2 held-out prompts", 1, true) and picks:find("\n| 50 | .*\n| 48 | "), picks)
+    assert.falsy(picks:find("\n| 49 | "), picks)
     for bad, says in pairs({["--set shift"] = "--set 'shift': give FIELD=VALUE",
-        ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1"}) do
+        ["--skip 50"] = "the held-out set has 50 prompts", ["--n 0"] = "give --n >= 1",
+        ["--prompts 0,3"] = "give held-out prompt numbers 1..50", ["--prompts 2,x"] = "give held-out prompt numbers 1..50"}) do
       code = os.execute(cmd .. " " .. bad .. " > " .. out .. "/bad.log 2>&1")
       assert.are_not.equal(0, code, bad)
       assert.truthy(spec_slurp(out .. "/bad.log"):find(says, 1, true), bad)

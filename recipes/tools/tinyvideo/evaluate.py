@@ -98,10 +98,18 @@ def scored_rows(prompt, out_dir, res):
     return rows
 
 
-def prompt_dir(a, kind, i):
-    """The folder of the i-th prompt of this run's slice: pNN with NN its 0-based held-out number,
-    so parts run with --skip into one --out meet in one table with --rescore."""
-    return Path(a.out) / kind / ("p%02d" % (a.skip + i))
+def picked(a):
+    """The held-out prompts of this run: [(number, seed, caption)], number 1-based; --prompts I,J,..
+    (caption, examples) or the --n after --skip."""
+    rows = heldout(10 ** 6)
+    nums = [int(x) for x in a.prompts.split(",")] if a.prompts else list(range(a.skip + 1, min(a.skip + a.n, len(rows)) + 1))
+    return [(k, rows[k - 1][0], rows[k - 1][1]) for k in nums]
+
+
+def prompt_dir(a, kind, num):
+    """The folder of held-out prompt num (1-based): pNN with NN its 0-based number, so parts run
+    with --skip (or --prompts) into one --out meet in one table with --rescore."""
+    return Path(a.out) / kind / ("p%02d" % (num - 1))
 
 
 def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
@@ -161,7 +169,7 @@ def fmt_read(r):
 
 
 def cmd_caption(a):
-    prompts = heldout(a.n, a.skip)
+    prompts = picked(a)
     solo = a.policy == "none"
     # --set policies.2.FIELD=V changes the policy run beside dense: its title says so instead of the sparsity
     own = [x[len("policies.2."):] for x in a.set if x.startswith("policies.2.")]
@@ -175,8 +183,8 @@ def cmd_caption(a):
     n_dense = n_pol = n_same = 0
     parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0, "one": 0, "strict": 0} for w in ("dense", "policy")}
     t0 = time.time()
-    for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, prompt_dir(a, "caption", i), ["dense"] if solo else ["dense", a.policy],
+    for i, (num, seed, cap) in enumerate(prompts):
+        rows, secs = compare_run(a, cap, prompt_dir(a, "caption", num), ["dense"] if solo else ["dense", a.policy],
                                  [a.sparsity])
         d = rows[0]["check"]
         p = d if solo else rows[1]["check"]
@@ -190,7 +198,7 @@ def cmd_caption(a):
             parts["dense"][k] += d[k]
             parts["policy"][k] += p[k]
         yn = {True: "yes", False: "no"}
-        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % ((a.skip + i + 1, cap, w["colour"], w["shape"], w["motion"], fmt_read(d))
+        lines.append("| %d | %s | %s %s %s | %s | %s | %s | %s |" % ((num, cap, w["colour"], w["shape"], w["motion"], fmt_read(d))
                      + ((yn[bool(d["colour"])], yn[bool(d["shape"])], yn[bool(d["motion"])]) if solo else
                         (yn[bool(d["all"])], fmt_read(p), yn[bool(p["all"])]))))
         print("caption %2d/%d  %5.1f s  dense %s  %s %s  %s" % (i + 1, len(prompts), secs, "ok " if d["all"] else "NO ",
@@ -231,16 +239,12 @@ def cmd_examples(a):
     held-out prompts: per prompt its caption, check.py's verdict, and 6 frames evenly spaced from
     the first to the last."""
     from PIL import Image, ImageDraw
-    picks = [int(x) for x in a.prompts.split(",")] if a.prompts else list(range(a.skip + 1, a.skip + a.n + 1))
-    rows_all = heldout(10 ** 6)
-    if not picks or min(picks) < 1 or max(picks) > len(rows_all):
-        raise SystemExit("evaluate: --prompts %s: held-out prompts are numbered 1..%d" % (a.prompts, len(rows_all)))
+    picks = picked(a)
     tile, text_h, cols = 96, 14, 6
     sheet = Image.new("RGB", (cols * tile, len(picks) * (tile + text_h)), "white")
     draw = ImageDraw.Draw(sheet)
     lines = []
-    for k, i in enumerate(picks):
-        cap = rows_all[i - 1][1]
+    for k, (i, _, cap) in enumerate(picks):
         out_dir = Path(a.out) / "examples" / ("p%02d" % i)
         rows, secs = compare_run(a, cap, out_dir, ["dense", a.policy], [a.sparsity])
         r = rows[1]
@@ -282,7 +286,7 @@ def cmd_quality(a):
     order = []
     t0 = time.time()
     for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, prompt_dir(a, "quality", i), policies, a.sparsities)
+        rows, secs = compare_run(a, cap, prompt_dir(a, "quality", a.skip + i + 1), policies, a.sparsities)
         print("quality %2d/%d  %5.1f s  %s" % (i + 1, len(prompts), secs, cap), flush=True)
         for r in rows:
             lab = r["label"]
@@ -410,7 +414,7 @@ def main(argv):
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--prompts", default=None, metavar="I,J,..",
-                    help="examples: the held-out prompts by number (1-based; default the first --n after --skip)")
+                    help="caption, examples: the held-out prompts by number (1-based; default the first --n after --skip)")
     ap.add_argument("--sheet", default=None, help="examples: the PNG to write (default OUT/examples.png)")
     ap.add_argument("--weights", default=None)
     ap.add_argument("--video", default=None, help="WxHxF instead of the export's size (e.g. 128x128x17: faster)")
@@ -426,6 +430,11 @@ def main(argv):
     if a.n < 1 or not 0 <= a.skip < total:
         ap.error("--n %d --skip %d: the held-out set has %d prompts; give --n >= 1 and 0 <= --skip < %d"
                  % (a.n, a.skip, total, total))
+    if a.prompts is not None:
+        if a.cmd not in ("caption", "examples"):
+            ap.error("--prompts: for caption and examples only")
+        if not re.fullmatch(r"\d+(,\d+)*", a.prompts) or not all(1 <= int(x) <= total for x in a.prompts.split(",")):
+            ap.error("--prompts %s: give held-out prompt numbers 1..%d, commas between them" % (a.prompts, total))
     a.steps = a.steps if a.steps is not None else (20 if a.quick else 50)
     a.sparsities = [float(x) for x in a.sparsities.split(",")]
     if not Path(a.adaspa).exists():
