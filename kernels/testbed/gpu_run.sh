@@ -24,8 +24,8 @@
 #   ab        the test beds .gpu/bin/tb_*.xz (kernels/testbed/ab_build.sh: HEAD and patched kernels, built on
 #             the CPU machine): each validated (`quick`), then each "families:case" of $AB_CASES ('|' between
 #             them; default the fused pass, dense with its L2 priorities and block 64 at density 0.1, at
-#             540p and 720p) timed with every test bed in turn, $AB_ROUNDS rounds (default 2): ms per build;
-#             with $AB_ENVS (VAR=value, '|' between them) each test bed also runs under each assignment
+#             540p and 720p) timed with every test bed in turn, $AB_ROUNDS rounds (default 2): ms per build
+#             and families
 #   train     recipes/tools/tinyvideo/train.py --device cuda $TRAIN_ARGS --time-limit $TRAIN_LIMIT (issue 14):
 #             resumes from the state parts in .train/ when they are there; leaves the export
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
@@ -40,8 +40,7 @@ for stage in "$@"; do
   case $stage in
     prebuilt) mkdir -p build && cp .gpu/bin/* build/ ;;
     build) { make -j"$(nproc)" CUDA=1 DEPS_CHECK=0 && make testbed DEPS_CHECK=0; } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; } ;;
-    specs) build/adaspa spec/busted.lua --tags=gpu ${SPECS:-} > "$out/specs.log" 2>&1; r=$?; grep -v "^$" "$out/specs.log" | grep -iv "^ok\b" | tail -25; [ $r = 0 ] || rc=1
- ;;
+    specs) build/adaspa spec/busted.lua --tags=gpu ${SPECS:-} > "$out/specs.log" 2>&1; r=$?; grep -v "^$" "$out/specs.log" | grep -iv "^ok\b" | tail -25; [ $r = 0 ] || rc=1 ;;
     sanitize) # the test bed's validation cases when built, else the Hopper family's specs
       for tool in memcheck racecheck; do
         if [ -x build/attn_testbed ]; then set -- build/attn_testbed quick
@@ -97,19 +96,13 @@ PY
     ab)
       for f in .gpu/bin/tb_*.xz; do [ -e "$f" ] && xz -dkf "$f" && chmod +x "${f%.xz}"; done
       tbs=$(ls .gpu/bin/tb_* 2>/dev/null | grep -v '\.xz$') || { echo "ab: no .gpu/bin/tb_* (kernels/testbed/ab_build.sh)"; exit 2; }
-      # each test bed as it is, and once more under each environment assignment of $AB_ENVS ('|'
-      # between them; e.g. ADA_SM90_SYNC=0): runs named build or build+VAR=value
-      runs=(); IFS='|' read -ra envs <<< "${AB_ENVS:-}"
-      for tb in $tbs; do runs+=("$tb:"); for e in "${envs[@]}"; do [ -n "$e" ] && runs+=("$tb:$e"); done; done
-      for run in "${runs[@]}"; do
-        tb=${run%%:*} e=${run#*:} n=${tb##*/tb_}${e:++$e}; log="$out/ab_quick_$(echo "$n" | tr -c 'A-Za-z0-9._+\n' '_').log"
-        env $e "$tb" quick > "$log" 2>&1; r=$?
-        echo "$n: quick exit $r, $(grep -c ' ok$' "$log") ok, $(grep -c FAIL "$log") FAIL"; [ $r = 0 ] || rc=1
+      for tb in $tbs; do
+        n=${tb##*/tb_}; "$tb" quick > "$out/ab_quick_$n.log" 2>&1; r=$?
+        echo "$n: quick exit $r, $(grep -c ' ok$' "$out/ab_quick_$n.log") ok, $(grep -c FAIL "$out/ab_quick_$n.log") FAIL"; [ $r = 0 ] || rc=1
       done
       IFS='|' read -ra cases <<< "${AB_CASES:-sm90 st3:fused|sm90 st3 hint:p dense|sm90 st3:sparse64 d0.1}"
-      for r in $(seq "${AB_ROUNDS:-2}"); do for c in "${cases[@]}"; do for run in "${runs[@]}"; do
-        tb=${run%%:*} e=${run#*:}
-        env $e TESTBED_FAMS="${c%%:*}" "$tb" time "${c#*:}" 2>&1 | awk -F'|' -v b="${tb##*/tb_}${e:++$e}" -v r="$r" -v fam="${c%%:*}" \
+      for r in $(seq "${AB_ROUNDS:-2}"); do for c in "${cases[@]}"; do for tb in $tbs; do
+        TESTBED_FAMS="${c%%:*}" "$tb" time "${c#*:}" 2>&1 | awk -F'|' -v b="${tb##*/tb_}" -v r="$r" -v fam="${c%%:*}" \
           '/^\| / { for (i = 3; i <= NF; i++) if ($i ~ / ms / && $i !~ /^ *0(\.0)? ms/) { sub(/^ +/, "", $2); sub(/ +$/, "", $2); print "round " r " " b " [" fam "]: " $2 ": " $i } }'
       done; done; done | tee "$out/ab.log" ;;
     attention) build/adaspa recipes/bench/attention.lua > "$out/attention.log" 2>&1 || rc=1; tail -40 "$out/attention.log" ;;
