@@ -83,8 +83,8 @@ def object_weights(alpha, latent, weight, balance=False):
     """The flow loss's weights per latent pixel [n, 1, F', H', W']: 1 on the background and `weight`
     on the pixels the clip's shape covers (object_mask). balance: each clip's shape gets the same
     extra weight in all, the batch's mean, (weight - 1) * mask * mean area / the clip's area, so a
-    small shape (a quarter of a big one's pixels, and the caption check's misses) is not a quarter
-    of the objective; the batch's total extra weight stays the same."""
+    small shape (about a third of a big one's latent pixels; the caption check's misses) no longer
+    carries a third of a big one's extra objective; the batch's total extra weight stays the same."""
     m = object_mask(alpha, latent)
     if balance:
         area = m.sum(dim=(1, 2, 3, 4), keepdim=True)
