@@ -439,6 +439,35 @@ torch.save({"step": 0}, "%s/noae.pt")
     end
   end)
 
+  it("runs the caption check's prompts side by side with --jobs and reads the same table (evaluate.py)", function()
+    local out = torch_workdir()
+    if not out then return end
+    local cmd = string.format("%s recipes/tools/tinyvideo/evaluate.py caption --n 3 --skip 45 --steps 2 --sparsity 0.5"
+      .. " --adaspa %s --weights %s --out %s/", py, spec_bin, FIX, out)
+    local function rows(dir, jobs)
+      local code = os.execute(cmd .. dir .. " " .. jobs .. " > " .. out .. "/" .. dir .. ".log 2>&1")
+      local log = spec_slurp(out .. "/" .. dir .. ".log")
+      assert.are.equal(0, code, log)
+      local t = {}
+      for line in spec_slurp(out .. "/" .. dir .. "/caption.md"):gmatch("[^\n]+") do
+        if line:find("^| %d") or line:find("^agreement") or line:find("^one object") then t[#t + 1] = line end
+      end
+      return t, log
+    end
+    local one = rows("one", "--threads 1")
+    local three, log = rows("three", "--jobs 3")
+    assert.are.equal(5, #one)   -- three prompt rows and the two summary lines
+    assert.are.same(one, three)
+    -- progress lines in prompt order, each naming its place
+    local a, b, c = log:find("caption  1/3", 1, true), log:find("caption  2/3", 1, true), log:find("caption  3/3", 1, true)
+    assert.truthy(a and b and c and a < b and b < c, log)
+    -- three prompt folders, each with its own adaspa run's log
+    for k = 45, 47 do assert.truthy(spec_slurp(out .. "/three/caption/p" .. k .. ".log"):find("adaspa", 1, true)) end
+    local code = os.execute(cmd .. "bad --jobs 0 > " .. out .. "/bad.log 2>&1")
+    assert.are_not.equal(0, code)
+    assert.truthy(spec_slurp(out .. "/bad.log"):find("give 1 or more", 1, true), spec_slurp(out .. "/bad.log"))
+  end)
+
   it("weighs the flow loss toward the shape and draws noise levels toward high noise on request", function()
     local out = torch_workdir()
     if not out then return end

@@ -31,6 +31,13 @@
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
 #             device call returns files of 16 MiB at most; saved when the time limit stopped it or
 #             the run finished) in $TRAIN_OUT (default $OUT)
+#   caption   the caption check of an export on the GPU machine's CPU cores (issue 14; minutes instead of the
+#             CPU machine's half hour): recipes/tools/tinyvideo/evaluate.py caption, all 50 held-out prompts,
+#             dense beside AdaSpa at $CAPTION_SPARSITY (0.7, the default run), at each seed of $CAPTION_SEEDS
+#             (42 43), one adaspa process a core (--jobs $(nproc) --threads 1), on the CPU path
+#             (model.device=cpu, f32: the committed checks' numbers); the export is $CAPTION_WEIGHTS, else the
+#             train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed one; tables
+#             in $OUT/caption_SEED/caption.md
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -130,6 +137,16 @@ PY
       if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
+    caption)
+      w=${CAPTION_WEIGHTS:-}
+      [ -z "$w" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && w=${TRAIN_OUT:-$out}/tiny.safetensors
+      w=$(realpath "${w:-models/tiny/tiny.safetensors}"); adaspa=$(realpath build/adaspa)
+      for seed in ${CAPTION_SEEDS:-42 43}; do
+        (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 ${PYTHON:-python3} evaluate.py caption --n ${CAPTION_N:-50} \
+          --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu \
+          --weights "$w" --adaspa "$adaspa" --out "$(realpath "$out")/caption_$seed") > "$out/caption_$seed.log" 2>&1 || rc=1
+        echo "caption, seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/caption_$seed.log" || tail -5 "$out/caption_$seed.log"
+      done ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "== $stage: $(( $(date +%s) - t0 )) s"

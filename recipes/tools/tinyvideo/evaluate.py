@@ -30,7 +30,9 @@ drives them and reads their outputs (frames with check.py's reader, results.json
 
 Common options: --weights FILE (default: the trained export, models/tiny/tiny.safetensors, read
 from adaspa itself), --out DIR (default /tmp/tiny_eval), --steps N (sampler steps, default 50),
---seed N, --adaspa PATH (default build/adaspa of this repository), --threads N (OMP_NUM_THREADS).
+--seed N, --adaspa PATH (default build/adaspa of this repository), --threads N (OMP_NUM_THREADS),
+--jobs N (caption, quality, examples: N prompts at a time, each its own adaspa process; the tables
+are the same as one at a time; threads default to the cores over N).
 Outputs under --out: one folder per prompt and run kind, and caption.md / quality.md /
 quality.json / observe.txt with the tables printed.
 """
@@ -141,6 +143,24 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
     return scored_rows(prompt, out_dir, json.loads((out_dir / "results.json").read_text())), secs
 
 
+def runs(a, work):
+    """compare_run(a, *w) for each w of work, --jobs at a time (each an adaspa process); yields
+    (rows, secs) in work's order, so tables and progress lines read as with --jobs 1. A failed run
+    stops the rest (those not started are cancelled)."""
+    if a.jobs <= 1 or a.rescore:
+        for w in work:
+            yield compare_run(a, *w)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+    ex = ThreadPoolExecutor(max_workers=a.jobs)
+    try:
+        futures = [ex.submit(compare_run, a, *w) for w in work]
+        for f in futures:
+            yield f.result()
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
 def guidance_args(a):
     """--guidance S: classifier-free guidance at scale S (a blank-prompt pass per step); S = 1 and
     no --guidance: one conditional pass (the recipe's guidance_kind=cfg at scale 1 is the same
@@ -183,9 +203,9 @@ def cmd_caption(a):
     n_dense = n_pol = n_same = 0
     parts = {w: {"colour": 0, "shape": 0, "motion": 0, "background": 0, "one": 0, "strict": 0} for w in ("dense", "policy")}
     t0 = time.time()
-    for i, (num, seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, prompt_dir(a, "caption", num), ["dense"] if solo else ["dense", a.policy],
-                                 [a.sparsity])
+    work = [(cap, prompt_dir(a, "caption", num), ["dense"] if solo else ["dense", a.policy], [a.sparsity])
+            for num, _, cap in prompts]
+    for i, ((num, seed, cap), (rows, secs)) in enumerate(zip(prompts, runs(a, work))):
         d = rows[0]["check"]
         p = d if solo else rows[1]["check"]
         if p is None:
@@ -244,9 +264,9 @@ def cmd_examples(a):
     sheet = Image.new("RGB", (cols * tile, len(picks) * (tile + text_h)), "white")
     draw = ImageDraw.Draw(sheet)
     lines = []
-    for k, (i, _, cap) in enumerate(picks):
-        out_dir = Path(a.out) / "examples" / ("p%02d" % i)
-        rows, secs = compare_run(a, cap, out_dir, ["dense", a.policy], [a.sparsity])
+    work = [(cap, Path(a.out) / "examples" / ("p%02d" % i), ["dense", a.policy], [a.sparsity]) for i, _, cap in picks]
+    for k, ((i, _, cap), (rows, secs)) in enumerate(zip(picks, runs(a, work))):
+        out_dir = work[k][1]
         r = rows[1]
         if r["check"] is None:
             raise SystemExit("evaluate: the %s run failed on %r: %s" % (a.policy, cap, r["error"]))
@@ -285,8 +305,8 @@ def cmd_quality(a):
     agg = {}
     order = []
     t0 = time.time()
-    for i, (seed, cap) in enumerate(prompts):
-        rows, secs = compare_run(a, cap, prompt_dir(a, "quality", a.skip + i + 1), policies, a.sparsities)
+    work = [(cap, prompt_dir(a, "quality", a.skip + i + 1), policies, a.sparsities) for i, (_, cap) in enumerate(prompts)]
+    for i, ((seed, cap), (rows, secs)) in enumerate(zip(prompts, runs(a, work))):
         print("quality %2d/%d  %5.1f s  %s" % (i + 1, len(prompts), secs, cap), flush=True)
         for r in rows:
             lab = r["label"]
@@ -420,7 +440,11 @@ def main(argv):
     ap.add_argument("--video", default=None, help="WxHxF instead of the export's size (e.g. 128x128x17: faster)")
     ap.add_argument("--out", default="/tmp/tiny_eval")
     ap.add_argument("--adaspa", default=str(ROOT / "build" / "adaspa"))
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP_NUM_THREADS of each adaspa run (default: adaspa's own with --jobs 1, else cores / jobs)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="caption, quality, examples: adaspa runs at a time (one prompt each; e.g. --jobs $(nproc)"
+                         " --threads 1); tables and progress in prompt order as with 1")
     a = ap.parse_args(argv)
     for x in a.set:
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*=", x):
@@ -435,6 +459,10 @@ def main(argv):
             ap.error("--prompts: for caption and examples only")
         if not re.fullmatch(r"\d+(,\d+)*", a.prompts) or not all(1 <= int(x) <= total for x in a.prompts.split(",")):
             ap.error("--prompts %s: give held-out prompt numbers 1..%d, commas between them" % (a.prompts, total))
+    if a.jobs < 1 or (a.threads is not None and a.threads < 1):
+        ap.error("--jobs %d --threads %s: give 1 or more" % (a.jobs, a.threads))
+    if a.jobs > 1 and a.threads is None:
+        a.threads = max(1, (os.cpu_count() or 1) // a.jobs)
     a.steps = a.steps if a.steps is not None else (20 if a.quick else 50)
     a.sparsities = [float(x) for x in a.sparsities.split(",")]
     if not Path(a.adaspa).exists():
