@@ -409,6 +409,102 @@ describe("classifier-free guidance", function()
     os.execute("rm -rf " .. d)
   end)
 
+  it("limits the unconditional pass to a guidance interval of timesteps; the others take the conditional velocity", function()
+    local calls = {}
+    local model = {forward = function(_, x, t, cond)
+      calls[#calls + 1] = cond.name
+      return adaspa.full(x:shape(), cond.value)
+    end}
+    local conds = {cond = {name = "c", value = 2}, uncond = {name = "u", value = 0.5}}
+    local v = sampler.guided(model, conds, {kind = "cfg", scale = 3, interval = {100, 900}})
+    local x = adaspa.randn({2, 3}, {seed = 5})
+    for _, case in ipairs({{950, 2, 1}, {900, 0.5 + 3 * 1.5, 2}, {500, 5, 2}, {100, 5, 2}, {99.9, 2, 1}, {0, 2, 1}}) do
+      calls = {}
+      local out = spec_flat(v(x, case[1], 0))
+      for i = 1, #out do assert.near(case[2], out[i], 1e-6) end
+      assert.equal(case[3], #calls, "timestep " .. case[1])
+    end
+    -- without an interval every step runs both passes
+    calls = {}
+    sampler.guided(model, conds, {kind = "cfg", scale = 3})(x, 990, 0)
+    assert.same({"c", "u"}, calls)
+    -- the steps a schedule guides: 50 steps at shift 3 reach t = 900 (sigma 0.9, s = 0.75) after
+    -- step 12, so steps 13..49 are guided; the spec's 4 steps at shift 7 have t 1000, 954.5, 875, 700
+    assert.equal(37, sampler.guided_steps({0, 900}, 50, 3))
+    assert.equal(50, sampler.guided_steps({0, 1000}, 50, 3))
+    assert.equal(2, sampler.guided_steps({0, 900}, 4, 7))
+    assert.equal(1, sampler.guided_steps({800, 900}, 4, 7))
+  end)
+
+  it("a branch whose first pass falls on a sparse step makes its layout there; branch 1 without one is an error", function()
+    -- dense at 0, search at 1, sparse at 2 and 3; branch 2 runs at steps 2 and 3 only
+    local policy = policies.build("adaspa", {sparsity = 0.6, warmup = 1, search = {1}, text_sink = false}, 4)
+    local ctx = attention.new(policy, {layers = 2})
+    local S, H, D = 192, 2, 32
+    local function qkv(b, l) return adaspa.randn({S, H, D}, {seed = 100 * b + l}), adaspa.randn({S, H, D}, {seed = 100 * b + l + 10}),
+      adaspa.randn({S, H, D}, {seed = 100 * b + l + 20}) end
+    local info = function(l) return {layer = l, kind = "spec", index = l - 1, kv_valid = S, n_img = S, n_txt = 0, grid = {3, 8, 8}} end
+    local recs, outs = {}, {}
+    for step = 0, 3 do
+      ctx:set_branch(1)
+      ctx:begin_step(step)
+      for b = 1, step >= 2 and 2 or 1 do
+        ctx:set_branch(b)
+        for l = 1, 2 do
+          local q, k, v = qkv(b, l)
+          outs[step .. ":" .. b .. ":" .. l] = ctx:attention(q, k, v, info(l))
+        end
+      end
+      ctx:set_branch(1)
+      recs[step + 1] = attention.summarize(ctx:end_step())
+    end
+    assert.equal("sparse", recs[3].mode)
+    assert.equal(2, recs[3].late_layouts)
+    assert.is_nil(recs[4].late_layouts)
+    assert.equal(2, recs[4].branches)
+    local c2 = ctx:cache_for(2)
+    for l = 1, 2 do
+      -- searched at step 2 (exact attention there), reused at step 3
+      assert.equal(2, c2:step(l))
+      local q, k, v = qkv(2, l)
+      assert.is_true(spec_maxdiff(outs["2:2:" .. l], (adaspa.attention(q, k, v, {kv_valid = S}))) < 1e-5)
+      assert.equal(0, spec_maxdiff(outs["3:2:" .. l], attention.sparse(q, k, v, c2:layout(l), S)))
+      assert.is_true(c2:density(l)[1] < 1)
+    end
+    local fresh = attention.new(policy, {layers = 2})
+    fresh:begin_step(2)
+    local q1, k1, v1 = qkv(1, 1)
+    spec_error(function() fresh:attention(q1, k1, v1, info(1)) end, "no layout has been searched")
+  end)
+
+  it("runs a recipe with a guidance interval: both caches, the report says which steps had two passes", function()
+    local d = tmpdir()
+    local _, err, code = spec_run(FIXTURE_RUN .. " sampler.guidance_kind=cfg sampler.guidance=5 sampler.guidance_interval={0,900} " ..
+      "output.dir=" .. d)
+    assert.equal(0, code, err)
+    local txt = spec_slurp(d .. "/report.txt")
+    assert.truthy(txt:find("classifier-free guidance 5 at t in [0, 900] (2 forward passes on 2 of 4 steps, 1 on the rest)", 1, true), txt)
+    local b = adaspa.Cache.load(d .. "/cache_branch2.safetensors")
+    for l = 1, b:layers() do assert.equal(2, b:step(l)) end
+    -- the first step differs from full guidance's, so the latents do
+    local full = tmpdir()
+    _, err, code = spec_run(FIXTURE_RUN .. " sampler.guidance_kind=cfg sampler.guidance=5 output.dir=" .. full)
+    assert.equal(0, code, err)
+    local x = adaspa.safetensors.load(d .. "/latents.safetensors").latents
+    local y = adaspa.safetensors.load(full .. "/latents.safetensors").latents
+    assert.is_true(spec_maxdiff(x, y) > 1e-4)
+    for bad, says in pairs({["sampler.guidance_interval={900,0}"] = "must be {lo, hi} with lo <= hi",
+        ["sampler.guidance_interval={0,900,1000}"] = "must be {lo, hi} with lo <= hi",
+        ["sampler.guidance_interval={0,1200}"] = "sampler.guidance_interval",
+        ["sampler.guidance_interval={0,900}"] = "needs sampler.guidance_kind = cfg"}) do
+      local extra = bad:find("{0,900}$") and "" or " sampler.guidance_kind=cfg"
+      _, err, code = spec_run(FIXTURE_RUN .. " " .. bad .. extra .. " output.dir=" .. d .. "x")
+      assert.are_not.equal(0, code, bad)
+      assert.truthy(err:find(says, 1, true), bad .. ": " .. err)
+    end
+    os.execute("rm -rf " .. d .. " " .. full)
+  end)
+
   it("compare runs under classifier-free guidance too (the gallery and errors show branch 1)", function()
     local d = tmpdir()
     local _, err, code = spec_run("recipe recipes/compare.lua model.preset=small model.layers.double=1 " ..

@@ -200,6 +200,14 @@ function Ctx:attention(q, k, v, info)
     error(string.format("attention: policy %s returned mode %s for step %d layer %d (dense, search, plan or sparse)",
       tostring(p.name), tostring(mode), step, layer), 2)
   end
+  -- a guidance branch that starts late (a guidance interval: its first pass falls on a sparse
+  -- step) has no layout to reuse: it makes one at that pass as the policy does (a search: exact
+  -- attention and the block mass; or its plan), counted under the step's mode; branch 1 without a
+  -- layout stays the policy's error
+  if mode == "sparse" and self.branch > 1 and not self.cache:layout(layer) then
+    handler = type(p.select) == "function" and modes.search or modes.plan
+    self.cur.late_searches = (self.cur.late_searches or 0) + 1
+  end
   local S, H, D = unpack(q:shape())
   local dense_flops = 4 * S * info.kv_valid * D * H
   local timer -- device events on the tensors' stream: the model's queued work is not attention's time
@@ -230,7 +238,8 @@ function attention.summarize(s)
   local nb = 0
   for _ in pairs(s.branches or {}) do nb = nb + 1 end
   local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1),
-             plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds, branches = math.max(nb, 1)}
+             plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds, branches = math.max(nb, 1),
+             late_layouts = s.late_searches}
   if #s.densities > 0 then
     local mn, mx, sum = math.huge, -math.huge, 0
     for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end

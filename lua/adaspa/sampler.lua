@@ -5,7 +5,9 @@
 -- Guidance (sampler.guided): "embedded", one forward pass per step with the scale inside the
 -- conditioning (HunyuanVideo's distilled guidance); "cfg", classifier-free guidance: a
 -- conditional and an unconditional pass per step, in sequence, combined as
--- v = v_uncond + scale (v_cond - v_uncond).
+-- v = v_uncond + scale (v_cond - v_uncond). A guidance interval {lo, hi} (timesteps) limits the
+-- unconditional pass to the steps whose timestep lies within it; the others take v_cond alone (as
+-- scale 1), one pass (guidance applied in a limited interval: Kynkaanniemi et al., 2024).
 local sampler = {}
 
 -- Forward passes per step of a guidance kind.
@@ -29,7 +31,8 @@ end
 
 -- The velocity function of a model under guidance, for sampler.euler: fn(x, timestep, step) -> v
 -- (f32). model: forward(x, t, cond, ctx); conds: {cond =, uncond =} (uncond needed for cfg);
--- guidance = {kind = "embedded" | "cfg", scale =}; ctx: the attention context or nil; before each
+-- guidance = {kind = "embedded" | "cfg", scale =, interval = {lo, hi} or nil (cfg: the timesteps whose
+-- steps run the unconditional pass)}; ctx: the attention context or nil; before each
 -- pass ctx:set_branch(b) (1 conditional, 2 unconditional) so each branch keeps its own cache, and
 -- ctx:begin_step(step) once per denoising step. dtype: the model's activations (x is cast to it).
 function sampler.guided(model, conds, guidance, ctx, dtype)
@@ -38,6 +41,7 @@ function sampler.guided(model, conds, guidance, ctx, dtype)
   if guidance.kind ~= "cfg" and guidance.kind ~= "embedded" then
     error("sampler.guided: guidance.kind must be embedded or cfg, got " .. tostring(guidance.kind), 2)
   end
+  local iv = guidance.interval
   return function(xt, timestep, i)
     if ctx then
       if ctx.set_branch then ctx:set_branch(1) end
@@ -45,7 +49,7 @@ function sampler.guided(model, conds, guidance, ctx, dtype)
     end
     local xin = xt:to(dtype or xt:dtype())
     local vc = model:forward(xin, timestep, conds.cond, ctx)
-    if not cfg then
+    if not cfg or not sampler.guided_at(iv, timestep) then
       local v = vc:to("f32")
       return v
     end
@@ -57,6 +61,19 @@ function sampler.guided(model, conds, guidance, ctx, dtype)
     vu:free()
     return v
   end
+end
+
+-- Whether a step at this timestep runs the unconditional pass under guidance interval iv ({lo, hi}
+-- or nil: every step).
+function sampler.guided_at(iv, timestep)
+  return iv == nil or (timestep >= iv[1] and timestep <= iv[2])
+end
+
+-- The number of steps (of steps at shift) whose timestep lies in the guidance interval iv.
+function sampler.guided_steps(iv, steps, shift)
+  local sig, n = sampler.sigmas(steps, shift), 0
+  for i = 1, steps do if sampler.guided_at(iv, 1000 * sig[i]) then n = n + 1 end end
+  return n
 end
 
 -- The steps+1 sigmas from 1 down to 0.

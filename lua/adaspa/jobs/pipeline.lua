@@ -76,7 +76,14 @@ local function resolve_guidance(cfg, M, mcfg)
   if sd.guidance.kind == "embedded" then
     embedded = s.guidance_kind == "embedded" and s.guidance or sd.guidance.scale
   end
-  return {kind = s.guidance_kind, scale = s.guidance, forwards = sampler.forwards(s.guidance_kind), embedded = embedded}
+  local g = {kind = s.guidance_kind, scale = s.guidance, forwards = sampler.forwards(s.guidance_kind), embedded = embedded}
+  if s.guidance_interval and g.kind == "cfg" then
+    g.interval = {s.guidance_interval[1], s.guidance_interval[2]}
+    g.guided_steps, g.steps = sampler.guided_steps(g.interval, s.steps, s.shift), s.steps
+  elseif s.guidance_interval then
+    error("sampler.guidance_interval needs sampler.guidance_kind = cfg (embedded guidance has one pass a step)", 0)
+  end
+  return g
 end
 pipeline.resolve_guidance = resolve_guidance
 
@@ -143,10 +150,15 @@ function pipeline.estimate(cfg, mcfg, device, dtype, policy)
   return e
 end
 
--- "embedded guidance 6 (1 forward pass per step)" / "classifier-free guidance 5 (2 forward passes per step)".
+-- "embedded guidance 6 (1 forward pass per step)" / "classifier-free guidance 5 (2 forward passes per step)" /
+-- "classifier-free guidance 3 at t in [0, 900] (2 forward passes on 37 of 50 steps, 1 on the rest)".
 function pipeline.guidance_text(g)
-  return string.format("%s %g (%d forward pass%s per step)", g.kind == "cfg" and "classifier-free guidance" or "embedded guidance",
-    g.scale, g.forwards, g.forwards == 1 and "" or "es")
+  local what = g.kind == "cfg" and "classifier-free guidance" or "embedded guidance"
+  if g.interval then
+    return string.format("%s %g at t in [%g, %g] (2 forward passes on %d of %d steps, 1 on the rest)", what, g.scale,
+      g.interval[1], g.interval[2], g.guided_steps, g.steps)
+  end
+  return string.format("%s %g (%d forward pass%s per step)", what, g.scale, g.forwards, g.forwards == 1 and "" or "es")
 end
 
 -- Resolves the configuration (device, preset, sizes), estimates the run's memory and time and
@@ -368,7 +380,8 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
             local extra = ""
             if r.density then extra = string.format(", density %.3f [%.3f, %.3f]", r.density.mean, r.density.min, r.density.max) end
             if r.recall then extra = extra .. string.format(", recall %.3f", r.recall) end
-            if guidance.forwards > 1 then extra = extra .. string.format(", %d passes (cfg)", guidance.forwards) end
+            if (r.branches or 1) > 1 then extra = extra .. string.format(", %d passes (cfg)", r.branches) end
+            if r.late_layouts then extra = extra .. string.format(", %d layouts made for the late branch", r.late_layouts) end
             say("step %3d/%d  t=%7.2f  %s  eta %s  %-6s attention %s%s", info.step, info.steps - 1, info.timestep,
               sampler.duration(info.seconds), sampler.duration(info.eta), r.mode, sampler.duration(r.seconds), extra)
           end

@@ -174,6 +174,13 @@ video.schema = {
           return string.format("model %s has no embedded guidance (use cfg or auto)", root.model.name)
         end
       end},
+    guidance_interval = C.list{item = "number", min = 0, max = 1000,
+      doc = "with cfg: {lo, hi}, the timesteps (1000 at pure noise .. 0) whose steps run the unconditional pass; the " ..
+        "others run the conditional pass alone (scale 1), one pass a step (default: every step)",
+      extra = function(v, root)
+        if #v ~= 2 or v[1] > v[2] then return "must be {lo, hi} with lo <= hi" end
+        if root.sampler.guidance_kind == "embedded" then return "needs guidance_kind cfg (embedded guidance has one pass a step)" end
+      end},
     seed = C.integer{default = 42, min = 0, max = 2 ^ 53, doc = "seed of the initial noise"},
   },
   attention = {
