@@ -472,7 +472,7 @@ def main(argv):
         raise SystemExit("evaluate: no weights at %s (the trained export; --weights FILE for another)" % a.weights)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    what = "one prompt" if a.cmd == "observe" else "%d prompts" % a.n
+    what = "one prompt" if a.cmd == "observe" else "%d prompts" % (len(a.prompts.split(",")) if a.prompts else a.n)
     print("evaluate %s: weights %s, %s, %d steps, output %s" % (a.cmd, a.weights, what, a.steps, a.out), flush=True)
     if a.cmd in ("caption", "all"):
         cmd_caption(a)
