@@ -37,7 +37,8 @@
 #             (42 43), one adaspa process a core (--jobs $(nproc) --threads 1), on the CPU path
 #             (model.device=cpu, f32: the committed checks' numbers); the export is $CAPTION_WEIGHTS, else the
 #             train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed one; tables
-#             in $OUT/caption_SEED/caption.md
+#             in $OUT/caption_SEED/caption.md; $CAPTION_ARGS: more evaluate.py options (e.g. "--guidance 3 --set
+#             sampler.guidance_interval={0,900}")
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -143,7 +144,7 @@ PY
       w=$(realpath "${w:-models/tiny/tiny.safetensors}"); adaspa=$(realpath build/adaspa)
       for seed in ${CAPTION_SEEDS:-42 43}; do
         (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 ${PYTHON:-python3} evaluate.py caption --n ${CAPTION_N:-50} \
-          --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu \
+          --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu ${CAPTION_ARGS:-} \
           --weights "$w" --adaspa "$adaspa" --out "$(realpath "$out")/caption_$seed") > "$out/caption_$seed.log" 2>&1 || rc=1
         echo "caption, seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/caption_$seed.log" || tail -5 "$out/caption_$seed.log"
       done ;;
