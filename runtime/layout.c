@@ -58,7 +58,7 @@ static ada_status new_layout(ada_layout **out, const char *op, int32_t heads, in
   if (l) l->offsets = malloc(sizeof(int64_t) * (size_t)heads * ((size_t)nqb + 1));
   if (l) l->derived = ada_derived_new();
   if (!l || !l->offsets || !l->derived) {
-    if (l) free(l->offsets);
+    if (l) free(l->offsets), ada_derived_free(l->derived);
     free(l);
     return ada_fail(ADA_ENOMEM, "%s: out of memory for a layout of %d heads x %d rows", op, heads, nqb);
   }
@@ -743,6 +743,7 @@ ada_status ada_layout_pick(ada_layout **out, const ada_layout *const *parts, int
   *out = NULL;
   if (n < 1 || n_parts < 1) return ada_fail(ADA_EINVAL, "%s: pick %d heads of %d layouts (at least one of each)", op, n, n_parts);
   const ada_layout *a = parts[0];
+  if (!a) return ada_fail(ADA_EINVAL, "%s: layout 1 is missing", op);
   for (int32_t p = 0; p < n_parts; p++)
     if (!parts[p] || parts[p]->nqb != a->nqb || parts[p]->nkb != a->nkb || parts[p]->block != a->block)
       return ada_fail(ADA_EINVAL, "%s: layout %d is missing or differs in blocks from the first (%d x %d of %d)", op, p + 1,
