@@ -163,6 +163,11 @@ describe("views", function()
     local v = slab:reshape({3, 3, 4})
     assert.is_true(v:shares_storage(big))
     assert.equal(slab:get(2, 5), v:get(2, 2, 1))
+    -- sizes are integers: a fraction, NaN or a huge number is refused, naming its position
+    spec_error(function() t:reshape({2.5, -1}) end, "got 2.5 at position 1")
+    spec_error(function() t:reshape(3, 0 / 0) end, "at position 2")
+    spec_error(function() t:reshape({1e300, 1}) end, "shape must hold integers")
+    spec_error(function() t:reshape({3, "4"}) end, "got string at position 2")
   end)
 
   it("q, k, v views out of one [S, 3, H, D] tensor are strided views", function()

@@ -160,6 +160,16 @@ static int m_to(lua_State *L) {
   return 1;
 }
 
+/* One entry of t:reshape's shape (at stack index idx): an integer (-1 infers that size; the op
+   checks the rest), else the error names its position. */
+static int64_t reshape_entry(lua_State *L, int idx, int32_t pos) {
+  double v = lua_tonumber(L, idx);
+  if (lua_type(L, idx) != LUA_TNUMBER || v != floor(v) || fabs(v) > 9.0e15)
+    lada_error(L, "t:reshape", "shape must hold integers (-1 for one inferred size), got %s at position %d",
+               lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : lada_typename(L, idx), (int)pos);
+  return (int64_t)v;
+}
+
 static int m_reshape(lua_State *L) {
   SELF("t:reshape");
   int64_t shape[ADA_MAX_DIMS];
@@ -169,20 +179,13 @@ static int m_reshape(lua_State *L) {
     if (nd > ADA_MAX_DIMS) return lada_error(L, "t:reshape", "shape has %d dimensions (at most %d)", (int)nd, ADA_MAX_DIMS);
     for (int32_t i = 0; i < nd; i++) {
       lua_rawgeti(L, 2, i + 1);
-      if (lua_type(L, -1) != LUA_TNUMBER)
-        return lada_error(L, "t:reshape", "shape must be a table of integers (-1 for one inferred size), got %s at position %d",
-                          lada_typename(L, -1), (int)i + 1);
-      shape[i] = (int64_t)lua_tonumber(L, -1);
+      shape[i] = reshape_entry(L, -1, i + 1);
       lua_pop(L, 1);
     }
   } else {
     nd = lua_gettop(L) - 1;
     if (nd > ADA_MAX_DIMS) return lada_error(L, "t:reshape", "shape has %d dimensions (at most %d)", (int)nd, ADA_MAX_DIMS);
-    for (int32_t i = 0; i < nd; i++) {
-      if (lua_type(L, i + 2) != LUA_TNUMBER)
-        return lada_error(L, "t:reshape", "shape must be a table of integers, got %s", lada_typename(L, i + 2));
-      shape[i] = (int64_t)lua_tonumber(L, i + 2);
-    }
+    for (int32_t i = 0; i < nd; i++) shape[i] = reshape_entry(L, i + 2, i + 1);
   }
   ada_tensor *r;
   lada_check(L, ada_tensor_reshape(&r, t, nd, shape), "t:reshape");
