@@ -197,9 +197,14 @@ static bool staged_d2h(void *dst, const void *src, size_t n, cudaStream_t st, ad
     stage_state = -1;
     if (cudaHostAlloc((void **)&stage_buf[0], 2 * STAGE_CHUNK, cudaHostAllocPortable) == cudaSuccess) {
       stage_buf[1] = stage_buf[0] + STAGE_CHUNK;
-      if (cudaEventCreateWithFlags(&stage_ev[0], cudaEventDisableTiming) == cudaSuccess &&
-          cudaEventCreateWithFlags(&stage_ev[1], cudaEventDisableTiming) == cudaSuccess)
+      const bool ev0 = cudaEventCreateWithFlags(&stage_ev[0], cudaEventDisableTiming) == cudaSuccess;
+      if (ev0 && cudaEventCreateWithFlags(&stage_ev[1], cudaEventDisableTiming) == cudaSuccess) {
         stage_state = 1;
+      } else { /* give back what was made: the direct copy serves from now on */
+        if (ev0) (void)cudaEventDestroy(stage_ev[0]);
+        (void)cudaFreeHost(stage_buf[0]);
+        stage_buf[0] = stage_buf[1] = NULL;
+      }
     }
     (void)cudaGetLastError(); /* unavailable: the direct copy below */
   }

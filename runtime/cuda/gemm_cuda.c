@@ -79,9 +79,12 @@ static ada_status get_handles(int32_t dev, const char *op, cudaStream_t st, blas
     } else if ((e = cublasCreate(&b)) != CUBLAS_STATUS_SUCCESS) {
       s = blas_error(e, op, "cublasCreate");
       cublasLtDestroy(lt);
-    } else if ((e = cublasSetStream(b, st)) != CUBLAS_STATUS_SUCCESS ||
-               (e = cublasSetMathMode(b, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS) {
+    } else if ((e = cublasSetStream(b, st)) != CUBLAS_STATUS_SUCCESS) {
       s = blas_error(e, op, "cublasSetStream");
+      cublasDestroy(b);
+      cublasLtDestroy(lt);
+    } else if ((e = cublasSetMathMode(b, CUBLAS_DEFAULT_MATH)) != CUBLAS_STATUS_SUCCESS) {
+      s = blas_error(e, op, "cublasSetMathMode");
       cublasDestroy(b);
       cublasLtDestroy(lt);
     } else {
