@@ -35,10 +35,11 @@
 #             CPU machine's half hour): recipes/tools/tinyvideo/evaluate.py caption, all 50 held-out prompts,
 #             dense beside AdaSpa at $CAPTION_SPARSITY (0.7, the default run), at each seed of $CAPTION_SEEDS
 #             (42 43), one adaspa process a core (--jobs $(nproc) --threads 1), on the CPU path
-#             (model.device=cpu, f32: the committed checks' numbers); the export is $CAPTION_WEIGHTS, else the
-#             train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed one; tables
-#             in $OUT/caption_SEED/caption.md; $CAPTION_ARGS: more evaluate.py options (e.g. "--guidance 3 --set
-#             sampler.guidance_interval={0,900}")
+#             (model.device=cpu, f32, as the committed checks; that machine's CPU may round otherwise, so
+#             check the committed export beside a new one); the exports are $CAPTION_WEIGHTS (spaces between
+#             them), else the train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed
+#             one; tables in $OUT/caption_K_SEED/caption.md (K: the export's place in the list);
+#             $CAPTION_ARGS: more evaluate.py options (e.g. "--guidance 3 --set sampler.guidance_interval={0,900}")
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -139,14 +140,18 @@ PY
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
     caption)
-      w=${CAPTION_WEIGHTS:-}
-      [ -z "$w" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && w=${TRAIN_OUT:-$out}/tiny.safetensors
-      w=$(realpath "${w:-models/tiny/tiny.safetensors}"); adaspa=$(realpath build/adaspa)
-      for seed in ${CAPTION_SEEDS:-42 43}; do
-        (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 ${PYTHON:-python3} evaluate.py caption --n ${CAPTION_N:-50} \
-          --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu ${CAPTION_ARGS:-} \
-          --weights "$w" --adaspa "$adaspa" --out "$(realpath "$out")/caption_$seed") > "$out/caption_$seed.log" 2>&1 || rc=1
-        echo "caption, seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/caption_$seed.log" || tail -5 "$out/caption_$seed.log"
+      ws=${CAPTION_WEIGHTS:-}
+      [ -z "$ws" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && ws=${TRAIN_OUT:-$out}/tiny.safetensors
+      adaspa=$(realpath build/adaspa); k=0
+      for w in ${ws:-models/tiny/tiny.safetensors}; do
+        w=$(realpath "$w"); k=$((k + 1))
+        for seed in ${CAPTION_SEEDS:-42 43}; do
+          d=caption_${k}_$seed
+          (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 ${PYTHON:-python3} evaluate.py caption --n ${CAPTION_N:-50} \
+            --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu ${CAPTION_ARGS:-} \
+            --weights "$w" --adaspa "$adaspa" --out "$(realpath "$out")/$d") > "$out/$d.log" 2>&1 || rc=1
+          echo "caption $d: seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/$d.log" || tail -5 "$out/$d.log"
+        done
       done ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
