@@ -11,7 +11,7 @@ return {
   model = {name = "hunyuan", preset = "auto", device = "auto"},   -- auto: 720p on a GPU, small on a CPU
   video = {},
   text = {prompt = "a red fox running through fresh snow at dawn"},
-  sampler = {steps = 50, shift = 7.0, guidance = 6.0, seed = 42},
+  sampler = {steps = 50, seed = 42},   -- shift and guidance: the model's (HunyuanVideo 7 and embedded 6, Wan 5 and cfg 5, tiny 3)
   -- the dense reference always runs (once); "dense" here only names its row
   policies = {
     "dense",
