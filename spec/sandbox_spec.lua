@@ -172,6 +172,50 @@ return {same = a == adaspa, core = a.core == nil, outdir = a.outdir == nil, sb =
       "path must be 1 to 4095 bytes")
   end)
 
+  it("communicator files are neither created nor opened while a recipe runs", function()
+    refused_everywhere(("adaspa.comm.create(%q, 2, 4096)"):format(victim .. "/comm.txt"),
+      "adaspa.comm.create: not available while a recipe runs")
+    refused_everywhere(("return adaspa.comm.open(0, 2, %q, 1)"):format(victim .. "/keep.txt"),
+      "adaspa.comm.open: not available while a recipe runs")
+  end)
+
+  it("the attention context leads to no table its class shares; the thread count is the run's own", function()
+    local attention = require "adaspa.attention"
+    local probe = attention.new({mode = function() return "dense" end, select = function() end}, {layers = 1})
+    local set_branch, threads = probe.set_branch, adaspa.threads()
+    -- ctx.__index was the metatable itself (the class of every context): now nothing
+    refused(from_callback(("local C = ctx.__index; C.set_branch = function() adaspa.png.write(%q, %s) end"):format(
+      victim .. "/late.png", IMG)), "RESULT ok=false", "attempt to index local 'C' (a nil value)")
+    refused(from_callback("adaspa.threads(1); error('set', 0)"), "RESULT ok=false set")
+    local later = attention.new({mode = function() return "dense" end, select = function() end}, {layers = 1})
+    assert.equal(set_branch, later.set_branch)
+    later:set_branch(2)
+    assert.equal(threads, adaspa.threads())
+    victim_intact()
+  end)
+
+  it("recipe FILE --help looks at the recipe confined, and loads no job from the current folder", function()
+    sh("mkdir -p '" .. rdir .. "/adaspa/jobs'")
+    local fh = assert(io.open(rdir .. "/adaspa/jobs/pwn.lua", "w"))
+    fh:write(("io.open(%q, 'w'):write('pwned'); return {schema = {}}"):format(victim .. "/pwned"))
+    fh:close()
+    local p = recipe_file("return {job = 'pwn'}")
+    local _, e, c = cli_in(rdir, "recipe r.lua --help")
+    assert.equal(1, c)
+    assert.truthy(e:find("unknown job \"pwn\" (jobs: compare, replay, video)", 1, true), e)
+    sh("rm -rf '" .. rdir .. "/adaspa'")
+    -- show() reads the policy's mode: the recipe's __index runs, confined
+    recipe_file(([[
+return {attention = {policy = setmetatable({}, {__index = function(t, k)
+  adaspa.png.write(%q, %s)
+end})}}]]):format(victim .. "/help.png", IMG))
+    _, e, c = cli_in(rdir, "recipe r.lua --help")
+    assert.equal(1, c)
+    assert.truthy(e:find("adaspa.png.write", 1, true) and e:find("only into the run's output folder", 1, true), e)
+    os.remove(p)
+    victim_intact()
+  end)
+
   it("the environment, programs, native code and debug facilities are out of reach", function()
     refused_everywhere("return os.getenv('HOME')", "os.getenv is not available to recipes")
     refused_everywhere("return os.execute('touch " .. victim .. "/pwned')", "os.execute is not available to recipes")
@@ -279,6 +323,35 @@ error(setmetatable({}, {__tostring = function() adaspa.png.write(%q, %s); return
     recipe.load_limits = saved
     assert.is_false(ok)
     assert.truthy(err:find("over 64 MiB of Lua memory", 1, true), err)
+    collectgarbage()
+    -- a pcall of the recipe's does not catch the bound for good; nor does a chunk it loads escape
+    -- the hook (interpreted too); a single string of gigabytes fails at once (the cap is in C)
+    recipe.load_limits = {seconds = 0.5, lua_mib = 64}
+    for _, body in ipairs({
+      "while true do pcall(function() while true do end end) end",
+      "while true do xpcall(function() while true do end end, function(e) while true do end end) end",
+      "local co = coroutine.wrap(function() while true do pcall(coroutine.yield) end end) while true do pcall(co) end",
+      "load('while true do end')()",
+    }) do
+      t0 = adaspa.now()
+      ok, err = pcall(recipe.load, recipe_file(body))
+      assert.is_false(ok, body)
+      assert.truthy(err:find("ran for over 0.5 s without returning its table", 1, true), err)
+      assert.is_true(adaspa.now() - t0 < 5, body)
+    end
+    for _, body in ipairs({
+      "local s = ('x'):rep(2 ^ 31 - 256) return {n = #s}",
+      "local t = {} for i = 1, 100 do t[i] = ('x'):rep(2 ^ 30 + i) end return t",
+      "local t = {} for i = 1, 2 ^ 16 do t[i] = ('x'):rep(1000) end return {s = table.concat(t, table.concat(t))}",
+      "while true do pcall(string.rep, 'x', 2 ^ 30) end",
+    }) do
+      ok, err = pcall(recipe.load, recipe_file(body))
+      assert.is_false(ok, body)
+      assert.truthy(err:find("over 64 MiB of Lua memory", 1, true) or err:find("ran for over 0.5 s", 1, true), err)
+    end
+    recipe.load_limits = saved
+    assert.is_false(adaspa.sandbox.active())
+    assert.equal(2 ^ 28, #("x"):rep(2 ^ 28)) -- the cap ends with the chunk
     collectgarbage()
     -- a loop in a function the recipe defines (a policy callback, later) runs interpreted: a count
     -- hook fires inside it, as Ctrl-C's does

@@ -31,7 +31,9 @@ local policies = require "adaspa.policy"
 
 local attention = {}
 local Ctx = {}
-Ctx.__index = Ctx
+-- the contexts' metatable is not Ctx itself: a policy gets ctx, and ctx.__index must not reach the
+-- methods every context shares (the recipe sandbox)
+local ctx_mt = {__index = Ctx}
 
 -- policy: an object with mode(step, layer) and select(mass, layer, info) or plan(q, k, v, info, ctx)
 -- (see adaspa.policy);
@@ -40,7 +42,7 @@ function attention.new(policy, opts)
   opts = opts or {}
   assert(type(policy) == "table" and type(policy.mode) == "function", "attention.new: policy needs a mode(step, layer) method")
   local c = setmetatable({policy = policy, layers = opts.layers, sync = opts.sync, steps = {}, capture = opts.capture,
-                          timers = {}, branch = 1}, Ctx)
+                          timers = {}, branch = 1}, ctx_mt)
   c.cache = adaspa.Cache.new(opts.layers)
   c.caches = {c.cache}
   return c

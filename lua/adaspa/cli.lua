@@ -77,39 +77,46 @@ function cli.recipe_help(file, overrides)
     io.stderr:write("adaspa recipe: ", err, "\n")
     return 1
   end
-  local ok, res = pcall(function()
-    local cfg = recipe.load(path, adaspa_)
+  -- the recipe's values (its functions and metamethods, which show() and the schema may touch) are
+  -- looked at confined, as a run would (recipe.confined): the lines are made there, printed after
+  local ok, lines = recipe.confined(path, function()
+    local cfg = recipe.load(path)
     for _, a in ipairs(overrides or {}) do
       local keys, value = recipe.parse_override(a)
       if not keys then error(path .. ": " .. value, 0) end
       recipe.set_path(cfg, keys, value)
     end
-    local job = cfg.job or "video"
-    local okj, runner = pcall(require, "adaspa.jobs." .. tostring(job))
-    if not okj then error(string.format("%s: unknown job %s (%s)", path, show(job), tostring(runner)), 0) end
+    local job = cfg.job == nil and "video" or cfg.job
+    if type(job) ~= "string" or not recipe.jobs[job] then
+      local names = {}
+      for n in pairs(recipe.jobs) do names[#names + 1] = n end
+      table.sort(names)
+      error(string.format("%s: unknown job %s (jobs: %s)", path, show(job), table.concat(names, ", ")), 0)
+    end
+    local runner = require("adaspa.jobs." .. job)
     local schema = runner.schema_for and runner.schema_for(cfg, path) or runner.schema
-    return {cfg = cfg, job = job, runner = runner, schema = schema}
-  end)
-  if not ok then
-    io.stderr:write("adaspa recipe: ", tostring(res), "\n")
-    return 1
-  end
-  print(string.format("usage: adaspa recipe %s [path.to.field=value ...]", file))
-  print(string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, res.job))
-  print("Steps count from 0 (a schedule of N steps runs steps 0..N-1); layers and heads from 1.")
-  if res.runner.schema_for then
-    local name = type(res.cfg.model) == "table" and res.cfg.model.name or nil
-    local okm, models = pcall(require, "adaspa.models")
-    if okm then
-      name = name or models.default
-      local okg, M = pcall(models.get, name)
-      if okg then
-        print(string.format("Model %s: %s. Fields marked (%s) are its own; model.name=NAME picks another (%s).", name,
-          M.doc or name, name, table.concat(models.names(), ", ")))
+    local out = {string.format("usage: adaspa recipe %s [path.to.field=value ...]", file),
+      string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, job),
+      "Steps count from 0 (a schedule of N steps runs steps 0..N-1); layers and heads from 1."}
+    if runner.schema_for then
+      local name = type(cfg.model) == "table" and cfg.model.name or nil
+      local okm, models = pcall(require, "adaspa.models")
+      if okm then
+        name = name or models.default
+        local okg, M = pcall(models.get, name)
+        if okg then
+          out[#out + 1] = string.format("Model %s: %s. Fields marked (%s) are its own; model.name=NAME picks another (%s).", name,
+            M.doc or name, name, table.concat(models.names(), ", "))
+        end
       end
     end
+    return cli.describe_schema(schema, cfg, nil, out)
+  end)
+  if not ok then
+    io.stderr:write("adaspa recipe: ", lines, "\n")
+    return 1
   end
-  for _, l in ipairs(cli.describe_schema(res.schema, res.cfg)) do print(l) end
+  for _, l in ipairs(lines) do print(l) end
   return 0
 end
 

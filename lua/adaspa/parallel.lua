@@ -32,11 +32,11 @@ local adaspa = require "adaspa"
 
 local parallel = {}
 local SP = {}
-SP.__index = SP
+local sp_mt = {__index = SP} -- not SP itself: a policy reaches ctx.sp, and sp.__index must not reach SP
 
 function parallel.new(comm)
   comm = comm or adaspa.comm.world()
-  return setmetatable({comm = comm, rank = comm:rank(), size = comm:size(), assignment = {}}, SP)
+  return setmetatable({comm = comm, rank = comm:rank(), size = comm:size(), assignment = {}}, sp_mt)
 end
 
 -- Contiguous split of n items over k parts: counts (the first n % k parts get one more).

@@ -198,7 +198,7 @@ end
 -- Bounds of a recipe file's chunk (until it returns its table): wall time and Lua memory.
 recipe.load_limits = {seconds = 10, lua_mib = 512}
 
-function recipe.load(path)
+local function load_recipe(path)
   local adaspa = require "adaspa"
   local fh, oerr = io.open(path, "rb")
   if not fh then error(string.format("%s: cannot open the recipe: %s", path, tostring(oerr)), 0) end
@@ -217,17 +217,31 @@ function recipe.load(path)
   jit.off(chunk, true)
   local lim = recipe.load_limits
   local t0, kb0 = adaspa.now(), collectgarbage("count")
-  debug.sethook(function()
+  local mem_msg = string.format("%s: the recipe took over %d MiB of Lua memory without returning its table", path, lim.lua_mib)
+  -- Past a bound, every instruction but this function's raises the message, so a pcall of the
+  -- recipe's cannot catch it for good; large allocations past the memory bound fail at once (in C).
+  local over
+  local function hook()
+    if over then
+      if debug.getinfo(2, "f").func ~= load_recipe then error(over, 0) end
+      return
+    end
     if adaspa.now() - t0 > lim.seconds then
-      error(string.format("%s: the recipe ran for over %g s without returning its table (a recipe describes a run; "
-        .. "work belongs in the job)", path, lim.seconds), 0)
+      over = string.format("%s: the recipe ran for over %g s without returning its table (a recipe describes a run; "
+        .. "work belongs in the job)", path, lim.seconds)
+    elseif collectgarbage("count") - kb0 > lim.lua_mib * 1024 then
+      over = mem_msg
     end
-    if collectgarbage("count") - kb0 > lim.lua_mib * 1024 then
-      error(string.format("%s: the recipe took over %d MiB of Lua memory without returning its table", path, lim.lua_mib), 0)
+    if over then
+      debug.sethook(hook, "", 1)
+      error(over, 0)
     end
-  end, "", 10000)
+  end
+  adaspa.sandbox.lua_memory_cap(lim.lua_mib * 2 ^ 20)
+  debug.sethook(hook, "", 10000)
   local ok, value = pcall(chunk)
   debug.sethook()
+  adaspa.sandbox.lua_memory_cap(nil)
   if ok then
     if type(value) ~= "table" then
       ok, value = false, string.format("%s: a recipe must return a table, got %s", path, type(value))
@@ -235,11 +249,12 @@ function recipe.load(path)
       ok, value = pcall(snapshot, value, {}, 0)
     end
   end
-  if not ok then value = message_of(value) end
+  if not ok then value = over or (value == "not enough memory" and mem_msg) or message_of(value) end
   if guard then guard:finish() end
   if not ok then error(value, 0) end
   return value
 end
+recipe.load = load_recipe
 
 -- The jobs a recipe may name (job = "..."), and the fields of each that name files to read
 -- (allowed for reading while the recipe runs; a job module may list its own as .inputs).
@@ -299,6 +314,26 @@ local function check_recipe_dir(dir, path)
   end
 end
 
+-- Calls fn(...) confined as a run's step 1 below (no writes; reads of .safetensors/.png files in
+-- the recipe's folder; package.path the installed library only, package.cpath nothing), for
+-- trusted code that loads a recipe (recipe.load) and looks into its values: the recipe's functions
+-- and metamethods that this runs stay confined. Returns true and fn's results, or false and the
+-- error message (never calling a metamethod of the error object).
+function recipe.confined(path, fn, ...)
+  local adaspa = require "adaspa"
+  local guard = adaspa.sandbox.begin()
+  local saved_path, saved_cpath = package.path, package.cpath
+  package.path, package.cpath = require("adaspa.sandbox").library_path(), ""
+  local res = {pcall(function(...)
+    guard:allow_read(recipe_folder(path), true)
+    return fn(...)
+  end, ...)}
+  guard:finish()
+  package.path, package.cpath = saved_path, saved_cpath
+  if not res[1] then return false, message_of(res[2]) end
+  return unpack(res, 1, table.maxn(res))
+end
+
 -- Runs the recipe file path with the overrides (a list of "path.to.field=value" strings) in the
 -- sandbox, confined from before its first line to after its job's last output:
 --   1. a confinement starts: no writes; reads of .safetensors/.png files in the recipe's
@@ -313,7 +348,7 @@ end
 --      $TMPDIR that is removed after the run, so the outputs are written once, by rank 0);
 --   5. the job runs; on failure the folder is removed if the runner created it and nothing was
 --      written, else error.txt in it says what failed;
---   6. the confinement ends.
+--   6. the confinement ends; the thread count (adaspa.threads) is restored.
 -- opts: say (printf-like, for the "previous run removed" line). Returns true, the job's exit
 -- code and its result, or false and the error message.
 function recipe.run(path, overrides, opts)
@@ -321,6 +356,7 @@ function recipe.run(path, overrides, opts)
   opts = opts or {}
   overrides = overrides or {}
   local sb = require "adaspa.sandbox"
+  local threads = adaspa.threads() -- the recipe may set the thread count for its run only
   local guard = adaspa.sandbox.begin()
   local saved_path, saved_cpath = package.path, package.cpath
   package.path, package.cpath = sb.library_path(), ""
@@ -391,6 +427,7 @@ function recipe.run(path, overrides, opts)
   end
   guard:finish()
   package.path, package.cpath = saved_path, saved_cpath
+  adaspa.threads(threads)
   if scratch then -- clear (reuse removes a previous run's files), then remove the folder
     local sok, d = pcall(adaspa.outdir.open, scratch, "reuse")
     if sok then d:discard(); os.remove(scratch .. "/.adaspa-run"); os.remove(scratch) end

@@ -4,7 +4,9 @@
 --     os.clock/time/date/difftime); changing them changes nothing outside this recipe;
 --   - no io, debug, jit, ffi, package loaders, getfenv/setfenv, loadfile/dofile, newproxy,
 --     os.getenv/execute/remove/rename/exit (reading one raises "recipe sandbox: ...");
---   - load/loadstring of text only (a binary chunk is refused), bound to this environment;
+--   - xpcall's handler called after the error unwound (as pcall's caller would);
+--   - load/loadstring of text only (a binary chunk is refused), bound to this environment, its
+--     functions run interpreted (jit.off, as the recipe file's: hooks reach their loops);
 --   - getmetatable/setmetatable only on tables whose metatable this recipe set (a userdata's
 --     metatable reads as a copy holding only its __name; a string's is refused);
 --   - collectgarbage("collect" | "count" | "step") only;
@@ -80,6 +82,8 @@ end
 local runner_modules = {["adaspa.recipe"] = true, ["adaspa.cli"] = true, ["adaspa.sandbox"] = true, ["adaspa.core"] = true,
                         ["adaspa.video_out"] = true}
 
+local function packed(...) return select("#", ...), {...} end
+
 function sandbox.new()
   local env = {}
   local mine = setmetatable({}, {__mode = "k"}) -- tables whose metatable this recipe set
@@ -87,8 +91,17 @@ function sandbox.new()
 
   env._VERSION = _VERSION
   for _, k in ipairs({"assert", "error", "ipairs", "next", "pairs", "pcall", "print", "rawequal", "rawget",
-                      "rawset", "select", "tonumber", "tostring", "type", "unpack", "xpcall"}) do
+                      "rawset", "select", "tonumber", "tostring", "type", "unpack"}) do
     env[k] = _G[k]
+  end
+  -- xpcall's handler runs once the error has unwound (a recipe has no debug to see the stack it
+  -- left), never inside the raise: raised by a hook (recipe.load's bounds, Ctrl-C), it would run
+  -- inside the hook, where no hook reaches its loops
+  function env.xpcall(f, handler, ...)
+    if type(handler) ~= "function" then error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2) end
+    local n, res = packed(pcall(f, ...))
+    if res[1] then return unpack(res, 1, n) end
+    return false, handler(res[2])
   end
   env.string = guarded(copy(string, {dump = true}), "string.", {"dump"})
   env.table, env.math, env.bit, env.coroutine = copy(table), copy(math), copy(bit), copy(coroutine)
@@ -133,6 +146,7 @@ function sandbox.new()
     end
     local f, err = load(chunk, name, "t", fenv or env)
     if not f and tostring(err):find("wrong mode", 1, true) then err = "recipe sandbox: binary (bytecode) chunks are refused; load text" end
+    if f then jit.off(f, true) end -- the recipe's code runs interpreted, where hooks reach its loops (recipe.load)
     return f, err
   end
   function env.loadstring(s, name) return env.load(s, name, "t") end

@@ -3,6 +3,7 @@
  *                                            once; world size 1 without one)
  *   adaspa.comm.create(path, size, slot_bytes)  a communicator file (what `adaspa launch` does)
  *   adaspa.comm.open(rank, size, path [, timeout_s])
+ *                                            (create and open are refused while a recipe runs)
  *   adaspa.comm.device_built()              "nccl" when this build has the NCCL transport, else nil
  *   c:rank() c:size() c:local_rank() c:transport() c:max_bytes() c:barrier() c:abort()
  *   c:all_gather(x)                  -> [size, ...x's shape] (every rank's x, equal shapes)
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "../comm.h"
+#include "../io/outdir.h"
 #include "../layout.h"
 #include "lbind.h"
 
@@ -47,7 +49,14 @@ static int l_world(lua_State *L) {
   return 1;
 }
 
+/* A communicator file is created or opened at any path: never while a recipe runs (io/outdir.h). */
+static void not_confined(lua_State *L, const char *fname) {
+  if (ada_confine_active())
+    lada_error(L, fname, "not available while a recipe runs (a communicator file lies outside the run's output folder)");
+}
+
 static int l_create(lua_State *L) {
+  not_confined(L, "adaspa.comm.create");
   const char *path = luaL_checkstring(L, 1);
   lua_Integer world = luaL_checkinteger(L, 2), slot = luaL_checkinteger(L, 3);
   if (slot <= 0) return lada_error(L, "adaspa.comm.create", "slot_bytes must be > 0, got %lld", (long long)slot);
@@ -56,6 +65,7 @@ static int l_create(lua_State *L) {
 }
 
 static int l_open(lua_State *L) {
+  not_confined(L, "adaspa.comm.open");
   lua_Integer rank = luaL_checkinteger(L, 1), world = luaL_checkinteger(L, 2);
   const char *path = luaL_optstring(L, 3, NULL);
   double timeout = luaL_optnumber(L, 4, 600);

@@ -549,11 +549,55 @@ static int sb_active(lua_State *L) {
   return 2;
 }
 
+/* The Lua memory cap of a recipe file's chunk (recipe.load_limits): while it is set, an allocation of
+ * the Lua state that grows a block by more than CAP_SMALL bytes fails when it would take the state's
+ * memory past the cap, and Lua raises "not enough memory". A string.rep or table.concat of
+ * gigabytes fails before it is made; small allocations are bounded by recipe.load's count hook. */
+#define CAP_SMALL 65536
+
+typedef struct lua_cap {
+  lua_Alloc f; /* the state's own allocator */
+  void *ud;
+  size_t used, limit; /* bytes, as lua_gc(LUA_GCCOUNT) counts them */
+} lua_cap;
+
+static lua_cap g_cap;
+static int g_capped;
+
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  lua_cap *c = ud;
+  if (nsize > osize && nsize - osize > CAP_SMALL && (c->used + (nsize - osize) > c->limit || c->used > c->limit))
+    return NULL;
+  void *p = c->f(c->ud, ptr, osize, nsize);
+  if (p != NULL || nsize == 0) c->used = c->used + nsize >= osize ? c->used + nsize - osize : 0;
+  return p;
+}
+
+/* adaspa.sandbox.lua_memory_cap(bytes | nil): caps the Lua memory at bytes more than it is now, or
+ * (nil) lifts the cap. */
+static int sb_lua_memory_cap(lua_State *L) {
+  static const char *const fname = "adaspa.sandbox.lua_memory_cap";
+  if (lua_isnoneornil(L, 1)) {
+    if (g_capped) lua_setallocf(L, g_cap.f, g_cap.ud);
+    g_capped = 0;
+    return 0;
+  }
+  lua_Number n = luaL_checknumber(L, 1);
+  if (!(n >= 0 && n <= 1e15)) return lada_error(L, fname, "bytes must be in [0, 1e15], got %f", (double)n);
+  if (!g_capped) g_cap.f = lua_getallocf(L, &g_cap.ud);
+  g_cap.used = (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+  g_cap.limit = g_cap.used + (size_t)n;
+  if (!g_capped) lua_setallocf(L, capped_alloc, &g_cap);
+  g_capped = 1;
+  return 0;
+}
+
 static const luaL_Reg od_funcs[] = {{"open", od_open}, {"ffmpeg", od_ffmpeg}, {NULL, NULL}};
 static const luaL_Reg od_methods[] = {{"path", od_path},     {"realpath", od_realpath}, {"created", od_created},
                                       {"write", od_write},   {"mkdir", od_mkdir},       {"count", od_count},
                                       {"discard", od_discard}, {"encode_video", od_encode_video}, {NULL, NULL}};
-static const luaL_Reg sb_funcs[] = {{"begin", sb_begin}, {"active", sb_active}, {NULL, NULL}};
+static const luaL_Reg sb_funcs[] = {{"begin", sb_begin}, {"active", sb_active}, {"lua_memory_cap", sb_lua_memory_cap},
+                                    {NULL, NULL}};
 static const luaL_Reg sb_methods[] = {{"finish", sb_finish}, {"open_output", sb_open_output},
                                       {"allow_read", sb_allow_read}, {NULL, NULL}};
 
