@@ -234,7 +234,7 @@ usage: adaspa [FILE.lua [args] | -e CODE [args] | - | COMMAND [args]]
                        the default job: the small trained model (recipes/tiny.lua) on a machine
                        without a GPU when its weights are there, else recipes/hunyuan.lua
   recipe FILE [path.to.field=value ...]
-                       run a recipe (FILE: a path, or a name under recipes/: hunyuan, compare, replay)
+                       run a recipe (FILE: a path, or a name under recipes/: hunyuan, tiny, wan, wan_i2v, compare, replay)
   recipe FILE [path=value ...] --help   the recipe's fields with their values, defaults and meanings (model.name=NAME: that model's)
   weights FILE         what a safetensors checkpoint holds and whether it is a complete HunyuanVideo
   launch -n N ARGS     N processes of adaspa ARGS, ranks of one communicator (Ulysses sequence parallelism)
@@ -248,7 +248,7 @@ cli.topics = {
   devices = "usage: adaspa devices\n  the CPU's threads and each GPU: name, memory (free), compute capability, SMs",
   recipe = "usage: adaspa recipe FILE [path.to.field=value ...]\n" ..
     "       adaspa recipe FILE --help     (every field of the recipe: value, default, meaning)\n" ..
-    "  FILE: a recipe path, or a name under ./recipes or the installed recipes (hunyuan, compare, replay).\n" ..
+    "  FILE: a recipe path, or a name under ./recipes or the installed recipes (hunyuan, tiny, wan, wan_i2v, compare, replay).\n" ..
     "  Values: numbers, true/false, nil, strings (quoted or plain), lists (1,2 or {1,2}).\n" ..
     "  Every value is checked before any work; the run prints its memory and time estimate first\n" ..
     "  and refuses one that does not fit (model.memory_check=false runs anyway).\n" ..
