@@ -86,14 +86,7 @@ function cli.recipe_help(file, overrides)
       if not keys then error(path .. ": " .. value, 0) end
       recipe.set_path(cfg, keys, value)
     end
-    local job = cfg.job == nil and "video" or cfg.job
-    if type(job) ~= "string" or not recipe.jobs[job] then
-      local names = {}
-      for n in pairs(recipe.jobs) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown job %s (jobs: %s)", path, show(job), table.concat(names, ", ")), 0)
-    end
-    local runner = require("adaspa.jobs." .. job)
+    local job, runner = recipe.job_of(cfg, path)
     local schema = runner.schema_for and runner.schema_for(cfg, path) or runner.schema
     local out = {string.format("usage: adaspa recipe %s [path.to.field=value ...]", file),
       string.format("%s runs the %s job. Its fields: the value this run would use [type; default] and what it means.", path, job),

@@ -314,6 +314,19 @@ local function check_recipe_dir(dir, path)
   end
 end
 
+-- The job a loaded recipe names (cfg.job, default "video") and its module; an unknown job is an
+-- error listing the known ones (nothing is required for it).
+function recipe.job_of(cfg, path)
+  local job = cfg.job == nil and "video" or cfg.job
+  if type(job) ~= "string" or not recipe.jobs[job] then
+    local names = {}
+    for n in pairs(recipe.jobs) do names[#names + 1] = n end
+    table.sort(names)
+    error(string.format("%s: unknown job %s (jobs: %s)", path, show(job), table.concat(names, ", ")), 0)
+  end
+  return job, require("adaspa.jobs." .. job)
+end
+
 -- Calls fn(...) confined as a run's step 1 below (no writes; reads of .safetensors/.png files in
 -- the recipe's folder; package.path the installed library only, package.cpath nothing), for
 -- trusted code that loads a recipe (recipe.load) and looks into its values: the recipe's functions
@@ -372,14 +385,7 @@ function recipe.run(path, overrides, opts)
       recipe.set_path(cfg, keys, value)
       if #keys == 2 and keys[1] == "output" and keys[2] == "dir" then dir_from_cli = true end
     end
-    local job = cfg.job == nil and "video" or cfg.job
-    if type(job) ~= "string" or not recipe.jobs[job] then
-      local names = {}
-      for n in pairs(recipe.jobs) do names[#names + 1] = n end
-      table.sort(names)
-      error(string.format("%s: unknown job %s (jobs: %s)", path, show(job), table.concat(names, ", ")), 0)
-    end
-    local runner = require("adaspa.jobs." .. job)
+    local job, runner = recipe.job_of(cfg, path)
     cfg.job = nil
     recipe.validate(cfg, runner.schema_for and runner.schema_for(cfg, path) or runner.schema, path)
     for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
