@@ -222,6 +222,15 @@ describe("the video job's schedule and estimate (issue 11)", function()
     assert.is_true(a.seconds.sparse_step < a.seconds.dense_step)
     local dense = est({width = 64, height = 32, frames = 5}, {policy = "dense", sparsity = 0})
     assert.equal(0, dense.host.parts.layouts)
+    -- classifier-free guidance: two passes a step, two caches; with a guidance interval the time
+    -- counts the mean passes over the steps (here 1.5), the memory still two branches' caches
+    local cfg2 = est({width = 64, height = 32, frames = 5}, {forwards = 2})
+    local half = est({width = 64, height = 32, frames = 5}, {forwards = 2, passes = 1.5})
+    assert.is_true(math.abs(cfg2.flops.dense_step - 2 * a.flops.dense_step) < 1e-6 * a.flops.dense_step)
+    assert.is_true(math.abs(half.flops.dense_step - 1.5 * a.flops.dense_step) < 1e-6 * a.flops.dense_step)
+    assert.is_true(math.abs(half.seconds.run - 0.75 * cfg2.seconds.run) < 1e-9 + 1e-6 * cfg2.seconds.run)
+    assert.equal(cfg2.host.parts.lse, half.host.parts.lse)
+    assert.equal(2 * a.host.parts.lse, half.host.parts.lse)
     -- a GPU run puts the model in GPU memory and keeps little on the host
     local g = est({width = 64, height = 32, frames = 5}, {device = "cuda"})
     assert.equal(4 * n, g.gpu.parts.weights)

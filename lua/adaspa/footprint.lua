@@ -4,7 +4,7 @@
 --   local fp = require "adaspa.footprint"
 --   local e = fp.estimate{mcfg = mcfg, video = {width, height, frames}, device = "cpu", dtype = "f32",
 --                         steps = 50, sparsity = 0.8, policy = "adaspa", error_steps = 0,
---                         weights_file_bytes = nil, forwards = 1}
+--                         weights_file_bytes = nil, forwards = 1, passes = nil}
 --   print(fp.describe(e)); local ok, why = fp.fits(e)
 --
 -- The model's own numbers come from its registry entry (adaspa.models: M.estimate(cfg, video,
@@ -24,8 +24,9 @@
 -- LSEs and mass are GPU memory, layouts are in both, and a weights file is read whole into host
 -- memory first (adaspa.weights).
 -- Time: FLOPs of a step, the entry's linear and dense attention FLOPs of a forward (HunyuanVideo:
--- 2 x S x (4h^2 + 2hm) per block, 4 x S^2 x h per attention layer) times the forwards per step
--- (a sparse step computes about 1 - sparsity of the attention), over rates measured
+-- 2 x S x (4h^2 + 2hm) per block, 4 x S^2 x h per attention layer) times the passes per step (the
+-- forwards, or o.passes, their mean over the steps when a guidance interval runs the second pass on
+-- some steps only; a sparse step computes about 1 - sparsity of the attention), over rates measured
 -- here on the run's device and dtype with a small matmul and a small attention (measure()). Small
 -- problems run below a large one's rate, so the times lean long.
 local adaspa = require "adaspa"
@@ -193,8 +194,9 @@ function fp.estimate(o)
     t.bytes = 0
     for _, v in pairs(t.parts) do t.bytes = t.bytes + v end
   end
-  local lin = forwards * me.linear_flops
-  local att = forwards * me.attention_flops
+  local passes = o.passes or forwards
+  local lin = passes * me.linear_flops
+  local att = passes * me.attention_flops
   local r = o.rates or fp.measure(o.device, o.dtype)
   local dense_s = lin / r.linear + att / r.attention
   local sparse_s = lin / r.linear + att * (sparse and density or 1) / r.attention
@@ -203,7 +205,7 @@ function fp.estimate(o)
   return {tokens = S, image_tokens = n_img, params = params, host = host, gpu = gpu,
           flops = {dense_step = lin + att, sparse_step = lin + att * (sparse and density or 1), linear = lin, attention = att},
           seconds = {dense_step = dense_s, sparse_step = sparse_s, run = warm * dense_s + (o.steps - warm) * sparse_s},
-          rates = r, device = o.device, dtype = o.dtype, forwards = forwards}
+          rates = r, device = o.device, dtype = o.dtype, forwards = forwards, passes = passes}
 end
 
 local function gib(b) return string.format("%.2f GiB", b / GiB) end
