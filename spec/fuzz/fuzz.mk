@@ -8,7 +8,7 @@ FCFLAGS := -std=c11 -O1 -g -fopenmp -fno-omit-frame-pointer -D_POSIX_C_SOURCE=20
 FLIBS   := $(shell pkg-config --libs libpng 2>/dev/null || echo -lpng16) -lm
 RT      := $(filter-out runtime/main.c,$(wildcard runtime/*.c runtime/cpu/*.c runtime/io/*.c runtime/adaspa/*.c))
 RT_OBJ  := $(RT:%.c=$(FBUILD)/obj/%.o)
-HARNESS := json safetensors png layout
+HARNESS := json safetensors png layout cache
 
 all: $(HARNESS:%=$(FBUILD)/%_fuzz)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # spec/fuzz/run.sh: the fuzz campaign of `make fuzz`. FUZZ_SECONDS (default 12) per harness:
 #   json, safetensors, png,  libFuzzer (clang, ASan + UBSan), built by spec/fuzz/fuzz.mk into
-#   layout (messages)        build-fuzz/; -timeout 10 s per input (a hang), -rss_limit_mb 2048,
+#   layout (messages), cache build-fuzz/; -timeout 10 s per input (a hang), -rss_limit_mb 2048,
 #                            -malloc_limit_mb 256, and the harness's own check of each input's
 #                            heap peak against 4 x its size + a fixed bound (spec/fuzz/fuzz_common.h)
 #   trace, recipe            Lua mutators run inside $ADASPA_BIN (default build/adaspa)
@@ -16,10 +16,11 @@ SEED=${FUZZ_SEED:-$((RANDOM * 32768 + RANDOM))}
 make --no-print-directory -f spec/fuzz/fuzz.mk -j"$(nproc)" >/dev/null || { echo "fuzz: building the harnesses failed" >&2; exit 1; }
 fail=0
 summary=()
-for h in json safetensors png layout; do
+for h in json safetensors png layout cache; do
   dict=spec/fuzz/safetensors.dict
   [ "$h" = png ] && dict=spec/fuzz/png.dict
   [ "$h" = layout ] && dict=spec/fuzz/layout.dict
+  [ "$h" = cache ] && dict=spec/fuzz/cache.dict
   mkdir -p "$OUT/$h/corpus" "$OUT/$h/crashes"
   log="$OUT/$h/log.txt"
   build-fuzz/${h}_fuzz -dict="$dict" -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
