@@ -30,7 +30,10 @@
 #             resumes from the state parts in .train/ when they are there; leaves the export
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
 #             device call returns files of 16 MiB at most; saved when the time limit stopped it or
-#             the run finished) in $TRAIN_OUT (default $OUT)
+#             the run finished) in $TRAIN_OUT (default $OUT). A grown DiT's state (61 MB) and its export
+#             pass what a call returns: the export is then left out; write it again from the state on
+#             the CPU machine (cat the parts to tiny.state.pt, `train.py --device cpu --resume --out
+#             tiny.safetensors` beside it: it exports a finished run in seconds)
 #   caption   the caption check of an export on the GPU machine's CPU cores (issue 14; minutes instead of the
 #             CPU machine's half hour): recipes/tools/tinyvideo/evaluate.py caption, all 50 held-out prompts,
 #             dense beside AdaSpa at $CAPTION_SPARSITY (0.7, the default run), at each seed of $CAPTION_SEEDS
