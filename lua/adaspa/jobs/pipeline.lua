@@ -140,16 +140,14 @@ function pipeline.estimate(cfg, mcfg, device, dtype, policy)
     end
   end
   local pname = type(policy) == "table" and policy.name or cfg.attention.policy
-  local s = cfg.sampler
-  local passes -- a guidance interval: the second pass on some steps only (the mean over the steps)
-  if s.guidance_kind == "cfg" and s.guidance_interval and s.shift then
-    passes = 1 + sampler.guided_steps(s.guidance_interval, s.steps, s.shift) / s.steps
-  end
+  -- the passes a step: with a guidance interval the second pass runs on some steps only (their mean)
+  local g = resolve_guidance(cfg, models.get(cfg.model.name), mcfg)
+  local passes = g.interval and 1 + g.guided_steps / g.steps or nil
   local e = fp.estimate{mcfg = mcfg, model = models.get(cfg.model.name), video = cfg.video, device = device, dtype = dtype,
     steps = cfg.sampler.steps, sparsity = pname == "dense" and 0 or cfg.attention.sparsity, policy = pname,
     warmup = type(policy) == "table" and tonumber(policy.warmup) or cfg.attention.warmup,
     error_steps = cfg.output.compare_dense and #cfg.output.error_steps or 0, weights_file_bytes = file_bytes,
-    forwards = sampler.forwards(cfg.sampler.guidance_kind), passes = passes}
+    forwards = g.forwards, passes = passes}
   e.host_available = fp.host_available()
   e.gpu_available = device ~= "cpu" and fp.gpu_available(device) or nil
   return e
