@@ -57,6 +57,8 @@ template <> struct OutPair<float> {
   /* streaming store (st.global.cs: written once, evict first) */
   static __device__ __forceinline__ void store2_cs(float *p, float a, float b) { __stcs(reinterpret_cast<float2 *>(p), make_float2(a, b)); }
   static __device__ __forceinline__ void store1(float *p, float a) { *p = a; }
+  /* a pair written by another CTA (ld.global.cg: from L2, not this SM's L1) */
+  static __device__ __forceinline__ float2 load2_cg(const float *p) { return __ldcg(reinterpret_cast<const float2 *>(p)); }
 };
 template <> struct OutPair<__nv_bfloat16> {
   static __device__ __forceinline__ void store2(__nv_bfloat16 *p, float a, float b) {
@@ -67,6 +69,10 @@ template <> struct OutPair<__nv_bfloat16> {
     __stcs(reinterpret_cast<unsigned int *>(p), *reinterpret_cast<const unsigned int *>(&v));
   }
   static __device__ __forceinline__ void store1(__nv_bfloat16 *p, float a) { *p = __float2bfloat16_rn(a); }
+  static __device__ __forceinline__ float2 load2_cg(const __nv_bfloat16 *p) {
+    const unsigned int u = __ldcg(reinterpret_cast<const unsigned int *>(p));
+    return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u));
+  }
 };
 template <> struct OutPair<__half> {
   static __device__ __forceinline__ void store2(__half *p, float a, float b) { *reinterpret_cast<__half2 *>(p) = __floats2half2_rn(a, b); }
@@ -75,6 +81,10 @@ template <> struct OutPair<__half> {
     __stcs(reinterpret_cast<unsigned int *>(p), *reinterpret_cast<const unsigned int *>(&v));
   }
   static __device__ __forceinline__ void store1(__half *p, float a) { *p = __float2half_rn(a); }
+  static __device__ __forceinline__ float2 load2_cg(const __half *p) {
+    const unsigned int u = __ldcg(reinterpret_cast<const unsigned int *>(p));
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+  }
 };
 
 } // namespace ada_attn

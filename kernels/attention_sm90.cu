@@ -62,14 +62,17 @@ constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
  * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED64/128 are DENSE plus the block mass under
  * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
  * 64-key blocks and its own K/V ring (filled by its own producer thread). */
-enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3 };
+enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3, SPARSE64X = 4 };
+/* SPARSE64X: SPARSE64 in passes over the key blocks (ada_attn_params.kv_split), its own
+ * instantiation so that the one-pass loop stays as it was (+10 instructions a tile otherwise) */
+__host__ __device__ constexpr bool is64(int kind) { return kind == SPARSE64 || kind == SPARSE64X; }
 /* the fused pass with mass blocks of 64 (FUSED64) or 128 (FUSED128), a compile-time choice: with
  * 128 the two key halves of a tile are one block, 7 instructions a tile fewer */
 [[maybe_unused]] __host__ __device__ constexpr bool is_fused(int kind) { return kind == FUSED64 || kind == FUSED128; }
 
 /* keys per tile (176-key dense tiles in two stages were measured slower than 128 in three: NOTES) */
-__host__ __device__ constexpr int key_tile(int kind) { return kind == SPARSE64 ? 64 : 128; }
-__host__ __device__ constexpr int rings(int kind) { return kind == SPARSE64 ? 2 : 1; }
+__host__ __device__ constexpr int key_tile(int kind) { return is64(kind) ? 64 : 128; }
+__host__ __device__ constexpr int rings(int kind) { return is64(kind) ? 2 : 1; }
 /* bytes of one 64-dim half of a key tile and of one ring stage (K and V) */
 __host__ __device__ constexpr uint32_t khalf(int kind) { return (uint32_t)key_tile(kind) * 128; }
 __host__ __device__ constexpr uint32_t stage_bytes(int kind) { return 4 * khalf(kind); }
@@ -225,7 +228,8 @@ template <int KT> struct Tiles {
 
 /* the tiles of warpgroup c (SPARSE64: query block 2 qt + c; otherwise the whole 128-row tile) */
 template <int KIND>
-__device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt, int c) {
+__device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt, int c,
+                                                          int pass = 0) {
   constexpr int KT = key_tile(KIND);
   Tiles<KT> r;
   r.list = nullptr;
@@ -234,7 +238,7 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
    * ptxas kept the consumers' 8 Q descriptors in uniform registers again (fused st3 loop 716 ->
    * 693 instructions with mass 128, 725 -> 702 with 64; dense 686) */
   if (!is_fused(KIND) && p.mode == ADA_ATTN_SPARSE) {
-    const int64_t nqb = KIND == SPARSE64 ? (p.sq + 63) / 64 : nqt, qb = KIND == SPARSE64 ? 2 * qt + c : qt;
+    const int64_t nqb = is64(KIND) ? (p.sq + 63) / 64 : nqt, qb = is64(KIND) ? 2 * qt + c : qt;
     if (qb >= nqb) {
       r.n = 0;
       return r;
@@ -243,6 +247,20 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
     r.list = p.indices + o[0];
     r.n = (int)(o[1] - o[0]);
     while (r.n > 0 && r.j0(r.n - 1) >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
+    if (KIND == SPARSE64X) { /* pass k: the blocks in [k kv_split, (k + 1) kv_split) */
+      auto lower = [&](int32_t b) { /* the first place in the row holding a block >= b */
+        int lo = 0, hi = r.n;
+        while (lo < hi) {
+          const int mid = (lo + hi) >> 1;
+          if (r.list[mid] < b) lo = mid + 1;
+          else hi = mid;
+        }
+        return lo;
+      };
+      const int a = pass > 0 ? lower(pass * p.kv_split) : 0;
+      r.n = lower((pass + 1) * p.kv_split) - a;
+      r.list += a;
+    }
   } else {
     r.n = (int)((p.kv_valid + KT - 1) / KT);
   }
@@ -259,12 +277,28 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
  * head h's text rows to CTA (qt_text - 37 h) mod grid, a different one per head (37 is coprime
  * with 132). With p.walk (the plan's variant "tail") the same walk with the last heads' long items
  * moved up, so that they end with the rest (runtime/walk.h, the layout mirror's). */
-template <int KIND> __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt) {
+template <int KIND>
+__device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, int64_t nqt, int npass, int &pass) {
+  pass = 0;
+  if (KIND == SPARSE64X) { /* passes: head h's tiles over its first kv_split key blocks, then the next ones... */
+    const int64_t h = w / (npass * nqt), k = w - h * npass * nqt;
+    pass = (int)(k / nqt);
+    return ada_walk64_base(h * nqt + k - pass * nqt, nqt);
+  }
   if (KIND == SPARSE64) {
     /* the walk: the same order, but the long items that would end last moved up (runtime/walk.h) */
     return p.walk ? (int64_t)p.walk[w] : ada_walk64_base(w, nqt);
   }
   return p.order ? (int64_t)p.order[w] : w;
+}
+
+/* the passes done of a 64-row block (block 64 in passes): written with release after a pass's out
+ * and lse, read with acquire by the next pass before it merges */
+__device__ __forceinline__ void flag_release(uint32_t *f, uint32_t v) { asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(f), "r"(v) : "memory"); }
+__device__ __forceinline__ uint32_t flag_acquire(const uint32_t *f) {
+  uint32_t v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(f) : "memory");
+  return v;
 }
 
 /* Named barriers 1 and 2 order the two consumer warpgroups' wgmma issue (PP): warpgroup c waits
@@ -291,9 +325,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
    * the SYNC barrier: the launcher's dense instantiations; 0.8% slower with it) nor by block 64
    * (even in the test bed, 3-6% lower in one attention bench). Dense without the barrier but
    * LAZY runs as fast as with the barrier (720p 639-641 against 642-647 TFLOP/s). */
-  constexpr bool LAZY = KIND != SPARSE64 && !(KIND == DENSE128 && SYNC > 0);
+  constexpr bool LAZY = !is64(KIND) && !(KIND == DENSE128 && SYNC > 0);
   constexpr uint32_t KH = khalf(KIND), TILE = 2 * KH, STAGE = stage_bytes(KIND);
-  static_assert(!(PP && KIND == SPARSE64), "ping-pong needs equal tile counts in both warpgroups");
+  static_assert(!(PP && is64(KIND)), "ping-pong needs equal tile counts in both warpgroups");
   static_assert(SYNC == 0 || KIND == DENSE128, "the periodic warpgroup barrier is for dense walks");
   const ada_attn_params &p = P.p;
   extern __shared__ unsigned char smem_raw[];
@@ -308,7 +342,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
 
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nqt = (p.sq + kBM - 1) / kBM;
-  const int64_t items = (int64_t)p.heads * nqt;
+  /* block 64 in passes walks every (head, tile) once a pass */
+  const int npass = KIND == SPARSE64X ? (int)(((p.kv_valid + 63) / 64 + p.kv_split - 1) / p.kv_split) : 1;
+  const int64_t items = (int64_t)p.heads * nqt * npass;
   /* the work queue: slot s holds the walk index of the next item (-1: no more) */
   const uint32_t sq_base = base + sched_off(KIND, ST);
   auto sched_full = [&](uint32_t s) { return sq_base + 8 * s; };
@@ -317,14 +353,14 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   /* a consumer or reducer warp takes the i-th item of the walk from the queue: false when it is
    * over, else its head h and query tile qt (warp-uniform: lane 0's read through a shuffle, so
    * the wgmma descriptors built from them live in uniform registers) */
-  auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt) {
+  auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt, int &pass) {
     const uint32_t ss = i & 1;
     mbar_wait(sched_full(ss), (i >> 1) & 1);
     const int64_t w = __shfl_sync(0xffffffffu, slots[ss], 0);
     __syncwarp();
     if (lane == 0) mbar_arrive(sched_empty(ss));
     if (w < 0) return false;
-    const int64_t item = item_of<KIND>(p, w, nqt);
+    const int64_t item = item_of<KIND>(p, w, nqt, npass, pass);
     h = (int)(item / nqt);
     qt = item - (int64_t)h * nqt;
     return true;
@@ -369,9 +405,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       const uint32_t stage = (uint32_t)ring - 1, la = ms_base + stage * kMassSlotBytes + 16 * (uint32_t)lane;
       const int64_t nmqb = (p.sq + mb - 1) / mb, nmkb = (p.skv + mb - 1) / mb, nkvm = (p.kv_valid + mb - 1) / mb;
       uint32_t mt = 0, use = 0; /* tiles of the walk so far, tiles of stage s taken */
-      int h;
+      int h, pass;
       int64_t qt;
-      for (uint32_t i = 0; take_item(i, lane, h, qt); i++) {
+      for (uint32_t i = 0; take_item(i, lane, h, qt, pass); i++) {
         const int n = item_tiles<KIND>(p, h, qt, nqt, 0).n;
         /* the writers: mb 64 lanes 0, 8, 16, 24 (query block 2 qt + lane / 16, key blocks 2 t +
          * lane / 8 % 2 below kv_valid), mb 128 lane 0 (query block qt, key block t) */
@@ -439,12 +475,13 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
         mbar_arrive(sched_empty(ss));
       }
       if (w < 0) break;
-      const int64_t item = item_of<KIND>(p, w, nqt);
+      int pass;
+      const int64_t item = item_of<KIND>(p, w, nqt, npass, pass);
       const int h = (int)(item / nqt);
       const int64_t qt = item - (int64_t)h * nqt;
-      const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, ring);
+      const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, ring, pass);
       if (ring == 0) {
-        const Tiles<KT> t1 = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1) : tl;
+        const Tiles<KT> t1 = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1, pass) : tl;
         if (tl.n + t1.n > 0) { /* the consumers read Q only when some warpgroup has tiles */
           mbar_wait(bar_q_empty, (qi & 1) ^ 1);
           mbar_expect_tx(bar_q_full, kQBytes);
@@ -496,11 +533,11 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   uint32_t it = 0, qi = 0;
   if (PP && c == 1) pp_arrive(c); /* warpgroup 0 issues first */
 
-  int h;
+  int h, pass;
   int64_t qt;
-  for (uint32_t i = 0; take_item(i, lane, h, qt); i++) {
-    const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c);
-    const int other_n = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1 - c).n : tl.n;
+  for (uint32_t i = 0; take_item(i, lane, h, qt, pass); i++) {
+    const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c, pass);
+    const int other_n = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1 - c, pass).n : tl.n;
     const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
 
     float o[64], sc[KT / 2];
@@ -714,6 +751,16 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       it++;
     }
 
+    /* block 64 in passes (kv_split): a pass after the first waits for the one before it on this
+     * 64-row block (an item taken earlier, so held by a running CTA) and merges their out and lse
+     * with its own */
+    const bool split = KIND == SPARSE64X && qt * kBM + c * 64 < p.sq;
+    uint32_t *flag = split ? p.split_flags + (int64_t)h * ((p.sq + 63) / 64) + 2 * qt + c : nullptr;
+    if (split && pass > 0) {
+      if (lt == 0)
+        while (flag_acquire(flag) < (uint32_t)pass) __nanosleep(256);
+      bar_wg(c);
+    }
     /* epilogue: out = o / l, lse = scale * m + log(l) (natural log) */
 #pragma unroll
     for (int rh = 0; rh < 2; rh++) {
@@ -722,14 +769,39 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       ls += __shfl_xor_sync(0xffffffffu, ls, 2);
       const int64_t row = r0 + rh * 8;
       if (row >= p.sq) continue;
-      const float inv = ls > 0.0f ? 1.0f / ls : 0.0f;
+      float inv = ls > 0.0f ? 1.0f / ls : 0.0f, lse = ls > 0.0f ? fmaf(m[rh], p.scale, logf(ls)) : -INFINITY;
       OutT *orow = out + row * o_rs + (int64_t)h * p.out_dim;
+      if (split && pass > 0) { /* out = (out0 e^lse0 + o / l e^lse) / (e^lse0 + e^lse) */
+        const float lse0 = __ldcg(p.lse + (int64_t)h * p.sq + row), mx = fmaxf(lse0, lse);
+        float a0 = 0.0f;
+        inv = 0.0f;
+        if (mx > -INFINITY) {
+          const float w0 = expf(lse0 - mx), w1 = expf(lse - mx), den = w0 + w1;
+          a0 = w0 / den;
+          inv = ls > 0.0f ? w1 / (den * ls) : 0.0f;
+          lse = mx + logf(den);
+        }
 #pragma unroll
-      for (int j = 0; j < 16; j++) {
-        if (p.l2_hint & ADA_L2_OUT_STREAM) ada_attn::OutPair<OutT>::store2_cs(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
-        else ada_attn::OutPair<OutT>::store2(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
+        for (int j = 0; j < 16; j++) {
+          const float2 v0 = ada_attn::OutPair<OutT>::load2_cg(orow + 8 * j + 2 * tig);
+          ada_attn::OutPair<OutT>::store2(orow + 8 * j + 2 * tig, fmaf(v0.x, a0, o[4 * j + 2 * rh] * inv),
+                                          fmaf(v0.y, a0, o[4 * j + 2 * rh + 1] * inv));
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < 16; j++) {
+          if (p.l2_hint & ADA_L2_OUT_STREAM) ada_attn::OutPair<OutT>::store2_cs(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
+          else ada_attn::OutPair<OutT>::store2(orow + 8 * j + 2 * tig, o[4 * j + 2 * rh] * inv, o[4 * j + 2 * rh + 1] * inv);
+        }
       }
-      if (tig == 0) p.lse[(int64_t)h * p.sq + row] = ls > 0.0f ? fmaf(m[rh], p.scale, logf(ls)) : -INFINITY;
+      if (tig == 0) p.lse[(int64_t)h * p.sq + row] = lse;
+    }
+    if (split && pass + 1 < npass) { /* the block's out and lse, then its flag */
+      bar_wg(c);
+      if (lt == 0) {
+        __threadfence();
+        flag_release(flag, (uint32_t)pass + 1);
+      }
     }
   }
   if (PP && c == 0) pp_sync(c); /* consume warpgroup 1's last arrival */
@@ -777,7 +849,8 @@ template <typename OutT, int KIND, int ST, bool PP, int SYNC = 0> int launch_t(c
   static_assert(bytes <= 227 * 1024, "shared memory per block");
   cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT, KIND, ST, PP, SYNC>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return (int)e;
-  const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM);
+  const int64_t npass = KIND == SPARSE64X ? ((P.p.kv_valid + 63) / 64 + P.p.kv_split - 1) / P.p.kv_split : 1;
+  const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM) * npass;
   const int grid = (int)(items < sms ? items : sms);
   if ((e = cudaMemsetAsync(P.sched, 0, sizeof *P.sched, st)) != cudaSuccess) return (int)e;
   attn_sm90_kernel<OutT, KIND, ST, PP, SYNC><<<grid, kThreads, bytes, st>>>(P);
@@ -787,7 +860,8 @@ template <typename OutT, int KIND, int ST, bool PP, int SYNC = 0> int launch_t(c
 /* variant: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong
  * (block-64 sparse: 3 stages per ring, no ping-pong, whatever the variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
-  if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64) return launch_t<OutT, SPARSE64, 3, false>(P, st);
+  if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64)
+    return P.p.kv_split > 0 ? launch_t<OutT, SPARSE64X, 3, false>(P, st) : launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
     if (P.p.mass_block == 128) switch (variant) {
       case 1: return launch_t<OutT, FUSED128, 2, false>(P, st);
@@ -854,7 +928,13 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   const int variant = p->variant;
   Sm90Params P;
   P.p = *p;
-  if (!(p->mode == ADA_ATTN_SPARSE && p->layout_block == 64)) P.p.walk = nullptr; /* the walk is block 64's */
+  const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
+  if (!sparse64) P.p.walk = nullptr; /* the walk is block 64's */
+  /* two passes: block 64 with the in-kernel counter only (a pass waits for an item taken earlier,
+   * which a running CTA holds; a fixed-stride walk may wait for a CTA not yet resident) */
+  if (!sparse64 || p->kv_split <= 0 || p->kv_split >= (p->kv_valid + 63) / 64) P.p.kv_split = 0;
+  if (P.p.kv_split > 0 && (!p->split_flags || p->static_walk)) return (int)cudaErrorInvalidValue;
+  if (P.p.kv_split > 0) P.p.walk = nullptr;
   int e;
   /* this launch's work counter (per device: the symbol's address differs between devices) */
   static unsigned long long *sched_base[64];
@@ -870,6 +950,10 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
       (e = make_map(&P.tv, p->v, p->kv_valid, p->heads, p->v_rs, p->v_hs, kt)))
     return e;
   cudaStream_t st = (cudaStream_t)stream;
+  if (P.p.kv_split > 0) {
+    const cudaError_t me = cudaMemsetAsync(p->split_flags, 0, sizeof(uint32_t) * (size_t)p->heads * (size_t)((p->sq + 63) / 64), st);
+    if (me != cudaSuccess) return (int)me;
+  }
   if (p->mode == ADA_ATTN_FUSED) { /* the key blocks past kv_valid, a column band of [heads x nb] rows (the kernel writes the rest) */
     const int64_t mb = p->mass_block, nb = (p->sq + mb - 1) / mb, nk = (p->skv + mb - 1) / mb, nkv = (p->kv_valid + mb - 1) / mb;
     if (nkv < nk) {

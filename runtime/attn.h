@@ -32,7 +32,7 @@ typedef struct ada_attn_plan {
   int32_t tile_rows; /* query rows per tile (a CTA, or a CPU task) */
   int32_t tile_keys; /* keys per tile */
   int32_t dim;       /* the head dimension the kernel computes with (inputs padded to it) */
-  char schedule[32]; /* order of the tiles: "natural", "longest-first" */
+  char schedule[48]; /* order of the tiles: "natural", "longest-first", ... */
 } ada_attn_plan;
 
 #if defined(__CUDACC__)

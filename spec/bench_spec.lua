@@ -59,6 +59,15 @@ describe("adaspa.bench.sink_layout", function()
     end
     l:free()
   end)
+
+  it("takes a density per head (head-adaptive)", function()
+    local l = require("adaspa.bench").sink_layout(1000, 3, 100, 64, {0.125, 0.25, 0.5}, 7)
+    for h, n in ipairs({2, 4, 8}) do -- round(d * 16) blocks, the 2 text columns among them
+      assert.equal(n, #l:row(h, 3), "head " .. h)
+      assert.equal(16, #l:row(h, 15))
+    end
+    l:free()
+  end)
 end)
 
 describe("the bench scripts", function()

@@ -77,7 +77,21 @@ describe("cuda attention, Hopper family (sm90)", function()
     local pt = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "tail"})
     assert.same({"sm90", "tail", "persistent, tail walk"}, {pt.family, pt.variant, pt.schedule})
     spec_error(function() adaspa.attention_plan(q, q, {variant = "tail"}) end, "variant tail is unknown")
+    -- block 64 in passes over the key blocks: asked for ("one", "split2".."split4"); one by default,
+    -- at every size
+    local p1 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "one"})
+    assert.same({"st3", "persistent, head-major"}, {p1.variant, p1.schedule})
+    local p2 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "split2"})
+    assert.same({"split2", "persistent, head-major, 2 key passes"}, {p2.variant, p2.schedule})
+    assert.equal("split3", adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "split3"}).variant)
+    spec_error(function() adaspa.attention_plan(q, q, {variant = "split2"}) end, "variant split2 is unknown")
     l64:free()
+    local nb = math.ceil(70000 / 64)
+    local lbig = adaspa.layout.full(1, nb, nb)
+    local pbig = adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig})
+    if not os.getenv("ADA_SM90_PASSES") then assert.same({"st3", "persistent, head-major"}, {pbig.variant, pbig.schedule}) end
+    assert.equal("split4", adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig, variant = "split4"}).variant)
+    lbig:free()
     assert.equal("st3", p.variant)
     assert.equal(128, p.tile_rows)
     local q64 = adaspa.empty({300, 2, 64}, {dtype = "bf16", device = "cuda"})
@@ -108,14 +122,16 @@ describe("cuda attention, Hopper family (sm90)", function()
 
   it_gpu("sparse: blocks of 64 and 128, empty and full rows, densities 10x apart, match the CPU", function()
     if not hopper() then return pending("not a Hopper GPU") end
-    for _, c in ipairs({{1500, 5, 128, 1431}, {1060, 5, 64, nil}, {4000, 5, 64, nil}, {2000, 4, 128, nil}}) do
+    for _, c in ipairs({{1500, 5, 128, 1431}, {1060, 5, 64, nil}, {4000, 5, 64, nil}, {1500, 3, 64, 1431}, {2000, 4, 128, nil}}) do
       local S, H, B, kvv = c[1], c[2], c[3], c[4]
       local nb = math.ceil(S / B)
       local layout = adaspa.layout.from_mask(mask(H, nb, nb, S), B)
       local q, k, v = qkv(S, H, 128)
       local ro, rl = adaspa.sparse_attention(q, k, v, layout, {kv_valid = kvv})
       local gq, gk, gv = gpu(q, k, v)
-      for _, var in ipairs(B == 64 and {"st3", "tail"} or variants) do
+      -- block 64: head-major, the tail walk, and in 2 to 4 passes over the key blocks (each pass
+      -- after the first merging its output with the ones before)
+      for _, var in ipairs(B == 64 and {"st3", "tail", "split2", "split3", "split4"} or variants) do
         local o, l = adaspa.sparse_attention(gq, gk, gv, layout, {kv_valid = kvv, family = "sm90", variant = var,
           out = poisoned({S, H, 128}, "bf16"), lse_out = poisoned({H, S})})
         local w = string.format("S=%d H=%d block %d kv_valid=%s %s", S, H, B, tostring(kvv), var)

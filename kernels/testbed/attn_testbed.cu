@@ -76,21 +76,26 @@ struct Layout {
 /* Random row-wise layout, densities per head spread 10x around the mean (0.25 d .. 2.5 d, capped),
  * the diagonal and the last block column kept, plus a few empty and full rows; the rows of the
  * last 256 tokens (text) are full, as AdaSpa keeps them. */
+/* The timed cases' layouts: per-head densities 0.25x to 2.5x d (the densest head last), 1% of the
+ * rows full and 1% empty, the text rows full; TESTBED_LAYOUT=uniform: every head at d, no full or
+ * empty rows but the text rows (as the attention bench's row-wise top-k; sixteenth session: block
+ * 64 in passes was faster on the first, slower on the second) */
 static Layout make_layout(int heads, int64_t s, int64_t kvv, int block, double d, uint64_t seed) {
+  static const bool uniform = getenv("TESTBED_LAYOUT") && !strcmp(getenv("TESTBED_LAYOUT"), "uniform");
   Layout L;
   const int64_t nqb = (s + block - 1) / block, nkb = (s + block - 1) / block;
   L.off.push_back(0);
   std::vector<int32_t> row;
   std::vector<std::pair<int64_t, int32_t>> len;
   for (int h = 0; h < heads; h++) {
-    const double dh = std::min(1.0, d * (0.25 + 2.25 * (double)h / std::max(1, heads - 1)));
+    const double dh = uniform ? d : std::min(1.0, d * (0.25 + 2.25 * (double)h / std::max(1, heads - 1)));
     for (int64_t qb = 0; qb < nqb; qb++) {
       row.clear();
       const uint64_t r = mix(seed ^ ((uint64_t)h << 40) ^ (uint64_t)qb);
       if (qb * block >= s - 256) { /* the text rows (the last 256 tokens) attend to every block */
         for (int64_t kb = 0; kb < nkb; kb++) row.push_back((int32_t)kb);
-      } else if (r % 97 == 0) { /* empty row */
-      } else if (r % 89 == 0) {
+      } else if (!uniform && r % 97 == 0) { /* empty row */
+      } else if (!uniform && r % 89 == 0) {
         for (int64_t kb = 0; kb < nkb; kb++) row.push_back((int32_t)kb);
       } else {
         for (int64_t kb = 0; kb < nkb; kb++) {
@@ -177,6 +182,15 @@ static int sm90_v2(const ada_attn_params *p, void *st) { return sm90_variant(p, 
 static int sm90_v3(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st); }
 static int sm90_v4(const ada_attn_params *p, void *st) { return sm90_variant(p, 4, st); }
 static int sm90_v3t(const ada_attn_params *p, void *st) { return sm90_variant(p, 3, st, true); } /* cases with a walk */
+/* block 64 in N passes over the key blocks (ada_attn_params.kv_split: a pass's blocks) */
+static int sm90_split(const ada_attn_params *p, int passes, void *st) {
+  ada_attn_params q = *p;
+  q.kv_split = (int32_t)(((q.kv_valid + 63) / 64 + passes - 1) / passes);
+  return sm90_variant(&q, 3, st);
+}
+static int sm90_v3x2(const ada_attn_params *p, void *st) { return sm90_split(p, 2, st); }
+static int sm90_v3x3(const ada_attn_params *p, void *st) { return sm90_split(p, 3, st); }
+static int sm90_v3x4(const ada_attn_params *p, void *st) { return sm90_split(p, 4, st); }
 /* A/B flags on variant v: static_walk (the fixed-stride walk instead of the in-kernel counter)
  * and l2_hint (a mask of ada_l2_hint: Q evict-first, K/V evict-last, streaming out) */
 static int sm90_flags(const ada_attn_params *p, int v, int static_walk, int l2_hint, void *st) {
@@ -351,7 +365,10 @@ int main(int argc, char **argv) {
               {"sm90 st3 pp hint", sm90_v4h},
               {"sm90 st3 kv hint", sm90_v3k},
               {"sm90 st3 pp kv hint", sm90_v4k},
-              {"sm90 st3 tail", sm90_v3t}};
+              {"sm90 st3 tail", sm90_v3t},
+              {"sm90 st3 split", sm90_v3x2},
+              {"sm90 st3 split3", sm90_v3x3},
+              {"sm90 st3 split4", sm90_v3x4}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -371,6 +388,7 @@ int main(int argc, char **argv) {
     Layout L;
     int64_t *doff = nullptr;
     int32_t *didx = nullptr, *dord = nullptr, *dwalk = nullptr;
+    uint32_t *dflags = nullptr;
     int64_t pairs = S * c.kv_valid * H;
     if (c.density > 0) {
       L = make_layout(H, S, c.kv_valid, c.block, c.density, 77 + (uint64_t)S);
@@ -393,6 +411,7 @@ int main(int argc, char **argv) {
         }
         CK(cudaMalloc(&dwalk, walk.size() * 4));
         CK(cudaMemcpy(dwalk, walk.data(), walk.size() * 4, cudaMemcpyHostToDevice));
+        CK(cudaMalloc(&dflags, (size_t)H * (size_t)nqb * 4)); /* two passes: family "sm90 st3 split" */
       }
     }
     std::vector<__nv_bfloat16 *> out(NF);
@@ -421,6 +440,7 @@ int main(int argc, char **argv) {
     p.indices = didx;
     p.order = dord;
     p.walk = dwalk;
+    p.split_flags = dflags;
     p.layout_block = c.block;
     /* FUSED: lse_in is a dense pass's lse shifted by up to +-0.15 (a cached lse of an earlier step) */
     float *lse_in = nullptr;
@@ -453,7 +473,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
     }
     for (int f = 0; f < NF; f++) {
-      if (!fam_selected(fams[f].name) || (fams[f].fn == sm90_v3t && !p.walk)) continue; /* the tail walk: block 64 only */
+      if (!fam_selected(fams[f].name) || ((fams[f].fn == sm90_v3t || fams[f].fn == sm90_v3x2 || fams[f].fn == sm90_v3x3 || fams[f].fn == sm90_v3x4) && !p.walk)) continue; /* block 64 only */
       p.out = out[f];
       p.lse = lse[f];
       ada_attn_params p90 = p;
@@ -612,6 +632,7 @@ int main(int argc, char **argv) {
       CK(cudaFree(didx));
       CK(cudaFree(dord));
       if (dwalk) CK(cudaFree(dwalk));
+      if (dflags) CK(cudaFree(dflags));
     }
   }
   printf("\n| case (ms, TFLOP/s)");

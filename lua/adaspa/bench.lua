@@ -63,6 +63,7 @@ end
 -- The attention bench's sparse layouts (also kernels/testbed/walk_sim.lua's): heads x ceil(S / block)^2
 -- blocks, a row-wise top-k of random mass (normal draws squared, seed) at density d with the text
 -- rows and columns kept (the last `text` tokens, AdaSpa's text sink), on the device the mass is made on.
+-- d: a density, or a table of one per head (head-adaptive).
 function bench.sink_layout(S, heads, text, block, d, seed)
   local nb = math.ceil(S / block)
   local first_text = math.floor((S - text) / block) + 1 -- 1-based block holding the first text token

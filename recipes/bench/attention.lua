@@ -9,7 +9,9 @@
 -- (text rows and text columns kept), as AdaSpa selects them; densities are the layouts' own.
 -- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
 -- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`); and on
--- sm90 block-64 sparse with the head-major walk against the tail walk (variant "tail"), the same way.
+-- sm90 block-64 sparse in one pass over the key blocks (variant "one") against two and three passes
+-- ("split2", "split3"), the same way, on these layouts and on head-adaptive ones (densities per head
+-- from 0.25 d to 2.5 d, as AdaSpa's per-head sparsity spreads them).
 local bench = require "adaspa.bench"
 local args = bench.args(arg)
 if not adaspa.cuda.available() then
@@ -62,7 +64,7 @@ end
 
 local rows = {}
 local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
-local walks = {} -- {shape=, d=, flops=, ms = {head-major, tail}}: the block-64 walks in alternation
+local walks = {} -- {shape=, d=, kind=, flops=, ms = {one, split2, split3}}: the block-64 walks in alternation
 
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
@@ -116,11 +118,19 @@ for _, sh in ipairs(shapes) do
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
       if b == 64 and adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
-        -- the block-64 walks in alternation: head-major, and the tail walk (variant "tail")
-        local function walk(variant)
-          return function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse, variant = variant}) end
+        -- the block-64 walks in alternation: one pass over the key blocks, two, three; on this
+        -- layout and on a head-adaptive one
+        local ha = {}
+        for h = 1, H do ha[h] = math.min(1, d * (0.25 + 2.25 * (h - 1) / (H - 1))) end
+        local lha = bench.sink_layout(S, H, TEXT, b, ha, 20 + i)
+        for _, l in ipairs({layout, lha}) do
+          local function walk(variant)
+            return function() adaspa.sparse_attention(q, k, v, l, {out = out, lse_out = lse, variant = variant}) end
+          end
+          walks[#walks + 1] = {shape = sh.name, d = d, kind = l == layout and "uniform" or "head-adaptive",
+            flops = dense * mean(l:density()), ms = bench.alternate({walk("one"), walk("split2"), walk("split3")}, 9)}
         end
-        walks[#walks + 1] = {shape = sh.name, d = d, flops = dense * dens, ms = bench.alternate({walk("st3"), walk("tail")}, 9)}
+        lha:free()
       end
       if plan.family ~= "sm80" and i == 2 then
         row(sh.name, string.format("sparse b%d d=%.1f (sm80)", b, d),
@@ -154,10 +164,10 @@ for _, a in ipairs(alternated) do
     d * 1e3, f64 * 1e3, f64 / d, f128 * 1e3, f128 / d))
 end
 if #walks > 0 then
-  print("block-64 sparse, the head-major walk against the tail walk (variant \"tail\"), in alternation (9 rounds, medians):")
+  print("block-64 sparse in one, two and three passes over the key blocks (variants one, split2, split3), in alternation (9 rounds, medians):")
   for _, w in ipairs(walks) do
-    local a, b = w.ms[1], w.ms[2]
-    print(string.format("%-10s d=%.1f head-major %.2f ms (%.0f TFLOP/s), tail %.2f ms (%.0f TFLOP/s): %.3fx", w.shape, w.d,
-      a * 1e3, w.flops / a / 1e12, b * 1e3, w.flops / b / 1e12, a / b))
+    local a, b, c = w.ms[1], w.ms[2], w.ms[3]
+    print(string.format("%-10s d=%.1f %-13s one %.2f ms (%.0f TFLOP/s), split2 %.2f ms (%.0f, %.3fx), split3 %.2f ms (%.0f, %.3fx)",
+      w.shape, w.d, w.kind, a * 1e3, w.flops / a / 1e12, b * 1e3, w.flops / b / 1e12, a / b, c * 1e3, w.flops / c / 1e12, a / c))
   end
 end

@@ -133,6 +133,7 @@ ada_status ada_cuda_attention(const ada_attn_call *c) {
     p.indices = mir->indices;
     p.order = mir->order;
     if (plan.p.tail_walk) p.walk = mir->walk64; /* NULL for layouts of 128 */
+    p.split_flags = mir->flags64;                /* block 64 in passes (plan.p.kv_split) */
   }
   int e = ada_cuda_attention_launch(&plan, &p, st);
   if (e) s = ada_cuda_error((cudaError_t)e, op, "ada_launch_attention(...)");

@@ -76,17 +76,31 @@ static int fused_l2_hint(void) {
  * before the priorities st3pp was the dense default over 64k keys, 3-5% over st3); st3 for everything else: since the wgmma descriptors live in uniform
  * registers (seventh session) the fused pass runs st3 at 312.9 / 305.3 ms (mass 64 / 128, 720p)
  * against st3pp's 316.4 / 308.9, and sparse st3 stays 0-1% over st3pp.
- * Sparse blocks of 64 run st3 whatever the variant names; "tail" takes the layout mirror's tail
- * walk of the work items (runtime/walk.h) instead of the head-major one, for A/B timing until
- * a GPU measures it (modelled: 540p density 0.1 1.065x, kernels/testbed/walk_sim.lua). */
+ * Sparse blocks of 64 run st3 whatever the variant names, in one pass over the key blocks ("one"
+ * names it), or in 2 to 4 ("split2" to "split4"; the default with ADA_SM90_PASSES=N, for A/B
+ * timing of whole steps), and "tail" takes the layout mirror's tail walk of the work items
+ * (runtime/walk.h) instead of the head-major one (one pass; H200 fifteenth session: no faster,
+ * kept for A/B). */
+static int sm90_passes(void) {
+  static int n = -1;
+  if (n < 0) {
+    const char *e = getenv("ADA_SM90_PASSES");
+    n = e && e[0] >= '1' && e[0] <= '4' && !e[1] ? e[0] - '0' : 1;
+  }
+  return n;
+}
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
+  static const char *const walks64[] = {"one", "split2", "split3", "split4"};
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   const bool tail = c->variant && strcmp(c->variant, "tail") == 0;
-  int v = 0;
-  if (tail) {
+  int v = 0, passes = 0; /* passes 0: the default (sm90_passes) */
+  for (int i = 0; i < 4 && c->variant; i++)
+    if (strcmp(c->variant, walks64[i]) == 0) passes = i + 1;
+  if (tail || passes) {
     if (!sparse64) return false;
     v = 3;
+    if (tail) passes = 1;
   } else if (c->variant && c->variant[0]) {
     for (int i = 0; i < 4; i++)
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
@@ -102,16 +116,33 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   p->key_halves = 1;
   p->variant = v;
   p->tail_walk = tail;
-  snprintf(info->variant, sizeof info->variant, "%s", tail ? "tail" : sparse64 ? "st3" : names[v - 1]);
+  /* block 64 in passes over the key blocks (kernels.h, kv_split): at 720p-129f a head's K and V
+   * (61 MB) pass the H200's 50 MB L2, and the CTAs in flight read half of them a pass. H200,
+   * sixteenth session (kernels/testbed/NOTES.md): on the test bed's layouts (densities per head
+   * 0.25x-2.5x, 1% full rows) 720p density 0.1 / 0.2 / 0.4 393-404 / 410-417 / 417-428 ->
+   * 428-431 / 451-457 / 465-470 TFLOP/s in two passes; on the attention bench's row-wise top-k
+   * layouts slower (one pass 453 / 477 / 462, two 405 / 440 / 441, in alternation): one pass stays
+   * the default */
+  const int64_t nkb = (p->kv_valid + 63) / 64;
+  if (sparse64 && !passes) passes = sm90_passes();
+  if (passes > nkb) passes = (int)nkb;
+  p->kv_split = passes > 1 ? (int32_t)((nkb + passes - 1) / passes) : 0;
+  if (p->kv_split > 0) passes = (int)((nkb + p->kv_split - 1) / p->kv_split);
+  if (tail) snprintf(info->variant, sizeof info->variant, "tail");
+  else if (sparse64 && passes > 1) snprintf(info->variant, sizeof info->variant, "split%d", passes);
+  else snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
   info->tile_keys = sparse64 ? 64 : 128;
   /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
-   * a head-major walk (the order counts 64-row blocks), or with variant "tail" the mirror's walk,
-   * the same with the long items that would end last moved up (runtime/walk.h) */
-  snprintf(info->schedule, sizeof info->schedule, "%s",
-           p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
-           : sparse64                              ? (tail ? "persistent, tail walk" : "persistent, head-major")
-           : p->l2_hint                            ? "persistent, L2 priorities"
-                                                   : "persistent");
+   * a head-major walk (the order counts 64-row blocks), in passes over the key blocks, or with
+   * variant "tail" the mirror's walk, the same with the long items that would end last moved up
+   * (runtime/walk.h) */
+  if (sparse64 && passes > 1) snprintf(info->schedule, sizeof info->schedule, "persistent, head-major, %d key passes", passes);
+  else
+    snprintf(info->schedule, sizeof info->schedule, "%s",
+             p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
+             : sparse64                              ? (tail ? "persistent, tail walk" : "persistent, head-major")
+             : p->l2_hint                            ? "persistent, L2 priorities"
+                                                     : "persistent");
   return true;
 }
 #endif

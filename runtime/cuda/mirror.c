@@ -4,7 +4,8 @@
  * and nowhere else, lists the query-block rows h * nqb + qb by descending length (a stable
  * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
  * fill in at the end. Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
- * (runtime/walk.h), for the device's SM count. A layout is immutable, so its mirror never goes
+ * (runtime/walk.h), for the device's SM count, and the per-row flags of the kernel's passes over
+ * the key blocks (ada_attn_params.split_flags; zeroed by the launcher). A layout is immutable, so its mirror never goes
  * stale; it goes back to the allocator with the layout (ada_cuda_mirror_free through the
  * backend's derived_free). */
 #include <stdlib.h>
@@ -70,7 +71,8 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
                    e == -2 ? "out of host memory" : "bad sizes", items, (int)l->heads, (int)l->nqb, (int)l->nkb);
   }
   unsigned char *d = NULL;
-  if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + sizeof(int32_t) * items, dev);
+  const size_t b_walk = round256(sizeof(int32_t) * items), flags = l->block == 64 ? rows : 0;
+  if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + b_walk + sizeof(uint32_t) * flags, dev);
   if (!s) s = ada_cuda_memcpy(d + b_off + b_idx, order, sizeof(int32_t) * rows, 0, dev);
   if (!s && items) s = ada_cuda_memcpy(d + b_off + b_idx + b_ord, walk, sizeof(int32_t) * items, 0, dev);
   free(order); /* copies from pageable memory are staged before cudaMemcpyAsync returns */
@@ -85,9 +87,10 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   m->indices = (int32_t *)(d + b_off);
   m->order = (int32_t *)(d + b_off + b_idx);
   m->walk64 = items ? (int32_t *)(d + b_off + b_idx + b_ord) : NULL;
+  m->flags64 = flags ? (uint32_t *)(d + b_off + b_idx + b_ord + b_walk) : NULL;
   m->dev = dev;
   /* what the AdaSpa cache reports as the layout's device memory */
-  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * (rows + items);
+  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * (rows + items + flags);
   *out = m;
   return ADA_OK;
 }
