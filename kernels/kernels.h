@@ -165,9 +165,10 @@ typedef struct ada_attn_params {
    * first every query tile over blocks [0, kv_split), then [kv_split, 2 kv_split), ..., so that the
    * CTAs in flight read a part of a head's K and V (in L2 at 720p, where a whole head's passes it);
    * each pass after the first merges its partial output with the ones before (out and lse, by their
-   * LSEs). split_flags: device memory, [heads * nqb] u32, the passes done per 64-row block (zeroed
-   * by the launcher, in the stream: launches that share it must be ordered); needs the in-kernel
-   * counter (static_walk 0); ignores walk. 0 (or kv_split >= the key blocks): one pass. */
+   * LSEs); at most 4 passes. split_flags: device memory, [heads * nqb, 4] u32 per 64-row block: the
+   * passes done and where passes 1-3 start in the row (written by the launcher in the stream:
+   * launches that share it must be ordered); needs the in-kernel counter (static_walk 0); ignores
+   * walk. 0 (or kv_split >= the key blocks): one pass. */
   int32_t kv_split;
   uint32_t *split_flags;
   /* The plan's tiles: query rows per CTA, and how a CTA's warps split a key tile (1: every warp

@@ -411,7 +411,7 @@ int main(int argc, char **argv) {
         }
         CK(cudaMalloc(&dwalk, walk.size() * 4));
         CK(cudaMemcpy(dwalk, walk.data(), walk.size() * 4, cudaMemcpyHostToDevice));
-        CK(cudaMalloc(&dflags, (size_t)H * (size_t)nqb * 4)); /* two passes: family "sm90 st3 split" */
+        CK(cudaMalloc(&dflags, (size_t)H * (size_t)nqb * 16)); /* passes: families "sm90 st3 split*" */
       }
     }
     std::vector<__nv_bfloat16 *> out(NF);

@@ -121,8 +121,9 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
    * sixteenth session (kernels/testbed/NOTES.md): on the test bed's layouts (densities per head
    * 0.25x-2.5x, 1% full rows) 720p density 0.1 / 0.2 / 0.4 393-404 / 410-417 / 417-428 ->
    * 428-431 / 451-457 / 465-470 TFLOP/s in two passes; on the attention bench's row-wise top-k
-   * layouts slower (one pass 453 / 477 / 462, two 405 / 440 / 441, in alternation): one pass stays
-   * the default */
+   * layouts slower (one pass 453 / 477 / 462, two 405 / 440 / 441, in alternation), and on
+   * AdaSpa's own selection a whole 720p step too (sparse attention 4.64 / 2.47 s in one pass,
+   * 4.78 / 2.63 s in three): one pass stays the default */
   const int64_t nkb = (p->kv_valid + 63) / 64;
   if (sparse64 && !passes) passes = sm90_passes();
   if (passes > nkb) passes = (int)nkb;

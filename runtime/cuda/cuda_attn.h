@@ -46,9 +46,9 @@ typedef struct ada_cuda_mirror {
   int32_t *order;   /* CTA order [heads * nqb] */
   int32_t *walk64;  /* layouts of blocks of 64: the sm90 kernel's walk [heads * ceil(nqb / 2)]
                        (runtime/walk.h); NULL for other blocks */
-  uint32_t *flags64; /* layouts of blocks of 64: the passes done per row [heads * nqb] of the sm90
-                        kernel in passes (ada_attn_params.split_flags; the launcher zeroes them:
-                        launches on one layout must be ordered in one stream); NULL otherwise */
+  uint32_t *flags64; /* layouts of blocks of 64: [heads * nqb, 4] for the sm90 kernel in passes
+                        (ada_attn_params.split_flags; the launcher writes them: launches on one
+                        layout must be ordered in one stream); NULL otherwise */
   int32_t dev;
   size_t bytes;     /* reported device memory */
 } ada_cuda_mirror;

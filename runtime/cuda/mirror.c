@@ -5,7 +5,7 @@
  * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
  * fill in at the end. Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
  * (runtime/walk.h), for the device's SM count, and the per-row flags of the kernel's passes over
- * the key blocks (ada_attn_params.split_flags; zeroed by the launcher). A layout is immutable, so its mirror never goes
+ * the key blocks (ada_attn_params.split_flags, 4 a row; written by the launcher). A layout is immutable, so its mirror never goes
  * stale; it goes back to the allocator with the layout (ada_cuda_mirror_free through the
  * backend's derived_free). */
 #include <stdlib.h>
@@ -71,7 +71,7 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
                    e == -2 ? "out of host memory" : "bad sizes", items, (int)l->heads, (int)l->nqb, (int)l->nkb);
   }
   unsigned char *d = NULL;
-  const size_t b_walk = round256(sizeof(int32_t) * items), flags = l->block == 64 ? rows : 0;
+  const size_t b_walk = round256(sizeof(int32_t) * items), flags = l->block == 64 ? 4 * rows : 0;
   if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + b_walk + sizeof(uint32_t) * flags, dev);
   if (!s) s = ada_cuda_memcpy(d + b_off + b_idx, order, sizeof(int32_t) * rows, 0, dev);
   if (!s && items) s = ada_cuda_memcpy(d + b_off + b_idx + b_ord, walk, sizeof(int32_t) * items, 0, dev);
