@@ -35,9 +35,12 @@
  * Keys at or past kv_valid: the K and V tensor maps end at kv_valid, so TMA fills zeros past it,
  * and their scores are set to -inf in the tile that holds kv_valid. Query rows past sq are
  * zero-filled and never written.
+ * Block 64 in passes (ada_attn_params.kv_split, kind SPARSE64X): each head's items once a pass over
+ * a part of its key blocks; a pass after the first waits on the row's flag for the one before and
+ * merges their out and lse by the LSEs (an option: NOTES, sixteenth session).
  * Supported: bf16 q/k/v of head dim 128 with 16-byte aligned rows (TMA strides), scale > 0,
- * out_dim == 128, DENSE and SPARSE with layout blocks of 128. Everything else goes to the sm80
- * family (kernels/attention.cu).
+ * out_dim == 128, DENSE, FUSED (mass blocks 64, 128) and SPARSE with layout blocks of 64 and 128.
+ * Everything else goes to the sm80 family (kernels/attention_sm80.cu).
  */
 #include <cuda.h>
 #include <cuda_bf16.h>
@@ -948,8 +951,9 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   P.p = *p;
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   if (!sparse64) P.p.walk = nullptr; /* the walk is block 64's */
-  /* two passes: block 64 with the in-kernel counter only (a pass waits for an item taken earlier,
-   * which a running CTA holds; a fixed-stride walk may wait for a CTA not yet resident) */
+  /* passes over the key blocks: block 64 with the in-kernel counter only (a pass waits for an item
+   * taken earlier, which a running CTA holds; a fixed-stride walk may wait for a CTA not yet
+   * resident) */
   if (!sparse64 || p->kv_split <= 0 || p->kv_split >= (p->kv_valid + 63) / 64) P.p.kv_split = 0;
   if (P.p.kv_split > 0 && (!p->split_flags || p->static_walk)) return (int)cudaErrorInvalidValue;
   if (P.p.kv_split > 0) P.p.walk = nullptr;
