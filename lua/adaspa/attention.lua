@@ -208,7 +208,7 @@ function Ctx:attention(q, k, v, info)
   -- layout stays the policy's error
   if mode == "sparse" and self.branch > 1 and not self.cache:layout(layer) then
     handler = type(p.select) == "function" and modes.search or modes.plan
-    self.cur.late_searches = (self.cur.late_searches or 0) + 1
+    self.cur.late_layouts = (self.cur.late_layouts or 0) + 1
   end
   local S, H, D = unpack(q:shape())
   local dense_flops = 4 * S * info.kv_valid * D * H
@@ -241,7 +241,7 @@ function attention.summarize(s)
   for _ in pairs(s.branches or {}) do nb = nb + 1 end
   local r = {step = s.step, mode = count_mode(s.modes), seconds = s.seconds, flop_fraction = s.flops / math.max(s.dense_flops, 1),
              plan_seconds = s.plan_seconds, measure_seconds = s.measure_seconds, branches = math.max(nb, 1),
-             late_layouts = s.late_searches}
+             late_layouts = s.late_layouts}
   if #s.densities > 0 then
     local mn, mx, sum = math.huge, -math.huge, 0
     for _, d in ipairs(s.densities) do mn, mx, sum = math.min(mn, d), math.max(mx, d), sum + d end
