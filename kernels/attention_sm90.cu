@@ -69,6 +69,8 @@ enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3, SPARSE64X = 4
 /* SPARSE64X: SPARSE64 in passes over the key blocks (ada_attn_params.kv_split), its own
  * instantiation so that the one-pass loop stays as it was (+10 instructions a tile otherwise) */
 __host__ __device__ constexpr bool is64(int kind) { return kind == SPARSE64 || kind == SPARSE64X; }
+/* the passes of block 64 over the key blocks (kv_split > 0) */
+__host__ __device__ inline int64_t passes64(const ada_attn_params &p) { return ((p.kv_valid + 63) / 64 + p.kv_split - 1) / p.kv_split; }
 /* the fused pass with mass blocks of 64 (FUSED64) or 128 (FUSED128), a compile-time choice: with
  * 128 the two key halves of a tile are one block, 7 instructions a tile fewer */
 [[maybe_unused]] __host__ __device__ constexpr bool is_fused(int kind) { return kind == FUSED64 || kind == FUSED128; }
@@ -339,7 +341,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   const int tid = threadIdx.x, wg = tid / 128;
   const int64_t nqt = (p.sq + kBM - 1) / kBM;
   /* block 64 in passes walks every (head, tile) once a pass */
-  const int npass = KIND == SPARSE64X ? (int)(((p.kv_valid + 63) / 64 + p.kv_split - 1) / p.kv_split) : 1;
+  const int npass = KIND == SPARSE64X ? (int)passes64(p) : 1;
   const int64_t items = (int64_t)p.heads * nqt * npass;
   /* the work queue: slot s holds the walk index of the next item (-1: no more) */
   const uint32_t sq_base = base + sched_off(KIND, ST);
@@ -870,7 +872,7 @@ template <typename OutT, int KIND, int ST, bool PP, int SYNC = 0> int launch_t(c
   static_assert(bytes <= 227 * 1024, "shared memory per block");
   cudaError_t e = cudaFuncSetAttribute(attn_sm90_kernel<OutT, KIND, ST, PP, SYNC>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (e != cudaSuccess) return (int)e;
-  const int64_t npass = KIND == SPARSE64X ? ((P.p.kv_valid + 63) / 64 + P.p.kv_split - 1) / P.p.kv_split : 1;
+  const int64_t npass = KIND == SPARSE64X ? passes64(P.p) : 1;
   const int64_t items = (int64_t)P.p.heads * ((P.p.sq + kBM - 1) / kBM) * npass;
   const int grid = (int)(items < sms ? items : sms);
   if ((e = cudaMemsetAsync(P.sched, 0, sizeof *P.sched, st)) != cudaSuccess) return (int)e;
@@ -973,7 +975,7 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
     return e;
   cudaStream_t st = (cudaStream_t)stream;
   if (P.p.kv_split > 0) { /* the flags zeroed and the passes' places in each row */
-    const int64_t npass = ((p->kv_valid + 63) / 64 + P.p.kv_split - 1) / P.p.kv_split, rows = (int64_t)p->heads * ((p->sq + 63) / 64);
+    const int64_t npass = passes64(P.p), rows = (int64_t)p->heads * ((p->sq + 63) / 64);
     if (npass > 4) return (int)cudaErrorInvalidValue;
     split_prep_kernel<<<(unsigned)((rows + 255) / 256 < 1024 ? (rows + 255) / 256 : 1024), 256, 0, st>>>(P.p, (int)npass);
     const cudaError_t me = cudaGetLastError();
