@@ -68,6 +68,28 @@ describe("adaspa.bench.sink_layout", function()
     end
     l:free()
   end)
+
+  it("spreads the rows' lengths with rows = \"vary\", the heads' densities kept", function()
+    -- 6,000 tokens, blocks of 64: 94 blocks, the text (the last 256 tokens) from block 90
+    local b = require("adaspa.bench")
+    local l = b.sink_layout(6000, 2, 256, 64, 0.2, 5, "vary")
+    local even = b.sink_layout(6000, 2, 256, 64, 0.2, 5)
+    for h = 1, 2 do
+      local lens, total = {}, 0
+      for qb = 1, 94 do
+        local n = #l:row(h, qb)
+        total = total + n
+        if qb < 90 then lens[n] = true else assert.equal(94, n) end
+        if qb < 90 then assert.equal(19, #even:row(h, qb)) end -- round(0.2 * 94)
+      end
+      assert.equal(math.floor(0.2 * 94 * 94 + 0.5), total, "head " .. h) -- the head's blocks at the density
+      local distinct = 0
+      for _ in pairs(lens) do distinct = distinct + 1 end
+      assert.is_true(distinct >= 5, "head " .. h .. ": " .. distinct .. " row lengths")
+    end
+    assert.has_error(function() b.sink_layout(6000, 2, 256, 64, 0.2, 5, "even") end)
+    l:free(); even:free()
+  end)
 end)
 
 describe("the bench scripts", function()
@@ -97,5 +119,21 @@ describe("the bench scripts", function()
         assert.matches(b .. " bench: no GPU", out, 1, true)
       end
     end
+  end)
+end)
+
+describe("kernels/testbed/l2_sim.lua (block 64's L2 model)", function()
+  -- a small case where a head's K/V (16.8 MB) passes the model's 10 MB L2, as 720p's passes 50 MB
+  local function hits(out, gen, passes)
+    local r = out:match("\n| S=32768 | 0%.1 | " .. gen .. " | " .. passes .. " | %d+ | ([%d.]+) |")
+    return assert(tonumber(r), gen .. " " .. passes .. " not in:\n" .. out)
+  end
+
+  it("reads more of a head from HBM when the rows' lengths spread, and passes take it back", function()
+    local out, err, code = spec_run("kernels/testbed/l2_sim.lua S=32768 heads=4 ctas=32 l2=10 d=0.1 gens=topk,jitter passes=1,2")
+    assert.equal(0, code, err)
+    local even, spread = hits(out, "topk", 1), hits(out, "jitter", 1)
+    assert.is_true(even > spread + 0.1, string.format("rows of one length %.3f, spread %.3f", even, spread))
+    assert.is_true(hits(out, "jitter", 2) > spread + 0.2, "two passes keep a pass's K/V in the L2")
   end)
 end)

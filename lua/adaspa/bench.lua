@@ -63,12 +63,15 @@ end
 -- The attention bench's sparse layouts (also kernels/testbed/walk_sim.lua's): heads x ceil(S / block)^2
 -- blocks, a row-wise top-k of random mass (normal draws squared, seed) at density d with the text
 -- rows and columns kept (the last `text` tokens, AdaSpa's text sink), on the device the mass is made on.
--- d: a density, or a table of one per head (head-adaptive).
-function bench.sink_layout(S, heads, text, block, d, seed)
+-- d: a density, or a table of one per head (head-adaptive). rows = "vary": a top-k over each head's
+-- blocks instead of each row's (the rows' lengths then spread as per-block draws at d would, as a
+-- recall target's do; the heads keep their densities).
+function bench.sink_layout(S, heads, text, block, d, seed, rows)
+  assert(rows == nil or rows == "vary", "sink_layout: rows must be nil or \"vary\"")
   local nb = math.ceil(S / block)
   local first_text = math.floor((S - text) / block) + 1 -- 1-based block holding the first text token
   local x = adaspa.randn({heads, nb, nb}, {seed = seed})
-  return adaspa.layout.topk(adaspa.mul(x, x), {density = d, row_wise = true, block = block,
+  return adaspa.layout.topk(adaspa.mul(x, x), {density = d, row_wise = rows == nil, block = block,
     force = {cols = {{first_text, nb}}, rows = {{first_text, nb}}}})
 end
 
