@@ -20,9 +20,12 @@
 -- bf16 x 2) is one 32 KB cache entry; Q and out are left out. It predicts L2 hit rates and HBM
 -- traffic, not speed.
 --   build/adaspa kernels/testbed/l2_sim.lua [ctas=132] [l2=50] [pen=0] [540p] [720p] [d=0.1,0.2]
---     [gens=topk,bernoulli,jitter,adaptive] [passes=1,2,3] [jit=F] [S=tokens] [heads=24]
+--     [gens=topk,bernoulli,jitter,adaptive] [passes=1,2,3] [jit=F] [S=tokens] [heads=24] [sweep=K]
+-- sweep=K (kernels/testbed/sweep.patch, one pass): a row of n blocks starts its walk at block
+-- floor(f n) and wraps around, f the phase of a global sweep whose period is K items (K times the
+-- head's mean row length + 2 steps) when its CTA takes the item; K = 1 is the patch's.
 -- (pure Lua: luajit runs it too; about 10 s a layout on this 2-core CPU)
-local ctas, l2mb, pen, want, dens, gens, passes, jit = 132, 50, 0, {}, {0.1, 0.2, 0.4}, {"topk", "bernoulli"}, {1}, nil
+local ctas, l2mb, pen, want, dens, gens, passes, jit, sweep = 132, 50, 0, {}, {0.1, 0.2, 0.4}, {"topk", "bernoulli"}, {1}, nil, 0
 for _, a in ipairs(arg or {}) do
   local k, v = a:match("^(%w+)=(.+)$")
   if k == "ctas" then ctas = tonumber(v)
@@ -32,6 +35,7 @@ for _, a in ipairs(arg or {}) do
     dens = {}
     for x in v:gmatch("[^,]+") do dens[#dens + 1] = tonumber(x) end
   elseif k == "jit" then jit = tonumber(v)
+  elseif k == "sweep" then sweep = tonumber(v)
   elseif k == "S" then want.S = tonumber(v)
   elseif k == "heads" then want.heads = tonumber(v)
   elseif k == "passes" then
@@ -137,6 +141,13 @@ local function simulate(rows, nb, npass)
   local split = npass > 1 and math.ceil(nb / npass) or math.huge
   local access = lru(math.floor(l2mb * 1e6 / 32768))
   local items, w = H * nqt * npass, 0
+  local period = {} -- the sweep's period a head: K (mean row length + 2) steps
+  for h = 1, H do
+    local t = 0
+    for qb = 0, nb - 1 do t = t + #rows[h][qb] end
+    period[h - 1] = sweep * (t / nb + 2)
+  end
+  local now = 0 -- the clock of the CTA taking an item
   local function next_item()
     if w >= items then return nil end
     local h = math.floor(w / (npass * nqt))
@@ -148,6 +159,15 @@ local function simulate(rows, nb, npass)
     local lo, hi = 0, math.huge
     if npass > 1 then lo, hi = ps * split, (ps + 1) * split end
     local a, b = part(rows[h + 1][2 * qt], lo, hi), part(rows[h + 1][2 * qt + 1] or {}, lo, hi)
+    if sweep > 0 and npass == 1 then
+      local f = (now / period[h]) % 1
+      local function rot(r)
+        local s0, o = math.floor(f * #r), {}
+        for j = 1, #r do o[j] = r[(s0 + j - 1) % #r + 1] end
+        return o
+      end
+      a, b = rot(a), rot(b)
+    end
     return {h = h, a = a, b = b, n = math.max(#a, #b) + 2, t = 0}
   end
   -- CTAs in a binary heap on their clocks
@@ -188,15 +208,18 @@ local function simulate(rows, nb, npass)
       end
       clock[c] = clock[c] + 1 + pen * miss
       steps = steps + 1
-      if t >= it.n then cur[c] = next_item() end
+      if t >= it.n then
+        now = clock[c]
+        cur[c] = next_item()
+      end
       down(1)
     end
   end
   return hits, reads, steps, last / (steps / ctas)
 end
 
-print(string.format("block-64 L2 model: %d CTAs, LRU of %d MB in 32 KB K+V tiles, miss penalty %g steps, %d heads",
-  ctas, l2mb, pen, H))
+print(string.format("block-64 L2 model: %d CTAs, LRU of %d MB in 32 KB K+V tiles, miss penalty %g steps, %d heads%s",
+  ctas, l2mb, pen, H, sweep > 0 and string.format(", sweep of %g items", sweep) or ""))
 print("| shape | density | layout | passes | tiles read | L2 hit rate | HBM GB | steps (M) | finish / ideal |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for _, sh in ipairs(shapes) do
