@@ -37,7 +37,9 @@
  * zero-filled and never written.
  * Block 64 in passes (ada_attn_params.kv_split, kind SPARSE64X): each head's items once a pass over
  * a part of its key blocks; a pass after the first waits on the row's flag for the one before and
- * merges their out and lse by the LSEs (an option: NOTES, sixteenth session).
+ * merges their out and lse by the LSEs (an option: NOTES, sixteenth session). Block 64 in one pass
+ * with a sweep (ada_attn_params.sweep_ns): each row's walk starts where a global sweep has reached
+ * and wraps around (an option until timed: NOTES, seventeenth session).
  * Supported: bf16 q/k/v of head dim 128 with 16-byte aligned rows (TMA strides), scale > 0,
  * out_dim == 128, DENSE, FUSED (mass blocks 64, 128) and SPARSE with layout blocks of 64 and 128.
  * Everything else goes to the sm80 family (kernels/attention_sm80.cu).
@@ -225,19 +227,34 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4],
 
 /* The key blocks a consumer warpgroup walks for work item (h, qt): n blocks of key_tile keys,
  * block t starting at key j0(t). */
-template <int KT> struct Tiles {
+template <int KT, bool ROT = false> struct Tiles {
   const int32_t *list; /* SPARSE: the layout row's key blocks; NULL: all blocks in order */
   int n;
-  __device__ __forceinline__ int64_t j0(int t) const { return list ? (int64_t)list[t] * KT : (int64_t)t * KT; }
+  int rot; /* ROT (SPARSE64, ada_attn_params.sweep_ns): the walk starts at list[rot] and wraps around */
+  __device__ __forceinline__ int64_t j0(int t) const {
+    if (!ROT) return list ? (int64_t)list[t] * KT : (int64_t)t * KT;
+    const int u = t + rot >= n ? t + rot - n : t + rot;
+    return (int64_t)list[u] * KT;
+  }
 };
+/* The sweep (ada_attn_params.sweep_ns, seventeenth session): block 64 in one pass starts each
+ * row's walk at the fraction of its key blocks that a global sweep has reached; the sweep's period
+ * is one item (the head's mean row length + 2, times sweep_ns a step; %globaltimer), so that the
+ * CTAs in flight read the same stretch of a head's K/V whatever the rows' lengths
+ * (kernels/testbed/l2_sim.lua: 720p d0.1 L2 hit rate 0.832 -> 0.955 on per-block draws, row-wise
+ * top-k 0.955 unchanged). The producer takes the phase with the item and hands it on in the work
+ * queue's slot: walk index | phase (16 bits) << kPhaseShift. */
+constexpr int kPhaseShift = 44;
 
 /* the tiles of warpgroup c (SPARSE64: query block 2 qt + c; otherwise the whole 128-row tile) */
 template <int KIND>
-__device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_params &p, int h, int64_t qt, int64_t nqt, int c,
-                                                          int pass = 0) {
+__device__ __forceinline__ Tiles<key_tile(KIND), KIND == SPARSE64> item_tiles(const ada_attn_params &p, int h, int64_t qt,
+                                                                             int64_t nqt, int c, int pass = 0,
+                                                                             uint32_t phase = 0) {
   constexpr int KT = key_tile(KIND);
-  Tiles<KT> r;
+  Tiles<KT, KIND == SPARSE64> r;
   r.list = nullptr;
+  r.rot = 0;
   /* the fused walk is dense: compiled out of it, the sparse branch (and in the reducers the kv_valid
    * zeroing loop, now the launcher's) no longer costs the whole kernel its uniform registers:
    * ptxas kept the consumers' 8 Q descriptors in uniform registers again (fused st3 loop 716 ->
@@ -251,7 +268,8 @@ __device__ __forceinline__ Tiles<key_tile(KIND)> item_tiles(const ada_attn_param
     const int64_t *o = p.offsets + (int64_t)h * (nqb + 1) + qb;
     r.list = p.indices + o[0];
     r.n = (int)(o[1] - o[0]);
-    while (r.n > 0 && r.j0(r.n - 1) >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
+    while (r.n > 0 && (int64_t)r.list[r.n - 1] * KT >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
+    if (KIND == SPARSE64) r.rot = (int)(((uint64_t)phase * (uint32_t)r.n) >> 16);
     if (KIND == SPARSE64X) { /* pass k: the blocks in [k kv_split, (k + 1) kv_split), from the
       * places split_prep found (a binary search here, 8 dependent loads a bound, cost 5-10%) */
       const uint32_t *b = p.split_flags + 4 * ((int64_t)h * nqb + qb);
@@ -351,13 +369,15 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   /* a consumer or reducer warp takes the i-th item of the walk from the queue: false when it is
    * over, else its head h and query tile qt (warp-uniform: lane 0's read through a shuffle, so
    * the wgmma descriptors built from them live in uniform registers) */
-  auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt, int &pass) {
+  auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt, int &pass, uint32_t &phase) {
     const uint32_t ss = i & 1;
     mbar_wait(sched_full(ss), (i >> 1) & 1);
-    const int64_t w = __shfl_sync(0xffffffffu, slots[ss], 0);
+    const int64_t raw = __shfl_sync(0xffffffffu, slots[ss], 0);
     __syncwarp();
     if (lane == 0) mbar_arrive(sched_empty(ss));
-    if (w < 0) return false;
+    if (raw < 0) return false;
+    const int64_t w = raw & ((1ll << kPhaseShift) - 1);
+    phase = (uint32_t)(raw >> kPhaseShift);
     const int64_t item = item_of<KIND>(p, w, nqt, npass, pass);
     h = (int)(item / nqt);
     qt = item - (int64_t)h * nqt;
@@ -405,7 +425,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       uint32_t mt = 0, use = 0; /* tiles of the walk so far, tiles of stage s taken */
       int h, pass;
       int64_t qt;
-      for (uint32_t i = 0; take_item(i, lane, h, qt, pass); i++) {
+      uint32_t phase;
+      for (uint32_t i = 0; take_item(i, lane, h, qt, pass, phase); i++) {
         const int n = item_tiles<KIND>(p, h, qt, nqt, 0).n;
         /* the writers: mb 64 lanes 0, 8, 16, 24 (query block 2 qt + lane / 16, key blocks 2 t +
          * lane / 8 % 2 below kv_valid), mb 128 lane 0 (query block qt, key block t) */
@@ -461,25 +482,38 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     for (uint32_t i = 0;; i++) {
       const uint32_t ss = i & 1, sph = (i >> 1) & 1;
       int64_t w;
+      uint32_t phase = 0;
       if (ring == 0) { /* takes the next item and hands it on */
         w = p.static_walk ? (int64_t)blockIdx.x + (int64_t)i * gridDim.x : (int64_t)atomicAdd(P.sched, 1ull);
         if (w >= items) w = -1;
+        if (KIND == SPARSE64 && p.sweep_ns > 0 && w >= 0) { /* the sweep's phase now, for the item's head */
+          int ps;
+          const int64_t hh = item_of<KIND>(p, w, nqt, 1, ps) / nqt, nqb = (p.sq + 63) / 64;
+          const int64_t *o = p.offsets + hh * (nqb + 1);
+          const uint64_t per64 = (uint64_t)((o[nqb] - o[0]) / nqb + 2) * (uint64_t)p.sweep_ns >> 6; /* 64 ns units */
+          const uint32_t per = per64 > 0xffffffffull ? 0xffffffffu : (uint32_t)per64;
+          uint64_t T;
+          asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(T));
+          phase = per ? (uint32_t)(((uint64_t)((uint32_t)(T >> 6) % per) << 16) / per) : 0u;
+        }
         mbar_wait(sched_empty(ss), sph ^ 1);
-        slots[ss] = w;
+        slots[ss] = w < 0 ? w : w | ((int64_t)phase << kPhaseShift);
         mbar_arrive(sched_full(ss));
       } else {
         mbar_wait(sched_full(ss), sph);
-        w = slots[ss];
+        const int64_t raw = slots[ss];
         mbar_arrive(sched_empty(ss));
+        w = raw < 0 ? raw : raw & ((1ll << kPhaseShift) - 1);
+        phase = raw < 0 ? 0u : (uint32_t)(raw >> kPhaseShift);
       }
       if (w < 0) break;
       int pass;
       const int64_t item = item_of<KIND>(p, w, nqt, npass, pass);
       const int h = (int)(item / nqt);
       const int64_t qt = item - (int64_t)h * nqt;
-      const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, ring, pass);
+      const auto tl = item_tiles<KIND>(p, h, qt, nqt, ring, pass, phase);
       if (ring == 0) {
-        const Tiles<KT> t1 = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1, pass) : tl;
+        const auto t1 = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1, pass) : tl;
         if (tl.n + t1.n > 0) { /* the consumers read Q only when some warpgroup has tiles */
           mbar_wait(bar_q_empty, (qi & 1) ^ 1);
           mbar_expect_tx(bar_q_full, kQBytes);
@@ -533,8 +567,9 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
 
   int h, pass;
   int64_t qt;
-  for (uint32_t i = 0; take_item(i, lane, h, qt, pass); i++) {
-    const Tiles<KT> tl = item_tiles<KIND>(p, h, qt, nqt, c, pass);
+  uint32_t phase;
+  for (uint32_t i = 0; take_item(i, lane, h, qt, pass, phase); i++) {
+    const auto tl = item_tiles<KIND>(p, h, qt, nqt, c, pass, phase);
     const int other_n = NR == 2 ? item_tiles<KIND>(p, h, qt, nqt, 1 - c, pass).n : tl.n;
     const int64_t r0 = qt * kBM + c * 64 + warp * 16 + g; /* this thread's rows: r0, r0 + 8 */
 
@@ -959,6 +994,10 @@ extern "C" int ada_launch_attention_sm90(const ada_attn_params *p, void *stream)
   if (!sparse64 || p->kv_split <= 0 || p->kv_split >= (p->kv_valid + 63) / 64) P.p.kv_split = 0;
   if (P.p.kv_split > 0 && (!p->split_flags || p->static_walk)) return (int)cudaErrorInvalidValue;
   if (P.p.kv_split > 0) P.p.walk = nullptr;
+  /* the sweep: block 64 in one pass, a step of at most 1 ms (the period, a count of 64 ns units,
+   * is clamped to 32 bits) */
+  if (!sparse64 || P.p.kv_split > 0) P.p.sweep_ns = 0;
+  if (P.p.sweep_ns < 0 || P.p.sweep_ns > 1000000) return (int)cudaErrorInvalidValue;
   int e;
   /* this launch's work counter (per device: the symbol's address differs between devices) */
   static unsigned long long *sched_base[64];

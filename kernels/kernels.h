@@ -171,6 +171,14 @@ typedef struct ada_attn_params {
    * walk. 0 (or kv_split >= the key blocks): one pass. */
   int32_t kv_split;
   uint32_t *split_flags;
+  /* sm90, SPARSE over blocks of 64 in one pass: sweep_ns > 0 starts each row's walk at the
+   * fraction of its key blocks that a global sweep has reached, and wraps around (online softmax
+   * takes the blocks in any order): the sweep's phase is %globaltimer over a period of one work
+   * item, (the head's mean row length + 2) * sweep_ns, read when the item is taken. The CTAs in
+   * flight then read one stretch of a head's K and V whatever the rows' lengths (rows of one
+   * length keep them in step by themselves; kernels/testbed/l2_sim.lua). 0: every walk from the
+   * row's first block. */
+  int32_t sweep_ns;
   /* The plan's tiles: query rows per CTA, and how a CTA's warps split a key tile (1: every warp
    * all of it; 2: two row groups x two key halves); variant: the family's own variant number
    * (sm90: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong). */

@@ -73,7 +73,7 @@ describe("cuda attention, Hopper family (sm90)", function()
     -- block 64: the head-major walk, or with variant "tail" the layout mirror's tail walk
     local l64 = adaspa.layout.full(2, 5, 5)
     local p64 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64})
-    assert.same({"st3", "persistent, head-major"}, {p64.variant, p64.schedule})
+    if not os.getenv("ADA_SM90_SWEEP") then assert.same({"st3", "persistent, head-major"}, {p64.variant, p64.schedule}) end
     local pt = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "tail"})
     assert.same({"sm90", "tail", "persistent, tail walk"}, {pt.family, pt.variant, pt.schedule})
     spec_error(function() adaspa.attention_plan(q, q, {variant = "tail"}) end, "variant tail is unknown")
@@ -85,11 +85,17 @@ describe("cuda attention, Hopper family (sm90)", function()
     assert.same({"split2", "persistent, head-major, 2 key passes"}, {p2.variant, p2.schedule})
     assert.equal("split3", adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "split3"}).variant)
     spec_error(function() adaspa.attention_plan(q, q, {variant = "split2"}) end, "variant split2 is unknown")
+    -- one pass with the sweep (each row's walk starts where a global sweep has reached)
+    local ps = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "sweep"})
+    assert.same({"sweep", "persistent, head-major, swept start"}, {ps.variant, ps.schedule})
+    spec_error(function() adaspa.attention_plan(q, q, {variant = "sweep"}) end, "variant sweep is unknown")
     l64:free()
     local nb = math.ceil(70000 / 64)
     local lbig = adaspa.layout.full(1, nb, nb)
     local pbig = adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig})
-    if not os.getenv("ADA_SM90_PASSES") then assert.same({"st3", "persistent, head-major"}, {pbig.variant, pbig.schedule}) end
+    if not os.getenv("ADA_SM90_PASSES") and not os.getenv("ADA_SM90_SWEEP") then
+      assert.same({"st3", "persistent, head-major"}, {pbig.variant, pbig.schedule})
+    end
     assert.equal("split4", adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig, variant = "split4"}).variant)
     lbig:free()
     assert.equal("st3", p.variant)
@@ -129,9 +135,9 @@ describe("cuda attention, Hopper family (sm90)", function()
       local q, k, v = qkv(S, H, 128)
       local ro, rl = adaspa.sparse_attention(q, k, v, layout, {kv_valid = kvv})
       local gq, gk, gv = gpu(q, k, v)
-      -- block 64: head-major, the tail walk, and in 2 to 4 passes over the key blocks (each pass
-      -- after the first merging its output with the ones before)
-      for _, var in ipairs(B == 64 and {"st3", "tail", "split2", "split3", "split4"} or variants) do
+      -- block 64: head-major, the tail walk, in 2 to 4 passes over the key blocks (each pass after
+      -- the first merging its output with the ones before), and with the sweep (rows started mid-way)
+      for _, var in ipairs(B == 64 and {"st3", "tail", "split2", "split3", "split4", "sweep"} or variants) do
         local o, l = adaspa.sparse_attention(gq, gk, gv, layout, {kv_valid = kvv, family = "sm90", variant = var,
           out = poisoned({S, H, 128}, "bf16"), lse_out = poisoned({H, S})})
         local w = string.format("S=%d H=%d block %d kv_valid=%s %s", S, H, B, tostring(kvv), var)

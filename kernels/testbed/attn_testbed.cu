@@ -202,6 +202,12 @@ static int sm90_split(const ada_attn_params *p, int passes, void *st) {
   q.kv_split = (int32_t)(((q.kv_valid + 63) / 64 + passes - 1) / passes);
   return sm90_variant(&q, 3, st);
 }
+/* block 64 in one pass with the sweep (ada_attn_params.sweep_ns, the plan's variant "sweep") */
+static int sm90_v3w(const ada_attn_params *p, void *st) {
+  ada_attn_params q = *p;
+  q.sweep_ns = 1230;
+  return sm90_variant(&q, 3, st);
+}
 static int sm90_v3x2(const ada_attn_params *p, void *st) { return sm90_split(p, 2, st); }
 static int sm90_v3x3(const ada_attn_params *p, void *st) { return sm90_split(p, 3, st); }
 static int sm90_v3x4(const ada_attn_params *p, void *st) { return sm90_split(p, 4, st); }
@@ -383,7 +389,8 @@ int main(int argc, char **argv) {
               {"sm90 st3 tail", sm90_v3t, true},
               {"sm90 st3 split", sm90_v3x2, true},
               {"sm90 st3 split3", sm90_v3x3, true},
-              {"sm90 st3 split4", sm90_v3x4, true}};
+              {"sm90 st3 split4", sm90_v3x4, true},
+              {"sm90 st3 sweep", sm90_v3w, true}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));

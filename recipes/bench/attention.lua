@@ -10,7 +10,7 @@
 -- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
 -- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`); and on
 -- sm90 block-64 sparse in one pass over the key blocks (variant "one") against two and three passes
--- ("split2", "split3"), the same way, on these layouts, on head-adaptive ones (densities per head
+-- ("split2", "split3") and one pass with the sweep ("sweep"), the same way, on these layouts, on head-adaptive ones (densities per head
 -- from 0.25 d to 2.5 d, as AdaSpa's per-head sparsity spreads them) and on ones whose rows' lengths
 -- spread (a top-k per head, as a recall target's rows), with one pass timed twice a round.
 local bench = require "adaspa.bench"
@@ -65,7 +65,7 @@ end
 
 local rows = {}
 local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
-local walks = {} -- {shape=, d=, kind=, flops=, ms = {one, split2, split3, one}}: the block-64 walks in alternation
+local walks = {} -- {shape=, d=, kind=, flops=, ms = {one, split2, split3, sweep, one}}: the block-64 walks in alternation
 
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
@@ -119,10 +119,10 @@ for _, sh in ipairs(shapes) do
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
       if b == 64 and adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
-        -- the block-64 walks in alternation: one pass over the key blocks, two, three, and one pass
-        -- again (so one pass is timed after itself and after three passes: the bench's rows read
-        -- 10% under the alternation at 720p d0.1, sixteenth session); on this layout, on a
-        -- head-adaptive one
+        -- the block-64 walks in alternation: one pass over the key blocks, two, three, one pass
+        -- with the sweep, and one pass again (so one pass is timed after itself and after another
+        -- kernel: the bench's rows read 10% under the alternation at 720p d0.1, sixteenth
+        -- session); on this layout, on a head-adaptive one
         local ha = {}
         for h = 1, H do ha[h] = math.min(1, d * (0.25 + 2.25 * (h - 1) / (H - 1))) end
         local lha = bench.sink_layout(S, H, TEXT, b, ha, 20 + i)
@@ -135,7 +135,7 @@ for _, sh in ipairs(shapes) do
             return function() adaspa.sparse_attention(q, k, v, l, {out = out, lse_out = lse, variant = variant}) end
           end
           walks[#walks + 1] = {shape = sh.name, d = d, kind = kinds[l],
-            flops = dense * mean(l:density()), ms = bench.alternate({walk("one"), walk("split2"), walk("split3"), walk("one")}, 9)}
+            flops = dense * mean(l:density()), ms = bench.alternate({walk("one"), walk("split2"), walk("split3"), walk("sweep"), walk("one")}, 9)}
         end
         lha:free(); lvar:free()
       end
@@ -171,12 +171,13 @@ for _, a in ipairs(alternated) do
     d * 1e3, f64 * 1e3, f64 / d, f128 * 1e3, f128 / d))
 end
 if #walks > 0 then
-  print("block-64 sparse in one, two and three passes over the key blocks (variants one, split2, split3), in alternation")
-  print("(9 rounds, medians; one pass twice a round: 'one' runs after the other one-pass run, 'one after split3' after three passes):")
+  print("block-64 sparse in one, two and three passes over the key blocks and in one with the sweep (variants one, split2,")
+  print("split3, sweep), in alternation (9 rounds, medians; one pass twice a round: 'one' runs after the other one-pass run,")
+  print("'one again' after the sweep; Nx: one pass's time over the variant's):")
   for _, w in ipairs(walks) do
-    local a, b, c, a2 = w.ms[1], w.ms[2], w.ms[3], w.ms[4]
-    print(string.format("%-10s d=%.1f %-13s one %.2f ms (%.0f TFLOP/s), split2 %.2f ms (%.0f, %.3fx), split3 %.2f ms (%.0f, %.3fx), one after split3 %.2f ms (%.0f)",
-      w.shape, w.d, w.kind, a * 1e3, w.flops / a / 1e12, b * 1e3, w.flops / b / 1e12, a / b, c * 1e3, w.flops / c / 1e12, a / c,
-      a2 * 1e3, w.flops / a2 / 1e12))
+    local a, b, c, sw, a2 = unpack(w.ms)
+    local function cell(t) return string.format("%.2f ms (%.0f, %.3fx)", t * 1e3, w.flops / t / 1e12, a / t) end
+    print(string.format("%-10s d=%.1f %-13s one %.2f ms (%.0f TFLOP/s), split2 %s, split3 %s, sweep %s, one again %.2f ms (%.0f)",
+      w.shape, w.d, w.kind, a * 1e3, w.flops / a / 1e12, cell(b), cell(c), cell(sw), a2 * 1e3, w.flops / a2 / 1e12))
   end
 end

@@ -80,7 +80,8 @@ static int fused_l2_hint(void) {
  * names it), or in 2 to 4 ("split2" to "split4"; the default with ADA_SM90_PASSES=N, for A/B
  * timing of whole steps), and "tail" takes the layout mirror's tail walk of the work items
  * (runtime/walk.h) instead of the head-major one (one pass; H200 fifteenth session: no faster,
- * kept for A/B). */
+ * kept for A/B). "sweep": one pass, each row's walk started where a global sweep has reached
+ * (kernels.h, sweep_ns; the default with ADA_SM90_SWEEP=1, for A/B timing of whole steps). */
 static int sm90_passes(void) {
   static int n = -1;
   if (n < 0) {
@@ -89,18 +90,31 @@ static int sm90_passes(void) {
   }
   return n;
 }
+/* the sweep's step: a CTA's 4.2 MFLOP a key block pair (two 64 x 64 x 128 tiles, S and PV) at
+ * ~450 TFLOP/s over 132 SMs, H200; off by 30% either way the model still keeps the CTAs within a
+ * third of a head's K/V (kernels/testbed/NOTES.md, seventeenth session) */
+enum { SM90_SWEEP_NS = 1230 };
+static bool sm90_sweep_default(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("ADA_SM90_SWEEP");
+    on = e && e[0] == '1' && !e[1];
+  }
+  return on;
+}
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   static const char *const walks64[] = {"one", "split2", "split3", "split4"};
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
   const bool tail = c->variant && strcmp(c->variant, "tail") == 0;
+  bool sweep = c->variant && strcmp(c->variant, "sweep") == 0;
   int v = 0, passes = 0; /* passes 0: the default (sm90_passes) */
   for (int i = 0; i < 4 && c->variant; i++)
     if (strcmp(c->variant, walks64[i]) == 0) passes = i + 1;
-  if (tail || passes) {
+  if (tail || sweep || passes) {
     if (!sparse64) return false;
     v = 3;
-    if (tail) passes = 1;
+    if (tail || sweep) passes = 1;
   } else if (c->variant && c->variant[0]) {
     for (int i = 0; i < 4; i++)
       if (strcmp(c->variant, names[i]) == 0) v = i + 1;
@@ -125,11 +139,16 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
    * AdaSpa's own selection a whole 720p step too (sparse attention 4.64 / 2.47 s in one pass,
    * 4.78 / 2.63 s in three): one pass stays the default */
   const int64_t nkb = (p->kv_valid + 63) / 64;
-  if (sparse64 && !passes) passes = sm90_passes();
+  if (sparse64 && !passes) {
+    passes = sm90_passes();
+    sweep = passes == 1 && !c->variant && sm90_sweep_default();
+  }
   if (passes > nkb) passes = (int)nkb;
   p->kv_split = passes > 1 ? (int32_t)((nkb + passes - 1) / passes) : 0;
   if (p->kv_split > 0) passes = (int)((nkb + p->kv_split - 1) / p->kv_split);
+  p->sweep_ns = sweep && passes <= 1 ? SM90_SWEEP_NS : 0;
   if (tail) snprintf(info->variant, sizeof info->variant, "tail");
+  else if (p->sweep_ns) snprintf(info->variant, sizeof info->variant, "sweep");
   else if (sparse64 && passes > 1) snprintf(info->variant, sizeof info->variant, "split%d", passes);
   else snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
   info->tile_keys = sparse64 ? 64 : 128;
@@ -141,7 +160,7 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   else
     snprintf(info->schedule, sizeof info->schedule, "%s",
              p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
-             : sparse64                              ? (tail ? "persistent, tail walk" : "persistent, head-major")
+             : sparse64 ? (tail ? "persistent, tail walk" : p->sweep_ns ? "persistent, head-major, swept start" : "persistent, head-major")
              : p->l2_hint                            ? "persistent, L2 priorities"
                                                      : "persistent");
   return true;
