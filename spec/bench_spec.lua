@@ -141,4 +141,15 @@ describe("kernels/testbed/l2_sim.lua (block 64's L2 model)", function()
     assert.matches("sweep of 1 items", sw, 1, true)
     assert.is_true(hits(sw, "jitter", 1) > spread + 0.1, string.format("with the sweep %.3f, without %.3f", hits(sw, "jitter", 1), spread))
   end)
+
+  it("blocks of 128: longest-first over all heads mixes heads when the rows spread; head-major does not", function()
+    local cmd = "kernels/testbed/l2_sim.lua S=32768 heads=4 ctas=32 l2=10 block=128 d=0.1 gens=jitter"
+    local lf, err, code = spec_run(cmd)
+    assert.equal(0, code, err)
+    assert.matches("block-128 L2 model", lf, 1, true)
+    local hm, err2, code2 = spec_run(cmd .. " order=headlf")
+    assert.equal(0, code2, err2)
+    assert.is_true(hits(hm, "jitter", 1) > hits(lf, "jitter", 1) + 0.15,
+      string.format("head-major %.3f, longest-first %.3f", hits(hm, "jitter", 1), hits(lf, "jitter", 1)))
+  end)
 end)

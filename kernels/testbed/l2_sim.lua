@@ -1,4 +1,4 @@
--- Block 64's L2 model (kernels/testbed/NOTES.md, seventeenth session): the sm90 block-64 kernel's
+-- The sm90 sparse kernel's L2 model (kernels/testbed/NOTES.md, seventeenth session): the sm90 block-64 kernel's
 -- K/V tile reads, replayed through an LRU cache the size of the H200's L2, on two kinds of random
 -- layout of the same density:
 --   topk       every row exactly round(d * nkb) key blocks (the attention bench's row-wise top-k,
@@ -21,6 +21,13 @@
 -- traffic, not speed.
 --   build/adaspa kernels/testbed/l2_sim.lua [ctas=132] [l2=50] [pen=0] [540p] [720p] [d=0.1,0.2]
 --     [gens=topk,bernoulli,jitter,adaptive] [passes=1,2,3] [jit=F] [S=tokens] [heads=24] [sweep=K]
+--     [block=128 [order=head|headlf]]
+-- block=128: the sm90 kernel's blocks of 128 instead: an item is one 128-row block, the items in
+-- the layout mirror's longest-first order (a stable counting sort: rows of one length stay
+-- head-major), one 64 KB K + V tile a step; order=head: head-major instead (the heads by their
+-- work, longest first; each head's rows in order; order=headlf: each head's rows longest first,
+-- rows of one length in order), which the sweep (sweep=K) can then start mid-row
+-- as block 64's does (a model only: the kernel's sweep is block 64's); passes are block 64's only.
 -- sweep=K (kernels/testbed/sweep.patch, one pass): a row of n blocks starts its walk at block
 -- floor(f n) and wraps around, f the phase of a global sweep whose period is K items (K times the
 -- head's mean row length + 2 steps) when its CTA takes the item; K = 1 is the patch's.
@@ -36,6 +43,8 @@ for _, a in ipairs(arg or {}) do
     for x in v:gmatch("[^,]+") do dens[#dens + 1] = tonumber(x) end
   elseif k == "jit" then jit = tonumber(v)
   elseif k == "sweep" then sweep = tonumber(v)
+  elseif k == "block" then want.block = tonumber(v)
+  elseif k == "order" then want.order = v
   elseif k == "S" then want.S = tonumber(v)
   elseif k == "heads" then want.heads = tonumber(v)
   elseif k == "passes" then
@@ -46,7 +55,8 @@ for _, a in ipairs(arg or {}) do
     for x in v:gmatch("[^,]+") do gens[#gens + 1] = x end
   else want[a] = true end
 end
-local H, TEXT, B = want.heads or 24, 256, 64
+local H, TEXT, B = want.heads or 24, 256, want.block or 64
+assert(B == 64 or B == 128, "block must be 64 or 128")
 local shapes = {}
 if want.S then shapes[1] = {name = "S=" .. want.S, S = want.S}
 else
@@ -137,10 +147,27 @@ end
 -- head h's tiles over its first kv_split key blocks, then the next ones; a later pass's wait on the
 -- one before is left out); returns hits, reads, steps, finish time over steps / ctas
 local function simulate(rows, nb, npass)
-  local nqt = math.floor((nb + 1) / 2)
+  local nqt = B == 64 and math.floor((nb + 1) / 2) or nb
   local split = npass > 1 and math.ceil(nb / npass) or math.huge
-  local access = lru(math.floor(l2mb * 1e6 / 32768))
+  local access = lru(math.floor(l2mb * 1e6 / (B * 512)))
   local items, w = H * nqt * npass, 0
+  local order -- block 128: (h, qb) of the w-th item, longest first
+  if B == 128 then
+    order = {}
+    for h = 0, H - 1 do for qb = 0, nb - 1 do order[#order + 1] = {h, qb, #rows[h + 1][qb]} end end
+    for i, o in ipairs(order) do o[4] = i end
+    if want.order == "head" or want.order == "headlf" then
+      local work, lf = {}, want.order == "headlf"
+      for _, o in ipairs(order) do work[o[1]] = (work[o[1]] or 0) + o[3] end
+      table.sort(order, function(x, y)
+        if x[1] ~= y[1] then return work[x[1]] > work[y[1]] or (work[x[1]] == work[y[1]] and x[1] < y[1]) end
+        if lf and x[3] ~= y[3] then return x[3] > y[3] end
+        return x[2] < y[2]
+      end)
+    else
+      table.sort(order, function(x, y) return x[3] > y[3] or (x[3] == y[3] and x[4] < y[4]) end)
+    end
+  end
   local period = {} -- the sweep's period a head: K (mean row length + 2) steps
   for h = 1, H do
     local t = 0
@@ -150,6 +177,18 @@ local function simulate(rows, nb, npass)
   local now = 0 -- the clock of the CTA taking an item
   local function next_item()
     if w >= items then return nil end
+    if order then
+      w = w + 1
+      local h, qb = order[w][1], order[w][2]
+      local a = rows[h + 1][qb]
+      if sweep > 0 then
+        local f, s0, o = (now / period[h]) % 1, nil, {}
+        s0 = math.floor(f * #a)
+        for j = 1, #a do o[j] = a[(s0 + j - 1) % #a + 1] end
+        a = o
+      end
+      return {h = h, a = a, b = {}, n = #a + 2, t = 0}
+    end
     local h = math.floor(w / (npass * nqt))
     local k = w - h * npass * nqt
     local ps = math.floor(k / nqt)
@@ -218,8 +257,8 @@ local function simulate(rows, nb, npass)
   return hits, reads, steps, last / (steps / ctas)
 end
 
-print(string.format("block-64 L2 model: %d CTAs, LRU of %d MB in 32 KB K+V tiles, miss penalty %g steps, %d heads%s",
-  ctas, l2mb, pen, H, sweep > 0 and string.format(", sweep of %g items", sweep) or ""))
+print(string.format("block-%d L2 model: %d CTAs, LRU of %d MB in %d KB K+V tiles, miss penalty %g steps, %d heads%s",
+  B, ctas, l2mb, B / 2, pen, H, sweep > 0 and string.format(", sweep of %g items", sweep) or ""))
 print("| shape | density | layout | passes | tiles read | L2 hit rate | HBM GB | steps (M) | finish / ideal |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for _, sh in ipairs(shapes) do
@@ -229,7 +268,7 @@ for _, sh in ipairs(shapes) do
       for _, np in ipairs(passes) do
         local hits, reads, steps, fin = simulate(rows, nb, np)
         print(string.format("| %s | %.1f | %s | %d | %d | %.3f | %.1f | %.2f | %.3f |", sh.name, d, gen, np, reads,
-          hits / reads, (reads - hits) * 32768 / 1e9, steps / 1e6, fin))
+          hits / reads, (reads - hits) * B * 512 / 1e9, steps / 1e6, fin))
       end
       collectgarbage()
     end
