@@ -1,6 +1,6 @@
--- The sm90 sparse kernel's L2 model (kernels/testbed/NOTES.md, seventeenth session): the sm90 block-64 kernel's
--- K/V tile reads, replayed through an LRU cache the size of the H200's L2, on two kinds of random
--- layout of the same density:
+-- The sm90 sparse kernel's L2 model (kernels/testbed/NOTES.md, seventeenth session): its block-64
+-- K/V tile reads (block=128 below), replayed through an LRU cache the size of the H200's L2, on
+-- kinds of random layout of the same density:
 --   topk       every row exactly round(d * nkb) key blocks (the attention bench's row-wise top-k,
 --              and AdaSpa's selection, which is row-wise top-k with a density per head), the text
 --              rows full and the text columns kept;
