@@ -161,6 +161,10 @@ typedef struct ada_attn_params {
    * launch for the layout mirror's walk (the plan has no pointers). */
   const int32_t *walk;
   int32_t tail_walk;
+  /* sm90, SPARSE over blocks of 128: head_order asks the launch for the layout mirror's head-major
+   * order (runtime/walk.h, ada_order_head; the plan's variant "head") as `order` instead of the
+   * longest-first one. */
+  int32_t head_order;
   /* sm90, SPARSE over blocks of 64: kv_split > 0 walks each head in passes over its key blocks,
    * first every query tile over blocks [0, kv_split), then [kv_split, 2 kv_split), ..., so that the
    * CTAs in flight read a part of a head's K and V (in L2 at 720p, where a whole head's passes it);

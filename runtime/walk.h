@@ -1,5 +1,6 @@
 /* walk.h: the order in which the persistent CTAs of the sm90 block-64 sparse kernel take their
- * work items (kernels/attention_sm90.cu, ada_attn_params.walk). Header-only C, so that the CUDA
+ * work items (kernels/attention_sm90.cu, ada_attn_params.walk), and the head-major order of rows
+ * for its blocks of 128 (ada_order_head, at the end). Header-only C, so that the CUDA
  * backend's layout mirror (runtime/cuda/mirror.c), the Lua layout binding (layout:walk64) and the
  * kernel test bed (kernels/testbed/attn_testbed.cu) compute the same walk.
  *
@@ -90,6 +91,80 @@ static inline int ada_walk64(int32_t heads, int64_t nqb, const int64_t *offsets,
   free(suf);
   free(start);
   free(place);
+  return 0;
+}
+
+/* The default order of sparse rows (ada_attn_params.order; the layout mirror's): the rows
+ * r = h * nqb + qb longest first, rows of one length in order (a counting sort on nkb - length).
+ * order[heads * nqb]; 0 on success, -1 on bad sizes, -2 out of memory. */
+static inline int ada_order_longest(int32_t heads, int64_t nqb, int64_t nkb, const int64_t *offsets, int32_t *order) {
+  if (heads < 1 || nqb < 1 || nkb < 0 || !offsets || !order || (int64_t)heads * nqb > INT32_MAX) return -1;
+  const int64_t rows = (int64_t)heads * nqb;
+  int64_t *start = (int64_t *)calloc((size_t)(nkb + 2), sizeof(int64_t));
+  if (!start) return -2;
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t *o = offsets + (r / nqb) * (nqb + 1) + r % nqb, len = o[1] - o[0];
+    start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len) + 1]++;
+  }
+  for (int64_t b = 1; b < nkb + 2; b++) start[b] += start[b - 1];
+  for (int64_t r = 0; r < rows; r++) {
+    const int64_t *o = offsets + (r / nqb) * (nqb + 1) + r % nqb, len = o[1] - o[0];
+    order[start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len)]++] = (int32_t)r;
+  }
+  free(start);
+  return 0;
+}
+
+/* The head-major order of sparse rows (the sm90 kernel's blocks of 128 with the plan's variant
+ * "head"; ada_attn_params.order, a permutation of the rows r = h * nqb + qb): the heads by their
+ * work (key blocks over all rows), most first, ties by head; inside a head its rows longest first,
+ * rows of one length in order. The default order is longest first over all rows: while a head's
+ * rows have one length (row-wise top-k, AdaSpa's selection) that too leaves them head-major, but
+ * rows of spread lengths (a recall target's) are sorted across heads, and the CTAs in flight then
+ * read every head's K/V: an L2 hit rate of 53-77% against 87-98% head-major in
+ * kernels/testbed/l2_sim.lua (seventeenth session). order[heads * nqb]; 0 on success, -1 on bad
+ * sizes, -2 out of memory (order untouched then). */
+static inline int ada_order_head(int32_t heads, int64_t nqb, int64_t nkb, const int64_t *offsets, int32_t *order) {
+  if (heads < 1 || nqb < 1 || nkb < 0 || !offsets || !order || (int64_t)heads * nqb > INT32_MAX) return -1;
+  int64_t *work = (int64_t *)malloc(sizeof(int64_t) * (size_t)heads);
+  int32_t *hs = (int32_t *)malloc(sizeof(int32_t) * (size_t)heads);
+  int64_t *start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(nkb + 2));
+  if (!work || !hs || !start) {
+    free(work);
+    free(hs);
+    free(start);
+    return -2;
+  }
+  for (int32_t h = 0; h < heads; h++) {
+    const int64_t *o = offsets + (int64_t)h * (nqb + 1);
+    work[h] = o[nqb] - o[0];
+    hs[h] = h;
+  }
+  for (int32_t i = 1; i < heads; i++) { /* insertion sort, stable: heads are few */
+    const int32_t h = hs[i];
+    int32_t j = i;
+    for (; j > 0 && work[hs[j - 1]] < work[h]; j--) hs[j] = hs[j - 1];
+    hs[j] = h;
+  }
+  int64_t at = 0;
+  for (int32_t i = 0; i < heads; i++) { /* a counting sort of the head's rows on nkb - length */
+    const int32_t h = hs[i];
+    const int64_t *o = offsets + (int64_t)h * (nqb + 1);
+    for (int64_t b = 0; b < nkb + 2; b++) start[b] = 0;
+    for (int64_t qb = 0; qb < nqb; qb++) {
+      const int64_t len = o[qb + 1] - o[qb];
+      start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len) + 1]++;
+    }
+    for (int64_t b = 1; b < nkb + 2; b++) start[b] += start[b - 1];
+    for (int64_t qb = 0; qb < nqb; qb++) {
+      const int64_t len = o[qb + 1] - o[qb];
+      order[at + start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len)]++] = (int32_t)((int64_t)h * nqb + qb);
+    }
+    at += nqb;
+  }
+  free(work);
+  free(hs);
+  free(start);
   return 0;
 }
 

@@ -89,6 +89,16 @@ describe("cuda attention, Hopper family (sm90)", function()
     local ps = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "sweep"})
     assert.same({"sweep", "persistent, head-major, swept start"}, {ps.variant, ps.schedule})
     spec_error(function() adaspa.attention_plan(q, q, {variant = "sweep"}) end, "variant sweep is unknown")
+    -- blocks of 128: longest first over all rows, or head-major ("head")
+    local l128 = adaspa.layout.full(2, 3, 3, 128)
+    if not os.getenv("ADA_SM90_HEAD") then
+      assert.same({"st3", "persistent, longest-first"}, {adaspa.attention_plan(q, q, {mode = "sparse", layout = l128}).variant,
+        adaspa.attention_plan(q, q, {mode = "sparse", layout = l128}).schedule})
+    end
+    local ph = adaspa.attention_plan(q, q, {mode = "sparse", layout = l128, variant = "head"})
+    assert.same({"head", "persistent, head-major, longest first"}, {ph.variant, ph.schedule})
+    spec_error(function() adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "head"}) end, "variant head is unknown")
+    l128:free()
     l64:free()
     local nb = math.ceil(70000 / 64)
     local lbig = adaspa.layout.full(1, nb, nb)
@@ -137,7 +147,10 @@ describe("cuda attention, Hopper family (sm90)", function()
       local gq, gk, gv = gpu(q, k, v)
       -- block 64: head-major, the tail walk, in 2 to 4 passes over the key blocks (each pass after
       -- the first merging its output with the ones before), and with the sweep (rows started mid-way)
-      for _, var in ipairs(B == 64 and {"st3", "tail", "split2", "split3", "split4", "sweep"} or variants) do
+      -- blocks of 128: every tiles variant, and the head-major order ("head")
+      local v128 = {unpack(variants)}
+      v128[#v128 + 1] = "head"
+      for _, var in ipairs(B == 64 and {"st3", "tail", "split2", "split3", "split4", "sweep"} or v128) do
         local o, l = adaspa.sparse_attention(gq, gk, gv, layout, {kv_valid = kvv, family = "sm90", variant = var,
           out = poisoned({S, H, 128}, "bf16"), lse_out = poisoned({H, S})})
         local w = string.format("S=%d H=%d block %d kv_valid=%s %s", S, H, B, tostring(kvv), var)

@@ -538,6 +538,72 @@ describe("layout:walk64", function()
   end)
 end)
 
+-- layout:order: the rows in the order the sparse kernels' CTAs take them (runtime/walk.h): longest
+-- first over all rows, or head-major (heads by their work, each head's rows longest first)
+describe("layout:order", function()
+  -- rows of spread lengths: a top-k per head, not per row (a recall target's layouts are so)
+  local function spread(H, nqb, nkb, seed, d)
+    return adaspa.layout.topk(rand_mass(H, nqb, nkb, seed), {density = d, row_wise = false})
+  end
+  local function lengths(l)
+    local len, nqb = {}, l:nqb()
+    for h = 1, l:heads() do for qb = 1, nqb do len[(h - 1) * nqb + qb] = #l:row(h, qb) end end
+    return len
+  end
+  local function is_permutation(order, n)
+    assert.equal(n, #order)
+    local seen = {}
+    for _, r in ipairs(order) do
+      assert.is_true(r >= 1 and r <= n and not seen[r], "row " .. r)
+      seen[r] = true
+    end
+  end
+
+  it("longest: every row once, longest first, rows of one length in order", function()
+    for _, c in ipairs({{3, 13, 17, 0.3}, {2, 9, 9, 0.5}, {1, 1, 3, 0.5}, {5, 20, 20, 0.15}}) do
+      local l = spread(c[1], c[2], c[3], 60 + c[2], c[4])
+      local got, len = l:order(), lengths(l)
+      is_permutation(got, c[1] * c[2])
+      assert.same(got, l:order("longest"))
+      for i = 2, #got do
+        local a, b = got[i - 1], got[i]
+        assert.is_true(len[a] > len[b] or (len[a] == len[b] and a < b), string.format("rows %d, %d", a, b))
+      end
+      l:free()
+    end
+  end)
+
+  it("head: head-major, the heads by their work, each head's rows longest first", function()
+    for _, c in ipairs({{3, 13, 17, 0.3}, {4, 9, 9, 0.5}, {1, 5, 3, 0.5}, {6, 20, 20, 0.15}}) do
+      local H, nqb = c[1], c[2]
+      local l = spread(H, nqb, c[3], 70 + nqb, c[4])
+      local got, len = l:order("head"), lengths(l)
+      is_permutation(got, H * nqb)
+      local work = {}
+      for r, n in ipairs(len) do local h = math.floor((r - 1) / nqb) + 1; work[h] = (work[h] or 0) + n end
+      for i = 2, #got do
+        local a, b = got[i - 1], got[i]
+        local ha, hb = math.floor((a - 1) / nqb) + 1, math.floor((b - 1) / nqb) + 1
+        if ha == hb then
+          assert.is_true(len[a] > len[b] or (len[a] == len[b] and a < b), string.format("head %d rows %d, %d", ha, a, b))
+        else -- a head's rows together (each head starts once), heads by work, ties by head
+          assert.equal(0, (i - 1) % nqb, "head " .. hb .. " starts at place " .. i)
+          assert.is_true(work[ha] > work[hb] or (work[ha] == work[hb] and ha < hb), string.format("heads %d, %d", ha, hb))
+        end
+      end
+      l:free()
+    end
+    -- rows of one length in every head: both orders are the natural one
+    local f = adaspa.layout.full(3, 4, 4, 128)
+    local natural = {}
+    for r = 1, 12 do natural[r] = r end
+    assert.same(natural, f:order("head"))
+    assert.same(natural, f:order())
+    spec_error(function() f:order("widest") end, "layout:order", 'kind must be "longest" or "head", got "widest"')
+    f:free()
+  end)
+end)
+
 -- Layout messages (layout:encode, adaspa.layout.decode): what moves a head's layout between
 -- processes. Header (40 bytes, host order): magic u32, index width u32, heads, nqb, nkb, block
 -- (i32), nnz u64, total bytes u64; then heads * (nqb + 1) u64 offsets; then the indices.

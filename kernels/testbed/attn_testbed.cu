@@ -202,6 +202,14 @@ static int sm90_split(const ada_attn_params *p, int passes, void *st) {
   q.kv_split = (int32_t)(((q.kv_valid + 63) / 64 + passes - 1) / passes);
   return sm90_variant(&q, 3, st);
 }
+/* blocks of 128 in the head-major order (runtime/walk.h, ada_order_head; the plan's variant "head"):
+ * the case's order, set before its families run */
+static const int32_t *g_order_head = nullptr;
+static int sm90_v3o(const ada_attn_params *p, void *st) {
+  ada_attn_params q = *p;
+  q.order = g_order_head;
+  return sm90_variant(&q, 3, st);
+}
 /* block 64 in one pass with the sweep (ada_attn_params.sweep_ns, the plan's variant "sweep") */
 static int sm90_v3w(const ada_attn_params *p, void *st) {
   ada_attn_params q = *p;
@@ -374,7 +382,8 @@ int main(int argc, char **argv) {
   struct Fam {
     const char *name;
     launch_fn fn;
-    bool block64 = false; /* runs on block-64 sparse cases only (their walk and pass flags) */
+    bool block64 = false;  /* runs on block-64 sparse cases only (their walk and pass flags) */
+    bool block128 = false; /* runs on block-128 sparse cases only (their head-major order) */
   } fams[] = {{"sm80", launch_sm80},
               {"sm90 st2", sm90_v1},
               {"sm90 st2 pp", sm90_v2},
@@ -390,7 +399,8 @@ int main(int argc, char **argv) {
               {"sm90 st3 split", sm90_v3x2, true},
               {"sm90 st3 split3", sm90_v3x3, true},
               {"sm90 st3 split4", sm90_v3x4, true},
-              {"sm90 st3 sweep", sm90_v3w, true}};
+              {"sm90 st3 sweep", sm90_v3w, true},
+              {"sm90 st3 head", sm90_v3o, false, true}};
   const int NF = (int)(sizeof fams / sizeof fams[0]);
   cudaStream_t st;
   CK(cudaStreamCreate(&st));
@@ -409,7 +419,7 @@ int main(int argc, char **argv) {
     CK(cudaGetLastError());
     Layout L;
     int64_t *doff = nullptr;
-    int32_t *didx = nullptr, *dord = nullptr, *dwalk = nullptr;
+    int32_t *didx = nullptr, *dord = nullptr, *dwalk = nullptr, *dordh = nullptr;
     uint32_t *dflags = nullptr;
     int64_t pairs = S * c.kv_valid * H;
     if (c.density > 0) {
@@ -421,6 +431,15 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(doff, L.off.data(), L.off.size() * 8, cudaMemcpyHostToDevice));
       if (!L.idx.empty()) CK(cudaMemcpy(didx, L.idx.data(), L.idx.size() * 4, cudaMemcpyHostToDevice));
       CK(cudaMemcpy(dord, L.order.data(), L.order.size() * 4, cudaMemcpyHostToDevice));
+      if (c.block == 128) { /* the head-major order: family "sm90 st3 head" */
+        std::vector<int32_t> oh(L.order.size());
+        if (ada_order_head(H, (S + 127) / 128, (S + 127) / 128, L.off.data(), oh.data()) != 0) {
+          fprintf(stderr, "%s: ada_order_head failed\n", c.name);
+          exit(1);
+        }
+        CK(cudaMalloc(&dordh, oh.size() * 4));
+        CK(cudaMemcpy(dordh, oh.data(), oh.size() * 4, cudaMemcpyHostToDevice));
+      }
       if (c.block == 64) { /* the sm90 kernel's tail walk (runtime/walk.h): family "sm90 st3 tail" */
         const int64_t nqb = (S + 63) / 64;
         std::vector<int32_t> walk((size_t)H * (size_t)((nqb + 1) / 2));
@@ -462,6 +481,7 @@ int main(int argc, char **argv) {
     p.indices = didx;
     p.order = dord;
     p.walk = dwalk;
+    g_order_head = dordh;
     p.split_flags = dflags;
     p.layout_block = c.block;
     /* FUSED: lse_in is a dense pass's lse shifted by up to +-0.15 (a cached lse of an earlier step) */
@@ -495,7 +515,7 @@ int main(int argc, char **argv) {
       CK(cudaMemcpy(hq.data(), qkv, n * 2, cudaMemcpyDeviceToHost));
     }
     for (int f = 0; f < NF; f++) {
-      if (!fam_selected(fams[f].name) || (fams[f].block64 && !p.walk)) continue;
+      if (!fam_selected(fams[f].name) || (fams[f].block64 && !p.walk) || (fams[f].block128 && !g_order_head)) continue;
       p.out = out[f];
       p.lse = lse[f];
       ada_attn_params p90 = p;
@@ -654,6 +674,7 @@ int main(int argc, char **argv) {
       CK(cudaFree(didx));
       CK(cudaFree(dord));
       if (dwalk) CK(cudaFree(dwalk));
+      if (dordh) CK(cudaFree(dordh));
       if (dflags) CK(cudaFree(dflags));
     }
   }

@@ -10,7 +10,8 @@
 -- Last, per shape: dense and the fused pass (mass blocks 64 and 128) timed in alternation, 9 rounds,
 -- medians: the fused / dense ratio free of the clock drift between rows (`bench.alternate`); and on
 -- sm90 block-64 sparse in one pass over the key blocks (variant "one") against two and three passes
--- ("split2", "split3") and one pass with the sweep ("sweep"), the same way, on these layouts, on head-adaptive ones (densities per head
+-- ("split2", "split3") and one pass with the sweep ("sweep"), and block 128's longest-first order
+-- against the head-major one ("head"), the same way, on these layouts, on head-adaptive ones (densities per head
 -- from 0.25 d to 2.5 d, as AdaSpa's per-head sparsity spreads them) and on ones whose rows' lengths
 -- spread (a top-k per head, as a recall target's rows), with one pass timed twice a round.
 local bench = require "adaspa.bench"
@@ -65,7 +66,9 @@ end
 
 local rows = {}
 local alternated = {} -- {shape=, ms = {dense, mass 64, mass 128}}
-local walks = {} -- {shape=, d=, kind=, flops=, ms = {one, split2, split3, sweep, one}}: the block-64 walks in alternation
+local walks = {} -- {shape=, b=, d=, kind=, flops=, ms = {...}}: the sparse walks in alternation, walk_variants[b]
+-- the plan variants timed in alternation, per layout block; the first one again last
+local walk_variants = {[64] = {"one", "split2", "split3", "sweep", "one"}, [128] = {"st3", "head", "st3"}}
 
 local function row(shape, op, ms, flop, peer_key)
   rows[#rows + 1] = {shape = shape, op = op, ms = ms * 1e3, tflops = flop / ms / 1e12, peer_key = peer_key}
@@ -118,11 +121,12 @@ for _, sh in ipairs(shapes) do
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
-      if b == 64 and adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
-        -- the block-64 walks in alternation: one pass over the key blocks, two, three, one pass
+      if adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
+        -- the walks in alternation: block 64 in one pass over the key blocks, two, three, one pass
         -- with the sweep, and one pass again (so one pass is timed after itself and after another
         -- kernel: the bench's rows read 10% under the alternation at 720p d0.1, sixteenth
-        -- session); on this layout, on a head-adaptive one
+        -- session); block 128 in the longest-first order, the head-major one, and longest-first
+        -- again; on this layout, on a head-adaptive one
         local ha = {}
         for h = 1, H do ha[h] = math.min(1, d * (0.25 + 2.25 * (h - 1) / (H - 1))) end
         local lha = bench.sink_layout(S, H, TEXT, b, ha, 20 + i)
@@ -134,8 +138,10 @@ for _, sh in ipairs(shapes) do
           local function walk(variant)
             return function() adaspa.sparse_attention(q, k, v, l, {out = out, lse_out = lse, variant = variant}) end
           end
-          walks[#walks + 1] = {shape = sh.name, d = d, kind = kinds[l],
-            flops = dense * mean(l:density()), ms = bench.alternate({walk("one"), walk("split2"), walk("split3"), walk("sweep"), walk("one")}, 9)}
+          local fns = {}
+          for j, var in ipairs(walk_variants[b]) do fns[j] = walk(var) end
+          walks[#walks + 1] = {shape = sh.name, b = b, d = d, kind = kinds[l], flops = dense * mean(l:density()),
+            ms = bench.alternate(fns, 9)}
         end
         lha:free(); lvar:free()
       end
@@ -171,13 +177,16 @@ for _, a in ipairs(alternated) do
     d * 1e3, f64 * 1e3, f64 / d, f128 * 1e3, f128 / d))
 end
 if #walks > 0 then
-  print("block-64 sparse in one, two and three passes over the key blocks and in one with the sweep (variants one, split2,")
-  print("split3, sweep), in alternation (9 rounds, medians; one pass twice a round: 'one' runs after the other one-pass run,")
-  print("'one again' after the sweep; Nx: one pass's time over the variant's):")
+  print("sparse walks in alternation (9 rounds, medians; ms, TFLOP/s, and the first variant's time over this one's):")
+  print("block 64: one, two and three passes over the key blocks, one pass with the sweep, one pass again (after the sweep);")
+  print("block 128: the longest-first order (st3), the head-major one (head), longest-first again")
   for _, w in ipairs(walks) do
-    local a, b, c, sw, a2 = unpack(w.ms)
-    local function cell(t) return string.format("%.2f ms (%.0f, %.3fx)", t * 1e3, w.flops / t / 1e12, a / t) end
-    print(string.format("%-10s d=%.1f %-13s one %.2f ms (%.0f TFLOP/s), split2 %s, split3 %s, sweep %s, one again %.2f ms (%.0f)",
-      w.shape, w.d, w.kind, a * 1e3, w.flops / a / 1e12, cell(b), cell(c), cell(sw), a2 * 1e3, w.flops / a2 / 1e12))
+    local cells = {}
+    for j, var in ipairs(walk_variants[w.b]) do
+      local t = w.ms[j]
+      cells[j] = string.format("%s%s %.2f ms (%.0f, %.3fx)", var, j == #w.ms and " again" or "", t * 1e3, w.flops / t / 1e12,
+        w.ms[1] / t)
+    end
+    print(string.format("%-10s b%d d=%.1f %-13s %s", w.shape, w.b, w.d, w.kind, table.concat(cells, ", ")))
   end
 end

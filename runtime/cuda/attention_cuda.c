@@ -131,7 +131,7 @@ ada_status ada_cuda_attention(const ada_attn_call *c) {
   if (mir) {
     p.offsets = mir->offsets;
     p.indices = mir->indices;
-    p.order = mir->order;
+    p.order = plan.p.head_order && mir->order_head ? mir->order_head : mir->order;
     if (plan.p.tail_walk) p.walk = mir->walk64; /* NULL for layouts of 128 */
     p.split_flags = mir->flags64;                /* block 64 in passes (plan.p.kv_split) */
   }

@@ -81,7 +81,11 @@ static int fused_l2_hint(void) {
  * timing of whole steps), and "tail" takes the layout mirror's tail walk of the work items
  * (runtime/walk.h) instead of the head-major one (one pass; H200 fifteenth session: no faster,
  * kept for A/B). "sweep": one pass, each row's walk started where a global sweep has reached
- * (kernels.h, sweep_ns; the default with ADA_SM90_SWEEP=1, for A/B timing of whole steps). */
+ * (kernels.h, sweep_ns; the default with ADA_SM90_SWEEP=1, for A/B timing of whole steps).
+ * Sparse blocks of 128: "head" takes the layout mirror's head-major order of the rows (each head's
+ * longest first) instead of the longest-first order over all heads (runtime/walk.h; the default
+ * with ADA_SM90_HEAD=1). Both are options until timed (kernels/testbed/NOTES.md, seventeenth
+ * session). */
 static int sm90_passes(void) {
   static int n = -1;
   if (n < 0) {
@@ -94,24 +98,35 @@ static int sm90_passes(void) {
  * ~450 TFLOP/s over 132 SMs, H200; off by 30% either way the model still keeps the CTAs within a
  * third of a head's K/V (kernels/testbed/NOTES.md, seventeenth session) */
 enum { SM90_SWEEP_NS = 1230 };
+static bool env_on(const char *name) {
+  const char *e = getenv(name);
+  return e && e[0] == '1' && !e[1];
+}
 static bool sm90_sweep_default(void) {
   static int on = -1;
-  if (on < 0) {
-    const char *e = getenv("ADA_SM90_SWEEP");
-    on = e && e[0] == '1' && !e[1];
-  }
+  if (on < 0) on = env_on("ADA_SM90_SWEEP");
+  return on;
+}
+static bool sm90_head_default(void) {
+  static int on = -1;
+  if (on < 0) on = env_on("ADA_SM90_HEAD");
   return on;
 }
 static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan *info) {
   static const char *const names[] = {"st2", "st2pp", "st3", "st3pp"};
   static const char *const walks64[] = {"one", "split2", "split3", "split4"};
   const bool sparse64 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 64;
+  const bool sparse128 = p->mode == ADA_ATTN_SPARSE && p->layout_block == 128;
   const bool tail = c->variant && strcmp(c->variant, "tail") == 0;
+  const bool head = c->variant && strcmp(c->variant, "head") == 0;
   bool sweep = c->variant && strcmp(c->variant, "sweep") == 0;
   int v = 0, passes = 0; /* passes 0: the default (sm90_passes) */
   for (int i = 0; i < 4 && c->variant; i++)
     if (strcmp(c->variant, walks64[i]) == 0) passes = i + 1;
-  if (tail || sweep || passes) {
+  if (head) {
+    if (!sparse128) return false;
+    v = 3;
+  } else if (tail || sweep || passes) {
     if (!sparse64) return false;
     v = 3;
     if (tail || sweep) passes = 1;
@@ -130,6 +145,7 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   p->key_halves = 1;
   p->variant = v;
   p->tail_walk = tail;
+  p->head_order = head || (sparse128 && !c->variant && sm90_head_default());
   /* block 64 in passes over the key blocks (kernels.h, kv_split): at 720p-129f a head's K and V
    * (61 MB) pass the H200's 50 MB L2, and the CTAs in flight read half of them a pass. H200,
    * sixteenth session (kernels/testbed/NOTES.md): on the test bed's layouts (densities per head
@@ -149,17 +165,20 @@ static bool sm90_tiles(const ada_attn_call *c, ada_attn_params *p, ada_attn_plan
   p->sweep_ns = sweep && passes <= 1 ? SM90_SWEEP_NS : 0;
   if (tail) snprintf(info->variant, sizeof info->variant, "tail");
   else if (p->sweep_ns) snprintf(info->variant, sizeof info->variant, "sweep");
+  else if (p->head_order) snprintf(info->variant, sizeof info->variant, "head");
   else if (sparse64 && passes > 1) snprintf(info->variant, sizeof info->variant, "split%d", passes);
   else snprintf(info->variant, sizeof info->variant, "%s", sparse64 ? "st3" : names[v - 1]);
   info->tile_keys = sparse64 ? 64 : 128;
-  /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order, pairs of 64-rows
+  /* persistent CTAs; sparse rows of 128 take the mirror's longest-first order (variant "head": its
+   * head-major one), pairs of 64-rows
    * a head-major walk (the order counts 64-row blocks), in passes over the key blocks, or with
    * variant "tail" the mirror's walk, the same with the long items that would end last moved up
    * (runtime/walk.h) */
   if (sparse64 && passes > 1) snprintf(info->schedule, sizeof info->schedule, "persistent, head-major, %d key passes", passes);
   else
     snprintf(info->schedule, sizeof info->schedule, "%s",
-             p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
+             p->head_order                           ? "persistent, head-major, longest first"
+             : p->mode == ADA_ATTN_SPARSE && !sparse64 ? "persistent, longest-first"
              : sparse64 ? (tail ? "persistent, tail walk" : p->sweep_ns ? "persistent, head-major, swept start" : "persistent, head-major")
              : p->l2_hint                            ? "persistent, L2 priorities"
                                                      : "persistent");

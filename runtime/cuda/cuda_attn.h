@@ -46,6 +46,8 @@ typedef struct ada_cuda_mirror {
   int32_t *order;   /* CTA order [heads * nqb] */
   int32_t *walk64;  /* layouts of blocks of 64: the sm90 kernel's walk [heads * ceil(nqb / 2)]
                        (runtime/walk.h); NULL for other blocks */
+  int32_t *order_head; /* other blocks than 64: the head-major CTA order [heads * nqb]
+                          (runtime/walk.h, ada_order_head; the plan's variant "head"); NULL for 64 */
   uint32_t *flags64; /* layouts of blocks of 64: [heads * nqb, 4] for the sm90 kernel in passes
                         (ada_attn_params.split_flags; the launcher writes them: launches on one
                         layout must be ordered in one stream); NULL otherwise */

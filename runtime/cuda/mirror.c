@@ -1,9 +1,10 @@
 /* mirror.c: a layout's device mirror (cuda_attn.h), kept in the layout's derived cache
  * (backend.h): one allocation on the device holding offsets (int64, as layout.h), indices (int32)
- * and the CTA order of the sparse kernels (int32 [heads * nqb]). The CTA order, computed here
- * and nowhere else, lists the query-block rows h * nqb + qb by descending length (a stable
+ * and the CTA order of the sparse kernels (int32 [heads * nqb]). The CTA order (runtime/walk.h,
+ * ada_order_longest) lists the query-block rows h * nqb + qb by descending length (a stable
  * counting sort), so that the long rows (dense heads, text rows) start first and the short ones
- * fill in at the end. Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
+ * fill in at the end; layouts of other blocks than 64 also get the head-major order
+ * (ada_order_head: the plan's variant "head" for the sm90 kernel). Layouts of blocks of 64 also get the sm90 kernel's walk of 128-row items
  * (runtime/walk.h), for the device's SM count, and the per-row flags of the kernel's passes over
  * the key blocks (ada_attn_params.split_flags, 4 a row; written by the launcher). A layout is immutable, so its mirror never goes
  * stale; it goes back to the allocator with the layout (ada_cuda_mirror_free through the
@@ -20,22 +21,10 @@ static size_t round256(size_t n) { return (n + 255) & ~(size_t)255; }
 int32_t *ada_cuda_cta_order(const ada_layout *l) {
   const size_t rows = (size_t)l->heads * (size_t)l->nqb;
   int32_t *order = malloc(sizeof(int32_t) * (rows ? rows : 1));
-  int64_t *start = calloc((size_t)l->nkb + 2, sizeof(int64_t));
-  if (!order || !start) {
+  if (order && rows && ada_order_longest(l->heads, l->nqb, l->nkb, l->offsets, order) != 0) {
     free(order);
-    free(start);
     return NULL;
   }
-  for (size_t r = 0; r < rows; r++) {
-    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
-    start[l->nkb - (o[1] - o[0]) + 1]++; /* bucket nkb - length: the longest first */
-  }
-  for (int32_t b = 1; b <= l->nkb + 1; b++) start[b] += start[b - 1];
-  for (size_t r = 0; r < rows; r++) {
-    const int64_t *o = l->offsets + (r / (size_t)l->nqb) * ((size_t)l->nqb + 1) + r % (size_t)l->nqb;
-    order[start[l->nkb - (o[1] - o[0])]++] = (int32_t)r;
-  }
-  free(start);
   return order;
 }
 
@@ -52,16 +41,21 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   const size_t b_idx = round256(sizeof(int32_t) * (size_t)(l->nnz > 0 ? l->nnz : 1));
   const size_t b_ord = round256(sizeof(int32_t) * rows);
   const size_t items = l->block == 64 ? (size_t)l->heads * (((size_t)l->nqb + 1) / 2) : 0;
+  const size_t hrows = l->block == 64 ? 0 : rows; /* the head-major order: other blocks than 64 */
   ada_cuda_mirror *m = calloc(1, sizeof *m);
   int32_t *order = ada_cuda_cta_order(l), *walk = items ? malloc(sizeof(int32_t) * items) : NULL;
-  if (!m || !order || (items && !walk)) {
+  int32_t *horder = hrows ? malloc(sizeof(int32_t) * hrows) : NULL;
+  if (!m || !order || (items && !walk) || (hrows && !horder)) {
     free(m);
     free(order);
     free(walk);
+    free(horder);
     return ada_fail(ADA_ENOMEM, "%s: out of host memory for the order of %zu layout rows", op, rows);
   }
   ada_status s = ADA_OK;
-  if (items) {
+  if (hrows && ada_order_head(l->heads, l->nqb, l->nkb, l->offsets, horder) != 0)
+    s = ada_fail(ADA_ENOMEM, "%s: out of host memory for the head-major order of %zu layout rows", op, rows);
+  if (!s && items) {
     int32_t major, minor, sms;
     s = ada_cuda_props(dev, &major, &minor, &sms);
     const int e = s ? 0 : ada_walk64(l->heads, l->nqb, l->offsets, sms, walk);
@@ -72,11 +66,14 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   }
   unsigned char *d = NULL;
   const size_t b_walk = round256(sizeof(int32_t) * items), flags = l->block == 64 ? 4 * rows : 0;
-  if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + b_walk + sizeof(uint32_t) * flags, dev);
+  const size_t b_hord = round256(sizeof(int32_t) * hrows);
+  if (!s) s = ada_cuda_malloc((void **)&d, b_off + b_idx + b_ord + b_walk + b_hord + sizeof(uint32_t) * flags, dev);
   if (!s) s = ada_cuda_memcpy(d + b_off + b_idx, order, sizeof(int32_t) * rows, 0, dev);
   if (!s && items) s = ada_cuda_memcpy(d + b_off + b_idx + b_ord, walk, sizeof(int32_t) * items, 0, dev);
+  if (!s && hrows) s = ada_cuda_memcpy(d + b_off + b_idx + b_ord + b_walk, horder, sizeof(int32_t) * hrows, 0, dev);
   free(order); /* copies from pageable memory are staged before cudaMemcpyAsync returns */
   free(walk);
+  free(horder);
   if (s) {
     ada_cuda_free(d, dev);
     free(m);
@@ -87,10 +84,11 @@ ada_status ada_cuda_mirror_new(const ada_layout *l, int32_t dev, const char *op,
   m->indices = (int32_t *)(d + b_off);
   m->order = (int32_t *)(d + b_off + b_idx);
   m->walk64 = items ? (int32_t *)(d + b_off + b_idx + b_ord) : NULL;
-  m->flags64 = flags ? (uint32_t *)(d + b_off + b_idx + b_ord + b_walk) : NULL;
+  m->order_head = hrows ? (int32_t *)(d + b_off + b_idx + b_ord + b_walk) : NULL;
+  m->flags64 = flags ? (uint32_t *)(d + b_off + b_idx + b_ord + b_walk + b_hord) : NULL;
   m->dev = dev;
   /* what the AdaSpa cache reports as the layout's device memory */
-  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * (rows + items + flags);
+  m->bytes = sizeof(int64_t) * noff + sizeof(int32_t) * (size_t)l->nnz + sizeof(int32_t) * (rows + items + hrows + flags);
   *out = m;
   return ADA_OK;
 }

@@ -12,6 +12,10 @@
  *   layout:walk64([ctas=132])  the order in which the sm90 kernel's ctas persistent CTAs take the
  *       work items of this block-64 layout (runtime/walk.h): a list of 1-based items
  *       k = (h - 1) * ceil(nqb / 2) + p, the pair p of 64-row blocks 2p - 1 and 2p of head h
+ *   layout:order([kind="longest"])  the order in which the sparse kernels' CTAs take the rows
+ *       (runtime/walk.h): "longest" (longest first over all rows, the default) or "head" (head-major,
+ *       each head's rows longest first: the sm90 plan's variant "head" for blocks of 128); a list
+ *       of the 1-based rows r = (h - 1) * nqb + qb
  * mass: float [H, nqb, nkb] on the CPU or a GPU (selected there). density / recall: a number in [0, 1] or a table of H of
  * them. force = {cols = {{kb_first, kb_last}, ...}, rows = {{qb_first, qb_last}, ...},
  * diagonal = bool}. Block numbers and ranges are 1-based and inclusive here; the runtime's are
@@ -411,11 +415,31 @@ static int m_walk64(lua_State *L) {
   return 1;
 }
 
+static int m_order(lua_State *L) {
+  const char *fname = "layout:order";
+  SELF(fname);
+  const char *kind = luaL_optstring(L, 2, "longest");
+  const bool head = strcmp(kind, "head") == 0;
+  if (!head && strcmp(kind, "longest") != 0)
+    return lada_error(L, fname, "kind must be \"longest\" or \"head\", got \"%s\"", kind);
+  const int64_t n = (int64_t)l->heads * l->nqb;
+  int32_t *order = lua_newuserdata(L, sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+  const int e = head ? ada_order_head(l->heads, l->nqb, l->nkb, l->offsets, order)
+                     : ada_order_longest(l->heads, l->nqb, l->nkb, l->offsets, order);
+  if (e) return lada_error(L, fname, "%s for %lld rows", e == -2 ? "out of memory" : "bad sizes", (long long)n);
+  lua_createtable(L, (int)n, 0);
+  for (int64_t i = 0; i < n; i++) {
+    lua_pushinteger(L, order[i] + 1);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
 static const luaL_Reg methods[] = {
     {"heads", m_heads},     {"block", m_block},   {"nqb", m_nqb},         {"nkb", m_nkb},
     {"nnz", m_nnz},         {"density", m_density}, {"recall", m_recall}, {"to_mask", m_to_mask},
     {"row", m_row},         {"encode", m_encode},   {"select", m_select},
-    {"walk64", m_walk64},   {NULL, NULL}};
+    {"walk64", m_walk64},   {"order", m_order},     {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
     {"full", l_full}, {"from_mask", l_from_mask}, {"topk", l_topk}, {"threshold", l_threshold}, {"decode", l_decode}, {NULL, NULL}};
