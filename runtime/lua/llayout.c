@@ -396,6 +396,16 @@ static int l_decode(lua_State *L) {
   return 1;
 }
 
+/* a new Lua list of the n values a[i] + 1 (1-based rows or items) */
+static int push_list1(lua_State *L, const int32_t *a, int64_t n) {
+  lua_createtable(L, (int)n, 0);
+  for (int64_t i = 0; i < n; i++) {
+    lua_pushinteger(L, a[i] + 1);
+    lua_rawseti(L, -2, (int)i + 1);
+  }
+  return 1;
+}
+
 static int m_walk64(lua_State *L) {
   const char *fname = "layout:walk64";
   SELF(fname);
@@ -407,12 +417,7 @@ static int m_walk64(lua_State *L) {
   int32_t *walk = lua_newuserdata(L, sizeof(int32_t) * (size_t)n);
   const int e = ada_walk64(l->heads, l->nqb, l->offsets, ctas, walk);
   if (e) return lada_error(L, fname, "%s for %lld items", e == -2 ? "out of memory" : "bad sizes", (long long)n);
-  lua_createtable(L, (int)n, 0);
-  for (int64_t i = 0; i < n; i++) {
-    lua_pushinteger(L, walk[i] + 1);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
-  return 1;
+  return push_list1(L, walk, n);
 }
 
 static int m_order(lua_State *L) {
@@ -427,12 +432,7 @@ static int m_order(lua_State *L) {
   const int e = head ? ada_order_head(l->heads, l->nqb, l->nkb, l->offsets, order)
                      : ada_order_longest(l->heads, l->nqb, l->nkb, l->offsets, order);
   if (e) return lada_error(L, fname, "%s for %lld rows", e == -2 ? "out of memory" : "bad sizes", (long long)n);
-  lua_createtable(L, (int)n, 0);
-  for (int64_t i = 0; i < n; i++) {
-    lua_pushinteger(L, order[i] + 1);
-    lua_rawseti(L, -2, (int)i + 1);
-  }
-  return 1;
+  return push_list1(L, order, n);
 }
 
 static const luaL_Reg methods[] = {
