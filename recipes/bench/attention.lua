@@ -2,7 +2,8 @@
 -- bf16, q, k, v as views of one [S, 3, H, D] QKV tensor), beside PyTorch's cuDNN SDPA and
 -- FlexAttention timed in the same run by recipes/bench/attention_peers.py when python3 with torch
 -- and a GPU is importable ($ADASPA_PYTHON overrides python3).
---   build/adaspa recipes/bench/attention.lua [quick] [nopeers] [540p] [720p]
+--   build/adaspa recipes/bench/attention.lua [quick] [nopeers] [nowalks] [540p] [720p]
+-- (nowalks: without the sparse walks' alternations at the end, about a minute of the run on an H200)
 -- Times: median of 5 runs after a warm-up, adaspa.cuda.synchronize around each. TFLOP/s counts
 -- 4 * Sq * Skv * D * H for the blocks computed (the kept blocks for sparse; Q K^T only, half of
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
@@ -121,7 +122,7 @@ for _, sh in ipairs(shapes) do
       row(sh.name, string.format("sparse b%d d=%.1f (%.3f)", b, d, dens),
         time(function() adaspa.sparse_attention(q, k, v, layout, {out = out, lse_out = lse}) end), dense * dens,
         string.format(b == 128 and "flex_%.1f" or "flex64_%.1f", d))
-      if adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
+      if not args.nowalks and adaspa.attention_plan(q, k, {mode = "sparse", layout = layout}).family == "sm90" then
         -- the walks in alternation: block 64 in one pass over the key blocks, two, three, one pass
         -- with the sweep, and one pass again (so one pass is timed after itself and after another
         -- kernel: the bench's rows read 10% under the alternation at 720p d0.1, sixteenth
