@@ -67,10 +67,12 @@ constexpr int kThreads = 384; /* producer warpgroup + 2 consumer warpgroups */
  * 128 (SPARSE), both consumer warpgroups on one K/V ring; FUSED64/128 are DENSE plus the block mass under
  * lse_in; SPARSE64 gives each consumer warpgroup its own 64-row query block, its own list of
  * 64-key blocks and its own K/V ring (filled by its own producer thread). */
-enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3, SPARSE64X = 4 };
+enum Kind { DENSE128 = 0, FUSED64 = 1, SPARSE64 = 2, FUSED128 = 3, SPARSE64X = 4, SPARSE64S = 5 };
 /* SPARSE64X: SPARSE64 in passes over the key blocks (ada_attn_params.kv_split), its own
  * instantiation so that the one-pass loop stays as it was (+10 instructions a tile otherwise) */
-__host__ __device__ constexpr bool is64(int kind) { return kind == SPARSE64 || kind == SPARSE64X; }
+/* SPARSE64S: SPARSE64 with the sweep (ada_attn_params.sweep_ns), its own instantiation, so that
+ * the other kinds compile as without it (the phase in the work queue's slots, the rotated walk) */
+__host__ __device__ constexpr bool is64(int kind) { return kind == SPARSE64 || kind == SPARSE64X || kind == SPARSE64S; }
 /* the passes of block 64 over the key blocks (kv_split > 0) */
 __host__ __device__ inline int64_t passes64(const ada_attn_params &p) { return ((p.kv_valid + 63) / 64 + p.kv_split - 1) / p.kv_split; }
 /* the fused pass with mass blocks of 64 (FUSED64) or 128 (FUSED128), a compile-time choice: with
@@ -230,7 +232,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const uint32_t (&a)[4],
 template <int KT, bool ROT = false> struct Tiles {
   const int32_t *list; /* SPARSE: the layout row's key blocks; NULL: all blocks in order */
   int n;
-  int rot; /* ROT (SPARSE64, ada_attn_params.sweep_ns): the walk starts at list[rot] and wraps around */
+  int rot; /* ROT (SPARSE64S, ada_attn_params.sweep_ns): the walk starts at list[rot] and wraps around */
   __device__ __forceinline__ int64_t j0(int t) const {
     if (!ROT) return list ? (int64_t)list[t] * KT : (int64_t)t * KT;
     const int u = t + rot >= n ? t + rot - n : t + rot;
@@ -248,11 +250,11 @@ constexpr int kPhaseShift = 44;
 
 /* the tiles of warpgroup c (SPARSE64: query block 2 qt + c; otherwise the whole 128-row tile) */
 template <int KIND>
-__device__ __forceinline__ Tiles<key_tile(KIND), KIND == SPARSE64> item_tiles(const ada_attn_params &p, int h, int64_t qt,
+__device__ __forceinline__ Tiles<key_tile(KIND), KIND == SPARSE64S> item_tiles(const ada_attn_params &p, int h, int64_t qt,
                                                                              int64_t nqt, int c, int pass = 0,
                                                                              uint32_t phase = 0) {
   constexpr int KT = key_tile(KIND);
-  Tiles<KT, KIND == SPARSE64> r;
+  Tiles<KT, KIND == SPARSE64S> r;
   r.list = nullptr;
   r.rot = 0;
   /* the fused walk is dense: compiled out of it, the sparse branch (and in the reducers the kv_valid
@@ -268,8 +270,8 @@ __device__ __forceinline__ Tiles<key_tile(KIND), KIND == SPARSE64> item_tiles(co
     const int64_t *o = p.offsets + (int64_t)h * (nqb + 1) + qb;
     r.list = p.indices + o[0];
     r.n = (int)(o[1] - o[0]);
-    while (r.n > 0 && (int64_t)r.list[r.n - 1] * KT >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid */
-    if (KIND == SPARSE64) r.rot = (int)(((uint64_t)phase * (uint32_t)r.n) >> 16);
+    while (r.n > 0 && r.j0(r.n - 1) >= p.kv_valid) r.n--; /* ascending: drop blocks past kv_valid (rot is 0 here) */
+    if (KIND == SPARSE64S) r.rot = (int)(((uint64_t)phase * (uint32_t)r.n) >> 16);
     if (KIND == SPARSE64X) { /* pass k: the blocks in [k kv_split, (k + 1) kv_split), from the
       * places split_prep found (a binary search here, 8 dependent loads a bound, cost 5-10%) */
       const uint32_t *b = p.split_flags + 4 * ((int64_t)h * nqb + qb);
@@ -301,7 +303,7 @@ __device__ __forceinline__ int64_t item_of(const ada_attn_params &p, int64_t w, 
     pass = (int)(k / nqt);
     return ada_walk64_base(h * nqt + k - pass * nqt, nqt);
   }
-  if (KIND == SPARSE64) {
+  if (KIND == SPARSE64 || KIND == SPARSE64S) {
     /* the walk: the same order, but the long items that would end last moved up (runtime/walk.h) */
     return p.walk ? (int64_t)p.walk[w] : ada_walk64_base(w, nqt);
   }
@@ -376,8 +378,8 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
     __syncwarp();
     if (lane == 0) mbar_arrive(sched_empty(ss));
     if (raw < 0) return false;
-    const int64_t w = raw & ((1ll << kPhaseShift) - 1);
-    phase = (uint32_t)(raw >> kPhaseShift);
+    const int64_t w = KIND == SPARSE64S ? raw & ((1ll << kPhaseShift) - 1) : raw;
+    phase = KIND == SPARSE64S ? (uint32_t)(raw >> kPhaseShift) : 0u;
     const int64_t item = item_of<KIND>(p, w, nqt, npass, pass);
     h = (int)(item / nqt);
     qt = item - (int64_t)h * nqt;
@@ -486,7 +488,7 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
       if (ring == 0) { /* takes the next item and hands it on */
         w = p.static_walk ? (int64_t)blockIdx.x + (int64_t)i * gridDim.x : (int64_t)atomicAdd(P.sched, 1ull);
         if (w >= items) w = -1;
-        if (KIND == SPARSE64 && p.sweep_ns > 0 && w >= 0) { /* the sweep's phase now, for the item's head */
+        if (KIND == SPARSE64S && w >= 0) { /* the sweep's phase now, for the item's head */
           int ps;
           const int64_t hh = item_of<KIND>(p, w, nqt, 1, ps) / nqt, nqb = (p.sq + 63) / 64;
           const int64_t *o = p.offsets + hh * (nqb + 1);
@@ -497,14 +499,14 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
           phase = per ? (uint32_t)(((uint64_t)((uint32_t)(T >> 6) % per) << 16) / per) : 0u;
         }
         mbar_wait(sched_empty(ss), sph ^ 1);
-        slots[ss] = w < 0 ? w : w | ((int64_t)phase << kPhaseShift);
+        slots[ss] = KIND != SPARSE64S || w < 0 ? w : w | ((int64_t)phase << kPhaseShift);
         mbar_arrive(sched_full(ss));
       } else {
         mbar_wait(sched_full(ss), sph);
         const int64_t raw = slots[ss];
         mbar_arrive(sched_empty(ss));
-        w = raw < 0 ? raw : raw & ((1ll << kPhaseShift) - 1);
-        phase = raw < 0 ? 0u : (uint32_t)(raw >> kPhaseShift);
+        w = KIND != SPARSE64S || raw < 0 ? raw : raw & ((1ll << kPhaseShift) - 1);
+        phase = KIND != SPARSE64S || raw < 0 ? 0u : (uint32_t)(raw >> kPhaseShift);
       }
       if (w < 0) break;
       int pass;
@@ -919,7 +921,9 @@ template <typename OutT, int KIND, int ST, bool PP, int SYNC = 0> int launch_t(c
  * (block-64 sparse: 3 stages per ring, no ping-pong, whatever the variant) */
 template <typename OutT> int launch_v(const Sm90Params &P, int variant, cudaStream_t st) {
   if (P.p.mode == ADA_ATTN_SPARSE && P.p.layout_block == 64)
-    return P.p.kv_split > 0 ? launch_t<OutT, SPARSE64X, 3, false>(P, st) : launch_t<OutT, SPARSE64, 3, false>(P, st);
+    return P.p.kv_split > 0  ? launch_t<OutT, SPARSE64X, 3, false>(P, st)
+           : P.p.sweep_ns > 0 ? launch_t<OutT, SPARSE64S, 3, false>(P, st)
+                              : launch_t<OutT, SPARSE64, 3, false>(P, st);
   if (P.p.mode == ADA_ATTN_FUSED) {
     if (P.p.mass_block == 128) switch (variant) {
       case 1: return launch_t<OutT, FUSED128, 2, false>(P, st);

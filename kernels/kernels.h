@@ -161,10 +161,6 @@ typedef struct ada_attn_params {
    * launch for the layout mirror's walk (the plan has no pointers). */
   const int32_t *walk;
   int32_t tail_walk;
-  /* sm90, SPARSE over blocks of 128: head_order asks the launch for the layout mirror's head-major
-   * order (runtime/walk.h, ada_order_head; the plan's variant "head") as `order` instead of the
-   * longest-first one. */
-  int32_t head_order;
   /* sm90, SPARSE over blocks of 64: kv_split > 0 walks each head in passes over its key blocks,
    * first every query tile over blocks [0, kv_split), then [kv_split, 2 kv_split), ..., so that the
    * CTAs in flight read a part of a head's K and V (in L2 at 720p, where a whole head's passes it);
@@ -175,14 +171,6 @@ typedef struct ada_attn_params {
    * walk. 0 (or kv_split >= the key blocks): one pass. */
   int32_t kv_split;
   uint32_t *split_flags;
-  /* sm90, SPARSE over blocks of 64 in one pass: sweep_ns > 0 starts each row's walk at the
-   * fraction of its key blocks that a global sweep has reached, and wraps around (online softmax
-   * takes the blocks in any order): the sweep's phase is %globaltimer over a period of one work
-   * item, (the head's mean row length + 2) * sweep_ns, read when the item is taken. The CTAs in
-   * flight then read one stretch of a head's K and V whatever the rows' lengths (rows of one
-   * length keep them in step by themselves; kernels/testbed/l2_sim.lua). 0: every walk from the
-   * row's first block. */
-  int32_t sweep_ns;
   /* The plan's tiles: query rows per CTA, and how a CTA's warps split a key tile (1: every warp
    * all of it; 2: two row groups x two key halves); variant: the family's own variant number
    * (sm90: 1 two stages, 2 two stages + ping-pong, 3 three stages, 4 three stages + ping-pong). */
@@ -194,6 +182,18 @@ typedef struct ada_attn_params {
    * query tile of the head) evict-last, out written with streaming stores; 0: none. The plan sets
    * all three for dense attention. */
   int32_t l2_hint;
+  /* sm90, SPARSE over blocks of 128: head_order asks the launch for the layout mirror's head-major
+   * order (runtime/walk.h, ada_order_head; the plan's variant "head") as `order` instead of the
+   * longest-first one. */
+  int32_t head_order;
+  /* sm90, SPARSE over blocks of 64 in one pass: sweep_ns > 0 starts each row's walk at the
+   * fraction of its key blocks that a global sweep has reached, and wraps around (online softmax
+   * takes the blocks in any order): the sweep's phase is %globaltimer over a period of one work
+   * item, (the head's mean row length + 2) * sweep_ns, read when the item is taken. The CTAs in
+   * flight then read one stretch of a head's K and V whatever the rows' lengths (rows of one
+   * length keep them in step by themselves; kernels/testbed/l2_sim.lua). 0: every walk from the
+   * row's first block. */
+  int32_t sweep_ns;
 } ada_attn_params;
 
 /* kernels/attention_sm80.cu: the sm80 family (mma.sync m16n8k16 bf16, f32 accumulation, cp.async;
