@@ -94,23 +94,31 @@ static inline int ada_walk64(int32_t heads, int64_t nqb, const int64_t *offsets,
   return 0;
 }
 
-/* The default order of sparse rows (ada_attn_params.order; the layout mirror's): the rows
- * r = h * nqb + qb longest first, rows of one length in order (a counting sort on nkb - length).
- * order[heads * nqb]; 0 on success, -1 on bad sizes, -2 out of memory. */
+/* The rows r0 .. r0 + n - 1 (r = h * nqb + qb) longest first, rows of one length in order, into
+ * order[0 .. n): a counting sort on nkb - length over start[nkb + 2] (scratch). */
+static inline void ada_rows_longest(const int64_t *offsets, int64_t nqb, int64_t nkb, int64_t r0, int64_t n, int64_t *start,
+                                    int32_t *order) {
+  for (int64_t b = 0; b < nkb + 2; b++) start[b] = 0;
+  for (int64_t pass = 0; pass < 2; pass++) {
+    for (int64_t r = r0; r < r0 + n; r++) {
+      const int64_t *o = offsets + (r / nqb) * (nqb + 1) + r % nqb, len = o[1] - o[0];
+      const int64_t key = nkb - (len < 0 ? 0 : len > nkb ? nkb : len);
+      if (pass == 0) start[key + 1]++;
+      else order[start[key]++] = (int32_t)r;
+    }
+    if (pass == 0)
+      for (int64_t b = 1; b < nkb + 2; b++) start[b] += start[b - 1];
+  }
+}
+
+/* The default order of sparse rows (ada_attn_params.order; the layout mirror's): every row
+ * r = h * nqb + qb longest first, rows of one length in order. order[heads * nqb]; 0 on success,
+ * -1 on bad sizes, -2 out of memory. */
 static inline int ada_order_longest(int32_t heads, int64_t nqb, int64_t nkb, const int64_t *offsets, int32_t *order) {
   if (heads < 1 || nqb < 1 || nkb < 0 || !offsets || !order || (int64_t)heads * nqb > INT32_MAX) return -1;
-  const int64_t rows = (int64_t)heads * nqb;
-  int64_t *start = (int64_t *)calloc((size_t)(nkb + 2), sizeof(int64_t));
+  int64_t *start = (int64_t *)malloc(sizeof(int64_t) * (size_t)(nkb + 2));
   if (!start) return -2;
-  for (int64_t r = 0; r < rows; r++) {
-    const int64_t *o = offsets + (r / nqb) * (nqb + 1) + r % nqb, len = o[1] - o[0];
-    start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len) + 1]++;
-  }
-  for (int64_t b = 1; b < nkb + 2; b++) start[b] += start[b - 1];
-  for (int64_t r = 0; r < rows; r++) {
-    const int64_t *o = offsets + (r / nqb) * (nqb + 1) + r % nqb, len = o[1] - o[0];
-    order[start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len)]++] = (int32_t)r;
-  }
+  ada_rows_longest(offsets, nqb, nkb, 0, (int64_t)heads * nqb, start, order);
   free(start);
   return 0;
 }
@@ -146,22 +154,7 @@ static inline int ada_order_head(int32_t heads, int64_t nqb, int64_t nkb, const 
     for (; j > 0 && work[hs[j - 1]] < work[h]; j--) hs[j] = hs[j - 1];
     hs[j] = h;
   }
-  int64_t at = 0;
-  for (int32_t i = 0; i < heads; i++) { /* a counting sort of the head's rows on nkb - length */
-    const int32_t h = hs[i];
-    const int64_t *o = offsets + (int64_t)h * (nqb + 1);
-    for (int64_t b = 0; b < nkb + 2; b++) start[b] = 0;
-    for (int64_t qb = 0; qb < nqb; qb++) {
-      const int64_t len = o[qb + 1] - o[qb];
-      start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len) + 1]++;
-    }
-    for (int64_t b = 1; b < nkb + 2; b++) start[b] += start[b - 1];
-    for (int64_t qb = 0; qb < nqb; qb++) {
-      const int64_t len = o[qb + 1] - o[qb];
-      order[at + start[nkb - (len < 0 ? 0 : len > nkb ? nkb : len)]++] = (int32_t)((int64_t)h * nqb + qb);
-    }
-    at += nqb;
-  }
+  for (int32_t i = 0; i < heads; i++) ada_rows_longest(offsets, nqb, nkb, (int64_t)hs[i] * nqb, nqb, start, order + (int64_t)i * nqb);
   free(work);
   free(hs);
   free(start);
