@@ -142,6 +142,14 @@ describe("kernels/testbed/l2_sim.lua (block 64's L2 model)", function()
     assert.is_true(hits(sw, "jitter", 1) > spread + 0.1, string.format("with the sweep %.3f, without %.3f", hits(sw, "jitter", 1), spread))
   end)
 
+  it("refuses arguments it does not know, naming them", function()
+    for a, msg in pairs({["d=x"] = "d=x is not a number", ["gens=nope"] = "unknown layout kind nope", foo = "unknown argument foo"}) do
+      local _, err, code = spec_run("kernels/testbed/l2_sim.lua " .. a)
+      assert.is_not.equal(0, code, a)
+      assert.matches(msg, err, 1, true)
+    end
+  end)
+
   it("blocks of 128: longest-first over all heads mixes heads when the rows spread; head-major does not", function()
     local cmd = "kernels/testbed/l2_sim.lua S=32768 heads=4 ctas=32 l2=10 block=128 d=0.1 gens=jitter"
     local lf, err, code = spec_run(cmd)

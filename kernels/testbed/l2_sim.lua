@@ -33,27 +33,38 @@
 -- head's mean row length + 2 steps) when its CTA takes the item; K = 1 is the patch's.
 -- (pure Lua: luajit runs it too; about 10 s a layout on this 2-core CPU)
 local ctas, l2mb, pen, want, dens, gens, passes, jit, sweep = 132, 50, 0, {}, {0.1, 0.2, 0.4}, {"topk", "bernoulli"}, {1}, nil, 0
+local function num(k, v)
+  local x = tonumber(v)
+  if not x then error(string.format("l2_sim: %s=%s is not a number", k, v), 0) end
+  return x
+end
+local function nums(k, v)
+  local t = {}
+  for x in v:gmatch("[^,]+") do t[#t + 1] = num(k, x) end
+  return t
+end
+local known_gens = {topk = true, bernoulli = true, jitter = true, adaptive = true}
 for _, a in ipairs(arg or {}) do
   local k, v = a:match("^(%w+)=(.+)$")
-  if k == "ctas" then ctas = tonumber(v)
-  elseif k == "l2" then l2mb = tonumber(v)
-  elseif k == "pen" then pen = tonumber(v)
-  elseif k == "d" then
-    dens = {}
-    for x in v:gmatch("[^,]+") do dens[#dens + 1] = tonumber(x) end
-  elseif k == "jit" then jit = tonumber(v)
-  elseif k == "sweep" then sweep = tonumber(v)
-  elseif k == "block" then want.block = tonumber(v)
-  elseif k == "order" then want.order = v
-  elseif k == "S" then want.S = tonumber(v)
-  elseif k == "heads" then want.heads = tonumber(v)
-  elseif k == "passes" then
-    passes = {}
-    for x in v:gmatch("[^,]+") do passes[#passes + 1] = tonumber(x) end
+  if k == "ctas" then ctas = num(k, v)
+  elseif k == "l2" then l2mb = num(k, v)
+  elseif k == "pen" then pen = num(k, v)
+  elseif k == "d" then dens = nums(k, v)
+  elseif k == "jit" then jit = num(k, v)
+  elseif k == "sweep" then sweep = num(k, v)
+  elseif k == "block" then want.block = num(k, v)
+  elseif k == "order" and (v == "head" or v == "headlf") then want.order = v
+  elseif k == "S" then want.S = num(k, v)
+  elseif k == "heads" then want.heads = num(k, v)
+  elseif k == "passes" then passes = nums(k, v)
   elseif k == "gens" then
     gens = {}
-    for x in v:gmatch("[^,]+") do gens[#gens + 1] = x end
-  else want[a] = true end
+    for x in v:gmatch("[^,]+") do
+      if not known_gens[x] then error("l2_sim: unknown layout kind " .. x .. " (topk, bernoulli, jitter, adaptive)", 0) end
+      gens[#gens + 1] = x
+    end
+  elseif not k and (a == "540p" or a == "720p") then want[a] = true
+  else error("l2_sim: unknown argument " .. a .. " (see the comment at the top of kernels/testbed/l2_sim.lua)", 0) end
 end
 local H, TEXT, B = want.heads or 24, 256, want.block or 64
 assert(B == 64 or B == 128, "block must be 64 or 128")

@@ -3,7 +3,8 @@
 -- FlexAttention timed in the same run by recipes/bench/attention_peers.py when python3 with torch
 -- and a GPU is importable ($ADASPA_PYTHON overrides python3).
 --   build/adaspa recipes/bench/attention.lua [quick] [nopeers] [nowalks] [540p] [720p]
--- (nowalks: without the sparse walks' alternations at the end, about a minute of the run on an H200)
+-- (nowalks: without the sparse walks' alternations at the end: per shape, density and layout kind,
+-- 9 rounds plus a warm-up of 5 block-64 and 3 block-128 launches; not yet timed on a GPU)
 -- Times: median of 5 runs after a warm-up, adaspa.cuda.synchronize around each. TFLOP/s counts
 -- 4 * Sq * Skv * D * H for the blocks computed (the kept blocks for sparse; Q K^T only, half of
 -- that, for block_mass). Sparse layouts: row-wise top-k of random mass with the text sink forced
