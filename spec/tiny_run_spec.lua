@@ -557,6 +557,31 @@ for bal in (False, True):
     assert.truthy(refused:find("is not the state's decoder", 1, true), refused)
   end)
 
+  it("--compile on trains to the same losses as eager (torch.compile of the flow step)", function()
+    local out = torch_workdir()
+    if not out then return end
+    local losses = {}
+    for _, c in ipairs({"off", "on"}) do
+      local code, log = tool(out, string.format("train.py --smoke --threads 2 --steps 4 --compile %s --out %s/%s.safetensors",
+        c, out, c), c .. ".out")
+      assert.are.equal(0, code, log)
+      log = spec_slurp(out .. "/" .. c .. ".log")
+      losses[c] = {}
+      for x in log:gmatch("dit  step +%d+/%d+  loss (%d+%.%d+)") do losses[c][#losses[c] + 1] = tonumber(x) end
+      assert.are.equal(4, #losses[c], log)
+      local _, meta = adaspa.safetensors.info(out .. "/" .. c .. ".safetensors")
+      assert.truthy(meta.final_losses:find('"compiled": ' .. (c == "on" and "true" or "false"), 1, true), meta.final_losses)
+      if c == "on" then   -- the first step eager (the RoPE tables), the second compiles, no fallback
+        assert.truthy(log:find("dit  torch.compile: compiling the forward took", 1, true), log)
+        assert.falsy(log:find("torch.compile failed", 1, true), log)
+      end
+    end
+    for i = 1, 4 do   -- the same data and initial weights: the losses agree (f32 on the CPU)
+      assert.is_true(math.abs(losses.on[i] - losses.off[i]) <= 1e-3 * losses.off[i],
+        string.format("step %d: %.5f compiled, %.5f eager", i - 1, losses.on[i], losses.off[i]))
+    end
+  end)
+
   it("trains on from an export alone: a fresh encoder fitted to its frozen decoder (--refit-encoder)", function()
     local out = torch_workdir()
     if not out then return end

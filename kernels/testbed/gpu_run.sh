@@ -34,6 +34,9 @@
 #             pass what a call returns: the export is then left out; write it again from the state on
 #             the CPU machine (cat the parts to tiny.state.pt, `train.py --device cpu --resume --out
 #             tiny.safetensors` beside it: it exports a finished run in seconds)
+#   trainbench recipes/tools/tinyvideo/bench.py on cuda (issue 14): train.py's model step at batch
+#             $TRAINBENCH_BATCH (128) eager and under torch.compile (train.py --compile on), and the clip
+#             generator and encoder; about two minutes, most of it the compile
 #   caption   the caption check of an export on the GPU machine's CPU cores (issue 14; minutes instead of the
 #             CPU machine's half hour): recipes/tools/tinyvideo/evaluate.py caption, all 50 held-out prompts,
 #             dense beside AdaSpa at $CAPTION_SPARSITY (0.7, the default run), at each seed of $CAPTION_SEEDS
@@ -142,6 +145,10 @@ PY
       if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
+    trainbench)
+      (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 bench.py --device cuda --batch ${TRAINBENCH_BATCH:-128} \
+        --model-batch ${TRAINBENCH_BATCH:-128} --compile both --repeat 3) > "$out/trainbench.log" 2>&1 || rc=1
+      grep -v "Warn" "$out/trainbench.log" | tail -8 ;;
     caption)
       ws=${CAPTION_WEIGHTS:-}
       [ -z "$ws" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && ws=${TRAIN_OUT:-$out}/tiny.safetensors

@@ -5,13 +5,13 @@ each one dispatches (on a GPU each is a kernel launch: at these sizes the launch
 arithmetic, can bound a step).
 
     python bench.py [--device cpu] [--batch 16,64] [--repeat 2] [--threads 2] [--model-batch 16]
+                    [--compile eager | compiled | both] [--amp auto | on | off]
 """
 import argparse
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import data
@@ -29,8 +29,9 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def timed(fn, dev, repeat):
-    """Median seconds of fn() over `repeat` runs (after one warm-up), and its op count."""
+def timed(fn, dev, repeat, count=True):
+    """Median seconds of fn() over `repeat` runs (after one warm-up), and its op count (None when
+    not counted: under a dispatch mode a compiled function's count is not its kernels')."""
     fn()
     ts = []
     for _ in range(repeat):
@@ -41,6 +42,8 @@ def timed(fn, dev, repeat):
         if dev.type == "cuda":
             torch.cuda.synchronize()
         ts.append(time.perf_counter() - t)
+    if not count:
+        return sorted(ts)[len(ts) // 2], None
     with OpCount() as c:
         fn()
     return sorted(ts)[len(ts) // 2], c.n
@@ -53,6 +56,9 @@ def main(argv):
     ap.add_argument("--model-batch", default="16", help="batch sizes for the model step (empty: none)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compile", choices=["eager", "compiled", "both"], default="eager",
+                    help="the model step as train.py runs it eager, under torch.compile (train.py --compile on), or both")
+    ap.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="bf16 autocast, as train.py (auto: cuda)")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -60,7 +66,7 @@ def main(argv):
     V = cfg["video"]
     S, Fr = V["width"], V["frames"]
     print(f"device {dev}, {a.threads} threads, clips {S}x{S}x{Fr}; median of {a.repeat} after a warm-up")
-    for bs in [int(x) for x in a.batch.split(",")]:
+    for bs in [int(x) for x in a.batch.split(",") if x]:
         for name, gen in (("data.batch (per clip)", data.batch), ("data.batch_fast (batch)", data.batch_fast)):
             sec, ops = timed(lambda: gen(0, 1000, bs, S, Fr, dev, drop=0.1), dev, a.repeat)
             print(f"batch {bs:4d}  {name:26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
@@ -82,20 +88,24 @@ def main(argv):
         print(f"batch {bs:4d}  {'ae.encode (no grad)':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
         x0 = encode().float()
 
-        def step():
-            ids, valid = train.encode_captions(caps, vocab, tc["max_len"], dev)
-            sig = torch.sigmoid(torch.randn(bs, device=dev))
-            e = torch.randn_like(x0)
-            xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
-            states, pooled = text(ids, valid)
-            v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev))
-            loss = F.mse_loss(v, e - x0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-        sec, ops = timed(step, dev, a.repeat)
-        print(f"batch {bs:4d}  {'text + DiT fwd/bwd + AdamW':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
+        ids, valid = train.encode_captions(caps, vocab, tc["max_len"], dev)
+        amp = dev.type == "cuda" if a.amp == "auto" else a.amp == "on"
+        kinds = {"eager": [False], "compiled": [True], "both": [False, True]}[a.compile]
+        for compiled in kinds:
+            fwd = train.Step(compiled, lambda m: print(f"batch {bs:4d}  {m}"))
+
+            def step():
+                sig = torch.sigmoid(torch.randn(bs, device=dev))
+                e = torch.randn_like(x0)
+                xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
+                _, objective = fwd(text, dit, ids, valid, xs, sig, e - x0, None, amp)
+                opt.zero_grad(set_to_none=True)
+                objective.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+            sec, ops = timed(step, dev, a.repeat, count=not fwd.compiled)
+            name = f"text + DiT + AdamW, {'compiled' if fwd.compiled else 'eager'}{', bf16' if amp else ''}"
+            print(f"batch {bs:4d}  {name:26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {'-' if ops is None else ops:>6} ops")
     return 0
 
 

@@ -92,6 +92,48 @@ def object_weights(alpha, latent, weight, balance=False):
     return 1 + (weight - 1) * m
 
 
+def flow_objective(text, dit, ids, valid, xs, sig, target, w, amp):
+    """Stage 2's forward: the text encoder and DiT on the noised latents xs [n, C, T, H, W] at noise
+    levels sig [n], against target (e - x0). Returns (the plain flow MSE, what is minimized: the
+    MSE weighed by w [n, 1, T, H, W] when w is given). One function for train.py's loop and
+    bench.py, eager or under torch.compile (--compile)."""
+    with torch.autocast(xs.device.type, dtype=torch.bfloat16, enabled=amp):
+        states, pooled = text(ids, valid)
+        v = dit(xs, 1000 * sig, states, valid, pooled, torch.full_like(sig, 6.0)).float()
+    err = (v - target).pow(2)
+    loss = err.mean()
+    if w is None:
+        return loss, loss
+    return loss, (err * w).sum() / (w.sum() * err.shape[1])
+
+
+class Step:
+    """flow_objective, compiled (torch.compile, inductor) when asked. The first call runs eager (it
+    fills the model's RoPE tables, which the compiled code would otherwise be specialized on the
+    absence of, and recompiled); the second compiles. A compile that fails is logged and the run
+    goes on eager (the same losses: bench.py --compile both, spec/tiny_run_spec.lua)."""
+
+    def __init__(self, compiled, say=print):
+        self.say, self.fn, self.compiled, self.calls = say, flow_objective, compiled, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if not self.compiled or self.calls != 2:
+            return self.fn(*args)
+        t = time.time()
+        try:
+            self.fn = torch.compile(flow_objective)
+            out = self.fn(*args)
+        except Exception as e:   # noqa: BLE001 - a one-shot device run keeps going
+            self.say(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
+                     " eager from here")
+            self.fn, self.compiled = flow_objective, False
+            return self.fn(*args)
+        self.say(f"torch.compile: compiling the forward took {time.time() - t:.1f} s (its backward compiles in the"
+                 " step's backward)")
+        return out
+
+
 def flat_metadata(cfg, prefix="tiny."):
     """The config as flat string entries adaspa reads without a JSON parser: "tiny.dit.hidden" =
     "128", lists joined by commas ("tiny.dit.rope_axes" = "16,24,24"), the vocabulary by spaces."""
@@ -160,6 +202,9 @@ def main(argv):
                          " and one copy a batch, no waits for the device), clip = one clip at a time (data.batch: ~64"
                          " ops and 5 blocking copies a clip); the same clips and captions either way; auto: batch on"
                          " cuda, clip on the CPU (where the batch's large tensors cost more than the ops)")
+    ap.add_argument("--compile", choices=["on", "off"], default="off",
+                    help="stage 2: torch.compile the text encoder + DiT forward and loss (inductor: fused kernels;"
+                         " the first step compiles, about a minute; a failed compile falls back to eager, logged)")
     ap.add_argument("--warmup", type=int, default=500, help="stage 2 learning-rate warm-up steps")
     ap.add_argument("--restart-schedule", action="store_true",
                     help="with --resume in stage 2: a new warm-up and cosine over this run's --steps / --dit-seconds"
@@ -440,6 +485,7 @@ def main(argv):
             sched_from, dit_before, dit_spent = start, dit_before + dit_spent, 0.0
             log(logf, f"dit  new schedule from step {start}")
     ema_t = None if ema is None else torch.tensor(float(ema), device=dev)
+    step = Step(a.compile == "on", lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
     def stage2_state(spent):
@@ -467,16 +513,9 @@ def main(argv):
         sig = 3 * sig / (1 + 2 * sig)   # shift 3 toward noise
         e = torch.randn_like(x0)
         xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
-        with autocast():
-            states, pooled = text(ids, valid)
-            v = dit(xs, 1000 * sig, states, valid, pooled, torch.full((bs,), 6.0, device=dev)).float()
-        err = (v - (e - x0)).pow(2)
-        loss = err.mean()   # what is logged: the plain flow MSE, comparable across runs
-        if weigh:
-            w = object_weights(got[2], x0.shape[2:], a.object_weight, a.object_balance)
-            objective = (err * w).sum() / (w.sum() * err.shape[1])
-        else:
-            objective = loss
+        w = object_weights(got[2], x0.shape[2:], a.object_weight, a.object_balance) if weigh else None
+        # loss: what is logged, the plain flow MSE, comparable across runs
+        loss, objective = step(text, dit, ids, valid, xs, sig, e - x0, w, amp)
         opt.zero_grad(set_to_none=True)
         objective.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -518,6 +557,7 @@ def main(argv):
                                     "batch": bs, "dit_clips": dit_clips, "data_next": clip,
                                     "ae_seconds": round(ae_spent + (was.get("export_ae_seconds") or 0.0), 1),
                                     "dit_seconds": round(dit_before + dit_spent, 1), "amp_bf16": amp,
+                                    "compiled": step.compiled,
                                     **({"encoder_refit": refit_info} if refit_info else {})}),
         "seconds": "%.1f" % (time.time() - t0),
         "note": "smoke run: untrained" if smoke else "trained by recipes/tools/tinyvideo/train.py",
