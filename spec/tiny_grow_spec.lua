@@ -66,9 +66,26 @@ describe("train.py --grow-double / --grow-single", function()
     assert.truthy(log:find("double blocks 2 -> 3, single blocks 3 -> 3", 1, true), log)
     assert.are.equal("3", meta("h")["tiny.dit.layers.double"])
 
-    -- refused: without --init-from, a negative count
+    -- from an export alone (its state lost: the GPU machine keeps none between sessions):
+    -- --refit-encoder fits a fresh encoder to its decoder, then stage 2 grows its DiT as --init-from
+    log = train(string.format("--out %s/r.safetensors --refit-encoder %s/b.safetensors --ae-steps 3 --grow-double 1"
+      .. " --grow-single 2 --steps 1 --lr 0", out, out))
+    assert.truthy(log:find("ae   refit: a fresh encoder against the frozen decoder of", 1, true), log)
+    gap = log:match("double blocks 1 %-> 2, single blocks 1 %-> 3 %(appended, modulation zero%); max |grown %- export| (%S+)")
+    assert.truthy(gap and tonumber(gap) < 1e-5, log)
+    m = meta("r")
+    assert.are.equal("2", m["tiny.dit.layers.double"])
+    assert.are.equal("3", m["tiny.dit.layers.single"])
+    -- the refit's export keeps b's decoder: adaspa runs it, grown, to b's latents (learning rate 0)
+    local dr = recipe("r", "attention.policy=dense")
+    assert.truthy(spec_slurp(dr .. "/report.txt"):find("2 double + 3 single blocks", 1, true))
+    local lr_ = latents(dr)
+    diff = adaspa.add(lb:reshape({-1}), adaspa.scale(lr_:reshape({-1}), -1)):norm()
+    assert.is_true(diff <= 1e-5 * lb:norm(), tostring(diff))
+
+    -- refused: without --init-from or --refit-encoder, a negative count
     local msg = train("--out " .. out .. "/x.safetensors --grow-double 1", 2)
-    assert.truthy(msg:find("--grow-double needs --init-from EXPORT", 1, true), msg)
+    assert.truthy(msg:find("--grow-double needs --init-from EXPORT or --refit-encoder EXPORT", 1, true), msg)
     msg = train(string.format("--out %s/g.safetensors --resume --init-from %s/b.safetensors --grow-single -1", out, out), 2)
     assert.truthy(msg:find("--grow-single -1: must be >= 0", 1, true), msg)
   end)

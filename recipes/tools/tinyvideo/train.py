@@ -228,12 +228,12 @@ def main(argv):
                          " 0 and 1: the latents the DiT was trained on), then stage 2 as --init-from EXPORT; the"
                          " export keeps EXPORT's decoder. With --resume: continues such a run's state")
     ap.add_argument("--grow-double", type=int, default=0, metavar="N",
-                    help="with --init-from: N double blocks appended after the export's, their modulation linears"
+                    help="with --init-from (or --refit-encoder): N double blocks appended after the export's, their modulation linears"
                          " zero (each new block is the identity: the grown DiT computes what the export's does),"
                          " the rest of them initialized as usual; the run's config, state and export carry the"
                          " new counts (--resume of its state rebuilds the grown DiT)")
     ap.add_argument("--grow-single", type=int, default=0, metavar="M",
-                    help="with --init-from: M single blocks appended after the export's, as --grow-double")
+                    help="with --init-from (or --refit-encoder): M single blocks appended after the export's, as --grow-double")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -252,8 +252,9 @@ def main(argv):
     for name, n in (("--grow-double", a.grow_double), ("--grow-single", a.grow_single)):
         if n < 0:
             ap.error(f"{name} {n}: must be >= 0")
-        if n and not a.init_from:
-            ap.error(f"{name} needs --init-from EXPORT (the blocks are appended to that export's DiT)")
+        if n and not (a.init_from or a.refit_encoder):
+            ap.error(f"{name} needs --init-from EXPORT or --refit-encoder EXPORT (the blocks are appended to that"
+                     " export's DiT)")
     if not (a.object_weight >= 1.0 and math.isfinite(a.object_weight)):
         ap.error(f"--object-weight {a.object_weight}: must be a number >= 1")
     if a.object_balance and a.object_weight == 1.0:
@@ -297,6 +298,8 @@ def main(argv):
         if diff:
             ap.error(f"--refit-encoder {a.refit_encoder}: its configuration is not this run's (it differs in"
                      f" {', '.join(diff)}; this run is {'--smoke' if smoke else 'the full one, without --smoke'})")
+        rl = rcfg["dit"]["layers"]   # --grow-*: stage 2 appends blocks to the export's DiT, as --init-from does
+        cfg["dit"]["layers"] = dict(rl, double=rl["double"] + a.grow_double, single=rl["single"] + a.grow_single)
     # the DiT's block counts: the run's configuration's, or those of the DiT it starts from (a
     # --refit-encoder export's, set above; a stage-2 state's; an --init-from export's plus --grow-*)
     state_path = out.with_suffix(".state.pt")
@@ -331,7 +334,7 @@ def main(argv):
     ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
                        cfg["ae"]["dec_mlp"]).to(dev)
     if refit:   # the export's decoder, frozen: its latent statistics are folded into lin_in (lat_mean 0, lat_std 1)
-        ae.decoder.load_state_dict(M.load_exported(refit[1], cfg, len(vocab))[1].state_dict())
+        ae.decoder.load_state_dict(M.load_exported(refit[1], json.loads(refit[0]["config"]), len(vocab))[1].state_dict())
         ae.decoder.requires_grad_(False)
     opt = torch.optim.AdamW((ae.encoder if refit else ae).parameters(), lr=a.lr, weight_decay=0.0)
     if a.resume:
