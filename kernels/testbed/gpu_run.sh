@@ -29,11 +29,9 @@
 #   train     recipes/tools/tinyvideo/train.py --device cuda $TRAIN_ARGS --time-limit $TRAIN_LIMIT (issue 14):
 #             resumes from the state parts in .train/ when they are there; leaves the export
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
-#             device call returns files of 16 MiB at most; saved when the time limit stopped it or
-#             the run finished) in $TRAIN_OUT (default $OUT). A grown DiT's state (61 MB) and its export
-#             pass what a call returns: the export is then left out; write it again from the state on
-#             the CPU machine (cat the parts to tiny.state.pt, `train.py --device cpu --resume --out
-#             tiny.safetensors` beside it: it exports a finished run in seconds)
+#             device call returns files of 16 MiB at most) in $TRAIN_OUT (default $OUT): always when the
+#             time limit stopped it, after a finished run only when it fits beside the export (a grown
+#             DiT's state, 61 MB, does not: the next session trains on with --refit-encoder EXPORT)
 #   trainbench recipes/tools/tinyvideo/bench.py on cuda (issue 14): train.py's model step at batch
 #             $TRAINBENCH_BATCH (128) eager and under torch.compile (train.py --compile on), and the clip
 #             generator and encoder; about two minutes, most of it the compile
@@ -139,10 +137,17 @@ PY
       fi
       (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 train.py --device cuda --out "$tdir/tiny.safetensors" \
         $resume ${TRAIN_ARGS:-} --time-limit ${TRAIN_LIMIT:-540}) > "$out/train.log" 2>&1; r=$?
-      # the state comes back in parts whenever there is one (a finished run saves it too: train on from it
-      # with --resume --restart-schedule); a finished run also returns the export
-      if [ $r = 3 ] || [ $r = 0 ]; then [ -f "$tdir/tiny.state.pt" ] && split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."; fi
+      # a finished run returns its export first; the state (a finished run saves it too: train on from it
+      # with --resume --restart-schedule) comes back in 15 MB parts when it fits beside the export in what
+      # a call returns (8 files, 64 MiB: a grown DiT's state, 61 MB, does not; then the next session
+      # refits an encoder to the export instead: --refit-encoder EXPORT); a run the time limit stopped
+      # returns the state alone
       if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
+      if { [ $r = 3 ] || [ $r = 0 ]; } && [ -f "$tdir/tiny.state.pt" ]; then
+        ssz=$(stat -c %s "$tdir/tiny.state.pt"); esz=$(stat -c %s "$tout/tiny.safetensors" 2>/dev/null || echo 0)
+        if [ $r = 3 ] || [ $((ssz + esz)) -le $((52 * 1048576)) ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
+        else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on with --refit-encoder"; fi
+      fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
     trainbench)
