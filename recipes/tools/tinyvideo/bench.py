@@ -29,10 +29,11 @@ class OpCount(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def timed(fn, dev, repeat, count=True):
-    """Median seconds of fn() over `repeat` runs (after one warm-up), and its op count (None when
-    not counted: under a dispatch mode a compiled function's count is not its kernels')."""
-    fn()
+def timed(fn, dev, repeat, count=True, warm=1):
+    """Median seconds of fn() over `repeat` runs (after `warm` warm-up runs), and its op count (None
+    when not counted: under a dispatch mode a compiled function's count is not its kernels')."""
+    for _ in range(warm):
+        fn()
     ts = []
     for _ in range(repeat):
         if dev.type == "cuda":
@@ -103,7 +104,8 @@ def main(argv):
                 objective.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
-            sec, ops = timed(step, dev, a.repeat, count=not fwd.compiled)
+            # compiled: the first call runs eager, the second compiles (train.Step): both warm-ups
+            sec, ops = timed(step, dev, a.repeat, count=not compiled, warm=2 if compiled else 1)
             name = f"text + DiT + AdamW, {'compiled' if fwd.compiled else 'eager'}{', bf16' if amp else ''}"
             print(f"batch {bs:4d}  {name:26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {'-' if ops is None else ops:>6} ops")
     return 0
