@@ -572,7 +572,7 @@ for bal in (False, True):
       local _, meta = adaspa.safetensors.info(out .. "/" .. c .. ".safetensors")
       assert.truthy(meta.final_losses:find('"compiled": ' .. (c == "on" and "true" or "false"), 1, true), meta.final_losses)
       if c == "on" then   -- the first step eager (the RoPE tables), the second compiles, no fallback
-        assert.truthy(log:find("dit  torch.compile: compiling the forward took", 1, true), log)
+        assert.truthy(log:find("dit  torch.compile: compiling the step (forward and backward) took", 1, true), log)
         assert.falsy(log:find("torch.compile failed", 1, true), log)
       end
     end

@@ -93,15 +93,14 @@ def main(argv):
         amp = dev.type == "cuda" if a.amp == "auto" else a.amp == "on"
         kinds = {"eager": [False], "compiled": [True], "both": [False, True]}[a.compile]
         for compiled in kinds:
-            fwd = train.Step(compiled, lambda m: print(f"batch {bs:4d}  {m}"))
+            fwd = train.Step(compiled, params, lambda m: print(f"batch {bs:4d}  {m}"))
 
             def step():
                 sig = torch.sigmoid(torch.randn(bs, device=dev))
                 e = torch.randn_like(x0)
                 xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
-                _, objective = fwd(text, dit, ids, valid, xs, sig, e - x0, None, amp)
                 opt.zero_grad(set_to_none=True)
-                objective.backward()
+                fwd(text, dit, ids, valid, xs, sig, e - x0, None, amp)   # forward and backward
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
                 opt.step()
             # compiled: the first call runs eager, the second compiles (train.Step): both warm-ups

@@ -108,30 +108,37 @@ def flow_objective(text, dit, ids, valid, xs, sig, target, w, amp):
 
 
 class Step:
-    """flow_objective, compiled (torch.compile, inductor) when asked. The first call runs eager (it
+    """One step's forward and backward: flow_objective, then the objective's backward (the gradients
+    land in params), compiled (torch.compile, inductor) when asked. The first call runs eager (it
     fills the model's RoPE tables, which the compiled code would otherwise be specialized on the
-    absence of, and recompiled); the second compiles. A compile that fails is logged and the run
-    goes on eager (the same losses: bench.py --compile both, spec/tiny_run_spec.lua)."""
+    absence of, and recompiled); the second compiles, its forward and then its backward. A compile
+    that fails in either is logged, the gradients are cleared and the step and the run go on eager
+    (the same losses: bench.py --compile both, spec/tiny_run_spec.lua)."""
 
-    def __init__(self, compiled, say=print):
-        self.say, self.fn, self.compiled, self.calls = say, flow_objective, compiled, 0
+    def __init__(self, compiled, params, say=print):
+        self.say, self.params, self.fn, self.compiled, self.calls = say, params, flow_objective, compiled, 0
 
     def __call__(self, *args):
+        """(the plain flow MSE, the objective), its backward done."""
         self.calls += 1
-        if not self.compiled or self.calls != 2:
-            return self.fn(*args)
-        t = time.time()
-        try:
-            self.fn = torch.compile(flow_objective)
-            out = self.fn(*args)
-        except Exception as e:   # noqa: BLE001 - a one-shot device run keeps going
-            self.say(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
-                     " eager from here")
-            self.fn, self.compiled = flow_objective, False
-            return self.fn(*args)
-        self.say(f"torch.compile: compiling the forward took {time.time() - t:.1f} s (its backward compiles in the"
-                 " step's backward)")
-        return out
+        if self.compiled and self.calls == 2:
+            t = time.time()
+            try:
+                self.fn = torch.compile(flow_objective)
+                loss, objective = self.fn(*args)
+                objective.backward()
+            except Exception as e:   # noqa: BLE001 - a one-shot device run keeps going
+                self.say(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''});"
+                         " eager from here")
+                self.fn, self.compiled = flow_objective, False
+                for p in self.params:
+                    p.grad = None
+            else:
+                self.say(f"torch.compile: compiling the step (forward and backward) took {time.time() - t:.1f} s")
+                return loss, objective
+        loss, objective = self.fn(*args)
+        objective.backward()
+        return loss, objective
 
 
 def flat_metadata(cfg, prefix="tiny."):
@@ -262,6 +269,10 @@ def main(argv):
     if not (abs(a.t_mean) <= 4.0):
         ap.error(f"--t-mean {a.t_mean}: must be within [-4, 4]")
     weigh = a.object_weight != 1.0
+
+    def grown(layers):
+        """An export's DiT block counts with --grow-double / --grow-single added."""
+        return dict(layers, double=layers["double"] + a.grow_double, single=layers["single"] + a.grow_single)
     batched = a.data == "batch" or (a.data == "auto" and dev.type == "cuda")
 
     def gen(*args, **kw):
@@ -298,8 +309,7 @@ def main(argv):
         if diff:
             ap.error(f"--refit-encoder {a.refit_encoder}: its configuration is not this run's (it differs in"
                      f" {', '.join(diff)}; this run is {'--smoke' if smoke else 'the full one, without --smoke'})")
-        rl = rcfg["dit"]["layers"]   # --grow-*: stage 2 appends blocks to the export's DiT, as --init-from does
-        cfg["dit"]["layers"] = dict(rl, double=rl["double"] + a.grow_double, single=rl["single"] + a.grow_single)
+        cfg["dit"]["layers"] = grown(rcfg["dit"]["layers"])   # stage 2 appends --grow-* blocks, as --init-from
     # the DiT's block counts: the run's configuration's, or those of the DiT it starts from (a
     # --refit-encoder export's, set above; a stage-2 state's; an --init-from export's plus --grow-*)
     state_path = out.with_suffix(".state.pt")
@@ -310,8 +320,7 @@ def main(argv):
         cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
     if a.init_from:
         ilayers = checked_export("--init-from", a.init_from)[1]["dit"]["layers"]
-        cfg["dit"]["layers"] = dict(ilayers, double=ilayers["double"] + a.grow_double,
-                                    single=ilayers["single"] + a.grow_single)
+        cfg["dit"]["layers"] = grown(ilayers)
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -488,7 +497,7 @@ def main(argv):
             sched_from, dit_before, dit_spent = start, dit_before + dit_spent, 0.0
             log(logf, f"dit  new schedule from step {start}")
     ema_t = None if ema is None else torch.tensor(float(ema), device=dev)
-    step = Step(a.compile == "on", lambda m: log(logf, "dit  " + m))
+    step = Step(a.compile == "on", params, lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
     def stage2_state(spent):
@@ -517,10 +526,9 @@ def main(argv):
         e = torch.randn_like(x0)
         xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
         w = object_weights(got[2], x0.shape[2:], a.object_weight, a.object_balance) if weigh else None
-        # loss: what is logged, the plain flow MSE, comparable across runs
-        loss, objective = step(text, dit, ids, valid, xs, sig, e - x0, w, amp)
         opt.zero_grad(set_to_none=True)
-        objective.backward()
+        # loss: what is logged, the plain flow MSE, comparable across runs; the backward done
+        loss, objective = step(text, dit, ids, valid, xs, sig, e - x0, w, amp)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (s - sched_from + 1) / a.warmup) * (0.5 * (1 + math.cos(math.pi * p)))
