@@ -327,24 +327,37 @@ function recipe.job_of(cfg, path)
   return job, require("adaspa.jobs." .. job)
 end
 
+-- The confinement of a run's step 1 below: no writes; reads of .safetensors/.png files in the
+-- recipe's folder; package.path the installed library only, package.cpath nothing. Calls
+-- body(guard) inside it; on an error, on_error(err) (if given) runs still confined and its
+-- result replaces the error. Ends the confinement and restores the paths; returns pcall's
+-- results as a list with n.
+local function confine(path, body, on_error)
+  local adaspa = require "adaspa"
+  local guard = adaspa.sandbox.begin()
+  local saved_path, saved_cpath = package.path, package.cpath
+  package.path, package.cpath = require("adaspa.sandbox").library_path(), ""
+  local function pack(...) return {n = select("#", ...), ...} end
+  local res = pack(pcall(function()
+    guard:allow_read(recipe_folder(path), true)
+    return body(guard)
+  end))
+  if not res[1] and on_error then res[2] = on_error(res[2]) end
+  guard:finish()
+  package.path, package.cpath = saved_path, saved_cpath
+  return res
+end
+
 -- Calls fn(...) confined as a run's step 1 below (no writes; reads of .safetensors/.png files in
 -- the recipe's folder; package.path the installed library only, package.cpath nothing), for
 -- trusted code that loads a recipe (recipe.load) and looks into its values: the recipe's functions
 -- and metamethods that this runs stay confined. Returns true and fn's results, or false and the
 -- error message (never calling a metamethod of the error object).
 function recipe.confined(path, fn, ...)
-  local adaspa = require "adaspa"
-  local guard = adaspa.sandbox.begin()
-  local saved_path, saved_cpath = package.path, package.cpath
-  package.path, package.cpath = require("adaspa.sandbox").library_path(), ""
-  local res = {pcall(function(...)
-    guard:allow_read(recipe_folder(path), true)
-    return fn(...)
-  end, ...)}
-  guard:finish()
-  package.path, package.cpath = saved_path, saved_cpath
+  local n, args = select("#", ...), {...}
+  local res = confine(path, function() return fn(unpack(args, 1, n)) end)
   if not res[1] then return false, message_of(res[2]) end
-  return unpack(res, 1, table.maxn(res))
+  return unpack(res, 1, res.n)
 end
 
 -- Runs the recipe file path with the overrides (a list of "path.to.field=value" strings) in the
@@ -368,15 +381,10 @@ function recipe.run(path, overrides, opts)
   local adaspa = require "adaspa"
   opts = opts or {}
   overrides = overrides or {}
-  local sb = require "adaspa.sandbox"
   local threads = adaspa.threads() -- the recipe may set the thread count for its run only
-  local guard = adaspa.sandbox.begin()
-  local saved_path, saved_cpath = package.path, package.cpath
-  package.path, package.cpath = sb.library_path(), ""
   local out, scratch
   local rank = adaspa.comm.world():rank()
-  local ok, code, result = pcall(function()
-    guard:allow_read(recipe_folder(path), true)
+  local res = confine(path, function(guard)
     local cfg = recipe.load(path)
     local dir_from_cli = false
     for _, a in ipairs(overrides) do
@@ -420,9 +428,8 @@ function recipe.run(path, overrides, opts)
       opts.say("adaspa: output folder %s held a previous adaspa run: its %d files were removed", out:path(), cleared)
     end
     return runner.run(cfg, {recipe = path, name = name, outdir = out})
-  end)
-  if not ok then
-    code = message_of(code)
+  end, function(err)
+    local code = message_of(err)
     if out then
       local dok, removed = pcall(out.discard, out)
       if dok and not removed then
@@ -430,9 +437,9 @@ function recipe.run(path, overrides, opts)
         if wok then code = code .. "\n(the outputs written before the failure are in " .. out:path() .. "; error.txt says why)" end
       end
     end
-  end
-  guard:finish()
-  package.path, package.cpath = saved_path, saved_cpath
+    return code
+  end)
+  local ok, code, result = res[1], res[2], res[3]
   adaspa.threads(threads)
   if scratch then -- clear (reuse removes a previous run's files), then remove the folder
     local sok, d = pcall(adaspa.outdir.open, scratch, "reuse")
