@@ -31,6 +31,60 @@ describe("tiny model export", function()
     assert.is_false(ok)
     assert.truthy(err:find("not a tiny model export", 1, true))
   end)
+
+  -- an export is a file from anyone: its sizes are checked before they are used (spec/fuzz/tiny_fuzz.lua
+  -- fuzzes the same reader)
+  it("refuses hostile metadata and tensors with a message naming the file and the entry", function()
+    local tensors, meta = adaspa.safetensors.load(DIR .. "tiny_model.safetensors")
+    local path = os.tmpname() .. ".safetensors"
+    local function refused(md_edits, tensor_edit)
+      local md, named = {}, {}
+      for k, v in pairs(meta) do md[k] = v end
+      for k, v in pairs(md_edits) do md[k] = v ~= false and v or nil end
+      for n, t in pairs(tensors) do named[n] = t end
+      if tensor_edit then tensor_edit(named) end
+      adaspa.safetensors.save(path, named, md)
+      local ok, err = pcall(tiny.load, path)
+      local ok2, err2 = pcall(tiny.overrides, {weights = path})
+      assert.is_false(ok)
+      assert.is_false(ok2)
+      assert.are.equal(err, err2)   -- the run's path (tiny.overrides) says the same
+      assert.are.equal("tiny: " .. path .. ": ", err:sub(1, #path + 8))
+      return err
+    end
+    local cases = {
+      {{["tiny.video.width"] = "1000000"}, "tiny.video.width = \"1000000\" must be a whole number from 16 to 4096"},
+      {{["tiny.video.frames"] = "10"}, "video 64x64, 10 frames: width and height must be multiples of 16 and frames 4k + 1"},
+      {{["tiny.dit.layers.double"] = "100000000"}, "tiny.dit.layers.double = \"100000000\" must be a whole number from 0 to 1024"},
+      {{["tiny.dit.layers.single"] = "500"}, "tiny.dit.layers.single = 500 blocks, but the file holds"},
+      {{["tiny.dit.eps"] = "nan"}, "tiny.dit.eps = \"nan\" must be a number above 0 and below 1"},
+      {{["tiny.dit.hidden"] = "48"}, "tiny.dit.hidden (48) must equal tiny.dit.heads (2) x tiny.dit.head_dim (16)"},
+      {{["tiny.dit.rope_axes"] = "4,6"}, "tiny.dit.rope_axes = \"4,6\" must be three even whole numbers"},
+      {{["tiny.dit"] = "5"}, "clashes with another tiny.* entry"},
+      {{["tiny.text.heads"] = false}, "the metadata has no tiny.text.heads"},
+      {{["tiny.vocab"] = meta["tiny.vocab"] .. " Red"}, "the word \"Red\" could never match"},
+      {{["tiny.vocab"] = meta["tiny.vocab"] .. " red"}, "the word \"red\" appears twice"},
+      {{["tiny.vocab"] = meta["tiny.vocab"] .. " extra"}, "tensor text_encoder.embed.weight has shape [32, 32], the metadata's configuration gives [33, 32]"},
+      {{}, "missing tensor decoder.mix.0.taps.3.weight", function(t) t["decoder.mix.0.taps.3.weight"] = nil end},
+      {{}, "unexpected tensor decoder.extra", function(t) t["decoder.extra"] = t["decoder.norm.bias"] end},
+      {{}, "tensor text_encoder.pos has shape [48, 16]", function(t) t["text_encoder.pos"] = t["text_encoder.pos"]:reshape({48, 16}) end},
+    }
+    for _, c in ipairs(cases) do
+      local err = refused(c[1], c[3])
+      assert.truthy(err:find(c[2], 1, true), err)
+    end
+    -- the DiT's tensors: tiny.load checks them too (the run's path in adaspa.weights.load)
+    adaspa.safetensors.save(path, (function()
+      local named = {}
+      for n, t in pairs(tensors) do named[n] = t end
+      named["final_layer.linear.bias"] = nil
+      return named
+    end)(), meta)
+    local ok, err = pcall(tiny.load, path)
+    assert.is_false(ok)
+    assert.are.equal("tiny: " .. path .. ": missing tensor final_layer.linear.bias (and 0 more)", err)
+    os.remove(path)
+  end)
 end)
 
 describe("tiny text encoder", function()

@@ -4,8 +4,10 @@
 --   local fz = dofile("spec/fuzz/mutate.lua")
 --   local rng = fz.rng(seed)
 --   fz.mutate(rng, s, others, dict) -> a mutated copy of s (1 to 4 mutations)
---   fz.campaign{name=, seconds=, runs=, seed=, one = function(rng, i) -> size, ok, problem end}
---     runs `one` until the time or run budget is spent; `one` returns the input's size in bytes,
+--   fz.campaign{name=, seconds=, runs=, seed=, [make = function(rng, i) -> input end,]
+--               one = function(rng, i, input) -> size, ok, problem end}
+--     runs `one` until the time or run budget is spent (with make, each input is made first,
+--     outside the measurement, and passed to `one`); `one` returns the input's size in bytes,
 --     and false plus a description when the outcome is not acceptable (a crash). The loop also
 --     measures each input's Lua allocation (the collector is stopped during it, so the growth
 --     bounds its peak) against 4 x its size + fz.FIXED and its time against fz.HANG seconds.
@@ -81,9 +83,13 @@ function fz.campaign(c)
   collectgarbage()
   while adaspa.now() < t_end and (not c.runs or runs < c.runs) do
     runs = runs + 1
+    local ok_make, input = true, nil
+    if c.make then ok_make, input = pcall(c.make, rng, runs) end   -- made outside the measurement
     collectgarbage("stop")
     local before, t0 = collectgarbage("count"), adaspa.now()
-    local ok_call, size, ok, problem = pcall(c.one, rng, runs)
+    local ok_call, size, ok, problem
+    if ok_make then ok_call, size, ok, problem = pcall(c.one, rng, runs, input)
+    else ok_call, size = false, input end
     local dt, used = adaspa.now() - t0, (collectgarbage("count") - before) * 1024
     collectgarbage("restart")
     if runs % 64 == 0 then collectgarbage() end

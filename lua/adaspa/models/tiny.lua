@@ -95,6 +95,190 @@ local function vocab_of(meta)
   return vocab
 end
 
+local function check_format(path, meta)
+  if meta.format ~= tiny.FORMAT then
+    error(string.format("tiny.load: %s is not a tiny model export (metadata format %s, expected %s;"
+      .. " write one with recipes/tools/tinyvideo/train.py)", path, tostring(meta.format), tiny.FORMAT), 0)
+  end
+end
+
+-- ---- validating an export (a file from anyone: checked before any size in it is used) -----------
+
+-- Bounds of an export's configuration: far above the trained model's, low enough that what the
+-- metadata claims cannot make a run loop or allocate beyond what the tensors hold.
+tiny.LIMITS = {dim = 65536, heads = 1024, layers = 1024, text_len = 4096, side = 4096, frames = 1025,
+  words = 65536, word_bytes = 64}
+
+-- The text encoder's and the decoder's tensors (names under text_encoder. / decoder.) and their
+-- shapes under configuration c (tiny.meta_config's), as model.py writes them.
+function tiny.part_shapes(c, vocab_size)
+  local t, a, shapes = c.text, c.ae, {}
+  local function lin(pre, name, out, inp, bias)
+    shapes[pre .. name .. ".weight"] = {out, inp}
+    if bias ~= false then shapes[pre .. name .. ".bias"] = {out} end
+  end
+  local function ln(pre, name, d) shapes[pre .. name .. ".weight"] = {d}; shapes[pre .. name .. ".bias"] = {d} end
+  local D, E = t.dim, "text_encoder."
+  shapes[E .. "embed.weight"] = {vocab_size, D}
+  shapes[E .. "pos"] = {t.max_len, D}
+  for i = 0, t.layers - 1 do
+    local b = E .. "blocks." .. i .. "."
+    ln(b, "norm1", D); ln(b, "norm2", D)
+    lin(b, "qkv", 3 * D, D); lin(b, "proj", D, D); lin(b, "fc1", 4 * D, D); lin(b, "fc2", D, 4 * D)
+  end
+  ln(E, "norm", D); lin(E, "pool", c.dit.pooled_dim, D)
+  local A, P = a.dec_dim, "decoder."
+  lin(P, "lin_in", A, c.dit.in_channels)
+  for i = 0, a.dec_mix - 1 do
+    local b = P .. "mix." .. i .. "."
+    ln(b, "norm", A)
+    for k = 0, 6 do lin(b, "taps." .. k, A, A, k == 0) end
+  end
+  for i = 0, a.dec_mlp - 1 do
+    local b = P .. "mlp." .. i .. "."
+    ln(b, "norm", A); lin(b, "fc1", 2 * A, A); lin(b, "fc2", A, 2 * A)
+  end
+  ln(P, "norm", A); lin(P, "lin_out", 4 * 8 * 8 * 3, A)
+  return shapes
+end
+
+-- Checks the export at path before its sizes are used: the format; every configuration entry of
+-- the metadata a whole number (or, for eps, rope_theta and mlp_ratio, a finite positive number)
+-- inside tiny.LIMITS and consistent with the others (hidden = heads x head_dim, the RoPE axes
+-- even and summing to head_dim, a video size the latent grid divides, the text widths equal);
+-- the vocabulary's words distinct and bounded; and the text encoder's and decoder's tensors
+-- present with the shapes the configuration gives, no others under their prefixes (the DiT's are
+-- checked by adaspa.weights.load). info, meta: adaspa.safetensors.info(path)'s, when the caller
+-- has them. Returns the nested configuration (tiny.meta_config) and the vocabulary. Errors read
+-- "tiny: <path>: ...".
+function tiny.check_export(path, info, meta)
+  if not meta then
+    local ok, i, m = pcall(adaspa.safetensors.info, path)
+    if not ok then error((tostring(i):gsub("^[^:]*%.lua:%d+: ", "")), 0) end
+    info, meta = i, m
+  end
+  check_format(path, meta)
+  local function fail(fmt, ...) error(string.format("tiny: %s: " .. fmt, path, ...), 0) end
+  local c = {}
+  for k, v in pairs(meta) do   -- the tiny.* entries, nested; a name that is both a value and a table is refused
+    local sub = k:match("^tiny%.(.+)$")
+    if sub and sub ~= "vocab" then
+      local t, parts = c, {}
+      for part in sub:gmatch("[^%.]+") do parts[#parts + 1] = part end
+      for i = 1, #parts - 1 do
+        if t[parts[i]] == nil then t[parts[i]] = {} end
+        if type(t[parts[i]]) ~= "table" then fail("metadata entry %s clashes with another tiny.* entry", k) end
+        t = t[parts[i]]
+      end
+      if type(t[parts[#parts]]) == "table" then fail("metadata entry %s clashes with another tiny.* entry", k) end
+      t[parts[#parts]] = v
+    end
+  end
+  local L = tiny.LIMITS
+  local function get(dotted)
+    local v = c
+    for part in dotted:gmatch("[^%.]+") do v = type(v) == "table" and v[part] or nil end
+    if v == nil then fail("the metadata has no tiny.%s (not a complete %s export)", dotted, tiny.FORMAT) end
+    if type(v) == "table" then fail("metadata tiny.%s must be a value, not a group of entries", dotted) end
+    return v
+  end
+  local function int(dotted, lo, hi)
+    local s = get(dotted)
+    local n = tonumber(s)
+    if not n or n ~= math.floor(n) or n < lo or n > hi then
+      fail("metadata tiny.%s = %q must be a whole number from %d to %d", dotted, s:sub(1, 40), lo, hi)
+    end
+    return n
+  end
+  local function pos(dotted, hi)
+    local s = get(dotted)
+    local n = tonumber(s)
+    if not n or n ~= n or n <= 0 or n >= hi then
+      fail("metadata tiny.%s = %q must be a number above 0 and below %g", dotted, s:sub(1, 40), hi)
+    end
+    return n
+  end
+  local w = {text = {}, ae = {}, dit = {layers = {}}, video = {}}
+  local d = w.dit
+  d.heads, d.head_dim = int("dit.heads", 1, L.heads), int("dit.head_dim", 2, L.dim)
+  d.hidden = int("dit.hidden", 1, L.dim)
+  if d.hidden ~= d.heads * d.head_dim then
+    fail("metadata tiny.dit.hidden (%d) must equal tiny.dit.heads (%d) x tiny.dit.head_dim (%d)", d.hidden, d.heads, d.head_dim)
+  end
+  d.mlp_ratio = pos("dit.mlp_ratio", 65)
+  if d.hidden * d.mlp_ratio ~= math.floor(d.hidden * d.mlp_ratio) then
+    fail("metadata tiny.dit.mlp_ratio (%s) x tiny.dit.hidden (%d) must be a whole number", get("dit.mlp_ratio"), d.hidden)
+  end
+  for _, n in ipairs({"double", "single", "refiner"}) do d.layers[n] = int("dit.layers." .. n, 0, L.layers) end
+  d.in_channels = int("dit.in_channels", 16, 16)
+  d.text_len = int("dit.text_len", 1, L.text_len)
+  d.rope_theta, d.eps = pos("dit.rope_theta", math.huge), pos("dit.eps", 1)
+  local axes = {}
+  for x in get("dit.rope_axes"):gmatch("[^,]+") do axes[#axes + 1] = tonumber(x) or -1 end
+  local sum = 0
+  for _, a in ipairs(axes) do
+    if a ~= math.floor(a) or a < 0 or a % 2 ~= 0 then sum = -1 break end
+    sum = sum + a
+  end
+  if #axes ~= 3 or sum ~= d.head_dim then
+    fail("metadata tiny.dit.rope_axes = %q must be three even whole numbers summing to tiny.dit.head_dim (%d)",
+      get("dit.rope_axes"):sub(1, 40), d.head_dim)
+  end
+  d.rope_axes = axes
+  -- a block count beyond the file's tensors (each block has several) only makes work before the check
+  for _, n in ipairs({"dit.layers.double", "dit.layers.single", "dit.layers.refiner", "text.layers", "ae.dec_mix", "ae.dec_mlp"}) do
+    local k = tonumber(get(n))
+    if k and k > #info then fail("metadata tiny.%s = %d blocks, but the file holds %d tensors in all", n, k, #info) end
+  end
+  local t = w.text
+  t.dim, t.heads, t.layers = int("text.dim", 1, L.dim), int("text.heads", 1, L.heads), int("text.layers", 0, L.layers)
+  t.max_len = int("text.max_len", 1, d.text_len)
+  if t.dim % t.heads ~= 0 then fail("metadata tiny.text.dim (%d) must be a multiple of tiny.text.heads (%d)", t.dim, t.heads) end
+  d.text_dim, d.pooled_dim = int("dit.text_dim", t.dim, t.dim), int("dit.pooled_dim", 1, L.dim)
+  local a = w.ae
+  a.dec_dim, a.dec_mix, a.dec_mlp = int("ae.dec_dim", 1, L.dim), int("ae.dec_mix", 0, L.layers), int("ae.dec_mlp", 0, L.layers)
+  local v = w.video
+  v.width, v.height = int("video.width", 16, L.side), int("video.height", 16, L.side)
+  v.frames = int("video.frames", 1, L.frames)
+  if v.width % 16 ~= 0 or v.height % 16 ~= 0 or (v.frames - 1) % 4 ~= 0 then
+    fail("the metadata's video %dx%d, %d frames: width and height must be multiples of 16 and frames 4k + 1", v.width, v.height, v.frames)
+  end
+  local vocab, seen = vocab_of(meta), {}
+  if #vocab == 0 or #vocab > L.words then fail("metadata tiny.vocab must hold 1 to %d words, has %d", L.words, #vocab) end
+  for i, word in ipairs(vocab) do
+    if #word > L.word_bytes then fail("metadata tiny.vocab: word %d is over %d bytes", i, L.word_bytes) end
+    if word ~= word:lower() or word:find("[,%.]") then   -- tiny_text.words lower-cases prompts and drops , and .
+      fail("metadata tiny.vocab: the word %q could never match a prompt's word (lower case, no ',' or '.')", word)
+    end
+    if seen[word] then fail("metadata tiny.vocab: the word %q appears twice", word) end
+    seen[word] = true
+  end
+  local want = tiny.part_shapes(w, #vocab)
+  local have = {}
+  for _, e in ipairs(info) do
+    for _, pre in ipairs(tiny.FOREIGN) do
+      if e.name:sub(1, #pre) == pre then
+        if not want[e.name] then fail("unexpected tensor %s (not one of the %s configuration's)", e.name, pre:sub(1, -2)) end
+        have[e.name] = e
+      end
+    end
+  end
+  local names = {}
+  for n in pairs(want) do names[#names + 1] = n end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    local e, s = have[n], want[n]
+    if not e then fail("missing tensor %s [%s] (the metadata's configuration has it)", n, table.concat(s, ", ")) end
+    if not (e.dtype == "f16" or e.dtype == "bf16" or e.dtype == "f32") then
+      fail("tensor %s is %s; the export's tensors are floating point (f16, bf16 or f32)", n, e.dtype)
+    end
+    if table.concat(e.shape, ",") ~= table.concat(s, ",") then
+      fail("tensor %s has shape [%s], the metadata's configuration gives [%s]", n, table.concat(e.shape, ", "), table.concat(s, ", "))
+    end
+  end
+  return w, vocab
+end
+
 -- The text encoder and the decoder of an export's tensors w (name -> tensor, keys with their
 -- text_encoder. / decoder. prefixes) under configuration cfg (tiny.config's).
 local function parts(w, cfg)
@@ -104,28 +288,39 @@ local function parts(w, cfg)
     td.new(sub(w, "decoder."), {dim = a.dec_dim, mix = a.dec_mix, mlp = a.dec_mlp})
 end
 
-local function check_format(path, meta)
-  if meta.format ~= tiny.FORMAT then
-    error(string.format("tiny.load: %s is not a tiny model export (metadata format %s, expected %s;"
-      .. " write one with recipes/tools/tinyvideo/train.py)", path, tostring(meta.format), tiny.FORMAT), 0)
-  end
-end
-
 -- load(path [, {dtype = "f32", device = "cpu"}])
 function tiny.load(path, opts)
   opts = opts or {}
-  local raw, meta = adaspa.safetensors.load(path)
-  local ok, err = pcall(check_format, path, meta)
+  local ok, err = pcall(tiny.check_export, path)
   if not ok then error(err, 2) end
+  local info, meta = adaspa.safetensors.info(path)
+  local c = tiny.meta_config(meta)
+  local vocab = vocab_of(meta)
+  local cfg = tiny.config(tiny.default_preset, tiny.hy_overrides(c, vocab))
+  -- the DiT's tensors against the configuration's (the run's path checks them in adaspa.weights.load)
+  local want, seen = hy.weight_shapes(cfg), {}
+  for _, e in ipairs(info) do
+    if not e.name:find("^text_encoder%.") and not e.name:find("^decoder%.") then
+      local s = want[e.name]
+      if not s then error(string.format("tiny: %s: unexpected tensor %s (not one of the DiT's)", path, e.name), 2) end
+      if table.concat(s, ",") ~= table.concat(e.shape, ",") then
+        error(string.format("tiny: %s: tensor %s has shape [%s], the metadata's configuration gives [%s]", path, e.name,
+          table.concat(e.shape, ", "), table.concat(s, ", ")), 2)
+      end
+      seen[e.name] = true
+    end
+  end
+  local names = {}
+  for n in pairs(want) do if not seen[n] then names[#names + 1] = n end end
+  table.sort(names)
+  if #names > 0 then error(string.format("tiny: %s: missing tensor %s (and %d more)", path, names[1], #names - 1), 2) end
+  local raw = adaspa.safetensors.load(path)
   local dtype, device = opts.dtype or "f32", opts.device or "cpu"
   local w = {}
   for k, t in pairs(raw) do
     local u = t:to(dtype)
     w[k] = u:to(device)
   end
-  local c = tiny.meta_config(meta)
-  local vocab = vocab_of(meta)
-  local cfg = tiny.config(tiny.default_preset, tiny.hy_overrides(c, vocab))
   local dit_w = {}
   for k, t in pairs(w) do
     if not k:find("^text_encoder%.") and not k:find("^decoder%.") then dit_w[k] = t end
@@ -216,8 +411,8 @@ function tiny.overrides(m)
   if type(path) ~= "string" then
     error("model tiny: model.weights must be one .safetensors file (the tiny export), got a " .. type(path), 0)
   end
-  local _, meta = adaspa.safetensors.info(path)
-  check_format(path, meta)
+  local info, meta = adaspa.safetensors.info(path)
+  tiny.check_export(path, info, meta)
   local o = tiny.hy_overrides(tiny.meta_config(meta), vocab_of(meta))
   o.export = path
   return o
@@ -262,9 +457,10 @@ function tiny.load_weights(source, cfg, opts)
   if type(source) ~= "string" then
     error("model tiny: model.weights must be one .safetensors file (the tiny export), got a " .. type(source), 0)
   end
-  local _, meta = adaspa.safetensors.info(source)
-  check_format(source, meta)
-  local w = wt.load(source, cfg, {device = opts.device, dtype = opts.dtype, prefix = opts.prefix, ignore = tiny.FOREIGN})
+  local info, meta = adaspa.safetensors.info(source)
+  tiny.check_export(source, info, meta)
+  local okw, w = pcall(wt.load, source, cfg, {device = opts.device, dtype = opts.dtype, prefix = opts.prefix, ignore = tiny.FOREIGN})
+  if not okw then error((tostring(w):gsub("^[^:]*%.lua:%d+: ", "")), 0) end
   for _, pre in ipairs(tiny.FOREIGN) do
     local info = wt.info(source, {prefix = (opts.prefix or "") .. pre})
     local names = {}
