@@ -344,53 +344,13 @@ local function cfg_str(cfg)
     M.is_i2v(cfg) and string.format(", image %d", cfg.image_dim) or "")
 end
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if not f then return false end
-  local ok = f:read(0) ~= nil or f:seek("end") ~= nil
-  f:close()
-  return ok
-end
-
--- The shard files of an index json (the distinct values of its weight_map), beside it.
-local function index_files(path)
-  local f, err = io.open(path, "rb")
-  if not f then fail("cannot read %s: %s", path, tostring(err)) end
-  local s = f:read("*a")
-  f:close()
-  local map = s:match('"weight_map"%s*:%s*(%b{})')
-  if not map then fail("%s has no weight_map (a diffusers *.safetensors.index.json)", path) end
-  local dir = path:match("^(.*)/[^/]*$") or "."
-  local files, seen = {}, {}
-  for v in map:gmatch('"[^"]*"%s*:%s*"([^"]*)"') do
-    if not seen[v] then
-      seen[v] = true
-      files[#files + 1] = dir .. "/" .. v
-    end
-  end
-  table.sort(files)
-  if #files == 0 then fail("%s lists no files in its weight_map", path) end
-  return files
-end
-
--- source -> list of safetensors files: a file, a list of files, an index json, or a folder with
--- diffusion_pytorch_model.safetensors.index.json or diffusion_pytorch_model.safetensors.
+-- source -> list of safetensors files: a file, a list of files, an index (*.safetensors.index.json:
+-- its shards beside it, bounded and checked by adaspa.weights) or a folder holding
+-- diffusion_pytorch_model.safetensors[.index.json] (adaspa.weights.files).
 local function source_files(source)
-  if type(source) == "table" then
-    if #source == 0 then fail("weights: the list of files is empty") end
-    for i, p in ipairs(source) do
-      if type(p) ~= "string" then fail("weights: file %d of the list must be a path, got %s", i, type(p)) end
-    end
-    return source
-  end
-  if type(source) ~= "string" then fail("weights: source must be a path or a list of paths, got %s", type(source)) end
-  if source:match("%.json$") then return index_files(source) end
-  if source:match("%.safetensors$") then return {source} end
-  local base = source:gsub("/+$", "") .. "/diffusion_pytorch_model.safetensors"
-  if readable(base .. ".index.json") then return index_files(base .. ".index.json") end
-  if readable(base) then return {base} end
-  fail("weights: %s is not a .safetensors file, an index .json or a folder holding " ..
-    "diffusion_pytorch_model.safetensors[.index.json]", source)
+  local ok, files = pcall(require("adaspa.weights").files, source)
+  if not ok then fail("%s", tostring(files)) end
+  return files
 end
 
 -- load_weights(source, cfg [, {device=, dtype=}]) -> diffusers name -> tensor
