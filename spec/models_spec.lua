@@ -231,6 +231,8 @@ describe("adaspa.weights: shards and key prefixes", function()
     end
     spec_error(function() weights.files(index('{"weight_map": {"a": "../../etc/passwd"}}')) end, "must be a file name beside the index")
     spec_error(function() weights.files(index('{"weight_map": {"a": ".."}}')) end, "must be a file name beside the index")
+    spec_error(function() weights.files(index("{\"weight_map\": {\"a\": \".\"}}")) end, "must be a file name beside the index")
+    spec_error(function() weights.files(index("{\"weight_map\": {\"a\": \"x.safetensors\0y\"}}")) end, "must be a file name beside the index")
     spec_error(function() weights.files(index('{"metadata": {}}')) end, "no \"weight_map\" object")
     spec_error(function() weights.files(index('{"weight_map": {}}')) end, "names no shard")
     local saved = weights.INDEX_MAX_BYTES

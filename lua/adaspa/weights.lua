@@ -257,7 +257,7 @@ local function index_files(index)
   if not map then error(string.format("weights: %s: no \"weight_map\" object (a *.safetensors.index.json has one)", index), 0) end
   local files, seen = {}, {}
   for file in map:gmatch(':%s*"([^"]+)"') do
-    if file:find("/", 1, true) or file == ".." then
+    if not file:find("^[^/%c]+$") or file == "." or file == ".." then   -- no folder, no control byte (a NUL would cut it)
       error(string.format("weights: %s: shard name %q must be a file name beside the index", index, file), 0)
     end
     if not seen[file] then seen[file] = true; files[#files + 1] = dirname(index) .. "/" .. file end

@@ -4,7 +4,8 @@
 #   layout (messages), cache build-fuzz/; -timeout 10 s per input (a hang), -rss_limit_mb 2048,
 #                            -malloc_limit_mb 256, and the harness's own check of each input's
 #                            heap peak against 4 x its size + a fixed bound (spec/fuzz/fuzz_common.h)
-#   trace, recipe, tiny      Lua mutators run inside $ADASPA_BIN (default build/adaspa)
+#   trace, recipe, tiny,     Lua mutators run inside $ADASPA_BIN (default build/adaspa)
+#   index
 # Corpora and crash inputs go to $FUZZ_OUT (default build-fuzz/runs/); FUZZ_SEED seeds the Lua
 # mutators (default: random, printed). Exit status 1 when any harness found a crash or a hang.
 set -u
@@ -40,7 +41,7 @@ for h in json safetensors png layout cache; do
   fi
   summary+=("$line")
 done
-for l in trace recipe tiny; do
+for l in trace recipe tiny index; do
   log="$OUT/$l.log"
   "$BIN" spec/fuzz/${l}_fuzz.lua "$SECS" "$SEED" >"$log" 2>&1
   rc=$?
