@@ -199,6 +199,43 @@ describe("policy window (Sliding Tile Attention)", function()
     assert.is_true(p.token_density[1] < l:density()[1], "token density below the block density")
   end)
 
+  it("with sparsity, the window of its shape whose image-block density is nearest to 1 - sparsity", function()
+    local grid, n_txt = {9, 16, 16}, 24   -- the tiny model's grid
+    local n_img = 9 * 16 * 16
+    local q = adaspa.randn({n_img + n_txt, 2, 8}, {seed = 31})
+    local nimg_b = n_img / 64
+    local function image_density(l, h)
+      local kept = 0
+      for qb = 1, nimg_b do
+        for _, kb in ipairs(l:row(h, qb)) do if kb <= nimg_b then kept = kept + 1 end end
+      end
+      return kept / (nimg_b * nimg_b)
+    end
+    local prev
+    for _, sp in ipairs({0.9, 0.8, 0.5}) do
+      local p = window.new({warmup = 0, sparsity = sp}, 2)
+      local l = p:plan(q, q, q, info_of(1, grid, n_txt))
+      local win, d = p:sizes(2, grid, common.geometry(q, q, info_of(1, grid, n_txt), 64))[1], image_density(l, 1)
+      -- the layout is the window rule of the chosen size, and no other window of the shape is nearer
+      same_blocks(l, 1, lift(window_rule(grid, {win, win}), 1, n_img + n_txt, n_img + n_txt, n_img, 64), "sparsity " .. sp)
+      local f = p.window_fraction
+      for c = 0.02, 1 / 0.3, 0.02 do
+        local w = {}
+        for a = 1, 3 do w[a] = math.min(grid[a], math.max(1, math.floor(c * f[a] * grid[a] + 0.5))) end
+        local m = lift(window_rule(grid, {w}), 1, n_img + n_txt, n_img + n_txt, n_img, 64)
+        local kept = 0
+        for qb = 1, nimg_b do for kb = 1, nimg_b do if m[qb][kb] then kept = kept + 1 end end end
+        assert.is_true(math.abs(d - (1 - sp)) <= math.abs(kept / nimg_b ^ 2 - (1 - sp)) + 1e-12,
+          string.format("sparsity %g: window %s (density %.3f) is nearer than %s (%.3f)", sp, table.concat(w, "x"),
+            kept / nimg_b ^ 2, table.concat(win, "x"), d))
+      end
+      assert.is_true(math.abs(d - (1 - sp)) < 0.15, string.format("sparsity %g: image density %.3f", sp, d))
+      if prev then assert.is_true(d > prev, "less sparsity keeps more") end
+      prev = d
+      assert.truthy(p:describe():find("scaled to sparsity", 1, true))
+    end
+  end)
+
   it("plans once at the first sparse step, shares the layout across layers and reports the recall", function()
     local grid = {4, 9, 13}
     local q, k, v = smooth_qkv(491, 2, 32, 40)
@@ -248,7 +285,9 @@ describe("policy window (Sliding Tile Attention)", function()
     spec_error(function() window.new({warmup = -1}, 50) end, "policy window", "warmup = -1")
     spec_error(function() window.new({warmup = 10}, 10) end, "policy window", "warmup = 10", "every step would be dense")
     spec_error(function() window.new({exact_recall = "yes"}, 50) end, "policy window", "exact_recall = yes")
-    spec_error(function() window.new({sparsity = 0.5}, 50) end, "policy window", "unknown option sparsity")
+    spec_error(function() window.new({sparsity = 1}, 50) end, "policy window", "sparsity = 1", "[0, 1)")
+    spec_error(function() window.new({sparsity = 0.5, windows = {3, 3, 3}}, 50) end, "policy window", "sparsity = 0.5",
+      "does not go with windows")
     local p = window.new({windows = {{1, 1, 1}, {3, 3, 3}}, warmup = 0}, 2)
     local q = adaspa.randn({100, 3, 8}, {seed = 60})
     spec_error(function() p:plan(q, q, q, info_of(1, {1, 10, 10}, 0)) end, "policy window", "2 window sizes", "3 heads")
@@ -485,6 +524,28 @@ describe("policy estimate (SpargeAttn / XAttention)", function()
     assert.is_true(dens[1] < 2 * 0.9, "threshold 0.5 drops blocks")
   end)
 
+  it("with sparsity, every row keeps its forced blocks and then the top of the estimate, as many as 1 - sparsity", function()
+    local inf = info_of(1, grid, N_TXT)
+    for _, sp in ipairs({0.5, 0.8}) do
+      local p = estimate.new({warmup = 0, sparsity = sp}, 2)
+      local l = p:plan(q, k, v, inf)
+      local g = common.geometry(q, k, inf, 64)
+      local est = p:estimate(q, k, g)
+      local ref = adaspa.layout.topk(est, {density = 1 - sp, row_wise = true, force = p:force(g), block = 64})
+      local want = math.floor((1 - sp) * l:nkb() + 0.5)
+      for h = 1, 2 do
+        for qb = 1, l:nqb() do
+          assert.same(ref:row(h, qb), l:row(h, qb))
+          assert.is_true(#l:row(h, qb) >= want, "row " .. qb)
+        end
+      end
+      -- the image rows (no text row forced) keep exactly their share when the forced blocks fit in it
+      local tf = math.floor(468 / 64) + 1
+      for qb = 1, tf - 1 do assert.equal(math.max(want, 2), #l:row(1, qb), "row " .. qb) end   -- forced: the diagonal, the text column
+      assert.truthy(p:describe():find("sparsity " .. sp, 1, true))
+    end
+  end)
+
   it("re-plans every `every` steps and reuses the layout between", function()
     local p = estimate.new({warmup = 2, every = 3, exact_recall = false}, 10)
     local modes = {}
@@ -535,6 +596,9 @@ describe("policy estimate (SpargeAttn / XAttention)", function()
     spec_error(function() estimate.new({every = 1.5}, 50) end, "policy estimate", "every = 1.5")
     spec_error(function() estimate.new({text_sink = 1}, 50) end, "policy estimate", "text_sink = 1")
     spec_error(function() estimate.new({recall = 0.9}, 50) end, "policy estimate", "unknown option recall")
+    spec_error(function() estimate.new({sparsity = -0.1}, 50) end, "policy estimate", "sparsity = -0.1", "[0, 1)")
+    spec_error(function() estimate.new({sparsity = 0.8, threshold = 0.9}, 50) end, "policy estimate", "sparsity = 0.8",
+      "drop threshold")
     spec_error(function() estimate.new(5, 50) end, "policy estimate", "options must be a table")
   end)
 end)

@@ -43,8 +43,13 @@ policy.source = {
   method = "mean-pooled q and k blocks, softmax of the pooled scores, cumulative threshold per row",
 }
 
+-- sparsity (nil by default): instead of the threshold, every row keeps max(round((1 - sparsity)
+--   nkb), its forced blocks) blocks: the forced ones, then by descending estimated mass
+--   (SpargeAttn's TopK rule; adaspa.layout.topk row-wise), so the zoo's policies can be compared
+--   at AdaSpa's sparsities (recipe compare's sweep.sparsity). Not with threshold, min_density or
+--   max_density.
 policy.options = {"block", "warmup", "every", "threshold", "min_density", "max_density", "text_sink", "diagonal",
-  "similarity", "exact_recall"}
+  "similarity", "exact_recall", "sparsity"}
 policy.shared = {block = true, warmup = true, text_sink = true, diagonal = true}
 policy.defaults = {block = 64, warmup = 10, every = 1, threshold = 0.9, min_density = 0.0, max_density = 1.0,
   text_sink = true, diagonal = true, exact_recall = false}
@@ -54,6 +59,12 @@ local CHUNK = 32 -- blocks pooled per matmul
 function policy.new(opts, steps)
   local p, bad = common.configure("estimate", policy, opts)
   common.check_shared(p, bad, steps)
+  if p.sparsity ~= nil then
+    if type(p.sparsity) ~= "number" or not (p.sparsity >= 0 and p.sparsity < 1) then bad("sparsity", "must be in [0, 1)") end
+    for _, k in ipairs({"threshold", "min_density", "max_density"}) do
+      if opts[k] ~= nil then bad("sparsity", "sets the row's block count itself: drop " .. k) end
+    end
+  end
   if type(p.threshold) ~= "number" or not (p.threshold > 0 and p.threshold <= 1) then bad("threshold", "must be in (0, 1]") end
   if type(p.min_density) ~= "number" or not (p.min_density >= 0 and p.min_density <= 1) then
     bad("min_density", "must be in [0, 1]")
@@ -70,8 +81,9 @@ end
 
 function policy:describe()
   return string.format("estimate (SpargeAttn arXiv 2502.18137 / XAttention arXiv 2503.16428): mean-pooled block "
-    .. "estimate, threshold %.3g (density %.3g..%.3g)%s, every %d step%s after a dense warm-up of %d, block %d%s%s%s",
-    self.threshold, self.min_density, self.max_density,
+    .. "estimate, %s%s, every %d step%s after a dense warm-up of %d, block %d%s%s%s",
+    self.sparsity and string.format("top %.3g of each row (sparsity %.3g)", 1 - self.sparsity, self.sparsity)
+      or string.format("threshold %.3g (density %.3g..%.3g)", self.threshold, self.min_density, self.max_density),
     self.similarity and string.format(", self-similarity gate %.3g", self.similarity) or "",
     self.every, self.every == 1 and "" or "s", self.warmup, self.block, self.text_sink and ", text sink" or "",
     self.diagonal and ", diagonal" or "", self.exact_recall and ", exact recall measured" or "")
@@ -225,10 +237,16 @@ end
 function policy:plan(q, k, v, info, ctx)
   local g = common.geometry(q, k, info, self.block)
   local est, flops, rows_bad, cols_bad = self:estimate(q, k, g)
-  local min_blocks = math.max(1, math.floor(self.min_density * g.nkb + 0.5))
-  local max_blocks = self.max_density >= 1 and 0 or math.max(min_blocks, math.floor(self.max_density * g.nkb + 0.5))
-  local layout = adaspa.layout.threshold(est, {recall = self.threshold, min_blocks = min_blocks, max_blocks = max_blocks,
-    force = self:force(g, rows_bad, cols_bad), block = g.block})
+  local layout
+  if self.sparsity then
+    layout = adaspa.layout.topk(est, {density = 1 - self.sparsity, row_wise = true, force = self:force(g, rows_bad, cols_bad),
+      block = g.block})
+  else
+    local min_blocks = math.max(1, math.floor(self.min_density * g.nkb + 0.5))
+    local max_blocks = self.max_density >= 1 and 0 or math.max(min_blocks, math.floor(self.max_density * g.nkb + 0.5))
+    layout = adaspa.layout.threshold(est, {recall = self.threshold, min_blocks = min_blocks, max_blocks = max_blocks,
+      force = self:force(g, rows_bad, cols_bad), block = g.block})
+  end
   -- estimated_recall: the share of the estimated mass kept (what the estimate believes it kept)
   local extra = {flops = flops, estimated_recall = layout:recall(est),
                  gated = rows_bad and {rows = #rows_bad, cols = #cols_bad} or nil}

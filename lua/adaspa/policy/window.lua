@@ -47,7 +47,12 @@ policy.source = {
 --   {0.6, 0.5, 0.3} is STA's 3x3x3-tile window on HunyuanVideo (18x24x24 tokens of 30x48x80).
 -- exact_recall: measure each layer's recall against the exact block mass at the plan step (a
 --   dense pass and a mass pass per layer, once per run); default false, compare turns it on.
-policy.options = {"block", "warmup", "windows", "window_fraction", "exact_recall"}
+-- sparsity (nil by default): with windows nil, window_fraction is scaled by one factor (every
+--   axis alike, the window's shape kept) chosen so that the block layout's image part keeps the
+--   nearest to 1 - sparsity of the image blocks (the block density grows with the factor; the
+--   factor is found by bisection at the first plan of a grid), so the zoo's policies can be
+--   compared at AdaSpa's sparsities (recipe compare's sweep.sparsity). Not with windows.
+policy.options = {"block", "warmup", "windows", "window_fraction", "exact_recall", "sparsity"}
 policy.shared = {block = true, warmup = true}
 policy.defaults = {block = 64, warmup = 10, window_fraction = {0.6, 0.5, 0.3}, exact_recall = false}
 
@@ -75,6 +80,10 @@ function policy.new(opts, steps)
       end
     end
   end
+  if p.sparsity ~= nil then
+    if type(p.sparsity) ~= "number" or not (p.sparsity >= 0 and p.sparsity < 1) then bad("sparsity", "must be in [0, 1)") end
+    if p.windows ~= nil then bad("sparsity", "scales window_fraction: it does not go with windows") end
+  end
   local f = p.window_fraction
   if type(f) ~= "table" or #f ~= 3 then bad("window_fraction", "must be 3 fractions in (0, 1] (frames, rows, columns)") end
   for i = 1, 3 do
@@ -88,7 +97,9 @@ end
 
 function policy:describe()
   local w
-  if self.windows == nil then
+  if self.windows == nil and self.sparsity then
+    w = string.format("window of the shape %s scaled to sparsity %.3g", common.show(self.window_fraction), self.sparsity)
+  elseif self.windows == nil then
     w = string.format("window %s of the grid", common.show(self.window_fraction))
   elseif type(self.windows[1]) == "number" then
     w = "window " .. common.show(self.windows) .. " tokens"
@@ -101,12 +112,50 @@ end
 
 function policy:mode(step) return common.mode(self, step) end
 
--- The window size {t, h, w} of each head for a layer of H heads and a grid.
-function policy:sizes(H, grid)
+-- The window of fraction f of the grid per axis.
+local function scaled(f, grid, c)
+  local s = {}
+  for a = 1, 3 do s[a] = math.min(grid[a], math.max(1, math.floor(c * f[a] * grid[a] + 0.5))) end
+  return s
+end
+
+-- The image-block density of a window's block layout: kept (query, key) block pairs of the image
+-- rows over the image rows x image columns.
+local function image_density(g, win)
+  local rows, kept = policy.block_rows(g, win), 0
+  local nimg = math.ceil(g.n_img / g.block)
+  for qb = 1, nimg do
+    for kb in pairs(rows[qb]) do if kb <= nimg then kept = kept + 1 end end
+  end
+  return kept / (nimg * nimg)
+end
+
+-- With sparsity: the window of window_fraction's shape whose image-block density is nearest to
+-- 1 - sparsity (bisection on the scale factor; memoized per geometry).
+function policy:matched(g)
+  local key = table.concat(g.grid, "x") .. ":" .. g.block .. ":" .. g.n_img
+  self.matched_memo = self.matched_memo or {}
+  if self.matched_memo[key] then return self.matched_memo[key] end
+  local target, f = 1 - self.sparsity, self.window_fraction
+  local cmax = 1 / math.min(f[1], f[2], f[3])   -- the whole grid on every axis
+  local lo, hi = 0, cmax
+  for _ = 1, 24 do   -- the smallest scale whose density reaches the target
+    local mid = (lo + hi) / 2
+    if image_density(g, scaled(f, g.grid, mid)) >= target then hi = mid else lo = mid end
+  end
+  local up, down = scaled(f, g.grid, hi), scaled(f, g.grid, lo)
+  local du, dd = image_density(g, up), image_density(g, down)
+  local best = (math.abs(dd - target) < math.abs(du - target)) and {win = down, density = dd} or {win = up, density = du}
+  self.matched_memo[key] = best
+  return best
+end
+
+-- The window size {t, h, w} of each head for a layer of H heads and a grid (g: the layer's
+-- geometry, needed with sparsity).
+function policy:sizes(H, grid, g)
   local out = {}
   if self.windows == nil then
-    local s = {}
-    for a = 1, 3 do s[a] = math.max(1, math.floor(self.window_fraction[a] * grid[a] + 0.5)) end
+    local s = self.sparsity and self:matched(g).win or scaled(self.window_fraction, grid, 1)
     for h = 1, H do out[h] = s end
   elseif type(self.windows[1]) == "number" then
     for h = 1, H do out[h] = self.windows end
@@ -176,7 +225,7 @@ end
 function policy:plan(q, k, v, info, ctx)
   local g = common.geometry(q, k, info, self.block)
   if not g.grid then error("policy window: the layer has no grid (info.grid = {T, H, W} of latent tokens)", 2) end
-  local sizes = self:sizes(g.H, g.grid)
+  local sizes = self:sizes(g.H, g.grid, g)
   local names, index, choice, patterns = {}, {}, {}, {}
   for h = 1, g.H do
     local name = table.concat(sizes[h], "x")

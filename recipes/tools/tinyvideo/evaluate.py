@@ -12,7 +12,7 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         no runs, the frames an earlier caption run left under --out read again (after a change
         of check.py), its tables written anew; the recipe's default run (recipes/tiny.lua: one
         pass a step at AdaSpa 0.7) is --sparsity 0.7 (the default here stays 0.8, the runs' before)
-    python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9]
+    python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9] [--policies dense,adaspa,window,estimate]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
         agreement, attention FLOPs, density and recall, averaged over the prompts
@@ -301,7 +301,8 @@ def mean(xs):
 
 def cmd_quality(a):
     prompts = heldout(a.n, a.skip)
-    policies = None   # recipes/compare.lua's list: dense, adaspa, adaspa recall 0.9, window, spatial_temporal, estimate
+    # None: recipes/compare.lua's list (dense, adaspa, adaspa recall 0.9, window, spatial_temporal, estimate)
+    policies = a.policies.split(",") if a.policies else None
     agg = {}
     order = []
     t0 = time.time()
@@ -432,6 +433,9 @@ def main(argv):
                     help="classifier-free guidance scale (sampler.guidance_kind=cfg; the unconditional pass on the"
                          " blank prompt); default and 1: none, one pass a step (recipes/tiny.lua's default run)")
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
+    ap.add_argument("--policies", default=None,
+                    help="quality: recipe compare's policies= list instead of recipes/compare.lua's (e.g. "
+                         "dense,adaspa,window,estimate: all three swept over --sparsities)")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--prompts", default=None, metavar="I,J,..",
                     help="caption, examples: the held-out prompts by number (1-based; default the first --n after --skip)")
