@@ -196,12 +196,22 @@ describe("compare recipe fields", function()
   end)
 
   it("a sweep over an option no listed policy has applies to nothing, and measures recall by default", function()
-    local cfg = configure(file, with(TINY, {"policies=dense,estimate"}))
+    local cfg = configure(file, with(TINY, {"policies=dense,spatial_temporal"}))
     local runs = compare.plan(cfg)
     local names = {}
     for _, r in ipairs(runs) do names[#names + 1] = r.name end
-    assert.same({"estimate"}, names)
+    assert.same({"spatial_temporal"}, names)
     assert.is_true(runs[1].opts.exact_recall)
+    -- window and estimate have sparsity: listed by name they are swept; the default list's
+    -- entries are not (sweep = false: their papers' settings)
+    runs = compare.plan(configure(file, with(TINY, {"policies=dense,window,estimate", "sweep.sparsity={0.5,0.8}"})))
+    local got = {}
+    for _, r in ipairs(runs) do got[#got + 1] = r.name .. " " .. tostring(r.opts.sparsity) end
+    assert.same({"window 0.5", "window 0.8", "estimate 0.5", "estimate 0.8"}, got)
+    runs = compare.plan(configure(file, TINY))
+    for _, r in ipairs(runs) do
+      if r.name == "window" or r.name == "estimate" then assert.is_nil(r.opts.sparsity, r.name) end
+    end
   end)
 
   it("rejects entries that are not policies, and options on policy objects", function()
