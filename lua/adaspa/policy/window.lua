@@ -139,7 +139,7 @@ function policy:matched(g)
   local target, f = 1 - self.sparsity, self.window_fraction
   local cmax = 1 / math.min(f[1], f[2], f[3])   -- the whole grid on every axis
   local lo, hi = 0, cmax
-  for _ = 1, 24 do   -- the smallest scale whose density reaches the target
+  for _ = 1, 16 do   -- the smallest scale whose density reaches the target (to 2^-16 of the range: below one token)
     local mid = (lo + hi) / 2
     if image_density(g, scaled(f, g.grid, mid)) >= target then hi = mid else lo = mid end
   end
