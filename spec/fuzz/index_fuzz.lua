@@ -63,5 +63,5 @@ end
 local good = fz.campaign({name = "index_fuzz", seconds = seconds, seed = seed, runs = runs, make = make, one = one})
 os.remove(path)
 os.remove(dir)
-print(string.format("index_fuzz: %d inputs listed shards, %d refused with a message", listed, refused))
+print(string.format("index_fuzz outcomes: %d inputs listed shards, %d refused with a message", listed, refused))
 if not good then error("index_fuzz: crashes or hangs (see above)", 0) end

@@ -128,5 +128,5 @@ end
 
 local good = fz.campaign({name = "tiny_fuzz", seconds = seconds, seed = seed, runs = runs, make = make, one = one})
 os.remove(path)
-print(string.format("tiny_fuzz: %d inputs loaded (encoded and decoded), %d refused with a message", loaded, refused))
+print(string.format("tiny_fuzz outcomes: %d inputs loaded (encoded and decoded), %d refused with a message", loaded, refused))
 if not good then error("tiny_fuzz: crashes or hangs (see above)", 0) end
