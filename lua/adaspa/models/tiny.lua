@@ -149,7 +149,7 @@ end
 -- the vocabulary's words distinct and bounded; and the text encoder's and decoder's tensors
 -- present with the shapes the configuration gives, no others under their prefixes (the DiT's are
 -- checked by adaspa.weights.load). info, meta: adaspa.safetensors.info(path)'s, when the caller
--- has them. Returns the nested configuration (tiny.meta_config) and the vocabulary. Errors read
+-- has them. Returns the checked configuration (numbers), the vocabulary, info and meta. Errors read
 -- "tiny: <path>: ...".
 function tiny.check_export(path, info, meta)
   if not meta then
@@ -276,7 +276,7 @@ function tiny.check_export(path, info, meta)
       fail("tensor %s has shape [%s], the metadata's configuration gives [%s]", n, table.concat(e.shape, ", "), table.concat(s, ", "))
     end
   end
-  return w, vocab
+  return w, vocab, info, meta
 end
 
 -- The text encoder and the decoder of an export's tensors w (name -> tensor, keys with their
@@ -291,9 +291,9 @@ end
 -- load(path [, {dtype = "f32", device = "cpu"}])
 function tiny.load(path, opts)
   opts = opts or {}
-  local ok, err = pcall(tiny.check_export, path)
+  -- the header, read once and checked before any size in it is used
+  local ok, err, _, info, meta = pcall(tiny.check_export, path)
   if not ok then error(err, 2) end
-  local info, meta = adaspa.safetensors.info(path)
   local c = tiny.meta_config(meta)
   local vocab = vocab_of(meta)
   local cfg = tiny.config(tiny.default_preset, tiny.hy_overrides(c, vocab))
