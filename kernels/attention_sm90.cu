@@ -374,9 +374,15 @@ __global__ void __launch_bounds__(kThreads, 1) attn_sm90_kernel(const __grid_con
   auto take_item = [&](uint32_t i, int lane, int &h, int64_t &qt, int &pass, uint32_t &phase) {
     const uint32_t ss = i & 1;
     mbar_wait(sched_full(ss), (i >> 1) & 1);
-    const int64_t raw = __shfl_sync(0xffffffffu, slots[ss], 0);
-    __syncwarp();
-    if (lane == 0) mbar_arrive(sched_empty(ss));
+    /* lane 0 alone reads the slot, then arrives (release) in its own program order: the slot's
+     * reuse is ordered after every read by the mbarrier alone, which racecheck follows (a read by
+     * every lane, ordered through __syncwarp into lane 0's arrival, it did not) */
+    int64_t raw = 0;
+    if (lane == 0) {
+      raw = slots[ss];
+      mbar_arrive(sched_empty(ss));
+    }
+    raw = __shfl_sync(0xffffffffu, raw, 0);
     if (raw < 0) return false;
     const int64_t w = KIND == SPARSE64S ? raw & ((1ll << kPhaseShift) - 1) : raw;
     phase = KIND == SPARSE64S ? (uint32_t)(raw >> kPhaseShift) : 0u;

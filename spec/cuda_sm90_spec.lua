@@ -72,13 +72,16 @@ describe("cuda attention, Hopper family (sm90)", function()
     assert.equal("st3", adaspa.attention_plan(big, big, {mode = "fused", block = 128}).variant) -- st3 since uniform descriptors
     -- block 64: the head-major walk, or with variant "tail" the layout mirror's tail walk
     local l64 = adaspa.layout.full(2, 5, 5)
+    -- the default: one pass with the sweep (ADA_SM90_SWEEP=0: without)
+    local default64 = os.getenv("ADA_SM90_SWEEP") == "0" and {"st3", "persistent, head-major"}
+      or {"sweep", "persistent, head-major, swept start"}
     local p64 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64})
-    if not os.getenv("ADA_SM90_SWEEP") then assert.same({"st3", "persistent, head-major"}, {p64.variant, p64.schedule}) end
+    assert.same(default64, {p64.variant, p64.schedule})
     local pt = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "tail"})
     assert.same({"sm90", "tail", "persistent, tail walk"}, {pt.family, pt.variant, pt.schedule})
     spec_error(function() adaspa.attention_plan(q, q, {variant = "tail"}) end, "variant tail is unknown")
-    -- block 64 in passes over the key blocks: asked for ("one", "split2".."split4"); one by default,
-    -- at every size
+    -- block 64 in passes over the key blocks: asked for ("one": one plain pass, "split2".."split4");
+    -- one pass with the sweep by default, at every size
     local p1 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "one"})
     assert.same({"st3", "persistent, head-major"}, {p1.variant, p1.schedule})
     local p2 = adaspa.attention_plan(q, q, {mode = "sparse", layout = l64, variant = "split2"})
@@ -103,9 +106,7 @@ describe("cuda attention, Hopper family (sm90)", function()
     local nb = math.ceil(70000 / 64)
     local lbig = adaspa.layout.full(1, nb, nb)
     local pbig = adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig})
-    if not os.getenv("ADA_SM90_PASSES") and not os.getenv("ADA_SM90_SWEEP") then
-      assert.same({"st3", "persistent, head-major"}, {pbig.variant, pbig.schedule})
-    end
+    if not os.getenv("ADA_SM90_PASSES") then assert.same(default64, {pbig.variant, pbig.schedule}) end
     assert.equal("split4", adaspa.attention_plan(big, big, {mode = "sparse", layout = lbig, variant = "split4"}).variant)
     lbig:free()
     assert.equal("st3", p.variant)

@@ -81,11 +81,11 @@ static int fused_l2_hint(void) {
  * timing of whole steps), and "tail" takes the layout mirror's tail walk of the work items
  * (runtime/walk.h) instead of the head-major one (one pass; H200 fifteenth session: no faster,
  * kept for A/B). "sweep": one pass, each row's walk started where a global sweep has reached
- * (kernels.h, sweep_ns; the default with ADA_SM90_SWEEP=1, for A/B timing of whole steps).
+ * (kernels.h, sweep_ns): the default since the twentieth session ("one" is one pass without it;
+ * ADA_SM90_SWEEP=0 makes that the default, for A/B timing of whole steps).
  * Sparse blocks of 128: "head" takes the layout mirror's head-major order of the rows (each head's
  * longest first) instead of the longest-first order over all heads (runtime/walk.h; the default
- * with ADA_SM90_HEAD=1). Both are options until timed (kernels/testbed/NOTES.md, seventeenth
- * session). */
+ * with ADA_SM90_HEAD=1): timed on an H100 (twentieth session), mixed (0.96-1.06x), so an option. */
 static int sm90_passes(void) {
   static int n = -1;
   if (n < 0) {
@@ -102,9 +102,15 @@ static bool env_on(const char *name) {
   const char *e = getenv(name);
   return e && e[0] == '1' && !e[1];
 }
+/* the sweep is block 64's default since the twentieth session (H100, kernels/testbed/NOTES.md:
+ * the attention bench's alternation 1.09-1.31x over one plain pass, a whole 720p step's sparse
+ * attention 2.7-3.3% less); ADA_SM90_SWEEP=0 turns it off, to time whole steps without it */
 static bool sm90_sweep_default(void) {
   static int on = -1;
-  if (on < 0) on = env_on("ADA_SM90_SWEEP");
+  if (on < 0) {
+    const char *e = getenv("ADA_SM90_SWEEP");
+    on = !(e && e[0] == '0' && !e[1]);
+  }
   return on;
 }
 static bool sm90_head_default(void) {
