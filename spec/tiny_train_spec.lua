@@ -1,0 +1,70 @@
+-- train.py --weight-ema (recipes/tools/tinyvideo): the export holds the average of the text
+-- encoder's and DiT's weights over the optimizer's steps, decay min(D, (1 + n) / (10 + n)) at the
+-- n-th update, kept across --resume. Through Python with torch ($ADASPA_PYTHON or python3);
+-- pending without it.
+describe("train.py --weight-ema", function()
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+
+  it("exports the weights' average: one step's by hand, its count across a resume, refusals", function()
+    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
+      return pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+    end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 --dtype f32 ", py)
+    local function train(name, args, want)   -- the exit code compared (3: the time limit; 2: a refusal); the log
+      os.execute(string.format("%s --out %s/%s.safetensors %s > %s/run.log 2>&1; echo $? > %s/rc",
+        base, out, name, args, out, out))
+      local log = spec_slurp(out .. "/run.log")
+      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
+      return log
+    end
+    local function load(name) return adaspa.safetensors.load(out .. "/" .. name .. ".safetensors") end
+    local function losses(name)   -- the metadata's weight_ema and weight_ema_updates (nil when absent)
+      local _, meta = adaspa.safetensors.info(out .. "/" .. name .. ".safetensors")
+      local fl = meta.final_losses
+      return {weight_ema = tonumber(fl:match('"weight_ema": ([%d.e-]+)')),
+        weight_ema_updates = tonumber(fl:match('"weight_ema_updates": (%d+)'))}
+    end
+
+    -- the same seed three times: the initial weights (learning rate 0: the DiT's and text encoder's
+    -- as initialized), one step, one step averaged
+    train("i", "--steps 1 --lr 0")
+    train("w", "--steps 1")
+    local log = train("e", "--steps 1 --weight-ema 0.999")
+    assert.truthy(log:find("dit  exporting the weight average: 1 updates, decay 0.999", 1, true), log)
+    local i, w, e = load("i"), load("w"), load("e")
+    local d = 2 / 11   -- the first update's decay: min(0.999, 2 / 11)
+    local moved, checked = 0, 0
+    for k, wk in pairs(w) do
+      if k:find("^decoder%.") then   -- the autoencoder (stage 1, its own learning rate): not averaged
+        assert.are.equal(0, adaspa.add(e[k]:reshape({-1}), adaspa.scale(wk:reshape({-1}), -1)):norm(), k)
+        goto continue
+      end
+      local diff = adaspa.add(i[k]:reshape({-1}), adaspa.scale(wk:reshape({-1}), -1)):norm()
+      if diff > 0 then moved = moved + 1 end
+      -- e = d i + (1 - d) w, so e - w = d (i - w)
+      local want = adaspa.scale(adaspa.add(i[k]:reshape({-1}), adaspa.scale(wk:reshape({-1}), -1)), d)
+      local got = adaspa.add(e[k]:reshape({-1}), adaspa.scale(wk:reshape({-1}), -1))
+      local err = adaspa.add(got, adaspa.scale(want, -1)):norm()
+      assert.is_true(err <= 1e-5 * diff + 1e-7 * (wk:reshape({-1}):norm() + 1), k .. ": " .. err .. " against " .. diff)
+      checked = checked + 1
+      ::continue::
+    end
+    assert.is_true(moved > 50, "a step moved " .. moved .. " of " .. checked .. " tensors")
+    assert.are.equal(0.999, losses("e").weight_ema)
+    assert.are.equal(1, losses("e").weight_ema_updates)
+    assert.is_nil(losses("w").weight_ema)
+
+    -- stopped by the time limit and resumed: the average and its count come back from the state
+    train("r", "--steps 3 --weight-ema 0.5 --time-limit 0", 3)
+    train("r", "--steps 3 --weight-ema 0.5 --resume")
+    assert.are.equal(3, losses("r").weight_ema_updates)
+
+    -- refusals
+    log = train("x", "--weight-ema 1", 2)
+    assert.truthy(log:find("--weight-ema 1.0: must be in [0, 1)", 1, true), log)
+    log = train("x", "--weight-ema -0.1", 2)
+    assert.truthy(log:find("--weight-ema -0.1: must be in [0, 1)", 1, true), log)
+  end)
+end)
