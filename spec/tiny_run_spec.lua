@@ -483,7 +483,7 @@ print("mask", tuple(m.shape), int(m.sum()), int(m[0, 0, 2, 1:4, 0:3].sum()), int
 # two clips: that one pixel (a 3 x 3 mask) and a 9 x 9-pixel square (a 4 x 4 mask after the dilation)
 b = torch.zeros(2, 1, 9, 32, 32); b[0, 0, 5, 20, 9] = 1.0; b[1, 0, 5, 8:17, 8:17] = 1.0
 for bal in (False, True):
-    w = train.object_weights(b, (3, 4, 4), 5.0, bal)
+    w = train.object_weights(train.object_mask(b, (3, 4, 4)).to(torch.uint8), 5.0, bal)
     extra = (w - 1).sum(dim=(1, 2, 3, 4))
     print("weights", bal, round(float(w.min()), 4), round(float(extra[0]), 4), round(float(extra[1]), 4))
 ]]

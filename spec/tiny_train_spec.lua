@@ -1,8 +1,9 @@
--- train.py --weight-ema (recipes/tools/tinyvideo): the export holds the average of the text
--- encoder's and DiT's weights over the optimizer's steps, decay min(D, (1 + n) / (10 + n)) at the
--- n-th update, kept across --resume. Through Python with torch ($ADASPA_PYTHON or python3);
--- pending without it.
-describe("train.py --weight-ema", function()
+-- train.py --weight-ema and --latent-cache (recipes/tools/tinyvideo). --weight-ema: the export
+-- holds the average of the text encoder's and DiT's weights over the optimizer's steps, decay
+-- min(D, (1 + n) / (10 + n)) at the n-th update, kept across --resume. --latent-cache N: stage 2
+-- trains on N clips drawn and encoded once. Through Python with torch ($ADASPA_PYTHON or
+-- python3); pending without it.
+describe("train.py --weight-ema and --latent-cache", function()
   local py = os.getenv("ADASPA_PYTHON") or "python3"
 
   it("exports the weights' average: one step's by hand, its count across a resume, refusals", function()
@@ -66,5 +67,38 @@ describe("train.py --weight-ema", function()
     assert.truthy(log:find("--weight-ema 1.0: must be in [0, 1)", 1, true), log)
     log = train("x", "--weight-ema -0.1", 2)
     assert.truthy(log:find("--weight-ema -0.1: must be in [0, 1)", 1, true), log)
+  end)
+
+  it("--latent-cache: trains on clips encoded once, passes over them, and a resumed run rebuilds the same", function()
+    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
+      return pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+    end
+    local out = spec_tmpdir()
+    os.execute("mkdir -p " .. out)
+    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 --out %s/c.safetensors ", py, out)
+    local function train(args, want)
+      os.execute(string.format("%s %s > %s/run.log 2>&1; echo $? > %s/rc", base, args, out, out))
+      local log = spec_slurp(out .. "/run.log")
+      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
+      return log
+    end
+    local pat = "latent cache: 5 clips from clip (%d+), [%d.]+ GB of latents, [%d.]+ s %(latent sum (%S+)%)"
+    -- 3 steps of 2 clips over 5 cached ones (a second pass), the shape's weights from the cached masks
+    local log = train("--steps 3 --latent-cache 5 --object-weight 4 --object-balance")
+    local from, sum = log:match(pat)
+    assert.truthy(from and tonumber(sum), log)
+    assert.truthy(log:find("dit  done: 3 steps, 6 clips", 1, true), log)
+    local _, meta = adaspa.safetensors.info(out .. "/c.safetensors")
+    assert.are.equal(tonumber(from) + 5, tonumber(meta.final_losses:match('"data_next": (%d+)')), meta.final_losses)
+    -- from its state: the same 5 clips again, the same latents
+    log = train("--steps 2 --latent-cache 5 --object-weight 4 --object-balance --resume --restart-schedule")
+    local from2, sum2 = log:match(pat)
+    assert.are.same({from, sum}, {from2, sum2}, log)
+    assert.truthy(log:find("dit  done: 5 steps, 10 clips", 1, true), log)
+    -- another size draws new clips after the cached ones
+    log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
+    assert.are.equal(tostring(tonumber(from) + 5), log:match("latent cache: 3 clips from clip (%d+)"), log)
+    log = train("--latent-cache -1", 2)
+    assert.truthy(log:find("--latent-cache -1: must be >= 0", 1, true), log)
   end)
 end)

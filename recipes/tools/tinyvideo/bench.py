@@ -1,5 +1,6 @@
 """Where a training step's time goes: clip generation (one clip at a time, data.batch, or the whole
-batch at once, data.batch_fast), the autoencoder's encoding, and the DiT + text encoder forward,
+batch at once, data.batch_fast), the autoencoder's encoding, a batch taken from train.py's
+--latent-cache instead of those two, and the DiT + text encoder forward,
 backward and optimizer step, timed apart at train.py's full sizes, with the number of tensor ops
 each one dispatches (on a GPU each is a kernel launch: at these sizes the launches, not the
 arithmetic, can bound a step).
@@ -88,8 +89,12 @@ def main(argv):
         sec, ops = timed(encode, dev, a.repeat)
         print(f"batch {bs:4d}  {'ae.encode (no grad)':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
         x0 = encode().float()
-
         ids, valid = train.encode_captions(caps, vocab, tc["max_len"], dev)
+        # train.py --latent-cache: a step's clips taken from latents encoded once (here 4 batches' worth)
+        cache = train.LatentCache(x0.repeat(4, 1, 1, 1, 1).half(), ids.repeat(4, 1), valid.repeat(4), None,
+                                  train.encode_captions([""], vocab, tc["max_len"], dev), 0.1)
+        sec, ops = timed(lambda: cache.take(bs), dev, a.repeat)
+        print(f"batch {bs:4d}  {'latent cache take':26s} {1000 * sec:9.1f} ms  {bs / sec:8.1f} clips/s  {ops:6d} ops")
         amp = dev.type == "cuda" if a.amp == "auto" else a.amp == "on"
         kinds = {"eager": [False], "compiled": [True], "both": [False, True]}[a.compile]
         for compiled in kinds:

@@ -79,13 +79,14 @@ def object_mask(alpha, latent):
     return (m > 0.5).float()
 
 
-def object_weights(alpha, latent, weight, balance=False):
-    """The flow loss's weights per latent pixel [n, 1, F', H', W']: 1 on the background and `weight`
-    on the pixels the clip's shape covers (object_mask). balance: each clip's shape gets the same
-    extra weight in all, the batch's mean, (weight - 1) * mask * mean area / the clip's area, so a
-    small shape (about a third of a big one's latent pixels; the caption check's misses) no longer
-    carries a third of a big one's extra objective; the batch's total extra weight stays the same."""
-    m = object_mask(alpha, latent)
+def object_weights(m, weight, balance=False):
+    """The flow loss's weights per latent pixel [n, 1, F', H', W'] from the object masks m (object_mask's,
+    any dtype): 1 on the background and `weight` on the pixels the clip's shape covers. balance: each
+    clip's shape gets the same extra weight in all, the batch's mean, (weight - 1) * mask * mean area /
+    the clip's area, so a small shape (about a third of a big one's latent pixels; the caption check's
+    misses) no longer carries a third of a big one's extra objective; the batch's total extra weight
+    stays the same."""
+    m = m.float()
     if balance:
         area = m.sum(dim=(1, 2, 3, 4), keepdim=True)
         m = m * torch.where(area > 0, area.mean() / area.clamp(min=1.0), torch.zeros_like(area))
@@ -105,6 +106,34 @@ def flow_objective(text, dit, ids, valid, xs, sig, target, w, amp):
     if w is None:
         return loss, loss
     return loss, (err * w).sum() / (w.sum() * err.shape[1])
+
+
+class LatentCache:
+    """--latent-cache: clips drawn and encoded once and kept on the training device (latents in f16,
+    caption ids, object masks); take(n) gives the next n of a shuffled order, a new order each pass,
+    with each caption replaced by the blank one with probability `drop` (the generator's drop)."""
+
+    def __init__(self, x0, ids, valid, masks, blank, drop):
+        self.x0, self.ids, self.valid, self.masks = x0, ids, valid, masks
+        self.blank_ids, self.blank_valid = blank
+        self.drop, self.order, self.at = drop, None, 0
+        self.n = x0.shape[0]
+
+    def take(self, n):
+        """(x0 f32 [n, C, F', H', W'], ids [n, L], valid [n], masks [n, 1, F', H', W'] or None)."""
+        dev = self.x0.device
+        parts = []
+        while n > 0:
+            if self.order is None or self.at >= self.n:
+                self.order, self.at = torch.randperm(self.n, device=dev), 0
+            k = min(n, self.n - self.at)
+            parts.append(self.order[self.at:self.at + k])
+            self.at, n = self.at + k, n - k
+        i = torch.cat(parts)
+        drop = torch.rand(i.shape[0], device=dev) < self.drop
+        ids = torch.where(drop[:, None], self.blank_ids, self.ids[i])
+        valid = torch.where(drop, self.blank_valid, self.valid[i])
+        return self.x0[i].float(), ids, valid, None if self.masks is None else self.masks[i]
 
 
 class Step:
@@ -245,6 +274,11 @@ def main(argv):
                          " (f32, updated after every optimizer step with decay min(D, (1 + n) / (10 + n)) at its n-th"
                          " update; kept in the state across --resume) instead of the last weights; 0 (the default):"
                          " the last weights. For example 0.999")
+    ap.add_argument("--latent-cache", type=int, default=0, metavar="N",
+                    help="stage 2: draw and encode N clips once and train on them over and over (shuffled each"
+                         " pass) instead of drawing and encoding new clips every step; on the device, about 0.3 MB a"
+                         " clip at 256x256x33 (100,000 clips: 30 GB). --resume rebuilds the same clips. 0 (the"
+                         " default): new clips every step")
     ap.add_argument("--grow-single", type=int, default=0, metavar="M",
                     help="with --init-from (or --refit-encoder): M single blocks appended after the export's, as --grow-double")
     a = ap.parse_args(argv)
@@ -272,6 +306,8 @@ def main(argv):
         ap.error(f"--object-weight {a.object_weight}: must be a number >= 1")
     if a.object_balance and a.object_weight == 1.0:
         ap.error("--object-balance: give --object-weight W > 1 (it balances the shapes' extra weight)")
+    if a.latent_cache < 0:
+        ap.error(f"--latent-cache {a.latent_cache}: must be >= 0 (0: off)")
     if not (0.0 <= a.weight_ema < 1.0):
         ap.error(f"--weight-ema {a.weight_ema}: must be in [0, 1) (0: off)")
     if not (abs(a.t_mean) <= 4.0):
@@ -517,6 +553,32 @@ def main(argv):
         else:
             wema = [p.float().clone() for p in live]
             log(logf, f"dit  weight average (--weight-ema {a.weight_ema}): from the weights stage 2 starts with")
+    # --latent-cache: the clips from cache_from on, drawn and encoded once (a resumed run: the same clips)
+    cache, cache_from = None, None
+    if a.latent_cache > 0:
+        was = st.get("latent_cache") if st and st["stage"] == 2 and not init else None
+        cache_from = was["from"] if was and was["n"] == a.latent_cache else clip
+        if cache_from == clip:
+            clip += a.latent_cache   # later draws (and runs) start after the cached clips
+        tc0 = time.time()
+        xs, idl, vl, ms = [], [], [], []
+        with torch.no_grad():
+            for c in range(cache_from, cache_from + a.latent_cache, bs):
+                k = min(bs, cache_from + a.latent_cache - c)
+                got = gen(a.seed, c, k, V["width"], V["frames"], dev, drop=0.0, alpha_out=weigh)
+                with autocast():
+                    x = ae.encode(got[0]).float()
+                xs.append(x.half())
+                i, v = encode_captions(got[1], vocab, tc["max_len"], dev)
+                idl.append(i)
+                vl.append(v)
+                if weigh:
+                    ms.append(object_mask(got[2], x.shape[2:]).to(torch.uint8))
+        x0c = torch.cat(xs)
+        cache = LatentCache(x0c, torch.cat(idl), torch.cat(vl), torch.cat(ms) if weigh else None,
+                            encode_captions([""], vocab, tc["max_len"], dev), 0.1)
+        log(logf, f"dit  latent cache: {a.latent_cache} clips from clip {cache_from}, {x0c.numel() * 2 / 1e9:.2f} GB"
+                  f" of latents, {time.time() - tc0:.1f} s (latent sum {x0c.float().sum().item():.6g})")
     step = Step(a.compile == "on" or (a.compile == "auto" and dev.type == "cuda"), params, lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
@@ -524,7 +586,8 @@ def main(argv):
         return dict(opt=opt.state_dict(), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
                     sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info,
-                    dit_layers=cfg["dit"]["layers"], wema=wema, wema_n=wema_n)
+                    dit_layers=cfg["dit"]["layers"], wema=wema, wema_n=wema_n,
+                    latent_cache={"from": cache_from, "n": a.latent_cache} if cache is not None else None)
     while True:
         spent = dit_spent + time.time() - t_stage
         p = progress(s - sched_from, steps, spent, a.dit_seconds)
@@ -534,18 +597,21 @@ def main(argv):
             if s > start:
                 fm_loss, ema = loss.item(), ema_t.item()
             return save_state(2, s, **stage2_state(spent))
-        got = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1, alpha_out=weigh)
-        video, caps = got[0], got[1]
-        clip += bs
+        if cache is not None:
+            x0, ids, valid, masks = cache.take(bs)
+        else:
+            got = gen(a.seed, clip, bs, V["width"], V["frames"], dev, drop=0.1, alpha_out=weigh)
+            clip += bs
+            with torch.no_grad(), autocast():
+                x0 = ae.encode(got[0]).float()
+            ids, valid = encode_captions(got[1], vocab, tc["max_len"], dev)
+            masks = object_mask(got[2], x0.shape[2:]) if weigh else None
         dit_clips += bs
-        with torch.no_grad(), autocast():
-            x0 = ae.encode(video).float()
-        ids, valid = encode_captions(caps, vocab, tc["max_len"], dev)
         sig = torch.sigmoid(torch.randn(bs, device=dev) + a.t_mean)
         sig = 3 * sig / (1 + 2 * sig)   # shift 3 toward noise
         e = torch.randn_like(x0)
         xs = (1 - sig.view(-1, 1, 1, 1, 1)) * x0 + sig.view(-1, 1, 1, 1, 1) * e
-        w = object_weights(got[2], x0.shape[2:], a.object_weight, a.object_balance) if weigh else None
+        w = object_weights(masks, a.object_weight, a.object_balance) if weigh else None
         opt.zero_grad(set_to_none=True)
         # loss: what is logged, the plain flow MSE, comparable across runs; the backward done
         loss, objective = step(text, dit, ids, valid, xs, sig, e - x0, w, amp)
