@@ -18,12 +18,13 @@ return {
     "adaspa",                                        -- paper tiers, swept over sparsity below
     {"adaspa", recall = 0.9, sweep = false},          -- a recall target instead of tiers (not swept)
     {"window", sweep = false},                       -- STA: static 3D window (its paper's size), planned once
-    "spatial_temporal",                              -- Sparse VideoGen: spatial or temporal per head, probed
+    {"spatial_temporal", sweep = false},             -- Sparse VideoGen: spatial or temporal per head, probed
     {"estimate", sweep = false},                     -- SpargeAttn / XAttention: pooled estimate, threshold 0.9
   },
-  -- every entry with a sparsity option it does not set, unless sweep = false: adaspa here. window
-  -- and estimate have one too (the window scaled, the estimate's top blocks per row): for all of
-  -- them at AdaSpa's sparsities, policies=dense,adaspa,window,estimate
+  -- every entry with a sparsity option it does not set, unless sweep = false: adaspa here. window,
+  -- spatial_temporal and estimate have one too (the window scaled; a token band and a temporal
+  -- width sized; the estimate's top blocks per row): for all of them at AdaSpa's sparsities,
+  -- policies=dense,adaspa,window,spatial_temporal,estimate
   sweep = {sparsity = {0.5, 0.8, 0.9}},
   attention = {},                                    -- options for every policy that has them (block = 128, ...)
   gallery = {layers = {1, 3}, heads = {1, 2}},       -- step: default the last step

@@ -196,22 +196,33 @@ describe("compare recipe fields", function()
   end)
 
   it("a sweep over an option no listed policy has applies to nothing, and measures recall by default", function()
-    local cfg = configure(file, with(TINY, {"policies=dense,spatial_temporal"}))
+    -- recall is adaspa's alone
+    local only = spec_tmpfile('return {job = "compare", policies = {"dense", "spatial_temporal"}, sweep = {recall = {0.9, 0.95}}}')
+    local cfg = configure(only, TINY)
+    os.remove(only)
     local runs = compare.plan(cfg)
     local names = {}
     for _, r in ipairs(runs) do names[#names + 1] = r.name end
     assert.same({"spatial_temporal"}, names)
     assert.is_true(runs[1].opts.exact_recall)
-    -- window and estimate have sparsity: listed by name they are swept; the default list's
-    -- entries are not (sweep = false: their papers' settings)
-    runs = compare.plan(configure(file, with(TINY, {"policies=dense,window,estimate", "sweep.sparsity={0.5,0.8}"})))
+    assert.is_nil(runs[1].opts.recall)
+    -- window, spatial_temporal and estimate have sparsity: listed by name they are swept; the
+    -- default list's entries are not (sweep = false: their papers' settings)
+    runs = compare.plan(configure(file, with(TINY, {"policies=dense,window,spatial_temporal,estimate",
+      "sweep.sparsity={0.5,0.8}"})))
     local got = {}
     for _, r in ipairs(runs) do got[#got + 1] = r.name .. " " .. tostring(r.opts.sparsity) end
-    assert.same({"window 0.5", "window 0.8", "estimate 0.5", "estimate 0.8"}, got)
-    runs = compare.plan(configure(file, TINY))
+    assert.same({"window 0.5", "window 0.8", "spatial_temporal 0.5", "spatial_temporal 0.8", "estimate 0.5",
+      "estimate 0.8"}, got)
+    runs = compare.plan(configure("recipes/compare.lua", TINY))   -- the shipped list
+    local zoo = 0
     for _, r in ipairs(runs) do
-      if r.name == "window" or r.name == "estimate" then assert.is_nil(r.opts.sparsity, r.name) end
+      if r.name == "window" or r.name == "estimate" or r.name == "spatial_temporal" then
+        assert.is_nil(r.opts.sparsity, r.name)
+        zoo = zoo + 1
+      end
     end
+    assert.equal(3, zoo)
   end)
 
   it("rejects entries that are not policies, and options on policy objects", function()

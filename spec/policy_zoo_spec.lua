@@ -323,6 +323,92 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
     end
   end)
 
+  it("with sparsity, a token band and a temporal width, each of image-block density nearest to 1 - sparsity", function()
+    local cases = {{grid = {9, 16, 16}, n_txt = 24, B = 64}, {grid = {5, 10, 40}, n_txt = 13, B = 128}}
+    for ci, c in ipairs(cases) do
+      local grid, HW, B = c.grid, c.grid[2] * c.grid[3], c.B
+      local n_img = grid[1] * HW
+      local S = n_img + c.n_txt
+      local nb, nimg_b = math.ceil(S / B), math.ceil(n_img / B)
+      -- block-level references: a pair of blocks is kept when some image query token of the one
+      -- and some image key token of the other obey the rule (band: the token intervals lie within
+      -- b of each other; temporal: some positions of the two blocks lie within w), text as usual
+      local function span(blk) return (blk - 1) * B, math.min(blk * B, n_img) - 1 end
+      local covered = {}   -- covered[blk][p]: block blk holds an image token at position p
+      for blk = 1, nimg_b do
+        covered[blk] = {}
+        local a, b = span(blk)
+        for t = a, b do covered[blk][t % HW] = true end
+      end
+      local function reference(keep)
+        local m, kept = {}, 0
+        for qb = 1, nb do
+          m[qb] = {}
+          for kb = 1, nb do
+            local img = qb <= nimg_b and kb <= nimg_b and keep(qb, kb)
+            if img then kept = kept + 1 end
+            m[qb][kb] = img or qb * B > n_img or kb * B > n_img
+          end
+        end
+        return m, kept / (nimg_b * nimg_b)
+      end
+      local function band(b)
+        return reference(function(qb, kb)
+          local qa, qz = span(qb)
+          local ka, kz = span(kb)
+          return math.max(0, ka - qz, qa - kz) <= b
+        end)
+      end
+      local function temporal(w)
+        return reference(function(qb, kb)
+          for p0 in pairs(covered[qb]) do
+            for p1 = math.max(0, p0 - w), math.min(HW - 1, p0 + w) do if covered[kb][p1] then return true end end
+          end
+          return false
+        end)
+      end
+      local prev, seen = nil, {}
+      for _, sp in ipairs({0.9, 0.8, 0.5}) do
+        local what = string.format("case %d sparsity %g", ci, sp)
+        local p = st.new({warmup = 0, block = B, sparsity = sp}, 3)
+        local g = common.geometry(adaspa.zeros({S, 1, 4}), adaspa.zeros({S, 1, 4}), info_of(1, grid, c.n_txt), B)
+        local sh = p:shape(g)
+        local _, inds = p:patterns(g)
+        local layout = common.layout_of(inds, {1, 2}, 2, B)
+        -- the layout is the rules at the chosen sizes, with the densities shape() reports
+        local mb, db = band(sh.band)
+        local mt, dt = temporal(sh.tw)
+        same_blocks(layout, 1, mb, what .. ", the band")
+        same_blocks(layout, 2, mt, what .. ", temporal")
+        assert.is_true(math.abs(db - sh.density[1]) < 1e-12, what .. ": band density")
+        assert.is_true(math.abs(dt - sh.density[2]) < 1e-12, what .. ": temporal density")
+        -- no size next to the chosen one is nearer (the densities grow with the sizes)
+        local t = 1 - sp
+        for _, b in ipairs({sh.band - 1, sh.band + 1}) do
+          if b >= 0 then assert.is_true(math.abs(db - t) <= math.abs(select(2, band(b)) - t) + 1e-12, what .. ": band " .. b) end
+        end
+        for _, w in ipairs({sh.tw - 1, sh.tw + 1}) do
+          if w >= 0 and w < HW then
+            assert.is_true(math.abs(dt - t) <= math.abs(select(2, temporal(w)) - t) + 1e-12, what .. ": width " .. w)
+          end
+        end
+        if prev then assert.is_true(db > prev[1] and dt >= prev[2], what .. ": less sparsity keeps more") end
+        prev = {db, dt}
+        seen[sh.band] = true
+        assert.truthy(p:describe():find("sized to sparsity " .. sp, 1, true), p:describe())
+        if ci == 1 then
+          -- on the tiny model's grid the band follows the target to half its step of 2/36 (whole
+          -- frames: a frame more on each side is 8/36); a temporal row keeps a block in every frame (9 of 36)
+          assert.is_true(math.abs(db - t) < 0.03, string.format("%s: band density %.3f", what, db))
+          assert.is_true(math.abs(dt - t) < 0.15 or sh.tw == 0, string.format("%s: temporal density %.3f", what, dt))
+        end
+      end
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      assert.equal(3, n, "case " .. ci .. ": three sparsities, three bands")
+    end
+  end)
+
   it("the matched temporal width keeps about as many blocks per row as the spatial pattern", function()
     local p = st.new({warmup = 0}, 3)
     assert.equal(64, p:width({5, 16, 20}))        -- (3 * 320 / 5 - 64) / 2
@@ -410,6 +496,11 @@ describe("policy spatial_temporal (Sparse VideoGen)", function()
     spec_error(function() st.new({block = 32}, 50) end, "policy spatial_temporal", "block = 32")
     spec_error(function() st.new({warmup = 60}, 50) end, "policy spatial_temporal", "warmup = 60")
     spec_error(function() st.new({threshold = 0.9}, 50) end, "policy spatial_temporal", "unknown option threshold")
+    spec_error(function() st.new({sparsity = 1}, 50) end, "policy spatial_temporal", "sparsity = 1", "[0, 1)")
+    spec_error(function() st.new({sparsity = 0.8, frames_spatial = 1}, 50) end, "policy spatial_temporal", "sparsity = 0.8",
+      "frames_spatial")
+    spec_error(function() st.new({sparsity = 0.8, temporal_width = 3}, 50) end, "policy spatial_temporal", "sparsity = 0.8",
+      "temporal_width")
   end)
 end)
 

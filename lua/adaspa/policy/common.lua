@@ -117,6 +117,32 @@ function common.pattern_tensor(rows, g)
   return adaspa.tensor(data, {dtype = "u8"})
 end
 
+-- The image-block density of rows[qb] = {[kb] = true} (1-based blocks): the kept (query, key)
+-- pairs among the image blocks' rows and columns over their count (the text rule left out).
+function common.image_density(g, rows)
+  local nimg, kept = math.ceil(g.n_img / g.block), 0
+  for qb = 1, nimg do
+    for kb in pairs(rows[qb] or {}) do if kb <= nimg then kept = kept + 1 end end
+  end
+  return kept / (nimg * nimg)
+end
+
+-- The integer x in [lo, hi] whose density_of(x) (non-decreasing in x) is nearest to target:
+-- bisection for the smallest x reaching it, then that x or the one below. Returns x, its density.
+function common.nearest_int(lo, hi, density_of, target)
+  local a, b = lo, hi
+  while a < b do
+    local mid = math.floor((a + b) / 2)
+    if density_of(mid) >= target then b = mid else a = mid + 1 end
+  end
+  local d = density_of(a)
+  if a > lo then
+    local d0 = density_of(a - 1)
+    if math.abs(d0 - target) <= math.abs(d - target) then return a - 1, d0 end
+  end
+  return a, d
+end
+
 -- The f32 copies (1 kept, 0 dropped) of u8 [nqb, nkb] pattern masks on a device.
 function common.indicators(patterns, device)
   local out = {}

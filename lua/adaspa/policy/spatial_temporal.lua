@@ -18,6 +18,13 @@
 --             so that a row keeps about as many key blocks in both patterns; SVG's masks are
 --             matched too: its temporal mask is its spatial band of 1.5 frames each side laid
 --             over the frame-transposed token order).
+-- sparsity (nil by default): both rules sized so that each pattern's image part keeps the
+--   nearest to 1 - sparsity of the image blocks, so spatial_temporal can be compared with the zoo
+--   at AdaSpa's sparsities (recipe compare's sweep.sparsity): the spatial rule becomes a band of
+--   `band` tokens on each side of the query's tokens in raster order, |s_k - s_q| <= band (whole
+--   frames move the density in steps of a frame: on the tiny model's 9 latent frames 0.8 and 0.9
+--   would be one pattern), and temporal_width is chosen likewise; each by integer bisection at the
+--   first plan of a geometry. Not with frames_spatial or temporal_width.
 -- Probing: `samples` query blocks drawn (without repetition, from `seed`, the step and the
 -- layer, so runs repeat) among the blocks made only of image tokens (blocks holding text
 -- tokens are dense rows in both patterns); dense attention on their rows (adaspa.attention of
@@ -44,7 +51,8 @@ policy.source = {
   method = "SVG: per head and step, spatial or temporal pattern by online profiling of sampled rows, text dense",
 }
 
-policy.options = {"block", "warmup", "every", "samples", "seed", "frames_spatial", "temporal_width", "exact_recall"}
+policy.options = {"block", "warmup", "every", "samples", "seed", "frames_spatial", "temporal_width", "exact_recall",
+  "sparsity"}
 policy.shared = {block = true, warmup = true}
 policy.defaults = {block = 64, warmup = 10, every = 1, samples = 4, seed = 0, frames_spatial = 1, exact_recall = false}
 
@@ -59,13 +67,25 @@ function policy.new(opts, steps)
   if p.temporal_width ~= nil and not common.is_int(p.temporal_width, 0) then
     bad("temporal_width", "must be an integer >= 0 (positions in a frame on each side) or nil (matched to the spatial pattern)")
   end
+  if p.sparsity ~= nil then
+    if type(p.sparsity) ~= "number" or not (p.sparsity >= 0 and p.sparsity < 1) then bad("sparsity", "must be in [0, 1)") end
+    if opts.frames_spatial ~= nil then bad("sparsity", "sizes the spatial rule itself: it does not go with frames_spatial") end
+    if p.temporal_width ~= nil then bad("sparsity", "sizes the temporal rule itself: it does not go with temporal_width") end
+  end
   p.memo = {}
+  p.matched_memo = {}
   p.layouts = {}
   p.choices = {}
   return p
 end
 
 function policy:describe()
+  if self.sparsity then
+    return string.format("spatial_temporal (Sparse VideoGen, arXiv 2502.01776): per head a spatial token band or a temporal "
+      .. "pattern, each sized to sparsity %.3g, by %d sampled query blocks against dense, every %d step%s after a dense "
+      .. "warm-up of %d, block %d, text dense%s", self.sparsity, self.samples, self.every, self.every == 1 and "" or "s",
+      self.warmup, self.block, self.exact_recall and ", exact recall measured" or "")
+  end
   return string.format("spatial_temporal (Sparse VideoGen, arXiv 2502.01776): per head spatial (frames +-%d) or temporal "
     .. "(positions +-%s, all frames) by %d sampled query blocks against dense, every %d step%s after a dense warm-up of %d, "
     .. "block %d, text dense%s", self.frames_spatial, self.temporal_width and tostring(self.temporal_width) or "matched",
@@ -81,10 +101,31 @@ function policy:width(grid)
   return math.max(0, math.floor(((2 * self.frames_spatial + 1) * grid[2] * grid[3] / grid[1] - self.block) / 2))
 end
 
--- rows[qb] = {[kb] = true} of the spatial (which = 1) or temporal (2) rule lifted to blocks.
-function policy:block_rows(g, which)
+-- The rules' sizes for a geometry: {fs = frames on each side, tw = positions on each side}, or
+-- with sparsity {band = tokens on each side, tw = ..., density = {spatial, temporal}} (the image
+-- block densities they keep; memoized per geometry).
+function policy:shape(g)
+  if not self.sparsity then return {fs = self.frames_spatial, tw = self:width(g.grid)} end
+  local key = common.shape_key(g)
+  local m = self.matched_memo[key]
+  if not m then
+    local target = 1 - self.sparsity
+    local function spatial(b) return common.image_density(g, self:block_rows(g, 1, {band = b})) end
+    local function temporal(w) return common.image_density(g, self:block_rows(g, 2, {tw = w})) end
+    local band, ds = common.nearest_int(0, g.n_img, spatial, target)
+    local tw, dt = common.nearest_int(0, g.grid[2] * g.grid[3], temporal, target)
+    m = {band = band, tw = tw, density = {ds, dt}}
+    self.matched_memo[key] = m
+  end
+  return m
+end
+
+-- rows[qb] = {[kb] = true} of the spatial (which = 1) or temporal (2) rule lifted to blocks, at
+-- the sizes `shape` (policy:shape's; default the geometry's).
+function policy:block_rows(g, which, shape)
+  shape = shape or self:shape(g)
   local T, HW, B = g.grid[1], g.grid[2] * g.grid[3], g.block
-  local fs, tw = self.frames_spatial, self:width(g.grid)
+  local fs, tw = shape.fs, shape.tw
   local rows = {}
   local function mark(set, u, w)
     for kb = math.floor(u / B) + 1, math.floor(w / B) + 1 do set[kb] = true end
@@ -95,7 +136,9 @@ function policy:block_rows(g, which)
     local a, b = (qb - 1) * B, math.min(qb * B, g.n_img) - 1
     if a <= b then
       local ta, tb = math.floor(a / HW), math.floor(b / HW)
-      if which == 1 then
+      if which == 1 and shape.band then
+        mark(set, math.max(0, a - shape.band), math.min(g.n_img - 1, b + shape.band))
+      elseif which == 1 then
         mark(set, math.max(0, ta - fs) * HW, (math.min(T - 1, tb + fs) + 1) * HW - 1)
       else
         local pa, pb = a % HW, b % HW
@@ -117,7 +160,8 @@ end
 -- f32 indicators on `device` (for common.layout_of), memoized; and the memo key.
 function policy:patterns(g, device)
   device = device or "cpu"
-  local key = common.shape_key(g, self.frames_spatial .. ":" .. self:width(g.grid))
+  local sh = self:shape(g)
+  local key = common.shape_key(g, (sh.band and "band" .. sh.band or sh.fs) .. ":" .. sh.tw)
   local m = self.memo[key]
   if not m then
     m = {pats = {common.pattern_tensor(self:block_rows(g, 1), g), common.pattern_tensor(self:block_rows(g, 2), g)},

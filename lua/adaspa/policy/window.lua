@@ -121,14 +121,7 @@ end
 
 -- The image-block density of a window's block layout: kept (query, key) block pairs of the image
 -- rows over the image rows x image columns.
-local function image_density(g, win)
-  local rows, kept = policy.block_rows(g, win), 0
-  local nimg = math.ceil(g.n_img / g.block)
-  for qb = 1, nimg do
-    for kb in pairs(rows[qb]) do if kb <= nimg then kept = kept + 1 end end
-  end
-  return kept / (nimg * nimg)
-end
+local function image_density(g, win) return common.image_density(g, policy.block_rows(g, win)) end
 
 -- With sparsity: the window of window_fraction's shape whose image-block density is nearest to
 -- 1 - sparsity (bisection on the scale factor; memoized per geometry).
