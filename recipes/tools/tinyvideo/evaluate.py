@@ -12,7 +12,7 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         no runs, the frames an earlier caption run left under --out read again (after a change
         of check.py), its tables written anew; the recipe's default run (recipes/tiny.lua: one
         pass a step at AdaSpa 0.7) is --sparsity 0.7 (the default here stays 0.8, the runs' before)
-    python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9] [--policies dense,adaspa,window,estimate]
+    python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9] [--policies dense,adaspa,window,spatial_temporal,estimate]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
         agreement, attention FLOPs, density and recall, averaged over the prompts
@@ -435,7 +435,7 @@ def main(argv):
     ap.add_argument("--sparsities", default="0.5,0.8,0.9", help="quality: the sweep")
     ap.add_argument("--policies", default=None,
                     help="quality: recipe compare's policies= list instead of recipes/compare.lua's (e.g. "
-                         "dense,adaspa,window,estimate: all three swept over --sparsities)")
+                         "dense,adaspa,window,spatial_temporal,estimate: all four swept over --sparsities)")
     ap.add_argument("--prompt", default=None, help="observe: the prompt (default the first held-out one)")
     ap.add_argument("--prompts", default=None, metavar="I,J,..",
                     help="caption, examples: the held-out prompts by number (1-based; default the first --n after --skip)")
