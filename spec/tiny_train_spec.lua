@@ -6,19 +6,29 @@
 describe("train.py --weight-ema and --latent-cache", function()
   local py = os.getenv("ADASPA_PYTHON") or "python3"
 
-  it("exports the weights' average: one step's by hand, its count across a resume, refusals", function()
+  -- A fresh folder and train(args, want): train.py --smoke ARGS there, its exit code compared
+  -- (3: the time limit; 2: a refusal), its log returned; nil (the spec pending) without torch.
+  local function trainer()
     if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
-      return pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+      pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
+      return nil
     end
     local out = spec_tmpdir()
     os.execute("mkdir -p " .. out)
-    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 --dtype f32 ", py)
-    local function train(name, args, want)   -- the exit code compared (3: the time limit; 2: a refusal); the log
-      os.execute(string.format("%s --out %s/%s.safetensors %s > %s/run.log 2>&1; echo $? > %s/rc",
-        base, out, name, args, out, out))
+    return out, function(args, want)
+      os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 %s > %s/run.log 2>&1;"
+        .. " echo $? > %s/rc", py, args:gsub("OUT", out), out, out))
       local log = spec_slurp(out .. "/run.log")
       assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
       return log
+    end
+  end
+
+  it("exports the weights' average: one step's by hand, its count across a resume, refusals", function()
+    local out, run = trainer()
+    if not out then return end
+    local function train(name, args, want)
+      return run(string.format("--dtype f32 --out OUT/%s.safetensors %s", name, args), want)
     end
     local function load(name) return adaspa.safetensors.load(out .. "/" .. name .. ".safetensors") end
     local function losses(name)   -- the metadata's weight_ema and weight_ema_updates (nil when absent)
@@ -70,18 +80,9 @@ describe("train.py --weight-ema and --latent-cache", function()
   end)
 
   it("--latent-cache: trains on clips encoded once, passes over them, and a resumed run rebuilds the same", function()
-    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
-      return pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
-    end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
-    local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 --out %s/c.safetensors ", py, out)
-    local function train(args, want)
-      os.execute(string.format("%s %s > %s/run.log 2>&1; echo $? > %s/rc", base, args, out, out))
-      local log = spec_slurp(out .. "/run.log")
-      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
-      return log
-    end
+    local out, run = trainer()
+    if not out then return end
+    local function train(args, want) return run("--out OUT/c.safetensors " .. args, want) end
     local pat = "latent cache: 5 clips from clip (%d+), [%d.]+ GB of latents, [%d.]+ s %(latent sum (%S+)%)"
     -- 3 steps of 2 clips over 5 cached ones (a second pass), the shape's weights from the cached masks
     local log = train("--steps 3 --latent-cache 5 --object-weight 4 --object-balance")

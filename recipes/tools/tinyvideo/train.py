@@ -269,6 +269,8 @@ def main(argv):
                          " zero (each new block is the identity: the grown DiT computes what the export's does),"
                          " the rest of them initialized as usual; the run's config, state and export carry the"
                          " new counts (--resume of its state rebuilds the grown DiT)")
+    ap.add_argument("--grow-single", type=int, default=0, metavar="M",
+                    help="with --init-from (or --refit-encoder): M single blocks appended after the export's, as --grow-double")
     ap.add_argument("--weight-ema", type=float, default=0.0, metavar="D",
                     help="stage 2: export the exponential moving average of the text encoder's and DiT's weights"
                          " (f32, updated after every optimizer step with decay min(D, (1 + n) / (10 + n)) at its n-th"
@@ -279,8 +281,6 @@ def main(argv):
                          " pass) instead of drawing and encoding new clips every step; on the device, about 0.3 MB a"
                          " clip at 256x256x33 (100,000 clips: 30 GB). --resume rebuilds the same clips. 0 (the"
                          " default): new clips every step")
-    ap.add_argument("--grow-single", type=int, default=0, metavar="M",
-                    help="with --init-from (or --refit-encoder): M single blocks appended after the export's, as --grow-double")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
