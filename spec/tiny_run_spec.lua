@@ -253,15 +253,7 @@ end)
 describe("train.py's batched clips and resumes", function()
   local py = os.getenv("ADASPA_PYTHON") or "python3"
   -- a fresh folder for the test's files; nil (and the test pending) without torch
-  local function torch_workdir()
-    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
-      pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
-      return nil
-    end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
-    return out
-  end
+  local function torch_workdir() return select(2, spec_torch_workdir()) end
   -- runs `python ARGS` in recipes/tools/tinyvideo, its output to out/log: exit code, output
   local function tool(out, args, log)
     local code = os.execute(string.format("cd recipes/tools/tinyvideo && %s %s > %s/%s 2>&1", py, args, out, log))

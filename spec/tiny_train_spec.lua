@@ -4,17 +4,11 @@
 -- trains on N clips drawn and encoded once. Through Python with torch ($ADASPA_PYTHON or
 -- python3); pending without it.
 describe("train.py --weight-ema and --latent-cache", function()
-  local py = os.getenv("ADASPA_PYTHON") or "python3"
-
   -- A fresh folder and train(args, want): train.py --smoke ARGS there, its exit code compared
   -- (3: the time limit; 2: a refusal), its log returned; nil (the spec pending) without torch.
   local function trainer()
-    if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
-      pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")
-      return nil
-    end
-    local out = spec_tmpdir()
-    os.execute("mkdir -p " .. out)
+    local py, out = spec_torch_workdir()
+    if not py then return nil end
     return out, function(args, want)
       os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 %s > %s/run.log 2>&1;"
         .. " echo $? > %s/rc", py, args:gsub("OUT", out), out, out))

@@ -46,6 +46,19 @@ function spec_tmpdir()
   return d
 end
 
+-- For the specs of recipes/tools/tinyvideo: the Python that has torch ($ADASPA_PYTHON or python3)
+-- and a fresh, created folder; nil (and the spec pending, naming what is missing) without torch.
+function spec_torch_workdir()
+  local py = os.getenv("ADASPA_PYTHON") or "python3"
+  if os.execute(py .. " -c 'import torch, safetensors' > /dev/null 2>&1") ~= 0 then
+    getfenv(2).pending("needs Python with torch and safetensors (" .. py .. "; set ADASPA_PYTHON)")   -- as it_gpu
+    return nil
+  end
+  local out = spec_tmpdir()
+  os.execute("mkdir -p " .. out)
+  return py, out
+end
+
 -- The contents of file p, or nil when it cannot be opened.
 function spec_slurp(p)
   local f = io.open(p, "rb")
