@@ -561,24 +561,25 @@ def main(argv):
         if cache_from == clip:
             clip += a.latent_cache   # later draws (and runs) start after the cached clips
         tc0 = time.time()
-        xs, idl, vl, ms = [], [], [], []
+        x0c, idl, vl, ms = None, [], [], []   # x0c: the latents, filled in place (a list and a cat would hold them twice)
         with torch.no_grad():
             for c in range(cache_from, cache_from + a.latent_cache, bs):
                 k = min(bs, cache_from + a.latent_cache - c)
                 got = gen(a.seed, c, k, V["width"], V["frames"], dev, drop=0.0, alpha_out=weigh)
                 with autocast():
                     x = ae.encode(got[0]).float()
-                xs.append(x.half())
+                if x0c is None:
+                    x0c = torch.empty((a.latent_cache,) + tuple(x.shape[1:]), dtype=torch.float16, device=dev)
+                x0c[c - cache_from:c - cache_from + k] = x
                 i, v = encode_captions(got[1], vocab, tc["max_len"], dev)
                 idl.append(i)
                 vl.append(v)
                 if weigh:
                     ms.append(object_mask(got[2], x.shape[2:]).to(torch.uint8))
-        x0c = torch.cat(xs)
         cache = LatentCache(x0c, torch.cat(idl), torch.cat(vl), torch.cat(ms) if weigh else None,
                             encode_captions([""], vocab, tc["max_len"], dev), 0.1)
         log(logf, f"dit  latent cache: {a.latent_cache} clips from clip {cache_from}, {x0c.numel() * 2 / 1e9:.2f} GB"
-                  f" of latents, {time.time() - tc0:.1f} s (latent sum {x0c.float().sum().item():.6g})")
+                  f" of latents, {time.time() - tc0:.1f} s (latent sum {x0c.sum(dtype=torch.float64).item():.6g})")
     step = Step(a.compile == "on" or (a.compile == "auto" and dev.type == "cuda"), params, lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
