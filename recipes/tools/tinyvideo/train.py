@@ -108,6 +108,11 @@ def flow_objective(text, dit, ids, valid, xs, sig, target, w, amp):
     return loss, (err * w).sum() / (w.sum() * err.shape[1])
 
 
+def latent_sum(x, chunk):
+    """x's sum in float64, chunk rows at a time (x.sum(dtype=float64) makes a float64 copy of all of x)"""
+    return sum(x[i:i + chunk].sum(dtype=torch.float64).item() for i in range(0, x.shape[0], chunk))
+
+
 class LatentCache:
     """--latent-cache: clips drawn and encoded once and kept on the training device (latents in f16,
     caption ids, object masks); take(n) gives the next n of a shuffled order, a new order each pass,
@@ -579,7 +584,7 @@ def main(argv):
         cache = LatentCache(x0c, torch.cat(idl), torch.cat(vl), torch.cat(ms) if weigh else None,
                             encode_captions([""], vocab, tc["max_len"], dev), 0.1)
         log(logf, f"dit  latent cache: {a.latent_cache} clips from clip {cache_from}, {x0c.numel() * 2 / 1e9:.2f} GB"
-                  f" of latents, {time.time() - tc0:.1f} s (latent sum {x0c.sum(dtype=torch.float64).item():.6g})")
+                  f" of latents, {time.time() - tc0:.1f} s (latent sum {latent_sum(x0c, bs):.6g})")
     step = Step(a.compile == "on" or (a.compile == "auto" and dev.type == "cuda"), params, lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
