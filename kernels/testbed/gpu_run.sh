@@ -145,7 +145,9 @@ PY
       if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
       if { [ $r = 3 ] || [ $r = 0 ]; } && [ -f "$tdir/tiny.state.pt" ]; then
         ssz=$(stat -c %s "$tdir/tiny.state.pt"); esz=$(stat -c %s "$tout/tiny.safetensors" 2>/dev/null || echo 0)
-        if [ $r = 3 ] || [ $((ssz + esz)) -le $((52 * 1048576)) ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
+        if [ $r = 3 ] && [ "$ssz" -gt $((60 * 1048576)) ]; then
+          echo "train: stopped by the time limit with a state of $((ssz / 1048576)) MiB, more than a call returns (64 MiB): this run's training is lost; give --dit-seconds more headroom under TRAIN_LIMIT" >&2; rc=1
+        elif [ $r = 3 ] || [ $((ssz + esz)) -le $((52 * 1048576)) ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
         else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on with --refit-encoder"; fi
       fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
