@@ -15,7 +15,7 @@ describe("train.py --weight-ema and --latent-cache", function()
       local log = spec_slurp(out .. "/run.log")
       assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
       return log
-    end
+    end, py
   end
 
   it("exports the weights' average: one step's by hand, its count across a resume, refusals", function()
@@ -74,7 +74,7 @@ describe("train.py --weight-ema and --latent-cache", function()
   end)
 
   it("--latent-cache: trains on clips encoded once, passes over them, and a resumed run rebuilds the same", function()
-    local out, run = trainer()
+    local out, run, py = trainer()
     if not out then return end
     local function train(args, want) return run("--out OUT/c.safetensors " .. args, want) end
     local pat = "latent cache: 5 clips from clip (%d+), [%d.]+ GB of latents, [%d.]+ s %(latent sum (%S+)%)"
@@ -90,6 +90,18 @@ describe("train.py --weight-ema and --latent-cache", function()
     local from2, sum2 = log:match(pat)
     assert.are.same({from, sum}, {from2, sum2}, log)
     assert.truthy(log:find("dit  done: 5 steps, 10 clips", 1, true), log)
+    -- the state keeps the optimizer's moments in bf16 (a grown DiT's state then fits a device call's
+    -- return); the resumed run above loaded them back and trained on to a finite loss
+    local probe = string.format("%s -c \"import torch, sys; s = torch.load(sys.argv[1], weights_only=False)['opt']['state'];"
+      .. " d = sorted({str(v.dtype) for st in s.values() for n, v in st.items() if n != 'step'});"
+      .. " print(len(s), ' '.join(d))\" %s/c.state.pt", py, out)
+    local h = io.popen(probe)
+    local got = h:read("*a")
+    h:close()
+    local n, dtypes = got:match("^(%d+) (.-)%s*$")
+    assert.is_true(tonumber(n) > 50, got)
+    assert.are.equal("torch.bfloat16", dtypes, got)
+    assert.truthy(log:match("loss ([%d.]+)"), log)
     -- another size draws new clips after the cached ones
     log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
     assert.are.equal(tostring(tonumber(from) + 5), log:match("latent cache: 3 clips from clip (%d+)"), log)

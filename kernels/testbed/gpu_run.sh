@@ -31,7 +31,8 @@
 #             (tiny.safetensors) when it finished, and the state in 15 MB parts (state.part.NN: a
 #             device call returns files of 16 MiB at most) in $TRAIN_OUT (default $OUT): always when the
 #             time limit stopped it, after a finished run only when it fits beside the export (a grown
-#             DiT's state, 61 MB, does not: the next session trains on with --refit-encoder EXPORT)
+#             DiT's state: 58 MiB with --weight-ema's f32 average does not, 42 MiB without it does; the
+#             optimizer's moments are kept in bf16 since the twenty-first session)
 #   trainbench recipes/tools/tinyvideo/bench.py on cuda (issue 14): train.py's model step at batch
 #             $TRAINBENCH_BATCH (128) eager and under torch.compile (train.py --compile on), and the clip
 #             generator and encoder; about two minutes, most of it the compile
@@ -139,9 +140,9 @@ PY
         $resume ${TRAIN_ARGS:-} --time-limit ${TRAIN_LIMIT:-540}) > "$out/train.log" 2>&1; r=$?
       # a finished run returns its export first; the state (a finished run saves it too: train on from it
       # with --resume --restart-schedule) comes back in 15 MB parts when it fits beside the export in what
-      # a call returns (8 files, 64 MiB: a grown DiT's state, 61 MB, does not; then the next session
-      # refits an encoder to the export instead: --refit-encoder EXPORT); a run the time limit stopped
-      # returns the state alone
+      # a call returns (8 files, 64 MiB: a grown DiT's state with --weight-ema, 58 MiB, does not; then
+      # the next session refits an encoder to the export instead: --refit-encoder EXPORT); a run the
+      # time limit stopped returns the state alone (up to 60 MiB)
       if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/"; elif [ $r != 3 ]; then rc=1; fi
       if { [ $r = 3 ] || [ $r = 0 ]; } && [ -f "$tdir/tiny.state.pt" ]; then
         ssz=$(stat -c %s "$tdir/tiny.state.pt"); esz=$(stat -c %s "$tout/tiny.safetensors" 2>/dev/null || echo 0)
