@@ -3,11 +3,9 @@
 -- what the export does; its export runs in adaspa with the new block counts (read from its
 -- metadata). Through Python with torch ($ADASPA_PYTHON or python3); pending without it.
 describe("train.py --grow-double / --grow-single", function()
-  local py = os.getenv("ADASPA_PYTHON") or "python3"
-
   it("appends identity blocks: the export's output before training, in PyTorch and in adaspa; a grown run resumes deeper", function()
-    local out = select(2, spec_torch_workdir())
-    if not out then return end
+    local py, out = spec_torch_workdir()
+    if not py then return end
     local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 ", py)
     local function train(args, want)   -- the exit code compared (3: the time limit; 2: a refusal); the output
       os.execute(string.format("%s %s > %s/run.log 2>&1; echo $? > %s/rc", base, args, out, out))
