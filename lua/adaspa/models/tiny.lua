@@ -28,8 +28,10 @@ tiny.WEIGHTS = "models/tiny/tiny.safetensors"
 tiny.FOREIGN = {"text_encoder.", "decoder."}
 tiny.FORMAT = "adaspa-tiny-1"
 
--- The "tiny.*" metadata entries as a nested table (numbers converted, comma lists split).
-function tiny.meta_config(meta)
+-- The "tiny.*" metadata entries (but tiny.vocab) as a nested table: "tiny.a.b" = v becomes
+-- t.a.b = leaf(v); clash(key) is called for an entry whose name is both a value and a group
+-- ("tiny.a" beside "tiny.a.b"), in either order.
+local function nest(meta, leaf, clash)
   local cfg = {}
   for k, v in pairs(meta) do
     local path = k:match("^tiny%.(.+)$")
@@ -37,20 +39,26 @@ function tiny.meta_config(meta)
       local t, parts = cfg, {}
       for p in path:gmatch("[^%.]+") do parts[#parts + 1] = p end
       for i = 1, #parts - 1 do
-        t[parts[i]] = t[parts[i]] or {}
+        if t[parts[i]] == nil then t[parts[i]] = {} end
+        if type(t[parts[i]]) ~= "table" then clash(k) end
         t = t[parts[i]]
       end
-      local val
-      if v:find(",") then
-        val = {}
-        for x in v:gmatch("[^,]+") do val[#val + 1] = tonumber(x) or x end
-      else
-        val = tonumber(v) or v
-      end
-      t[parts[#parts]] = val
+      if type(t[parts[#parts]]) == "table" then clash(k) end
+      t[parts[#parts]] = leaf(v)
     end
   end
   return cfg
+end
+
+-- The "tiny.*" metadata entries as a nested table (numbers converted, comma lists split); the
+-- metadata is one tiny.check_export has passed.
+function tiny.meta_config(meta)
+  return nest(meta, function(v)
+    if not v:find(",") then return tonumber(v) or v end
+    local val = {}
+    for x in v:gmatch("[^,]+") do val[#val + 1] = tonumber(x) or x end
+    return val
+  end, function(k) error("tiny: metadata entry " .. k .. " clashes with another tiny.* entry", 0) end)
 end
 
 local function sub(weights, prefix)
@@ -159,21 +167,9 @@ function tiny.check_export(path, info, meta)
   end
   check_format(path, meta)
   local function fail(fmt, ...) error(string.format("tiny: %s: " .. fmt, path, ...), 0) end
-  local c = {}
-  for k, v in pairs(meta) do   -- the tiny.* entries, nested; a name that is both a value and a table is refused
-    local sub = k:match("^tiny%.(.+)$")
-    if sub and sub ~= "vocab" then
-      local t, parts = c, {}
-      for part in sub:gmatch("[^%.]+") do parts[#parts + 1] = part end
-      for i = 1, #parts - 1 do
-        if t[parts[i]] == nil then t[parts[i]] = {} end
-        if type(t[parts[i]]) ~= "table" then fail("metadata entry %s clashes with another tiny.* entry", k) end
-        t = t[parts[i]]
-      end
-      if type(t[parts[#parts]]) == "table" then fail("metadata entry %s clashes with another tiny.* entry", k) end
-      t[parts[#parts]] = v
-    end
-  end
+  -- the tiny.* entries, nested (as strings); a name that is both a value and a group is refused
+  local c = nest(meta, function(v) return v end,
+    function(k) fail("metadata entry %s clashes with another tiny.* entry", k) end)
   local L = tiny.LIMITS
   local function get(dotted)
     local v = c
