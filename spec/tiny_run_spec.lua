@@ -432,6 +432,44 @@ torch.save({"step": 0}, "%s/noae.pt")
     end
   end)
 
+  it("joins the quality tables of runs with other policies over the same prompts (evaluate.py --merge)", function()
+    local out = torch_workdir()
+    if not out then return end
+    local base = string.format("%s recipes/tools/tinyvideo/evaluate.py quality --steps 2 --sparsities 0.5 --threads 1"
+      .. " --adaspa %s --weights %s", py, spec_bin, FIX)
+    local function ev(args, log)
+      local code = os.execute(base .. " " .. args .. " > " .. out .. "/" .. log .. " 2>&1")
+      return code, spec_slurp(out .. "/" .. log)
+    end
+    -- A: two prompts with window; B: the second of them with estimate; C: the same with another seed
+    local code, log = ev("--n 2 --skip 48 --policies dense,window --out " .. out .. "/A", "a.log")
+    assert.are.equal(0, code, log)
+    code, log = ev("--n 1 --skip 49 --policies dense,estimate --out " .. out .. "/B", "b.log")
+    assert.are.equal(0, code, log)
+    code, log = ev("--n 1 --skip 49 --seed 7 --policies dense,estimate --out " .. out .. "/C", "c.log")
+    assert.are.equal(0, code, log)
+    code, log = ev("--n 2 --skip 48 --rescore --out " .. out .. "/A --merge " .. out .. "/B", "ab.log")
+    assert.are.equal(0, code, log)
+    local md = spec_slurp(out .. "/A/quality.md")
+    -- window ran on both prompts (no count), estimate on one
+    assert.truthy(md:find("\n| window sparsity=0.5 | ", 1, true) and md:find("\n| estimate sparsity=0.5 (1 prompt) | ", 1, true), md)
+    -- the merged row is B's own: its FLOPs column equals B's table's
+    local function flops(text, lab) return text:match("\n| " .. lab:gsub("%p", "%%%0") .. "[^|]*| ([%d.]+%%) |") end
+    local b = spec_slurp(out .. "/B/quality.md")
+    assert.truthy(flops(b, "estimate sparsity=0.5"), b)
+    assert.are.equal(flops(b, "estimate sparsity=0.5"), flops(md, "estimate sparsity=0.5"))
+    -- other dense frames (another seed) are refused; --merge only with quality --rescore
+    code, log = ev("--n 2 --skip 48 --rescore --out " .. out .. "/A --merge " .. out .. "/C", "ac.log")
+    assert.are_not.equal(0, code, log)
+    assert.truthy(log:find("differ from those in", 1, true), log)
+    code, log = ev("--n 2 --skip 48 --out " .. out .. "/A --merge " .. out .. "/B", "nore.log")
+    assert.are_not.equal(0, code, log)
+    assert.truthy(log:find("for quality --rescore only", 1, true), log)
+    code, log = ev("--n 2 --skip 48 --rescore --out " .. out .. "/A --merge " .. out .. "/nothere", "nodir.log")
+    assert.are_not.equal(0, code, log)
+    assert.truthy(log:find("give folders", 1, true), log)
+  end)
+
   it("runs the caption check's prompts side by side with --jobs and reads the same table (evaluate.py)", function()
     local out = torch_workdir()
     if not out then return end

@@ -15,7 +15,10 @@ drives them and reads their outputs (frames with check.py's reader, results.json
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9] [--policies dense,adaspa,window,spatial_temporal,estimate]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
-        agreement, attention FLOPs, density and recall, averaged over the prompts
+        agreement, attention FLOPs, density and recall, averaged over the prompts; with
+        --rescore --merge DIR,..: the runs of other --out folders of the same prompts, steps and
+        seed (other --policies, e.g. a policy added later) join the table, checked to share the
+        dense frames; a row over fewer prompts than the table says how many
     python evaluate.py observe
         the attention of the model on a prompt: recipes/tools/probe_attention.lua (top-20% block
         recall per head, its spread, layout Jaccard and LSE change between two steps), then a
@@ -100,6 +103,36 @@ def scored_rows(prompt, out_dir, res):
     return rows
 
 
+def merged(a, prompt, out_dir, res):
+    """--merge DIR,..: res with the runs of the same prompt's folder under each DIR (another
+    evaluate.py --out of the same command but other --policies) whose label res lacks, their frames
+    read where they are. A DIR without that prompt adds nothing; one whose dense frames differ from
+    res's (another model, seed, step count or override) is refused."""
+    if not a.merge:
+        return res
+    labels = {r["label"] for r in [res["reference"]] + res["runs"]}
+    ref = None
+    for d in a.merge.split(","):
+        src = Path(d) / out_dir.parent.name / out_dir.name
+        if not (src / "results.json").exists():
+            continue
+        other = json.loads((src / "results.json").read_text())
+        if ("prompt=" + prompt) not in other.get("command", ""):
+            raise SystemExit("evaluate: --merge: %s did not run %r" % (src, prompt))
+        if ref is None:
+            ref = read_frames(out_dir / res["reference"]["frames_dir"])
+        theirs = read_frames(src / other["reference"]["frames_dir"])
+        if theirs.shape != ref.shape or not torch.equal(theirs, ref):
+            raise SystemExit("evaluate: --merge: the dense frames of %r in %s differ from those in %s (another model, "
+                             "seed, step count or override: only runs of the same command merge)" % (prompt, src, out_dir))
+        for r in other["runs"]:
+            if r["label"] not in labels:
+                labels.add(r["label"])
+                r["frames_dir"] = str((src / r["frames_dir"]).resolve())
+                res["runs"].append(r)
+    return res
+
+
 def picked(a):
     """The held-out prompts of this run: [(number, seed, caption)], number 1-based; --prompts I,J,..
     (caption, examples) or the --n after --skip."""
@@ -126,7 +159,7 @@ def compare_run(a, prompt, out_dir, policies, sparsities, extra=()):
         if ("prompt=" + prompt) not in res.get("command", ""):
             raise SystemExit("evaluate: --rescore: %s did not run %r (give the --n / --skip of that run)" % (
                 out_dir, prompt))
-        return scored_rows(prompt, out_dir, res), 0.0
+        return scored_rows(prompt, out_dir, merged(a, prompt, out_dir, res)), 0.0
     if out_dir.exists():
         import shutil
         shutil.rmtree(out_dir)
@@ -363,7 +396,9 @@ def cmd_quality(a):
                "frames_identical": sum(1 for x in g["psnr"] if x is not None and not math.isfinite(x))}
         table.append(row)
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            lab + (" (%d failed)" % row["failed"] if row["failed"] else ""),
+            lab + (" (%d failed)" % row["failed"] if row["failed"] else "")
+            + (" (%d prompt%s)" % (row["prompts"] + row["failed"], "" if row["prompts"] + row["failed"] == 1 else "s")
+               if row["prompts"] + row["failed"] != n else ""),
             f(100 * row["flops"], "%.1f%%"), f(row["density"], "%.3f"), f(row["recall"], "%.3f"),
             psnr(ref, row["latent_psnr"], g["lat_psnr"]), f(row["latent_ssim"], "%.4f"),
             psnr(ref, row["frame_psnr"], g["psnr"]), f(row["frame_ssim"], "%.4f"), f(100 * row["caption"], "%.0f%%"),
@@ -421,6 +456,9 @@ def main(argv):
     ap.add_argument("--skip", type=int, default=0,
                     help="caption, quality: start after the first SKIP held-out prompts (each prompt's folder is pNN,"
                          " NN its 0-based held-out number: parts run into one --out make one table with --rescore)")
+    ap.add_argument("--merge", default=None, metavar="DIR,..",
+                    help="quality --rescore: add the runs of other --out folders (the same prompts, steps and seed;"
+                         " other --policies) to the table, checked to share the dense frames")
     ap.add_argument("--rescore", action="store_true",
                     help="caption, quality, examples: no adaspa runs; read the frames of an earlier run under --out again (same"
                          " --n, --skip, --policy and --sparsity) with the current check.py")
@@ -463,6 +501,10 @@ def main(argv):
             ap.error("--prompts: for caption and examples only")
         if not re.fullmatch(r"\d+(,\d+)*", a.prompts) or not all(1 <= int(x) <= total for x in a.prompts.split(",")):
             ap.error("--prompts %s: give held-out prompt numbers 1..%d, commas between them" % (a.prompts, total))
+    if a.merge is not None and (a.cmd != "quality" or not a.rescore):
+        ap.error("--merge: for quality --rescore only (it joins the tables of runs already made)")
+    if a.merge is not None and not all(Path(d).is_dir() for d in a.merge.split(",")):
+        ap.error("--merge %s: give folders (earlier evaluate.py --out), commas between them" % a.merge)
     if a.jobs < 1 or (a.threads is not None and a.threads < 1):
         ap.error("--jobs %d --threads %s: give 1 or more" % (a.jobs, a.threads))
     if a.jobs > 1 and a.threads is None:
