@@ -84,25 +84,19 @@ static int l_full(lua_State *L) {
   return 1;
 }
 
-static int l_zeros(lua_State *L) {
+/* adaspa.zeros / adaspa.ones: a tensor of shape (argument 1) filled with value */
+static int push_constant(lua_State *L, const char *op, double value) {
   int64_t shape[ADA_MAX_DIMS];
-  int32_t nd = lada_check_shape(L, 1, "adaspa.zeros", "shape", shape);
-  create_opts o = read_opts(L, 2, "adaspa.zeros", 0);
+  int32_t nd = lada_check_shape(L, 1, op, "shape", shape);
+  create_opts o = read_opts(L, 2, op, 0);
   ada_tensor *t;
-  lada_check(L, ada_tensor_full(&t, nd, shape, 0.0, o.dtype, o.device), "adaspa.zeros");
+  lada_check(L, ada_tensor_full(&t, nd, shape, value, o.dtype, o.device), op);
   lada_push_tensor(L, t);
   return 1;
 }
 
-static int l_ones(lua_State *L) {
-  int64_t shape[ADA_MAX_DIMS];
-  int32_t nd = lada_check_shape(L, 1, "adaspa.ones", "shape", shape);
-  create_opts o = read_opts(L, 2, "adaspa.ones", 0);
-  ada_tensor *t;
-  lada_check(L, ada_tensor_full(&t, nd, shape, 1.0, o.dtype, o.device), "adaspa.ones");
-  lada_push_tensor(L, t);
-  return 1;
-}
+static int l_zeros(lua_State *L) { return push_constant(L, "adaspa.zeros", 0.0); }
+static int l_ones(lua_State *L) { return push_constant(L, "adaspa.ones", 1.0); }
 
 static int l_randn(lua_State *L) {
   int64_t shape[ADA_MAX_DIMS];
