@@ -507,6 +507,28 @@ describe("classifier-free guidance", function()
     os.execute("rm -rf " .. d .. " " .. full)
   end)
 
+  it("runs a recipe with stochastic steps (sampler.renoise): named in the report, other latents, seeded", function()
+    local d, e, plain = tmpdir(), tmpdir(), tmpdir()
+    local _, err, code = spec_run(FIXTURE_RUN .. " sampler.renoise=0.5 output.dir=" .. d)
+    assert.equal(0, code, err)
+    local txt = spec_slurp(d .. "/report.txt")
+    assert.truthy(txt:find("sampler    flow-matching Euler, stochastic (renoise 0.5), ", 1, true), txt)
+    _, err, code = spec_run(FIXTURE_RUN .. " sampler.renoise=0.5 output.dir=" .. e)
+    assert.equal(0, code, err)
+    _, err, code = spec_run(FIXTURE_RUN .. " output.dir=" .. plain)
+    assert.equal(0, code, err)
+    assert.truthy(spec_slurp(plain .. "/report.txt"):find("sampler    flow-matching Euler, 4 steps", 1, true))
+    local function lat(dir) return adaspa.safetensors.load(dir .. "/latents.safetensors").latents end
+    assert.equal(0, spec_maxdiff(lat(d), lat(e)))
+    assert.is_true(spec_maxdiff(lat(d), lat(plain)) > 1e-4)
+    for _, bad in ipairs({"sampler.renoise=1", "sampler.renoise=-0.1"}) do
+      _, err, code = spec_run(FIXTURE_RUN .. " " .. bad .. " output.dir=" .. d .. "x")
+      assert.are_not.equal(0, code, bad)
+      assert.truthy(err:find("sampler.renoise", 1, true), bad .. ": " .. err)
+    end
+    os.execute("rm -rf " .. d .. " " .. e .. " " .. plain)
+  end)
+
   it("compare runs under classifier-free guidance too (the gallery and errors show branch 1)", function()
     local d = tmpdir()
     local _, err, code = spec_run("recipe recipes/compare.lua model.preset=small model.layers.double=1 " ..

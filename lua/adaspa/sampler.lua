@@ -95,6 +95,16 @@ function sampler.duration(sec)
   return string.format("%d h %02d min", math.floor(sec / 3600), math.floor(sec % 3600 / 60))
 end
 
+-- The seed of step i's fresh noise under renoise: (the run's seed mod 2^32) x 4096 + i + 1, exact
+-- in a double and never the run's own seed (its initial noise).
+function sampler.renoise_seed(seed, i) return seed % 2 ^ 32 * 4096 + i + 1 end
+
+-- The sampler's name in reports: "flow-matching Euler", or with renoise r > 0 its stochastic form.
+function sampler.name(renoise)
+  if renoise and renoise > 0 then return string.format("flow-matching Euler, stochastic (renoise %g)", renoise) end
+  return "flow-matching Euler"
+end
+
 -- The Ctrl-C handling of the adaspa host (nil where adaspa is embedded elsewhere).
 local function interrupt_module()
   local ok, m = pcall(require, "adaspa.interrupt")
@@ -103,6 +113,10 @@ end
 
 -- Runs the Euler loop over steps numbered 0..steps-1 (the numbers the policies' schedules,
 -- progress lines and reports use). velocity(x, timestep, step) returns v (same shape as x).
+-- opts.renoise = r in [0, 1) (default 0, the ODE): a stochastic step instead, from the step's
+-- x0 = x - s v and noise e = x + (1 - s) v (x = (1 - s) x0 + s e) to x = (1 - s') x0 +
+-- s' (sqrt(1 - r^2) e + r z) at the next sigma s', z fresh standard noise (seeded by opts.seed and
+-- the step: sampler.renoise_seed); the last step (s' = 0) is the same x0 either way.
 -- Calls on_step(info) after each step with {step=, steps=, timestep=, seconds=, eta=} and prints
 -- a progress line "step  k/last" unless quiet. With opts.interruptible, Ctrl-C (the host's
 -- "interrupted" error, see adaspa.interrupt) stops the loop at the next op boundary instead of
@@ -122,7 +136,18 @@ function sampler.euler(x, velocity, opts)
     local t0 = adaspa.now()
     if timer then timer:start() end
     local v = velocity(x, 1000 * sig[i + 1], i)
-    adaspa.add(x, adaspa.scale(v, sig[i + 2] - sig[i + 1]), {out = x})
+    local r, s, s2 = opts.renoise or 0, sig[i + 1], sig[i + 2]
+    if r > 0 and s2 > 0 then
+      -- x = (1 - s) x0 + s e with v = e - x0: the step's x0 and e, then x at s2 from x0 and a noise
+      -- whose share r is drawn anew (r = 0: the Euler step below)
+      local x0 = adaspa.add(x, adaspa.scale(v, -s))
+      local e = adaspa.add(x, adaspa.scale(v, 1 - s))
+      local z = adaspa.randn(x:shape(), {seed = sampler.renoise_seed(opts.seed or 0, i), dtype = x:dtype(), device = x:device()})
+      local mixed = adaspa.add(adaspa.scale(e, s2 * math.sqrt(1 - r * r)), adaspa.scale(z, s2 * r))
+      adaspa.add(adaspa.scale(x0, 1 - s2), mixed, {out = x})
+    else
+      adaspa.add(x, adaspa.scale(v, s2 - s), {out = x})
+    end
     local dt
     if timer then dt = timer:stop():seconds() else dt = adaspa.now() - t0 end
     times[i + 1] = dt

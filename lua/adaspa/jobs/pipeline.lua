@@ -373,7 +373,7 @@ function pipeline.run_schedule(cfg, prep, policy, say, opts)
   local latent_shape = prep.latent_shape
   local x = adaspa.randn(latent_shape, {seed = cfg.sampler.seed, dtype = "f32", device = device})
   local guidance = prep.guidance
-  local _, _, interrupted = sampler.euler(x, sampler.guided(model, cond, guidance, ctx, dtype), {steps = cfg.sampler.steps, shift = cfg.sampler.shift, quiet = true, interruptible = opts.interruptible,
+  local _, _, interrupted = sampler.euler(x, sampler.guided(model, cond, guidance, ctx, dtype), {steps = cfg.sampler.steps, shift = cfg.sampler.shift, renoise = cfg.sampler.renoise, seed = cfg.sampler.seed, quiet = true, interruptible = opts.interruptible,
         on_step = function(info)
           local r = attention.summarize(ctx:end_step())
           -- a plan's self-measurement (exact recall) is not the method's time

@@ -182,6 +182,9 @@ video.schema = {
         if root.sampler.guidance_kind == "embedded" then return "needs guidance_kind cfg (embedded guidance has one pass a step)" end
       end},
     seed = C.integer{default = 42, min = 0, max = 2 ^ 53, doc = "seed of the initial noise"},
+    renoise = C.number{default = 0, min = 0, below = 1, doc = "stochastic sampling: the share of the noise drawn anew " ..
+      "at each step (each step's x0 and noise from the velocity, then x at the next sigma from x0 and that noise with a " ..
+      "share r of fresh noise, seeded by seed and the step); 0: the Euler ODE step"},
   },
   attention = {
     policy = C.any{default = "adaspa", doc = "adaspa | dense | window | spatial_temporal | estimate, or a policy object defined in the recipe",
@@ -361,7 +364,7 @@ function video.run(cfg, job)
     string.format("video      %dx%d, %d frames; latent [%s]; %d tokens", cfg.video.width, cfg.video.height,
       cfg.video.frames, table.concat(latent_shape, ", "), n_tokens),
     string.format("text       %s", cond.source),
-    string.format("sampler    flow-matching Euler, %d steps, shift %g, %s, seed %d", cfg.sampler.steps,
+    string.format("sampler    %s, %d steps, shift %g, %s, seed %d", sampler.name(cfg.sampler.renoise), cfg.sampler.steps,
       cfg.sampler.shift, pipeline.guidance_text(prep.guidance), cfg.sampler.seed),
     string.format("attention  %s", policy.describe and policy:describe() or tostring(policy.name)),
     string.format("           FLOPs %.3g of dense %.3g (%.1f%%); attention time %s", run.flops, run.dense_flops,
