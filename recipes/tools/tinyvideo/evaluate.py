@@ -368,6 +368,10 @@ def cmd_quality(a):
     def f(x, fmt):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt % x
 
+    def count(k):
+        """A row's prompt count where it ran on fewer than the table's n (a --merge folder without some)."""
+        return "" if k == n else " (%d prompt%s)" % (k, "" if k == 1 else "s")
+
     def psnr(ref, m, xs):
         """The mean over the prompts whose run differs from dense; inf when none does; (k inf)
         when k prompts gave identical results."""
@@ -396,9 +400,7 @@ def cmd_quality(a):
                "frames_identical": sum(1 for x in g["psnr"] if x is not None and not math.isfinite(x))}
         table.append(row)
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            lab + (" (%d failed)" % row["failed"] if row["failed"] else "")
-            + (" (%d prompt%s)" % (row["prompts"] + row["failed"], "" if row["prompts"] + row["failed"] == 1 else "s")
-               if row["prompts"] + row["failed"] != n else ""),
+            lab + (" (%d failed)" % row["failed"] if row["failed"] else "") + count(row["prompts"] + row["failed"]),
             f(100 * row["flops"], "%.1f%%"), f(row["density"], "%.3f"), f(row["recall"], "%.3f"),
             psnr(ref, row["latent_psnr"], g["lat_psnr"]), f(row["latent_ssim"], "%.4f"),
             psnr(ref, row["frame_psnr"], g["psnr"]), f(row["frame_ssim"], "%.4f"), f(100 * row["caption"], "%.0f%%"),
