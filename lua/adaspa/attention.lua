@@ -180,9 +180,10 @@ function modes.plan(self, q, k, v, info)
   return out, density, measured
 end
 
-function modes.sparse(self, q, k, v, info)
+-- layout: the cached one when the caller fetched it already (Ctx:attention does for every sparse pass)
+function modes.sparse(self, q, k, v, info, layout)
   local p, layer, step = self.policy, info.layer, self.step
-  local layout = self.cache:layout(layer)
+  layout = layout or self.cache:layout(layer)
   if not layout then
     error(string.format("attention: policy %s asks for sparse attention at step %d, layer %d, but no layout has been searched for it",
       tostring(p.name), step, layer), 3)
@@ -206,7 +207,8 @@ function Ctx:attention(q, k, v, info)
   -- step) has no layout to reuse: it makes one at that pass as the policy does (a search: exact
   -- attention and the block mass; or its plan), counted under the step's mode; branch 1 without a
   -- layout stays the policy's error
-  if mode == "sparse" and self.branch > 1 and not self.cache:layout(layer) then
+  local cached = mode == "sparse" and self.cache:layout(layer) or nil
+  if mode == "sparse" and self.branch > 1 and not cached then
     handler = type(p.select) == "function" and modes.search or modes.plan
     self.cur.late_layouts = (self.cur.late_layouts or 0) + 1
   end
@@ -218,7 +220,7 @@ function Ctx:attention(q, k, v, info)
     timer:start()
   end
   local t0 = adaspa.now()
-  local out, density, measured = handler(self, q, k, v, info)
+  local out, density, measured = handler(self, q, k, v, info, cached)
   local c = self.cur
   if timer then
     timer:stop()
