@@ -105,6 +105,13 @@ describe("train.py --weight-ema and --latent-cache", function()
     -- another size draws new clips after the cached ones
     log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
     assert.are.equal(tostring(tonumber(from) + 5), log:match("latent cache: 3 clips from clip (%d+)"), log)
+    -- --new-clips: new clips at the state's size too (after the 3 above), and the log says when they are not
+    log = train("--steps 1 --latent-cache 3 --resume --restart-schedule --new-clips")
+    assert.are.equal(tostring(tonumber(from) + 8), log:match("latent cache: 3 clips from clip (%d+)"), log)
+    assert.falsy(log:find("clips again", 1, true), log)
+    log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
+    assert.are.equal(tostring(tonumber(from) + 8), log:match("latent cache: 3 clips from clip (%d+)"), log)
+    assert.truthy(log:find("the state's run's clips again", 1, true), log)
     log = train("--latent-cache -1", 2)
     assert.truthy(log:find("--latent-cache -1: must be >= 0", 1, true), log)
   end)

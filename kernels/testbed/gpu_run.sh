@@ -41,7 +41,10 @@
 #             dense beside AdaSpa at $CAPTION_SPARSITY (0.7, the default run), at each seed of $CAPTION_SEEDS
 #             (42 43), one adaspa process a core (--jobs $(nproc) --threads 1), on the CPU path
 #             (model.device=cpu, f32, as the committed checks; that machine's CPU may round otherwise, so
-#             check the committed export beside a new one); the exports are $CAPTION_WEIGHTS (spaces between
+#             check the committed export beside a new one); CAPTION_DEVICE=cuda: on the GPU instead (bf16,
+#             5 runs at a time, about 100 s a seed on an H100; not beside the train stage, whose allocator
+#             holds the GPU's memory; 42 of 44 prompts read the same as on the CPU path in the twenty-fifth
+#             session); the exports are $CAPTION_WEIGHTS (spaces between
 #             them), else the train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed
 #             one; tables in $OUT/caption_K_SEED/caption.md (K: the export's place in the list);
 #             $CAPTION_ARGS: more evaluate.py options (e.g. "--guidance 3 --set sampler.guidance_interval={0,900}")
@@ -160,13 +163,14 @@ PY
     caption)
       ws=${CAPTION_WEIGHTS:-}
       [ -z "$ws" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && ws=${TRAIN_OUT:-$out}/tiny.safetensors
-      adaspa=$(realpath build/adaspa); k=0
+      adaspa=$(realpath build/adaspa); k=0; dev=${CAPTION_DEVICE:-cpu}; jobs=$(nproc)
+      [ "$dev" = cuda ] && jobs=5
       for w in ${ws:-models/tiny/tiny.safetensors}; do
         w=$(realpath "$w"); k=$((k + 1))
         for seed in ${CAPTION_SEEDS:-42 43}; do
-          d=caption_${k}_$seed
+          d=caption_${k}_$seed; [ "$dev" = cpu ] || d=${d}_$dev
           (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 ${PYTHON:-python3} evaluate.py caption --n ${CAPTION_N:-50} \
-            --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $(nproc) --threads 1 --set model.device=cpu ${CAPTION_ARGS:-} \
+            --sparsity ${CAPTION_SPARSITY:-0.7} --seed $seed --jobs $jobs --threads 1 --set model.device=$dev ${CAPTION_ARGS:-} \
             --weights "$w" --adaspa "$adaspa" --out "$(realpath "$out")/$d") > "$out/$d.log" 2>&1 || rc=1
           echo "caption $d: seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/$d.log" || tail -5 "$out/$d.log"
         done

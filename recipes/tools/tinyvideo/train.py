@@ -303,8 +303,12 @@ def main(argv):
     ap.add_argument("--latent-cache", type=int, default=0, metavar="N",
                     help="stage 2: draw and encode N clips once and train on them over and over (shuffled each"
                          " pass) instead of drawing and encoding new clips every step; on the device, about 0.3 MB a"
-                         " clip at 256x256x33 (100,000 clips: 30 GB). --resume rebuilds the same clips. 0 (the"
-                         " default): new clips every step")
+                         " clip at 256x256x33 (100,000 clips: 30 GB). --resume rebuilds the same clips when N is"
+                         " the state's (another N, or --new-clips, draws new ones after them). 0 (the default): new"
+                         " clips every step")
+    ap.add_argument("--new-clips", action="store_true",
+                    help="with --resume and --latent-cache: a cache of new clips (after those the state drew) even"
+                         " when N is the state's")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -580,9 +584,10 @@ def main(argv):
     # --latent-cache: the clips from cache_from on, drawn and encoded once (a resumed run: the same clips)
     cache, cache_from = None, None
     if a.latent_cache > 0:
-        was = st.get("latent_cache") if st and st["stage"] == 2 and not init else None
+        was = st.get("latent_cache") if st and st["stage"] == 2 and not init and not a.new_clips else None
         cache_from = was["from"] if was and was["n"] == a.latent_cache else clip
-        if cache_from == clip:
+        reused = cache_from != clip
+        if not reused:
             clip += a.latent_cache   # later draws (and runs) start after the cached clips
         tc0 = time.time()
         x0c, idl, vl, ms = None, [], [], []   # x0c: the latents, filled in place (a list and a cat would hold them twice)
@@ -603,7 +608,8 @@ def main(argv):
         cache = LatentCache(x0c, torch.cat(idl), torch.cat(vl), torch.cat(ms) if weigh else None,
                             encode_captions([""], vocab, tc["max_len"], dev), 0.1)
         log(logf, f"dit  latent cache: {a.latent_cache} clips from clip {cache_from}, {x0c.numel() * 2 / 1e9:.2f} GB"
-                  f" of latents, {time.time() - tc0:.1f} s (latent sum {latent_sum(x0c, bs):.6g})")
+                  f" of latents, {time.time() - tc0:.1f} s (latent sum {latent_sum(x0c, bs):.6g})"
+                  + ("; the state's run's clips again (--new-clips: new ones)" if reused else ""))
     step = Step(a.compile == "on" or (a.compile == "auto" and dev.type == "cuda"), params, lambda m: log(logf, "dit  " + m))
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
