@@ -336,6 +336,8 @@ def main(argv):
         ap.error("--object-balance: give --object-weight W > 1 (it balances the shapes' extra weight)")
     if a.latent_cache < 0:
         ap.error(f"--latent-cache {a.latent_cache}: must be >= 0 (0: off)")
+    if a.new_clips and a.latent_cache == 0:
+        ap.error("--new-clips: needs --latent-cache N (it chooses the cache's clips)")
     if not (0.0 <= a.weight_ema < 1.0):
         ap.error(f"--weight-ema {a.weight_ema}: must be in [0, 1) (0: off)")
     if not (abs(a.t_mean) <= 4.0):
