@@ -442,8 +442,10 @@ torch.save({"step": 0}, "%s/noae.pt")
       return code, spec_slurp(out .. "/" .. log)
     end
     -- A: two prompts with window; B: the second of them with estimate; C: the same with another seed
-    local code, log = ev("--n 2 --skip 48 --policies dense,window --out " .. out .. "/A", "a.log")
+    local code, log = ev("--n 2 --skip 48 --jobs 2 --policies dense,window --out " .. out .. "/A", "a.log")
     assert.are.equal(0, code, log)
+    -- two runs at a time: the table says its speed columns measure nothing (B, one at a time, does not)
+    assert.truthy(spec_slurp(out .. "/A/quality.md"):find("speed columns: 2 runs at a time", 1, true), log)
     code, log = ev("--n 1 --skip 49 --policies dense,estimate --out " .. out .. "/B", "b.log")
     assert.are.equal(0, code, log)
     code, log = ev("--n 1 --skip 49 --seed 7 --policies dense,estimate --out " .. out .. "/C", "c.log")
@@ -457,6 +459,7 @@ torch.save({"step": 0}, "%s/noae.pt")
     local function flops(text, lab) return text:match("\n| " .. lab:gsub("%p", "%%%0") .. "[^|]*| ([%d.]+%%) |") end
     local b = spec_slurp(out .. "/B/quality.md")
     assert.truthy(flops(b, "estimate sparsity=0.5"), b)
+    assert.falsy(b:find("speed columns:", 1, true), b)
     assert.are.equal(flops(b, "estimate sparsity=0.5"), flops(md, "estimate sparsity=0.5"))
     -- other dense frames (another seed) are refused; --merge only with quality --rescore
     code, log = ev("--n 2 --skip 48 --rescore --out " .. out .. "/A --merge " .. out .. "/C", "ac.log")

@@ -385,8 +385,11 @@ def cmd_quality(a):
     lines = ["# AdaSpa and the policy zoo against dense: tiny model, %d prompts, %d steps, seed %d" % (n, a.steps, a.seed), "",
              "means over the prompts; PSNR / SSIM of the latents and of the decoded frames (RGB 0..255) against the dense run "
              "with the same seed; caption: share of prompts whose frames agree with the caption (check.py); "
-             "attn x / total x: dense time over the run's (medians per step mode, this machine)", "",
-             "| run | FLOPs | density | recall | lat PSNR | lat SSIM | frame PSNR | frame SSIM | caption | attn x | total x |",
+             "attn x / total x: dense time over the run's (medians per step mode, this machine)", ""]
+    if a.jobs > 1 and not a.rescore:
+        lines += ["speed columns: %d runs at a time shared this machine (on a GPU each run's device-event timings also "
+                  "take in the other runs' kernels): not a speed measurement; time the policies with --jobs 1" % a.jobs, ""]
+    lines += ["| run | FLOPs | density | recall | lat PSNR | lat SSIM | frame PSNR | frame SSIM | caption | attn x | total x |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     table = []
     for lab in order:
