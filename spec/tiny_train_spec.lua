@@ -112,6 +112,31 @@ describe("train.py --weight-ema and --latent-cache", function()
     log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
     assert.are.equal(tostring(tonumber(from) + 8), log:match("latent cache: 3 clips from clip (%d+)"), log)
     assert.truthy(log:find("the state's run's clips again", 1, true), log)
+    -- --lean-state: the state leaves out the optimizer's moments; resuming it needs --restart-schedule,
+    -- which starts them fresh
+    local function size(f)
+      local fh = assert(io.open(f, "rb"))
+      local n = fh:seek("end")
+      fh:close()
+      return n
+    end
+    local full = size(out .. "/c.state.pt")
+    log = train("--steps 1 --latent-cache 3 --resume --restart-schedule --lean-state")
+    local lean_steps = tonumber(log:match("dit  done: (%d+) steps"))
+    assert.truthy(lean_steps, log)
+    local lean = size(out .. "/c.state.pt")
+    assert.is_true(lean < 0.8 * full, string.format("lean %d bytes, full %d", lean, full))
+    h = io.popen(string.format("%s -c \"import torch, sys; print(torch.load(sys.argv[1], weights_only=False)['opt'])\" %s/c.state.pt",
+      py, out))
+    got = h:read("*a")
+    h:close()
+    assert.are.equal("None", got:match("^(%S+)"), got)
+    log = train("--steps 1 --latent-cache 3 --resume", 2)
+    assert.truthy(log:find("has no optimizer moments (saved with --lean-state): give --restart-schedule", 1, true), log)
+    log = train("--steps 1 --latent-cache 3 --resume --restart-schedule")
+    assert.truthy(log:find("no optimizer moments (--lean-state): fresh ones under the new warm-up", 1, true), log)
+    assert.are.equal(lean_steps + 1, tonumber(log:match("dit  done: (%d+) steps")), log)
+    assert.is_true(size(out .. "/c.state.pt") > 0.9 * full)   -- saved without --lean-state: the moments again
     log = train("--latent-cache -1", 2)
     assert.truthy(log:find("--latent-cache -1: must be >= 0", 1, true), log)
     log = train("--new-clips", 2)

@@ -270,6 +270,10 @@ def main(argv):
     ap.add_argument("--restart-schedule", action="store_true",
                     help="with --resume in stage 2: a new warm-up and cosine over this run's --steps / --dit-seconds"
                          " (the weights and the optimizer's moments kept)")
+    ap.add_argument("--lean-state", action="store_true",
+                    help="stage 2: the states this run saves leave out the optimizer's moments (a third of a state's"
+                         " bytes: a 6 + 6 block DiT's state then fits what a device call carries); --resume of such a"
+                         " state needs --restart-schedule and starts the moments fresh under the new warm-up")
     ap.add_argument("--object-weight", type=float, default=1.0, metavar="W",
                     help="stage 2: the flow loss weighs the latent pixels the clip's shape covers (dilated by one)"
                          " W times the background's (1: plain MSE); the logged loss stays the plain MSE")
@@ -392,6 +396,9 @@ def main(argv):
     st = torch.load(state_path, map_location=dev) if a.resume else None
     if st and st["stage"] == 2:
         cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
+        if st.get("opt") is None and not a.restart_schedule and not a.init_from:
+            ap.error(f"--resume: {state_path} has no optimizer moments (saved with --lean-state): give"
+                     " --restart-schedule (fresh moments under a new warm-up)")
     if a.init_from:
         ilayers = checked_export("--init-from", a.init_from)[1]["dit"]["layers"]
         cfg["dit"]["layers"] = grown(ilayers)
@@ -562,7 +569,10 @@ def main(argv):
     elif st and st["stage"] == 2:
         text.load_state_dict(st["text"])
         dit.load_state_dict(st["dit"])
-        load_opt(opt, st["opt"])
+        if st.get("opt") is not None:
+            load_opt(opt, st["opt"])
+        else:
+            log(logf, "dit  the state has no optimizer moments (--lean-state): fresh ones under the new warm-up")
         start, fm_loss, ema = st["step"], st["fm_loss"], st["ema"]
         sched_from, dit_spent = st.get("sched_from", 0), st.get("dit_spent", 0.0)
         dit_before = st.get("dit_before", 0.0)
@@ -616,7 +626,7 @@ def main(argv):
     s, t_stage, t_log, s_log = start, time.time(), time.time(), start
 
     def stage2_state(spent):
-        return dict(opt=compact_opt(opt.state_dict()), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
+        return dict(opt=None if a.lean_state else compact_opt(opt.state_dict()), text=text.state_dict(), dit=dit.state_dict(), ae_psnr=ae_psnr,
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
                     sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info,
                     dit_layers=cfg["dit"]["layers"], wema=wema, wema_n=wema_n,
