@@ -114,12 +114,7 @@ describe("train.py --weight-ema and --latent-cache", function()
     assert.truthy(log:find("the state's run's clips again", 1, true), log)
     -- --lean-state: the state leaves out the optimizer's moments; resuming it needs --restart-schedule,
     -- which starts them fresh
-    local function size(f)
-      local fh = assert(io.open(f, "rb"))
-      local n = fh:seek("end")
-      fh:close()
-      return n
-    end
+    local function size(f) return #spec_slurp(f) end
     local full = size(out .. "/c.state.pt")
     log = train("--steps 1 --latent-cache 3 --resume --restart-schedule --lean-state")
     local lean_steps = tonumber(log:match("dit  done: (%d+) steps"))

@@ -273,8 +273,8 @@ def main(argv):
     ap.add_argument("--lean-state", action="store_true",
                     help="stage 2: the states this run saves leave out the optimizer's moments (two fifths of a state's"
                          " bytes: a 6 + 6 block DiT's state, 57 MB with them, is 33 MB without and fits what a device"
-                         " call carries); --resume of such a"
-                         " state needs --restart-schedule and starts the moments fresh under the new warm-up")
+                         " call carries); --resume of such a state"
+                         " needs --restart-schedule and starts the moments fresh under the new warm-up")
     ap.add_argument("--object-weight", type=float, default=1.0, metavar="W",
                     help="stage 2: the flow loss weighs the latent pixels the clip's shape covers (dilated by one)"
                          " W times the background's (1: plain MSE); the logged loss stays the plain MSE")
