@@ -2,7 +2,8 @@
 # kernels/testbed/gpu_run.sh STAGE...: the GPU machine's one script (run from the repository root
 # there, after `. .gpu/gpu-env.sh`): build, check, time. Logs go to $OUT (or ./gpu-logs).
 #   build     make -j CUDA=1 and the kernel test bed
-#   prebuilt  use binaries built on the CPU machine and carried in .gpu/bin (no build there)
+#   prebuilt  use binaries built on the CPU machine and carried in .gpu/bin (no build there; NAME.xz unpacked
+#             to build/NAME: the tiny model's calls need only build/adaspa from .gpu/bin/adaspa.xz)
 #   specs     the GPU-tagged specs (build/adaspa spec/busted.lua --tags=gpu)
 #   sanitize  compute-sanitizer memcheck and racecheck over the test bed's validation cases
 #   testbed   the kernel test bed: validate, then time every family and variant
@@ -48,6 +49,12 @@
 #             them), else the train stage's $TRAIN_OUT/tiny.safetensors when there is one, else the committed
 #             one; tables in $OUT/caption_K_SEED/caption.md (K: the export's place in the list);
 #             $CAPTION_ARGS: more evaluate.py options (e.g. "--guidance 3 --set sampler.guidance_interval={0,900}")
+#             $CAPTION_JOBS: adaspa runs at a time (default: the cores on the CPU path, 5 on cuda; 10 fit an H100
+#             with the tiny model)
+#   pack      last: leaves under $OUT what a call can return (8 files): the logs in logs.tgz, and the train
+#             stage's tiny.safetensors, state.part.NN and tiny.log; e.g. the tiny model's training call
+#             (carry .gpu and .train): TRAIN_LIMIT=380 TRAIN_ARGS=... CAPTION_DEVICE=cuda CAPTION_JOBS=10
+#             bash kernels/testbed/gpu_run.sh prebuilt train caption pack
 set -uo pipefail
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
@@ -55,7 +62,9 @@ rc=0
 for stage in "$@"; do
   t0=$(date +%s)
   case $stage in
-    prebuilt) mkdir -p build && cp .gpu/bin/* build/ ;;
+    prebuilt) mkdir -p build && for f in .gpu/bin/*; do # .xz ones unpacked (build/adaspa from .gpu/bin/adaspa.xz)
+        case $f in *.xz) b=build/$(basename "$f" .xz); xz -dc "$f" > "$b" && chmod +x "$b" ;; *) cp "$f" build/ ;; esac
+      done ;;
     build) { make -j"$(nproc)" CUDA=1 DEPS_CHECK=0 && make testbed DEPS_CHECK=0; } > "$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; } ;;
     specs) build/adaspa spec/busted.lua --tags=gpu ${SPECS:-} > "$out/specs.log" 2>&1; r=$?; grep -v "^$" "$out/specs.log" | grep -iv "^ok\b" | tail -25; [ $r = 0 ] || rc=1 ;;
     sanitize) # the test bed's validation cases when built, else the Hopper family's specs
@@ -164,7 +173,7 @@ PY
       ws=${CAPTION_WEIGHTS:-}
       [ -z "$ws" ] && [ -f "${TRAIN_OUT:-$out}/tiny.safetensors" ] && ws=${TRAIN_OUT:-$out}/tiny.safetensors
       adaspa=$(realpath build/adaspa); k=0; dev=${CAPTION_DEVICE:-cpu}; jobs=$(nproc)
-      [ "$dev" = cuda ] && jobs=5
+      [ "$dev" = cuda ] && jobs=5; jobs=${CAPTION_JOBS:-$jobs}
       for w in ${ws:-models/tiny/tiny.safetensors}; do
         w=$(realpath "$w"); k=$((k + 1))
         for seed in ${CAPTION_SEEDS:-42 43}; do
@@ -175,6 +184,12 @@ PY
           echo "caption $d: seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/$d.log" || tail -5 "$out/$d.log"
         done
       done ;;
+    pack) # what a call returns is 8 files at most: every log into logs.tgz (frames and videos left out); the
+      # train stage's export, state parts and tiny.log kept beside it; everything else under $out removed
+      (cd "$out" && tar czf /tmp/logs.$$.tgz --exclude='*.png' --exclude='*.mp4' --exclude='*.safetensors' \
+        --exclude='state.part.*' --exclude=tiny.log --exclude=logs.tgz . 2>/dev/null; mv /tmp/logs.$$.tgz logs.tgz
+        find . -mindepth 1 -maxdepth 1 ! -name logs.tgz ! -name 'state.part.*' ! -name tiny.log ! -name tiny.safetensors \
+          -exec rm -rf {} +; ls -la) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "== $stage: $(( $(date +%s) - t0 )) s"
