@@ -96,6 +96,19 @@ def sample_params(seed):
     return p
 
 
+def train_params(seed, small=None):
+    """sample_params(seed) of a training clip; small (a share in (0.5, 1]): a big clip turns small
+    with probability (small - 0.5) / 0.5 (its radius drawn again among the small ones), so about that
+    share of the stream is small shapes (half of it otherwise). Decided by the seed alone: the same
+    clips every time. The held-out prompts never pass through here."""
+    p = sample_params(seed)
+    if small is not None and p["size"] == "big":
+        r = random.Random(seed ^ 0x5A11)
+        if r.random() < (small - 0.5) / 0.5:
+            p["size"], p["radius"] = "small", r.uniform(0.055, 0.075)
+    return p
+
+
 def caption(p):
     motion = p["motion"]
     phrase = f"moving {motion}" if motion in ("left", "right", "up", "down") else motion
@@ -200,13 +213,13 @@ def heldout():
     return [(HELDOUT_BASE + i, caption(sample_params(HELDOUT_BASE + i))) for i in range(HELDOUT_COUNT)]
 
 
-def batch(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False):
+def batch(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False, small=None):
     """Clips start..start+n-1 of the training stream: (video [n, 3, F, S, S], captions), and with
-    alpha_out the shapes' coverage [n, 1, F, S, S] third."""
+    alpha_out the shapes' coverage [n, 1, F, S, S] third; small: train_params' share of small shapes."""
     vids, alphas, caps = [], [], []
     r = random.Random(train_seed(data_seed, start) ^ 0x5EED)
     for i in range(n):
-        p = sample_params(train_seed(data_seed, start + i))
+        p = train_params(train_seed(data_seed, start + i), small)
         v = render(p, size, frames, device, alpha_out)
         vids.append(v[0] if alpha_out else v)
         if alpha_out:
@@ -323,22 +336,22 @@ def render_batch(ps, size=256, frames=33, device="cpu", alpha_out=False):
     return (img * 2 - 1, alpha) if alpha_out else img * 2 - 1
 
 
-def batch_params(data_seed, start, n, drop=0.0):
+def batch_params(data_seed, start, n, drop=0.0, small=None):
     """The params and captions of clips start..start+n-1 of the training stream (batch()'s)."""
     ps, caps = [], []
     r = random.Random(train_seed(data_seed, start) ^ 0x5EED)
     for i in range(n):
-        p = sample_params(train_seed(data_seed, start + i))
+        p = train_params(train_seed(data_seed, start + i), small)
         ps.append(p)
         caps.append("" if r.random() < drop else caption(p))
     return ps, caps
 
 
-def batch_fast(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False):
+def batch_fast(data_seed, start, n, size=256, frames=33, device="cpu", drop=0.0, alpha_out=False, small=None):
     """batch()'s clips and captions, drawn together on `device` by render_batch: the same pairs
     (video, caption), ordered by texture then shape (the order inside a batch means nothing to
     training; it lets render_batch draw each kind of clip with one set of ops)."""
-    ps, caps = batch_params(data_seed, start, n, drop)
+    ps, caps = batch_params(data_seed, start, n, drop, small)
     order = sorted(range(n), key=lambda i: (TEXTURES.index(ps[i]["texture"]), SHAPES.index(ps[i]["shape"])))
     out = render_batch([ps[i] for i in order], size, frames, device, alpha_out)
     caps = [caps[i] for i in order]
@@ -371,6 +384,24 @@ def selftest(n=64, size=64, frames=9, data_seed=3):
         bad.append(f"the shapes' coverage (alpha_out) differs between batch() and batch_fast by up to {d:.3g}")
     if not all(float(a.amax()) > 0.99 and float(a.mean()) < 0.2 for a in a1):
         bad.append("a clip's shape coverage is not a small object (max <= 0.99 or mean >= 0.2)")
+    # --small-share: the same clips from both generators, about the share asked, the rest unchanged
+    v4, c4 = batch(data_seed, 5, n, size, frames, drop=0.1, small=0.8)
+    v5, c5 = batch_fast(data_seed, 5, n, size, frames, drop=0.1, small=0.8)
+    ps4, _ = batch_params(data_seed, 5, n, drop=0.1, small=0.8)
+    o4 = sorted(range(n), key=lambda i: (TEXTURES.index(ps4[i]["texture"]), SHAPES.index(ps4[i]["shape"])))
+    if [c4[i] for i in o4] != c5 or float((v4[o4] - v5).abs().max()) > 1e-5:
+        bad.append("with small=0.8 batch_fast's clips are not batch()'s")
+    many = [train_params(train_seed(data_seed, i), 0.8) for i in range(4000)]
+    share = sum(p["size"] == "small" for p in many) / len(many)
+    if not 0.77 < share < 0.83:
+        bad.append(f"small=0.8 gives {share:.3f} small clips")
+    if any(p["size"] == "small" and not 0.055 <= p["radius"] <= 0.075 for p in many):
+        bad.append("small=0.8 turned a clip small without a small radius")
+    if any(q != sample_params(train_seed(data_seed, i)) for i, q in enumerate(many)
+           if q["size"] == sample_params(train_seed(data_seed, i))["size"]):
+        bad.append("small=0.8 changed a clip it did not turn small")
+    if [train_params(train_seed(data_seed, i)) for i in range(200)] != [sample_params(train_seed(data_seed, i)) for i in range(200)]:
+        bad.append("train_params without a share is not sample_params")
     kinds = {(p["texture"], p["shape"], p["motion"]) for p in ps}
     return bad, len(kinds)
 

@@ -311,6 +311,10 @@ def main(argv):
                          " clip at 256x256x33 (100,000 clips: 30 GB). --resume rebuilds the same clips when N is"
                          " the state's (another N, or --new-clips, draws new ones after them). 0 (the default): new"
                          " clips every step")
+    ap.add_argument("--small-share", type=float, default=None, metavar="S",
+                    help="about S of the training clips (both stages) are small shapes (S in (0.5, 1]; the stream's own"
+                         " mix is half): data.train_params turns that share of big clips small, decided by each"
+                         " clip's seed. Where every caption-check miss is (small shapes)")
     ap.add_argument("--new-clips", action="store_true",
                     help="with --resume and --latent-cache: a cache of new clips (after those the state drew) even"
                          " when N is the state's")
@@ -345,6 +349,8 @@ def main(argv):
         ap.error("--new-clips: needs --latent-cache N (it chooses the cache's clips)")
     if not (0.0 <= a.weight_ema < 1.0):
         ap.error(f"--weight-ema {a.weight_ema}: must be in [0, 1) (0: off)")
+    if a.small_share is not None and not (0.5 < a.small_share <= 1.0):
+        ap.error(f"--small-share {a.small_share}: must be in (0.5, 1]")
     if not (abs(a.t_mean) <= 4.0):
         ap.error(f"--t-mean {a.t_mean}: must be within [-4, 4]")
     weigh = a.object_weight != 1.0
@@ -358,6 +364,7 @@ def main(argv):
         """The clip generator --data chose; should the batched one fail (it is checked against the
         per-clip one on the CPU only), the run goes on one clip at a time instead of ending."""
         nonlocal batched
+        kw["small"] = a.small_share
         if batched:
             try:
                 return data.batch_fast(*args, **kw)
@@ -598,7 +605,8 @@ def main(argv):
     cache, cache_from = None, None
     if a.latent_cache > 0:
         was = st.get("latent_cache") if st and st["stage"] == 2 and not init and not a.new_clips else None
-        cache_from = was["from"] if was and was["n"] == a.latent_cache else clip
+        same = was and was["n"] == a.latent_cache and was.get("small") == a.small_share   # the same clips again
+        cache_from = was["from"] if same else clip
         reused = cache_from != clip
         if not reused:
             clip += a.latent_cache   # later draws (and runs) start after the cached clips
@@ -631,7 +639,7 @@ def main(argv):
                     fm_loss=fm_loss, ema=ema, dit_spent=spent, ae_done=ae_done, ae_spent=ae_spent,
                     sched_from=sched_from, dit_before=dit_before, batch=bs, dit_clips=dit_clips, refit=refit_info,
                     dit_layers=cfg["dit"]["layers"], wema=wema, wema_n=wema_n,
-                    latent_cache={"from": cache_from, "n": a.latent_cache} if cache is not None else None)
+                    latent_cache={"from": cache_from, "n": a.latent_cache, "small": a.small_share} if cache is not None else None)
     while True:
         spent = dit_spent + time.time() - t_stage
         p = progress(s - sched_from, steps, spent, a.dit_seconds)
