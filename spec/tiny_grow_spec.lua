@@ -84,4 +84,48 @@ describe("train.py --grow-double / --grow-single", function()
     msg = train(string.format("--out %s/g.safetensors --resume --init-from %s/b.safetensors --grow-single -1", out, out), 2)
     assert.truthy(msg:find("--grow-single -1: must be >= 0", 1, true), msg)
   end)
+
+  it("--widen: twice the width computing the export's output, in PyTorch and in adaspa; its state resumes wide", function()
+    local py, out = spec_torch_workdir()
+    if not py then return end
+    local function train(args, want)
+      os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 %s > %s/run.log 2>&1; echo $? > %s/rc",
+        py, args, out, out))
+      local log = spec_slurp(out .. "/run.log")
+      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
+      return log
+    end
+    local function latents(name)
+      local dir = spec_tmpdir()
+      local _, se, code = spec_run(string.format("recipe recipes/tiny.lua model.weights=%s/%s.safetensors "
+        .. "'prompt=a red square moving left' sampler.steps=2 output.quiet=true output.dir=%s attention.policy=dense", out, name, dir))
+      assert.are.equal(0, code, se)
+      return adaspa.safetensors.load(dir .. "/latents.safetensors").latents, spec_slurp(dir .. "/report.txt")
+    end
+    train("--out " .. out .. "/b.safetensors --steps 2")
+    os.execute(string.format("cp %s/b.state.pt %s/w.state.pt", out, out))
+    -- widened (smoke: hidden 32, 2 heads -> 64, 4) and grown by a single block, at learning rate 0
+    local log = train(string.format("--out %s/w.safetensors --resume --init-from %s/b.safetensors --widen --grow-single 1"
+      .. " --steps 2 --lr 0", out, out))
+    local gap = log:match("%(appended, modulation zero%), hidden 32 %-> 64 and heads 2 %-> 4 %(widened%); max |grown %- export| (%S+)")
+    assert.truthy(gap and tonumber(gap) < 1e-5, log)
+    local _, m = adaspa.safetensors.info(out .. "/w.safetensors")
+    assert.are.equal("64", m["tiny.dit.hidden"])
+    assert.are.equal("4", m["tiny.dit.heads"])
+    -- adaspa builds the wide DiT from the metadata, and it gives the export's latents (f16 weights)
+    local lb = latents("b")
+    local lw, report = latents("w")
+    assert.truthy(report:find("1 double + 2 single blocks, 4 heads x 16, hidden 64", 1, true), report)
+    local diff = adaspa.add(lb:reshape({-1}), adaspa.scale(lw:reshape({-1}), -1)):norm()
+    assert.is_true(diff <= 1e-3 * lb:norm(), tostring(diff))
+    -- trained on, the two halves part (the noise in the split weights): the latents move
+    log = train("--out " .. out .. "/w.safetensors --resume --restart-schedule --steps 3 --lr 1e-2 --warmup 1")
+    assert.truthy(log:find("dit  done: 7 steps", 1, true), log)   -- 4 before, 3 under the new schedule
+    assert.are.equal("64", select(2, adaspa.safetensors.info(out .. "/w.safetensors"))["tiny.dit.hidden"])
+    local lt = latents("w")
+    assert.is_true(adaspa.add(lb:reshape({-1}), adaspa.scale(lt:reshape({-1}), -1)):norm() > 1e-3 * lb:norm())
+    -- refused without an export to widen
+    local msg = train("--out " .. out .. "/x.safetensors --widen", 2)
+    assert.truthy(msg:find("--widen needs --init-from EXPORT or --refit-encoder EXPORT", 1, true), msg)
+  end)
 end)

@@ -365,6 +365,76 @@ def dit_layers(state):
             "refiner": count("txt_in.individual_token_refiner.blocks.")}
 
 
+def _widen_rules(cfg):
+    """name suffix -> (the output axis's chunks, the input axis's chunks) of every DiT tensor whose
+    axes carry the hidden width h or the MLP's m (None: that axis keeps its size)."""
+    h, m = cfg["hidden"], cfg["hidden"] * cfg["mlp_ratio"]
+    both, mlp_in, mlp_out = ([h], [h]), ([m], [h]), ([h], [m])
+    r = {"img_in.proj": ([h], None), "time_in.mlp.0": ([h], None), "time_in.mlp.2": both,
+         "guidance_in.mlp.0": ([h], None), "guidance_in.mlp.2": both,
+         "vector_in.in_layer": ([h], None), "vector_in.out_layer": both,
+         "txt_in.input_embedder": ([h], None), "txt_in.t_embedder.mlp.0": ([h], None),
+         "txt_in.t_embedder.mlp.2": both, "txt_in.c_embedder.linear_1": ([h], None), "txt_in.c_embedder.linear_2": both,
+         "final_layer.linear": (None, [h]), "final_layer.adaLN_modulation.1": ([h] * 2, [h])}
+    for i in range(cfg["layers"]["refiner"]):
+        b = f"txt_in.individual_token_refiner.blocks.{i}."
+        r.update({b + "norm1": ([h], None), b + "norm2": ([h], None), b + "self_attn_qkv": ([h] * 3, [h]),
+                  b + "self_attn_proj": both, b + "mlp.fc1": mlp_in, b + "mlp.fc2": mlp_out,
+                  b + "adaLN_modulation.1": ([h] * 2, [h])})
+    for i in range(cfg["layers"]["double"]):
+        for st in ("img", "txt"):
+            b = f"double_blocks.{i}.{st}_"
+            r.update({b + "mod.linear": ([h] * 6, [h]), b + "attn_qkv": ([h] * 3, [h]), b + "attn_proj": both,
+                      b + "mlp.fc1": mlp_in, b + "mlp.fc2": mlp_out})
+    for i in range(cfg["layers"]["single"]):
+        b = f"single_blocks.{i}."
+        r.update({b + "linear1": ([h] * 3 + [m], [h]), b + "linear2": ([h], [h, m]), b + "modulation.linear": ([h] * 3, [h])})
+    return r
+
+
+def widen(src, noise=0.01, seed=0):
+    """A DiT twice src's width computing what src does: hidden 2h and 2 x heads of the same head_dim
+    (the MLP 2m). Every activation of width h becomes [a, a]: an output axis's chunks (q, k, v, the
+    modulation's shifts, scales and gates, ...) are each repeated, so heads h0..hk-1 become h0..hk-1,
+    h0..hk-1 and a layer norm over [a, a] is the layer norm over a, repeated. An input axis's chunks
+    each become [W / 2 + N, W / 2 - N]: the copies of the input are equal, so the output is W a
+    exactly, while N (normal, noise x the tensor's standard deviation; zero for a zero tensor) makes
+    the two copies' gradients differ, so training can pull them apart. The q/k norms (head_dim) and
+    everything outside the DiT keep their sizes. Returns the new DiT (src's device, zero_init off)."""
+    cfg = dict(src.cfg, hidden=2 * src.cfg["hidden"], heads=2 * src.cfg["heads"])
+    rules = _widen_rules(src.cfg)
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, w in src.state_dict().items():
+        base, kind = name.rsplit(".", 1)
+        rule = rules.get(base)
+        if rule is None:
+            if not name.endswith(("q_norm.weight", "k_norm.weight")):
+                raise ValueError(f"widen: no rule for {name}")
+            out[name] = w.clone()
+            continue
+        ochunks, ichunks = rule
+        if ochunks:
+            if sum(ochunks) != w.shape[0]:
+                raise ValueError(f"widen: {name}'s rows {w.shape[0]} are not {ochunks}")
+            w = torch.cat([c for c in w.split(ochunks, 0) for c in (c, c)], 0)
+        if ichunks and kind == "weight":
+            if sum(ichunks) != w.shape[1]:
+                raise ValueError(f"widen: {name}'s columns {w.shape[1]} are not {ichunks}")
+            sd = float(w.float().std()) if w.numel() > 1 else 0.0
+            parts = []
+            for c in w.split(ichunks, 1):
+                n = (torch.randn(c.shape, generator=g) * noise * sd).to(c.dtype).to(c.device)
+                parts += [c / 2 + n, c / 2 - n]
+            w = torch.cat(parts, 1)
+        out[name] = w.contiguous()
+    dit = DiT(cfg, zero_init=False).to(next(src.parameters()).device)
+    dit.load_state_dict(out)   # checks every shape
+    for p_new, p_old in zip(dit.parameters(), src.parameters()):
+        p_new.requires_grad_(p_old.requires_grad)
+    return dit
+
+
 def load_grown(dit, src):
     """Loads DiT src's weights into dit, a DiT of the same sizes with as many or more double and
     single blocks: dit's blocks i < len(src's) are src's; the blocks after them keep their init

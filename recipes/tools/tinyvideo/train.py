@@ -300,6 +300,11 @@ def main(argv):
                          " new counts (--resume of its state rebuilds the grown DiT)")
     ap.add_argument("--grow-single", type=int, default=0, metavar="M",
                     help="with --init-from (or --refit-encoder): M single blocks appended after the export's, as --grow-double")
+    ap.add_argument("--widen", action="store_true",
+                    help="with --init-from (or --refit-encoder): the export's DiT twice as wide (hidden 2h, 2 x heads"
+                         " of the same head_dim; model.widen: every activation repeated, the layers reading it split"
+                         " in two halves with opposite noise), so it computes what the export's does; about 4 x"
+                         " its parameters. With --grow-*: widened first, then the blocks appended")
     ap.add_argument("--weight-ema", type=float, default=0.0, metavar="D",
                     help="stage 2: export the exponential moving average of the text encoder's and DiT's weights"
                          " (f32, updated after every optimizer step with decay min(D, (1 + n) / (10 + n)) at its n-th"
@@ -349,6 +354,8 @@ def main(argv):
         ap.error("--new-clips: needs --latent-cache N (it chooses the cache's clips)")
     if not (0.0 <= a.weight_ema < 1.0):
         ap.error(f"--weight-ema {a.weight_ema}: must be in [0, 1) (0: off)")
+    if a.widen and not (a.init_from or a.refit_encoder):
+        ap.error("--widen needs --init-from EXPORT or --refit-encoder EXPORT (the DiT it widens)")
     if a.small_share is not None and not (0.5 < a.small_share <= 1.0):
         ap.error(f"--small-share {a.small_share}: must be in (0.5, 1]")
     if not (abs(a.t_mean) <= 4.0):
@@ -358,6 +365,10 @@ def main(argv):
     def grown(layers):
         """An export's DiT block counts with --grow-double / --grow-single added."""
         return dict(layers, double=layers["double"] + a.grow_double, single=layers["single"] + a.grow_single)
+
+    def width(dcfg, k=1):
+        """cfg["dit"]'s hidden width and head count set to dcfg's, times k."""
+        cfg["dit"].update(hidden=k * dcfg["hidden"], heads=k * dcfg["heads"])
     batched = a.data == "batch" or (a.data == "auto" and dev.type == "cuda")
 
     def gen(*args, **kw):
@@ -390,12 +401,14 @@ def main(argv):
         refit = rmeta, load_file(a.refit_encoder)
         rvocab = rcfg.pop("vocab", None)
         cfg["dit"]["layers"] = dict(rcfg["dit"]["layers"])   # the DiT's depth is the export's (a grown one's too)
+        width(rcfg["dit"])                                    # and its width (a widened one's too)
         diff = sorted(k for k in set(cfg) | set(rcfg) if cfg.get(k) != rcfg.get(k))
         diff += ["vocab"] if rvocab != vocab else []
         if diff:
             ap.error(f"--refit-encoder {a.refit_encoder}: its configuration is not this run's (it differs in"
                      f" {', '.join(diff)}; this run is {'--smoke' if smoke else 'the full one, without --smoke'})")
         cfg["dit"]["layers"] = grown(rcfg["dit"]["layers"])   # stage 2 appends --grow-* blocks, as --init-from
+        width(rcfg["dit"], 2 if a.widen else 1)
     # the DiT's block counts: the run's configuration's, or those of the DiT it starts from (a
     # --refit-encoder export's, set above; a stage-2 state's; an --init-from export's plus --grow-*)
     state_path = out.with_suffix(".state.pt")
@@ -404,12 +417,15 @@ def main(argv):
     st = torch.load(state_path, map_location=dev) if a.resume else None
     if st and st["stage"] == 2:
         cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
+        hid = int(st["dit"]["img_in.proj.weight"].shape[0])   # a widened DiT's state: its width
+        cfg["dit"].update(hidden=hid, heads=hid // cfg["dit"]["head_dim"])
         if st.get("opt") is None and not a.restart_schedule and not a.init_from:
             ap.error(f"--resume: {state_path} has no optimizer moments (saved with --lean-state): give"
                      " --restart-schedule (fresh moments under a new warm-up)")
     if a.init_from:
-        ilayers = checked_export("--init-from", a.init_from)[1]["dit"]["layers"]
-        cfg["dit"]["layers"] = grown(ilayers)
+        icfg = checked_export("--init-from", a.init_from)[1]["dit"]
+        cfg["dit"]["layers"] = grown(icfg["layers"])
+        width(icfg, 2 if a.widen else 1)
     amp = a.amp == "on" or (a.amp == "auto" and dev.type == "cuda")
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -554,13 +570,17 @@ def main(argv):
                                  " autoencoder); resume from the state that export was trained from")
         itext, _, idit = M.load_exported(tensors, json.loads(imeta["config"]), len(vocab))
         text.load_state_dict(itext.state_dict())
-        grown = M.load_grown(dit, idit)   # the same DiT, or with --grow-* blocks appended (identities)
+        wide = M.widen(idit, seed=a.seed) if a.widen else idit   # --widen: twice the width, the same function
+        grown = M.load_grown(dit, wide)   # the same DiT, or with --grow-* blocks appended (identities)
+        del wide
         if zero_init:   # the guidance embedder stays frozen at zero (it is zero in the export too)
             dit._zero_init_guidance()
-        if any(grown):
+        if any(grown) or a.widen:
             gap, scale = M.dit_gap(dit, idit.to(dev), cfg["dit"], dev)
+            wid = (f", hidden {idit.cfg['hidden']} -> {cfg['dit']['hidden']} and heads {idit.cfg['heads']} ->"
+                   f" {cfg['dit']['heads']} (widened)") if a.widen else ""
             log(logf, f"dit  grown from {init}: double blocks {len(idit.double_blocks)} -> {len(dit.double_blocks)},"
-                      f" single blocks {len(idit.single_blocks)} -> {len(dit.single_blocks)} (appended, modulation zero);"
+                      f" single blocks {len(idit.single_blocks)} -> {len(dit.single_blocks)} (appended, modulation zero){wid};"
                       f" max |grown - export| {gap:.3g} (output max {scale:.3g}; f32, one random input)")
             if not gap <= 1e-4 * max(1.0, scale):
                 raise SystemExit(f"train: the grown DiT does not compute what {init}'s does (max difference {gap:.3g})")
