@@ -124,8 +124,17 @@ describe("train.py --grow-double / --grow-single", function()
     assert.are.equal("64", select(2, adaspa.safetensors.info(out .. "/w.safetensors"))["tiny.dit.hidden"])
     local lt = latents("w")
     assert.is_true(adaspa.add(lb:reshape({-1}), adaspa.scale(lt:reshape({-1}), -1)):norm() > 1e-3 * lb:norm())
+    -- the next call's carry: the wide export and the autoencoder alone (--ae-only-state), not the whole state
+    log = train(string.format("--out %s/b.safetensors --resume --ae-only-state %s/a.state.pt", out, out))
+    assert.truthy(log:find("without the DiT", 1, true), log)
+    log = train(string.format("--out %s/a.safetensors --resume --init-from %s/w.safetensors --restart-schedule --steps 1", out, out))
+    assert.truthy(log:find("dit  from " .. out .. "/w.safetensors: 7 steps", 1, true), log)
+    assert.are.equal("64", select(2, adaspa.safetensors.info(out .. "/a.safetensors"))["tiny.dit.hidden"])
+    train(string.format("--out %s/b.safetensors --resume --ae-only-state %s/a.state.pt", out, out))   -- again
+    local msg = train(string.format("--out %s/a.safetensors --resume --restart-schedule --steps 1", out), 2)
+    assert.truthy(msg:find("holds the autoencoder alone (--ae-only-state): give --init-from EXPORT", 1, true), msg)
     -- refused without an export to widen
-    local msg = train("--out " .. out .. "/x.safetensors --widen", 2)
+    msg = train("--out " .. out .. "/x.safetensors --widen", 2)
     assert.truthy(msg:find("--widen needs --init-from EXPORT or --refit-encoder EXPORT", 1, true), msg)
   end)
 end)

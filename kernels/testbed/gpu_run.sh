@@ -161,7 +161,7 @@ PY
         if [ $r = 3 ] && [ "$ssz" -gt $((60 * 1048576)) ]; then
           echo "train: stopped by the time limit with a state of $((ssz / 1048576)) MiB, more than a call returns (64 MiB): this run's training is lost; give --dit-seconds more headroom under TRAIN_LIMIT" >&2; rc=1
         elif [ $r = 3 ] || [ $((ssz + esz)) -le $((52 * 1048576)) ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
-        else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on with --refit-encoder"; fi
+        else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on from the export with --init-from and an --ae-only-state state (or --refit-encoder)"; fi
       fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
@@ -184,12 +184,16 @@ PY
           echo "caption $d: seed $seed, $w:"; grep -E "^(agreement|per attribute|one object)" "$out/$d.log" || tail -5 "$out/$d.log"
         done
       done ;;
-    pack) # what a call returns is 8 files at most: every log into logs.tgz (frames and videos left out); the
-      # train stage's export, state parts and tiny.log kept beside it; everything else under $out removed
+    pack) # what a call returns is 8 files at most, 16 MiB each: every log into logs.tgz (frames and videos left
+      # out); the train stage's export (in 15 MB parts when larger: a widened DiT's is 32 MB; join them
+      # with cat), state parts and tiny.log kept beside it; everything else under $out removed
       (cd "$out" && tar czf /tmp/logs.$$.tgz --exclude='*.png' --exclude='*.mp4' --exclude='*.safetensors' \
         --exclude='state.part.*' --exclude=tiny.log --exclude=logs.tgz . 2>/dev/null; mv /tmp/logs.$$.tgz logs.tgz
         find . -mindepth 1 -maxdepth 1 ! -name logs.tgz ! -name 'state.part.*' ! -name tiny.log ! -name tiny.safetensors \
-          -exec rm -rf {} +; ls -la) ;;
+          -exec rm -rf {} +
+        if [ -f tiny.safetensors ] && [ "$(stat -c %s tiny.safetensors)" -gt $((16 * 1048576)) ]; then
+          split -b 15M -d tiny.safetensors tiny.safetensors.part. && rm tiny.safetensors
+        fi; ls -la) ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
   echo "== $stage: $(( $(date +%s) - t0 )) s"

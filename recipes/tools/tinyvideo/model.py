@@ -476,8 +476,13 @@ def dit_gap(a, b, cfg, device, seed=0):
     pooled = torch.randn(1, cfg["pooled_dim"], generator=g)
     args = [t.to(device) for t in (x, torch.tensor([500.0]), states, torch.tensor([max(1, cfg["text_len"] // 2)]),
                                    pooled, torch.tensor([6.0]))]
-    with torch.no_grad():
-        ya, yb = a(*args).float(), b(*args).float()
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # f32 as it says (TF32:
+    try:                                                                              # 1e-3 apart at another width)
+        with torch.no_grad():
+            ya, yb = a(*args).float(), b(*args).float()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return float((ya - yb).abs().max()), float(ya.abs().max())
 
 

@@ -305,6 +305,11 @@ def main(argv):
                          " of the same head_dim; model.widen: every activation repeated, the layers reading it split"
                          " in two halves with opposite noise), so it computes what the export's does; about 4 x"
                          " its parameters. With --grow-*: widened first, then the blocks appended")
+    ap.add_argument("--ae-only-state", default=None, metavar="DEST",
+                    help="with --resume: write the state's autoencoder and records alone to DEST (a stage-2 state"
+                         " without its text encoder, DiT, moments and average: about 8 MB) and exit. What --init-from"
+                         " needs beside an export, where the whole state does not fit a device call's carry (a"
+                         " --widen export is 32 MB); such a state trains only with --init-from")
     ap.add_argument("--weight-ema", type=float, default=0.0, metavar="D",
                     help="stage 2: export the exponential moving average of the text encoder's and DiT's weights"
                          " (f32, updated after every optimizer step with decay min(D, (1 + n) / (10 + n)) at its n-th"
@@ -415,7 +420,15 @@ def main(argv):
     if a.resume and not state_path.is_file():
         ap.error(f"--resume: no training state at {state_path} (the state of the run that wrote --out)")
     st = torch.load(state_path, map_location=dev) if a.resume else None
-    if st and st["stage"] == 2:
+    if a.ae_only_state:
+        if not (st and st["stage"] == 2):
+            ap.error("--ae-only-state: needs --resume of a stage-2 state (the autoencoder trained)")
+        torch.save(dict(st, text=None, dit=None, opt=None, wema=None, dit_layers=None), a.ae_only_state)
+        print(f"wrote {a.ae_only_state}: the autoencoder of {state_path} (stage 2, step {st['step']}), without the DiT")
+        return 0
+    if st and st["stage"] == 2 and st["dit"] is None and not a.init_from:
+        ap.error(f"--resume: {state_path} holds the autoencoder alone (--ae-only-state): give --init-from EXPORT")
+    if st and st["stage"] == 2 and st["dit"] is not None:
         cfg["dit"]["layers"] = dict(st.get("dit_layers") or M.dit_layers(st["dit"]))
         hid = int(st["dit"]["img_in.proj.weight"].shape[0])   # a widened DiT's state: its width
         cfg["dit"].update(hidden=hid, heads=hid // cfg["dit"]["head_dim"])
