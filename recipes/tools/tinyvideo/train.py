@@ -307,7 +307,7 @@ def main(argv):
                          " its parameters. With --grow-*: widened first, then the blocks appended")
     ap.add_argument("--ae-only-state", default=None, metavar="DEST",
                     help="with --resume: write the state's autoencoder and records alone to DEST (a stage-2 state"
-                         " without its text encoder, DiT, moments and average: about 8 MB) and exit. What --init-from"
+                         " without its text encoder, DiT, moments and average: 9.4 MB for the committed export's) and exit. What --init-from"
                          " needs beside an export, where the whole state does not fit a device call's carry (a"
                          " --widen export is 32 MB); such a state trains only with --init-from")
     ap.add_argument("--weight-ema", type=float, default=0.0, metavar="D",
