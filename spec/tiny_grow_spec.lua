@@ -2,19 +2,20 @@
 -- by blocks appended with their modulation zero (each the identity), so the grown model computes
 -- what the export does; its export runs in adaspa with the new block counts (read from its
 -- metadata). Through Python with torch ($ADASPA_PYTHON or python3); pending without it.
-describe("train.py --grow-double / --grow-single", function()
-  it("appends identity blocks: the export's output before training, in PyTorch and in adaspa; a grown run resumes deeper", function()
-    local py, out = spec_torch_workdir()
-    if not py then return end
+describe("train.py --grow-double / --grow-single / --widen", function()
+  -- the helpers of a test whose files go to out: train (the exit code compared, 3: the time limit,
+  -- 2: a refusal; the output), meta (an export's metadata), recipe (a 2-step run of recipes/tiny.lua
+  -- on out/NAME.safetensors: its folder), latents (a run folder's)
+  local function helpers(py, out)
     local base = string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 ", py)
-    local function train(args, want)   -- the exit code compared (3: the time limit; 2: a refusal); the output
+    local function train(args, want)
       os.execute(string.format("%s %s > %s/run.log 2>&1; echo $? > %s/rc", base, args, out, out))
       local log = spec_slurp(out .. "/run.log")
       assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
       return log
     end
     local function meta(name) return select(2, adaspa.safetensors.info(out .. "/" .. name .. ".safetensors")) end
-    local function recipe(name, extra)   -- a 2-step run of recipes/tiny.lua on out/NAME.safetensors: its folder
+    local function recipe(name, extra)
       local dir = spec_tmpdir()
       local _, se, code = spec_run(string.format("recipe recipes/tiny.lua model.weights=%s/%s.safetensors "
         .. "'prompt=a red square moving left' sampler.steps=2 output.quiet=true output.dir=%s %s", out, name, dir, extra))
@@ -22,6 +23,13 @@ describe("train.py --grow-double / --grow-single", function()
       return dir
     end
     local function latents(dir) return adaspa.safetensors.load(dir .. "/latents.safetensors").latents end
+    return train, meta, recipe, latents
+  end
+
+  it("appends identity blocks: the export's output before training, in PyTorch and in adaspa; a grown run resumes deeper", function()
+    local py, out = spec_torch_workdir()
+    if not py then return end
+    local train, meta, recipe, latents = helpers(py, out)
 
     -- the export (smoke: 1 double, 1 single block), and its state for each grown run
     train("--out " .. out .. "/b.safetensors --steps 2")
@@ -88,19 +96,10 @@ describe("train.py --grow-double / --grow-single", function()
   it("--widen: twice the width computing the export's output, in PyTorch and in adaspa; its state resumes wide", function()
     local py, out = spec_torch_workdir()
     if not py then return end
-    local function train(args, want)
-      os.execute(string.format("cd recipes/tools/tinyvideo && %s train.py --smoke --threads 1 %s > %s/run.log 2>&1; echo $? > %s/rc",
-        py, args, out, out))
-      local log = spec_slurp(out .. "/run.log")
-      assert.are.equal(want or 0, tonumber(spec_slurp(out .. "/rc")), args .. "\n" .. log)
-      return log
-    end
-    local function latents(name)
-      local dir = spec_tmpdir()
-      local _, se, code = spec_run(string.format("recipe recipes/tiny.lua model.weights=%s/%s.safetensors "
-        .. "'prompt=a red square moving left' sampler.steps=2 output.quiet=true output.dir=%s attention.policy=dense", out, name, dir))
-      assert.are.equal(0, code, se)
-      return adaspa.safetensors.load(dir .. "/latents.safetensors").latents, spec_slurp(dir .. "/report.txt")
+    local train, meta, recipe, run_latents = helpers(py, out)
+    local function latents(name)   -- a dense run's latents and report
+      local dir = recipe(name, "attention.policy=dense")
+      return run_latents(dir), spec_slurp(dir .. "/report.txt")
     end
     train("--out " .. out .. "/b.safetensors --steps 2")
     os.execute(string.format("cp %s/b.state.pt %s/w.state.pt", out, out))
@@ -109,7 +108,7 @@ describe("train.py --grow-double / --grow-single", function()
       .. " --steps 2 --lr 0", out, out))
     local gap = log:match("%(appended, modulation zero%), hidden 32 %-> 64 and heads 2 %-> 4 %(widened%); max |grown %- export| (%S+)")
     assert.truthy(gap and tonumber(gap) < 1e-5, log)
-    local _, m = adaspa.safetensors.info(out .. "/w.safetensors")
+    local m = meta("w")
     assert.are.equal("64", m["tiny.dit.hidden"])
     assert.are.equal("4", m["tiny.dit.heads"])
     -- adaspa builds the wide DiT from the metadata, and it gives the export's latents (f16 weights)
@@ -121,7 +120,7 @@ describe("train.py --grow-double / --grow-single", function()
     -- trained on, the two halves part (the noise in the split weights): the latents move
     log = train("--out " .. out .. "/w.safetensors --resume --restart-schedule --steps 3 --lr 1e-2 --warmup 1")
     assert.truthy(log:find("dit  done: 7 steps", 1, true), log)   -- 4 before, 3 under the new schedule
-    assert.are.equal("64", select(2, adaspa.safetensors.info(out .. "/w.safetensors"))["tiny.dit.hidden"])
+    assert.are.equal("64", meta("w")["tiny.dit.hidden"])
     local lt = latents("w")
     assert.is_true(adaspa.add(lb:reshape({-1}), adaspa.scale(lt:reshape({-1}), -1)):norm() > 1e-3 * lb:norm())
     -- the next call's carry: the wide export and the autoencoder alone (--ae-only-state), not the whole state
@@ -129,7 +128,7 @@ describe("train.py --grow-double / --grow-single", function()
     assert.truthy(log:find("without the DiT", 1, true), log)
     log = train(string.format("--out %s/a.safetensors --resume --init-from %s/w.safetensors --restart-schedule --steps 1", out, out))
     assert.truthy(log:find("dit  from " .. out .. "/w.safetensors: 7 steps", 1, true), log)
-    assert.are.equal("64", select(2, adaspa.safetensors.info(out .. "/a.safetensors"))["tiny.dit.hidden"])
+    assert.are.equal("64", meta("a")["tiny.dit.hidden"])
     train(string.format("--out %s/b.safetensors --resume --ae-only-state %s/a.state.pt", out, out))   -- again
     local msg = train(string.format("--out %s/a.safetensors --resume --restart-schedule --steps 1", out), 2)
     assert.truthy(msg:find("holds the autoencoder alone (--ae-only-state): give --init-from EXPORT", 1, true), msg)
