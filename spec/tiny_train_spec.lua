@@ -139,4 +139,23 @@ describe("train.py --weight-ema and --latent-cache", function()
     log = train("--small-share 0.5", 2)
     assert.truthy(log:find("--small-share 0.5: must be in (0.5, 1]", 1, true), log)
   end)
+
+  it("a state that pickles code is refused by train.py --resume, check.py --ae and textgain.py, the code not run", function()
+    local out, run, py = trainer()
+    if not out then return end
+    run("--out OUT/b.safetensors --steps 1")   -- an export for textgain.py
+    local mark = out .. "/ran"
+    os.execute(string.format("%s -c \"import torch, os\nclass E:\n    def __reduce__(self): return (os.system, ('touch %s',))"
+      .. "\ntorch.save({'stage': 2, 'ae': E()}, '%s/e.state.pt')\"", py, mark, out))
+    local log = run("--out OUT/e.safetensors --resume", 1)
+    assert.truthy(log:find("train.py --resume: " .. out .. "/e.state.pt is not a training state of plain tensors", 1, true), log)
+    for _, cmd in ipairs({ "check.py selftest --n 1 --size 32 --frames 3 --ae OUT/e.state.pt",
+                           "textgain.py OUT/b.safetensors OUT/e.state.pt" }) do
+      local f = io.popen(string.format("cd recipes/tools/tinyvideo && %s %s 2>&1; echo rc=$?", py, cmd:gsub("OUT", out)))
+      log = f:read("*a"); f:close()
+      assert.truthy(log:find("is not a training state of plain tensors (UnpicklingError", 1, true), log)
+      assert.truthy(log:find("rc=1", 1, true), log)
+    end
+    assert.is_nil(io.open(mark))
+  end)
 end)

@@ -301,7 +301,7 @@ def load_autoencoder(path):
         raw = io.BytesIO(b"".join(q.read_bytes() for q in parts))
     else:
         raw = io.BytesIO(path.read_bytes())
-    st = torch.load(raw, map_location="cpu", weights_only=False)
+    st = M.load_state(raw, "check", path)
     sd = st.get("ae", st) if isinstance(st, dict) else None
     if not isinstance(sd, dict) or not any(k.startswith("encoder.") for k in sd):
         raise SystemExit("check: %s holds no autoencoder state_dict (neither the \"ae\" of a training state nor one"

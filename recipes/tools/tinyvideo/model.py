@@ -466,6 +466,17 @@ def load_grown(dit, src):
     return nd, ns
 
 
+def load_state(src, who, name=None, map_location="cpu"):
+    """A training state (train.py's torch file; a path or a file object named name) read as tensors
+    and plain containers only: a pickle that names code is refused, not run. who: the tool, for the
+    error (SystemExit) that names the file."""
+    try:
+        return torch.load(src, map_location=map_location, weights_only=True)
+    except Exception as e:
+        why = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
+        raise SystemExit(f"{who}: {name or src} is not a training state of plain tensors ({type(e).__name__}: {why})")
+
+
 def dit_gap(a, b, cfg, device, seed=0):
     """max |a(x) - b(x)| of two DiTs of configuration cfg on one random input (a 1-clip batch of
     cfg's video size, random text states with half the text length valid), in f32 on device."""

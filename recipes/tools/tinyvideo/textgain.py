@@ -39,7 +39,7 @@ def main(argv):
         cfg = json.loads(f.metadata()["config"])
     vocab = cfg["vocab"]
     text, _, dit = M.load_exported(load_file(a.export), cfg, len(vocab))
-    st = torch.load(a.state, map_location="cpu", weights_only=False)
+    st = M.load_state(a.state, "textgain")
     ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
                        cfg["ae"]["dec_mlp"])
     ae.load_state_dict(st["ae"])

@@ -419,7 +419,7 @@ def main(argv):
     state_path = out.with_suffix(".state.pt")
     if a.resume and not state_path.is_file():
         ap.error(f"--resume: no training state at {state_path} (the state of the run that wrote --out)")
-    st = torch.load(state_path, map_location=dev) if a.resume else None
+    st = M.load_state(state_path, "train.py --resume", map_location=dev) if a.resume else None
     if a.ae_only_state:
         if not (st and st["stage"] == 2):
             ap.error("--ae-only-state: needs --resume of a stage-2 state (the autoencoder trained)")
