@@ -129,7 +129,7 @@ describe("train.py --grow-double / --grow-single / --widen", function()
     log = train(string.format("--out %s/a.safetensors --resume --init-from %s/w.safetensors --restart-schedule --steps 1", out, out))
     assert.truthy(log:find("dit  from " .. out .. "/w.safetensors: 7 steps", 1, true), log)
     assert.are.equal("64", meta("a")["tiny.dit.hidden"])
-    train(string.format("--out %s/b.safetensors --resume --ae-only-state %s/a.state.pt", out, out))   -- again
+    train(string.format("--out %s/b.safetensors --resume --ae-only-state %s/a.state.pt", out, out))   -- again: the run above saved its whole state over it
     local msg = train(string.format("--out %s/a.safetensors --resume --restart-schedule --steps 1", out), 2)
     assert.truthy(msg:find("holds the autoencoder alone (--ae-only-state): give --init-from EXPORT", 1, true), msg)
     -- refused without an export to widen
