@@ -33,7 +33,8 @@
 #             device call returns files of 16 MiB at most) in $TRAIN_OUT (default $OUT): always when the
 #             time limit stopped it, after a finished run only when it fits beside the export (a grown
 #             DiT's state: 58 MiB with --weight-ema's f32 average does not, 42 MiB without it does; the
-#             optimizer's moments are kept in bf16 since the twenty-first session)
+#             optimizer's moments are kept in bf16 since the twenty-first session); TRAIN_AE_ONLY=1: when
+#             the finished run's state is too large, its autoencoder alone (train.py --ae-only-state) instead
 #   trainbench recipes/tools/tinyvideo/bench.py on cuda (issue 14): train.py's model step at batch
 #             $TRAINBENCH_BATCH (128) eager and under torch.compile (train.py --compile on), and the clip
 #             generator and encoder; about two minutes, most of it the compile
@@ -161,7 +162,11 @@ PY
         if [ $r = 3 ] && [ "$ssz" -gt $((60 * 1048576)) ]; then
           echo "train: stopped by the time limit with a state of $((ssz / 1048576)) MiB, more than a call returns (64 MiB): this run's training is lost; give --dit-seconds more headroom under TRAIN_LIMIT" >&2; rc=1
         elif [ $r = 3 ] || [ $((ssz + esz)) -le $((52 * 1048576)) ]; then split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."
-        else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on from the export with --init-from and an --ae-only-state state (or --refit-encoder)"; fi
+        elif [ -n "${TRAIN_AE_ONLY:-}" ]; then   # the autoencoder alone, for --init-from EXPORT next call
+          (cd recipes/tools/tinyvideo && python3 train.py --device cuda --out "$tdir/tiny.safetensors" --resume \
+            --ae-only-state "$tdir/ae.state.pt") >> "$out/train.log" 2>&1 && split -b 15M -d "$tdir/ae.state.pt" "$tout/state.part." \
+            && echo "train: the state ($((ssz / 1048576)) MiB) is not returned; its autoencoder alone is (state.part.*: --init-from EXPORT with it in .train/)" || rc=1
+        else echo "train: the state ($((ssz / 1048576)) MiB) is not returned beside the export: train on from the export with --init-from and an --ae-only-state state (or --refit-encoder; TRAIN_AE_ONLY=1 returns it)"; fi
       fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
