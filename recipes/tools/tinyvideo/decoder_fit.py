@@ -21,10 +21,12 @@ import sys
 import time
 
 import torch
+from safetensors.torch import save_file
 
 import check
 import data
 import model as M
+import train
 
 
 def crops(ae, n, rng):
@@ -48,17 +50,10 @@ def crops(ae, n, rng):
 
 
 def decode_centre(d, z):
-    """Decoder d on latent windows z [B, 16, 5, 12, 12]: the centre frame's inner 8 x 8 latent
-    pixels, [B, 3, 4, 64, 64] (the window holds the decoder's reach of 2 latent pixels a side)."""
-    B = z.shape[0]
-    x = d.lin_in((z * d.lat_std.view(1, -1, 1, 1, 1) + d.lat_mean.view(1, -1, 1, 1, 1)).permute(0, 2, 3, 4, 1))
-    for m in d.mix:
-        y = M.gelu_tanh(m["norm"](x))
-        x = x + sum(M.shift(lin(y), *tap) for tap, lin in zip(M.TAPS, m["taps"]))
-    for m in d.mlp:
-        x = x + m["fc2"](M.gelu_tanh(m["fc1"](m["norm"](x))))
-    p = d.lin_out(d.norm(x[:, 2, 2:10, 2:10]))
-    return p.view(B, 8, 8, 4, 8, 8, 3).permute(0, 6, 3, 1, 4, 2, 5).reshape(B, 3, 4, 64, 64)
+    """Decoder d on latent windows z [B, 16, 5, 12, 12]: the centre latent frame's inner 8 x 8
+    latent pixels, [B, 3, 4, 64, 64] (the window holds the decoder's reach of 2 latent pixels a
+    side). Latent frame 2 decodes to frames 8..11, 5..8 after the decoder drops the first 3."""
+    return d(z)[:, :, 5:9, 16:80, 16:80]
 
 
 def loss_of(d, samples):
@@ -71,6 +66,12 @@ def main(argv):
     if len(argv) not in (7, 9):
         raise SystemExit(__doc__)
     state, (dim, mix, mlp), minutes, n, out = argv[0], map(int, argv[1:4]), float(argv[4]), int(argv[5]), argv[6]
+    export = None   # EXPORT, read before the fit so that a bad file fails at once
+    if len(argv) == 9:
+        try:
+            export = train.read_export(argv[7])
+        except Exception as e:   # noqa: BLE001 - any unreadable file: one message, as train.py's
+            raise SystemExit(f"decoder_fit: EXPORT {argv[7]} is not a train.py export ({type(e).__name__}: {e})")
     torch.manual_seed(0)
     rng = random.Random(0)
     ae = check.load_autoencoder(state)
@@ -87,16 +88,16 @@ def main(argv):
     print(f"decoder: dim {dim}, mix {mix}, mlp {mlp} ({how}), {sum(p.numel() for p in d.parameters())} parameters", flush=True)
     t0 = time.time()
     s = crops(ae, n, rng)
-    val, train = s[::10], [x for i, x in enumerate(s) if i % 10]
+    val, fit = s[::10], [x for i, x in enumerate(s) if i % 10]
     print(f"{len(s)} crops from {n} clips in {time.time() - t0:.0f} s", flush=True)
-    if len(train) < 2:
+    if len(fit) < 2:
         raise SystemExit(f"decoder_fit: {len(s)} crops from {n} clips are too few (give CLIPS 5 or more)")
     with torch.no_grad():
         print(f"validation loss: the state's decoder {loss_of(d0, val).item():.4f}, this one {loss_of(d, val).item():.4f}", flush=True)
     opt = torch.optim.AdamW(d.parameters(), lr=lr, weight_decay=0.0)
     t0, step = time.time(), 0
     while time.time() - t0 < 60 * minutes:
-        loss = loss_of(d, rng.sample(train, min(16, len(train))))
+        loss = loss_of(d, rng.sample(fit, min(16, len(fit))))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -112,19 +113,15 @@ def main(argv):
     for m in misses:
         print("  miss:", m)
     if len(argv) == 9:
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-        f = safe_open(argv[7], "pt")
-        meta = dict(f.metadata())
-        t = {k: f.get_tensor(k) for k in f.keys() if not k.startswith("decoder.")}
-        dt = f.get_tensor("decoder.lin_in.weight").dtype
+        meta, t = export
+        dt = t["decoder.lin_in.weight"].dtype
         holder = torch.nn.Module()
         holder.decoder = d
+        t = {k: v for k, v in t.items() if not k.startswith("decoder.")}
         t.update((k, v.to(dt).contiguous()) for k, v in M.export_tensors(torch.nn.Module(), holder, torch.nn.Module()).items())
         cfg = json.loads(meta["config"])
         cfg["ae"].update(dec_dim=dim, dec_mix=mix, dec_mlp=mlp)
-        meta.update({"config": json.dumps(cfg), "tiny.ae.dec_dim": str(dim), "tiny.ae.dec_mix": str(mix),
-                     "tiny.ae.dec_mlp": str(mlp)})
+        meta = dict(meta, config=json.dumps(cfg), **train.flat_metadata(cfg))
         save_file(t, argv[8], meta)
         print(f"wrote {argv[8]}: {argv[7]} with this decoder")
     return 0
