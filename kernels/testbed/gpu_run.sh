@@ -35,6 +35,11 @@
 #             DiT's state: 58 MiB with --weight-ema's f32 average does not, 42 MiB without it does; the
 #             optimizer's moments are kept in bf16 since the twenty-first session); TRAIN_AE_ONLY=1: when
 #             the finished run's state is too large, its autoencoder alone (train.py --ae-only-state) instead
+#   decoder   recipes/tools/tinyvideo/decoder_fit.py --device cuda $DECODER_ARGS (issue 14): a new decoder fitted to
+#             the frozen encoder of the state in .train/state.part.* (an --ae-only-state one will do), swapped into
+#             $DECODER_EXPORT (default the committed export); leaves the export (tiny.safetensors, which the
+#             caption stage then reads) and the state with the new decoder (state.part.NN) in $TRAIN_OUT
+#             (default $OUT), decoder.log in $OUT
 #   trainbench recipes/tools/tinyvideo/bench.py on cuda (issue 14): train.py's model step at batch
 #             $TRAINBENCH_BATCH (128) eager and under torch.compile (train.py --compile on), and the clip
 #             generator and encoder; about two minutes, most of it the compile
@@ -170,6 +175,15 @@ PY
       fi
       cp "$tdir/tiny.log" "$tout/" 2>/dev/null; echo "train: exit $r"; grep -v "step " "$out/train.log" | tail -6
       grep "step " "$out/train.log" | tail -3 ;;
+    decoder)
+      tout=${TRAIN_OUT:-$out}; tdir=$(mktemp -d)
+      ls .train/state.part.* > /dev/null 2>&1 || { echo "decoder: no .train/state.part.* (the autoencoder's state)"; exit 2; }
+      st=$(realpath .train/state.part.00); ex=$(realpath "${DECODER_EXPORT:-models/tiny/tiny.safetensors}")
+      (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 decoder_fit.py --device cuda --state "$st" \
+        --export "$ex" --out "$tdir/tiny.safetensors" \
+        --out-state "$tdir/tiny.state.pt" ${DECODER_ARGS:-}) > "$out/decoder.log" 2>&1; r=$?
+      if [ $r = 0 ]; then cp "$tdir/tiny.safetensors" "$tout/" && split -b 15M -d "$tdir/tiny.state.pt" "$tout/state.part."; else rc=1; fi
+      echo "decoder: exit $r"; grep -v "^step " "$out/decoder.log" | tail -14; grep "^step " "$out/decoder.log" | tail -2 ;;
     trainbench)
       (cd recipes/tools/tinyvideo && PYTHONUNBUFFERED=1 python3 bench.py --device cuda --batch ${TRAINBENCH_BATCH:-128} \
         --model-batch ${TRAINBENCH_BATCH:-128} --compile both --repeat 3) > "$out/trainbench.log" 2>&1 || rc=1

@@ -441,8 +441,10 @@ end
 
 function tiny.describe(cfg)
   local t = cfg.export and tiny.training(cfg.export)
-  return string.format("tiny (HunyuanVideo architecture; %s), %d double + %d single blocks, %d heads x %d, hidden %d",
-    t or "trained", cfg.layers.double, cfg.layers.single, cfg.heads, cfg.head_dim, cfg.hidden)
+  local a = cfg.tiny and cfg.tiny.ae
+  return string.format("tiny (HunyuanVideo architecture; %s), %d double + %d single blocks, %d heads x %d, hidden %d%s",
+    t or "trained", cfg.layers.double, cfg.layers.single, cfg.heads, cfg.head_dim, cfg.hidden,
+    a and string.format("; decoder %d wide, %d mixing + %d MLP blocks", a.dec_dim, a.dec_mix, a.dec_mlp) or "")
 end
 
 -- The export's tensors: the DiT's through adaspa.weights.load (checked against cfg; the text

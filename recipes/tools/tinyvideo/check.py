@@ -282,13 +282,11 @@ def score(caption, frames, got=None):
     return r
 
 
-def load_autoencoder(path):
-    """The AutoEncoder of a training state: a torch file (or the first of its NAME.part.NN pieces,
-    joined in order) holding {"ae": state_dict, ...} or the state_dict itself; the full-size
-    configuration of train.py."""
+def read_state(path):
+    """A training state (torch file of plain tensors), or the first of its NAME.part.NN pieces: the
+    pieces joined in order."""
     import io
     import model as M
-    import train
     path = Path(path)
     if not path.exists():
         raise SystemExit("check: no autoencoder state at %s" % path)
@@ -301,18 +299,27 @@ def load_autoencoder(path):
         raw = io.BytesIO(b"".join(q.read_bytes() for q in parts))
     else:
         raw = io.BytesIO(path.read_bytes())
-    st = M.load_state(raw, "check", path)
+    return M.load_state(raw, "check", path)
+
+
+def load_autoencoder(path, st=None):
+    """The AutoEncoder of a training state (read_state(path), or st when given, path naming it):
+    {"ae": state_dict, ...} or the state_dict itself; the sizes are the state's own (M.ae_sizes: a
+    refit decoder's may be larger than train.FULL's)."""
+    import model as M
     sd = st.get("ae", st) if isinstance(st, dict) else None
+    if st is None:
+        st = read_state(path)
+        sd = st.get("ae", st) if isinstance(st, dict) else None
     if not isinstance(sd, dict) or not any(k.startswith("encoder.") for k in sd):
         raise SystemExit("check: %s holds no autoencoder state_dict (neither the \"ae\" of a training state nor one"
                          " with encoder.* keys)" % path)
-    cfg = train.make_config(train.FULL, train.FULL["video"])
-    ae = M.AutoEncoder(cfg["dit"]["in_channels"], cfg["ae"]["enc_dim"], cfg["ae"]["dec_dim"], cfg["ae"]["dec_mix"],
-                       cfg["ae"]["dec_mlp"])
     try:
+        z = M.ae_sizes(sd)
+        ae = M.AutoEncoder(int(sd["encoder.out.weight"].shape[0]), z["enc_dim"], z["dec_dim"], z["dec_mix"], z["dec_mlp"])
         ae.load_state_dict(sd)
-    except RuntimeError as e:
-        raise SystemExit("check: %s is not an autoencoder of train.FULL's configuration: %s" % (path, str(e)[:400]))
+    except (RuntimeError, KeyError) as e:
+        raise SystemExit("check: %s is not an autoencoder state train.py reads: %s" % (path, str(e)[:400]))
     return ae.eval()
 
 

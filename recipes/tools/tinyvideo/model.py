@@ -356,6 +356,16 @@ def export_tensors(text, ae, dit):
     return out
 
 
+def ae_sizes(state):
+    """{"enc_dim", "dec_dim", "dec_mix", "dec_mlp"}: the sizes of an AutoEncoder state_dict (a
+    refit decoder's may differ from train.FULL's)."""
+    def count(prefix):
+        idx = {int(k[len(prefix):].split(".", 1)[0]) for k in state if k.startswith(prefix)}
+        return max(idx) + 1 if idx else 0
+    return {"enc_dim": int(state["encoder.patch.weight"].shape[0]), "dec_dim": int(state["decoder.lin_in.weight"].shape[0]),
+            "dec_mix": count("decoder.mix."), "dec_mlp": count("decoder.mlp.")}
+
+
 def dit_layers(state):
     """{"double": n, "single": m, "refiner": r}: the block counts of a DiT state_dict."""
     def count(prefix):

@@ -420,6 +420,8 @@ def main(argv):
     if a.resume and not state_path.is_file():
         ap.error(f"--resume: no training state at {state_path} (the state of the run that wrote --out)")
     st = M.load_state(state_path, "train.py --resume", map_location=dev) if a.resume else None
+    if st:   # the autoencoder's sizes are the state's (decoder_fit.py --out-state: a larger decoder)
+        cfg["ae"].update(M.ae_sizes(st["ae"]))
     if a.ae_only_state:
         if not (st and st["stage"] == 2):
             ap.error("--ae-only-state: needs --resume of a stage-2 state (the autoencoder trained)")
