@@ -60,6 +60,11 @@ describe("decoder_fit.py", function()
     assert.truthy(report:find("; decoder 48 wide, 2 mixing + 3 MLP blocks", 1, true), report)
     assert.are.equal(0, adaspa.add(lb:reshape({-1}), adaspa.scale(ld:reshape({-1}), -1)):norm())
     assert.are_not.equal(fb, fd)
+    -- the new state and export again at the state's own size: its decoder fine-tuned, not a fresh one
+    log = fit(string.format("--state %s/d.state.pt --export %s/d.safetensors --out %s/f.safetensors --size 48,2,3"
+      .. " --steps 1 --batch 1 --heldout 0", out, out, out))
+    assert.truthy(log:find("the state's decoder, fine-tuned, 48,2,3", 1, true), log)
+    assert.truthy(log:find("learning rate 0.0003", 1, true), log)
     -- train.py trains the DiT on from the new state and export; its export keeps the new decoder
     os.execute(string.format("cp %s/d.state.pt %s/e.state.pt", out, out))
     log = train(string.format("--out %s/e.safetensors --resume --init-from %s/d.safetensors --steps 1", out, out))

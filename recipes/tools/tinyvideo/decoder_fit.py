@@ -4,7 +4,7 @@ The committed export's decoder caps the caption check: real clips round-tripped 
 43 of 50 held-out prompts, where the latents alone carry 47 or more (models/tiny/HISTORY.md, "The
 autoencoder is the ceiling"). This tool keeps the encoder of a training STATE frozen, so the
 latents the export's DiT was trained on stay what they are, and fits a fresh decoder of any size
-to them on full training clips: L1 + MSE with the shape's pixels weighted (the small shapes are
+to them on full training clips (or fine-tunes the state's own, given its size): L1 + MSE with the shape's pixels weighted (the small shapes are
 the misses), noise on the latents as train.py's stage 1 (the decoder must tolerate the DiT's
 errors). It writes EXPORT with its decoder replaced (adaspa reads the decoder's sizes from the
 metadata; nothing else changes) and, with --out-state, the state with the new decoder, from which
@@ -63,12 +63,13 @@ def main(argv):
     ap.add_argument("--export", required=True, help="the train.py export whose decoder is replaced")
     ap.add_argument("--out", required=True, help="the export with the new decoder (safetensors)")
     ap.add_argument("--out-state", default=None, help="also the state with the new decoder (torch file)")
-    ap.add_argument("--size", default="256,3,3", help="DIM,MIX,MLP of the new decoder (the export's: 128,2,2)")
+    ap.add_argument("--size", default="256,3,3", help="DIM,MIX,MLP of the new decoder (the export's: 128,2,2); the"
+                    " state's own size fine-tunes the state's decoder instead of starting fresh")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seconds", type=float, default=None, help="time budget (the cosine schedule follows it)")
     ap.add_argument("--steps", type=int, default=None, help="step budget (default 20000; both: the first reached)")
     ap.add_argument("--batch", type=int, default=16, help="clips a step")
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=None, help="default 1e-3 (a fresh decoder), 3e-4 (fine-tuning)")
     ap.add_argument("--warmup", type=int, default=100, help="learning-rate warm-up steps")
     ap.add_argument("--object-weight", type=float, default=11.0, metavar="W",
                     help="the shape's pixels weigh W times the background's (1: plain)")
@@ -118,8 +119,13 @@ def main(argv):
                  " would not make the latents that export's DiT was trained on")
     enc = ae.encoder.to(dev).eval().requires_grad_(False)
     d = M.Decoder(d0.channels, dim, mix, mlp)
-    d.lat_mean.copy_(d0.lat_mean)
-    d.lat_std.copy_(d0.lat_std)
+    tune = (dim, mix, mlp) == (d0.dim, len(d0.mix), len(d0.mlp))   # the state's size: fine-tune its decoder
+    if tune:
+        d.load_state_dict(d0.state_dict())
+    else:
+        d.lat_mean.copy_(d0.lat_mean)
+        d.lat_std.copy_(d0.lat_std)
+    lr = a.lr if a.lr is not None else (3e-4 if tune else 1e-3)
     d = d.to(dev)
     d0 = d0.to(dev).eval()
 
@@ -134,15 +140,16 @@ def main(argv):
         v, _, al = f(7, start, n, V["width"], V["frames"], dev, alpha_out=True, small=a.small_share)
         return v, al
     n_par = sum(p.numel() for p in d.parameters())
-    print(f"decoder_fit: a fresh decoder {dim},{mix},{mlp} ({n_par} parameters; the export's "
+    how = "the state's decoder, fine-tuned," if tune else "a fresh decoder"
+    print(f"decoder_fit: {how} {dim},{mix},{mlp} ({n_par} parameters; the export's "
           f"{sum(p.numel() for p in d0.parameters())}) on the frozen encoder of {a.state}; {V['width']}x{V['width']}x"
           f"{V['frames']} clips, batch {a.batch}, object weight {a.object_weight}, small share {a.small_share},"
-          f" on {dev}", flush=True)
+          f" learning rate {lr}, on {dev}", flush=True)
     val = clips(10 ** 9, 8)[0]   # clips no step draws
     zval = encode(val)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
         p_old = float(-10 * torch.log10(F.mse_loss(d0(zval).float().clamp(-1, 1), val) / 4))
-    opt = torch.optim.AdamW(d.parameters(), lr=a.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(d.parameters(), lr=lr, weight_decay=0.0)
     t0, step, clip, seen = time.time(), 0, 0, 0
     t_log, s_log = t0, 0
     while True:
@@ -161,7 +168,7 @@ def main(argv):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(d.parameters(), 1.0)
         for g in opt.param_groups:
-            g["lr"] = a.lr * min(1.0, (step + 1) / a.warmup) * 0.5 * (1 + math.cos(math.pi * p))
+            g["lr"] = lr * min(1.0, (step + 1) / a.warmup) * 0.5 * (1 + math.cos(math.pi * p))
         opt.step()
         step += 1
         seen += a.batch
