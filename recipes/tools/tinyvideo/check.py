@@ -307,10 +307,9 @@ def load_autoencoder(path, st=None):
     {"ae": state_dict, ...} or the state_dict itself; the sizes are the state's own (M.ae_sizes: a
     refit decoder's may be larger than train.FULL's)."""
     import model as M
-    sd = st.get("ae", st) if isinstance(st, dict) else None
     if st is None:
         st = read_state(path)
-        sd = st.get("ae", st) if isinstance(st, dict) else None
+    sd = st.get("ae", st) if isinstance(st, dict) else None
     if not isinstance(sd, dict) or not any(k.startswith("encoder.") for k in sd):
         raise SystemExit("check: %s holds no autoencoder state_dict (neither the \"ae\" of a training state nor one"
                          " with encoder.* keys)" % path)

@@ -4,8 +4,8 @@ The committed export's decoder caps the caption check: real clips round-tripped 
 43 of 50 held-out prompts, where the latents alone carry 47 or more (models/tiny/HISTORY.md, "The
 autoencoder is the ceiling"). This tool keeps the encoder of a training STATE frozen, so the
 latents the export's DiT was trained on stay what they are, and fits a fresh decoder of any size
-to them on full training clips (or fine-tunes the state's own, given its size): L1 + MSE with the shape's pixels weighted (the small shapes are
-the misses), noise on the latents as train.py's stage 1 (the decoder must tolerate the DiT's
+to them on full training clips (or fine-tunes the state's own, given its size): L1 + MSE with
+the shape's pixels weighted (the small shapes are the misses), noise on the latents as train.py's stage 1 (the decoder must tolerate the DiT's
 errors). It writes EXPORT with its decoder replaced (adaspa reads the decoder's sizes from the
 metadata; nothing else changes) and, with --out-state, the state with the new decoder, from which
 `train.py --resume --init-from OUT` trains the DiT on.
@@ -50,11 +50,9 @@ def decoder_tensors(dec):
     return M.export_tensors(torch.nn.Module(), holder, torch.nn.Module())
 
 
-def psnr(dec, enc, clips):
-    """Mean PSNR (dB, pixels in [-1, 1]) of clips [B, 3, F, H, W] round-tripped through enc and dec."""
-    with torch.no_grad():
-        r = dec(enc(clips)).float().clamp(-1, 1)
-    return float(-10 * torch.log10(F.mse_loss(r, clips) / 4))
+def psnr(dec, z, clips):
+    """PSNR (dB, pixels in [-1, 1]) of dec's frames from latents z against clips [B, 3, F, H, W]."""
+    return float(-10 * torch.log10(F.mse_loss(dec(z).float().clamp(-1, 1), clips) / 4))
 
 
 def main(argv):
@@ -74,7 +72,7 @@ def main(argv):
     ap.add_argument("--object-weight", type=float, default=11.0, metavar="W",
                     help="the shape's pixels weigh W times the background's (1: plain)")
     ap.add_argument("--small-share", type=float, default=0.75, metavar="S",
-                    help="about S of the clips are small shapes (data.train_params; (0.5, 1]; 0.5: the stream's own)")
+                    help="about S of the clips are small shapes (data.train_params; [0.5, 1]; 0.5: the stream's own half)")
     ap.add_argument("--noise", type=float, default=0.05, help="latent noise, times the latents' std (train.py's)")
     ap.add_argument("--seed", type=int, default=0, help="init seed; the clips are data seed 7's")
     ap.add_argument("--heldout", type=int, default=50, help="held-out prompts read at the end (0: none)")
@@ -117,7 +115,7 @@ def main(argv):
     if bad:
         ap.error(f"--state {a.state}: its decoder is not {a.export}'s (first differing tensor {bad[0]}): the encoder"
                  " would not make the latents that export's DiT was trained on")
-    enc = ae.encoder.to(dev).eval().requires_grad_(False)
+    ae.encoder.to(dev).eval().requires_grad_(False)   # frozen; ae.decoder (d0) comes to dev below
     d = M.Decoder(d0.channels, dim, mix, mlp)
     tune = (dim, mix, mlp) == (d0.dim, len(d0.mix), len(d0.mlp))   # the state's size: fine-tune its decoder
     if tune:
@@ -130,10 +128,9 @@ def main(argv):
     d0 = d0.to(dev).eval()
 
     def encode(video):
-        """model-space latents of video, f32 (the state's normalization, as AutoEncoder.encode)"""
+        """model-space latents of video, f32 (ae: the frozen encoder and the state's normalization)"""
         with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            z = enc(video).float()
-        return (z - d0.lat_mean.view(1, -1, 1, 1, 1)) / d0.lat_std.view(1, -1, 1, 1, 1)
+            return ae.encode(video).float()
 
     def clips(start, n):
         f = data.batch_fast if dev.type == "cuda" else data.batch
@@ -148,7 +145,7 @@ def main(argv):
     val = clips(10 ** 9, 8)[0]   # clips no step draws
     zval = encode(val)
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-        p_old = float(-10 * torch.log10(F.mse_loss(d0(zval).float().clamp(-1, 1), val) / 4))
+        p_old = psnr(d0, zval, val)
     opt = torch.optim.AdamW(d.parameters(), lr=lr, weight_decay=0.0)
     t0, step, clip, seen = time.time(), 0, 0, 0
     t_log, s_log = t0, 0
@@ -179,7 +176,7 @@ def main(argv):
             t_log, s_log = now, step
     d.eval()
     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-        p_new = float(-10 * torch.log10(F.mse_loss(d(zval).float().clamp(-1, 1), val) / 4))
+        p_new = psnr(d, zval, val)
         v_old = weighted_loss(d0(zval), val, None, 1).item()
         v_new = weighted_loss(d(zval), val, None, 1).item()
     secs = time.time() - t0
@@ -203,15 +200,13 @@ def main(argv):
     meta = dict(meta, config=json.dumps(cfg), final_losses=json.dumps(losses), **train.flat_metadata(cfg))
     save_file(t, a.out, meta)
     print(f"wrote {a.out}: {a.export} with the new decoder ({dim},{mix},{mlp})", flush=True)
-    if a.heldout > 0:   # in f32 on the device: clips from the CPU, frames back to it
-        enc.float()
+    if a.heldout > 0:   # f32 on the device (autocast off): clips from the CPU, frames back to it
         d_dev = d.to(dev)
 
         class RoundTrip:
             @staticmethod
             def encode(video):
-                z = enc(video.to(dev))
-                return (z - d0.lat_mean.view(1, -1, 1, 1, 1)) / d0.lat_std.view(1, -1, 1, 1, 1)
+                return ae.encode(video.to(dev))
 
             @staticmethod
             def decoder(z):
