@@ -58,6 +58,7 @@ describe("decoder_fit.py", function()
     local lb, _, fb = run("b")
     local ld, report, fd = run("d")
     assert.truthy(report:find("; decoder 48 wide, 2 mixing + 3 MLP blocks", 1, true), report)
+    assert.truthy(report:find(" %+ decoder refit %d+ s, DiT "), report)   -- the refit's time in the model line
     assert.are.equal(0, adaspa.add(lb:reshape({-1}), adaspa.scale(ld:reshape({-1}), -1)):norm())
     assert.are_not.equal(fb, fd)
     -- the new state and export again at the state's own size: its decoder fine-tuned, not a fresh one
@@ -65,6 +66,10 @@ describe("decoder_fit.py", function()
       .. " --steps 1 --batch 1 --heldout 0", out, out, out))
     assert.truthy(log:find("the state's decoder, fine-tuned, 48,2,3", 1, true), log)
     assert.truthy(log:find("learning rate 0.0003", 1, true), log)
+    -- it went on from d's refit: that fit's time and command carry over
+    local fl = meta("f").final_losses
+    assert.truthy(fl:find('"before": "python decoder_fit.py', 1, true) and fl:find('"before_seconds": ', 1, true), fl)
+    assert.is_nil(m.final_losses:find('"before', 1, true))   -- d's was a fresh decoder
     -- train.py trains the DiT on from the new state and export; its export keeps the new decoder
     os.execute(string.format("cp %s/d.state.pt %s/e.state.pt", out, out))
     log = train(string.format("--out %s/e.safetensors --resume --init-from %s/d.safetensors --steps 1", out, out))

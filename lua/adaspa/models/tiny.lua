@@ -431,12 +431,18 @@ function tiny.training(path)
   local function num(k) return tonumber(fl:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) end
   local ae, dit, steps, batch = num("ae_seconds"), num("dit_seconds"), num("steps"), num("batch")
   if not (ae and dit and steps and batch) then return nil end
+  -- decoder_fit.py's refit (its seconds, and those of a fit it went on from) counts with the autoencoder
+  local dr = fl:match('"decoder_refit"%s*:%s*(%b{})')
+  local function drnum(k) return dr and tonumber(dr:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) or 0 end
+  local refit = drnum("seconds") + drnum("before_seconds")
+  local dec = refit > 0 and string.format(" + decoder refit %.0f s", refit) or ""
   local clips = num("dit_clips")
   if clips and clips ~= steps * batch then
-    return string.format("trained %.0f s: autoencoder %.0f s, DiT %d steps, %d clips in %.0f s", ae + dit, ae, steps,
-      clips, dit)
+    return string.format("trained %.0f s: autoencoder %.0f s%s, DiT %d steps, %d clips in %.0f s", ae + refit + dit, ae, dec,
+      steps, clips, dit)
   end
-  return string.format("trained %.0f s: autoencoder %.0f s, DiT %d steps of %d clips in %.0f s", ae + dit, ae, steps, batch, dit)
+  return string.format("trained %.0f s: autoencoder %.0f s%s, DiT %d steps of %d clips in %.0f s", ae + refit + dit, ae, dec,
+    steps, batch, dit)
 end
 
 function tiny.describe(cfg)

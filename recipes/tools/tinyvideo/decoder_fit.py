@@ -186,6 +186,10 @@ def main(argv):
     info = {"command": "python decoder_fit.py " + " ".join(shlex.quote(x) for x in argv), "steps": step,
             "clips": seen, "seconds": round(secs, 1), "loss": loss.item(), "val_psnr_db": [round(p_old, 3), round(p_new, 3)],
             "size": [dim, mix, mlp]}
+    prev = json.loads(meta.get("final_losses", "{}")).get("decoder_refit")
+    if tune and isinstance(prev, dict):   # went on from the export's refit: its time counts (adaspa's report)
+        info["before"] = prev.get("command", "")
+        info["before_seconds"] = round(prev.get("seconds", 0) + prev.get("before_seconds", 0), 1)
     if a.out_state:   # the state with the new decoder: train.py --resume --init-from OUT goes on from it
         sd = {k: v for k, v in st.get("ae", st).items() if not k.startswith("decoder.")}
         sd.update(("decoder." + k, v) for k, v in d.state_dict().items())

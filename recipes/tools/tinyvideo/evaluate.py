@@ -2,7 +2,7 @@
 attention observations. Every number comes from adaspa runs (build/adaspa); this script only
 drives them and reads their outputs (frames with check.py's reader, results.json).
 
-    python evaluate.py caption [--n 50] [--policy adaspa | none] [--sparsity 0.8] [--guidance S] [--rescore]
+    python evaluate.py caption [--n 50] [--policy adaspa | none] [--sparsity 0.8 | --recall R] [--guidance S] [--rescore]
         each held-out prompt (heldout.txt) run dense and with the policy (one `adaspa recipe
         compare` per prompt, same seed; --policy none: dense only, with a column per attribute),
         the frames read back by check.py: a table of what each prompt asked and what each run
@@ -10,8 +10,10 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         the % for each attribute apart, and how many runs show one object (check.py's `objects`;
         "xN" in the table when N != 1) and agree strictly (the three and one object); --rescore:
         no runs, the frames an earlier caption run left under --out read again (after a change
-        of check.py), its tables written anew; the recipe's default run (recipes/tiny.lua: one
-        pass a step at AdaSpa 0.7) is --sparsity 0.7 (the default here stays 0.8, the runs' before)
+        of check.py), its tables written anew; --recall R: the policy run with a recall target
+        (attention.recall) instead of the tiers at --sparsity; the recipe's default run
+        (recipes/tiny.lua: one pass a step, AdaSpa at recall 0.9 since the thirty-second session) is
+        --recall 0.9 (at sparsity 0.7 before it; the default here stays --sparsity 0.8, the runs' before)
     python evaluate.py quality [--n 50] [--sparsities 0.5,0.8,0.9] [--policies dense,adaspa,window,spatial_temporal,estimate]
         AdaSpa and every policy of the zoo (recipes/compare.lua's list, swept over the sparsities)
         against dense on N prompts: latent PSNR, PSNR / SSIM of the decoded frames, caption-check
@@ -24,11 +26,11 @@ drives them and reads their outputs (frames with check.py's reader, results.json
         recall per head, its spread, layout Jaccard and LSE change between two steps), then a
         trace of a real sampling run (recipes/tools/record_trace.lua) replayed by `adaspa recipe
         replay` (every policy on the recorded q, k, v; layout and LSE stability across steps)
-    python evaluate.py examples [--prompts 1,2,3,4] [--sheet FILE] [--sparsity 0.7] [--guidance S]
+    python evaluate.py examples [--prompts 1,2,3,4] [--sheet FILE] [--sparsity 0.7 | --recall R] [--guidance S]
         a contact sheet of the policy run on held-out prompts (default the first --n after --skip):
         each prompt's caption with check.py's verdict ([ok], or what it read where it disagrees)
         and 6 frames from the first to the last; models/tiny/examples.png is
-        `examples --n 4 --sparsity 0.7 --sheet models/tiny/examples.png` (the default run)
+        `examples --n 4 --recall 0.9 --sheet models/tiny/examples.png` (the default run)
     python evaluate.py all [--quick]      # caption, quality and observe; --quick: 3 prompts, 20 steps
 
 Common options: --weights FILE (default: the trained export, models/tiny/tiny.safetensors, read
@@ -281,14 +283,14 @@ def cmd_caption(a):
     (Path(a.out) / "caption.md").write_text(text + "\n")
     res = {"prompts": n, "dense": n_dense, "policy": n_pol, "same": n_same, "policy_name": a.policy,
            "dense_strict": parts["dense"]["strict"], "policy_strict": parts["policy"]["strict"],
-           "sparsity": a.sparsity, "steps": a.steps, "seed": a.seed, "weights": a.weights, "guidance": a.guidance,
+           "sparsity": a.sparsity, "recall": a.recall, "steps": a.steps, "seed": a.seed, "weights": a.weights, "guidance": a.guidance,
            "dense_parts": parts["dense"], "policy_parts": parts["policy"]}
     (Path(a.out) / "caption.json").write_text(json.dumps(res, indent=2) + "\n")
     return res
 
 
 def cmd_examples(a):
-    """A contact sheet of the policy run (the recipe's default: --sparsity 0.7, one pass) on
+    """A contact sheet of the policy run (the recipe's default: --recall 0.9, one pass) on
     held-out prompts: per prompt its caption, check.py's verdict, and 6 frames evenly spaced from
     the first to the last."""
     from PIL import Image, ImageDraw
@@ -320,8 +322,9 @@ def cmd_examples(a):
         print("examples %d/%d  %5.1f s  %s  [%s]" % (k + 1, len(picks), secs, cap, verdict), flush=True)
     path = Path(a.sheet) if a.sheet else Path(a.out) / "examples.png"
     sheet.save(path)
-    head = "examples: %s at sparsity %g, %s, %d steps, seed %d; frames %s of each run" % (
-        a.policy, a.sparsity, guidance_label(a), a.steps, a.seed,
+    how = "recall %g" % a.recall if a.recall is not None else "sparsity %g" % a.sparsity
+    head = "examples: %s at %s, %s, %d steps, seed %d; frames %s of each run" % (
+        a.policy, how, guidance_label(a), a.steps, a.seed,
         ", ".join(str(round(j * (nf - 1) / (cols - 1))) for j in range(cols)))
     print(head + "\n" + "\n".join(lines) + "\nwrote " + str(path))
     return path
@@ -472,6 +475,10 @@ def main(argv):
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--policy", default="adaspa", help="caption: the sparse policy run beside dense")
     ap.add_argument("--sparsity", type=float, default=0.8, help="caption: its sparsity")
+    ap.add_argument("--recall", type=float, default=None, metavar="R",
+                    help="caption, examples: the policy run with a recall target R (attention.recall: blocks kept"
+                         " per row until their mass reaches R) instead of the tiers at --sparsity; recipes/tiny.lua's"
+                         " default run is --recall 0.9")
     ap.add_argument("--guidance", type=float, default=None,
                     help="classifier-free guidance scale (sampler.guidance_kind=cfg; the unconditional pass on the"
                          " blank prompt); default and 1: none, one pass a step (recipes/tiny.lua's default run)")
@@ -506,6 +513,12 @@ def main(argv):
             ap.error("--prompts: for caption and examples only")
         if not re.fullmatch(r"\d+(,\d+)*", a.prompts) or not all(1 <= int(x) <= total for x in a.prompts.split(",")):
             ap.error("--prompts %s: give held-out prompt numbers 1..%d, commas between them" % (a.prompts, total))
+    if a.recall is not None:
+        if a.cmd not in ("caption", "examples"):
+            ap.error("--recall: for caption and examples only (quality: --policies with --set policies.N.recall=R)")
+        if not 0 < a.recall <= 1:
+            ap.error("--recall %g: give a recall target in (0, 1]" % a.recall)
+        a.set.append("policies.2.recall=%g" % a.recall)
     if a.merge is not None and (a.cmd != "quality" or not a.rescore):
         ap.error("--merge: for quality --rescore only (it joins the tables of runs already made)")
     if a.merge is not None and not all(Path(d).is_dir() for d in a.merge.split(",")):
