@@ -22,7 +22,7 @@ return {
     -- reused): dense's caption reading (46 / 50 at seed 42) at 57% of its attention FLOPs; the
     -- tiers at sparsity 0.7 (recall = nil) draw small triangles as circles: 44 / 50 at 49%
     recall = 0.9,
-    sparsity = 0.7,           -- the tiers' mean sparsity when recall = nil
+    sparsity = 0.7,           -- the tiers' mean sparsity: in force only with recall = nil
     block = 64,
   },
   output = {
