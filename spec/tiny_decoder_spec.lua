@@ -63,13 +63,22 @@ describe("decoder_fit.py", function()
     assert.are_not.equal(fb, fd)
     -- the new state and export again at the state's own size: its decoder fine-tuned, not a fresh one
     log = fit(string.format("--state %s/d.state.pt --export %s/d.safetensors --out %s/f.safetensors --size 48,2,3"
-      .. " --steps 1 --batch 1 --heldout 0", out, out, out))
+      .. " --out-state %s/f.state.pt --steps 1 --batch 1 --heldout 0", out, out, out, out))
     assert.truthy(log:find("the state's decoder, fine-tuned, 48,2,3", 1, true), log)
     assert.truthy(log:find("learning rate 0.0003", 1, true), log)
     -- it went on from d's refit: that fit's time and command carry over
     local fl = meta("f").final_losses
     assert.truthy(fl:find('"before": "python decoder_fit.py', 1, true) and fl:find('"before_seconds": ', 1, true), fl)
     assert.is_nil(m.final_losses:find('"before', 1, true))   -- d's was a fresh decoder
+    -- a second fine-tune names both fits before it and counts both's seconds
+    fit(string.format("--state %s/f.state.pt --export %s/f.safetensors --out %s/g.safetensors --size 48,2,3"
+      .. " --steps 1 --batch 1 --heldout 0", out, out, out))
+    local gl = meta("g").final_losses
+    local last, first = (gl:match('"before": "(.-)", "before_seconds"') or ""):match("^(.-); before it: (.*)$")
+    assert.truthy(last and last:find("--out " .. out .. "/f.safetensors", 1, true), gl)
+    assert.truthy(first and first:find("--out " .. out .. "/d.safetensors", 1, true), gl)
+    local secs = function(s, k) return tonumber(s:match('"decoder_refit".-"' .. k .. '": ([%d.]+)')) end
+    assert.is_true(math.abs(secs(gl, "before_seconds") - secs(fl, "seconds") - secs(fl, "before_seconds")) < 0.15, gl)
     -- train.py trains the DiT on from the new state and export; its export keeps the new decoder
     os.execute(string.format("cp %s/d.state.pt %s/e.state.pt", out, out))
     log = train(string.format("--out %s/e.safetensors --resume --init-from %s/d.safetensors --steps 1", out, out))

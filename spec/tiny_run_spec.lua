@@ -83,6 +83,23 @@ describe("the tiny model's registry entry", function()
     assert.is_true(math.abs(tonumber(total) - (tonumber(ae) + refit + tonumber(dit))) <= 2, t)
   end)
 
+  it("reads the export's own steps and seconds, not those of a nested refit that comes first", function()
+    local p = os.tmpname()
+    local function report(fl)
+      adaspa.safetensors.save(p, {{"w", adaspa.randn({2, 3}, {seed = 5})}}, {final_losses = fl})
+      return tiny.training(p)
+    end
+    local top = '"ae_seconds": 10.4, "steps": 7, "batch": 3, "dit_seconds": 20.2, "dit_clips": 30'
+    assert.are.equal("trained 31 s: autoencoder 10 s, DiT 7 steps, 30 clips in 20 s", report("{" .. top .. "}"))
+    local nested = '"decoder_refit": {"steps": 999, "batch": 64, "seconds": 5.1, "before_seconds": 4.0, '
+      .. '"dit_clips": 1, "x": {"steps": 5}}'
+    assert.are.equal("trained 40 s: autoencoder 10 s + decoder refit 9 s, DiT 7 steps, 30 clips in 20 s",
+      report("{" .. nested .. ", " .. top .. "}"))
+    -- without the export's own keys there is no phrase, whatever the nested object holds
+    assert.is_nil(report('{"encoder_refit": {"ae_seconds": 1, "dit_seconds": 2, "steps": 3, "batch": 4}}'))
+    os.remove(p)
+  end)
+
   it("refuses a file that is not a tiny export, and says where the trained weights belong", function()
     spec_error(function() tiny.overrides({weights = "spec/fixtures/tiny/tiny_io.safetensors"}) end,
       "not a tiny model export")
@@ -137,6 +154,17 @@ describe("recipes/tiny.lua end to end (smoke export)", function()
     local txt = spec_slurp(dir .. "/report.txt")
     assert.truthy(txt:find("weights    " .. path, 1, true), txt)
     assert.truthy(txt:find("trained %d+ s: autoencoder"), txt)
+  end)
+
+  it("warns when attention.sparsity is set beside the recipe's recall target, which selects the blocks", function()
+    local _, se, code = run(spec_tmpdir(), "a red square moving left", "attention.sparsity=0.8")
+    assert.are.equal(0, code, se)
+    assert.truthy(se:find("adaspa: warning: attention.sparsity=0.8 is not in force: attention.recall=0.9 selects", 1, true), se)
+    local dir = spec_tmpdir()
+    _, se, code = run(dir, "a red square moving left", "attention.recall=nil attention.sparsity=0.8")
+    assert.are.equal(0, code, se)
+    assert.is_nil(se:find("warning", 1, true), se)
+    assert.truthy(spec_slurp(dir .. "/report.txt"):find("sparsity 0.8", 1, true))
   end)
 
   it("writes decoded frames, a contact sheet, the latents and a report naming the model", function()

@@ -375,7 +375,8 @@ end
 --   5. the job runs; on failure the folder is removed if the runner created it and nothing was
 --      written, else error.txt in it says what failed;
 --   6. the confinement ends; the thread count (adaspa.threads) is restored.
--- opts: say (printf-like, for the "previous run removed" line). Returns true, the job's exit
+-- opts: say (printf-like, for the "previous run removed" line), warn (printf-like, for an override that does
+-- nothing: attention.sparsity beside a recall target). Returns true, the job's exit
 -- code and its result, or false and the error message.
 function recipe.run(path, overrides, opts)
   local adaspa = require "adaspa"
@@ -386,16 +387,23 @@ function recipe.run(path, overrides, opts)
   local rank = adaspa.comm.world():rank()
   local res = confine(path, function(guard)
     local cfg = recipe.load(path)
-    local dir_from_cli = false
+    local from_cli = {}
     for _, a in ipairs(overrides) do
       local keys, value = recipe.parse_override(a)
       if not keys then error(path .. ": " .. value, 0) end
       recipe.set_path(cfg, keys, value)
-      if #keys == 2 and keys[1] == "output" and keys[2] == "dir" then dir_from_cli = true end
+      from_cli[table.concat(keys, ".")] = a
     end
+    local dir_from_cli = from_cli["output.dir"] ~= nil
     local job, runner = recipe.job_of(cfg, path)
     cfg.job = nil
     recipe.validate(cfg, runner.schema_for and runner.schema_for(cfg, path) or runner.schema, path)
+    -- AdaSpa selects by its recall target when one is set: a sparsity asked for beside it does nothing
+    local at = type(cfg.attention) == "table" and cfg.attention or {}
+    if from_cli["attention.sparsity"] and at.recall ~= nil and (at.policy == nil or at.policy == "adaspa") and opts.warn then
+      opts.warn("adaspa: warning: %s is not in force: attention.recall=%s selects AdaSpa's blocks "
+        .. "(add attention.recall=nil for the tiers at that sparsity)", from_cli["attention.sparsity"], tostring(at.recall))
+    end
     for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
       allow_input(guard, get_path(cfg, field))
     end
@@ -481,7 +489,8 @@ function recipe.main(file, ...)
     io.stderr:write("adaspa recipe: ", err, "\n")
     return 1
   end
-  local ok, result = recipe.run(path, {...}, {say = function(...) io.write(string.format(...), "\n"); io.flush() end})
+  local ok, result = recipe.run(path, {...}, {say = function(...) io.write(string.format(...), "\n"); io.flush() end,
+    warn = function(...) io.stderr:write(string.format(...), "\n") end})
   if not ok then
     io.stderr:write("adaspa recipe: ", result, "\n")
     return 1

@@ -428,15 +428,16 @@ function tiny.training(path)
   local ok, _, meta = pcall(adaspa.safetensors.info, path)
   local fl = ok and type(meta) == "table" and meta.final_losses
   if type(fl) ~= "string" then return nil end
-  local function num(k) return tonumber(fl:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) end
-  local ae, dit, steps, batch = num("ae_seconds"), num("dit_seconds"), num("steps"), num("batch")
+  -- a key's number in one JSON object: top's keys only with the nested objects cut out
+  local function num(k, src) return src and tonumber(src:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) end
+  local top = (fl:gsub('"[%w_]+"%s*:%s*%b{}', ""))
+  local ae, dit, steps, batch = num("ae_seconds", top), num("dit_seconds", top), num("steps", top), num("batch", top)
   if not (ae and dit and steps and batch) then return nil end
-  -- decoder_fit.py's refit (its seconds, and those of a fit it went on from) counts with the autoencoder
+  -- decoder_fit.py's refit (its seconds, and those of the fits it went on from) counts with the autoencoder
   local dr = fl:match('"decoder_refit"%s*:%s*(%b{})')
-  local function drnum(k) return dr and tonumber(dr:match('"' .. k .. '"%s*:%s*([%d.eE+-]+)')) or 0 end
-  local refit = drnum("seconds") + drnum("before_seconds")
+  local refit = (num("seconds", dr) or 0) + (num("before_seconds", dr) or 0)
   local dec = refit > 0 and string.format(" + decoder refit %.0f s", refit) or ""
-  local clips = num("dit_clips")
+  local clips = num("dit_clips", top)
   if clips and clips ~= steps * batch then
     return string.format("trained %.0f s: autoencoder %.0f s%s, DiT %d steps, %d clips in %.0f s", ae + refit + dit, ae, dec,
       steps, clips, dit)

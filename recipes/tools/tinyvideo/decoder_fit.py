@@ -188,7 +188,7 @@ def main(argv):
             "size": [dim, mix, mlp]}
     prev = json.loads(meta.get("final_losses", "{}")).get("decoder_refit")
     if tune and isinstance(prev, dict):   # went on from the export's refit: its time counts (adaspa's report)
-        info["before"] = prev.get("command", "")
+        info["before"] = prev.get("command", "") + ("; before it: " + prev["before"] if prev.get("before") else "")
         info["before_seconds"] = round(prev.get("seconds", 0) + prev.get("before_seconds", 0), 1)
     if a.out_state:   # the state with the new decoder: train.py --resume --init-from OUT goes on from it
         sd = {k: v for k, v in st.get("ae", st).items() if not k.startswith("decoder.")}
