@@ -19,8 +19,9 @@ return {
   attention = {
     policy = "adaspa",        -- adaspa | dense | window | spatial_temporal | estimate
     -- per head and query row, the blocks kept until their exact mass reaches 0.9 (searched, then
-    -- reused): dense's caption reading (46 / 50 at seed 42) at 57% of its attention FLOPs; the
-    -- tiers at sparsity 0.7 (recall = nil) draw small triangles as circles: 44 / 50 at 49%
+    -- reused): dense's caption reading (49 / 50 at seeds 42 and 43) at 57% of its attention FLOPs;
+    -- the tiers at sparsity 0.7 (recall = nil) draw small triangles as circles (44 / 50 at 49%,
+    -- read with the decoder before; README, "A small trained model")
     recall = 0.9,
     sparsity = 0.7,           -- the tiers' mean sparsity: in force only with recall = nil
     block = 64,

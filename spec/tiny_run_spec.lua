@@ -273,8 +273,8 @@ describe("the trained tiny model #trained", function()
     local function n(field) return tonumber(js:match('"' .. field .. '": (%d+)')) end
     assert.are.equal(4, n("prompts"))
     assert.truthy(js:find('"recall": 0.9,', 1, true), js)
-    -- all 50 held-out prompts at seed 42 read dense 46/50 and AdaSpa at recall 0.9 46/50 on the
-    -- committed export (thirty-second session, README); these four read 4/4 and 4/4 (AdaSpa's tiers
+    -- all 50 held-out prompts at seed 42 read dense 49/50 and AdaSpa at recall 0.9 49/50 on the
+    -- committed export (thirty-third session, README); these four read 4/4 and 4/4 (AdaSpa's tiers
     -- at sparsity 0.7: 3/4; the exports before read dense 3/4 and AdaSpa 0.7 2/4 or 3/4). Frames
     -- that ignore their prompt rarely match its colour, shape and motion all together, so 3 of 4
     -- still fails a model or a sampler that has stopped following the caption.

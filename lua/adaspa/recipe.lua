@@ -376,7 +376,8 @@ end
 --      written, else error.txt in it says what failed;
 --   6. the confinement ends; the thread count (adaspa.threads) is restored.
 -- opts: say (printf-like, for the "previous run removed" line), warn (printf-like, for an override that does
--- nothing: attention.sparsity beside a recall target). Returns true, the job's exit
+-- nothing: an attention option the policy's inert() names, e.g. attention.sparsity beside a recall target).
+-- Returns true, the job's exit
 -- code and its result, or false and the error message.
 function recipe.run(path, overrides, opts)
   local adaspa = require "adaspa"
@@ -398,11 +399,14 @@ function recipe.run(path, overrides, opts)
     local job, runner = recipe.job_of(cfg, path)
     cfg.job = nil
     recipe.validate(cfg, runner.schema_for and runner.schema_for(cfg, path) or runner.schema, path)
-    -- AdaSpa selects by its recall target when one is set: a sparsity asked for beside it does nothing
-    local at = type(cfg.attention) == "table" and cfg.attention or {}
-    if from_cli["attention.sparsity"] and at.recall ~= nil and (at.policy == nil or at.policy == "adaspa") and opts.warn then
-      opts.warn("adaspa: warning: %s is not in force: attention.recall=%s selects AdaSpa's blocks "
-        .. "(add attention.recall=nil for the tiers at that sparsity)", from_cli["attention.sparsity"], tostring(at.recall))
+    -- an attention option the command line set that the policy does not use beside the others
+    local at = cfg.attention
+    local okm, pm = pcall(require("adaspa.policy").module, type(at) == "table" and at.policy or "adaspa")
+    if opts.warn and okm and pm.inert and type(at) == "table" then
+      for field, why in pairs(pm.inert(at)) do
+        local a = from_cli["attention." .. field]
+        if a then opts.warn("adaspa: warning: %s is not in force: %s", a, why) end
+      end
     end
     for _, field in ipairs(runner.inputs or recipe.jobs[job]) do
       allow_input(guard, get_path(cfg, field))

@@ -35,6 +35,14 @@ policy.defaults = {
 -- Options whose value is a list (a single number given for one means a list of it).
 policy.list_options = {search = true}
 
+-- The options that do nothing beside the others ({option = why}): a recall target selects the
+-- blocks, so the tiers' sparsity is not used.
+function policy.inert(opts)
+  if opts.recall == nil then return {} end
+  return {sparsity = string.format("attention.recall=%s selects AdaSpa's blocks (add attention.recall=nil for the "
+    .. "tiers at that sparsity)", tostring(opts.recall))}
+end
+
 -- The paper's schedule as fractions of the step count (its 50 steps: warm-up 10, searches at
 -- 10 and 30).
 policy.WARMUP_FRACTION, policy.SEARCH_FRACTIONS = 0.2, {0.2, 0.6}

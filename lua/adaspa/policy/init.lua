@@ -25,7 +25,9 @@
 -- A layout is an adaspa.layout userdata. policies.check(p) names what a table lacks; the
 -- builder checks every policy it returns.
 -- Built-in modules live in adaspa.policy.<name> and export options, defaults, shared (the options
--- a recipe's attention table gives them), new(opts, steps) and source (the paper it follows).
+-- a recipe's attention table gives them), new(opts, steps) and source (the paper it follows), and
+-- optionally inert(opts): the options that do nothing beside the others, {option = why} (the
+-- recipe runner warns when the command line sets one).
 local policies = {}
 
 policies.names = {"dense", "adaspa", "window", "spatial_temporal", "estimate"}
